@@ -1,0 +1,35 @@
+"""The typer app. Commands import the library lazily so that --help answers at once."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import passes, run, validate
+
+app = typer.Typer(
+    name="compress",
+    help="Compress a saved PyTorch model into one checked ONNX file, with a measured report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run.run)
+app.command("validate")(validate.validate)
+app.command("passes")(passes.passes)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from compress import __version__
+
+        typer.echo(f"compress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Exit codes: 0 ok, 1 a pass or the export failed, 2 bad input, 3 a gate failed."""

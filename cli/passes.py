@@ -1,0 +1,55 @@
+"""`compress passes`: every registered pass with its parameters, types and defaults."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _parameters(cls) -> list[dict]:
+    rows = []
+    for name, field in cls.Params.model_fields.items():
+        annotation = field.annotation
+        annotation = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        rows.append(
+            {
+                "name": name,
+                "type": annotation.replace("typing.", ""),
+                "default": default,
+                "required": field.is_required(),
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def passes(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List every pass with its parameters, types and defaults."""
+    from compress.passes.registry import all_passes
+
+    found = {
+        name: {"stage": cls.stage, "summary": cls.summary(), "params": _parameters(cls)}
+        for name, cls in all_passes().items()
+    }
+    if json_output:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    console = Console(highlight=False)
+    for name, info in found.items():
+        table = Table(
+            title=f"{name}  [dim]({info['stage']} stage)[/] {info['summary']}", title_justify="left"
+        )
+        for column in ("parameter", "type", "default", "description"):
+            table.add_column(column)
+        for p in info["params"]:
+            table.add_row(
+                p["name"],
+                p["type"],
+                "required" if p["required"] else repr(p["default"]),
+                p["description"],
+            )
+        console.print(table)

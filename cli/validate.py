@@ -1,0 +1,25 @@
+"""`compress validate`: check a config (keys, types, pass names, data files) without running it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.errors import reported_errors
+
+
+def validate(
+    config: Path = typer.Argument(..., help="The YAML recipe to check."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check CONFIG as `compress run` would, before any model is loaded; exit 2 if it is bad."""
+    with reported_errors(debug):
+        from compress.config import load_config
+        from compress.context import load_datasets
+
+        loaded = load_config(config)
+        datasets = load_datasets(loaded)
+    names = ", ".join(spec.type for spec in loaded.passes) or "no passes"
+    data = ", ".join(f"{role} ({len(d)} samples)" for role, d in datasets.items()) or "no data"
+    typer.echo(f"{config}: ok ({names}; {data})")

@@ -1,0 +1,196 @@
+"""The YAML config: pydantic models (unknown keys rejected) and a loader whose errors name the
+key and the line, e.g. `passes[0].per_channel: Input should be a valid boolean (line 12)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from compress.errors import ConfigError
+from compress.passes.base import PassParams
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(Strict):
+    name: str
+    shape: list[int | str] = Field(min_length=1)
+    dtype: Literal["float32", "float16", "int64", "int32", "bool"] = "float32"
+
+
+class ModelSection(Strict):
+    arch: str | None = None  # "path/to/file.py:Factory" or "package.module:Factory"
+    arch_args: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[InputSpec] | None = None
+
+
+class DataSource(Strict):
+    path: Path
+    inputs: list[str] = Field(min_length=1)
+    labels: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+
+
+class DataSection(Strict):
+    calibration: DataSource | None = None
+    eval: DataSource | None = None
+    train: DataSource | None = None
+
+
+class ExportSection(Strict):
+    opset: int = Field(default=18, ge=18, le=23)
+    dynamic_batch: bool = True
+    parity_atol: float = Field(default=1e-4, gt=0)
+
+
+class ReportSection(Strict):
+    batch_sizes: list[int] = Field(default=[32, 1], min_length=1)
+    threads: int = Field(default=1, ge=1)
+    metric: Literal["top1", "agreement", "cosine"] = "top1"
+    warmup_runs: int = Field(default=10, ge=0)
+    min_runs: int = Field(default=100, ge=5)
+    min_seconds: float = Field(default=0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _positive_batches(self):
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError("batch_sizes must all be >= 1")
+        return self
+
+
+class GatesSection(Strict):
+    max_accuracy_drop: float | None = None
+    min_speedup: float | None = Field(default=None, gt=0)
+    min_size_ratio: float | None = Field(default=None, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+
+
+class PassSpec(Strict):
+    type: str
+    params: PassParams
+
+
+class Config(Strict):
+    version: Literal[1]
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    passes: list[dict[str, Any]] = Field(default_factory=list)
+    export: ExportSection = Field(default_factory=ExportSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+    gates: GatesSection = Field(default_factory=GatesSection)
+
+
+class LoadedConfig:
+    """A validated config plus where it came from (paths in it are relative to its file)."""
+
+    def __init__(self, config: Config, passes: list[PassSpec], path: Path, text: str):
+        self.config = config
+        self.passes = passes
+        self.path = path
+        self.text = text
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: Path | str) -> Path:
+        return (self.base_dir / relative).resolve()
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == part), None)
+            if child is None:  # an unknown key: point at the key itself
+                child = next((k for k, _ in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if part < len(node.value) else None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _format_errors(err: ValidationError, root: yaml.Node | None, prefix: tuple = ()) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = prefix + tuple(p for p in e["loc"] if not str(p).startswith("function-"))
+        msg = (
+            "unknown key; remove it or check its spelling"
+            if e["type"] == "extra_forbidden"
+            else e["msg"]
+        )
+        line = _line_of(root, loc)
+        lines.append(
+            f"{_dotted(loc) or '(top level)'}: {msg}" + (f" (line {line})" if line else "")
+        )
+    return lines
+
+
+def _validate_passes(raw: list[dict[str, Any]], root: yaml.Node | None) -> list[PassSpec]:
+    from compress.passes.registry import get_pass
+
+    specs, problems = [], []
+    for i, entry in enumerate(raw):
+        where = ("passes", i)
+        if "type" not in entry:
+            problems.append(f"passes[{i}]: missing `type` (line {_line_of(root, where)})")
+            continue
+        params = {k: v for k, v in entry.items() if k != "type"}
+        try:
+            cls = get_pass(str(entry["type"]))
+            specs.append(PassSpec(type=cls.name, params=cls.Params.model_validate(params)))
+        except KeyError as e:
+            problems.append(
+                f"passes[{i}].type: {e.args[0]} (line {_line_of(root, (*where, 'type'))})"
+            )
+        except ValidationError as e:
+            problems.extend(_format_errors(e, root, where))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return specs
+
+
+def load_config(path: Path | str) -> LoadedConfig:
+    """Read and validate a YAML config as a whole; ConfigError names every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping with `version: 1` at the top")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: " + "; ".join(_format_errors(e, root))) from None
+    try:
+        passes = _validate_passes(config.passes, root)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return LoadedConfig(config, passes, path.resolve(), text)

@@ -1,0 +1,90 @@
+"""What a run shares between its steps: the config, the datasets, the model's inputs, a workdir."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compress.config import LoadedConfig
+from compress.data import Dataset, load_dataset
+from compress.errors import ConfigError
+
+DTYPES = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "bool": np.bool_,
+}
+
+
+@dataclass
+class Context:
+    config: LoadedConfig
+    datasets: dict[str, Dataset]  # by role: calibration, eval, train
+    input_names: list[str]
+    workdir: Path
+    log: Callable[[str], None] = field(default=lambda message: None)
+
+    @property
+    def calibration(self) -> Dataset | None:
+        return self.datasets.get("calibration")
+
+    @property
+    def eval(self) -> Dataset | None:
+        return self.datasets.get("eval")
+
+    def samples(self, count: int) -> list[np.ndarray]:
+        """`count` real samples (eval, else calibration, else train), in input order."""
+        for role in ("eval", "calibration", "train"):
+            if role in self.datasets:
+                return self.datasets[role].take(count)
+        return synthetic_inputs(self.config, count)
+
+
+def load_datasets(config: LoadedConfig, input_names: list[str] | None = None) -> dict[str, Dataset]:
+    """Load every data source in the config, cast to the declared input dtypes."""
+    section, specs = config.config.data, config.config.model.inputs
+    datasets = {}
+    for role in ("calibration", "eval", "train"):
+        source = getattr(section, role)
+        if source is None:
+            continue
+        dataset = load_dataset(source, f"data.{role}", config.base_dir)
+        if specs:
+            if len(specs) != len(source.inputs):
+                raise ConfigError(
+                    f"data.{role}.inputs lists {len(source.inputs)} arrays but "
+                    f"model.inputs declares {len(specs)}"
+                )
+            for key, spec in zip(source.inputs, specs, strict=True):
+                dataset.inputs[key] = dataset.inputs[key].astype(DTYPES[spec.dtype], copy=False)
+        datasets[role] = dataset
+    return datasets
+
+
+def input_names_for(config: LoadedConfig) -> list[str]:
+    """Model input names: model.inputs, else the npz keys of the first data source."""
+    cfg = config.config
+    if cfg.model.inputs:
+        return [spec.name for spec in cfg.model.inputs]
+    for role in ("eval", "calibration", "train"):
+        source = getattr(cfg.data, role)
+        if source is not None:
+            return list(source.inputs)
+    raise ConfigError(
+        "the model's inputs are unknown: add data.eval (or data.calibration) or "
+        "model.inputs: [{name, shape, dtype}]"
+    )
+
+
+def synthetic_inputs(config: LoadedConfig, count: int) -> list[np.ndarray]:
+    """Zeros/ones shaped like model.inputs, for a config that declares inputs but has no data."""
+    arrays = []
+    for spec in config.config.model.inputs or []:
+        shape = [count] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+        arrays.append(np.ones(shape, dtype=DTYPES[spec.dtype]))
+    return arrays

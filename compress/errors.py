@@ -1,0 +1,49 @@
+"""The error domain: every failure a user can cause, each with the exit code the CLI returns."""
+
+
+class CompressError(Exception):
+    """Base class. The message is one line that names the problem and the fix."""
+
+    exit_code = 1
+
+
+class InputError(CompressError):
+    """Bad input: arguments, config, model file, data file (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """The YAML config is invalid or does not fit the model."""
+
+
+class ModelLoadError(InputError):
+    """The model file is missing, corrupt, unsafe, or does not fit its architecture."""
+
+
+class DataError(InputError):
+    """A data file is missing, malformed, or does not fit the model."""
+
+
+class OutputDirError(InputError):
+    """The output folder cannot be used."""
+
+
+class PassError(CompressError):
+    """A pass failed while running (exit 1)."""
+
+
+class ExportError(CompressError):
+    """torch -> ONNX export, the ONNX checker or the parity check failed (exit 1)."""
+
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_GATE_FAILED = 3
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (library errors can run to pages)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -1,0 +1,133 @@
+"""torch -> ONNX: one self-contained file, dynamic batch, onnx.checker, parity against torch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from compress.config import ExportSection
+from compress.errors import ExportError, first_line
+
+BATCH_DIM = "batch"
+
+
+def export_to_onnx(
+    model,
+    fmt: str,
+    example: list[np.ndarray],
+    input_names: list[str],
+    output_names: list[str],
+    target: Path,
+    section: ExportSection,
+) -> None:
+    """Export `model` (a module, ScriptModule or ExportedProgram) to `target` and check it."""
+    import onnx
+    import torch
+
+    args = tuple(torch.from_numpy(a) for a in example)
+    common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
+    try:
+        # The exporters print progress on stdout (which belongs to --json output) and log
+        # warnings about optional packages; our own log says what is happening.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            if fmt == "torchscript":  # torch.export cannot trace a ScriptModule
+                axes = {n: {0: BATCH_DIM} for n in [*input_names, *output_names]}
+                torch.onnx.export(
+                    model,
+                    args,
+                    str(target),
+                    dynamo=False,
+                    **common,
+                    dynamic_axes=axes if section.dynamic_batch else None,
+                )
+            elif fmt == "exported_program":  # its shapes were fixed when it was saved
+                program = torch.onnx.export(model, (), dynamo=True, **common)
+                program.save(str(target), external_data=False)
+            else:
+                batch = torch.export.Dim(BATCH_DIM)
+                shapes = tuple({0: batch} for _ in args) if section.dynamic_batch else None
+                program = torch.onnx.export(
+                    model, args, dynamo=True, dynamic_shapes=shapes, **common
+                )
+                program.save(str(target), external_data=False)
+    except Exception as e:
+        raise ExportError(
+            f"torch -> ONNX export failed: {first_line(e)} (rerun with --debug for the traceback)"
+        ) from e
+    try:
+        onnx.checker.check_model(str(target), full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+    if section.dynamic_batch and fmt == "exported_program" and not has_dynamic_batch(target):
+        raise ExportError(
+            "the .pt2 program was saved with a fixed batch size; export it again "
+            "with dynamic_shapes on the batch dimension, or set "
+            "export.dynamic_batch: false and report.batch_sizes to that size"
+        )
+
+
+def has_dynamic_batch(path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    dims = [
+        i.type.tensor_type.shape.dim[0]
+        for i in graph.input
+        if i.name not in initializers and i.type.tensor_type.shape.dim
+    ]
+    return all(not d.HasField("dim_value") for d in dims)
+
+
+def torch_outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run a torch callable; the outputs as a flat list of arrays."""
+    import torch
+
+    with torch.no_grad():
+        out = model(*(torch.from_numpy(a) for a in inputs))
+    if isinstance(out, dict):
+        out = list(out.values())
+    outs = out if isinstance(out, list | tuple) else [out]
+    return [o.detach().cpu().numpy() for o in outs]
+
+
+def check_parity(
+    onnx_path: Path, reference: list[np.ndarray], inputs: list[np.ndarray], atol: float, where: str
+) -> float:
+    """Max |ONNX Runtime - torch| over all outputs; ExportError above `atol`."""
+    from compress.measure.runtime import open_session, run_batched
+
+    session = open_session(onnx_path, threads=1)
+    got = run_batched(session, inputs, batch_size=64)
+    if len(got) != len(reference):
+        raise ExportError(f"parity: ONNX gives {len(got)} outputs, torch {len(reference)}")
+    diff = max(
+        float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
+        for g, r in zip(got, reference, strict=True)
+    )
+    if not diff <= atol:  # also catches NaN
+        raise ExportError(
+            f"parity check failed: max |onnx - torch| = {diff:.3g} on "
+            f"{len(inputs[0])} samples from {where}, above export.parity_atol "
+            f"{atol:g}; the exported graph does not compute what the model does"
+        )
+    return diff
+
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write provenance into the model's metadata_props (keeps one self-contained file)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in props.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, str(path))

@@ -1,0 +1,1 @@
+"""Measurements of an ONNX model in ONNX Runtime: size, latency, and accuracy or fidelity."""

@@ -1,0 +1,43 @@
+"""ONNX Runtime sessions and batched inference, shared by parity, metrics and latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def open_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def fixed_batch(session) -> int | None:
+    """The batch size the model insists on, or None when its batch axis is dynamic."""
+    dims = [i.shape[0] for i in session.get_inputs() if i.shape]
+    fixed = {d for d in dims if isinstance(d, int)}
+    return fixed.pop() if len(fixed) == 1 else None
+
+
+def feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
+
+
+def run_batched(session, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Run all samples through `session`; a fixed-batch model gets its last batch padded."""
+    batch_size = fixed_batch(session) or batch_size
+    total, chunks = len(inputs[0]), []
+    for start in range(0, total, batch_size):
+        part = [a[start : start + batch_size] for a in inputs]
+        real = len(part[0])
+        if real < batch_size and fixed_batch(session):
+            part = [np.concatenate([p, np.repeat(p[-1:], batch_size - real, axis=0)]) for p in part]
+        chunks.append([o[:real] for o in session.run(None, feeds(session, part))])
+    return [np.concatenate(outs) for outs in zip(*chunks, strict=True)]

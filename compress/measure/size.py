@@ -1,0 +1,32 @@
+"""Size on disk and parameter count of an ONNX model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# Inputs that carry quantization scales and zero points rather than weights, by op and position.
+_QUANT_PARAM_INPUTS = {
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "MatMulInteger": (2, 3),
+    "ConvInteger": (2, 3),
+}
+
+
+def count_params(path: Path) -> int:
+    """Elements of the weight initializers (scales and zero points of quantization excluded)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    quant_params = {
+        node.input[i]
+        for node in graph.node
+        for i in _QUANT_PARAM_INPUTS.get(node.op_type, ())
+        if i < len(node.input)
+    }
+    return sum(math.prod(init.dims) for init in graph.initializer if init.name not in quant_params)
+
+
+def size_bytes(path: Path) -> int:
+    return Path(path).stat().st_size

@@ -1,0 +1,269 @@
+"""Load saved models; the format is detected from the file's content, never from its name.
+
+Formats: TorchScript archives, torch.export programs (.pt2), state_dicts (+ `model.arch`),
+whole pickled modules (only with trust_pickle), and ONNX files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from compress.config import ModelSection
+from compress.errors import ConfigError, ModelLoadError, first_line
+
+Format = Literal["torchscript", "exported_program", "state_dict", "pickled_module", "onnx"]
+TORCH_FORMATS = ("torchscript", "exported_program", "state_dict", "pickled_module")
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    format: Format
+    sha256: str
+    model: Any  # nn.Module, ScriptModule, ExportedProgram, or onnx.ModelProto
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.format == "onnx"
+
+    def callable(self):
+        """A torch callable for inference (an ExportedProgram runs through `.module()`)."""
+        return self.model.module() if self.format == "exported_program" else self.model
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def detect_format(path: Path) -> Format:
+    """Look inside the file: torch archives are zips with telltale members; else try ONNX."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            raise ModelLoadError(
+                f"{path}: the model archive is truncated or corrupt; save it "
+                "again or copy the complete file"
+            ) from None
+        if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
+            return "exported_program"
+        if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "state_dict"  # or a pickled module: told apart by the safe unpickler
+    elif head[:1] == b"\x80":  # the legacy (non-zip) torch.save pickle stream
+        return "state_dict"
+    elif _looks_like_onnx(path):
+        return "onnx"
+    raise ModelLoadError(
+        f"{path}: not a recognised model file (expected a TorchScript archive, "
+        "a torch.export .pt2, a torch.save state_dict, or ONNX); it may be "
+        "truncated or corrupt"
+    )
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return proto.ir_version > 0 and len(proto.graph.node) > 0
+
+
+def load_model(
+    path: Path, section: ModelSection, base_dir: Path, trust_pickle: bool = False
+) -> LoadedModel:
+    """Load `path`; `base_dir` is the config's folder, against which `model.arch` resolves."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    fmt = detect_format(path)
+    loader = {
+        "torchscript": _load_torchscript,
+        "exported_program": _load_program,
+        "onnx": _load_onnx,
+    }.get(fmt)
+    if loader:
+        model = loader(path)
+    else:
+        fmt, model = _load_pickle(path, section, base_dir, trust_pickle)
+    return LoadedModel(path, fmt, file_sha256(path), model)
+
+
+def _load_torchscript(path: Path):
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as e:
+        raise ModelLoadError(
+            f"{path}: cannot load the TorchScript archive ({first_line(e)}); "
+            "it may be corrupt or saved by a newer torch"
+        ) from None
+
+
+def _load_program(path: Path):
+    import torch
+
+    try:
+        return torch.export.load(str(path))
+    except Exception as e:
+        raise ModelLoadError(
+            f"{path}: cannot load the torch.export program ({first_line(e)}); "
+            "it may be corrupt or saved by a different torch version"
+        ) from None
+
+
+def _load_onnx(path: Path):
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
+    return proto
+
+
+def _load_pickle(path: Path, section: ModelSection, base_dir: Path, trust_pickle: bool):
+    """A torch.save file: a state_dict (safe unpickler) or, with trust, a whole module."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        if not trust_pickle:
+            raise ModelLoadError(
+                f"{path}: is a whole pickled object{what}; unpickling it would run code from the "
+                "file, so it was not loaded. Save a state_dict (torch.save(model.state_dict())) "
+                "and "
+                "set model.arch, or use torch.jit.save / torch.export.save, or pass --trust-pickle "
+                "if you trust where the file came from"
+            ) from None
+        return "pickled_module", _load_trusted_module(path, base_dir)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{path}: cannot read the torch.save file ({first_line(e)}); it may "
+            "be truncated or corrupt"
+        ) from None
+    return "state_dict", _build_from_state_dict(
+        path, _unwrap_state_dict(obj, path), section, base_dir
+    )
+
+
+def _load_trusted_module(path: Path, base_dir: Path):
+    import torch
+
+    sys.path[:0] = [str(path.parent), str(base_dir)]  # where the module's classes likely live
+    try:
+        module = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{path}: cannot unpickle the module ({first_line(e)}); its classes must be importable"
+        ) from None
+    finally:
+        del sys.path[:2]
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"{path}: the pickle holds a {type(module).__name__}, not a module")
+    return module.eval()
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict:
+    import torch
+
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
+    return obj
+
+
+def _build_from_state_dict(path: Path, state: dict, section: ModelSection, base_dir: Path):
+    if not section.arch:
+        raise ConfigError(
+            f"{path.name} is a state_dict, which has no architecture: set "
+            "model.arch: 'path/to/file.py:Factory' (or 'package.module:Factory') "
+            "and model.arch_args in the config"
+        )
+    factory = import_arch(section.arch, base_dir)
+    try:
+        model = factory(**section.arch_args)
+    except Exception as e:
+        raise ModelLoadError(
+            f"model.arch: {section.arch}(**model.arch_args) failed: {first_line(e)}"
+        ) from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(expected.keys() - got), sorted(got.keys() - expected)
+    wrong = [
+        f"{k} {got[k]} vs {expected[k]}"
+        for k in expected.keys() & got.keys()
+        if got[k] != expected[k]
+    ]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatch", wrong),
+            )
+            if items
+        )
+        raise ModelLoadError(
+            f"{path.name} does not fit model.arch {section.arch} with "
+            f"arch_args {section.arch_args}: {detail}"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def import_arch(spec: str, base_dir: Path):
+    """Resolve 'file.py:Name' (relative to the config) or 'package.module:Name'."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ConfigError(
+            f"model.arch: {spec!r} must look like 'path/to/file.py:Factory' or "
+            "'package.module:Factory'"
+        )
+    try:
+        if target.endswith(".py"):
+            file = (base_dir / target).resolve()
+            if not file.is_file():
+                raise ModelLoadError(f"model.arch: file not found: {file} (relative to the config)")
+            module_spec = importlib.util.spec_from_file_location(
+                f"_compress_arch_{file.stem}", file
+            )
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module  # dataclasses and pickling look it up
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"model.arch: cannot import {target}: {first_line(e)}") from None
+    if not hasattr(module, attr):
+        raise ModelLoadError(f"model.arch: {target} has no {attr!r}")
+    return getattr(module, attr)

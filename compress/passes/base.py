@@ -1,0 +1,50 @@
+"""Base classes for passes: a pass works on a torch module or on an ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from compress.context import Context
+
+
+class PassParams(BaseModel):
+    """Parameters of a pass; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pass:
+    """A step of the pipeline. Subclasses set `stage`, `Params` and implement `apply`."""
+
+    name: ClassVar[str]
+    stage: ClassVar[Literal["torch", "onnx"]]
+    Params: ClassVar[type[PassParams]] = PassParams
+
+    def __init__(self, params: PassParams):
+        self.params = params
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+class TorchPass(Pass):
+    """Works on the torch module, before export."""
+
+    stage = "torch"
+
+    def apply(self, model, ctx: Context):  # -> torch.nn.Module
+        raise NotImplementedError
+
+
+class OnnxPass(Pass):
+    """Works on an ONNX file after export: reads `source`, writes `target`."""
+
+    stage = "onnx"
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+        raise NotImplementedError

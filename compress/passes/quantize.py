@@ -1,0 +1,138 @@
+"""int8 quantization of the exported ONNX graph with onnxruntime.quantization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from compress.errors import ConfigError, first_line
+from compress.passes.base import OnnxPass, PassParams
+from compress.passes.registry import register
+
+if TYPE_CHECKING:
+    from compress.context import Context
+
+
+def preprocess(source: Path, target: Path, ctx: Context) -> Path:
+    """ORT's pre-processing (optimise + shape inference), so quantization sees shaped tensors.
+
+    Symbolic shape inference crashes on some exported graphs; then it is skipped, and if
+    pre-processing still fails the graph is quantized as exported.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
+            return target
+        except Exception as e:  # noqa: PERF203 - a fallback, not a loop over data
+            ctx.log(
+                f"pre-processing (skip_symbolic_shape={skip_symbolic}) failed: {first_line(e, 120)}"
+            )
+    return source
+
+
+class QuantizeParams(PassParams):
+    per_channel: bool = False
+    op_types: list[str] | None = Field(
+        default=None, description="op types to quantize (default: every supported op)"
+    )
+    nodes_to_exclude: list[str] = Field(default_factory=list)
+    reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI")
+
+
+@register("quantize.dynamic")
+class DynamicQuantization(OnnxPass):
+    """int8 weights, activations quantized on the fly; best for MatMul-heavy (transformer) models.
+
+    Sample YAML:
+        - type: quantize.dynamic
+          per_channel: false
+          op_types: [MatMul]
+    """
+
+    Params = QuantizeParams
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
+        quantize_dynamic(
+            str(prepared),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=self.params.per_channel,
+            op_types_to_quantize=self.params.op_types,
+            nodes_to_exclude=self.params.nodes_to_exclude,
+            reduce_range=self.params.reduce_range,
+        )
+
+
+class StaticParams(QuantizeParams):
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    activation_type: Literal["int8", "uint8"] = "uint8"
+    batch_size: int = Field(default=32, ge=1, description="calibration batch size")
+
+
+@register("quantize.static")
+class StaticQuantization(OnnxPass):
+    """int8 weights and activations (QDQ), scales calibrated on data.calibration.
+
+    Sample YAML:
+        - type: quantize.static
+          per_channel: true
+          calibration: minmax
+    """
+
+    Params = StaticParams
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        if ctx.calibration is None:
+            raise ConfigError(
+                f"{self.name} needs data.calibration: add data.calibration: {{path, inputs}}"
+            )
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[self.params.calibration]
+        activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
+        quantize_static(
+            str(prepared),
+            str(target),
+            _CalibrationReader(ctx, self.params.batch_size),
+            quant_format=QuantFormat.QDQ,
+            per_channel=self.params.per_channel,
+            op_types_to_quantize=self.params.op_types,
+            nodes_to_exclude=self.params.nodes_to_exclude,
+            reduce_range=self.params.reduce_range,
+            activation_type=activation[self.params.activation_type],
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+        )
+
+
+class _CalibrationReader:
+    """Feeds data.calibration in batches, as onnxruntime's CalibrationDataReader protocol asks."""
+
+    def __init__(self, ctx: Context, batch_size: int):
+        self._batches = (
+            dict(zip(ctx.input_names, batch, strict=True))
+            for batch in ctx.calibration.batches(batch_size)
+        )
+
+    def get_next(self):
+        return next(self._batches, None)
+
+    def rewind(self):  # not needed for one calibration pass
+        pass

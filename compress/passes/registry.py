@@ -1,0 +1,58 @@
+"""Registry of passes by the name the YAML uses; extra passes may come from entry points."""
+
+from __future__ import annotations
+
+import difflib
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compress.passes.base import Pass
+
+ENTRY_POINT_GROUP = "compress.passes"
+_REGISTRY: dict[str, type[Pass]] = {}
+_entry_points_loaded = False
+
+
+def register(name: str):
+    """Class decorator: register a pass class under `name` (raises on a duplicate)."""
+
+    def decorate(cls: type[Pass]) -> type[Pass]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"pass {name!r} is registered twice ({_REGISTRY[name]} and {cls})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()  # importing the module registers its passes
+
+
+def all_passes() -> dict[str, type[Pass]]:
+    """Every registered pass, by name, sorted."""
+    import compress.passes  # noqa: F401  (the built-in passes register on import)
+
+    _load_entry_points()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def closest_names(name: str) -> list[str]:
+    return difflib.get_close_matches(name, list(all_passes()), n=1, cutoff=0.5)
+
+
+def get_pass(name: str) -> type[Pass]:
+    """The pass class for `name`; KeyError with a suggestion when it does not exist."""
+    passes = all_passes()
+    if name in passes:
+        return passes[name]
+    hint = closest_names(name)
+    suggestion = f"did you mean {hint[0]!r}?" if hint else "run `compress passes` to list them"
+    raise KeyError(f"unknown pass {name!r}; {suggestion}")

@@ -1,0 +1,252 @@
+"""Runs a compression job: load, validate, run torch passes, export, run ONNX passes, measure,
+report. Everything is checked before work starts; outputs appear only when the run succeeds."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress import __version__
+from compress.config import LoadedConfig, load_config
+from compress.context import Context, input_names_for, load_datasets
+from compress.errors import CompressError, ConfigError, DataError, PassError, first_line
+from compress.export import check_parity, export_to_onnx, set_metadata, torch_outputs
+from compress.measure.latency import measure_latency
+from compress.measure.metrics import compute_metric
+from compress.measure.runtime import open_session, run_batched
+from compress.measure.size import count_params, size_bytes
+from compress.models import LoadedModel, load_model
+from compress.outdir import check_out_dir, clear_previous_results, publish
+from compress.passes.base import Pass
+from compress.passes.registry import get_pass
+from compress.report import build_report, to_json, to_markdown
+
+PARITY_SAMPLES = 64
+EXAMPLE_BATCH = 4  # >= 2: an example batch of 1 makes torch.export fix the batch dimension
+
+
+@dataclass
+class Job:
+    config: LoadedConfig
+    model: LoadedModel
+    passes: list[Pass]
+    context: Context
+
+
+def prepare(
+    model_path: Path, config_path: Path, trust_pickle: bool, log: Callable[[str], None]
+) -> Job:
+    """Load and check everything a run needs; raises InputError before any work is done."""
+    config = load_config(config_path)
+    model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
+    passes = [get_pass(spec.type)(spec.params) for spec in config.passes]
+    for index, p in enumerate(passes):
+        if model.is_onnx and p.stage == "torch":
+            raise ConfigError(
+                f"passes[{index}].type: {p.name} works on a torch model, but "
+                f"{model.path.name} is ONNX; remove the pass or start from the "
+                "torch model"
+            )
+    check_order(passes)
+    _check_metric(config)
+    names = onnx_input_names(model.model) if model.is_onnx else input_names_for(config)
+    datasets = load_datasets(config)
+    context = Context(config, datasets, names, Path(tempfile.mkdtemp(prefix="compress-")), log)
+    return Job(config, model, passes, context)
+
+
+def check_order(passes: list[Pass]) -> None:
+    seen_onnx = False
+    for index, p in enumerate(passes):
+        if p.stage == "torch" and seen_onnx:
+            raise ConfigError(
+                f"passes[{index}]: {p.name} works on the torch model and must come "
+                "before every ONNX pass"
+            )
+        seen_onnx = seen_onnx or p.stage == "onnx"
+
+
+def _check_metric(config: LoadedConfig) -> None:
+    cfg = config.config
+    if cfg.gates.max_accuracy_drop is not None and cfg.data.eval is None:
+        raise ConfigError("gates.max_accuracy_drop needs data.eval to measure accuracy")
+    if cfg.data.eval is not None and cfg.report.metric == "top1" and not cfg.data.eval.labels:
+        raise ConfigError(
+            "report.metric: top1 needs data.eval.labels; add labels or use metric: agreement"
+        )
+
+
+def onnx_input_names(proto) -> list[str]:
+    initializers = {i.name for i in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def run(
+    model_path: Path,
+    config_path: Path,
+    out_dir: Path,
+    force: bool = False,
+    trust_pickle: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Run the job and write OUTDIR/model.onnx, report.json, report.md; returns the report."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force)
+    job = prepare(Path(model_path), Path(config_path), trust_pickle, log)
+    try:
+        stage_files = _run_stages(job)
+        report = _measure(job, stage_files)
+        final = stage_files[-1][1]
+        set_metadata(final, _provenance(job))
+        if force:
+            clear_previous_results(out_dir)
+        publish(out_dir, final, {"report.json": to_json(report), "report.md": to_markdown(report)})
+        return report
+    finally:
+        shutil.rmtree(job.context.workdir, ignore_errors=True)
+
+
+def _run_stages(job: Job) -> list[tuple[str, Path]]:
+    """The ONNX file of every stage: baseline, one per torch pass, one per ONNX pass."""
+    ctx, work = job.context, job.context.workdir
+    stages: list[tuple[str, Path]] = []
+    if job.model.is_onnx:
+        import onnx
+
+        stages.append(("baseline", work / "baseline.onnx"))
+        onnx.save(job.model.model, str(stages[0][1]))
+        _check_onnx_fits_data(stages[0][1], ctx)
+    else:
+        module = job.model.callable()
+        stages.append(("baseline", _export_stage(job, module, "baseline", job.model.format)))
+        for index, p in enumerate(job.passes):
+            if p.stage == "torch":
+                module = _apply(index, p, lambda p=p, m=module: p.apply(m, ctx), ctx)
+                stages.append((p.name, _export_stage(job, module, f"{index}", "module")))
+    for index, p in enumerate(job.passes):
+        if p.stage == "onnx":
+            target = work / f"stage{index}.onnx"
+            _apply(index, p, lambda p=p, s=stages[-1][1], t=target: p.apply(s, t, ctx), ctx)
+            stages.append((p.name, target))
+    return stages
+
+
+def _apply(index: int, p: Pass, action: Callable, ctx: Context):
+    ctx.log(f"pass {index}: {p.name}")
+    try:
+        return action()
+    except CompressError:
+        raise
+    except Exception as e:
+        raise PassError(f"passes[{index}] ({p.name}) failed: {first_line(e)}") from e
+
+
+def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
+    ctx, section = job.context, job.config.config.export
+    samples = ctx.samples(PARITY_SAMPLES)
+    try:
+        reference = torch_outputs(module, samples)
+    except Exception as e:
+        shapes = ", ".join(
+            f"{n}{list(a.shape[1:])}:{a.dtype}"
+            for n, a in zip(ctx.input_names, samples, strict=False)
+        )
+        raise DataError(
+            f"the data does not fit the model: samples {shapes} failed in forward "
+            f"({first_line(e, 200)}); "
+            "check data.*.inputs and their shapes"
+        ) from None
+    output_names = (
+        ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
+    )
+    target = ctx.workdir / f"{tag}.onnx"
+    ctx.log(f"export {tag} ({fmt}) -> ONNX opset {section.opset}")
+    example = [a[:EXAMPLE_BATCH] for a in ctx.samples(EXAMPLE_BATCH)]
+    export_to_onnx(
+        module if fmt != "exported_program" else job.model.model,
+        fmt,
+        example,
+        ctx.input_names,
+        output_names,
+        target,
+        section,
+    )
+    where = next(
+        (f"data.{r}" for r in ("eval", "calibration", "train") if r in ctx.datasets), "model.inputs"
+    )
+    diff = check_parity(target, reference, samples, section.parity_atol, where)
+    ctx.log(f"parity ok: max |onnx - torch| = {diff:.2e}")
+    return target
+
+
+def _check_onnx_fits_data(path: Path, ctx: Context) -> None:
+    session = open_session(path, threads=1)
+    samples = ctx.samples(2)
+    try:
+        run_batched(session, samples, batch_size=2)
+    except Exception as e:
+        raise DataError(
+            f"the data does not fit the ONNX model's inputs "
+            f"{[(i.name, i.shape) for i in session.get_inputs()]}: "
+            f"{first_line(e, 200)}"
+        ) from None
+
+
+def _measure(job: Job, stage_files: list[tuple[str, Path]]) -> dict[str, Any]:
+    ctx, settings = job.context, job.config.config.report
+    ctx.log("measuring latency of " + ", ".join(name for name, _ in stage_files))
+    paths = {f"{i}:{name}": path for i, (name, path) in enumerate(stage_files)}
+    latency = measure_latency(paths, ctx.samples(max(settings.batch_sizes)), settings)
+    metrics = _metrics(stage_files, ctx, settings.metric)
+    stages = [
+        {
+            "name": name,
+            "file": path.name,
+            "size_bytes": size_bytes(path),
+            "params": count_params(path),
+            "latency_ms": latency[key],
+            "threads": settings.threads,
+            "metric": metrics[i],
+        }
+        for i, ((name, path), key) in enumerate(zip(stage_files, paths, strict=True))
+    ]
+    return build_report(
+        stages,
+        job.config.config.gates,
+        settings.batch_sizes,
+        settings.metric,
+        settings.threads,
+        _provenance(job),
+    )
+
+
+def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | None]:
+    if ctx.eval is None:
+        return [None] * len(stage_files)
+    ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
+    inputs = list(ctx.eval.inputs.values())
+    outputs = [
+        run_batched(open_session(path, threads=1), inputs, 256)[0] for _, path in stage_files
+    ]
+    return [
+        {
+            "name": metric,
+            "value": round(compute_metric(metric, out, ctx.eval.labels, outputs[0]), 6),
+        }
+        for out in outputs
+    ]
+
+
+def _provenance(job: Job) -> dict[str, str]:
+    return {
+        "compress_version": __version__,
+        "config_sha256": hashlib.sha256(job.config.text.encode()).hexdigest(),
+        "model_sha256": job.model.sha256,
+        "source_format": job.model.format,
+        "passes": ",".join(spec.type for spec in job.config.passes) or "none",
+    }

@@ -1,0 +1,151 @@
+"""The report: measured stages, a summary against the baseline, gate verdicts, the environment.
+
+Written as report.json (for machines, `schema_version`ed) and report.md (for people and CI job
+summaries)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Any
+
+from compress import __version__
+from compress.config import GatesSection
+
+SCHEMA_VERSION = 1
+
+
+def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float | None]:
+    base, final = stages[0], stages[-1]
+    key = str(first_batch)
+    speedup = base["latency_ms"][key]["p50"] / final["latency_ms"][key]["p50"]
+    drop = (
+        base["metric"]["value"] - final["metric"]["value"]
+        if base["metric"] and final["metric"]
+        else None
+    )
+    return {
+        "size_ratio": round(base["size_bytes"] / final["size_bytes"], 4),
+        "speedup": round(speedup, 4),
+        "speedup_batch": first_batch,
+        "accuracy_drop": None if drop is None else round(drop, 6),
+        "final_size_mb": round(final["size_bytes"] / 1e6, 4),
+    }
+
+
+def evaluate_gates(gates: GatesSection, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One verdict per configured gate; a missing value (no metric) counts as a failure."""
+    checks = [
+        ("max_accuracy_drop", "accuracy_drop", lambda v, lim: v <= lim),
+        ("min_speedup", "speedup", lambda v, lim: v >= lim),
+        ("min_size_ratio", "size_ratio", lambda v, lim: v >= lim),
+        ("max_size_mb", "final_size_mb", lambda v, lim: v <= lim),
+    ]
+    verdicts = []
+    for gate, field, ok in checks:
+        limit = getattr(gates, gate)
+        if limit is None:
+            continue
+        value = summary.get(field)
+        verdicts.append(
+            {
+                "name": gate,
+                "limit": limit,
+                "value": value,
+                "passed": value is not None and ok(value, limit),
+            }
+        )
+    return verdicts
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "compress": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_report(stages, gates_section, batch_sizes, metric_name, threads, provenance):
+    summary = summarize(stages, batch_sizes[0])
+    gates = evaluate_gates(gates_section, summary)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "stages": stages,
+        "summary": summary,
+        "gates": gates,
+        "passed": all(g["passed"] for g in gates),
+        "metric": metric_name,
+        "batch_sizes": batch_sizes,
+        "provenance": provenance,
+        "environment": environment(threads),
+    }
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2) + "\n"
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    batches = [str(b) for b in report["batch_sizes"]]
+    head = ["stage", "size (KB)", "params", *(f"p50 ms @{b}" for b in batches), report["metric"]]
+    lines = ["# Compression report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for stage in report["stages"]:
+        metric = stage["metric"]["value"] if stage["metric"] else None
+        cells = [
+            stage["name"],
+            f"{stage['size_bytes'] / 1024:.1f}",
+            f"{stage['params']:,}",
+            *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
+            _fmt(metric, ".4f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = report["summary"]
+    lines += [
+        "",
+        f"**Size ratio** {s['size_ratio']:.2f}x · **speedup** {s['speedup']:.2f}x at "
+        f"batch {s['speedup_batch']} · **accuracy drop** {_fmt(s['accuracy_drop'], '.4f')}",
+    ]
+    if report["gates"]:
+        lines += ["", "| gate | limit | value | result |", "|---|---|---|---|"]
+        lines += [
+            f"| {g['name']} | {g['limit']} | {_fmt(g['value'], '.4f')} | "
+            f"{'pass' if g['passed'] else '**FAIL**'} |"
+            for g in report["gates"]
+        ]
+    env = report["environment"]
+    lines += [
+        "",
+        f"Measured with ONNX Runtime {env['onnxruntime']} on {env['cpu']}, "
+        f"{env['threads']} thread(s); latency p50/p90/p99 in report.json.",
+        "",
+    ]
+    return "\n".join(lines)
