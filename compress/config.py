@@ -4,10 +4,10 @@ key and the line, e.g. `passes[0].per_channel: Input should be a valid boolean (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compress.errors import ConfigError
 from compress.passes.base import PassParams
@@ -49,18 +49,12 @@ class ExportSection(Strict):
 
 
 class ReportSection(Strict):
-    batch_sizes: list[int] = Field(default=[32, 1], min_length=1)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default=[32, 1], min_length=1)
     threads: int = Field(default=1, ge=1)
     metric: Literal["top1", "agreement", "cosine"] = "top1"
     warmup_runs: int = Field(default=10, ge=0)
     min_runs: int = Field(default=100, ge=5)
     min_seconds: float = Field(default=0.5, ge=0)
-
-    @model_validator(mode="after")
-    def _positive_batches(self):
-        if any(b < 1 for b in self.batch_sizes):
-            raise ValueError("batch_sizes must all be >= 1")
-        return self
 
 
 class GatesSection(Strict):
@@ -185,12 +179,19 @@ def load_config(path: Path | str) -> LoadedConfig:
         raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping with `version: 1` at the top")
+    problems: list[str] = []
     try:
         config = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{path}: " + "; ".join(_format_errors(e, root))) from None
-    try:
-        passes = _validate_passes(config.passes, root)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        config = None
+        problems += _format_errors(e, root)
+    raw_passes = raw.get("passes")
+    passes: list[PassSpec] = []
+    if isinstance(raw_passes, list) and all(isinstance(p, dict) for p in raw_passes):
+        try:
+            passes = _validate_passes(raw_passes, root)
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     return LoadedConfig(config, passes, path.resolve(), text)

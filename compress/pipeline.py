@@ -46,6 +46,7 @@ def prepare(
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
     passes = [get_pass(spec.type)(spec.params) for spec in config.passes]
     for index, p in enumerate(passes):
+        p.check(config, index)
         if model.is_onnx and p.stage == "torch":
             raise ConfigError(
                 f"passes[{index}].type: {p.name} works on a torch model, but "

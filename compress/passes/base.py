@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from compress.config import LoadedConfig
     from compress.context import Context
 
 
@@ -26,6 +27,9 @@ class Pass:
 
     def __init__(self, params: PassParams):
         self.params = params
+
+    def check(self, config: LoadedConfig, index: int) -> None:
+        """Raise ConfigError if the config lacks something this pass needs (before any work)."""
 
     @classmethod
     def summary(cls) -> str:

@@ -12,6 +12,7 @@ from compress.passes.base import OnnxPass, PassParams
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
+    from compress.config import LoadedConfig
     from compress.context import Context
 
 
@@ -88,6 +89,13 @@ class StaticQuantization(OnnxPass):
 
     Params = StaticParams
 
+    def check(self, config: LoadedConfig, index: int) -> None:
+        if config.config.data.calibration is None:
+            raise ConfigError(
+                f"passes[{index}]: {self.name} needs data.calibration: add "
+                "data: {calibration: {path: ..., inputs: [...]}} to the config"
+            )
+
     def apply(self, source: Path, target: Path, ctx: Context) -> None:
         from onnxruntime.quantization import (
             CalibrationMethod,
@@ -96,10 +104,6 @@ class StaticQuantization(OnnxPass):
             quantize_static,
         )
 
-        if ctx.calibration is None:
-            raise ConfigError(
-                f"{self.name} needs data.calibration: add data.calibration: {{path, inputs}}"
-            )
         method = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,

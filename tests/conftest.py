@@ -1,0 +1,48 @@
+"""Shared paths and helpers: the CLI is driven in-process (CliRunner) so torch loads once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_models"
+CONFIGS = ROOT / "configs"
+
+
+def invoke(*args: str):
+    """Run `compress ARGS...`; the result has exit_code, stdout and stderr apart."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
+    """A config in `folder`, with the sample data copied beside it (paths are relative)."""
+    for npz in SAMPLES.glob("*.npz"):
+        target = folder / npz.name
+        if not target.exists():
+            shutil.copyfile(npz, target)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+CNN_CONFIG = """\
+version: 1
+data:
+  calibration: {path: digits_calib.npz, inputs: [x], limit: 64}
+  eval: {path: digits_eval.npz, inputs: [x], labels: y}
+passes:
+  - type: quantize.static
+    per_channel: true
+report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}
+"""
+
+
+@pytest.fixture
+def cnn_config(tmp_path: Path) -> Path:
+    return write_config(tmp_path, CNN_CONFIG)

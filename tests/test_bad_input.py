@@ -1,0 +1,200 @@
+"""Every kind of bad input: exit 2, one line that names the problem, nothing written."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from compress.passes.base import TorchPass
+from compress.passes.registry import register
+from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+
+CNN = SAMPLES / "digits_cnn.pt2"
+STATE_DICT_CONFIG = CNN_CONFIG.replace(
+    "version: 1\n", "version: 1\nmodel: {arch: arch.py:DigitsCNN}\n"
+)
+
+
+@register("test.identity")
+class IdentityTorchPass(TorchPass):
+    """A torch-stage pass for tests: returns the model unchanged."""
+
+    def apply(self, model, ctx):
+        return model
+
+
+def assert_refused(result, out, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def run_cli(model, config, out, *extra):
+    return invoke("run", model, "-c", config, "-o", out, *extra)
+
+
+def test_unknown_key(tmp_path, cnn_config):
+    cnn_config.write_text(CNN_CONFIG.replace("per_channel", "per_chanel"))
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "passes[0].per_chanel", "line 7")
+
+
+def test_wrong_type(tmp_path, cnn_config):
+    cnn_config.write_text(CNN_CONFIG.replace("batch_sizes: [8]", "batch_sizes: eight"))
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "report.batch_sizes", "line 8")
+
+
+def test_unknown_pass_suggests_the_closest(tmp_path, cnn_config):
+    cnn_config.write_text(CNN_CONFIG.replace("quantize.static", "quantize.dynamc"))
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "did you mean 'quantize.dynamic'")
+
+
+def test_torch_pass_on_onnx_input(tmp_path, cnn_config):
+    model = tmp_path / "model.onnx"
+    torch.onnx.export(torch.nn.Flatten(), (torch.zeros(2, 1, 8, 8),), str(model), dynamo=False)
+    cnn_config.write_text(CNN_CONFIG.replace("passes:\n", "passes:\n  - type: test.identity\n"))
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "test.identity", "is ONNX")
+
+
+def test_missing_model_file(tmp_path, cnn_config):
+    out = tmp_path / "out"
+    assert_refused(run_cli(tmp_path / "nope.pt2", cnn_config, out), out, "model file not found")
+
+
+def test_missing_data_file(tmp_path, cnn_config):
+    (tmp_path / "digits_eval.npz").unlink()
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "data.eval.path", "not found")
+
+
+def test_npz_without_the_named_key(tmp_path, cnn_config):
+    cnn_config.write_text(CNN_CONFIG.replace("labels: y", "labels: label"))
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "'label'", "it has: x, y")
+
+
+def test_data_that_does_not_fit_the_model(tmp_path, cnn_config):
+    np.savez(
+        tmp_path / "digits_eval.npz",
+        x=np.zeros((10, 1, 9, 9), np.float32),
+        y=np.zeros(10, np.int64),
+    )
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "does not fit the model", "[1, 9, 9]")
+
+
+def test_truncated_model(tmp_path, cnn_config):
+    model = tmp_path / "cut.pt2"
+    model.write_bytes(CNN.read_bytes()[: CNN.stat().st_size // 2])
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "truncated or corrupt")
+
+
+def test_random_bytes(tmp_path, cnn_config):
+    model = tmp_path / "noise.pt"
+    model.write_bytes(np.random.default_rng(0).bytes(4096))
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "not a recognised model file")
+
+
+def test_state_dict_without_arch(tmp_path, cnn_config):
+    out = tmp_path / "out"
+    assert_refused(
+        run_cli(SAMPLES / "digits_cnn_state.pt", cnn_config, out),
+        out,
+        "is a state_dict",
+        "model.arch",
+    )
+
+
+def test_arch_that_does_not_import(tmp_path):
+    config = write_config(tmp_path, STATE_DICT_CONFIG)
+    (tmp_path / "arch.py").write_text("import no_such_package\n")
+    out = tmp_path / "out"
+    assert_refused(
+        run_cli(SAMPLES / "digits_cnn_state.pt", config, out),
+        out,
+        "model.arch: cannot import",
+        "no_such_package",
+    )
+
+
+def test_state_dict_that_does_not_fit_its_arch(tmp_path):
+    config = write_config(
+        tmp_path,
+        STATE_DICT_CONFIG.replace(
+            "arch.py:DigitsCNN}", "arch.py:DigitsCNN, arch_args: {width: 32}}"
+        ),
+    )
+    shutil.copyfile(SAMPLES / "arch.py", tmp_path / "arch.py")
+    out = tmp_path / "out"
+    assert_refused(
+        run_cli(SAMPLES / "digits_cnn_state.pt", config, out),
+        out,
+        "does not fit model.arch",
+        "shape mismatch",
+    )
+
+
+class _Payload:
+    """Unpickling this calls open(marker, 'w'): proof of code execution if the file appears."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_module_is_refused_without_running_it(tmp_path, cnn_config):
+    marker = tmp_path / "pwned"
+    model = tmp_path / "whole.pt"
+    torch.save({"model": torch.nn.Linear(2, 2), "hook": _Payload(marker)}, model)
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "pickled", "--trust-pickle")
+    assert not marker.exists()
+
+
+def test_pickle_payload_in_plain_pickle_is_refused(tmp_path, cnn_config):
+    marker = tmp_path / "pwned"
+    model = tmp_path / "legacy.pt"
+    model.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    out = tmp_path / "out"
+    result = run_cli(model, cnn_config, out)
+    assert result.exit_code == 2 and not marker.exists(), result.stderr
+
+
+def test_out_dir_not_empty_without_force(tmp_path, cnn_config):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run_cli(CNN, cnn_config, out)
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert os.listdir(out) == ["keep.txt"]
+
+
+def test_missing_calibration_for_static(tmp_path):
+    config = write_config(
+        tmp_path,
+        CNN_CONFIG.replace("  calibration: {path: digits_calib.npz, inputs: [x], limit: 64}\n", ""),
+    )
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, config, out), out, "needs data.calibration")
+
+
+@pytest.mark.parametrize("command", [["validate"], ["run", CNN, "-o", "x", "-c"]])
+def test_missing_config(tmp_path, command):
+    result = invoke(*command, tmp_path / "none.yaml")
+    assert result.exit_code == 2 and "config file not found" in result.stderr

@@ -1,0 +1,54 @@
+"""Summary and gate verdicts are derived from the measured stages."""
+
+from compress.config import GatesSection
+from compress.report import evaluate_gates, summarize, to_markdown
+
+
+def _stage(name, size, p50, top1):
+    return {
+        "name": name,
+        "size_bytes": size,
+        "params": 10,
+        "threads": 1,
+        "latency_ms": {"32": {"p50": p50, "p90": p50, "p99": p50, "runs": 10}},
+        "metric": {"name": "top1", "value": top1},
+    }
+
+
+def test_summary_compares_final_with_baseline():
+    summary = summarize([_stage("baseline", 4000, 2.0, 0.99), _stage("q", 1000, 1.0, 0.97)], 32)
+    assert summary["size_ratio"] == 4.0
+    assert summary["speedup"] == 2.0
+    assert abs(summary["accuracy_drop"] - 0.02) < 1e-9
+
+
+def test_gates_pass_and_fail_on_their_limits():
+    summary = {"size_ratio": 3.5, "speedup": 0.9, "accuracy_drop": 0.02, "final_size_mb": 1.0}
+    gates = GatesSection(max_accuracy_drop=0.01, min_speedup=0.8, min_size_ratio=4, max_size_mb=1.0)
+    verdicts = {g["name"]: g["passed"] for g in evaluate_gates(gates, summary)}
+    assert verdicts == {
+        "max_accuracy_drop": False,
+        "min_speedup": True,
+        "min_size_ratio": False,
+        "max_size_mb": True,
+    }
+
+
+def test_gate_without_a_value_fails():
+    summary = {"size_ratio": 1, "speedup": 1, "accuracy_drop": None, "final_size_mb": 1}
+    [verdict] = evaluate_gates(GatesSection(max_accuracy_drop=0.5), summary)
+    assert verdict["passed"] is False
+
+
+def test_markdown_lists_every_stage_and_gate():
+    stages = [_stage("baseline", 4000, 2.0, 0.99), _stage("quantize.static", 1000, 1.0, 0.98)]
+    report = {
+        "stages": stages,
+        "batch_sizes": [32],
+        "metric": "top1",
+        "summary": summarize(stages, 32),
+        "gates": [{"name": "min_speedup", "limit": 3, "value": 2.0, "passed": False}],
+        "environment": {"onnxruntime": "x", "cpu": "cpu", "threads": 1},
+    }
+    text = to_markdown(report)
+    assert "| quantize.static |" in text and "**FAIL**" in text and "4.00x" in text
