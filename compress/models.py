@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,9 @@ def _load_torchscript(path: Path):
     import torch
 
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but still the loader
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as e:
         raise ModelLoadError(
             f"{path}: cannot load the TorchScript archive ({first_line(e)}); "

@@ -1,0 +1,57 @@
+"""The contract every registered pass keeps: strict params, a sample YAML that validates, and a
+compressed model that still exports, runs and agrees with the baseline."""
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from compress.passes.base import PassParams
+from compress.passes.registry import all_passes, get_pass, register
+from compress.pipeline import run
+from tests.conftest import SAMPLES, write_config
+
+PASSES = sorted(all_passes())
+
+
+def sample_yaml(cls) -> list[dict]:
+    text = cls.__doc__.split("Sample YAML:", 1)[1]
+    return yaml.safe_load(text.replace("\n    ", "\n"))
+
+
+@pytest.mark.parametrize("name", PASSES)
+def test_params_reject_unknown_keys(name):
+    with pytest.raises(ValidationError, match="extra"):
+        get_pass(name).Params.model_validate({"no_such_option": 1})
+
+
+@pytest.mark.parametrize("name", PASSES)
+def test_docstring_has_a_summary_and_a_valid_sample(name):
+    cls = get_pass(name)
+    assert cls.summary()
+    [entry] = sample_yaml(cls)
+    assert entry.pop("type") == name
+    cls.Params.model_validate(entry)
+
+
+@pytest.mark.parametrize("name", PASSES)
+def test_pass_runs_and_the_model_still_agrees(tmp_path, name):
+    entry = sample_yaml(get_pass(name))
+    text = (
+        "version: 1\n"
+        "data:\n"
+        "  calibration: {path: digits_calib.npz, inputs: [x], limit: 64}\n"
+        "  eval: {path: digits_eval.npz, inputs: [x]}\n"
+        f"passes: {yaml.safe_dump(entry, default_flow_style=True).strip()}\n"
+        "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0}\n"
+    )
+    report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
+    assert [s["name"] for s in report["stages"]] == ["baseline", name]
+    assert report["stages"][-1]["metric"]["value"] >= 0.95
+
+
+def test_registry_refuses_a_duplicate_name():
+    class Other:
+        Params = PassParams
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register("quantize.static")(Other)
