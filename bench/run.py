@@ -1,0 +1,53 @@
+"""Benchmark: every recipe on its sample model, speed reported as ratios taken in one run.
+
+Each stage's latency is measured in interleaved rounds inside one process (see
+compress.measure.latency), so the ratios compare like with like on this machine.
+Run with `make bench`; prints a table and writes bench/results.json (not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compress.pipeline import run  # noqa: E402
+
+
+def recipes():
+    for config in sorted((ROOT / "configs").glob("*.yaml")):
+        found = re.search(r"compress run (\S+) -c configs/" + re.escape(config.name),
+                          config.read_text())
+        if found:
+            yield config, ROOT / found.group(1)
+
+
+def main() -> int:
+    rows = []
+    for config, model in recipes():
+        with tempfile.TemporaryDirectory() as out:
+            report = run(model, config, Path(out) / "o")
+        base, final = report["stages"][0], report["stages"][-1]
+        speedups = {b: base["latency_ms"][b]["p50"] / final["latency_ms"][b]["p50"]
+                    for b in base["latency_ms"]}
+        rows.append({"recipe": config.name, "model": model.name,
+                     "size_ratio": report["summary"]["size_ratio"],
+                     "speedup_p50": {b: round(s, 3) for b, s in speedups.items()},
+                     "accuracy_drop": report["summary"]["accuracy_drop"],
+                     "cpu": report["environment"]["cpu"],
+                     "threads": report["environment"]["threads"]})
+    for row in rows:
+        speed = "  ".join(f"batch {b}: {s:.2f}x" for b, s in row["speedup_p50"].items())
+        print(f"{row['recipe']:<22} {row['model']:<22} size {row['size_ratio']:.2f}x  "
+              f"{speed}  accuracy drop {row['accuracy_drop']}")
+    (ROOT / "bench" / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
