@@ -21,8 +21,9 @@ from compress.pipeline import run  # noqa: E402
 
 def recipes():
     for config in sorted((ROOT / "configs").glob("*.yaml")):
-        found = re.search(r"compress run (\S+) -c configs/" + re.escape(config.name),
-                          config.read_text())
+        found = re.search(
+            r"compress run (\S+) -c configs/" + re.escape(config.name), config.read_text()
+        )
         if found:
             yield config, ROOT / found.group(1)
 
@@ -33,18 +34,27 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as out:
             report = run(model, config, Path(out) / "o")
         base, final = report["stages"][0], report["stages"][-1]
-        speedups = {b: base["latency_ms"][b]["p50"] / final["latency_ms"][b]["p50"]
-                    for b in base["latency_ms"]}
-        rows.append({"recipe": config.name, "model": model.name,
-                     "size_ratio": report["summary"]["size_ratio"],
-                     "speedup_p50": {b: round(s, 3) for b, s in speedups.items()},
-                     "accuracy_drop": report["summary"]["accuracy_drop"],
-                     "cpu": report["environment"]["cpu"],
-                     "threads": report["environment"]["threads"]})
+        speedups = {
+            b: base["latency_ms"][b]["p50"] / final["latency_ms"][b]["p50"]
+            for b in base["latency_ms"]
+        }
+        rows.append(
+            {
+                "recipe": config.name,
+                "model": model.name,
+                "size_ratio": report["summary"]["size_ratio"],
+                "speedup_p50": {b: round(s, 3) for b, s in speedups.items()},
+                "accuracy_drop": report["summary"]["accuracy_drop"],
+                "cpu": report["environment"]["cpu"],
+                "threads": report["environment"]["threads"],
+            }
+        )
     for row in rows:
         speed = "  ".join(f"batch {b}: {s:.2f}x" for b, s in row["speedup_p50"].items())
-        print(f"{row['recipe']:<22} {row['model']:<22} size {row['size_ratio']:.2f}x  "
-              f"{speed}  accuracy drop {row['accuracy_drop']}")
+        print(
+            f"{row['recipe']:<22} {row['model']:<22} size {row['size_ratio']:.2f}x  "
+            f"{speed}  accuracy drop {row['accuracy_drop']}"
+        )
     (ROOT / "bench" / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
