@@ -9,10 +9,24 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from compress.passes.base import TorchPass
+from compress.passes.registry import register
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
 CONFIGS = ROOT / "configs"
+
+
+@register("test.identity")
+class IdentityTorchPass(TorchPass):
+    """A torch-stage pass for tests: returns the model unchanged, so the torch path is covered.
+
+    Sample YAML:
+        - type: test.identity
+    """
+
+    def apply(self, model, ctx):
+        return model
 
 
 def invoke(*args: str):

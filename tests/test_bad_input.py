@@ -10,22 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from compress.passes.base import TorchPass
-from compress.passes.registry import register
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
 
 CNN = SAMPLES / "digits_cnn.pt2"
 STATE_DICT_CONFIG = CNN_CONFIG.replace(
     "version: 1\n", "version: 1\nmodel: {arch: arch.py:DigitsCNN}\n"
 )
-
-
-@register("test.identity")
-class IdentityTorchPass(TorchPass):
-    """A torch-stage pass for tests: returns the model unchanged."""
-
-    def apply(self, model, ctx):
-        return model
 
 
 def assert_refused(result, out, *needles):
