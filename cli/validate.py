@@ -17,8 +17,11 @@ def validate(
     with reported_errors(debug):
         from compress.config import load_config
         from compress.context import load_datasets
+        from compress.pipeline import build_passes, check_metric
 
         loaded = load_config(config)
+        build_passes(loaded)
+        check_metric(loaded)
         datasets = load_datasets(loaded)
     names = ", ".join(spec.type for spec in loaded.passes) or "no passes"
     data = ", ".join(f"{role} ({len(d)} samples)" for role, d in datasets.items()) or "no data"

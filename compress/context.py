@@ -10,7 +10,7 @@ import numpy as np
 
 from compress.config import LoadedConfig
 from compress.data import Dataset, load_dataset
-from compress.errors import ConfigError
+from compress.errors import ConfigError, DataError
 
 DTYPES = {
     "float32": np.float32,
@@ -61,9 +61,25 @@ def load_datasets(config: LoadedConfig, input_names: list[str] | None = None) ->
                     f"model.inputs declares {len(specs)}"
                 )
             for key, spec in zip(source.inputs, specs, strict=True):
+                _check_shape(dataset.inputs[key], spec, f"data.{role}", key)
                 dataset.inputs[key] = dataset.inputs[key].astype(DTYPES[spec.dtype], copy=False)
         datasets[role] = dataset
     return datasets
+
+
+def _check_shape(array: np.ndarray, spec, where: str, key: str) -> None:
+    """Fixed dims of model.inputs[].shape must match the data (named dims match anything)."""
+    sample = [len(array), *array.shape[1:]]
+    fits = len(sample) == len(spec.shape) and all(
+        not isinstance(want, int) or want == got
+        for want, got in zip(spec.shape[1:], sample[1:], strict=True)
+    )
+    if not fits:
+        declared = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+        raise DataError(
+            f"{where}: {key!r} has shape {sample}, but model.inputs declares {spec.name} as "
+            f"{declared}; fix the data or the declared shape"
+        )
 
 
 def input_names_for(config: LoadedConfig) -> list[str]:

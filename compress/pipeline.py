@@ -44,21 +44,26 @@ def prepare(
     """Load and check everything a run needs; raises InputError before any work is done."""
     config = load_config(config_path)
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
-    passes = [get_pass(spec.type)(spec.params) for spec in config.passes]
-    for index, p in enumerate(passes):
-        p.check(config, index)
-        if model.is_onnx and p.stage == "torch":
-            raise ConfigError(
-                f"passes[{index}].type: {p.name} works on a torch model, but "
-                f"{model.path.name} is ONNX; remove the pass or start from the "
-                "torch model"
-            )
-    check_order(passes)
-    _check_metric(config)
+    passes = build_passes(config, model.path.name if model.is_onnx else None)
+    check_metric(config)
     names = onnx_input_names(model.model) if model.is_onnx else input_names_for(config)
     datasets = load_datasets(config)
     context = Context(config, datasets, names, Path(tempfile.mkdtemp(prefix="compress-")), log)
     return Job(config, model, passes, context)
+
+
+def build_passes(config: LoadedConfig, onnx_input: str | None = None) -> list[Pass]:
+    """The configured passes, each checked against the config (and an ONNX input, if any)."""
+    passes = [get_pass(spec.type)(spec.params) for spec in config.passes]
+    for index, p in enumerate(passes):
+        p.check(config, index)
+        if onnx_input and p.stage == "torch":
+            raise ConfigError(
+                f"passes[{index}].type: {p.name} works on a torch model, but {onnx_input} is "
+                "ONNX; remove the pass or start from the torch model"
+            )
+    check_order(passes)
+    return passes
 
 
 def check_order(passes: list[Pass]) -> None:
@@ -72,7 +77,7 @@ def check_order(passes: list[Pass]) -> None:
         seen_onnx = seen_onnx or p.stage == "onnx"
 
 
-def _check_metric(config: LoadedConfig) -> None:
+def check_metric(config: LoadedConfig) -> None:
     cfg = config.config
     if cfg.gates.max_accuracy_drop is not None and cfg.data.eval is None:
         raise ConfigError("gates.max_accuracy_drop needs data.eval to measure accuracy")

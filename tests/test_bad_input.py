@@ -188,3 +188,21 @@ def test_missing_calibration_for_static(tmp_path):
 def test_missing_config(tmp_path, command):
     result = invoke(*command, tmp_path / "none.yaml")
     assert result.exit_code == 2 and "config file not found" in result.stderr
+
+
+def test_declared_input_shape_that_the_data_does_not_have(tmp_path):
+    text = CNN_CONFIG.replace(
+        "version: 1\n", "version: 1\nmodel: {inputs: [{name: x, shape: [batch, 3, 8, 8]}]}\n"
+    )
+    config = write_config(tmp_path, text)
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, config, out), out, "[batch, 3, 8, 8]", "'x' has shape")
+
+
+def test_validate_runs_the_passes_own_checks(tmp_path):
+    config = write_config(
+        tmp_path,
+        CNN_CONFIG.replace("  calibration: {path: digits_calib.npz, inputs: [x], limit: 64}\n", ""),
+    )
+    result = invoke("validate", config)
+    assert result.exit_code == 2 and "needs data.calibration" in result.stderr
