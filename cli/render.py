@@ -7,9 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
-def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+from compress.report import fmt_value
 
 
 def report_table(report: dict[str, Any]) -> Table:
@@ -30,7 +28,7 @@ def report_table(report: dict[str, Any]) -> Table:
             f"{stage['size_bytes'] / 1024:.1f}",
             f"{stage['params']:,}",
             *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
-            _fmt(metric, ".4f"),
+            fmt_value(metric, ".4f"),
         )
     return table
 
@@ -40,10 +38,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     s = report["summary"]
     console.print(
         f"size ratio {s['size_ratio']:.2f}x  speedup {s['speedup']:.2f}x "
-        f"(batch {s['speedup_batch']})  accuracy drop {_fmt(s['accuracy_drop'], '.4f')}"
+        f"(batch {s['speedup_batch']})  accuracy drop {fmt_value(s['accuracy_drop'], '.4f')}"
     )
     for gate in report["gates"]:
         verdict = "[green]pass[/]" if gate["passed"] else "[bold red]FAIL[/]"
         console.print(
-            f"gate {gate['name']}: {_fmt(gate['value'], '.4f')} (limit {gate['limit']}) {verdict}"
+            f"gate {gate['name']}: {fmt_value(gate['value'], '.4f')} "
+            f"(limit {gate['limit']}) {verdict}"
         )

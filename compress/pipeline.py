@@ -46,6 +46,8 @@ def prepare(
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
     passes = build_passes(config, model.path.name if model.is_onnx else None)
     check_metric(config)
+    if model.is_onnx:
+        check_onnx_batch(model.model, config.config.report.batch_sizes)
     names = onnx_input_names(model.model) if model.is_onnx else input_names_for(config)
     datasets = load_datasets(config)
     context = Context(config, datasets, names, Path(tempfile.mkdtemp(prefix="compress-")), log)
@@ -84,6 +86,23 @@ def check_metric(config: LoadedConfig) -> None:
     if cfg.data.eval is not None and cfg.report.metric == "top1" and not cfg.data.eval.labels:
         raise ConfigError(
             "report.metric: top1 needs data.eval.labels; add labels or use metric: agreement"
+        )
+
+
+def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
+    """An ONNX input with a fixed batch size can only be measured at that size."""
+    initializers = {i.name for i in proto.graph.initializer}
+    fixed = {
+        i.type.tensor_type.shape.dim[0].dim_value
+        for i in proto.graph.input
+        if i.name not in initializers
+        and i.type.tensor_type.shape.dim
+        and i.type.tensor_type.shape.dim[0].HasField("dim_value")
+    }
+    if fixed and any(b not in fixed for b in batch_sizes):
+        raise ConfigError(
+            f"report.batch_sizes: the ONNX model's batch size is fixed at {fixed.pop()}; set "
+            "report.batch_sizes to it or export the model with a dynamic batch axis"
         )
 
 

@@ -110,7 +110,8 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2) + "\n"
 
 
-def _fmt(value, spec: str) -> str:
+def fmt_value(value, spec: str) -> str:
+    """A number for people; n/a where nothing was measured."""
     return "n/a" if value is None else format(value, spec)
 
 
@@ -125,19 +126,19 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{stage['size_bytes'] / 1024:.1f}",
             f"{stage['params']:,}",
             *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
-            _fmt(metric, ".4f"),
+            fmt_value(metric, ".4f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     s = report["summary"]
     lines += [
         "",
         f"**Size ratio** {s['size_ratio']:.2f}x · **speedup** {s['speedup']:.2f}x at "
-        f"batch {s['speedup_batch']} · **accuracy drop** {_fmt(s['accuracy_drop'], '.4f')}",
+        f"batch {s['speedup_batch']} · **accuracy drop** {fmt_value(s['accuracy_drop'], '.4f')}",
     ]
     if report["gates"]:
         lines += ["", "| gate | limit | value | result |", "|---|---|---|---|"]
         lines += [
-            f"| {g['name']} | {g['limit']} | {_fmt(g['value'], '.4f')} | "
+            f"| {g['name']} | {g['limit']} | {fmt_value(g['value'], '.4f')} | "
             f"{'pass' if g['passed'] else '**FAIL**'} |"
             for g in report["gates"]
         ]

@@ -206,3 +206,12 @@ def test_validate_runs_the_passes_own_checks(tmp_path):
     )
     result = invoke("validate", config)
     assert result.exit_code == 2 and "needs data.calibration" in result.stderr
+
+
+def test_onnx_input_with_a_fixed_batch_other_than_the_measured_one(tmp_path, cnn_config):
+    model = tmp_path / "fixed.onnx"
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.onnx.export(module, (torch.zeros(3, 1, 8, 8),), str(model), dynamo=False)
+    cnn_config.write_text(CNN_CONFIG.replace("quantize.static", "quantize.dynamic"))
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "fixed at 3", "report.batch_sizes")
