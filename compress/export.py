@@ -65,25 +65,32 @@ def export_to_onnx(
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
-    if section.dynamic_batch and fmt == "exported_program" and not has_dynamic_batch(target):
-        raise ExportError(
-            "the .pt2 program was saved with a fixed batch size; export it again "
-            "with dynamic_shapes on the batch dimension, or set "
-            "export.dynamic_batch: false and report.batch_sizes to that size"
-        )
 
 
-def has_dynamic_batch(path: Path) -> bool:
-    import onnx
+def graph_inputs(proto) -> list:
+    """The inputs a caller feeds (older exporters also list initializers as inputs)."""
+    initializers = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in initializers]
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    dims = [
-        i.type.tensor_type.shape.dim[0]
-        for i in graph.input
-        if i.name not in initializers and i.type.tensor_type.shape.dim
-    ]
-    return all(not d.HasField("dim_value") for d in dims)
+
+def fixed_batch_sizes(proto) -> set[int]:
+    """The batch sizes the graph's inputs insist on; empty when the batch axis is dynamic."""
+    return {
+        dims[0].dim_value
+        for i in graph_inputs(proto)
+        if (dims := i.type.tensor_type.shape.dim) and dims[0].HasField("dim_value")
+    }
+
+
+def program_fixed_batch(program) -> int | None:
+    """The batch size a torch.export program was specialised to, or None if it is dynamic."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        is_user_tensor = node.name in user_inputs and value is not None and value.dim() > 0
+        if is_user_tensor and isinstance(value.shape[0], int):
+            return value.shape[0]
+    return None
 
 
 def torch_outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -15,7 +15,15 @@ from compress import __version__
 from compress.config import LoadedConfig, load_config
 from compress.context import Context, input_names_for, load_datasets
 from compress.errors import CompressError, ConfigError, DataError, PassError, first_line
-from compress.export import check_parity, export_to_onnx, set_metadata, torch_outputs
+from compress.export import (
+    check_parity,
+    export_to_onnx,
+    fixed_batch_sizes,
+    graph_inputs,
+    program_fixed_batch,
+    set_metadata,
+    torch_outputs,
+)
 from compress.measure.latency import measure_latency
 from compress.measure.metrics import compute_metric
 from compress.measure.runtime import open_session, run_batched
@@ -48,7 +56,11 @@ def prepare(
     check_metric(config)
     if model.is_onnx:
         check_onnx_batch(model.model, config.config.report.batch_sizes)
-    names = onnx_input_names(model.model) if model.is_onnx else input_names_for(config)
+    if model.format == "exported_program" and config.config.export.dynamic_batch:
+        check_program_batch(model)
+    names = (
+        [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
+    )
     datasets = load_datasets(config)
     context = Context(config, datasets, names, Path(tempfile.mkdtemp(prefix="compress-")), log)
     return Job(config, model, passes, context)
@@ -91,14 +103,7 @@ def check_metric(config: LoadedConfig) -> None:
 
 def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
     """An ONNX input with a fixed batch size can only be measured at that size."""
-    initializers = {i.name for i in proto.graph.initializer}
-    fixed = {
-        i.type.tensor_type.shape.dim[0].dim_value
-        for i in proto.graph.input
-        if i.name not in initializers
-        and i.type.tensor_type.shape.dim
-        and i.type.tensor_type.shape.dim[0].HasField("dim_value")
-    }
+    fixed = fixed_batch_sizes(proto)
     if fixed and any(b not in fixed for b in batch_sizes):
         raise ConfigError(
             f"report.batch_sizes: the ONNX model's batch size is fixed at {fixed.pop()}; set "
@@ -106,9 +111,14 @@ def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
         )
 
 
-def onnx_input_names(proto) -> list[str]:
-    initializers = {i.name for i in proto.graph.initializer}
-    return [i.name for i in proto.graph.input if i.name not in initializers]
+def check_program_batch(model: LoadedModel) -> None:
+    fixed = program_fixed_batch(model.model)
+    if fixed is not None:
+        raise ConfigError(
+            f"{model.path.name} was saved by torch.export with a fixed batch of {fixed}; export "
+            "it again with dynamic_shapes on the batch dimension (an example batch of 2 or more), "
+            f"or set export.dynamic_batch: false and report.batch_sizes: [{fixed}]"
+        )
 
 
 def run(
@@ -151,20 +161,21 @@ def _run_stages(job: Job) -> list[tuple[str, Path]]:
         stages.append(("baseline", _export_stage(job, module, "baseline", job.model.format)))
         for index, p in enumerate(job.passes):
             if p.stage == "torch":
-                module = _apply(index, p, lambda p=p, m=module: p.apply(m, ctx), ctx)
+                module = _apply(index, p, ctx, module)
                 stages.append((p.name, _export_stage(job, module, f"{index}", "module")))
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
-            _apply(index, p, lambda p=p, s=stages[-1][1], t=target: p.apply(s, t, ctx), ctx)
+            _apply(index, p, ctx, stages[-1][1], target)
             stages.append((p.name, target))
     return stages
 
 
-def _apply(index: int, p: Pass, action: Callable, ctx: Context):
+def _apply(index: int, p: Pass, ctx: Context, *inputs):
+    """Run one pass; an unexpected exception becomes a PassError that names the pass."""
     ctx.log(f"pass {index}: {p.name}")
     try:
-        return action()
+        return p.apply(*inputs, ctx)
     except CompressError:
         raise
     except Exception as e:

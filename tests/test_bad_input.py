@@ -215,3 +215,11 @@ def test_onnx_input_with_a_fixed_batch_other_than_the_measured_one(tmp_path, cnn
     cnn_config.write_text(CNN_CONFIG.replace("quantize.static", "quantize.dynamic"))
     out = tmp_path / "out"
     assert_refused(run_cli(model, cnn_config, out), out, "fixed at 3", "report.batch_sizes")
+
+
+def test_program_saved_with_a_fixed_batch(tmp_path, cnn_config):
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    model = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(module, (torch.zeros(3, 1, 8, 8),)), model)
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "fixed batch of 3", "dynamic_shapes")
