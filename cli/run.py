@@ -40,6 +40,8 @@ def run(
         from cli.render import print_report
 
         print_report(report, Console(highlight=False))
+    for warning in report["warnings"]:
+        stderr.print(f"warning: {warning}", markup=False)
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
     if failed:
         stderr.print(

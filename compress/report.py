@@ -14,6 +14,8 @@ from compress import __version__
 from compress.config import GatesSection
 
 SCHEMA_VERSION = 1
+# A stage counts as slower than its input only beyond run-to-run noise of interleaved p50s.
+SLOWER_TOLERANCE = 1.03
 
 
 def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float | None]:
@@ -32,6 +34,22 @@ def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float
         "accuracy_drop": None if drop is None else round(drop, 6),
         "final_size_mb": round(final["size_bytes"] / 1e6, 4),
     }
+
+
+def flag_slower_stages(stages: list[dict[str, Any]], first_batch: int) -> list[str]:
+    """Mark each stage whose p50 at the first batch size is above its input's (beyond noise)."""
+    key, warnings = str(first_batch), []
+    for previous, stage in zip(stages, stages[1:], strict=False):
+        before, after = previous["latency_ms"][key]["p50"], stage["latency_ms"][key]["p50"]
+        stage["slower_than_input"] = after > before * SLOWER_TOLERANCE
+        if stage["slower_than_input"]:
+            warnings.append(
+                f"stage {stage['name']} is slower than its input {previous['name']} at batch "
+                f"{first_batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x)"
+            )
+    if stages:
+        stages[0]["slower_than_input"] = False
+    return warnings
 
 
 def evaluate_gates(gates: GatesSection, summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,6 +110,7 @@ def _cpu_name() -> str:
 
 def build_report(stages, gates_section, batch_sizes, metric_name, threads, provenance):
     summary = summarize(stages, batch_sizes[0])
+    warnings = flag_slower_stages(stages, batch_sizes[0])
     gates = evaluate_gates(gates_section, summary)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -99,6 +118,7 @@ def build_report(stages, gates_section, batch_sizes, metric_name, threads, prove
         "summary": summary,
         "gates": gates,
         "passed": all(g["passed"] for g in gates),
+        "warnings": warnings,
         "metric": metric_name,
         "batch_sizes": batch_sizes,
         "provenance": provenance,
@@ -142,6 +162,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{'pass' if g['passed'] else '**FAIL**'} |"
             for g in report["gates"]
         ]
+    lines += (
+        ["", *(f"> **Warning:** {w}" for w in report["warnings"])] if report["warnings"] else []
+    )
     env = report["environment"]
     lines += [
         "",
@@ -149,4 +172,4 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{env['threads']} thread(s); latency p50/p90/p99 in report.json.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"

@@ -55,3 +55,20 @@ def test_registry_refuses_a_duplicate_name():
 
     with pytest.raises(ValueError, match="registered twice"):
         register("quantize.static")(Other)
+
+
+def test_dynamic_quantization_leaves_convolutions_in_float_by_default(tmp_path):
+    import collections
+
+    import onnx
+
+    text = (
+        "version: 1\ndata: {eval: {path: digits_eval.npz, inputs: [x], labels: y}}\n"
+        "passes: [{type: quantize.dynamic}]\n"
+        "report: {batch_sizes: [4], min_runs: 5, min_seconds: 0}\n"
+    )
+    out = tmp_path / "out"
+    run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), out)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
+    assert ops["ConvInteger"] == 0 and ops["Conv"] == 3  # ConvInteger is the slow path
+    assert ops["MatMulInteger"] == 2  # the fully connected layers are quantized

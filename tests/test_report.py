@@ -1,7 +1,7 @@
 """Summary and gate verdicts are derived from the measured stages."""
 
 from compress.config import GatesSection
-from compress.report import evaluate_gates, summarize, to_markdown
+from compress.report import evaluate_gates, flag_slower_stages, summarize, to_markdown
 
 
 def _stage(name, size, p50, top1):
@@ -49,6 +49,18 @@ def test_markdown_lists_every_stage_and_gate():
         "summary": summarize(stages, 32),
         "gates": [{"name": "min_speedup", "limit": 3, "value": 2.0, "passed": False}],
         "environment": {"onnxruntime": "x", "cpu": "cpu", "threads": 1},
+        "warnings": flag_slower_stages(stages, 32),
     }
     text = to_markdown(report)
     assert "| quantize.static |" in text and "**FAIL**" in text and "4.00x" in text
+
+
+def test_a_stage_slower_than_its_input_is_flagged_and_named():
+    stages = [
+        _stage("baseline", 4000, 2.0, 0.99),
+        _stage("a", 1000, 1.0, 0.99),
+        _stage("b", 900, 1.5, 0.99),
+    ]
+    [warning] = flag_slower_stages(stages, 32)
+    assert [s["slower_than_input"] for s in stages] == [False, False, True]
+    assert warning.startswith("stage b is slower than its input a")
