@@ -155,9 +155,12 @@ def _run_stages(job: Job) -> list[tuple[str, Path]]:
 
         stages.append(("baseline", work / "baseline.onnx"))
         onnx.save(job.model.model, str(stages[0][1]))
-        _check_onnx_fits_data(stages[0][1], ctx)
+        session = open_session(stages[0][1], threads=1)
+        declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
+        _check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
     else:
         module = job.model.callable()
+        _check_data_fits(lambda s: torch_outputs(module, s), ctx, "")
         stages.append(("baseline", _export_stage(job, module, "baseline", job.model.format)))
         for index, p in enumerate(job.passes):
             if p.stage == "torch":
@@ -185,18 +188,7 @@ def _apply(index: int, p: Pass, ctx: Context, *inputs):
 def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     ctx, section = job.context, job.config.config.export
     samples = ctx.samples(PARITY_SAMPLES)
-    try:
-        reference = torch_outputs(module, samples)
-    except Exception as e:
-        shapes = ", ".join(
-            f"{n}{list(a.shape[1:])}:{a.dtype}"
-            for n, a in zip(ctx.input_names, samples, strict=False)
-        )
-        raise DataError(
-            f"the data does not fit the model: samples {shapes} failed in forward "
-            f"({first_line(e, 200)}); "
-            "check data.*.inputs and their shapes"
-        ) from None
+    reference = torch_outputs(module, samples)
     output_names = (
         ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
     )
@@ -220,17 +212,22 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     return target
 
 
-def _check_onnx_fits_data(path: Path, ctx: Context) -> None:
-    session = open_session(path, threads=1)
-    samples = ctx.samples(2)
-    try:
-        run_batched(session, samples, batch_size=2)
-    except Exception as e:
-        raise DataError(
-            f"the data does not fit the ONNX model's inputs "
-            f"{[(i.name, i.shape) for i in session.get_inputs()]}: "
-            f"{first_line(e, 200)}"
-        ) from None
+def _check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
+    """Run two samples of every dataset through the model, so that data of the wrong shape is
+    refused as bad input before anything is exported or quantized."""
+    for role, dataset in ctx.datasets.items():
+        samples = dataset.take(2)
+        try:
+            forward(samples)
+        except Exception as e:
+            shapes = ", ".join(
+                f"{name} {list(a.shape[1:])} {a.dtype}"
+                for name, a in zip(dataset.inputs, samples, strict=True)
+            )
+            raise DataError(
+                f"data.{role} does not fit the model{model_inputs}: samples of {shapes} failed "
+                f"({first_line(e, 200)}); check data.{role}.inputs and the arrays' shapes"
+            ) from None
 
 
 def _measure(job: Job, stage_files: list[tuple[str, Path]]) -> dict[str, Any]:

@@ -82,7 +82,9 @@ def test_data_that_does_not_fit_the_model(tmp_path, cnn_config):
         y=np.zeros(10, np.int64),
     )
     out = tmp_path / "out"
-    assert_refused(run_cli(CNN, cnn_config, out), out, "does not fit the model", "[1, 9, 9]")
+    assert_refused(
+        run_cli(CNN, cnn_config, out), out, "data.eval does not fit the model", "[1, 9, 9]"
+    )
 
 
 def test_truncated_model(tmp_path, cnn_config):
@@ -223,3 +225,29 @@ def test_program_saved_with_a_fixed_batch(tmp_path, cnn_config):
     torch.export.save(torch.export.export(module, (torch.zeros(3, 1, 8, 8),)), model)
     out = tmp_path / "out"
     assert_refused(run_cli(model, cnn_config, out), out, "fixed batch of 3", "dynamic_shapes")
+
+
+def test_calibration_data_of_the_wrong_shape(tmp_path, cnn_config):
+    np.savez(tmp_path / "digits_calib.npz", x=np.zeros((10, 1, 7, 7), np.float32))
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, cnn_config, out), out, "data.calibration does not fit", "[1, 7, 7]")
+
+
+def test_data_of_the_wrong_shape_for_an_onnx_input(tmp_path, cnn_config):
+    model = tmp_path / "model.onnx"
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.onnx.export(
+        module,
+        (torch.zeros(2, 1, 8, 8),),
+        str(model),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    np.savez(
+        tmp_path / "digits_eval.npz",
+        x=np.zeros((10, 1, 9, 9), np.float32),
+        y=np.zeros(10, np.int64),
+    )
+    out = tmp_path / "out"
+    assert_refused(run_cli(model, cnn_config, out), out, "data.eval does not fit", "inputs: x")
