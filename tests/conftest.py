@@ -34,6 +34,23 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def small_onnx(path: Path, batch: int = 2, dynamic: bool = True) -> Path:
+    """An untrained Flatten+Linear digits model as ONNX (legacy exporter: fast, fixed names)."""
+    import torch
+
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    axes = {"x": {0: "batch"}} if dynamic else None
+    torch.onnx.export(
+        module,
+        (torch.zeros(batch, 1, 8, 8),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes=axes,
+    )
+    return path
+
+
 def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
     """A config in `folder`, with the sample data copied beside it (paths are relative)."""
     for npz in SAMPLES.glob("*.npz"):

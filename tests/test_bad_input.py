@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.conftest import CNN_CONFIG, SAMPLES, invoke, small_onnx, write_config
 
 CNN = SAMPLES / "digits_cnn.pt2"
 STATE_DICT_CONFIG = CNN_CONFIG.replace(
@@ -51,8 +51,7 @@ def test_unknown_pass_suggests_the_closest(tmp_path, cnn_config):
 
 
 def test_torch_pass_on_onnx_input(tmp_path, cnn_config):
-    model = tmp_path / "model.onnx"
-    torch.onnx.export(torch.nn.Flatten(), (torch.zeros(2, 1, 8, 8),), str(model), dynamo=False)
+    model = small_onnx(tmp_path / "model.onnx")
     cnn_config.write_text(CNN_CONFIG.replace("passes:\n", "passes:\n  - type: test.identity\n"))
     out = tmp_path / "out"
     assert_refused(run_cli(model, cnn_config, out), out, "test.identity", "is ONNX")
@@ -211,9 +210,7 @@ def test_validate_runs_the_passes_own_checks(tmp_path):
 
 
 def test_onnx_input_with_a_fixed_batch_other_than_the_measured_one(tmp_path, cnn_config):
-    model = tmp_path / "fixed.onnx"
-    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    torch.onnx.export(module, (torch.zeros(3, 1, 8, 8),), str(model), dynamo=False)
+    model = small_onnx(tmp_path / "fixed.onnx", batch=3, dynamic=False)
     cnn_config.write_text(CNN_CONFIG.replace("quantize.static", "quantize.dynamic"))
     out = tmp_path / "out"
     assert_refused(run_cli(model, cnn_config, out), out, "fixed at 3", "report.batch_sizes")
@@ -234,16 +231,7 @@ def test_calibration_data_of_the_wrong_shape(tmp_path, cnn_config):
 
 
 def test_data_of_the_wrong_shape_for_an_onnx_input(tmp_path, cnn_config):
-    model = tmp_path / "model.onnx"
-    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    torch.onnx.export(
-        module,
-        (torch.zeros(2, 1, 8, 8),),
-        str(model),
-        dynamo=False,
-        input_names=["x"],
-        dynamic_axes={"x": {0: "batch"}},
-    )
+    model = small_onnx(tmp_path / "model.onnx")
     np.savez(
         tmp_path / "digits_eval.npz",
         x=np.zeros((10, 1, 9, 9), np.float32),

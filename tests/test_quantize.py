@@ -1,11 +1,9 @@
 """Quantization passes on exported graphs: pre-processing and its fallbacks."""
 
-from pathlib import Path
-
 import onnx
-import torch
 
 from compress.passes import quantize
+from tests.conftest import small_onnx
 
 
 class _Log(list):
@@ -16,11 +14,6 @@ class _Log(list):
 class _Ctx:
     def __init__(self):
         self.log = _Log()
-
-
-def _tiny_model(path: Path) -> Path:
-    torch.onnx.export(torch.nn.Linear(8, 4), (torch.zeros(2, 8),), str(path), dynamo=False)
-    return path
 
 
 def test_preprocess_skips_symbolic_shape_inference_when_it_crashes(tmp_path, monkeypatch):
@@ -37,7 +30,7 @@ def test_preprocess_skips_symbolic_shape_inference_when_it_crashes(tmp_path, mon
 
     monkeypatch.setattr(shape_inference, "quant_pre_process", crashes_on_symbolic)
     ctx = _Ctx()
-    out = quantize.preprocess(_tiny_model(tmp_path / "m.onnx"), tmp_path / "pre.onnx", ctx)
+    out = quantize.preprocess(small_onnx(tmp_path / "m.onnx"), tmp_path / "pre.onnx", ctx)
     assert calls == [False, True] and out == tmp_path / "pre.onnx"
     onnx.checker.check_model(str(out))
     assert "crashed" in ctx.log[0]
@@ -50,7 +43,7 @@ def test_preprocess_falls_back_to_the_graph_as_exported(tmp_path, monkeypatch):
         raise ValueError("cannot pre-process")
 
     monkeypatch.setattr(shape_inference, "quant_pre_process", always_fails)
-    source = _tiny_model(tmp_path / "m.onnx")
+    source = small_onnx(tmp_path / "m.onnx")
     ctx = _Ctx()
     assert quantize.preprocess(source, tmp_path / "pre.onnx", ctx) == source
     assert len(ctx.log) == 2
