@@ -68,9 +68,12 @@ def prepare(
 
 def build_passes(config: LoadedConfig, onnx_input: str | None = None) -> list[Pass]:
     """The configured passes, each checked against the config (and an ONNX input, if any)."""
-    passes = [get_pass(spec.type)(spec.params) for spec in config.passes]
+    passes = [
+        get_pass(spec.type)(spec.params, f"passes[{index}]")
+        for index, spec in enumerate(config.passes)
+    ]
     for index, p in enumerate(passes):
-        p.check(config, index)
+        p.check(config)
         if onnx_input and p.stage == "torch":
             raise ConfigError(
                 f"passes[{index}].type: {p.name} works on a torch model, but {onnx_input} is "

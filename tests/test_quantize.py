@@ -1,6 +1,7 @@
 """Quantization passes on exported graphs: pre-processing and its fallbacks."""
 
 import onnx
+import pytest
 
 from compress.passes import quantize
 from tests.conftest import small_onnx
@@ -47,3 +48,39 @@ def test_preprocess_falls_back_to_the_graph_as_exported(tmp_path, monkeypatch):
     ctx = _Ctx()
     assert quantize.preprocess(source, tmp_path / "pre.onnx", ctx) == source
     assert len(ctx.log) == 2
+
+
+def _static_run(tmp_path, extra: str):
+    from compress.pipeline import run
+    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+
+    config = write_config(tmp_path, CNN_CONFIG.replace("    per_channel: true\n", extra))
+    out = tmp_path / "out"
+    run(SAMPLES / "digits_cnn.pt2", config, out)
+    return onnx.load(str(out / "model.onnx")).graph
+
+
+def test_static_exclude_keeps_an_op_type_in_float(tmp_path):
+    graph = _static_run(tmp_path, "    exclude: [Conv]\n    calibration: percentile\n")
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and not any(i in dequantized for n in convs for i in n.input)
+    gemms = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert any(i in dequantized for n in gemms for i in n.input)  # the rest is still int8
+
+
+def test_static_exclude_of_an_unknown_name_lists_close_ones(tmp_path):
+    from compress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"passes\[0\].exclude: 'Convv'.*close names: Conv"):
+        _static_run(tmp_path, "    exclude: [Convv]\n")
+
+
+@pytest.mark.parametrize("value", [0, 100.5])
+def test_percentile_must_be_in_0_100(value):
+    from pydantic import ValidationError
+
+    from compress.passes.registry import get_pass
+
+    with pytest.raises(ValidationError, match="percentile"):
+        get_pass("quantize.static").Params(percentile=value)

@@ -25,10 +25,11 @@ class Pass:
     stage: ClassVar[Literal["torch", "onnx"]]
     Params: ClassVar[type[PassParams]] = PassParams
 
-    def __init__(self, params: PassParams):
+    def __init__(self, params: PassParams, key: str = "passes[0]"):
         self.params = params
+        self.key = key  # where the pass sits in the config, for messages: "passes[1]"
 
-    def check(self, config: LoadedConfig, index: int) -> None:
+    def check(self, config: LoadedConfig) -> None:
         """Raise ConfigError if the config lacks something this pass needs (before any work)."""
 
     @classmethod

@@ -35,12 +35,32 @@ def preprocess(source: Path, target: Path, ctx: Context) -> Path:
     return source
 
 
+def excluded_nodes(model_path: Path, exclude: list[str], key: str) -> list[str]:
+    """Node names for `exclude`, whose entries are node names or op types of the graph."""
+    import difflib
+
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    names, op_types = {n.name for n in nodes}, {n.op_type for n in nodes}
+    for entry in exclude:
+        if entry not in names and entry not in op_types:
+            close = difflib.get_close_matches(entry, sorted(names | op_types), n=3, cutoff=0.4)
+            hint = f"close names: {', '.join(close)}" if close else "see the model's node names"
+            raise ConfigError(
+                f"{key}.exclude: {entry!r} is neither a node nor an op type of the model; {hint}"
+            )
+    return [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
+
+
 class QuantizeParams(PassParams):
     per_channel: bool = False
     op_types: list[str] | None = Field(
         default=None, description="op types to quantize (default: see the pass)"
     )
-    nodes_to_exclude: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=list, description="node names or op types to keep in float"
+    )
     reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI")
 
 
@@ -76,13 +96,17 @@ class DynamicQuantization(OnnxPass):
             op_types_to_quantize=(
                 DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
             ),
-            nodes_to_exclude=self.params.nodes_to_exclude,
+            nodes_to_exclude=excluded_nodes(prepared, self.params.exclude, self.key),
             reduce_range=self.params.reduce_range,
         )
 
 
 class StaticParams(QuantizeParams):
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(
+        default=99.999, gt=0, le=100, description="with calibration: percentile"
+    )
+    symmetric_activations: bool = False
     activation_type: Literal["int8", "uint8"] = "uint8"
     batch_size: int = Field(default=32, ge=1, description="calibration batch size")
 
@@ -99,10 +123,10 @@ class StaticQuantization(OnnxPass):
 
     Params = StaticParams
 
-    def check(self, config: LoadedConfig, index: int) -> None:
+    def check(self, config: LoadedConfig) -> None:
         if config.config.data.calibration is None:
             raise ConfigError(
-                f"passes[{index}]: {self.name} needs data.calibration: add "
+                f"{self.key}: {self.name} needs data.calibration: add "
                 "data: {calibration: {path: ..., inputs: [...]}} to the config"
             )
 
@@ -128,11 +152,15 @@ class StaticQuantization(OnnxPass):
             quant_format=QuantFormat.QDQ,
             per_channel=self.params.per_channel,
             op_types_to_quantize=self.params.op_types,
-            nodes_to_exclude=self.params.nodes_to_exclude,
+            nodes_to_exclude=excluded_nodes(prepared, self.params.exclude, self.key),
             reduce_range=self.params.reduce_range,
             activation_type=activation[self.params.activation_type],
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            extra_options={
+                "CalibPercentile": self.params.percentile,
+                "ActivationSymmetric": self.params.symmetric_activations,
+            },
         )
 
 
