@@ -33,18 +33,25 @@ def test_docstring_has_a_summary_and_a_valid_sample(name):
     cls.Params.model_validate(entry)
 
 
+# The sample each pass is tried on: the CNN, or the transformer for passes that need MatMul.
+CNN = ("digits_cnn.pt2", "digits", "[x]")
+TRANSFORMER = ("text_transformer.ts", "text", "[input_ids, attention_mask]")
+SAMPLE_FOR = {"quantize.int4": TRANSFORMER}
+
+
 @pytest.mark.parametrize("name", PASSES)
 def test_pass_runs_and_the_model_still_agrees(tmp_path, name):
     entry = sample_yaml(get_pass(name))
+    model, data, inputs = SAMPLE_FOR.get(name, CNN)
     text = (
         "version: 1\n"
         "data:\n"
-        "  calibration: {path: digits_calib.npz, inputs: [x], limit: 64}\n"
-        "  eval: {path: digits_eval.npz, inputs: [x]}\n"
+        f"  calibration: {{path: {data}_calib.npz, inputs: {inputs}, limit: 64}}\n"
+        f"  eval: {{path: {data}_eval.npz, inputs: {inputs}}}\n"
         f"passes: {yaml.safe_dump(entry, default_flow_style=True).strip()}\n"
         "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0}\n"
     )
-    report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
+    report = run(SAMPLES / model, write_config(tmp_path, text), tmp_path / "out")
     assert [s["name"] for s in report["stages"]] == ["baseline", name]
     assert report["stages"][-1]["metric"]["value"] >= 0.95
 

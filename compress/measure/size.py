@@ -11,6 +11,7 @@ _QUANT_PARAM_INPUTS = {
     "DequantizeLinear": (1, 2),
     "MatMulInteger": (2, 3),
     "ConvInteger": (2, 3),
+    "MatMulNBits": (2, 3),
 }
 
 
@@ -25,7 +26,17 @@ def count_params(path: Path) -> int:
         for i in _QUANT_PARAM_INPUTS.get(node.op_type, ())
         if i < len(node.input)
     }
-    return sum(math.prod(init.dims) for init in graph.initializer if init.name not in quant_params)
+    # MatMulNBits packs several weights per byte: its N x K attributes give the real count.
+    packed = {
+        node.input[1]: math.prod(a.i for a in node.attribute if a.name in ("N", "K"))
+        for node in graph.node
+        if node.op_type == "MatMulNBits"
+    }
+    return sum(
+        packed.get(init.name, math.prod(init.dims))
+        for init in graph.initializer
+        if init.name not in quant_params
+    )
 
 
 def size_bytes(path: Path) -> int:

@@ -1,0 +1,110 @@
+"""Lower-precision weights without calibration: float16, and 4-bit weight-only MatMul."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import Field, field_validator
+
+from compress.errors import ConfigError
+from compress.passes.base import OnnxPass, PassParams
+from compress.passes.quantize import excluded_nodes
+from compress.passes.registry import register
+
+if TYPE_CHECKING:
+    from compress.context import Context
+
+
+class Float16Params(PassParams):
+    keep_io_types: bool = Field(
+        default=True, description="keep float32 inputs and outputs (casts inside the graph)"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="node names or op types to keep in float32"
+    )
+
+
+@register("quantize.fp16")
+class Float16(OnnxPass):
+    """float16 weights and compute; inputs and outputs stay float32 unless asked.
+
+    Sample YAML:
+        - type: quantize.fp16
+          keep_io_types: true
+    """
+
+    Params = Float16Params
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        proto = onnx.load(str(source))
+        excluded = set(self.params.exclude)
+        excluded_nodes(source, self.params.exclude, self.key)  # refuses unknown names
+        converted = convert_float_to_float16(
+            proto,
+            keep_io_types=self.params.keep_io_types,
+            op_block_list=sorted({n.op_type for n in proto.graph.node} & excluded) or None,
+            node_block_list=sorted({n.name for n in proto.graph.node} & excluded) or None,
+        )
+        onnx.save(converted, str(target))
+
+
+class Int4Params(PassParams):
+    block_size: int = Field(default=32, ge=16, description="weights per scale (a power of 2)")
+    symmetric: bool = True
+    exclude: list[str] = Field(default_factory=list, description="MatMul node names to skip")
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of 2 (16, 32, 64, 128, ...)")
+        return value
+
+
+@register("quantize.int4")
+class Int4WeightOnly(OnnxPass):
+    """4-bit weight-only MatMul (ONNX Runtime's MatMulNBits): transformer weights shrink ~6x.
+
+    Sample YAML:
+        - type: quantize.int4
+          block_size: 32
+    """
+
+    Params = Int4Params
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+        import onnx
+
+        proto = onnx.load(str(source))
+        constants = {i.name for i in proto.graph.initializer}
+        if not any(n.op_type == "MatMul" and n.input[1] in constants for n in proto.graph.node):
+            raise ConfigError(
+                f"{self.key}: {self.name} found no MatMul with constant weights in the model "
+                "(Gemm and Conv are not 4-bit quantized); use quantize.static or quantize.dynamic"
+            )
+        quantizer_class = _matmul_nbits_quantizer()
+        quantizer = quantizer_class(
+            proto,
+            block_size=self.params.block_size,
+            is_symmetric=self.params.symmetric,
+            nodes_to_exclude=excluded_nodes(source, self.params.exclude, self.key),
+        )
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+
+
+def _matmul_nbits_quantizer():
+    """Import the quantizer without letting it turn every library's logging up to INFO."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    return MatMulNBitsQuantizer
