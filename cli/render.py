@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from compress.report import fmt_value
+from compress.report import fmt_value, stage_label
 
 
 def report_table(report: dict[str, Any]) -> Table:
@@ -24,7 +24,7 @@ def report_table(report: dict[str, Any]) -> Table:
     for stage in report["stages"]:
         metric = stage["metric"]["value"] if stage["metric"] else None
         table.add_row(
-            stage["name"],
+            stage_label(stage),
             f"{stage['size_bytes'] / 1024:.1f}",
             f"{stage['params']:,}",
             *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),

@@ -33,9 +33,19 @@ from compress.outdir import check_out_dir, clear_previous_results, publish
 from compress.passes.base import Pass
 from compress.passes.registry import get_pass
 from compress.report import build_report, to_json, to_markdown
+from compress.speed_guard import revert_if_slower
 
 PARITY_SAMPLES = 64
 EXAMPLE_BATCH = 4  # >= 2: an example batch of 1 makes torch.export fix the batch dimension
+
+
+@dataclass
+class StageFile:
+    """The ONNX file of one stage; `reverted` when the speed guard kept the pass's input."""
+
+    name: str
+    path: Path
+    reverted: bool = False
 
 
 @dataclass
@@ -139,7 +149,7 @@ def run(
     try:
         stage_files = _run_stages(job)
         report = _measure(job, stage_files)
-        final = stage_files[-1][1]
+        final = stage_files[-1].path
         set_metadata(final, _provenance(job))
         if force:
             clear_previous_results(out_dir)
@@ -149,31 +159,35 @@ def run(
         shutil.rmtree(job.context.workdir, ignore_errors=True)
 
 
-def _run_stages(job: Job) -> list[tuple[str, Path]]:
+def _run_stages(job: Job) -> list[StageFile]:
     """The ONNX file of every stage: baseline, one per torch pass, one per ONNX pass."""
     ctx, work = job.context, job.context.workdir
-    stages: list[tuple[str, Path]] = []
+    stages: list[StageFile] = []
     if job.model.is_onnx:
         import onnx
 
-        stages.append(("baseline", work / "baseline.onnx"))
-        onnx.save(job.model.model, str(stages[0][1]))
-        session = open_session(stages[0][1], threads=1)
+        stages.append(StageFile("baseline", work / "baseline.onnx"))
+        onnx.save(job.model.model, str(stages[0].path))
+        session = open_session(stages[0].path, threads=1)
         declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
         _check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
     else:
         module = job.model.callable()
         _check_data_fits(lambda s: torch_outputs(module, s), ctx, "")
-        stages.append(("baseline", _export_stage(job, module, "baseline", job.model.format)))
+        baseline = _export_stage(job, module, "baseline", job.model.format)
+        stages.append(StageFile("baseline", baseline))
         for index, p in enumerate(job.passes):
             if p.stage == "torch":
                 module = _apply(index, p, ctx, module)
-                stages.append((p.name, _export_stage(job, module, f"{index}", "module")))
+                stages.append(StageFile(p.name, _export_stage(job, module, f"{index}", "module")))
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
-            _apply(index, p, ctx, stages[-1][1], target)
-            stages.append((p.name, target))
+            _apply(index, p, ctx, stages[-1].path, target)
+            reverted = getattr(p.params, "on_slower", "warn") == "revert" and revert_if_slower(
+                stages[-1].path, target, ctx, p.name
+            )
+            stages.append(StageFile(p.name, target, reverted))
     return stages
 
 
@@ -233,23 +247,23 @@ def _check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None
             ) from None
 
 
-def _measure(job: Job, stage_files: list[tuple[str, Path]]) -> dict[str, Any]:
+def _measure(job: Job, stage_files: list[StageFile]) -> dict[str, Any]:
     ctx, settings = job.context, job.config.config.report
-    ctx.log("measuring latency of " + ", ".join(name for name, _ in stage_files))
-    paths = {f"{i}:{name}": path for i, (name, path) in enumerate(stage_files)}
+    ctx.log("measuring latency of " + ", ".join(stage.name for stage in stage_files))
+    paths = {f"{i}:{stage.name}": stage.path for i, stage in enumerate(stage_files)}
     latency = measure_latency(paths, ctx.samples(max(settings.batch_sizes)), settings)
     metrics = _metrics(stage_files, ctx, settings.metric)
     stages = [
         {
-            "name": name,
-            "file": path.name,
-            "size_bytes": size_bytes(path),
-            "params": count_params(path),
+            "name": stage.name,
+            "size_bytes": size_bytes(stage.path),
+            "params": count_params(stage.path),
             "latency_ms": latency[key],
             "threads": settings.threads,
             "metric": metrics[i],
+            "reverted": stage.reverted,
         }
-        for i, ((name, path), key) in enumerate(zip(stage_files, paths, strict=True))
+        for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
     ]
     return build_report(
         stages,
@@ -267,7 +281,7 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | No
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
     inputs = list(ctx.eval.inputs.values())
     outputs = [
-        run_batched(open_session(path, threads=1), inputs, 256)[0] for _, path in stage_files
+        run_batched(open_session(stage.path, threads=1), inputs, 256)[0] for stage in stage_files
     ]
     return [
         {

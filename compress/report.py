@@ -130,6 +130,11 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2) + "\n"
 
 
+def stage_label(stage: dict[str, Any]) -> str:
+    """A stage's name for people; says when the speed guard kept the pass's input."""
+    return stage["name"] + (" (reverted)" if stage.get("reverted") else "")
+
+
 def fmt_value(value, spec: str) -> str:
     """A number for people; n/a where nothing was measured."""
     return "n/a" if value is None else format(value, spec)
@@ -142,7 +147,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for stage in report["stages"]:
         metric = stage["metric"]["value"] if stage["metric"] else None
         cells = [
-            stage["name"],
+            stage_label(stage),
             f"{stage['size_bytes'] / 1024:.1f}",
             f"{stage['params']:,}",
             *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),

@@ -133,3 +133,24 @@ def test_validate_reports_ok_and_problems(tmp_path, cnn_config):
     cnn_config.write_text(CNN_CONFIG.replace("digits_eval.npz", "gone.npz"))
     result = invoke("validate", cnn_config)
     assert result.exit_code == 2 and "data.eval.path" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("input_ms", "output_ms", "reverted"), [(1.0, 2.0, True), (2.0, 1.0, False)]
+)
+def test_on_slower_revert_keeps_the_input_of_a_slower_pass(
+    tmp_path, cnn_config, monkeypatch, input_ms, output_ms, reverted
+):
+    """The decision, with latencies fixed by the test (speed itself belongs to the benchmark)."""
+    from compress import speed_guard
+
+    def fake_latency(paths, samples, settings):
+        p50 = {"input": input_ms, "output": output_ms}
+        return {name: {"8": {"p50": p50[name]}} for name in paths}
+
+    monkeypatch.setattr(speed_guard, "measure_latency", fake_latency)
+    cnn_config.write_text(CNN_CONFIG.replace("    per_channel: true\n", "    on_slower: revert\n"))
+    report = run_ok(SAMPLES / "digits_cnn.pt2", cnn_config, tmp_path / "out")
+    baseline, final = report["stages"]
+    assert final["reverted"] is reverted
+    assert (final["size_bytes"] == baseline["size_bytes"]) is reverted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
@@ -16,6 +16,15 @@ class PassParams(BaseModel):
     """Parameters of a pass; unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class OnnxPassParams(PassParams):
+    """Parameters every ONNX-stage pass takes."""
+
+    on_slower: Literal["warn", "revert"] = Field(
+        default="warn",
+        description="when the pass makes the model slower: warn, or keep its input instead",
+    )
 
 
 class Pass:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
-from compress.passes.base import OnnxPass, PassParams
+from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.quantize import excluded_nodes
 from compress.passes.registry import register
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from compress.context import Context
 
 
-class Float16Params(PassParams):
+class Float16Params(OnnxPassParams):
     keep_io_types: bool = Field(
         default=True, description="keep float32 inputs and outputs (casts inside the graph)"
     )
@@ -53,7 +53,7 @@ class Float16(OnnxPass):
         onnx.save(converted, str(target))
 
 
-class Int4Params(PassParams):
+class Int4Params(OnnxPassParams):
     block_size: int = Field(default=32, ge=16, description="weights per scale (a power of 2)")
     symmetric: bool = True
     exclude: list[str] = Field(default_factory=list, description="MatMul node names to skip")

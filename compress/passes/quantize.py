@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from compress.errors import ConfigError, first_line
-from compress.passes.base import OnnxPass, PassParams
+from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def excluded_nodes(model_path: Path, exclude: list[str], key: str) -> list[str]:
     return [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
 
 
-class QuantizeParams(PassParams):
+class QuantizeParams(OnnxPassParams):
     per_channel: bool = False
     op_types: list[str] | None = Field(
         default=None, description="op types to quantize (default: see the pass)"
