@@ -7,29 +7,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from compress.report import fmt_value, stage_label
+from compress.report import fmt_value, table_rows
 
 
 def report_table(report: dict[str, Any]) -> Table:
-    batches = [str(b) for b in report["batch_sizes"]]
+    headers, rows = table_rows(report)
     table = Table(title="compression report", title_justify="left")
-    for header in [
-        "stage",
-        "size KB",
-        "params",
-        *(f"p50 ms @{b}" for b in batches),
-        report["metric"],
-    ]:
-        table.add_column(header, justify="left" if header == "stage" else "right")
-    for stage in report["stages"]:
-        metric = stage["metric"]["value"] if stage["metric"] else None
-        table.add_row(
-            stage_label(stage),
-            f"{stage['size_bytes'] / 1024:.1f}",
-            f"{stage['params']:,}",
-            *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
-            fmt_value(metric, ".4f"),
-        )
+    widest_stage = max(len(row[0]) for row in rows)
+    for header in headers:
+        if header == "stage":  # stage names are never cut short
+            table.add_column(header, no_wrap=True, min_width=widest_stage)
+        else:
+            table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -37,7 +28,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(report_table(report))
     s = report["summary"]
     console.print(
-        f"size ratio {s['size_ratio']:.2f}x  speedup {s['speedup']:.2f}x "
+        f"size ratio {s['size_ratio']:.2f}x (gzipped {s['gzip_ratio']:.2f}x)  "
+        f"speedup {s['speedup']:.2f}x "
         f"(batch {s['speedup_batch']})  accuracy drop {fmt_value(s['accuracy_drop'], '.4f')}"
     )
     for gate in report["gates"]:

@@ -27,7 +27,7 @@ from compress.export import (
 from compress.measure.latency import measure_latency
 from compress.measure.metrics import compute_metric
 from compress.measure.runtime import open_session, run_batched
-from compress.measure.size import count_params, size_bytes
+from compress.measure.size import count_params, gzip_bytes, size_bytes
 from compress.models import LoadedModel, load_model
 from compress.outdir import check_out_dir, clear_previous_results, publish
 from compress.passes.base import Pass
@@ -257,6 +257,7 @@ def _measure(job: Job, stage_files: list[StageFile]) -> dict[str, Any]:
         {
             "name": stage.name,
             "size_bytes": size_bytes(stage.path),
+            "gzip_bytes": gzip_bytes(stage.path),
             "params": count_params(stage.path),
             "latency_ms": latency[key],
             "threads": settings.threads,

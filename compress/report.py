@@ -29,6 +29,7 @@ def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float
     )
     return {
         "size_ratio": round(base["size_bytes"] / final["size_bytes"], 4),
+        "gzip_ratio": round(base["gzip_bytes"] / final["gzip_bytes"], 4),
         "speedup": round(speedup, 4),
         "speedup_batch": first_batch,
         "accuracy_drop": None if drop is None else round(drop, 6),
@@ -140,24 +141,33 @@ def fmt_value(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def to_markdown(report: dict[str, Any]) -> str:
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The per-stage table, as headers and formatted cells (for Markdown and the terminal)."""
     batches = [str(b) for b in report["batch_sizes"]]
-    head = ["stage", "size (KB)", "params", *(f"p50 ms @{b}" for b in batches), report["metric"]]
-    lines = ["# Compression report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for stage in report["stages"]:
-        metric = stage["metric"]["value"] if stage["metric"] else None
-        cells = [
+    headers = ["stage", "size KB", "gzip KB", "params", *(f"p50 ms @{b}" for b in batches)]
+    rows = [
+        [
             stage_label(stage),
             f"{stage['size_bytes'] / 1024:.1f}",
+            f"{stage['gzip_bytes'] / 1024:.1f}",
             f"{stage['params']:,}",
             *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
-            fmt_value(metric, ".4f"),
+            fmt_value(stage["metric"]["value"] if stage["metric"] else None, ".4f"),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for stage in report["stages"]
+    ]
+    return [*headers, report["metric"]], rows
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    headers, rows = table_rows(report)
+    lines = ["# Compression report", "", "| " + " | ".join(headers) + " |"]
+    lines += ["|" + "---|" * len(headers), *("| " + " | ".join(row) + " |" for row in rows)]
     s = report["summary"]
     lines += [
         "",
-        f"**Size ratio** {s['size_ratio']:.2f}x · **speedup** {s['speedup']:.2f}x at "
+        f"**Size ratio** {s['size_ratio']:.2f}x (gzipped {s['gzip_ratio']:.2f}x) · "
+        f"**speedup** {s['speedup']:.2f}x at "
         f"batch {s['speedup_batch']} · **accuracy drop** {fmt_value(s['accuracy_drop'], '.4f')}",
     ]
     if report["gates"]:

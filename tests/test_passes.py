@@ -79,3 +79,16 @@ def test_dynamic_quantization_leaves_convolutions_in_float_by_default(tmp_path):
     ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
     assert ops["ConvInteger"] == 0 and ops["Conv"] == 3  # ConvInteger is the slow path
     assert ops["MatMulInteger"] == 2  # the fully connected layers are quantized
+
+
+def test_kmeans_snaps_weights_to_n_values_close_to_the_original():
+    import numpy as np
+
+    from compress.passes.cluster import kmeans_1d
+
+    weights = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    shared = kmeans_1d(weights, clusters=16, iterations=20)
+    assert shared.shape == weights.shape and shared.dtype == weights.dtype
+    assert len(np.unique(shared)) <= 16
+    # 16 levels of a unit normal: mean error far below the spread of the weights
+    assert np.abs(shared - weights).mean() < 0.1

@@ -8,6 +8,7 @@ def _stage(name, size, p50, top1):
     return {
         "name": name,
         "size_bytes": size,
+        "gzip_bytes": size // 2,
         "params": 10,
         "threads": 1,
         "latency_ms": {"32": {"p50": p50, "p90": p50, "p99": p50, "runs": 10}},

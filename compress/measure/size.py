@@ -41,3 +41,10 @@ def count_params(path: Path) -> int:
 
 def size_bytes(path: Path) -> int:
     return Path(path).stat().st_size
+
+
+def gzip_bytes(path: Path) -> int:
+    """Size after gzip -6: what a download or an artifact store actually moves."""
+    import gzip
+
+    return len(gzip.compress(Path(path).read_bytes(), compresslevel=6))
