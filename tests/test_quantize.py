@@ -84,3 +84,24 @@ def test_percentile_must_be_in_0_100(value):
 
     with pytest.raises(ValidationError, match="percentile"):
         get_pass("quantize.static").Params(percentile=value)
+
+
+def test_fp16_exclude_keeps_named_op_types_computing_in_float32(tmp_path):
+    from compress.pipeline import run
+    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+
+    text = CNN_CONFIG.replace("quantize.static", "quantize.fp16").replace(
+        "    per_channel: true\n", "    exclude: [Gemm]\n"
+    )
+    out = tmp_path / "out"
+    run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), out)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    types = {i.name: i.data_type for i in graph.initializer}
+    # A kept node reads its weight as float32: a float32 initializer, or a Cast to float32.
+    to_float32 = {n.output[0] for n in graph.node if n.op_type == "Cast" and n.attribute[0].i == 1}
+    gemm_weights = [n.input[1] for n in graph.node if n.op_type == "Gemm"]
+    conv_weights = [n.input[1] for n in graph.node if n.op_type == "Conv"]
+    assert gemm_weights and all(
+        types.get(w) == onnx.TensorProto.FLOAT or w in to_float32 for w in gemm_weights
+    )
+    assert conv_weights and all(types[w] == onnx.TensorProto.FLOAT16 for w in conv_weights)
