@@ -1,16 +1,21 @@
 """The error domain: every failure a user can cause, each with the exit code the CLI returns."""
 
+EXIT_OK = 0
+EXIT_FAILED = 1  # a pass, the export or the parity check failed
+EXIT_BAD_INPUT = 2  # arguments, config, model file, data file, output folder
+EXIT_GATE_FAILED = 3  # the run finished and wrote its outputs, but a gate failed
+
 
 class CompressError(Exception):
     """Base class. The message is one line that names the problem and the fix."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class InputError(CompressError):
     """Bad input: arguments, config, model file, data file (exit 2)."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ConfigError(InputError):
@@ -35,12 +40,6 @@ class PassError(CompressError):
 
 class ExportError(CompressError):
     """torch -> ONNX export, the ONNX checker or the parity check failed (exit 1)."""
-
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_GATE_FAILED = 3
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

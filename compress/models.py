@@ -21,7 +21,6 @@ from compress.config import ModelSection
 from compress.errors import ConfigError, ModelLoadError, first_line
 
 Format = Literal["torchscript", "exported_program", "state_dict", "pickled_module", "onnx"]
-TORCH_FORMATS = ("torchscript", "exported_program", "state_dict", "pickled_module")
 
 
 @dataclass
