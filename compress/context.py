@@ -20,6 +20,9 @@ DTYPES = {
     "bool": np.bool_,
 }
 
+# Real samples for export, parity and latency come from the first of these the config has.
+SAMPLE_ROLES = ("eval", "calibration", "train")
+
 
 @dataclass
 class Context:
@@ -37,15 +40,21 @@ class Context:
     def eval(self) -> Dataset | None:
         return self.datasets.get("eval")
 
+    @property
+    def sample_source(self) -> str:
+        """Where `samples` come from: the first dataset in SAMPLE_ROLES, else model.inputs."""
+        role = next((r for r in SAMPLE_ROLES if r in self.datasets), None)
+        return f"data.{role}" if role else "model.inputs"
+
     def samples(self, count: int) -> list[np.ndarray]:
-        """`count` real samples (eval, else calibration, else train), in input order."""
-        for role in ("eval", "calibration", "train"):
+        """`count` samples from `sample_source`, in input order."""
+        for role in SAMPLE_ROLES:
             if role in self.datasets:
                 return self.datasets[role].take(count)
         return synthetic_inputs(self.config, count)
 
 
-def load_datasets(config: LoadedConfig, input_names: list[str] | None = None) -> dict[str, Dataset]:
+def load_datasets(config: LoadedConfig) -> dict[str, Dataset]:
     """Load every data source in the config, cast to the declared input dtypes."""
     section, specs = config.config.data, config.config.model.inputs
     datasets = {}
@@ -87,7 +96,7 @@ def input_names_for(config: LoadedConfig) -> list[str]:
     cfg = config.config
     if cfg.model.inputs:
         return [spec.name for spec in cfg.model.inputs]
-    for role in ("eval", "calibration", "train"):
+    for role in SAMPLE_ROLES:
         source = getattr(cfg.data, role)
         if source is not None:
             return list(source.inputs)

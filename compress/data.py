@@ -31,11 +31,13 @@ class Dataset:
 
     def take(self, count: int) -> list[np.ndarray]:
         """The first `count` samples, repeated if the set is smaller (for latency batches)."""
-        reps = -(-count // len(self))
-        return [
-            np.concatenate([a] * reps)[:count] if reps > 1 else a[:count]
-            for a in self.inputs.values()
-        ]
+        return repeat_to(list(self.inputs.values()), count)
+
+
+def repeat_to(arrays: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """Exactly `count` rows of each array: its first rows, cycled when it has fewer."""
+    reps = -(-count // len(arrays[0]))
+    return [np.concatenate([a] * reps)[:count] if reps > 1 else a[:count] for a in arrays]
 
 
 def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:

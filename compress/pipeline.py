@@ -148,9 +148,10 @@ def run(
     job = prepare(Path(model_path), Path(config_path), trust_pickle, log)
     try:
         stage_files = _run_stages(job)
-        report = _measure(job, stage_files)
+        provenance = _provenance(job)
+        report = _measure(job, stage_files, provenance)
         final = stage_files[-1].path
-        set_metadata(final, _provenance(job))
+        set_metadata(final, provenance)
         if force:
             clear_previous_results(out_dir)
         publish(out_dir, final, {"report.json": to_json(report), "report.md": to_markdown(report)})
@@ -211,7 +212,7 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     )
     target = ctx.workdir / f"{tag}.onnx"
     ctx.log(f"export {tag} ({fmt}) -> ONNX opset {section.opset}")
-    example = [a[:EXAMPLE_BATCH] for a in ctx.samples(EXAMPLE_BATCH)]
+    example = [a[:EXAMPLE_BATCH] for a in samples]
     export_to_onnx(
         module if fmt != "exported_program" else job.model.model,
         fmt,
@@ -221,10 +222,7 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
         target,
         section,
     )
-    where = next(
-        (f"data.{r}" for r in ("eval", "calibration", "train") if r in ctx.datasets), "model.inputs"
-    )
-    diff = check_parity(target, reference, samples, section.parity_atol, where)
+    diff = check_parity(target, reference, samples, section.parity_atol, ctx.sample_source)
     ctx.log(f"parity ok: max |onnx - torch| = {diff:.2e}")
     return target
 
@@ -247,7 +245,7 @@ def _check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None
             ) from None
 
 
-def _measure(job: Job, stage_files: list[StageFile]) -> dict[str, Any]:
+def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str]) -> dict[str, Any]:
     ctx, settings = job.context, job.config.config.report
     ctx.log("measuring latency of " + ", ".join(stage.name for stage in stage_files))
     paths = {f"{i}:{stage.name}": stage.path for i, stage in enumerate(stage_files)}
@@ -272,7 +270,7 @@ def _measure(job: Job, stage_files: list[StageFile]) -> dict[str, Any]:
         settings.batch_sizes,
         settings.metric,
         settings.threads,
-        _provenance(job),
+        provenance,
     )
 
 

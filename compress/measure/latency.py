@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.config import ReportSection
+from compress.data import repeat_to
 from compress.errors import ConfigError
 from compress.measure.runtime import feeds, fixed_batch, open_session
 
@@ -28,7 +29,7 @@ def measure_latency(
             )
     result: dict[str, dict[str, dict[str, float]]] = {name: {} for name in sessions}
     for batch in settings.batch_sizes:
-        arrays = [np.concatenate([a] * -(-batch // len(a)))[:batch] for a in samples]
+        arrays = repeat_to(samples, batch)
         times = _interleaved(sessions, arrays, settings)
         for name, ms in times.items():
             p50, p90, p99 = np.percentile(ms, [50, 90, 99])

@@ -32,12 +32,13 @@ def feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 def run_batched(session, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
     """Run all samples through `session`; a fixed-batch model gets its last batch padded."""
-    batch_size = fixed_batch(session) or batch_size
+    fixed = fixed_batch(session)
+    batch_size = fixed or batch_size
     total, chunks = len(inputs[0]), []
     for start in range(0, total, batch_size):
         part = [a[start : start + batch_size] for a in inputs]
         real = len(part[0])
-        if real < batch_size and fixed_batch(session):
+        if real < batch_size and fixed:
             part = [np.concatenate([p, np.repeat(p[-1:], batch_size - real, axis=0)]) for p in part]
         chunks.append([o[:real] for o in session.run(None, feeds(session, part))])
     return [np.concatenate(outs) for outs in zip(*chunks, strict=True)]
