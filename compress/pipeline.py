@@ -24,8 +24,8 @@ from compress.export import (
     set_metadata,
     torch_outputs,
 )
+from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
-from compress.measure.metrics import compute_metric
 from compress.measure.runtime import open_session, run_batched
 from compress.measure.size import count_params, gzip_bytes, size_bytes
 from compress.models import LoadedModel, load_model
@@ -41,11 +41,13 @@ EXAMPLE_BATCH = 4  # >= 2: an example batch of 1 makes torch.export fix the batc
 
 @dataclass
 class StageFile:
-    """The ONNX file of one stage; `reverted` when the speed guard kept the pass's input."""
+    """The ONNX file of one stage; `reverted` when the speed guard kept the pass's input;
+    `details` what the pass says it did (candidates tried, nodes kept in float)."""
 
     name: str
     path: Path
     reverted: bool = False
+    details: dict[str, Any] | None = None
 
 
 @dataclass
@@ -184,11 +186,11 @@ def _run_stages(job: Job) -> list[StageFile]:
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
-            _apply(index, p, ctx, stages[-1].path, target)
+            details = _apply(index, p, ctx, stages[-1].path, target)
             reverted = getattr(p.params, "on_slower", "warn") == "revert" and revert_if_slower(
                 stages[-1].path, target, ctx, p.name
             )
-            stages.append(StageFile(p.name, target, reverted))
+            stages.append(StageFile(p.name, target, reverted, details))
     return stages
 
 
@@ -261,6 +263,7 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
             "threads": settings.threads,
             "metric": metrics[i],
             "reverted": stage.reverted,
+            **({"details": stage.details} if stage.details else {}),
         }
         for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
     ]
@@ -278,17 +281,9 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | No
     if ctx.eval is None:
         return [None] * len(stage_files)
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
-    inputs = list(ctx.eval.inputs.values())
-    outputs = [
-        run_batched(open_session(stage.path, threads=1), inputs, 256)[0] for stage in stage_files
-    ]
-    return [
-        {
-            "name": metric,
-            "value": round(compute_metric(metric, out, ctx.eval.labels, outputs[0]), 6),
-        }
-        for out in outputs
-    ]
+    judge = Judge(stage_files[0].path, ctx.eval, metric)
+    values = [judge.reference_value] + [judge.score(stage.path) for stage in stage_files[1:]]
+    return [{"name": metric, "value": value} for value in values]
 
 
 def _provenance(job: Job) -> dict[str, str]:

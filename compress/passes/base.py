@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,9 +56,12 @@ class TorchPass(Pass):
 
 
 class OnnxPass(Pass):
-    """Works on an ONNX file after export: reads `source`, writes `target`."""
+    """Works on an ONNX file after export: reads `source`, writes `target`.
+
+    `apply` may return details for the report's stage (what was tried, kept in float, chosen).
+    """
 
     stage = "onnx"
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
         raise NotImplementedError

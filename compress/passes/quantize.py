@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from compress.errors import ConfigError, first_line
+from compress.measure.evaluate import Judge, first_output
 from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.fallback import (
+    accuracy_budget,
+    quantize_within_budget,
+    relative_error,
+    sensitivity_samples,
+)
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -33,6 +42,19 @@ def preprocess(source: Path, target: Path, ctx: Context) -> Path:
                 f"pre-processing (skip_symbolic_shape={skip_symbolic}) failed: {first_line(e, 120)}"
             )
     return source
+
+
+@contextmanager
+def quiet_root_logger():
+    """onnxruntime.quantization warns through the root logger about things that are fine
+    (e.g. no per-channel axis on a LayerNorm weight); keep those off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def excluded_nodes(model_path: Path, exclude: list[str], key: str) -> list[str]:
@@ -62,6 +84,61 @@ class QuantizeParams(OnnxPassParams):
         default_factory=list, description="node names or op types to keep in float"
     )
     reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI")
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="keep the costliest nodes in float until the drop on data.eval is within "
+        "this (default: gates.max_accuracy_drop)",
+    )
+    max_fallback_steps: int = Field(
+        default=8, ge=0, description="at most this many groups of nodes go back to float"
+    )
+
+
+class Int8Pass(OnnxPass):
+    """Shared by the int8 passes: pre-processing, `exclude`, and the accuracy-aware fallback."""
+
+    params: QuantizeParams
+
+    def check(self, config: LoadedConfig) -> None:
+        if self.params.max_accuracy_drop is not None and config.config.data.eval is None:
+            raise ConfigError(
+                f"{self.key}.max_accuracy_drop needs data.eval to measure the drop; add "
+                "data: {eval: {path: ..., inputs: [...]}} to the config"
+            )
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        """Write `prepared` quantized to `target`, keeping `excluded` node names in float."""
+        raise NotImplementedError
+
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """Choose settings that depend on the model, before quantizing; returns them."""
+        return {}
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+        with quiet_root_logger():
+            return self._apply(source, target, ctx)
+
+    def _apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+        prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
+        excluded = excluded_nodes(prepared, self.params.exclude, self.key)
+        details = self.settle(prepared, excluded, ctx)
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
+        if budget is None or ctx.eval is None:
+            self.quantize(prepared, target, excluded, ctx)
+            return details or None
+        ctx.log(f"  accuracy budget {budget} on data.eval")
+        return details | quantize_within_budget(
+            lambda keep_float, path: self.quantize(prepared, path, keep_float, ctx),
+            prepared,
+            target,
+            Judge(source, ctx.eval, ctx.config.config.report.metric),
+            budget,
+            excluded,
+            sensitivity_samples(ctx),
+            self.params.max_fallback_steps,
+            ctx.log,
+        )
 
 
 # ConvInteger (dynamic int8 convolution) runs several times slower than float Conv in ONNX Runtime
@@ -69,34 +146,66 @@ class QuantizeParams(OnnxPassParams):
 DYNAMIC_DEFAULT_OPS = ["MatMul", "Attention", "LSTM", "Gather"]
 
 
+class DynamicParams(QuantizeParams):
+    per_channel: bool | Literal["auto"] = Field(
+        default="auto",
+        description="per-channel weight scales; auto: the one closer to the float model",
+    )
+
+
 @register("quantize.dynamic")
-class DynamicQuantization(OnnxPass):
+class DynamicQuantization(Int8Pass):
     """int8 weights, activations quantized on the fly; best for MatMul-heavy (transformer) models.
 
     By default MatMul, Attention, LSTM and Gather are quantized; Conv only if op_types names it
-    (dynamic int8 convolutions are slower than float ones in ONNX Runtime).
+    (dynamic int8 convolutions are slower than float ones in ONNX Runtime). per_channel: auto
+    quantizes both ways and keeps the one whose outputs are closer to the float model's.
 
     Sample YAML:
         - type: quantize.dynamic
-          per_channel: false
+          per_channel: auto
           op_types: [MatMul]
     """
 
-    Params = QuantizeParams
+    Params = DynamicParams
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
+        if self.params.per_channel != "auto":
+            self._per_channel = self.params.per_channel
+            return {}
+        samples = sensitivity_samples(ctx)
+        reference = first_output(prepared, samples)
+        errors = {}
+        for per_channel in (False, True):
+            trial = ctx.workdir / f"dynamic-per-channel-{per_channel}.onnx"
+            self._quantize(prepared, trial, excluded, per_channel)
+            errors[per_channel] = relative_error(reference, first_output(trial, samples))
+        self._per_channel = errors[True] < errors[False]
+        ctx.log(
+            f"  per-channel: output error {errors[True]:.4g} vs per-tensor {errors[False]:.4g}; "
+            f"keeping {'per-channel' if self._per_channel else 'per-tensor'}"
+        )
+        return {
+            "per_channel": self._per_channel,
+            "output_error": {"per_channel": errors[True], "per_tensor": errors[False]},
+        }
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        self._quantize(prepared, target, excluded, self._per_channel)
+
+    def _quantize(self, prepared: Path, target: Path, excluded: list[str], per_channel: bool):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
         quantize_dynamic(
             str(prepared),
             str(target),
             weight_type=QuantType.QInt8,
-            per_channel=self.params.per_channel,
+            per_channel=per_channel,
             op_types_to_quantize=(
                 DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
             ),
-            nodes_to_exclude=excluded_nodes(prepared, self.params.exclude, self.key),
+            nodes_to_exclude=excluded,
             reduce_range=self.params.reduce_range,
         )
 
@@ -106,31 +215,36 @@ class StaticParams(QuantizeParams):
     percentile: float = Field(
         default=99.999, gt=0, le=100, description="with calibration: percentile"
     )
+    calibration_samples: int | None = Field(
+        default=None, ge=1, description="calibrate on the first N samples (default: all)"
+    )
     symmetric_activations: bool = False
     activation_type: Literal["int8", "uint8"] = "uint8"
     batch_size: int = Field(default=32, ge=1, description="calibration batch size")
 
 
 @register("quantize.static")
-class StaticQuantization(OnnxPass):
+class StaticQuantization(Int8Pass):
     """int8 weights and activations (QDQ), scales calibrated on data.calibration.
 
     Sample YAML:
         - type: quantize.static
           per_channel: true
           calibration: minmax
+          calibration_samples: 128
     """
 
     Params = StaticParams
 
     def check(self, config: LoadedConfig) -> None:
+        super().check(config)
         if config.config.data.calibration is None:
             raise ConfigError(
                 f"{self.key}: {self.name} needs data.calibration: add "
                 "data: {calibration: {path: ..., inputs: [...]}} to the config"
             )
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
         from onnxruntime.quantization import (
             CalibrationMethod,
             QuantFormat,
@@ -144,15 +258,14 @@ class StaticQuantization(OnnxPass):
             "percentile": CalibrationMethod.Percentile,
         }[self.params.calibration]
         activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-        prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
         quantize_static(
             str(prepared),
             str(target),
-            _CalibrationReader(ctx, self.params.batch_size),
+            _CalibrationReader(ctx, self.params.batch_size, self.params.calibration_samples),
             quant_format=QuantFormat.QDQ,
             per_channel=self.params.per_channel,
             op_types_to_quantize=self.params.op_types,
-            nodes_to_exclude=excluded_nodes(prepared, self.params.exclude, self.key),
+            nodes_to_exclude=excluded,
             reduce_range=self.params.reduce_range,
             activation_type=activation[self.params.activation_type],
             weight_type=QuantType.QInt8,
@@ -167,10 +280,12 @@ class StaticQuantization(OnnxPass):
 class _CalibrationReader:
     """Feeds data.calibration in batches, as onnxruntime's CalibrationDataReader protocol asks."""
 
-    def __init__(self, ctx: Context, batch_size: int):
+    def __init__(self, ctx: Context, batch_size: int, limit: int | None):
+        arrays = list(ctx.calibration.inputs.values())
+        limit = limit or len(arrays[0])
         self._batches = (
-            dict(zip(ctx.input_names, batch, strict=True))
-            for batch in ctx.calibration.batches(batch_size)
+            dict(zip(ctx.input_names, [a[start : start + batch_size] for a in arrays], strict=True))
+            for start in range(0, min(limit, len(arrays[0])), batch_size)
         )
 
     def get_next(self):

@@ -1,0 +1,45 @@
+"""Judge ONNX models against a reference model on data.eval, with the report's metric.
+
+The pipeline uses it for every stage; quantize passes use it to hold an accuracy budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.measure.metrics import compute_metric
+from compress.measure.runtime import open_session, run_batched
+
+if TYPE_CHECKING:
+    from compress.data import Dataset
+
+EVAL_BATCH = 256
+
+
+def first_output(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
+    """The model's first output on all `inputs`."""
+    return run_batched(open_session(path, threads=1), inputs, EVAL_BATCH)[0]
+
+
+class Judge:
+    """Scores models with `metric` on `dataset`; agreement and cosine compare to `reference`."""
+
+    def __init__(self, reference: Path, dataset: Dataset, metric: str):
+        self.dataset, self.metric = dataset, metric
+        self._inputs = list(dataset.inputs.values())
+        self._reference_outputs = first_output(reference, self._inputs)
+        self.reference_value = self.score_outputs(self._reference_outputs)
+
+    def score_outputs(self, outputs: np.ndarray) -> float:
+        value = compute_metric(self.metric, outputs, self.dataset.labels, self._reference_outputs)
+        return round(value, 6)
+
+    def score(self, path: Path) -> float:
+        return self.score_outputs(first_output(path, self._inputs))
+
+    def drop(self, value: float) -> float:
+        """How much worse `value` is than the reference model's."""
+        return round(self.reference_value - value, 6)
