@@ -1,0 +1,205 @@
+"""quantize.auto: try the int8 settings that fit the model, measure each, keep the fastest one
+that holds the accuracy budget, and never one slower than the input."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from compress.errors import CompressError, ConfigError, first_line
+from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.fallback import accuracy_budget
+from compress.passes.quantize import preprocess
+from compress.passes.registry import get_pass, register
+
+if TYPE_CHECKING:
+    from compress.config import LoadedConfig
+    from compress.context import Context
+
+DEFAULT_BUDGET = 0.01
+
+
+@dataclass
+class Candidate:
+    name: str
+    pass_type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    float_nodes: list[str] = field(default_factory=list)  # kept in float besides `exclude`
+
+
+class AutoParams(OnnxPassParams):
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="budget on data.eval (default: gates.max_accuracy_drop, else 0.01)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="node names or op types every candidate keeps in float"
+    )
+    max_fallback_steps: int = Field(
+        default=4, ge=0, description="per candidate: groups of costly nodes put back in float"
+    )
+
+
+@register("quantize.auto")
+class AutoQuantization(OnnxPass):
+    """Tries static and dynamic int8 variants, keeps the fastest within the accuracy budget.
+
+    Every candidate that fits the model (static per-channel / per-tensor, static with depthwise
+    convolutions in float, dynamic) is quantized with the accuracy-aware fallback, measured in
+    ONNX Runtime against the input, and listed in the report. A candidate slower than the input
+    is never kept; when none is faster, the input model is kept.
+
+    Sample YAML:
+        - type: quantize.auto
+          max_accuracy_drop: 0.01
+    """
+
+    Params = AutoParams
+
+    def check(self, config: LoadedConfig) -> None:
+        if config.config.data.eval is None:
+            raise ConfigError(
+                f"{self.key}: {self.name} judges candidates on data.eval; add "
+                "data: {eval: {path: ..., inputs: [...]}} to the config"
+            )
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
+        from compress.measure.evaluate import Judge
+        from compress.measure.size import size_bytes
+
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
+        folder = ctx.workdir / f"auto-{target.stem}"
+        folder.mkdir(exist_ok=True)
+        # candidates name nodes of the pre-processed graph, which is what the passes quantize
+        prepared = preprocess(source, folder / "prepared.onnx", ctx)
+        candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
+        judge = Judge(source, ctx.eval, ctx.config.config.report.metric)
+        results, files = [], {}
+        for candidate in candidates:
+            ctx.log(f"  candidate {candidate.name}")
+            path = folder / f"{candidate.name}.onnx"
+            entry: dict[str, Any] = {"name": candidate.name, "settings": candidate.settings}
+            try:
+                details = self._run_candidate(candidate, budget, prepared, path, ctx) or {}
+            except CompressError:
+                raise
+            except Exception as e:  # one failing candidate does not stop the others
+                entry["verdict"] = f"failed: {first_line(e, 160)}"
+                results.append(entry)
+                continue
+            metric = judge.score(path)
+            entry |= {
+                "size_bytes": size_bytes(path),
+                "metric": metric,
+                "drop": judge.drop(metric),
+                "float_nodes": candidate.float_nodes + details.get("float_nodes", []),
+            }
+            files[candidate.name] = path
+            results.append(entry)
+        batch, input_ms = self._measure(results, files, source, ctx)
+        chosen, reason = choose(results, input_ms, budget, batch)
+        shutil.copyfile(files[chosen] if chosen else source, target)
+        ctx.log(f"  {reason}")
+        return {
+            "accuracy_budget": budget,
+            "input": {
+                "size_bytes": size_bytes(source),
+                "metric": judge.reference_value,
+                "p50_ms": input_ms,
+            },
+            "candidates": results,
+            "chosen": chosen,
+            "reason": reason,
+        }
+
+    def _run_candidate(self, candidate, budget, source, path, ctx) -> dict[str, Any] | None:
+        pass_class = get_pass(candidate.pass_type)
+        params = pass_class.Params(
+            **candidate.settings,
+            exclude=self.params.exclude + candidate.float_nodes,
+            max_accuracy_drop=budget,
+            max_fallback_steps=self.params.max_fallback_steps,
+        )
+        return pass_class(params, self.key).apply(source, path, ctx)
+
+    def _measure(self, results, files, source, ctx) -> tuple[int, float]:
+        """Latency of the input and every candidate at the first report batch size, interleaved;
+        sets each result's p50_ms and returns (batch, the input's p50)."""
+        from compress.measure.latency import measure_latency
+
+        settings = ctx.config.config.report
+        batch = settings.batch_sizes[0]
+        one_batch = settings.model_copy(update={"batch_sizes": [batch]})
+        latency = measure_latency({"input": source, **files}, ctx.samples(batch), one_batch)
+        for entry in results:
+            if entry["name"] in files:
+                entry["p50_ms"] = latency[entry["name"]][str(batch)]["p50"]
+        return batch, latency["input"][str(batch)]["p50"]
+
+
+def choose(results, input_ms: float, budget: float, batch: int) -> tuple[str | None, str]:
+    """The fastest candidate within the budget and not slower than the input; sets verdicts."""
+    eligible = []
+    for entry in results:
+        if "p50_ms" not in entry:
+            continue  # failed
+        if entry["drop"] > budget:
+            entry["verdict"] = f"over budget: drop {entry['drop']:.4f} > {budget}"
+        elif entry["p50_ms"] > input_ms:
+            entry["verdict"] = (
+                f"slower than the input: {entry['p50_ms']:.3f} ms vs {input_ms:.3f} ms"
+            )
+        else:
+            eligible.append(entry)
+    if not eligible:
+        return None, (
+            f"no candidate was within the budget and at least as fast as the input "
+            f"({input_ms:.3f} ms at batch {batch}); the input model is kept"
+        )
+    best = min(eligible, key=lambda e: e["p50_ms"])
+    for entry in eligible:
+        entry["verdict"] = (
+            "chosen" if entry is best else f"slower than {best['name']}: {entry['p50_ms']:.3f} ms"
+        )
+    return best["name"], (
+        f"chose {best['name']}: {best['p50_ms']:.3f} ms vs the input's {input_ms:.3f} ms at "
+        f"batch {batch} ({input_ms / best['p50_ms']:.2f}x), drop {best['drop']:.4f} <= {budget}"
+    )
+
+
+def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
+    """The int8 variants worth trying on this graph."""
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    op_types = {n.op_type for n in nodes}
+    depthwise = [n.name for n in nodes if n.op_type == "Conv" and _groups(n) > 1]
+    candidates = []
+    if has_calibration and op_types & {"Conv", "MatMul", "Gemm"}:
+        candidates.append(Candidate("static-per-channel", "quantize.static", {"per_channel": True}))
+        candidates.append(Candidate("static-per-tensor", "quantize.static", {"per_channel": False}))
+        candidates.append(
+            Candidate(
+                "static-compute-ops",
+                "quantize.static",
+                {"per_channel": True, "op_types": ["Conv", "MatMul", "Gemm"]},
+            )
+        )
+        if depthwise:
+            candidates.append(
+                Candidate(
+                    "static-depthwise-float", "quantize.static", {"per_channel": True}, depthwise
+                )
+            )
+    if op_types & {"MatMul", "Gather", "LSTM", "Attention"}:
+        candidates.append(Candidate("dynamic", "quantize.dynamic", {"per_channel": "auto"}))
+    return candidates
+
+
+def _groups(node) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
