@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from compress.report import fmt_value, table_rows
+from compress.report import fmt_value, stage_notes, table_rows
 
 
 def report_table(report: dict[str, Any]) -> Table:
@@ -32,6 +32,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"speedup {s['speedup']:.2f}x "
         f"(batch {s['speedup_batch']})  accuracy drop {fmt_value(s['accuracy_drop'], '.4f')}"
     )
+    for note in stage_notes(report):
+        console.print(note, markup=False)
     for gate in report["gates"]:
         verdict = "[green]pass[/]" if gate["passed"] else "[bold red]FAIL[/]"
         console.print(

@@ -159,6 +159,53 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return [*headers, report["metric"]], rows
 
 
+def stage_notes(report: dict[str, Any]) -> list[str]:
+    """One line per thing a pass reported doing: the candidate kept, nodes kept in float."""
+    notes = []
+    for stage in report["stages"]:
+        details, name = stage.get("details") or {}, stage["name"]
+        if "reason" in details:
+            notes.append(f"{name}: {details['reason']}")
+        if "verdict" in details:
+            notes.append(f"{name}: {details['verdict']}")
+        if details.get("float_nodes"):
+            notes.append(f"{name}: kept in float: {', '.join(details['float_nodes'])}")
+        if "per_channel" in details:
+            kind = "per-channel" if details["per_channel"] else "per-tensor"
+            notes.append(f"{name}: {kind} weight scales (closer to the float model's outputs)")
+        if details.get("embedding_tables_int8"):
+            tables = ", ".join(details["embedding_tables_int8"])
+            notes.append(f"{name}: embedding tables stored as int8: {tables}")
+    return notes
+
+
+def candidates_table(stage: dict[str, Any], metric: str) -> list[str]:
+    """Markdown rows for the candidates quantize.auto measured."""
+    details = stage.get("details") or {}
+    if "candidates" not in details:
+        return []
+    lines = [
+        f"### {stage['name']}: candidates (budget {details['accuracy_budget']})",
+        "",
+        f"| candidate | p50 ms | size KB | {metric} | drop | kept in float | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    source = details["input"]
+    lines.append(
+        f"| input | {source['p50_ms']:.3f} | {source['size_bytes'] / 1024:.1f} | "
+        f"{source['metric']:.4f} | | | |"
+    )
+    for c in details["candidates"]:
+        size = c.get("size_bytes")
+        lines.append(
+            f"| {c['name']} | {fmt_value(c.get('p50_ms'), '.3f')} | "
+            f"{fmt_value(size / 1024 if size else None, '.1f')} | "
+            f"{fmt_value(c.get('metric'), '.4f')} | {fmt_value(c.get('drop'), '.4f')} | "
+            f"{len(c.get('float_nodes', []))} | {c['verdict']} |"
+        )
+    return ["", *lines]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     headers, rows = table_rows(report)
     lines = ["# Compression report", "", "| " + " | ".join(headers) + " |"]
@@ -177,6 +224,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{'pass' if g['passed'] else '**FAIL**'} |"
             for g in report["gates"]
         ]
+    notes = stage_notes(report)
+    lines += ["", *(f"- {note}" for note in notes)] if notes else []
+    for stage in report["stages"]:
+        lines += candidates_table(stage, report["metric"])
     lines += (
         ["", *(f"> **Warning:** {w}" for w in report["warnings"])] if report["warnings"] else []
     )

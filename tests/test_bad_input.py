@@ -247,3 +247,21 @@ def test_int4_on_a_model_without_matmul(tmp_path, cnn_config):
     out = tmp_path / "out"
     # Found only in the exported graph, after progress lines: --quiet leaves the error alone.
     assert_refused(run_cli(CNN, cnn_config, out, "--quiet"), out, "passes[0]", "no MatMul")
+
+
+@pytest.mark.parametrize(
+    ("pass_yaml", "needle"),
+    [
+        (
+            "quantize.static\n    max_accuracy_drop: 0.01",
+            "passes[0].max_accuracy_drop needs data.eval",
+        ),
+        ("quantize.auto", "quantize.auto judges candidates on data.eval"),
+    ],
+)
+def test_an_accuracy_budget_without_eval_data(tmp_path, pass_yaml, needle):
+    text = CNN_CONFIG.replace("  eval: {path: digits_eval.npz, inputs: [x], labels: y}\n", "")
+    text = text.replace("quantize.static\n    per_channel: true", pass_yaml)
+    config = write_config(tmp_path, text)
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, config, out), out, needle)

@@ -22,10 +22,21 @@ def test_there_are_recipes():
     assert {"int8-static.yaml", "int8-dynamic.yaml"} <= {c.name for c in RECIPES}
 
 
+_reports = {}
+
+
+def recipe_report(config, tmp_path_factory):
+    """Run a recipe once per test session; later tests read the same report."""
+    if config.name not in _reports:
+        out = tmp_path_factory.mktemp(config.stem) / "out"
+        result = invoke("run", model_for(config), "-c", config, "-o", out, "--json", "--quiet")
+        _reports[config.name] = (result, out)
+    return _reports[config.name]
+
+
 @pytest.mark.parametrize("config", RECIPES, ids=lambda c: c.stem)
-def test_recipe_runs(tmp_path, config):
-    out = tmp_path / "out"
-    result = invoke("run", model_for(config), "-c", config, "-o", out, "--json", "--quiet")
+def test_recipe_runs(tmp_path_factory, config):
+    result, out = recipe_report(config, tmp_path_factory)
     report = json.loads(result.stdout)  # stdout holds nothing but the report
     assert result.exit_code in (0, 3), result.stderr
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
@@ -33,6 +44,35 @@ def test_recipe_runs(tmp_path, config):
     assert not [name for name in failed if name != "min_speedup"], report["gates"]
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text()) == report
+
+
+@pytest.mark.parametrize("config", ["auto-int8.yaml", "auto-int8-text.yaml"])
+def test_auto_never_keeps_a_candidate_slower_than_its_input(tmp_path_factory, config):
+    result, _ = recipe_report(CONFIGS / config, tmp_path_factory)
+    stage = json.loads(result.stdout)["stages"][-1]
+    details = stage["details"]
+    assert {c["name"] for c in details["candidates"]} >= {"static-per-channel"}
+    assert all(c["verdict"] for c in details["candidates"])  # each says why it was (not) kept
+    chosen = [c for c in details["candidates"] if c["verdict"] == "chosen"]
+    if details["chosen"] is None:
+        assert not chosen and stage["size_bytes"] == details["input"]["size_bytes"]
+    else:
+        [pick] = chosen
+        assert pick["name"] == details["chosen"] and stage["size_bytes"] == pick["size_bytes"]
+        assert pick["p50_ms"] <= details["input"]["p50_ms"]
+        assert pick["drop"] <= details["accuracy_budget"]
+
+
+def test_static_int8_on_the_transformer_keeps_the_softmax_path_in_float(tmp_path_factory):
+    result, out = recipe_report(CONFIGS / "int8-static-text.yaml", tmp_path_factory)
+    stage = json.loads(result.stdout)["stages"][-1]
+    details = stage["details"]
+    # every node quantized misses the budget by far; the fallback fixes it with few nodes
+    assert details["attempts"][0]["drop"] > 0.5
+    assert details["budget_met"] and stage["metric"]["value"] >= 0.99
+    assert 0 < len(details["float_nodes"]) <= 8
+    assert any(name.endswith("Softmax") for name in details["float_nodes"])
+    assert "kept in float: " in (out / "report.md").read_text()
 
 
 def test_demo_recipe_shrinks_the_cnn_without_losing_accuracy(tmp_path):

@@ -56,6 +56,9 @@ class Int4Params(OnnxPassParams):
     block_size: int = Field(default=32, ge=16, description="weights per scale (a power of 2)")
     symmetric: bool = True
     exclude: list[str] = Field(default_factory=list, description="MatMul node names to skip")
+    embeddings_int8: bool = Field(
+        default=False, description="also store embedding tables (constant Gather) as int8"
+    )
 
     @field_validator("block_size")
     @classmethod
@@ -69,9 +72,13 @@ class Int4Params(OnnxPassParams):
 class Int4WeightOnly(OnnxPass):
     """4-bit weight-only MatMul (ONNX Runtime's MatMulNBits): MatMul weights shrink ~6x.
 
+    With embeddings_int8, embedding tables (Gather from a constant) are stored as int8 with one
+    scale per column and dequantized after the lookup, so a transformer's vocabulary shrinks 4x.
+
     Sample YAML:
         - type: quantize.int4
           block_size: 32
+          embeddings_int8: true
     """
 
     Params = Int4Params
@@ -94,7 +101,67 @@ class Int4WeightOnly(OnnxPass):
             nodes_to_exclude=excluded_nodes(source, self.params.exclude, self.key),
         )
         quantizer.process()
+        details = None
+        if self.params.embeddings_int8:
+            tables = quantize_embeddings(quantizer.model.model)
+            ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
+            details = {"embedding_tables_int8": tables}
         quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+        return details
+
+
+def quantize_embeddings(model) -> list[str]:
+    """Store each Gather's constant float table [rows, dim] as int8 (symmetric, one scale per
+    column) and dequantize the gathered rows; returns the tables' names."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    tables, new_nodes = [], []
+    for node in graph.node:
+        table = constants.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or axis != 0 or table.data_type != onnx.TensorProto.FLOAT:
+            new_nodes.append(node)
+            continue
+        weights = numpy_helper.to_array(table)
+        if weights.ndim != 2:
+            new_nodes.append(node)
+            continue
+        scale = (np.abs(weights).max(axis=0) / 127.0).astype(np.float32)
+        scale[scale == 0] = 1.0
+        quantized = np.clip(np.round(weights / scale), -127, 127).astype(np.int8)
+        stem = table.name
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, f"{stem}_int8"),
+                numpy_helper.from_array(scale, f"{stem}_scale"),
+                numpy_helper.from_array(np.zeros_like(quantized[0]), f"{stem}_zero_point"),
+            ]
+        )
+        gathered = f"{node.output[0]}_int8"
+        new_nodes.append(
+            helper.make_node("Gather", [f"{stem}_int8", node.input[1]], [gathered], node.name)
+        )
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [gathered, f"{stem}_scale", f"{stem}_zero_point"],
+                [node.output[0]],
+                f"{node.name}_dequantize",
+                axis=-1,
+            )
+        )
+        tables.append(stem)
+    still_used = {i for n in new_nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name not in tables or i.name in still_used]
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return tables
 
 
 def _matmul_nbits_quantizer():

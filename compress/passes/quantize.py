@@ -281,11 +281,10 @@ class _CalibrationReader:
     """Feeds data.calibration in batches, as onnxruntime's CalibrationDataReader protocol asks."""
 
     def __init__(self, ctx: Context, batch_size: int, limit: int | None):
-        arrays = list(ctx.calibration.inputs.values())
-        limit = limit or len(arrays[0])
+        arrays = [a[:limit] for a in ctx.calibration.inputs.values()]
         self._batches = (
             dict(zip(ctx.input_names, [a[start : start + batch_size] for a in arrays], strict=True))
-            for start in range(0, min(limit, len(arrays[0])), batch_size)
+            for start in range(0, len(arrays[0]), batch_size)
         )
 
     def get_next(self):

@@ -1,0 +1,175 @@
+"""quantize.auto's choice, the accuracy-aware fallback's pieces, and the int8 pass options."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from compress.measure.runtime import open_session
+from compress.passes import quantize
+from compress.passes.auto import candidates_for, choose
+from compress.passes.precision import quantize_embeddings
+from compress.report import to_markdown
+from tests.conftest import SAMPLES, invoke, write_config
+
+INPUT_MS = 10.0
+
+
+def candidate(name, p50_ms, drop):
+    return {"name": name, "p50_ms": p50_ms, "drop": drop, "size_bytes": 1000, "metric": 0.9}
+
+
+def test_auto_keeps_the_fastest_candidate_within_budget():
+    results = [
+        candidate("fast-but-inaccurate", 2.0, 0.05),
+        candidate("accurate", 6.0, 0.001),
+        candidate("faster-accurate", 5.0, 0.004),
+        {"name": "broken", "verdict": "failed: boom"},
+    ]
+    chosen, reason = choose(results, INPUT_MS, 0.005, 32)
+    assert chosen == "faster-accurate" and "2.00x" in reason
+    verdicts = {r["name"]: r["verdict"] for r in results}
+    assert verdicts["fast-but-inaccurate"].startswith("over budget")
+    assert verdicts["accurate"].startswith("slower than faster-accurate")
+    assert verdicts["broken"] == "failed: boom"
+
+
+def test_auto_never_keeps_a_candidate_slower_than_the_input():
+    results = [candidate("slow", INPUT_MS * 1.01, 0.0), candidate("slower", INPUT_MS * 2, 0.0)]
+    chosen, reason = choose(results, INPUT_MS, 0.01, 32)
+    assert chosen is None and "input model is kept" in reason
+    assert all(r["verdict"].startswith("slower than the input") for r in results)
+
+
+def test_candidates_fit_the_graph(tmp_path):
+    from tests.conftest import small_onnx
+
+    names = [c.name for c in candidates_for(small_onnx(tmp_path / "m.onnx"), True)]
+    assert "static-per-channel" in names and "dynamic" not in names  # Gemm only: nothing dynamic
+    assert all(
+        not n.startswith("static")
+        for n in (c.name for c in candidates_for(tmp_path / "m.onnx", has_calibration=False))
+    )
+
+
+def test_depthwise_convolutions_get_a_candidate_that_keeps_them_in_float(tmp_path):
+    import torch
+
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 64, 10),
+    )
+    path = tmp_path / "dw.onnx"
+    torch.onnx.export(module, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False)
+    [depthwise] = [c for c in candidates_for(path, True) if c.name == "static-depthwise-float"]
+    groups = {n.name: n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"}
+    assert len(depthwise.float_nodes) == 1
+    assert groups[depthwise.float_nodes[0]].attribute[-1] is not None
+
+
+def test_calibration_samples_limits_what_calibration_reads():
+    class Ctx:
+        calibration = type("D", (), {"inputs": {"x": np.zeros((100, 3), np.float32)}})()
+        input_names = ["x"]
+
+    reader = quantize._CalibrationReader(Ctx(), batch_size=16, limit=40)
+    sizes = []
+    while (batch := reader.get_next()) is not None:
+        sizes.append(len(batch["x"]))
+    assert sizes == [16, 16, 8]
+
+
+def test_dynamic_per_channel_auto_keeps_the_closer_setting(tmp_path):
+    text = (
+        "version: 1\n"
+        "data:\n"
+        "  calibration: {path: text_calib.npz, inputs: [input_ids, attention_mask], limit: 32}\n"
+        "  eval: {path: text_eval.npz, inputs: [input_ids, attention_mask], labels: y}\n"
+        "passes: [{type: quantize.dynamic, op_types: [MatMul]}]\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+    )
+    config = write_config(tmp_path, text)
+    result = invoke(
+        "run", SAMPLES / "text_transformer.ts", "-c", config, "-o", tmp_path / "o", "--json", "-q"
+    )
+    details = json.loads(result.stdout)["stages"][-1]["details"]
+    errors = details["output_error"]
+    assert details["per_channel"] == (errors["per_channel"] < errors["per_tensor"])
+
+
+def test_embedding_tables_become_int8_and_lookups_still_match(tmp_path):
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(20, 16)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", ["table", "ids"], ["out"], "lookup")],
+        "g",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None, 5])],
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [None, 5, 16])],
+        [onnx.numpy_helper.from_array(table, "table")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    assert quantize_embeddings(model) == ["table"]
+    onnx.checker.check_model(model, full_check=True)
+    assert "table" not in {i.name for i in model.graph.initializer}  # float table is gone
+    path = tmp_path / "e.onnx"
+    onnx.save(model, str(path))
+    ids = rng.integers(0, 20, size=(3, 5))
+    out = open_session(path, 1).run(None, {"ids": ids})[0]
+    assert np.abs(out - table[ids]).max() <= np.abs(table).max(axis=0).max() / 127
+
+
+def test_markdown_lists_the_candidates_auto_tried():
+    stage = {
+        "name": "quantize.auto",
+        "size_bytes": 500,
+        "gzip_bytes": 400,
+        "params": 10,
+        "metric": {"value": 0.99},
+        "latency_ms": {"8": {"p50": 1.0}},
+        "details": {
+            "accuracy_budget": 0.01,
+            "input": {"p50_ms": 2.0, "size_bytes": 2000, "metric": 1.0},
+            "candidates": [
+                {
+                    "name": "dynamic",
+                    "p50_ms": 1.0,
+                    "size_bytes": 500,
+                    "metric": 0.99,
+                    "drop": 0.01,
+                    "float_nodes": [],
+                    "verdict": "chosen",
+                },
+                {"name": "static-per-channel", "verdict": "failed: boom"},
+            ],
+            "chosen": "dynamic",
+            "reason": "chose dynamic",
+        },
+    }
+    base = dict(stage, name="baseline", details=None)
+    report = {
+        "stages": [base, stage],
+        "batch_sizes": [8],
+        "metric": "top1",
+        "gates": [],
+        "warnings": [],
+        "environment": {"onnxruntime": "x", "cpu": "y", "threads": 1},
+        "summary": {
+            "size_ratio": 4,
+            "gzip_ratio": 5,
+            "speedup": 2,
+            "speedup_batch": 8,
+            "accuracy_drop": 0.01,
+        },
+    }
+    text = to_markdown(report)
+    assert "| dynamic | 1.000 | 0.5 | 0.9900 | 0.0100 | 0 | chosen |" in text
+    assert "| static-per-channel | n/a |" in text and "failed: boom" in text
+    assert "- quantize.auto: chose dynamic" in text
+
+
+@pytest.mark.parametrize("per_channel", ["auto", True])
+def test_dynamic_per_channel_accepts_auto_and_booleans(per_channel):
+    assert quantize.DynamicParams(per_channel=per_channel).per_channel == per_channel
