@@ -1,14 +1,17 @@
 """Architectures of the sample models shipped in ``sample_models/``.
 
-Both models are plain ``torch.nn`` code with no data-dependent Python control
+All models are plain ``torch.nn`` code with no data-dependent Python control
 flow, so they can be exported with ``torch.export``, ``torch.jit.script`` /
 ``torch.jit.trace`` and ``torch.onnx.export`` (TorchScript and dynamo paths).
 
 * :class:`DigitsCNN` classifies 8x8 digit images ``[batch, 1, 8, 8]``.
+* :class:`DigitsResNet` classifies the same images with a small residual CNN
+  built from depthwise-separable convolutions and BatchNorm (a MobileNet-like
+  pattern: grouped convolutions, residual ``Add``, global average pooling).
 * :class:`TextTransformer` classifies the same digits read as token sequences
   ``input_ids`` / ``attention_mask`` (both int64 ``[batch, seq]``).
 
-Both return logits ``[batch, num_classes]``.
+All return logits ``[batch, num_classes]``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,64 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class SeparableBlock(nn.Module):
+    """Residual depthwise-separable block.
+
+    ``relu(skip(x) + bn(pointwise(relu(bn(depthwise(x))))))``. With ``stride=2``
+    the depthwise conv halves the resolution and the skip becomes a strided 1x1
+    projection + BN; otherwise the skip is the identity.
+    """
+
+    def __init__(self, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            width, width, 3, stride=stride, padding=1, groups=width, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu1 = nn.ReLU()
+        self.pointwise = nn.Conv2d(width, width, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        if stride == 1:
+            self.skip: nn.Module = nn.Identity()
+        else:
+            self.skip = nn.Sequential(
+                nn.Conv2d(width, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
+            )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.depthwise(x)))
+        out = self.bn2(self.pointwise(out))
+        return self.relu2(out + self.skip(x))
+
+
+class DigitsResNet(nn.Module):
+    """Residual depthwise-separable CNN for 8x8 images (~25k parameters).
+
+    Stem conv 3x3 (1 -> ``width``) + BN + ReLU, then ``blocks``
+    :class:`SeparableBlock` s at constant width; block ``blocks // 2`` downsamples
+    8x8 -> 4x4. Global average pool, flatten, Linear classifier.
+    """
+
+    def __init__(self, width: int = 64, num_classes: int = 10, blocks: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        )
+        self.blocks = nn.Sequential(
+            *(SeparableBlock(width, stride=2 if i == blocks // 2 else 1) for i in range(blocks))
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.classifier(self.flatten(self.pool(x)))
 
 
 class SelfAttention(nn.Module):
