@@ -31,7 +31,7 @@ def recipes():
             yield config, ROOT / found.group(1)
 
 
-def main() -> int:
+def recipe_rows() -> list[dict]:
     rows = []
     for config, model in recipes():
         with tempfile.TemporaryDirectory() as out:
@@ -58,6 +58,12 @@ def main() -> int:
             f"{row['recipe']:<22} {row['model']:<22} size {row['size_ratio']:.2f}x  "
             f"{speed}  accuracy drop {row['accuracy_drop']}"
         )
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    """`run.py` runs both parts; `run.py peer` only the side-by-side with plain onnxruntime."""
+    rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     print_table(peer_rows, checks)
     results = {"recipes": rows, "versus_plain_ort": peer_rows, "goals": checks}
@@ -66,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

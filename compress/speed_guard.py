@@ -1,4 +1,5 @@
-"""The speed guard: an ONNX pass with `on_slower: revert` is undone when it slows the model."""
+"""Speed checks between a pass's input and output: the speed guard (`on_slower: revert` undoes
+a pass that slows the model) and the timing quantize.auto chooses by."""
 
 from __future__ import annotations
 
@@ -10,22 +11,30 @@ from compress.measure.latency import measure_latency
 from compress.report import SLOWER_TOLERANCE
 
 
+def first_batch_p50(paths: dict[str, Path], ctx: Context) -> tuple[int, dict[str, float]]:
+    """p50 ms of each model at the first report batch size, measured interleaved."""
+    settings = ctx.config.config.report
+    batch = settings.batch_sizes[0]
+    one_batch = settings.model_copy(update={"batch_sizes": [batch]})
+    latency = measure_latency(paths, ctx.samples(batch), one_batch)
+    return batch, {name: latency[name][str(batch)]["p50"] for name in paths}
+
+
+def clearly_faster(ms: float, input_ms: float) -> bool:
+    """Faster than the input beyond run-to-run noise (a tie is not a win)."""
+    return ms * SLOWER_TOLERANCE <= input_ms
+
+
 def revert_if_slower(source: Path, target: Path, ctx: Context, pass_name: str) -> bool:
     """Measure `target` against `source` at the first report batch size; if it is slower beyond
     noise, overwrite `target` with `source` and return True."""
-    settings = ctx.config.config.report
-    first_batch = settings.batch_sizes[0]
-    one_batch = settings.model_copy(update={"batch_sizes": [first_batch]})
-    latency = measure_latency(
-        {"input": source, "output": target}, ctx.samples(first_batch), one_batch
-    )
-    before = latency["input"][str(first_batch)]["p50"]
-    after = latency["output"][str(first_batch)]["p50"]
+    batch, p50 = first_batch_p50({"input": source, "output": target}, ctx)
+    before, after = p50["input"], p50["output"]
     if after <= before * SLOWER_TOLERANCE:
         return False
     ctx.log(
         f"{pass_name} made the model slower ({after:.3f} ms vs {before:.3f} ms at batch "
-        f"{first_batch}); on_slower: revert keeps its input"
+        f"{batch}); on_slower: revert keeps its input"
     )
     shutil.copyfile(source, target)
     return True
