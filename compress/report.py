@@ -37,19 +37,27 @@ def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float
     }
 
 
-def flag_slower_stages(stages: list[dict[str, Any]], first_batch: int) -> list[str]:
-    """Mark each stage whose p50 at the first batch size is above its input's (beyond noise)."""
-    key, warnings = str(first_batch), []
+def flag_slower_stages(stages: list[dict[str, Any]], batch_sizes: list[int]) -> list[str]:
+    """Mark each stage whose p50 is above its input's (beyond noise): `slower_than_input` at the
+    first batch size (what the speed guard and quantize.auto judge by), and every batch size where
+    it is slower in `slower_at_batch_sizes`; each slowdown is named in a warning."""
+    warnings = []
     for previous, stage in zip(stages, stages[1:], strict=False):
-        before, after = previous["latency_ms"][key]["p50"], stage["latency_ms"][key]["p50"]
-        stage["slower_than_input"] = after > before * SLOWER_TOLERANCE
-        if stage["slower_than_input"]:
-            warnings.append(
-                f"stage {stage['name']} is slower than its input {previous['name']} at batch "
-                f"{first_batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x)"
-            )
+        slower = []
+        for batch in batch_sizes:
+            before = previous["latency_ms"][str(batch)]["p50"]
+            after = stage["latency_ms"][str(batch)]["p50"]
+            if after > before * SLOWER_TOLERANCE:
+                slower.append(batch)
+                warnings.append(
+                    f"stage {stage['name']} is slower than its input {previous['name']} at batch "
+                    f"{batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x)"
+                )
+        stage["slower_than_input"] = batch_sizes[0] in slower
+        stage["slower_at_batch_sizes"] = slower
     if stages:
         stages[0]["slower_than_input"] = False
+        stages[0]["slower_at_batch_sizes"] = []
     return warnings
 
 
@@ -111,7 +119,7 @@ def _cpu_name() -> str:
 
 def build_report(stages, gates_section, batch_sizes, metric_name, threads, provenance):
     summary = summarize(stages, batch_sizes[0])
-    warnings = flag_slower_stages(stages, batch_sizes[0])
+    warnings = flag_slower_stages(stages, batch_sizes)
     gates = evaluate_gates(gates_section, summary)
     return {
         "schema_version": SCHEMA_VERSION,

@@ -105,3 +105,21 @@ def test_fp16_exclude_keeps_named_op_types_computing_in_float32(tmp_path):
         types.get(w) == onnx.TensorProto.FLOAT or w in to_float32 for w in gemm_weights
     )
     assert conv_weights and all(types[w] == onnx.TensorProto.FLOAT16 for w in conv_weights)
+
+
+def test_int8_output_keeps_the_inputs_lack_of_shape_annotations(tmp_path):
+    """The quantizer's inferred shapes enable ORT fusions the float graph did not get."""
+    source = small_onnx(tmp_path / "m.onnx")
+    assert not onnx.load(str(source)).graph.value_info
+    annotated = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
+    assert annotated.graph.value_info  # Flatten's output gets a shape
+    target = tmp_path / "q.onnx"
+    onnx.save(annotated, str(target))
+    quantize.keep_shape_annotations(source, target)
+    assert not onnx.load(str(target)).graph.value_info
+    onnx.checker.check_model(str(target), full_check=True)
+
+    onnx.save(annotated, str(source))  # an annotated input: the output keeps its annotations
+    onnx.save(annotated, str(target))
+    quantize.keep_shape_annotations(source, target)
+    assert len(onnx.load(str(target)).graph.value_info) == len(annotated.graph.value_info)

@@ -50,7 +50,7 @@ def test_markdown_lists_every_stage_and_gate():
         "summary": summarize(stages, 32),
         "gates": [{"name": "min_speedup", "limit": 3, "value": 2.0, "passed": False}],
         "environment": {"onnxruntime": "x", "cpu": "cpu", "threads": 1},
-        "warnings": flag_slower_stages(stages, 32),
+        "warnings": flag_slower_stages(stages, [32]),
     }
     text = to_markdown(report)
     assert "| quantize.static |" in text and "**FAIL**" in text and "4.00x" in text
@@ -62,6 +62,16 @@ def test_a_stage_slower_than_its_input_is_flagged_and_named():
         _stage("a", 1000, 1.0, 0.99),
         _stage("b", 900, 1.5, 0.99),
     ]
-    [warning] = flag_slower_stages(stages, 32)
+    [warning] = flag_slower_stages(stages, [32])
     assert [s["slower_than_input"] for s in stages] == [False, False, True]
     assert warning.startswith("stage b is slower than its input a")
+
+
+def test_a_slowdown_at_a_later_batch_size_is_named_but_not_the_speed_guards_flag():
+    baseline, quantized = _stage("baseline", 4000, 2.0, 0.99), _stage("q", 1000, 1.0, 0.99)
+    baseline["latency_ms"]["1"] = {"p50": 0.030}
+    quantized["latency_ms"]["1"] = {"p50": 0.034}  # faster at 32, slower at 1
+    [warning] = flag_slower_stages([baseline, quantized], [32, 1])
+    assert quantized["slower_than_input"] is False
+    assert quantized["slower_at_batch_sizes"] == [1]
+    assert "at batch 1: p50 0.034 ms vs 0.030 ms (0.88x)" in warning

@@ -13,7 +13,7 @@ from pydantic import Field
 from compress.errors import CompressError, ConfigError, first_line
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import accuracy_budget
-from compress.passes.quantize import preprocess
+from compress.passes.quantize import keep_shape_annotations, preprocess
 from compress.passes.registry import get_pass, register
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class AutoQuantization(OnnxPass):
             entry: dict[str, Any] = {"name": candidate.name, "settings": candidate.settings}
             try:
                 details = self._run_candidate(candidate, budget, prepared, path, ctx) or {}
+                keep_shape_annotations(source, path)  # candidates start from `prepared`
             except CompressError:
                 raise
             except Exception as e:  # one failing candidate does not stop the others
