@@ -20,6 +20,7 @@ from compress.data import load_dataset
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.size import size_bytes
+from compress.passes.quantize import quiet_root_logger
 from compress.pipeline import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,8 @@ def peer_models(fp32: Path, calibration: dict[str, np.ndarray], folder: Path) ->
     for name, make in variants.items():
         target = folder / (name.replace(" ", "_") + ".onnx")
         try:
-            make(target)
+            with quiet_root_logger():  # its advice to pre-process is what compress does
+                make(target)
             made[name] = target
         except Exception as e:  # noqa: BLE001 - the table says which variant failed
             print(f"  {name}: failed ({str(e).splitlines()[0][:100]})")

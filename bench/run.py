@@ -46,6 +46,7 @@ def recipe_rows() -> list[dict]:
                 "recipe": config.name,
                 "model": model.name,
                 "size_ratio": report["summary"]["size_ratio"],
+                "gzip_ratio": report["summary"]["gzip_ratio"],
                 "speedup_p50": {b: round(s, 3) for b, s in speedups.items()},
                 "accuracy_drop": report["summary"]["accuracy_drop"],
                 "cpu": report["environment"]["cpu"],
@@ -55,7 +56,8 @@ def recipe_rows() -> list[dict]:
     for row in rows:
         speed = "  ".join(f"batch {b}: {s:.2f}x" for b, s in row["speedup_p50"].items())
         print(
-            f"{row['recipe']:<22} {row['model']:<22} size {row['size_ratio']:.2f}x  "
+            f"{row['recipe']:<22} {row['model']:<22} size {row['size_ratio']:.2f}x "
+            f"(gzipped {row['gzip_ratio']:.2f}x)  "
             f"{speed}  accuracy drop {row['accuracy_drop']}"
         )
     return rows
