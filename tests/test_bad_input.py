@@ -265,3 +265,25 @@ def test_an_accuracy_budget_without_eval_data(tmp_path, pass_yaml, needle):
     config = write_config(tmp_path, text)
     out = tmp_path / "out"
     assert_refused(run_cli(CNN, config, out), out, needle)
+
+
+@pytest.mark.parametrize("value", [0, 100.5])
+def test_percentile_outside_0_100(tmp_path, value):
+    text = CNN_CONFIG.replace(
+        "per_channel: true", f"calibration: percentile\n    percentile: {value}"
+    )
+    config = write_config(tmp_path, text)
+    out = tmp_path / "out"
+    assert_refused(run_cli(CNN, config, out), out, "passes[0].percentile")
+
+
+@pytest.mark.parametrize("pass_type", ["quantize.static", "quantize.auto"])
+def test_exclude_naming_a_node_the_model_lacks_lists_close_names(tmp_path, pass_type):
+    text = CNN_CONFIG.replace("quantize.static", pass_type).replace(
+        "per_channel: true", "exclude: [Convv]"
+    )
+    config = write_config(tmp_path, text)
+    out = tmp_path / "out"
+    # Found in the exported graph, after progress lines: --quiet leaves the error alone.
+    result = run_cli(CNN, config, out, "--quiet")
+    assert_refused(result, out, "passes[0].exclude: 'Convv'", "close names: Conv")

@@ -69,21 +69,16 @@ def test_static_exclude_keeps_an_op_type_in_float(tmp_path):
     assert any(i in dequantized for n in gemms for i in n.input)  # the rest is still int8
 
 
-def test_static_exclude_of_an_unknown_name_lists_close_ones(tmp_path):
-    from compress.errors import ConfigError
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_static_calibration_methods_quantize_the_cnn_without_losing_accuracy(tmp_path, method):
+    from compress.pipeline import run
+    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
 
-    with pytest.raises(ConfigError, match=r"passes\[0\].exclude: 'Convv'.*close names: Conv"):
-        _static_run(tmp_path, "    exclude: [Convv]\n")
-
-
-@pytest.mark.parametrize("value", [0, 100.5])
-def test_percentile_must_be_in_0_100(value):
-    from pydantic import ValidationError
-
-    from compress.passes.registry import get_pass
-
-    with pytest.raises(ValidationError, match="percentile"):
-        get_pass("quantize.static").Params(percentile=value)
+    text = CNN_CONFIG.replace("    per_channel: true\n", f"    calibration: {method}\n")
+    report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
+    graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 4
+    assert report["summary"]["accuracy_drop"] <= 0.01
 
 
 def test_fp16_exclude_keeps_named_op_types_computing_in_float32(tmp_path):
