@@ -13,7 +13,7 @@ from pydantic import Field
 from compress.errors import CompressError, ConfigError, first_line
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import accuracy_budget
-from compress.passes.quantize import keep_shape_annotations, preprocess
+from compress.passes.quantize import preprocess
 from compress.passes.registry import get_pass, register
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class AutoQuantization(OnnxPass):
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
         folder.mkdir(exist_ok=True)
-        # candidates name nodes of the pre-processed graph, which is what the passes quantize
+        # Candidates name nodes of the pre-processed graph: each int8 pass pre-processes `source`
+        # the same way before it quantizes, so the names are found there.
         prepared = preprocess(source, folder / "prepared.onnx", ctx)
         candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
         judge = Judge(source, ctx.eval, ctx.config.config.report.metric)
@@ -86,8 +87,7 @@ class AutoQuantization(OnnxPass):
             path = folder / f"{candidate.name}.onnx"
             entry: dict[str, Any] = {"name": candidate.name, "settings": candidate.settings}
             try:
-                details = self._run_candidate(candidate, budget, prepared, path, ctx) or {}
-                keep_shape_annotations(source, path)  # candidates start from `prepared`
+                details = self._run_candidate(candidate, budget, source, path, ctx) or {}
             except CompressError:
                 raise
             except Exception as e:  # one failing candidate does not stop the others
