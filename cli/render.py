@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -12,13 +13,13 @@ from compress.report import fmt_value, stage_notes, table_rows
 
 def report_table(report: dict[str, Any]) -> Table:
     headers, rows = table_rows(report)
-    table = Table(title="compression report", title_justify="left")
+    table = Table(title="compression report", title_justify="left", box=box.SIMPLE_HEAD)
     widest_stage = max(len(row[0]) for row in rows)
     for header in headers:
         if header == "stage":  # stage names are never cut short
             table.add_column(header, no_wrap=True, min_width=widest_stage)
         else:
-            table.add_column(header, justify="right")
+            table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     return table

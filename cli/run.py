@@ -11,6 +11,8 @@ from rich.console import Console
 from cli.errors import reported_errors, stderr
 from compress.errors import EXIT_GATE_FAILED
 
+REPORT_WIDTH = 120
+
 
 def run(
     model: Path = typer.Argument(..., help="Saved model: TorchScript, .pt2, state_dict or ONNX."),
@@ -33,13 +35,15 @@ def run(
             if not quiet:
                 stderr.print(f"[dim]·[/] {message}", highlight=False)
 
-        report = run_job(model, config, out, force=force, trust_pickle=trust_pickle, log=log)
+        report = run_job(model, config, out, force, trust_pickle, log, show_progress=not quiet)
     if json_output:
         sys.stdout.write(to_json(report))
     else:
         from cli.render import print_report
 
-        print_report(report, Console(highlight=False))
+        # Logs and pipes get a width that fits every column (rich assumes 80 off a terminal).
+        width = None if sys.stdout.isatty() else REPORT_WIDTH
+        print_report(report, Console(highlight=False, width=width))
     for warning in report["warnings"]:
         stderr.print(f"warning: {warning}", markup=False)
     failed = [g["name"] for g in report["gates"] if not g["passed"]]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,20 @@ class Context:
     input_names: list[str]
     workdir: Path
     log: Callable[[str], None] = field(default=lambda message: None)
+    show_progress: bool = False  # progress bars on stderr (only drawn on a terminal)
+
+    @contextlib.contextmanager
+    def progress(self, what: str, total: int) -> Iterator[Callable[[], None]]:
+        """A progress bar for `total` steps; yields the function that advances it by one."""
+        if not self.show_progress:
+            yield lambda: None
+            return
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda: bar.advance(task)
 
     @property
     def calibration(self) -> Dataset | None:

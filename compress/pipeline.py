@@ -14,6 +14,7 @@ from typing import Any
 from compress import __version__
 from compress.config import LoadedConfig, load_config
 from compress.context import Context, input_names_for, load_datasets
+from compress.editable import editable_module
 from compress.errors import CompressError, ConfigError, DataError, PassError, first_line
 from compress.export import (
     check_parity,
@@ -26,11 +27,12 @@ from compress.export import (
 )
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
+from compress.measure.macs import count_macs
 from compress.measure.runtime import open_session, run_batched
-from compress.measure.size import count_params, gzip_bytes, size_bytes
+from compress.measure.size import count_params, gzip_bytes, size_bytes, weight_sparsity
 from compress.models import LoadedModel, load_model
 from compress.outdir import check_out_dir, clear_previous_results, publish
-from compress.passes.base import Pass
+from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
 from compress.report import build_report, to_json, to_markdown
 from compress.speed_guard import revert_if_slower
@@ -56,10 +58,15 @@ class Job:
     model: LoadedModel
     passes: list[Pass]
     context: Context
+    module: Any = None  # the torch module that torch passes change (None: no torch pass)
 
 
 def prepare(
-    model_path: Path, config_path: Path, trust_pickle: bool, log: Callable[[str], None]
+    model_path: Path,
+    config_path: Path,
+    trust_pickle: bool,
+    log: Callable[[str], None],
+    show_progress: bool = False,
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
     config = load_config(config_path)
@@ -73,9 +80,23 @@ def prepare(
     names = (
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
+    module = editable_for_torch_passes(model, passes)
     datasets = load_datasets(config)
-    context = Context(config, datasets, names, Path(tempfile.mkdtemp(prefix="compress-")), log)
-    return Job(config, model, passes, context)
+    workdir = Path(tempfile.mkdtemp(prefix="compress-"))
+    context = Context(config, datasets, names, workdir, log, show_progress)
+    return Job(config, model, passes, context, module)
+
+
+def editable_for_torch_passes(model: LoadedModel, passes: list[Pass]):
+    """The module torch passes will change, checked against each of them; None without any."""
+    torch_passes = [p for p in passes if isinstance(p, TorchPass)]
+    if not torch_passes:
+        return None
+    first = torch_passes[0]
+    module = editable_module(model, f"{first.key} ({first.name})")
+    for p in torch_passes:
+        p.check_module(module)
+    return module
 
 
 def build_passes(config: LoadedConfig, onnx_input: str | None = None) -> list[Pass]:
@@ -143,11 +164,12 @@ def run(
     force: bool = False,
     trust_pickle: bool = False,
     log: Callable[[str], None] = lambda m: None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Run the job and write OUTDIR/model.onnx, report.json, report.md; returns the report."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
-    job = prepare(Path(model_path), Path(config_path), trust_pickle, log)
+    job = prepare(Path(model_path), Path(config_path), trust_pickle, log, show_progress)
     try:
         stage_files = _run_stages(job)
         provenance = _provenance(job)
@@ -181,8 +203,9 @@ def _run_stages(job: Job) -> list[StageFile]:
         stages.append(StageFile("baseline", baseline))
         for index, p in enumerate(job.passes):
             if p.stage == "torch":
-                module = _apply(index, p, ctx, module)
-                stages.append(StageFile(p.name, _export_stage(job, module, f"{index}", "module")))
+                job.module, details = _apply(index, p, ctx, job.module)
+                onnx_file = _export_stage(job, job.module, f"{index}", "module")
+                stages.append(StageFile(p.name, onnx_file, details=details))
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
@@ -253,12 +276,15 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
     paths = {f"{i}:{stage.name}": stage.path for i, stage in enumerate(stage_files)}
     latency = measure_latency(paths, ctx.samples(max(settings.batch_sizes)), settings)
     metrics = _metrics(stage_files, ctx, settings.metric)
+    one_sample = ctx.samples(1)
     stages = [
         {
             "name": stage.name,
             "size_bytes": size_bytes(stage.path),
             "gzip_bytes": gzip_bytes(stage.path),
             "params": count_params(stage.path),
+            "macs": count_macs(stage.path, one_sample),
+            "sparsity": round(weight_sparsity(stage.path), 4),
             "latency_ms": latency[key],
             "threads": settings.threads,
             "metric": metrics[i],

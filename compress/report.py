@@ -149,16 +149,34 @@ def fmt_value(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def human_count(value: int) -> str:
+    """3707520 -> 3.71M: counts read at a glance (report.json keeps the exact numbers)."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.2f}{suffix}"
+    return str(value)
+
+
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The per-stage table, as headers and formatted cells (for Markdown and the terminal)."""
     batches = [str(b) for b in report["batch_sizes"]]
-    headers = ["stage", "size KB", "gzip KB", "params", *(f"p50 ms @{b}" for b in batches)]
+    headers = [
+        "stage",
+        "size KB",
+        "gzip KB",
+        "params",
+        "MACs",
+        "zeros",
+        *(f"p50 ms @{b}" for b in batches),  # the batch size after @
+    ]
     rows = [
         [
             stage_label(stage),
             f"{stage['size_bytes'] / 1024:.1f}",
             f"{stage['gzip_bytes'] / 1024:.1f}",
-            f"{stage['params']:,}",
+            human_count(stage["params"]),
+            human_count(stage["macs"]),
+            f"{stage['sparsity']:.0%}",
             *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
             fmt_value(stage["metric"]["value"] if stage["metric"] else None, ".4f"),
         ]

@@ -26,7 +26,7 @@ class IdentityTorchPass(TorchPass):
     """
 
     def apply(self, model, ctx):
-        return model
+        return model, None
 
 
 def invoke(*args: str):

@@ -132,6 +132,8 @@ def test_markdown_lists_the_candidates_auto_tried():
         "size_bytes": 500,
         "gzip_bytes": 400,
         "params": 10,
+        "macs": 100,
+        "sparsity": 0.0,
         "metric": {"value": 0.99},
         "latency_ms": {"8": {"p50": 1.0}},
         "details": {

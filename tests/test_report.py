@@ -10,6 +10,8 @@ def _stage(name, size, p50, top1):
         "size_bytes": size,
         "gzip_bytes": size // 2,
         "params": 10,
+        "macs": 1000,
+        "sparsity": 0.0,
         "threads": 1,
         "latency_ms": {"32": {"p50": p50, "p90": p50, "p99": p50, "runs": 10}},
         "metric": {"name": "top1", "value": top1},

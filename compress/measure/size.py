@@ -1,9 +1,11 @@
-"""Size on disk and parameter count of an ONNX model."""
+"""Size on disk, parameter count and weight sparsity of an ONNX model."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import numpy as np
 
 # Inputs that carry quantization scales and zero points rather than weights, by op and position.
 _QUANT_PARAM_INPUTS = {
@@ -15,28 +17,49 @@ _QUANT_PARAM_INPUTS = {
 }
 
 
-def count_params(path: Path) -> int:
-    """Elements of the weight initializers (scales and zero points of quantization excluded)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+def _weights(graph) -> list:
+    """The weight initializers: quantization scales and zero points left out."""
     quant_params = {
         node.input[i]
         for node in graph.node
         for i in _QUANT_PARAM_INPUTS.get(node.op_type, ())
         if i < len(node.input)
     }
-    # MatMulNBits packs several weights per byte: its N x K attributes give the real count.
-    packed = {
+    return [init for init in graph.initializer if init.name not in quant_params]
+
+
+def _packed_counts(graph) -> dict[str, int]:
+    """MatMulNBits packs several weights per byte: its N x K attributes give the real count."""
+    return {
         node.input[1]: math.prod(a.i for a in node.attribute if a.name in ("N", "K"))
         for node in graph.node
         if node.op_type == "MatMulNBits"
     }
-    return sum(
-        packed.get(init.name, math.prod(init.dims))
-        for init in graph.initializer
-        if init.name not in quant_params
-    )
+
+
+def count_params(path: Path) -> int:
+    """Elements of the weight initializers (scales and zero points of quantization excluded)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    packed = _packed_counts(graph)
+    return sum(packed.get(init.name, math.prod(init.dims)) for init in _weights(graph))
+
+
+def weight_sparsity(path: Path) -> float:
+    """The fraction of weight elements that are exactly zero (packed 4-bit weights not read)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    packed = _packed_counts(graph)
+    zeros = total = 0
+    for init in _weights(graph):
+        if init.name not in packed:
+            values = numpy_helper.to_array(init)
+            zeros += values.size - int(np.count_nonzero(values))
+            total += values.size
+    return zeros / total if total else 0.0
 
 
 def size_bytes(path: Path) -> int:

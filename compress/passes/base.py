@@ -47,11 +47,15 @@ class Pass:
 
 
 class TorchPass(Pass):
-    """Works on the torch module, before export."""
+    """Works on the torch module, before export: `apply` may change it in place or return a new
+    one, and returns it with details for the report's stage (what was removed, fine-tuned)."""
 
     stage = "torch"
 
-    def apply(self, model, ctx: Context):  # -> torch.nn.Module
+    def check_module(self, module) -> None:
+        """Raise ConfigError if the params do not fit this model (e.g. a module name it lacks)."""
+
+    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any] | None]:
         raise NotImplementedError
 
 

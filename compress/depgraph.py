@@ -1,0 +1,112 @@
+"""torch-pruning glue for `prune.channels`: build the DepGraph pruner, then plan, check and apply
+each step, so a plan that would empty a layer is refused before anything is cut."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+from compress.errors import ConfigError, PassError, first_line
+
+if TYPE_CHECKING:
+    from compress.context import Context
+
+EXAMPLE_SAMPLES = 4  # inputs torch-pruning traces the model with
+TAYLOR_SAMPLES = 256  # train samples whose gradients rank channels for `importance: taylor`
+
+
+def example_inputs(ctx: Context, count: int = EXAMPLE_SAMPLES) -> tuple:
+    """Real samples as torch tensors, in the model's input order."""
+    import torch
+
+    return tuple(torch.from_numpy(a) for a in ctx.samples(count))
+
+
+def _importance(name: str):
+    import torch_pruning as tp
+
+    if name == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
+    """A torch-pruning MetaPruner for `params` (amount, importance, scope, round_to, steps)."""
+    import torch
+    import torch_pruning as tp
+
+    # nn.MultiheadAttention: tell DepGraph the head count, so heads stay whole.
+    heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    try:
+        with warnings.catch_warnings():  # notes about parameters outside known layers
+            warnings.simplefilter("ignore")
+            return tp.pruner.MetaPruner(
+                model,
+                example_inputs(ctx),
+                importance=_importance(params.importance),
+                global_pruning=params.scope == "global",
+                pruning_ratio=params.amount,
+                iterative_steps=params.steps,
+                ignored_layers=[m for m in kept_whole if m is not None],
+                round_to=params.round_to,
+                num_heads=heads,
+            )
+    except Exception as e:
+        raise PassError(f"{key}: torch-pruning cannot trace the model: {first_line(e)}") from e
+
+
+def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
+    """Plan one step, refuse a plan that removes every channel of a layer, then prune."""
+    if params.importance == "taylor":
+        _accumulate_gradients(model, ctx)
+    try:
+        groups = list(pruner.step(interactive=True))
+    except Exception as e:
+        raise PassError(
+            f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); add the "
+            "modules it cannot follow (custom attention, reshapes to fixed sizes) to ignore"
+        ) from e
+    names = {m: n for n, m in model.named_modules()}
+    for group in groups:
+        for dep, idxs in group:
+            graph = pruner.DG
+            count = (
+                graph.get_out_channels
+                if graph.is_out_channel_pruning_fn(dep.handler)
+                else graph.get_in_channels
+            )(dep.target.module)
+            if count is not None and len(set(idxs)) >= count:
+                raise ConfigError(
+                    f"{key}.amount: {params.amount} ({params.scope}) would remove every channel "
+                    f"of {names.get(dep.target.module, dep.target.name)} ({count}); lower amount, "
+                    "use scope: layerwise, lower round_to, or add the layer to ignore"
+                )
+    for group in groups:
+        group.prune()
+    model.zero_grad(set_to_none=True)
+
+
+def _accumulate_gradients(model, ctx: Context) -> None:
+    """Gradients of the cross-entropy on train samples, which Taylor importance reads."""
+    import torch
+
+    train = ctx.datasets["train"]
+    inputs = [torch.from_numpy(a) for a in train.take(TAYLOR_SAMPLES)]
+    labels = torch.from_numpy(train.labels[:TAYLOR_SAMPLES]).long()
+    model.zero_grad(set_to_none=True)
+    output = model(*(a[: len(labels)] for a in inputs))
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    torch.nn.functional.cross_entropy(output, labels).backward()
+
+
+def channel_counts(model) -> dict[str, int]:
+    """Output channels (or features) of every convolution and Linear layer, by name."""
+    import torch
+
+    return {
+        name: m.out_channels if isinstance(m, torch.nn.modules.conv._ConvNd) else m.out_features
+        for name, m in model.named_modules()
+        if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))
+    }

@@ -1,0 +1,176 @@
+"""A torch module that passes may change (prune, fine-tune), made from any loaded format.
+
+state_dicts + arch and trusted pickled modules already are such modules. A `.pt2` program's
+`.module()` is a GraphModule whose layers were flattened into aten calls on bare parameters, so
+pruning could not see them: `relift` puts real `nn.Conv2d` / `nn.Linear` / `nn.BatchNorm2d` /
+`nn.LayerNorm` / `nn.Embedding` layers back in place of those calls, with the same parameters and
+the same state_dict keys. A TorchScript archive cannot be changed this way and is refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from compress.errors import ModelLoadError
+from compress.models import LoadedModel
+
+
+def editable_module(model: LoadedModel, needed_by: str):
+    """An nn.Module that `needed_by` (e.g. "passes[0] (prune.channels)") may change in place."""
+    if model.format == "torchscript":
+        raise ModelLoadError(
+            f"{needed_by} changes the model's layers, which a TorchScript archive "
+            f"({model.path.name}) does not allow; give the model as a .pt2 (torch.export.save), "
+            "a state_dict with model.arch, or a whole pickled module with --trust-pickle"
+        )
+    if model.format == "exported_program":
+        return relift(model.model.module())
+    return model.model
+
+
+def relift(graph_module):
+    """The GraphModule with each aten layer call on its own parameters made a real layer again."""
+    import torch
+
+    graph = graph_module.graph
+    uses = Counter(
+        source.target
+        for node in graph.nodes
+        for source in node.all_input_nodes
+        if source.op == "get_attr"
+    )
+    for node in list(graph.nodes):
+        build = _builders().get(node.target) if node.op == "call_function" else None
+        if build is None:
+            continue
+        layer, layer_input, tensors = build(graph_module, node)
+        targets = {name: source.target for name, source in tensors.items() if source is not None}
+        owners = {target.rpartition(".")[0] for target in targets.values()}
+        if len(owners) != 1 or any(uses[t] != 1 for t in targets.values()) or "" in owners:
+            continue  # shared or top-level weights: leave the call as it is
+        owner = owners.pop()
+        _move_tensors(graph_module, owner, layer, targets)
+        with graph.inserting_before(node):
+            call = graph.call_module(owner, (layer_input,))
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+    for node in list(graph.nodes):  # shape guards of the saved program; pruning keeps inputs
+        if node.op == "call_module" and node.target == "_guards_fn":
+            graph.erase_node(node)
+    graph.eliminate_dead_code()
+    # A plain GraphModule: the one `.module()` returns refuses .train() and .eval().
+    return torch.fx.GraphModule(graph_module, graph).eval()
+
+
+def _move_tensors(root, owner: str, layer, targets: dict[str, str]) -> None:
+    """Hand the owner's parameters and buffers to `layer` and put `layer` at the owner's path."""
+    import torch
+
+    container = root.get_submodule(owner)
+    for name, target in targets.items():
+        value = _lookup(root, target)
+        if isinstance(value, torch.nn.Parameter):
+            setattr(layer, name, value)
+        else:
+            layer.register_buffer(name, value)
+    tracked = getattr(container, "num_batches_tracked", None)
+    if tracked is not None and hasattr(layer, "num_batches_tracked"):
+        layer.num_batches_tracked = tracked
+    parent, _, leaf = owner.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, layer)
+
+
+def _lookup(root, target: str):
+    owner, _, name = target.rpartition(".")
+    return getattr(root.get_submodule(owner) if owner else root, name)
+
+
+def _arg(node, index: int, default=None):
+    return node.args[index] if len(node.args) > index else default
+
+
+def _weight(root, node, index: int = 1):
+    return _lookup(root, node.args[index].target) if node.args[index].op == "get_attr" else None
+
+
+def _conv(dims: int) -> Callable:
+    def build(root, node):
+        import torch
+
+        weight, bias = _weight(root, node), _arg(node, 2)
+        if weight is None or isinstance(_arg(node, 4), str):  # padding="same": leave it
+            return None, None, {}
+        groups = _arg(node, 6, 1)
+        layer = getattr(torch.nn, f"Conv{dims}d")(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=_arg(node, 3, 1),
+            padding=_arg(node, 4, 0),
+            dilation=_arg(node, 5, 1),
+            groups=groups,
+            bias=bias is not None,
+        )
+        return layer, node.args[0], {"weight": node.args[1], "bias": bias}
+
+    return build
+
+
+def _linear(root, node):
+    import torch
+
+    weight, bias = _weight(root, node), _arg(node, 2)
+    if weight is None:
+        return None, None, {}
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    return layer, node.args[0], {"weight": node.args[1], "bias": bias}
+
+
+def _batch_norm(root, node):
+    import torch
+
+    x, weight, bias, mean, var = node.args[:5]
+    if mean is None or mean.op != "get_attr" or weight is None or _arg(node, 5):
+        return None, None, {}
+    channels = _lookup(root, mean.target).shape[0]
+    dims = x.meta["val"].dim() if "val" in x.meta else 4
+    cls = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 5: torch.nn.BatchNorm3d}.get(
+        dims, torch.nn.BatchNorm2d
+    )
+    layer = cls(channels, eps=_arg(node, 7, 1e-5), momentum=_arg(node, 6, 0.1))
+    return layer, x, {"weight": weight, "bias": bias, "running_mean": mean, "running_var": var}
+
+
+def _layer_norm(root, node):
+    import torch
+
+    x, shape, weight, bias = (*node.args, None, None)[:4]
+    if weight is None or weight.op != "get_attr":
+        return None, None, {}
+    layer = torch.nn.LayerNorm(shape, eps=_arg(node, 4, 1e-5), bias=bias is not None)
+    return layer, x, {"weight": weight, "bias": bias}
+
+
+def _embedding(root, node):
+    import torch
+
+    if node.args[0].op != "get_attr" or _arg(node, 2, -1) != -1:
+        return None, None, {}
+    table = _lookup(root, node.args[0].target)
+    return torch.nn.Embedding(*table.shape), node.args[1], {"weight": node.args[0]}
+
+
+def _builders() -> dict:
+    import torch
+
+    aten = torch.ops.aten
+    return {
+        aten.conv1d.default: _conv(1),
+        aten.conv2d.default: _conv(2),
+        aten.conv3d.default: _conv(3),
+        aten.linear.default: _linear,
+        aten.batch_norm.default: _batch_norm,
+        aten.layer_norm.default: _layer_norm,
+        aten.embedding.default: _embedding,
+    }

@@ -1,0 +1,72 @@
+"""Multiply-accumulates per sample of an ONNX model, read off the graph itself.
+
+Counted: convolutions and matrix products (Conv, ConvInteger, QLinearConv, MatMul, MatMulInteger,
+QLinearMatMul, Gemm, MatMulNBits), which carry nearly all the arithmetic of the models this tool
+compresses. Shapes are read off one real sample run in ONNX Runtime (ONNX shape inference loses
+track of them in exported transformers), so a quantized graph counts the same work as its float
+input, and a pruned one counts less.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+# op type -> index of the input whose last dim is the reduction
+_MATMULS = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
+_CONVS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op type -> index of the weight
+_OTHERS = ("Gemm", "MatMulNBits")
+
+
+def count_macs(path: Path, sample: list[np.ndarray]) -> int:
+    """MACs for one sample: `sample` holds the model's inputs with a batch of 1."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    counted = [node for node in graph.node if _is_counted(node)]
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    wanted = {name for node in counted for name in (*node.input, node.output[0])} - set(shapes)
+    known_outputs = {output.name for output in graph.output}
+    graph.output.extend(
+        onnx.ValueInfoProto(name=name) for name in sorted(wanted - known_outputs) if name
+    )
+    shapes.update(_run_for_shapes(model, sample))
+    return sum(_node_macs(node, shapes) for node in counted)
+
+
+def _run_for_shapes(model, sample: list[np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """The shape of every graph output when the model runs on `sample` in ONNX Runtime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    feeds = dict(zip((i.name for i in session.get_inputs()), sample, strict=True))
+    names = [output.name for output in session.get_outputs()]
+    values = session.run(names, feeds)
+    return {name: tuple(value.shape) for name, value in zip(names, values, strict=True)}
+
+
+def _is_counted(node) -> bool:
+    return node.op_type in _MATMULS or node.op_type in _CONVS or node.op_type in _OTHERS
+
+
+def _node_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Output elements times the length of the reduction (kernel volume x input channels, or K)."""
+    op, output = node.op_type, shapes[node.output[0]]
+    if op in _CONVS:
+        reduction = math.prod(shapes[node.input[_CONVS[op]]][1:])
+    elif op == "MatMulNBits":
+        reduction = next(a.i for a in node.attribute if a.name == "K")
+    elif op == "Gemm":
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        left = shapes[node.input[0]]
+        reduction = left[0] if trans_a else left[-1]
+    else:
+        reduction = shapes[node.input[_MATMULS[op]]][-1]
+    return math.prod(output) * reduction

@@ -1,0 +1,206 @@
+"""Pruning passes on the torch model.
+
+`prune.channels` removes whole channels with torch-pruning's dependency graph (DepGraph), so the
+layers really shrink and every layer that depends on them (residual adds, depthwise convolutions,
+BatchNorm, the next layer's inputs) shrinks with them. `prune.magnitude` zeroes single weights
+with torch.nn.utils.prune: the file keeps every weight, so only its compressed size shrinks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from compress.depgraph import example_inputs
+from compress.errors import ConfigError, PassError, first_line
+from compress.finetune import FinetuneParams, check_train_data, finetune
+from compress.passes.base import TorchPass
+from compress.passes.registry import register
+
+if TYPE_CHECKING:
+    from compress.context import Context
+
+
+class PruneParams(FinetuneParams):
+    amount: float = Field(gt=0, lt=1, description="fraction of channels (or weights) removed")
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="module names left whole (the final classifier always is)",
+    )
+
+
+class PruningPass(TorchPass):
+    """What both pruning passes share: `ignore` names checked against the model, fine-tuning."""
+
+    def check(self, config) -> None:
+        check_train_data(self.params, config, self.key)
+
+    def check_module(self, module) -> None:
+        names = dict(module.named_modules())
+        for name in self.params.ignore:
+            if name not in names:
+                close = difflib.get_close_matches(name, [n for n in names if n], n=3, cutoff=0.4)
+                hint = f"close names: {', '.join(close)}" if close else "no module has a close name"
+                raise ConfigError(f"{self.key}.ignore: the model has no module {name!r}; {hint}")
+
+    def kept_whole(self, module, ctx: Context) -> list:
+        """The modules to leave untouched: `ignore`, and the layer that produces the output."""
+        names = dict(module.named_modules())
+        return [names[n] for n in self.params.ignore] + [output_layer(module, ctx)]
+
+
+def output_layer(module, ctx: Context):
+    """The last Linear or convolution the model calls: its outputs are the model's classes."""
+    import torch
+
+    layers = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+    called = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: called.append(m))
+        for m in module.modules()
+        if isinstance(m, layers)
+    ]
+    try:
+        with torch.no_grad():
+            module(*example_inputs(ctx))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return called[-1] if called else None
+
+
+@register("prune.channels")
+class ChannelPruning(PruningPass):
+    """Remove whole channels (torch-pruning DepGraph): the exported model is smaller and faster.
+
+    Sample YAML:
+        - type: prune.channels
+          amount: 0.25
+          importance: l2
+    """
+
+    class Params(PruneParams):
+        importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
+        scope: Literal["layerwise", "global"] = Field(
+            default="layerwise",
+            description="layerwise: each layer loses `amount`; global: rank all channels at once",
+        )
+        round_to: int | None = Field(
+            default=None, ge=1, description="keep channel counts a multiple of this (SIMD widths)"
+        )
+        steps: int = Field(default=1, ge=1, description="prune in this many steps")
+
+    def check(self, config) -> None:
+        super().check(config)
+        if self.params.importance == "taylor" and config.config.data.train is None:
+            raise ConfigError(
+                f"{self.key}.importance: taylor ranks channels by gradients on data.train; add "
+                "data.train (with labels) or use importance: l2"
+            )
+        if self.params.importance == "taylor" and not config.config.data.train.labels:
+            raise ConfigError(
+                f"{self.key}.importance: taylor needs data.train.labels for its gradients; add "
+                "labels or use importance: l2"
+            )
+
+    def check_module(self, module) -> None:
+        import torch
+
+        super().check_module(module)
+        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+        if self.params.importance == "bn_scale" and not has_bn:
+            raise ConfigError(
+                f"{self.key}.importance: bn_scale ranks channels by BatchNorm scales, but the "
+                "model has no BatchNorm layer; use importance: l2"
+            )
+
+    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
+        from compress.depgraph import channel_counts, make_pruner, prune_step
+
+        p = self.params
+        before = channel_counts(model)
+        pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
+        losses = []
+        for _ in range(p.steps):  # with data.train, a fine-tune follows every step
+            prune_step(pruner, model, ctx, p, self.key)
+            losses += finetune(model, ctx, p, p.finetune_epochs, self.name)
+        _check_runs(model, ctx, self.key)
+        after = channel_counts(model)
+        changed = {n: [before[n], after[n]] for n in before if after.get(n) != before[n]}
+        removed, total = sum(b - a for b, a in changed.values()), sum(before.values())
+        tuned = f"; fine-tuned {len(losses)} epoch(s), last loss {losses[-1]:.4f}" if losses else ""
+        return model, {
+            "reason": (
+                f"removed {removed} of {total} output channels in {len(changed)} layers "
+                f"({p.importance} importance, {p.scope}, {p.steps} step(s)){tuned}"
+            ),
+            "channels": changed,
+            "finetune_losses": losses,
+        }
+
+
+def _check_runs(model, ctx: Context, key: str) -> None:
+    try:
+        model(*example_inputs(ctx))
+    except Exception as e:
+        raise PassError(
+            f"{key}: the pruned model no longer runs ({first_line(e, 200)}); add the layers whose "
+            "shapes are fixed in the code (custom attention, reshapes) to ignore"
+        ) from e
+
+
+@register("prune.magnitude")
+class MagnitudePruning(PruningPass):
+    """Zero the smallest weights (unstructured): smaller when compressed, not faster when dense.
+
+    Sample YAML:
+        - type: prune.magnitude
+          amount: 0.5
+    """
+
+    class Params(PruneParams):
+        importance: Literal["l1", "l2"] = Field(
+            default="l1", description="|w| ranks single weights; l1 and l2 rank them alike"
+        )
+        scope: Literal["layerwise", "global"] = "global"
+        layers: list[str] = Field(
+            default_factory=lambda: ["Linear", "Conv1d", "Conv2d", "Conv3d"],
+            description="module types whose weights are pruned",
+        )
+
+    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
+        from torch.nn.utils import prune
+
+        p = self.params
+        kept = {id(m) for m in self.kept_whole(model, ctx)}
+        targets = [
+            (m, "weight")
+            for m in model.modules()
+            if type(m).__name__ in p.layers and id(m) not in kept and hasattr(m, "weight")
+        ]
+        if not targets:
+            raise ConfigError(
+                f"{self.key}.layers: no module of the types {p.layers} is left to prune"
+            )
+        if p.scope == "global":
+            prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=p.amount)
+        else:
+            for module, name in targets:
+                prune.l1_unstructured(module, name, amount=p.amount)
+        # Fine-tune with the masks on, so pruned weights stay zero; then make them permanent.
+        losses = finetune(model, ctx, p, p.finetune_epochs, self.name)
+        for module, name in targets:
+            prune.remove(module, name)
+        zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
+        total = sum(m.weight.numel() for m, _ in targets)
+        return model, {
+            "reason": (
+                f"zeroed {zeros / total:.0%} of the weights in {len(targets)} layers; they are "
+                "still stored and multiplied, so a dense runtime (ONNX Runtime on CPU) gets no "
+                "speedup: the gain is the compressed (gzip) size"
+            ),
+            "pruned_layer_sparsity": round(zeros / total, 4),
+            "finetune_losses": losses,
+        }
