@@ -58,7 +58,7 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
 
 
 def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
-    """Plan one step, refuse a plan that removes every channel of a layer, then prune."""
+    """Plan one step, refuse a plan that removes nothing, then prune."""
     if params.importance == "taylor":
         _accumulate_gradients(model, ctx)
     try:
@@ -68,21 +68,12 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
             f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); add the "
             "modules it cannot follow (custom attention, reshapes to fixed sizes) to ignore"
         ) from e
-    names = {m: n for n, m in model.named_modules()}
-    for group in groups:
-        for dep, idxs in group:
-            graph = pruner.DG
-            count = (
-                graph.get_out_channels
-                if graph.is_out_channel_pruning_fn(dep.handler)
-                else graph.get_in_channels
-            )(dep.target.module)
-            if count is not None and len(set(idxs)) >= count:
-                raise ConfigError(
-                    f"{key}.amount: {params.amount} ({params.scope}) would remove every channel "
-                    f"of {names.get(dep.target.module, dep.target.name)} ({count}); lower amount, "
-                    "use scope: layerwise, lower round_to, or add the layer to ignore"
-                )
+    if not any(idxs for group in groups for _, idxs in group):
+        rounding = f" rounded to multiples of {params.round_to}" if params.round_to else ""
+        raise ConfigError(
+            f"{key}.amount: {params.amount}{rounding} removes no channel at all; "
+            + ("lower round_to or raise amount" if params.round_to else "raise amount")
+        )
     for group in groups:
         group.prune()
     model.zero_grad(set_to_none=True)

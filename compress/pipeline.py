@@ -80,14 +80,21 @@ def prepare(
     names = (
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
-    module = editable_for_torch_passes(model, passes)
     datasets = load_datasets(config)
     workdir = Path(tempfile.mkdtemp(prefix="compress-"))
     context = Context(config, datasets, names, workdir, log, show_progress)
+    try:
+        if not model.is_onnx:
+            module = model.callable()
+            _check_data_fits(lambda s: torch_outputs(module, s), context, "")
+        module = editable_for_torch_passes(model, passes, context)
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     return Job(config, model, passes, context, module)
 
 
-def editable_for_torch_passes(model: LoadedModel, passes: list[Pass]):
+def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Context):
     """The module torch passes will change, checked against each of them; None without any."""
     torch_passes = [p for p in passes if isinstance(p, TorchPass)]
     if not torch_passes:
@@ -95,7 +102,7 @@ def editable_for_torch_passes(model: LoadedModel, passes: list[Pass]):
     first = torch_passes[0]
     module = editable_module(model, f"{first.key} ({first.name})")
     for p in torch_passes:
-        p.check_module(module)
+        p.check_module(module, ctx)
     return module
 
 
@@ -197,9 +204,7 @@ def _run_stages(job: Job) -> list[StageFile]:
         declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
         _check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
     else:
-        module = job.model.callable()
-        _check_data_fits(lambda s: torch_outputs(module, s), ctx, "")
-        baseline = _export_stage(job, module, "baseline", job.model.format)
+        baseline = _export_stage(job, job.model.callable(), "baseline", job.model.format)
         stages.append(StageFile("baseline", baseline))
         for index, p in enumerate(job.passes):
             if p.stage == "torch":

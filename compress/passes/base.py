@@ -52,8 +52,9 @@ class TorchPass(Pass):
 
     stage = "torch"
 
-    def check_module(self, module) -> None:
-        """Raise ConfigError if the params do not fit this model (e.g. a module name it lacks)."""
+    def check_module(self, module, ctx: Context) -> None:
+        """Raise ConfigError if the params do not fit this model (e.g. a module name it lacks);
+        runs before any work, with the datasets loaded."""
 
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any] | None]:
         raise NotImplementedError

@@ -37,7 +37,7 @@ class PruningPass(TorchPass):
     def check(self, config) -> None:
         check_train_data(self.params, config, self.key)
 
-    def check_module(self, module) -> None:
+    def check_module(self, module, ctx: Context) -> None:
         names = dict(module.named_modules())
         for name in self.params.ignore:
             if name not in names:
@@ -105,16 +105,36 @@ class ChannelPruning(PruningPass):
                 "labels or use importance: l2"
             )
 
-    def check_module(self, module) -> None:
+    def check_module(self, module, ctx: Context) -> None:
         import torch
 
-        super().check_module(module)
+        from compress.depgraph import channel_counts
+
+        super().check_module(module, ctx)
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
         if self.params.importance == "bn_scale" and not has_bn:
             raise ConfigError(
                 f"{self.key}.importance: bn_scale ranks channels by BatchNorm scales, but the "
                 "model has no BatchNorm layer; use importance: l2"
             )
+        if self.params.scope == "layerwise":  # global ranking keeps a channel in every layer
+            whole = {id(m) for m in self.kept_whole(module, ctx)}
+            layers = dict(module.named_modules())
+            for name, channels in channel_counts(module).items():
+                if id(layers[name]) not in whole and self.channels_kept(channels) == 0:
+                    p = self.params
+                    rounding = f" with round_to {p.round_to}" if p.round_to else ""
+                    raise ConfigError(
+                        f"{self.key}.amount: {p.amount}{rounding} would remove every channel of "
+                        f"{name} ({channels} channels); lower amount"
+                        + (" or round_to" if p.round_to else "")
+                        + ", or add the layer to ignore"
+                    )
+
+    def channels_kept(self, channels: int) -> int:
+        """What torch-pruning keeps of a layer's channels: the rest of `amount`, rounded down."""
+        kept = int(channels * (1 - self.params.amount))
+        return kept - kept % self.params.round_to if self.params.round_to else kept
 
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
         from compress.depgraph import channel_counts, make_pruner, prune_step

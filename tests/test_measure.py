@@ -1,0 +1,45 @@
+"""MACs and weight sparsity are read off the ONNX file, and agree with the layers' arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from compress.measure.macs import count_macs
+from compress.measure.size import count_params, weight_sparsity
+
+
+def export(module, path, shape=(2, 1, 8, 8)):
+    torch.onnx.export(
+        module,
+        (torch.zeros(*shape),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    return path
+
+
+def test_macs_of_a_conv_and_a_linear_layer(tmp_path):
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 64, 10),
+    )  # fmt: skip
+    path = export(module, tmp_path / "m.onnx")
+    conv = 4 * 8 * 8 * (1 * 3 * 3)  # output elements x kernel volume x input channels
+    linear = 10 * 256
+    assert count_macs(path, [np.zeros((1, 1, 8, 8), np.float32)]) == conv + linear
+    assert count_params(path) == 4 * 9 + 4 + 256 * 10 + 10
+
+
+def test_sparsity_counts_exact_zeros_of_the_weights(tmp_path):
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10, bias=False))
+    with torch.no_grad():
+        module[1].weight[:, :32] = 0
+    path = export(module, tmp_path / "m.onnx")
+    assert weight_sparsity(path) == 0.5
+    weights = numpy_helper.to_array(onnx.load(str(path)).graph.initializer[0])
+    assert np.count_nonzero(weights) == 320

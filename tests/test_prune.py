@@ -1,0 +1,160 @@
+"""Pruning: channels really leave the exported ONNX model, from every format that can be changed;
+magnitude pruning zeroes weights and says it brings no speedup; bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compress.editable import relift
+from compress.measure.runtime import open_session
+from compress.pipeline import run
+from tests.conftest import SAMPLES, write_config
+from tests.test_bad_input import assert_refused, run_cli
+
+EVAL_ONLY = """\
+version: 1
+{model}data:
+  eval: {{path: digits_eval.npz, inputs: [x], labels: y}}
+passes:
+  - {{type: {pass_type}, {params}}}
+report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}}
+"""
+
+
+def prune_config(tmp_path, params: str, pass_type="prune.channels", model="", name="c.yaml"):
+    text = EVAL_ONLY.format(model=model, pass_type=pass_type, params=params)
+    return write_config(tmp_path, text, name)
+
+
+def conv_channels(path) -> list[int]:
+    graph = onnx.load(str(path)).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    return [shapes[n.input[1]][0] for n in graph.node if n.op_type == "Conv"]
+
+
+def test_channel_pruning_removes_channels_from_the_exported_cnn(tmp_path):
+    config = prune_config(tmp_path, "amount: 0.5")
+    report = run(SAMPLES / "digits_cnn.pt2", config, tmp_path / "out")
+    baseline, pruned = report["stages"]
+    assert pruned["name"] == "prune.channels"
+    assert 3.5 <= baseline["macs"] / pruned["macs"] <= 4.5  # half the channels in and out
+    assert 3.5 <= baseline["params"] / pruned["params"] <= 4.5
+    assert conv_channels(tmp_path / "out" / "model.onnx") == [32, 32, 64]
+    session = open_session(tmp_path / "out" / "model.onnx", threads=1)
+    x = np.load(SAMPLES / "digits_eval.npz")["x"][:5]
+    assert session.run(None, {"x": x})[0].shape == (5, 10)  # the classifier keeps its 10 classes
+    assert pruned["details"]["channels"]["features.0"] == [64, 32]
+    assert "removed 160 of 330 output channels" in pruned["details"]["reason"]
+
+
+def test_residual_depthwise_model_prunes_consistently(tmp_path):
+    config = prune_config(tmp_path, "amount: 0.5, round_to: 8")
+    report = run(SAMPLES / "digits_resnet.pt2", config, tmp_path / "out")
+    baseline, pruned = report["stages"]
+    assert pruned["params"] < baseline["params"] / 2.5
+    graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
+    depthwise = [n for n in graph.node if n.op_type == "Conv" and _group(n) > 1]
+    assert depthwise and all(_group(n) == 32 for n in depthwise)  # groups follow the channels
+    assert all(c % 8 == 0 for c in conv_channels(tmp_path / "out" / "model.onnx"))
+
+
+def _group(node) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def test_state_dict_and_trusted_pickle_prune_too(tmp_path):
+    (tmp_path / "arch.py").write_bytes((SAMPLES / "arch.py").read_bytes())
+    config = prune_config(tmp_path, "amount: 0.5", model="model: {arch: arch.py:DigitsCNN}\n")
+    report = run(SAMPLES / "digits_cnn_state.pt", config, tmp_path / "a")
+    assert report["stages"][1]["params"] < report["stages"][0]["params"] / 3.5
+
+    layers = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(16 * 64, 10),
+    )  # fmt: skip
+    torch.save(layers, tmp_path / "whole.pt")
+    config = prune_config(tmp_path, "amount: 0.25", name="p.yaml")
+    result = run_cli(tmp_path / "whole.pt", config, tmp_path / "b", "--trust-pickle", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["stages"][1]["details"]["channels"] == {"0": [16, 12]}
+
+
+def test_relift_gives_a_pt2_program_real_layers_and_the_same_outputs():
+    program = torch.export.load(str(SAMPLES / "digits_resnet.pt2"))
+    x = torch.from_numpy(np.load(SAMPLES / "digits_eval.npz")["x"][:8])
+    module = relift(program.module())
+    kinds = {type(m).__name__ for m in module.modules()}
+    assert {"Conv2d", "BatchNorm2d", "Linear"} <= kinds
+    assert set(module.state_dict()) == set(program.module().state_dict())
+    with torch.no_grad():
+        assert torch.allclose(module(x), program.module()(x), atol=1e-6)
+
+
+def test_iterative_steps_with_fine_tuning_reach_the_amount(tmp_path):
+    text = EVAL_ONLY.format(
+        model="",
+        pass_type="prune.channels",
+        params="amount: 0.5, steps: 2, finetune_epochs: 1, importance: taylor",
+    ).replace("data:\n", "data:\n  train: {path: digits_train.npz, inputs: [x], labels: y}\n")
+    report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
+    details = report["stages"][1]["details"]
+    assert details["channels"]["features.0"] == [64, 32]
+    assert len(details["finetune_losses"]) == 2  # one epoch after each step
+    assert report["stages"][1]["metric"]["value"] >= 0.9
+
+
+def test_magnitude_pruning_zeroes_weights_but_keeps_them(tmp_path):
+    config = prune_config(tmp_path, "amount: 0.7", pass_type="prune.magnitude")
+    report = run(SAMPLES / "digits_cnn.pt2", config, tmp_path / "out")
+    baseline, sparse = report["stages"]
+    assert sparse["params"] == baseline["params"] and sparse["macs"] == baseline["macs"]
+    assert sparse["sparsity"] >= 0.65  # the classifier and biases stay dense
+    assert sparse["gzip_bytes"] < baseline["gzip_bytes"] * 0.6
+    assert sparse["details"]["pruned_layer_sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert "no speedup" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("params", "needles"),
+    [
+        ("amount: 1.0", ["passes[0].amount", "less than 1"]),
+        ("amount: 0", ["passes[0].amount", "greater than 0"]),
+        ("amount: 0.5, ignore: [features.9]", ["no module 'features.9'", "features.0"]),
+        ("amount: 0.5, importance: taylor", ["taylor", "data.train"]),
+        ("amount: 0.5, importance: bn_scale", ["no BatchNorm"]),
+        ("amount: 0.99", ["would remove every channel of features.0 (64 channels)"]),
+        ("amount: 0.9, round_to: 64", ["every channel of features.0", "round_to"]),
+        ("amount: 0.5, finetune_epochs: -1", ["finetune_epochs"]),
+    ],
+)
+def test_bad_pruning_params_are_refused(tmp_path, params, needles):
+    out = tmp_path / "out"
+    result = run_cli(SAMPLES / "digits_cnn.pt2", prune_config(tmp_path, params), out)
+    assert_refused(result, out, *needles)
+
+
+def test_a_plan_that_removes_nothing_is_refused(tmp_path):
+    """Global ranking rounded to 64 channels leaves every layer whole: say so, not a no-op."""
+    config = prune_config(tmp_path, "amount: 0.9, round_to: 64, scope: global")
+    out = tmp_path / "out"
+    result = run_cli(SAMPLES / "digits_cnn.pt2", config, out, "--quiet")
+    assert_refused(result, out, "removes no channel at all", "lower round_to")
+
+
+def test_torchscript_input_with_a_pruning_pass_says_which_format_to_use(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(SAMPLES / "digits_cnn.ts", prune_config(tmp_path, "amount: 0.5"), out)
+    assert_refused(result, out, "TorchScript", ".pt2", "model.arch", "--trust-pickle")
+
+
+def test_fine_tuning_needs_labels(tmp_path):
+    text = EVAL_ONLY.format(model="", pass_type="prune.channels", params="amount: 0.5")
+    text = text.replace("data:\n", "data:\n  train: {path: digits_train.npz, inputs: [x]}\n")
+    out = tmp_path / "out"
+    result = run_cli(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), out)
+    assert_refused(result, out, "finetune_epochs", "data.train.labels")
