@@ -158,3 +158,29 @@ def test_fine_tuning_needs_labels(tmp_path):
     out = tmp_path / "out"
     result = run_cli(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), out)
     assert_refused(result, out, "finetune_epochs", "data.train.labels")
+
+
+def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
+    """The sample transformer fixes its head size in Python: torch-pruning cannot follow the
+    reshape, so the pass says to ignore those modules; then the feed-forward layers prune."""
+    (tmp_path / "arch.py").write_bytes((SAMPLES / "arch.py").read_bytes())
+    text = (
+        "version: 1\n"
+        "model: {arch: arch.py:TextTransformer}\n"
+        "data:\n"
+        "  eval: {path: text_eval.npz, inputs: [input_ids, attention_mask]}\n"
+        "passes:\n"
+        "  - {type: prune.channels, amount: 0.5IGNORE}\n"
+        "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0}\n"
+    )
+    model, out = SAMPLES / "text_transformer_state.pt", tmp_path / "a"
+    result = run_cli(model, write_config(tmp_path, text.replace("IGNORE", "")), out, "-q")
+    assert result.exit_code == 1 and "to ignore" in result.stderr and not out.exists()
+    ignore = ", ignore: [layers.0.attn, layers.1.attn, tok_emb]"
+    config = write_config(tmp_path, text.replace("IGNORE", ignore), "ignored.yaml")
+    baseline, pruned = run(model, config, tmp_path / "b")["stages"]
+    assert pruned["details"]["channels"] == {
+        "layers.0.ffn.0": [128, 64],
+        "layers.1.ffn.0": [128, 64],
+    }
+    assert pruned["macs"] < baseline["macs"] and pruned["params"] < baseline["params"]
