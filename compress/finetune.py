@@ -18,10 +18,12 @@ class FinetuneParams(PassParams):
     """Fine-tune settings shared by the passes that change weights; used when data.train is set."""
 
     finetune_epochs: int = Field(default=3, ge=0, description="epochs on data.train (0: none)")
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=64, ge=1)
-    seed: int = 0
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        default="adam", description="sgd runs with momentum 0.9"
+    )
+    lr: float = Field(default=1e-3, gt=0, description="learning rate of the fine-tune")
+    batch_size: int = Field(default=64, ge=1, description="train samples per step")
+    seed: int = Field(default=0, description="seeds the weights' updates and the shuffling")
 
 
 def check_train_data(params: FinetuneParams, config, key: str) -> None:

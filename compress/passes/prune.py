@@ -16,14 +16,14 @@ from pydantic import Field
 from compress.depgraph import example_inputs
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
-from compress.passes.base import TorchPass
+from compress.passes.base import PassParams, TorchPass
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
     from compress.context import Context
 
 
-class PruneParams(FinetuneParams):
+class PruneParams(PassParams):
     amount: float = Field(gt=0, lt=1, description="fraction of channels (or weights) removed")
     ignore: list[str] = Field(
         default_factory=list,
@@ -81,7 +81,7 @@ class ChannelPruning(PruningPass):
           importance: l2
     """
 
-    class Params(PruneParams):
+    class Params(FinetuneParams, PruneParams):  # amount and ignore first, then fine-tuning
         importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
         scope: Literal["layerwise", "global"] = Field(
             default="layerwise",
@@ -180,7 +180,7 @@ class MagnitudePruning(PruningPass):
           amount: 0.5
     """
 
-    class Params(PruneParams):
+    class Params(FinetuneParams, PruneParams):
         importance: Literal["l1", "l2"] = Field(
             default="l1", description="|w| ranks single weights; l1 and l2 rank them alike"
         )
