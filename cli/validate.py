@@ -17,7 +17,7 @@ def validate(
     with reported_errors(debug):
         from compress.config import load_config
         from compress.context import load_datasets
-        from compress.pipeline import build_passes, check_metric
+        from compress.preflight import build_passes, check_metric
 
         loaded = load_config(config)
         build_passes(loaded)

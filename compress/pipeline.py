@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress import __version__
-from compress.config import LoadedConfig, load_config
-from compress.context import Context, input_names_for, load_datasets
-from compress.editable import editable_module
-from compress.errors import CompressError, ConfigError, DataError, PassError, first_line
+from compress.context import Context
+from compress.errors import CompressError, PassError, first_line
 from compress.export import (
     check_parity,
     export_to_onnx,
-    fixed_batch_sizes,
-    graph_inputs,
-    program_fixed_batch,
     set_metadata,
     torch_outputs,
 )
@@ -30,10 +24,9 @@ from compress.measure.latency import measure_latency
 from compress.measure.macs import count_macs
 from compress.measure.runtime import open_session, run_batched
 from compress.measure.size import count_params, gzip_bytes, size_bytes, weight_sparsity
-from compress.models import LoadedModel, load_model
 from compress.outdir import check_out_dir, clear_previous_results, publish
-from compress.passes.base import Pass, TorchPass
-from compress.passes.registry import get_pass
+from compress.passes.base import Pass
+from compress.preflight import Job, check_data_fits, prepare
 from compress.report import build_report, to_json, to_markdown
 from compress.speed_guard import revert_if_slower
 
@@ -50,118 +43,6 @@ class StageFile:
     path: Path
     reverted: bool = False
     details: dict[str, Any] | None = None
-
-
-@dataclass
-class Job:
-    config: LoadedConfig
-    model: LoadedModel
-    passes: list[Pass]
-    context: Context
-    module: Any = None  # the torch module that torch passes change (None: no torch pass)
-
-
-def prepare(
-    model_path: Path,
-    config_path: Path,
-    trust_pickle: bool,
-    log: Callable[[str], None],
-    show_progress: bool = False,
-) -> Job:
-    """Load and check everything a run needs; raises InputError before any work is done."""
-    config = load_config(config_path)
-    model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
-    passes = build_passes(config, model.path.name if model.is_onnx else None)
-    check_metric(config)
-    if model.is_onnx:
-        check_onnx_batch(model.model, config.config.report.batch_sizes)
-    if model.format == "exported_program" and config.config.export.dynamic_batch:
-        check_program_batch(model)
-    names = (
-        [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
-    )
-    datasets = load_datasets(config)
-    workdir = Path(tempfile.mkdtemp(prefix="compress-"))
-    context = Context(config, datasets, names, workdir, log, show_progress)
-    try:
-        if not model.is_onnx:
-            module = model.callable()
-            _check_data_fits(lambda s: torch_outputs(module, s), context, "")
-        module = editable_for_torch_passes(model, passes, context)
-    except Exception:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return Job(config, model, passes, context, module)
-
-
-def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Context):
-    """The module torch passes will change, checked against each of them; None without any."""
-    torch_passes = [p for p in passes if isinstance(p, TorchPass)]
-    if not torch_passes:
-        return None
-    first = torch_passes[0]
-    module = editable_module(model, f"{first.key} ({first.name})")
-    for p in torch_passes:
-        p.check_module(module, ctx)
-    return module
-
-
-def build_passes(config: LoadedConfig, onnx_input: str | None = None) -> list[Pass]:
-    """The configured passes, each checked against the config (and an ONNX input, if any)."""
-    passes = [
-        get_pass(spec.type)(spec.params, f"passes[{index}]")
-        for index, spec in enumerate(config.passes)
-    ]
-    for index, p in enumerate(passes):
-        p.check(config)
-        if onnx_input and p.stage == "torch":
-            raise ConfigError(
-                f"passes[{index}].type: {p.name} works on a torch model, but {onnx_input} is "
-                "ONNX; remove the pass or start from the torch model"
-            )
-    check_order(passes)
-    return passes
-
-
-def check_order(passes: list[Pass]) -> None:
-    seen_onnx = False
-    for index, p in enumerate(passes):
-        if p.stage == "torch" and seen_onnx:
-            raise ConfigError(
-                f"passes[{index}]: {p.name} works on the torch model and must come "
-                "before every ONNX pass"
-            )
-        seen_onnx = seen_onnx or p.stage == "onnx"
-
-
-def check_metric(config: LoadedConfig) -> None:
-    cfg = config.config
-    if cfg.gates.max_accuracy_drop is not None and cfg.data.eval is None:
-        raise ConfigError("gates.max_accuracy_drop needs data.eval to measure accuracy")
-    if cfg.data.eval is not None and cfg.report.metric == "top1" and not cfg.data.eval.labels:
-        raise ConfigError(
-            "report.metric: top1 needs data.eval.labels; add labels or use metric: agreement"
-        )
-
-
-def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
-    """An ONNX input with a fixed batch size can only be measured at that size."""
-    fixed = fixed_batch_sizes(proto)
-    if fixed and any(b not in fixed for b in batch_sizes):
-        raise ConfigError(
-            f"report.batch_sizes: the ONNX model's batch size is fixed at {fixed.pop()}; set "
-            "report.batch_sizes to it or export the model with a dynamic batch axis"
-        )
-
-
-def check_program_batch(model: LoadedModel) -> None:
-    fixed = program_fixed_batch(model.model)
-    if fixed is not None:
-        raise ConfigError(
-            f"{model.path.name} was saved by torch.export with a fixed batch of {fixed}; export "
-            "it again with dynamic_shapes on the batch dimension (an example batch of 2 or more), "
-            f"or set export.dynamic_batch: false and report.batch_sizes: [{fixed}]"
-        )
 
 
 def run(
@@ -202,7 +83,7 @@ def _run_stages(job: Job) -> list[StageFile]:
         onnx.save(job.model.model, str(stages[0].path))
         session = open_session(stages[0].path, threads=1)
         declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
-        _check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
+        check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
     else:
         baseline = _export_stage(job, job.model.callable(), "baseline", job.model.format)
         stages.append(StageFile("baseline", baseline))
@@ -255,24 +136,6 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     diff = check_parity(target, reference, samples, section.parity_atol, ctx.sample_source)
     ctx.log(f"parity ok: max |onnx - torch| = {diff:.2e}")
     return target
-
-
-def _check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
-    """Run two samples of every dataset through the model, so that data of the wrong shape is
-    refused as bad input before anything is exported or quantized."""
-    for role, dataset in ctx.datasets.items():
-        samples = dataset.take(2)
-        try:
-            forward(samples)
-        except Exception as e:
-            shapes = ", ".join(
-                f"{name} {list(a.shape[1:])} {a.dtype}"
-                for name, a in zip(dataset.inputs, samples, strict=True)
-            )
-            raise DataError(
-                f"data.{role} does not fit the model{model_inputs}: samples of {shapes} failed "
-                f"({first_line(e, 200)}); check data.{role}.inputs and the arrays' shapes"
-            ) from None
 
 
 def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str]) -> dict[str, Any]:
