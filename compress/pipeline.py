@@ -150,9 +150,7 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
             "name": stage.name,
             "size_bytes": size_bytes(stage.path),
             "gzip_bytes": gzip_bytes(stage.path),
-            "params": count_params(stage.path),
-            "macs": count_macs(stage.path, one_sample),
-            "sparsity": round(weight_sparsity(stage.path), 4),
+            **_weight_counts(stage.path, one_sample),
             "latency_ms": latency[key],
             "threads": settings.threads,
             "metric": metrics[i],
@@ -169,6 +167,18 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
         settings.threads,
         provenance,
     )
+
+
+def _weight_counts(path: Path, one_sample: list) -> dict[str, Any]:
+    """params, macs and sparsity of one stage, from one read of its file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    return {
+        "params": count_params(proto),
+        "macs": count_macs(proto, one_sample),
+        "sparsity": round(weight_sparsity(proto), 4),
+    }
 
 
 def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | None]:

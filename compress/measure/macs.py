@@ -10,9 +10,10 @@ input, and a pruned one counts less.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
+
+from compress.measure.runtime import feeds
 
 # op type -> index of the input whose last dim is the reduction
 _MATMULS = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
@@ -20,11 +21,13 @@ _CONVS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op type -> index of 
 _OTHERS = ("Gemm", "MatMulNBits")
 
 
-def count_macs(path: Path, sample: list[np.ndarray]) -> int:
-    """MACs for one sample: `sample` holds the model's inputs with a batch of 1."""
+def count_macs(proto, sample: list[np.ndarray]) -> int:
+    """MACs of the loaded ONNX model `proto` for one sample: `sample` holds its inputs with a
+    batch of 1. `proto` is left as it was."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)  # the copy gets extra graph outputs to read shapes from
     graph = model.graph
     counted = [node for node in graph.node if _is_counted(node)]
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
@@ -46,9 +49,8 @@ def _run_for_shapes(model, sample: list[np.ndarray]) -> dict[str, tuple[int, ...
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    feeds = dict(zip((i.name for i in session.get_inputs()), sample, strict=True))
     names = [output.name for output in session.get_outputs()]
-    values = session.run(names, feeds)
+    values = session.run(names, feeds(session, sample))
     return {name: tuple(value.shape) for name, value in zip(names, values, strict=True)}
 
 

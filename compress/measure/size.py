@@ -37,21 +37,20 @@ def _packed_counts(graph) -> dict[str, int]:
     }
 
 
-def count_params(path: Path) -> int:
-    """Elements of the weight initializers (scales and zero points of quantization excluded)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+def count_params(proto) -> int:
+    """Elements of the weight initializers of a loaded ONNX model (scales and zero points of
+    quantization excluded)."""
+    graph = proto.graph
     packed = _packed_counts(graph)
     return sum(packed.get(init.name, math.prod(init.dims)) for init in _weights(graph))
 
 
-def weight_sparsity(path: Path) -> float:
-    """The fraction of weight elements that are exactly zero (packed 4-bit weights not read)."""
-    import onnx
+def weight_sparsity(proto) -> float:
+    """The fraction of weight elements of a loaded ONNX model that are exactly zero (packed
+    4-bit weights not read)."""
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
+    graph = proto.graph
     packed = _packed_counts(graph)
     zeros = total = 0
     for init in _weights(graph):
