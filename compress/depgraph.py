@@ -1,5 +1,5 @@
-"""torch-pruning glue for `prune.channels`: build the DepGraph pruner, then plan, check and apply
-each step, so a plan that would empty a layer is refused before anything is cut."""
+"""torch-pruning glue for `prune.channels`: build the DepGraph pruner, then plan and apply each
+step, refusing a plan that removes no channel at all."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
+from compress.finetune import first_output
 
 if TYPE_CHECKING:
     from compress.context import Context
@@ -84,12 +85,10 @@ def _accumulate_gradients(model, ctx: Context) -> None:
     import torch
 
     train = ctx.datasets["train"]
-    inputs = [torch.from_numpy(a) for a in train.take(TAYLOR_SAMPLES)]
+    inputs = [torch.from_numpy(a[:TAYLOR_SAMPLES]) for a in train.inputs.values()]
     labels = torch.from_numpy(train.labels[:TAYLOR_SAMPLES]).long()
     model.zero_grad(set_to_none=True)
-    output = model(*(a[: len(labels)] for a in inputs))
-    output = output[0] if isinstance(output, (tuple, list)) else output
-    torch.nn.functional.cross_entropy(output, labels).backward()
+    torch.nn.functional.cross_entropy(first_output(model(*inputs)), labels).backward()
 
 
 def channel_counts(model) -> dict[str, int]:

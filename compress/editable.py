@@ -40,8 +40,9 @@ def relift(graph_module):
         for source in node.all_input_nodes
         if source.op == "get_attr"
     )
+    builders = _builders()
     for node in list(graph.nodes):
-        build = _builders().get(node.target) if node.op == "call_function" else None
+        build = builders.get(node.target) if node.op == "call_function" else None
         if build is None:
             continue
         layer, layer_input, tensors = build(graph_module, node)

@@ -56,7 +56,7 @@ def finetune(model, ctx: Context, params: FinetuneParams, epochs: int, what: str
             for start in range(0, len(labels), params.batch_size):
                 index = order[start : start + params.batch_size]
                 logits = model(*(a[index] for a in inputs))
-                loss = torch.nn.functional.cross_entropy(_first(logits), labels[index])
+                loss = torch.nn.functional.cross_entropy(first_output(logits), labels[index])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -68,7 +68,8 @@ def finetune(model, ctx: Context, params: FinetuneParams, epochs: int, what: str
     return losses
 
 
-def _first(output):
+def first_output(output):
+    """The logits of a model that may return a tuple (logits first)."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 

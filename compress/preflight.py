@@ -54,8 +54,8 @@ def prepare(
     context = Context(config, datasets, names, workdir, log, show_progress)
     try:
         if not model.is_onnx:
-            module = model.callable()
-            check_data_fits(lambda s: torch_outputs(module, s), context, "")
+            runnable = model.callable()
+            check_data_fits(lambda s: torch_outputs(runnable, s), context, "")
         module = editable_for_torch_passes(model, passes, context)
     except Exception:
         shutil.rmtree(workdir, ignore_errors=True)

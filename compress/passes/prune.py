@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from compress.depgraph import example_inputs
+from compress.depgraph import channel_counts, example_inputs, make_pruner, prune_step
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
 from compress.passes.base import PassParams, TorchPass
@@ -108,8 +108,6 @@ class ChannelPruning(PruningPass):
     def check_module(self, module, ctx: Context) -> None:
         import torch
 
-        from compress.depgraph import channel_counts
-
         super().check_module(module, ctx)
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
         if self.params.importance == "bn_scale" and not has_bn:
@@ -137,8 +135,6 @@ class ChannelPruning(PruningPass):
         return kept - kept % self.params.round_to if self.params.round_to else kept
 
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
-        from compress.depgraph import channel_counts, make_pruner, prune_step
-
         p = self.params
         before = channel_counts(model)
         pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
