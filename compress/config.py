@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.errors import ConfigError
 from compress.passes.base import PassParams
@@ -29,17 +29,100 @@ class ModelSection(Strict):
     inputs: list[InputSpec] | None = None
 
 
+class ImageSpec(Strict):
+    """How a folder of images becomes an input tensor [N, channels, height, width]."""
+
+    size: tuple[int, int] = Field(description="[height, width] every image is resized to")
+    channels: Literal[1, 3] = Field(default=3, description="1: grayscale, 3: RGB")
+    mean: list[float] = Field(
+        default=[0.0], min_length=1, description="subtracted per channel from pixels scaled to 0..1"
+    )
+    std: list[float] = Field(default=[1.0], min_length=1, description="then divided per channel")
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> ImageSpec:
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) not in (1, self.channels):
+                raise ValueError(f"{key} needs 1 or {self.channels} values (one per channel)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be > 0")
+        return self
+
+
+class Augment(Strict):
+    """Light, label-preserving changes to train images, drawn anew for every batch."""
+
+    hflip: bool = Field(default=False, description="flip left-right with probability 0.5")
+    vflip: bool = Field(default=False, description="flip upside down with probability 0.5")
+    crop_padding: int = Field(
+        default=0, ge=0, description="pad by this many pixels, then crop the original size"
+    )
+
+
 class DataSource(Strict):
     path: Path
+    format: Literal["npz", "csv", "images"] | None = Field(
+        default=None, description="default: a folder is images, *.csv is csv, else npz"
+    )
     inputs: list[str] = Field(min_length=1)
     labels: str | None = None
+    columns: list[str] | None = Field(
+        default=None, min_length=1, description="csv: feature columns (default: all but labels)"
+    )
+    image: ImageSpec | None = None
+    classes: list[str] | None = Field(
+        default=None, min_length=1, description="label order for class names (default: sorted)"
+    )
+    augment: Augment | None = None
     limit: int | None = Field(default=None, gt=0)
+
+    @property
+    def kind(self) -> str:
+        if self.format:
+            return self.format
+        if self.path.suffix.lower() == ".csv":
+            return "csv"
+        return "npz" if self.path.suffix else "images"
+
+    @property
+    def has_labels(self) -> bool:
+        """Labels named in the config, or the class folders of images."""
+        return bool(self.labels) or self.kind == "images"
+
+    @model_validator(mode="after")
+    def _fits_format(self) -> DataSource:
+        kind = self.kind
+        if kind != "npz" and len(self.inputs) != 1:
+            raise ValueError(f"{kind} data feeds one model input: give inputs one name")
+        if kind == "images" and self.image is None:
+            raise ValueError("images need `image: {size: [height, width], channels: 1 or 3}`")
+        if kind == "images" and self.labels:
+            raise ValueError("images are labelled by their class folder; remove labels")
+        for key, allowed in (("image", "images"), ("columns", "csv")):
+            if getattr(self, key) is not None and kind != allowed:
+                raise ValueError(f"{key} is for {allowed} data, but this source is {kind}")
+        if self.classes is not None and kind == "npz":
+            raise ValueError("classes names csv labels or image folders; npz labels are numbers")
+        return self
 
 
 class DataSection(Strict):
     calibration: DataSource | None = None
     eval: DataSource | None = None
     train: DataSource | None = None
+    validation: DataSource | None = Field(
+        default=None,
+        description="held-out data that training passes pick their best epoch on "
+        "(default: data.eval, which the report then scores with a selection bias)",
+    )
+
+    @model_validator(mode="after")
+    def _augment_train_only(self) -> DataSection:
+        for role in ("calibration", "eval", "validation"):
+            source = getattr(self, role)
+            if source is not None and source.augment is not None:
+                raise ValueError(f"{role}.augment: only data.train is augmented; remove it")
+        return self
 
 
 class ExportSection(Strict):
@@ -124,11 +207,12 @@ def _format_errors(err: ValidationError, root: yaml.Node | None, prefix: tuple =
     lines = []
     for e in err.errors():
         loc = prefix + tuple(p for p in e["loc"] if not str(p).startswith("function-"))
-        msg = (
-            "unknown key; remove it or check its spelling"
-            if e["type"] == "extra_forbidden"
-            else e["msg"]
-        )
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif e["type"] == "value_error":  # our validators' own words, without pydantic's prefix
+            msg = str(e["ctx"]["error"])
+        else:
+            msg = e["msg"]
         line = _line_of(root, loc)
         lines.append(
             f"{_dotted(loc) or '(top level)'}: {msg}" + (f" (line {line})" if line else "")

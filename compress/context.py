@@ -6,12 +6,16 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compress.config import LoadedConfig
-from compress.data import Dataset, load_dataset
+from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from compress.models import LoadedModel
 
 DTYPES = {
     "float32": np.float32,
@@ -23,6 +27,23 @@ DTYPES = {
 
 # Real samples for export, parity and latency come from the first of these the config has.
 SAMPLE_ROLES = ("eval", "calibration", "train")
+DATA_ROLES = ("calibration", "eval", "train", "validation")
+
+
+class ProgressBar:
+    """Advances a rich progress bar and shows a status after it (loss, metric); inert when no bar
+    is drawn."""
+
+    def __init__(self, bar=None, task=None):
+        self._bar, self._task = bar, task
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def status(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, status=text)
 
 
 @dataclass
@@ -33,23 +54,38 @@ class Context:
     workdir: Path
     log: Callable[[str], None] = field(default=lambda message: None)
     show_progress: bool = False  # progress bars on stderr (only drawn on a terminal)
+    loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
+    trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
 
     @contextlib.contextmanager
-    def progress(self, what: str, total: int) -> Iterator[Callable[[], None]]:
-        """A progress bar for `total` steps; yields the function that advances it by one."""
-        if not self.show_progress:
-            yield lambda: None
-            return
+    def progress(self, what: str, total: int) -> Iterator[ProgressBar]:
+        """A progress bar for `total` steps on a terminal's stderr; elsewhere a silent one (the
+        caller logs plain lines, which are what a log file or a CI job should get)."""
         from rich.console import Console
-        from rich.progress import Progress
 
-        with Progress(console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(what, total=total)
-            yield lambda: bar.advance(task)
+        console = Console(stderr=True)
+        if not (self.show_progress and console.is_terminal):
+            yield ProgressBar()
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            yield ProgressBar(bar, bar.add_task(what, total=total, status=""))
 
     @property
     def calibration(self) -> Dataset | None:
         return self.datasets.get("calibration")
+
+    @property
+    def validation(self) -> Dataset | None:
+        """What training picks its best epoch on: data.validation, else data.eval."""
+        return self.datasets.get("validation") or self.datasets.get("eval")
 
     @property
     def eval(self) -> Dataset | None:
@@ -73,7 +109,7 @@ def load_datasets(config: LoadedConfig) -> dict[str, Dataset]:
     """Load every data source in the config, cast to the declared input dtypes."""
     section, specs = config.config.data, config.config.model.inputs
     datasets = {}
-    for role in ("calibration", "eval", "train"):
+    for role in DATA_ROLES:
         source = getattr(section, role)
         if source is None:
             continue
@@ -88,6 +124,7 @@ def load_datasets(config: LoadedConfig) -> dict[str, Dataset]:
                 _check_shape(dataset.inputs[key], spec, f"data.{role}", key)
                 dataset.inputs[key] = dataset.inputs[key].astype(DTYPES[spec.dtype], copy=False)
         datasets[role] = dataset
+    check_same_classes(datasets)
     return datasets
 
 

@@ -7,7 +7,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
-from compress.finetune import first_output
+from compress.training import first_output
 
 if TYPE_CHECKING:
     from compress.context import Context

@@ -1,21 +1,23 @@
 """A short, seeded fine-tune of a torch module on data.train (cross-entropy on its labels), to win
-back what pruning cost. Shows a progress bar on a terminal and logs one line per epoch."""
+back what pruning cost. It runs the shared training loop (compress.training)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from compress.errors import ConfigError
-from compress.passes.base import PassParams
+from compress.training import TrainParams, first_output, train
 
 if TYPE_CHECKING:
     from compress.context import Context
 
 
-class FinetuneParams(PassParams):
+class FinetuneParams(BaseModel):
     """Fine-tune settings shared by the passes that change weights; used when data.train is set."""
+
+    model_config = ConfigDict(extra="forbid")
 
     finetune_epochs: int = Field(default=3, ge=0, description="epochs on data.train (0: none)")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
@@ -28,8 +30,8 @@ class FinetuneParams(PassParams):
 
 def check_train_data(params: FinetuneParams, config, key: str) -> None:
     """Fine-tuning needs labels; refuse a data.train without them before any work."""
-    train = config.config.data.train
-    if train is not None and params.finetune_epochs > 0 and not train.labels:
+    train_source = config.config.data.train
+    if train_source is not None and params.finetune_epochs > 0 and not train_source.has_labels:
         raise ConfigError(
             f"{key}.finetune_epochs: fine-tuning needs data.train.labels; add labels to "
             "data.train or set finetune_epochs: 0"
@@ -40,43 +42,18 @@ def finetune(model, ctx: Context, params: FinetuneParams, epochs: int, what: str
     """Train `model` in place for `epochs` on data.train; the mean loss of each epoch."""
     import torch
 
-    train = ctx.datasets.get("train")
-    if train is None or epochs == 0:
+    if "train" not in ctx.datasets or epochs == 0:
         return []
-    torch.manual_seed(params.seed)
-    shuffle = torch.Generator().manual_seed(params.seed)
-    inputs = [torch.from_numpy(a) for a in train.inputs.values()]
-    labels = torch.from_numpy(train.labels).long()
-    optimizer = _optimizer(params, model.parameters())
-    losses = []
-    model.train()
-    with ctx.progress(f"fine-tune {what}", epochs * -(-len(labels) // params.batch_size)) as step:
-        for epoch in range(epochs):
-            total, order = 0.0, torch.randperm(len(labels), generator=shuffle)
-            for start in range(0, len(labels), params.batch_size):
-                index = order[start : start + params.batch_size]
-                logits = model(*(a[index] for a in inputs))
-                loss = torch.nn.functional.cross_entropy(first_output(logits), labels[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(index)
-                step()
-            losses.append(total / len(labels))
-            ctx.log(f"fine-tune {what}: epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
-    model.eval()
-    return losses
+    settings = TrainParams(
+        epochs=epochs,
+        batch_size=params.batch_size,
+        optimizer=params.optimizer,
+        lr=params.lr,
+        schedule="constant",
+        seed=params.seed,
+    )
 
+    def cross_entropy(batch, labels, index):
+        return torch.nn.functional.cross_entropy(first_output(model(*batch)), labels)
 
-def first_output(output):
-    """The logits of a model that may return a tuple (logits first)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def _optimizer(params: FinetuneParams, weights):
-    import torch
-
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(weights, lr=params.lr, momentum=0.9)
-    cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    return cls(weights, lr=params.lr)
+    return train(model, cross_entropy, settings, ctx, f"fine-tune {what}").losses

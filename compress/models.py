@@ -87,9 +87,14 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def load_model(
-    path: Path, section: ModelSection, base_dir: Path, trust_pickle: bool = False
+    path: Path,
+    section: ModelSection,
+    base_dir: Path,
+    trust_pickle: bool = False,
+    key: str = "model",
 ) -> LoadedModel:
-    """Load `path`; `base_dir` is the config's folder, against which `model.arch` resolves."""
+    """Load `path`; `base_dir` is the config's folder, against which `model.arch` resolves.
+    `key` is where `section` sits in the config, for messages (a teacher's is its pass's)."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -102,7 +107,7 @@ def load_model(
     if loader:
         model = loader(path)
     else:
-        fmt, model = _load_pickle(path, section, base_dir, trust_pickle)
+        fmt, model = _load_pickle(path, section, base_dir, trust_pickle, key)
     return LoadedModel(path, fmt, file_sha256(path), model)
 
 
@@ -143,7 +148,7 @@ def _load_onnx(path: Path):
     return proto
 
 
-def _load_pickle(path: Path, section: ModelSection, base_dir: Path, trust_pickle: bool):
+def _load_pickle(path: Path, section: ModelSection, base_dir: Path, trust_pickle: bool, key: str):
     """A torch.save file: a state_dict (safe unpickler) or, with trust, a whole module."""
     import pickle
 
@@ -158,9 +163,8 @@ def _load_pickle(path: Path, section: ModelSection, base_dir: Path, trust_pickle
             raise ModelLoadError(
                 f"{path}: is a whole pickled object{what}; unpickling it would run code from the "
                 "file, so it was not loaded. Save a state_dict (torch.save(model.state_dict())) "
-                "and "
-                "set model.arch, or use torch.jit.save / torch.export.save, or pass --trust-pickle "
-                "if you trust where the file came from"
+                f"and set {key}.arch, or use torch.jit.save / torch.export.save, or pass "
+                "--trust-pickle if you trust where the file came from"
             ) from None
         return "pickled_module", _load_trusted_module(path, base_dir)
     except Exception as e:
@@ -169,7 +173,7 @@ def _load_pickle(path: Path, section: ModelSection, base_dir: Path, trust_pickle
             "be truncated or corrupt"
         ) from None
     return "state_dict", _build_from_state_dict(
-        path, _unwrap_state_dict(obj, path), section, base_dir
+        path, _unwrap_state_dict(obj, path), section, base_dir, key
     )
 
 
@@ -201,20 +205,16 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict:
     return obj
 
 
-def _build_from_state_dict(path: Path, state: dict, section: ModelSection, base_dir: Path):
+def _build_from_state_dict(
+    path: Path, state: dict, section: ModelSection, base_dir: Path, key: str
+):
     if not section.arch:
         raise ConfigError(
             f"{path.name} is a state_dict, which has no architecture: set "
-            "model.arch: 'path/to/file.py:Factory' (or 'package.module:Factory') "
-            "and model.arch_args in the config"
+            f"{key}.arch: 'path/to/file.py:Factory' (or 'package.module:Factory') "
+            f"and {key}.arch_args in the config"
         )
-    factory = import_arch(section.arch, base_dir)
-    try:
-        model = factory(**section.arch_args)
-    except Exception as e:
-        raise ModelLoadError(
-            f"model.arch: {section.arch}(**model.arch_args) failed: {first_line(e)}"
-        ) from None
+    model = build_arch(section.arch, section.arch_args, base_dir, key)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(expected.keys() - got), sorted(got.keys() - expected)
@@ -234,26 +234,36 @@ def _build_from_state_dict(path: Path, state: dict, section: ModelSection, base_
             if items
         )
         raise ModelLoadError(
-            f"{path.name} does not fit model.arch {section.arch} with "
+            f"{path.name} does not fit {key}.arch {section.arch} with "
             f"arch_args {section.arch_args}: {detail}"
         )
     model.load_state_dict(state)
     return model.eval()
 
 
-def import_arch(spec: str, base_dir: Path):
+def build_arch(spec: str, arch_args: dict, base_dir: Path, key: str = "model"):
+    """A new module from `key`.arch and `key`.arch_args (its weights as the factory makes them)."""
+    factory = import_arch(spec, base_dir, f"{key}.arch")
+    try:
+        return factory(**arch_args)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{key}.arch: {spec}(**{key}.arch_args) failed: {first_line(e)}"
+        ) from None
+
+
+def import_arch(spec: str, base_dir: Path, key: str = "model.arch"):
     """Resolve 'file.py:Name' (relative to the config) or 'package.module:Name'."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise ConfigError(
-            f"model.arch: {spec!r} must look like 'path/to/file.py:Factory' or "
-            "'package.module:Factory'"
+            f"{key}: {spec!r} must look like 'path/to/file.py:Factory' or 'package.module:Factory'"
         )
     try:
         if target.endswith(".py"):
             file = (base_dir / target).resolve()
             if not file.is_file():
-                raise ModelLoadError(f"model.arch: file not found: {file} (relative to the config)")
+                raise ModelLoadError(f"{key}: file not found: {file} (relative to the config)")
             module_spec = importlib.util.spec_from_file_location(
                 f"_compress_arch_{file.stem}", file
             )
@@ -265,7 +275,7 @@ def import_arch(spec: str, base_dir: Path):
     except ModelLoadError:
         raise
     except Exception as e:
-        raise ModelLoadError(f"model.arch: cannot import {target}: {first_line(e)}") from None
+        raise ModelLoadError(f"{key}: cannot import {target}: {first_line(e)}") from None
     if not hasattr(module, attr):
-        raise ModelLoadError(f"model.arch: {target} has no {attr!r}")
+        raise ModelLoadError(f"{key}: {target} has no {attr!r}")
     return getattr(module, attr)

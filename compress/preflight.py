@@ -51,7 +51,7 @@ def prepare(
     )
     datasets = load_datasets(config)
     workdir = Path(tempfile.mkdtemp(prefix="compress-"))
-    context = Context(config, datasets, names, workdir, log, show_progress)
+    context = Context(config, datasets, names, workdir, log, show_progress, model, trust_pickle)
     try:
         if not model.is_onnx:
             runnable = model.callable()
@@ -64,15 +64,21 @@ def prepare(
 
 
 def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Context):
-    """The module torch passes will change, checked against each of them; None without any."""
+    """The module the torch passes start from (editable when the first one changes it), after
+    checking each pass against the module it will see; None without torch passes."""
     torch_passes = [p for p in passes if isinstance(p, TorchPass)]
     if not torch_passes:
         return None
     first = torch_passes[0]
-    module = editable_module(model, f"{first.key} ({first.name})")
+    if first.changes_input_model:
+        start = editable_module(model, f"{first.key} ({first.name})")
+    else:
+        start = model.callable()
+    module = start
     for p in torch_passes:
         p.check_module(module, ctx)
-    return module
+        module = p.model_after(module)
+    return start
 
 
 def build_passes(config: LoadedConfig, onnx_input: str | None = None) -> list[Pass]:
@@ -107,7 +113,7 @@ def check_metric(config: LoadedConfig) -> None:
     cfg = config.config
     if cfg.gates.max_accuracy_drop is not None and cfg.data.eval is None:
         raise ConfigError("gates.max_accuracy_drop needs data.eval to measure accuracy")
-    if cfg.data.eval is not None and cfg.report.metric == "top1" and not cfg.data.eval.labels:
+    if cfg.data.eval is not None and cfg.report.metric == "top1" and not cfg.data.eval.has_labels:
         raise ConfigError(
             "report.metric: top1 needs data.eval.labels; add labels or use metric: agreement"
         )

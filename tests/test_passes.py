@@ -46,6 +46,7 @@ def test_pass_runs_and_the_model_still_agrees(tmp_path, name):
     text = (
         "version: 1\n"
         "data:\n"
+        f"  train: {{path: {data}_train.npz, inputs: {inputs}, labels: y, limit: 256}}\n"
         f"  calibration: {{path: {data}_calib.npz, inputs: {inputs}, limit: 64}}\n"
         f"  eval: {{path: {data}_eval.npz, inputs: {inputs}}}\n"
         f"passes: {yaml.safe_dump(entry, default_flow_style=True).strip()}\n"

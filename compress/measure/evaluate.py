@@ -20,18 +20,39 @@ EVAL_BATCH = 256
 
 
 def first_output(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    """The model's first output on all `inputs`."""
+    """The ONNX model's first output on all `inputs`."""
     return run_batched(open_session(path, threads=1), inputs, EVAL_BATCH)[0]
 
 
-class Judge:
-    """Scores models with `metric` on `dataset`; agreement and cosine compare to `reference`."""
+def torch_first_output(model, inputs: list[np.ndarray]) -> np.ndarray:
+    """A torch callable's first output on all `inputs`, in batches, without gradients."""
+    from compress.export import torch_outputs
 
-    def __init__(self, reference: Path, dataset: Dataset, metric: str):
+    return np.concatenate(
+        [
+            torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[0]
+            for start in range(0, len(inputs[0]), EVAL_BATCH)
+        ]
+    )
+
+
+class Judge:
+    """Scores models with `metric` on `dataset`; agreement and cosine compare to the outputs of
+    `reference` (an ONNX file, or the outputs themselves)."""
+
+    def __init__(self, reference: Path | np.ndarray, dataset: Dataset, metric: str):
         self.dataset, self.metric = dataset, metric
         self._inputs = list(dataset.inputs.values())
-        self._reference_outputs = first_output(reference, self._inputs)
+        self._reference_outputs = (
+            reference
+            if isinstance(reference, np.ndarray)
+            else first_output(reference, self._inputs)
+        )
         self.reference_value = self.score_outputs(self._reference_outputs)
+
+    @property
+    def inputs(self) -> list[np.ndarray]:
+        return self._inputs
 
     def score_outputs(self, outputs: np.ndarray) -> float:
         value = compute_metric(self.metric, outputs, self.dataset.labels, self._reference_outputs)
@@ -39,6 +60,9 @@ class Judge:
 
     def score(self, path: Path) -> float:
         return self.score_outputs(first_output(path, self._inputs))
+
+    def score_torch(self, model) -> float:
+        return self.score_outputs(torch_first_output(model, self._inputs))
 
     def drop(self, value: float) -> float:
         """How much worse `value` is than the reference model's."""

@@ -52,9 +52,19 @@ class TorchPass(Pass):
 
     stage = "torch"
 
+    @property
+    def changes_input_model(self) -> bool:
+        """Whether `apply` changes the module it is given (so it must be an editable one)."""
+        return True
+
     def check_module(self, module, ctx: Context) -> None:
         """Raise ConfigError if the params do not fit this model (e.g. a module name it lacks);
         runs before any work, with the datasets loaded."""
+
+    def model_after(self, module):
+        """The module the next pass will see, as far as it is known before any work: a pass that
+        replaces the model (distill into a declared student) returns the new one."""
+        return module
 
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any] | None]:
         raise NotImplementedError

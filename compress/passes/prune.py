@@ -99,7 +99,7 @@ class ChannelPruning(PruningPass):
                 f"{self.key}.importance: taylor ranks channels by gradients on data.train; add "
                 "data.train (with labels) or use importance: l2"
             )
-        if self.params.importance == "taylor" and not config.config.data.train.labels:
+        if self.params.importance == "taylor" and not config.config.data.train.has_labels:
             raise ConfigError(
                 f"{self.key}.importance: taylor needs data.train.labels for its gradients; add "
                 "labels or use importance: l2"

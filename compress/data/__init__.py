@@ -1,0 +1,99 @@
+"""Datasets: named input arrays (in the model's order) and optional labels, read from an .npz
+file, a CSV file or a folder of images (one subfolder per class)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.errors import DataError
+
+if TYPE_CHECKING:
+    from compress.config import Augment, DataSource
+
+
+@dataclass
+class Dataset:
+    """Arrays loaded from one data source; re-iterable in batches."""
+
+    where: str  # the config key, e.g. "data.eval"
+    path: Path
+    inputs: dict[str, np.ndarray]  # in the model's input order
+    labels: np.ndarray | None
+    classes: list[str] | None = None  # label names, when labels came from names (csv, folders)
+    augment: Augment | None = None  # data.train only: applied by training, batch by batch
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
+        for start in range(0, len(self), batch_size):
+            yield [a[start : start + batch_size] for a in self.inputs.values()]
+
+    def take(self, count: int) -> list[np.ndarray]:
+        """The first `count` samples, repeated if the set is smaller (for latency batches)."""
+        return repeat_to(list(self.inputs.values()), count)
+
+
+def repeat_to(arrays: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """Exactly `count` rows of each array: its first rows, cycled when it has fewer."""
+    reps = -(-count // len(arrays[0]))
+    return [np.concatenate([a] * reps)[:count] if reps > 1 else a[:count] for a in arrays]
+
+
+def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
+    """Load and check one data source; DataError names the key, the file and the fix."""
+    from compress.data import csv_table, images, npz
+
+    path = (base_dir / source.path).resolve()
+    kind = source.kind
+    exists = path.is_dir() if kind == "images" else path.is_file()
+    if not exists:
+        what = "folder of class subfolders" if kind == "images" else f"{kind} file"
+        raise DataError(
+            f"{where}.path: {what} not found: {path} (paths are relative to the config file)"
+        )
+    reader = {"npz": npz.read, "csv": csv_table.read, "images": images.read}[kind]
+    inputs, labels, classes = reader(source, where, path)
+    if source.augment is not None:
+        check_augmentable(inputs, where)
+    return Dataset(where, path, inputs, labels, classes, source.augment)
+
+
+def check_augmentable(inputs: dict[str, np.ndarray], where: str) -> None:
+    """Flips and crops move pixels: they need float image batches [N, C, H, W]."""
+    for name, array in inputs.items():
+        if array.ndim != 4 or not np.issubdtype(array.dtype, np.floating):
+            raise DataError(
+                f"{where}.augment: flips and crops need float images [N, C, H, W], but "
+                f"{name!r} is {array.dtype} {list(array.shape)}; remove augment"
+            )
+
+
+def class_index(names: list[str], classes: list[str] | None, where: str) -> tuple:
+    """Label numbers for class `names`: their place in `classes`, else in the sorted names."""
+    order = classes or sorted(set(names))
+    index = {name: i for i, name in enumerate(order)}
+    unknown = sorted(set(names) - index.keys())
+    if unknown:
+        raise DataError(
+            f"{where}.classes: {unknown[0]!r} is a class in the data but not in classes "
+            f"({', '.join(order)}); add it"
+        )
+    return np.array([index[n] for n in names], dtype=np.int64), order
+
+
+def check_same_classes(datasets: dict[str, Dataset]) -> None:
+    """Labels taken from names must mean the same class in every dataset."""
+    named = [(role, d.classes) for role, d in datasets.items() if d.classes is not None]
+    for role, classes in named[1:]:
+        first_role, first = named[0]
+        if classes != first:
+            raise DataError(
+                f"data.{role} has the classes {classes}, but data.{first_role} has {first}: "
+                "their label numbers would differ; list the same `classes` in both"
+            )

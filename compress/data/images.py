@@ -1,0 +1,65 @@
+"""Read a folder of images, one subfolder per class (`cat/1.png`, `dog/7.jpg`), with Pillow:
+each image resized and scaled to 0..1, then normalized per channel, into [N, C, H, W] float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.data import class_index
+from compress.errors import DataError
+
+if TYPE_CHECKING:
+    from compress.config import DataSource, ImageSpec
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def read(source: DataSource, where: str, folder: Path):
+    files = _image_files(folder, where)
+    if source.limit and source.limit < len(files):
+        # Files are sorted by class: take them evenly spread, so that every class is present.
+        files = [files[int(i)] for i in np.linspace(0, len(files) - 1, source.limit)]
+    names = [f.parent.name for f in files]
+    labels, classes = class_index(names, source.classes, where)
+    images = np.stack([_pixels(f, source.image, where) for f in files])
+    return {source.inputs[0]: _normalized(images, source.image)}, labels, classes
+
+
+def _image_files(folder: Path, where: str) -> list[Path]:
+    files = sorted(
+        f
+        for sub in folder.iterdir()
+        if sub.is_dir()
+        for f in sub.iterdir()
+        if f.suffix.lower() in SUFFIXES
+    )
+    if not files:
+        raise DataError(
+            f"{where}.path: {folder} holds no images in class subfolders; lay it out as "
+            "CLASS_NAME/IMAGE.png"
+        )
+    return files
+
+
+def _pixels(file: Path, spec: ImageSpec, where: str) -> np.ndarray:
+    """One image as float32 [C, H, W] in 0..1."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = spec.size
+    try:
+        with Image.open(file) as image:
+            image = image.convert("L" if spec.channels == 1 else "RGB")
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"{where}: cannot read the image {file} ({e}); fix or remove it") from None
+    return array[None] if spec.channels == 1 else array.transpose(2, 0, 1)
+
+
+def _normalized(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((images - mean) / std).astype(np.float32)

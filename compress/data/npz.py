@@ -1,0 +1,47 @@
+"""Read named arrays from an .npz file (numeric arrays only: pickled objects are refused)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.errors import DataError
+
+if TYPE_CHECKING:
+    from compress.config import DataSource
+
+
+def read(source: DataSource, where: str, path: Path):
+    """(inputs by name, labels or None, None): keys as the config names them."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(
+                f"{where}.path: {path} holds pickled objects, which are refused; "
+                "save plain numeric arrays with numpy.savez"
+            ) from None
+        raise DataError(f"{where}.path: {path} is not a readable .npz file: {e}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{where}.path: {path} is not a readable .npz file ({e})") from None
+    keys = [*source.inputs, *([source.labels] if source.labels else [])]
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{where}: key {missing[0]!r} is not in {path.name} (it has: "
+            f"{', '.join(sorted(arrays)) or 'nothing'})"
+        )
+    lengths = {k: len(arrays[k]) if arrays[k].ndim else 0 for k in keys}
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise DataError(
+            f"{where}: arrays in {path.name} must share a non-empty first (sample) "
+            f"dimension; got {lengths}"
+        )
+    limit = source.limit or len(arrays[keys[0]])
+    inputs = {k: arrays[k][:limit] for k in source.inputs}
+    labels = arrays[source.labels][:limit] if source.labels else None
+    return inputs, labels, None

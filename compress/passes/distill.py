@@ -1,0 +1,298 @@
+"""Knowledge distillation on the torch model: the student (the current model, e.g. a pruned one,
+or a smaller architecture declared in the YAML) learns to give the teacher's outputs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from compress.distillation import (
+    Teacher,
+    check_module_names,
+    distillation_loss,
+    example_batch,
+    feature_shapes,
+    output_shape,
+    projection,
+    tapped,
+    teacher_targets,
+)
+from compress.errors import ConfigError
+from compress.passes.base import PassParams, TorchPass
+from compress.passes.registry import register
+from compress.training import TrainParams, TrainResult, first_output, train
+
+if TYPE_CHECKING:
+    from compress.context import Context
+    from compress.measure.evaluate import Judge
+
+
+class TeacherModel(PassParams):
+    path: Path = Field(description="a saved model, relative to the config (any loadable format)")
+    arch: str | None = Field(default=None, description="its architecture, for a state_dict")
+    arch_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudentModel(PassParams):
+    arch: str = Field(description="'file.py:Factory' (relative to the config) or 'pkg.mod:Name'")
+    arch_args: dict[str, Any] = Field(default_factory=dict)
+
+
+def hookable_copy(loaded):
+    """A copy of a loaded torch model that training the student cannot change, whose layers run
+    as modules (a .pt2's are relifted) so that forward hooks see them."""
+    import warnings
+
+    from compress.editable import relift
+
+    module = loaded.callable()
+    if loaded.format == "exported_program":
+        module = relift(module)
+    with warnings.catch_warnings():  # torch deprecates a pytree class that the copy touches
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module).eval()
+
+
+@register("distill")
+class Distill(TorchPass):
+    """Train the model (or a smaller declared student) on a teacher's outputs: wins back accuracy.
+
+    Sample YAML:
+        - type: distill
+          epochs: 30
+          temperature: 4
+          alpha: 0.9
+          patience: 8
+    """
+
+    class Params(PassParams, TrainParams):
+        teacher: Path | TeacherModel | None = Field(
+            default=None, description="default: the model as loaded, before any pass"
+        )
+        student: StudentModel | None = Field(
+            default=None, description="default: the current model (e.g. the pruned one)"
+        )
+        temperature: float = Field(default=4.0, gt=0, description="T: softens both outputs")
+        alpha: float = Field(
+            default=0.9, ge=0, le=1, description="weight of the teacher's outputs vs the labels"
+        )
+        features: list[tuple[str, str]] = Field(
+            default_factory=list,
+            description="[teacher module, student module] pairs whose outputs are matched (MSE)",
+        )
+        feature_weight: float = Field(default=1.0, ge=0, description="weight of feature matching")
+
+    @property
+    def changes_input_model(self) -> bool:
+        return self.params.student is None
+
+    def check(self, config) -> None:
+        data = config.config.data
+        if data.train is None:
+            raise ConfigError(
+                f"{self.key} (distill): distillation trains on data.train; add data.train "
+                "(labels optional: without them it learns from the teacher alone)"
+            )
+        if self.params.patience and data.validation is None and data.eval is None:
+            raise ConfigError(
+                f"{self.key}.patience: early stopping watches the eval metric; add "
+                "data.validation (or data.eval), or remove patience"
+            )
+        held_out = data.validation or data.eval
+        top1 = config.config.report.metric == "top1"
+        if held_out is not None and top1 and not held_out.has_labels:
+            role = "validation" if data.validation else "eval"
+            raise ConfigError(
+                f"data.{role}: scoring distillation's epochs with top1 needs labels; add "
+                f"data.{role}.labels or set report.metric: agreement"
+            )
+
+    def check_module(self, module, ctx: Context) -> None:
+        """Load the teacher, build the student, and check they fit before any training."""
+        import torch
+
+        p, base_dir = self.params, ctx.config.base_dir
+        self._teacher = self._load_teacher(ctx)
+        self._student = None
+        if p.student is not None:
+            from compress.models import build_arch
+
+            torch.manual_seed(p.seed)  # the student's initial weights follow the seed
+            self._student = build_arch(
+                p.student.arch, p.student.arch_args, base_dir, f"{self.key}.student"
+            ).eval()
+        student = self._student if self._student is not None else module
+        batch = example_batch(ctx.datasets["train"])
+        want, got = output_shape(self._teacher_callable(), batch), output_shape(student, batch)
+        if want != got:
+            raise ConfigError(
+                f"{self.key}: the teacher's output {list(want)} does not match the student's "
+                f"{list(got)} on the same batch; distill between models with the same outputs "
+                "(same classes)"
+            )
+        if p.features:
+            self._check_features(student, batch)
+        self._judge = self._make_judge(ctx)
+
+    def model_after(self, module):
+        return self._student if self._student is not None else module
+
+    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
+        import torch
+
+        p, teacher, judge = self.params, self._teacher, self._judge
+        student = self._student if self._student is not None else model
+        labelled = ctx.datasets["train"].labels is not None
+        alpha = p.alpha if labelled else 1.0
+        before = judge.score_torch(student) if judge else None
+        pairs = [tuple(pair) for pair in p.features]
+        batch = example_batch(ctx.datasets["train"])
+        torch.manual_seed(p.seed)
+        projections = self._projections(student, batch)
+
+        targets = teacher_targets(teacher, [t for t, _ in pairs], ctx.datasets["train"])
+        with tapped(student, [s for _, s in pairs]) as student_out:
+
+            def step_loss(inputs, labels, index):
+                logits, teacher_out = targets(inputs, index)
+                loss = distillation_loss(
+                    first_output(student(*inputs)), logits, labels, p.temperature, alpha
+                )
+                for i, (t, s) in enumerate(pairs):
+                    matched = projections[str(i)](student_out[s])
+                    loss = loss + p.feature_weight * torch.nn.functional.mse_loss(
+                        matched, teacher_out[t]
+                    )
+                return loss
+
+            result = train(student, step_loss, p, ctx, "distill", projections, judge)
+        student.eval()
+        teacher_value = judge.score_outputs(teacher.outputs(judge.inputs)) if judge else None
+        return student, self._details(result, ctx, before, teacher_value, labelled)
+
+    def _load_teacher(self, ctx: Context) -> Teacher:
+        spec = self.params.teacher
+        if spec is None:
+            return Teacher(hookable_copy(ctx.loaded_model), "the model as loaded")
+        from compress.config import ModelSection
+        from compress.models import load_model
+
+        if isinstance(spec, Path):
+            spec = TeacherModel(path=spec)
+        key = f"{self.key}.teacher"
+        section = ModelSection(arch=spec.arch, arch_args=spec.arch_args)
+        loaded = load_model(
+            ctx.config.resolve(spec.path), section, ctx.config.base_dir, ctx.trust_pickle, key
+        )
+        if loaded.is_onnx:
+            return Teacher(None, spec.path.name, onnx_path=loaded.path)
+        return Teacher(hookable_copy(loaded), spec.path.name)
+
+    def _teacher_callable(self):
+        teacher = self._teacher
+        if teacher.is_onnx:
+            return lambda *batch: teacher.logits(list(batch))
+        return teacher.model
+
+    def _check_features(self, student, batch: list) -> None:
+        import torch
+
+        key = f"{self.key}.features"
+        if self._teacher.is_onnx:
+            raise ConfigError(
+                f"{key}: an ONNX teacher has no modules to match; give the teacher as a torch "
+                "model or remove features"
+            )
+        if isinstance(self._teacher.model, torch.jit.ScriptModule):
+            raise ConfigError(
+                f"{key}: a TorchScript teacher's modules cannot be hooked; give the teacher as a "
+                ".pt2 or a state_dict with arch, or remove features"
+            )
+        teacher_names = [t for t, _ in self.params.features]
+        student_names = [s for _, s in self.params.features]
+        check_module_names(self._teacher.model, teacher_names, "teacher", key)
+        check_module_names(student, student_names, "student", key)
+        self._projections(student, batch)  # raises when a pair's shapes cannot be matched
+
+    def _projections(self, student, batch: list):
+        """One learned projection per feature pair, from the student's width to the teacher's."""
+        import torch
+
+        pairs, key = self.params.features, f"{self.key}.features"
+        if not pairs:
+            return torch.nn.ModuleDict()
+        teacher_shapes = feature_shapes(
+            self._teacher.model, [t for t, _ in pairs], batch, "teacher", key
+        )
+        student_shapes = feature_shapes(student, [s for _, s in pairs], batch, "student", key)
+        return torch.nn.ModuleDict(
+            {
+                str(i): projection(s_shape, t_shape, f"{pair[0]} / {pair[1]}", key)
+                for i, (pair, s_shape, t_shape) in enumerate(
+                    zip(pairs, student_shapes, teacher_shapes, strict=True)
+                )
+            }
+        )
+
+    def _make_judge(self, ctx: Context) -> Judge | None:
+        """Scores the student every epoch on data.validation (else data.eval) with the report's
+        metric; agreement and cosine compare with the model as loaded, as the report does."""
+        from compress.measure.evaluate import Judge, torch_first_output
+
+        held_out = ctx.validation
+        if held_out is None:
+            return None
+        reference = torch_first_output(ctx.loaded_model.callable(), list(held_out.inputs.values()))
+        return Judge(reference, held_out, ctx.config.config.report.metric)
+
+    def _details(self, result: TrainResult, ctx, before, teacher_value, labelled) -> dict:
+        p, judge = self.params, self._judge
+        student = f"{p.student.arch} {p.student.arch_args}" if p.student else "the current model"
+        teacher = self._teacher.described
+        loss = (
+            f"alpha {p.alpha:g}, T {p.temperature:g}"
+            if labelled
+            else f"teacher only (data.train has no labels), T {p.temperature:g}"
+        )
+        if p.features:
+            loss += f", {len(p.features)} feature pair(s)"
+        reason = (
+            f"distilled {student} from {teacher} ({loss}): {result.epochs_run} epoch(s) in "
+            f"{result.seconds:.1f} s, {result.stopped}"
+        )
+        details: dict[str, Any] = {
+            "teacher": teacher,
+            "student": student,
+            "epochs_run": result.epochs_run,
+            "stopped": result.stopped,
+            "train_seconds": result.seconds,
+            "losses": [round(v, 6) for v in result.losses],
+        }
+        if judge is not None:
+            after = result.metrics[result.best_epoch - 1] if result.restored else result.metrics[-1]
+            gap = teacher_value - before
+            recovered = round((after - before) / gap, 4) if gap > 0 else None
+            where = "data.validation" if "validation" in ctx.datasets else "data.eval"
+            if result.restored:
+                reason += f", best epoch {result.best_epoch} kept"
+            reason += (
+                f"; {judge.metric} on {where} {before:.4f} -> {after:.4f} (teacher "
+                f"{teacher_value:.4f}"
+                + (f", {recovered:.0%} of the gap recovered)" if recovered is not None else ")")
+            )
+            if where == "data.eval":
+                reason += "; epochs were picked on data.eval, which the report also scores"
+            details["metric"] = {
+                "name": judge.metric,
+                "on": where,
+                "before": before,
+                "after": after,
+                "teacher": teacher_value,
+                "recovered": recovered,
+                "per_epoch": result.metrics,
+                "best_epoch": result.best_epoch,
+            }
+        return {"reason": reason, **details}
