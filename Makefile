@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/compress run sample_models/digits_cnn.pt2 -c configs/int8-static.yaml -o out/demo --force
+	$(BIN)/compress run sample_models/digits_cnn.pt2 -c configs/digits-prune-distill-int8.yaml -o out/demo --force
 
 test: install
 	$(BIN)/python -m pytest -q tests

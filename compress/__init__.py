@@ -5,3 +5,11 @@ so that listing passes or validating a config stays fast.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# torch's OpenMP threads spin while they wait for work. When the cores are shared (a CI runner,
+# `compress batch` jobs, a second process), spinning threads starve each other: an epoch of the
+# sample transformer took 4.2 s instead of 0.7 s with sleeping threads. Set before torch loads;
+# a value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

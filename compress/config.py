@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compress.errors import ConfigError
 from compress.passes.base import PassParams
@@ -116,13 +123,12 @@ class DataSection(Strict):
         "(default: data.eval, which the report then scores with a selection bias)",
     )
 
-    @model_validator(mode="after")
-    def _augment_train_only(self) -> DataSection:
-        for role in ("calibration", "eval", "validation"):
-            source = getattr(self, role)
-            if source is not None and source.augment is not None:
-                raise ValueError(f"{role}.augment: only data.train is augmented; remove it")
-        return self
+    @field_validator("calibration", "eval", "validation")
+    @classmethod
+    def _augment_train_only(cls, source: DataSource | None) -> DataSource | None:
+        if source is not None and source.augment is not None:
+            raise ValueError("only data.train is augmented; remove augment")
+        return source
 
 
 class ExportSection(Strict):

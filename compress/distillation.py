@@ -3,7 +3,7 @@ in ONNX Runtime), forward hooks that tap named modules' outputs for feature matc
 projections where the student's features are narrower or wider, and the loss
 
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels)
-    + feature_weight * sum of MSE(projection(student feature), teacher feature)
+    + feature_weight * sum of MSE(projection(student feature), teacher feature) / mean(teacher^2)
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ class Teacher:
             from compress.measure.runtime import open_session
 
             self._session = open_session(onnx_path, threads=1)
-        else:
-            for weight in model.parameters():
-                weight.requires_grad_(False)
 
     @property
     def is_onnx(self) -> bool:
@@ -179,6 +176,15 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
     if labels is None or alpha == 1:
         return soft
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def feature_loss(student_feature, teacher_feature):
+    """MSE relative to the teacher feature's mean square: 1 for a student that outputs zeros,
+    whatever the feature's scale, so one `feature_weight` fits any pair of modules."""
+    import torch.nn.functional as F
+
+    scale = teacher_feature.pow(2).mean().clamp(min=1e-12)
+    return F.mse_loss(student_feature, teacher_feature) / scale
 
 
 def _classes_last(logits):

@@ -75,13 +75,44 @@ def test_static_int8_on_the_transformer_keeps_the_softmax_path_in_float(tmp_path
     assert "kept in float: " in (out / "report.md").read_text()
 
 
-def test_demo_recipe_shrinks_the_cnn_without_losing_accuracy(tmp_path):
-    config = CONFIGS / "int8-static.yaml"
-    result = invoke("run", model_for(config), "-c", config, "-o", tmp_path / "o", "--json")
+def test_demo_recipe_prunes_distills_and_quantizes_within_half_a_point(tmp_path_factory):
+    demo = re.search(r"-c (configs/\S+)", (ROOT / "Makefile").read_text().split("demo:")[1])
+    assert demo and demo.group(1) == "configs/digits-prune-distill-int8.yaml"
+    result, _ = recipe_report(CONFIGS / "digits-prune-distill-int8.yaml", tmp_path_factory)
     report = json.loads(result.stdout)
-    baseline, final = report["stages"][0], report["stages"][-1]
-    assert [s["name"] for s in report["stages"]] == ["baseline", "quantize.static"]
-    assert report["summary"]["size_ratio"] >= 3
-    assert baseline["metric"]["value"] >= 0.97
+    names = [s["name"] for s in report["stages"]]
+    assert names == ["baseline", "prune.channels", "distill", "quantize.static"]
+    top1 = [s["metric"]["value"] for s in report["stages"]]
+    assert top1[1] < top1[0] - 0.2  # pruning alone costs accuracy ...
+    assert top1[0] - top1[3] <= 0.005  # ... which distillation wins back, through int8 too
+    assert report["summary"]["size_ratio"] >= 10
+    assert report["stages"][0]["macs"] / report["stages"][3]["macs"] > 3.5
+    distill = report["stages"][2]["details"]
+    assert distill["metric"]["on"] == "data.validation" and distill["epochs_run"] >= 1
+
+
+def test_transformer_student_is_smaller_and_runs(tmp_path_factory):
+    import numpy as np
+
+    from compress.measure.runtime import open_session
+
+    result, out = recipe_report(CONFIGS / "text-distill-student.yaml", tmp_path_factory)
+    report = json.loads(result.stdout)
+    baseline, student, final = report["stages"]
+    assert "TextTransformer" in student["details"]["student"]
+    assert student["params"] < baseline["params"] / 5
+    assert student["details"]["metric"]["before"] < 0.3  # it started from initial weights
+    assert baseline["metric"]["value"] - final["metric"]["value"] <= 0.03
+    text = np.load(CONFIGS.parent / "sample_models" / "text_eval.npz")
+    session = open_session(out / "model.onnx", threads=1)
+    feeds = {"input_ids": text["input_ids"][:5], "attention_mask": text["attention_mask"][:5]}
+    assert session.run(None, feeds)[0].shape == (5, 10)
+
+
+def test_static_int8_stores_the_same_weights_in_a_quarter_of_the_bytes(tmp_path_factory):
+    result, _ = recipe_report(CONFIGS / "int8-static.yaml", tmp_path_factory)
+    report = json.loads(result.stdout)
+    baseline, final = report["stages"]
+    assert final["name"] == "quantize.static" and report["summary"]["size_ratio"] >= 3
     assert baseline["metric"]["value"] - final["metric"]["value"] <= 0.01
     assert final["params"] == baseline["params"]  # same weights, stored in int8

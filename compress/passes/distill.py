@@ -14,6 +14,7 @@ from compress.distillation import (
     check_module_names,
     distillation_loss,
     example_batch,
+    feature_loss,
     feature_shapes,
     output_shape,
     projection,
@@ -81,7 +82,8 @@ class Distill(TorchPass):
         )
         features: list[tuple[str, str]] = Field(
             default_factory=list,
-            description="[teacher module, student module] pairs whose outputs are matched (MSE)",
+            description="[teacher module, student module] pairs whose outputs are matched: MSE "
+            "relative to the teacher's, through a learned projection where widths differ",
         )
         feature_weight: float = Field(default=1.0, ge=0, description="weight of feature matching")
 
@@ -163,9 +165,7 @@ class Distill(TorchPass):
                 )
                 for i, (t, s) in enumerate(pairs):
                     matched = projections[str(i)](student_out[s])
-                    loss = loss + p.feature_weight * torch.nn.functional.mse_loss(
-                        matched, teacher_out[t]
-                    )
+                    loss = loss + p.feature_weight * feature_loss(matched, teacher_out[t])
                 return loss
 
             result = train(student, step_loss, p, ctx, "distill", projections, judge)
