@@ -122,6 +122,16 @@ def test_a_teacher_from_a_file_in_another_format(tmp_path, teacher):
     assert details["metric"]["after"] > details["metric"]["before"] + 0.2
 
 
+def test_without_labels_the_student_learns_from_the_teacher_alone(tmp_path):
+    text = PRUNE_THEN_DISTILL.format(distill="epochs: 3, lr: 0.005").replace(
+        ", labels: y, limit", ", limit"
+    )
+    report = run(CNN, write_config(tmp_path, text), tmp_path / "out")
+    details = report["stages"][2]["details"]
+    assert "teacher only (data.train has no labels)" in details["reason"]
+    assert details["metric"]["after"] > details["metric"]["before"] + 0.2
+
+
 EVAL_ONLY = (
     "data: {eval: {path: digits_eval.npz, inputs: [x], labels: y}}\n"
     "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}\n"
