@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -14,6 +16,7 @@ def _parameters(cls) -> list[dict]:
     for name, field in cls.Params.model_fields.items():
         annotation = field.annotation
         annotation = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+        annotation = re.sub(r"\b(?:[a-z_]\w*\.)+(\w+)", r"\1", annotation)  # pathlib.Path: Path
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         rows.append(
             {
@@ -46,10 +49,10 @@ def passes(json_output: bool = typer.Option(False, "--json", help="Print JSON.")
         for column in ("parameter", "type", "default", "description"):
             table.add_column(column)
         for p in info["params"]:
-            table.add_row(
+            table.add_row(  # descriptions and types hold brackets that are not markup
                 p["name"],
-                p["type"],
-                "required" if p["required"] else repr(p["default"]),
-                p["description"],
+                escape(p["type"]),
+                "required" if p["required"] else escape(repr(p["default"])),
+                escape(p["description"]),
             )
         console.print(table)

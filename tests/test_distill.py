@@ -236,3 +236,13 @@ def test_progress_on_a_terminal_is_a_bar_with_loss_and_metric(tmp_path):
     assert process.wait() == 0
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))  # no colours
     assert re.search(r"distill ━*[╸╺]?━* +\d+/\d+ epoch \d+/12, loss [\d.]+, top1 [\d.]+", text)
+
+
+def test_compress_passes_lists_what_distillation_takes_first():
+    from tests.conftest import invoke
+
+    listed = json.loads(invoke("passes", "--json").stdout)["distill"]["params"]
+    assert [p["name"] for p in listed][:3] == ["teacher", "student", "temperature"]
+    assert listed[0]["type"] == "Path | TeacherModel | None"  # no module paths
+    table = invoke("passes").stdout
+    assert "[teacher module, student module] pairs" in table  # brackets are not rich markup

@@ -57,6 +57,27 @@ def hookable_copy(loaded):
         return copy.deepcopy(module).eval()
 
 
+class DistillSettings(PassParams):
+    """What distillation learns from and how the loss weighs it (training settings follow)."""
+
+    teacher: Path | TeacherModel | None = Field(
+        default=None, description="default: the model as loaded, before any pass"
+    )
+    student: StudentModel | None = Field(
+        default=None, description="default: the current model (e.g. the pruned one)"
+    )
+    temperature: float = Field(default=4.0, gt=0, description="T: softens both outputs")
+    alpha: float = Field(
+        default=0.9, ge=0, le=1, description="weight of the teacher's outputs vs the labels"
+    )
+    features: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="[teacher module, student module] pairs whose outputs are matched: MSE "
+        "relative to the teacher's, through a learned projection where widths differ",
+    )
+    feature_weight: float = Field(default=1.0, ge=0, description="weight of feature matching")
+
+
 @register("distill")
 class Distill(TorchPass):
     """Train the model (or a smaller declared student) on a teacher's outputs: wins back accuracy.
@@ -69,23 +90,8 @@ class Distill(TorchPass):
           patience: 8
     """
 
-    class Params(PassParams, TrainParams):
-        teacher: Path | TeacherModel | None = Field(
-            default=None, description="default: the model as loaded, before any pass"
-        )
-        student: StudentModel | None = Field(
-            default=None, description="default: the current model (e.g. the pruned one)"
-        )
-        temperature: float = Field(default=4.0, gt=0, description="T: softens both outputs")
-        alpha: float = Field(
-            default=0.9, ge=0, le=1, description="weight of the teacher's outputs vs the labels"
-        )
-        features: list[tuple[str, str]] = Field(
-            default_factory=list,
-            description="[teacher module, student module] pairs whose outputs are matched: MSE "
-            "relative to the teacher's, through a learned projection where widths differ",
-        )
-        feature_weight: float = Field(default=1.0, ge=0, description="weight of feature matching")
+    class Params(TrainParams, DistillSettings):  # teacher, student and loss first
+        pass
 
     @property
     def changes_input_model(self) -> bool:
