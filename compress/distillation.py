@@ -67,6 +67,36 @@ class Teacher:
         return torch_first_output(self.model, inputs)
 
 
+def hookable_copy(loaded):
+    """A copy of a loaded torch model that training the student cannot change, whose layers run
+    as modules (a .pt2's are relifted) so that forward hooks see them."""
+    import copy
+    import warnings
+
+    from compress.editable import relift
+
+    module = loaded.callable()
+    if loaded.format == "exported_program":
+        module = relift(module)
+    with warnings.catch_warnings():  # torch deprecates a pytree class that the copy touches
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module).eval()
+
+
+def load_teacher(path: Path, arch: str | None, arch_args: dict, ctx, key: str) -> Teacher:
+    """A teacher from a file in any format the loader takes (`key` names it in messages)."""
+    from compress.config import ModelSection
+    from compress.models import load_model
+
+    section = ModelSection(arch=arch, arch_args=arch_args)
+    loaded = load_model(
+        ctx.config.resolve(path), section, ctx.config.base_dir, ctx.trust_pickle, key
+    )
+    if loaded.is_onnx:
+        return Teacher(None, path.name, onnx_path=loaded.path)
+    return Teacher(hookable_copy(loaded), path.name)
+
+
 def teacher_targets(teacher: Teacher, names: list[str], dataset) -> Callable:
     """(batch, sample indices) -> the teacher's (logits, features) for that batch. Without
     augmentation the same samples come back every epoch, so the teacher runs once over the train

@@ -3,7 +3,6 @@ or a smaller architecture declared in the YAML) learns to give the teacher's out
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,8 @@ from compress.distillation import (
     example_batch,
     feature_loss,
     feature_shapes,
+    hookable_copy,
+    load_teacher,
     output_shape,
     projection,
     tapped,
@@ -40,21 +41,6 @@ class TeacherModel(PassParams):
 class StudentModel(PassParams):
     arch: str = Field(description="'file.py:Factory' (relative to the config) or 'pkg.mod:Name'")
     arch_args: dict[str, Any] = Field(default_factory=dict)
-
-
-def hookable_copy(loaded):
-    """A copy of a loaded torch model that training the student cannot change, whose layers run
-    as modules (a .pt2's are relifted) so that forward hooks see them."""
-    import warnings
-
-    from compress.editable import relift
-
-    module = loaded.callable()
-    if loaded.format == "exported_program":
-        module = relift(module)
-    with warnings.catch_warnings():  # torch deprecates a pytree class that the copy touches
-        warnings.simplefilter("ignore", FutureWarning)
-        return copy.deepcopy(module).eval()
 
 
 class DistillSettings(PassParams):
@@ -183,19 +169,9 @@ class Distill(TorchPass):
         spec = self.params.teacher
         if spec is None:
             return Teacher(hookable_copy(ctx.loaded_model), "the model as loaded")
-        from compress.config import ModelSection
-        from compress.models import load_model
-
         if isinstance(spec, Path):
             spec = TeacherModel(path=spec)
-        key = f"{self.key}.teacher"
-        section = ModelSection(arch=spec.arch, arch_args=spec.arch_args)
-        loaded = load_model(
-            ctx.config.resolve(spec.path), section, ctx.config.base_dir, ctx.trust_pickle, key
-        )
-        if loaded.is_onnx:
-            return Teacher(None, spec.path.name, onnx_path=loaded.path)
-        return Teacher(hookable_copy(loaded), spec.path.name)
+        return load_teacher(spec.path, spec.arch, spec.arch_args, ctx, f"{self.key}.teacher")
 
     def _teacher_callable(self):
         teacher = self._teacher
