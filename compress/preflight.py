@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,10 @@ def prepare(
     trust_pickle: bool,
     log: Callable[[str], None],
     show_progress: bool = False,
+    overrides: Sequence[str] = (),
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
     passes = build_passes(config, model.path.name if model.is_onnx else None)
     check_metric(config)
