@@ -42,7 +42,12 @@ def test_recipe_runs(tmp_path_factory, config):
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
     # Timing gates depend on the machine; the benchmark checks speed, tests check the rest.
     assert not [name for name in failed if name != "min_speedup"], report["gates"]
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.onnx",
+        "report.html",
+        "report.json",
+        "report.md",
+    ]
     assert json.loads((out / "report.json").read_text()) == report
 
 
