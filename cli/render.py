@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich import box
@@ -10,13 +11,33 @@ from rich.table import Table
 
 from compress.report import fmt_value, stage_notes, table_rows
 
+REPORT_WIDTH = 120
+
+
+def stdout_console() -> Console:
+    """Logs and pipes get a width that fits every column (rich assumes 80 off a terminal)."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
+
 
 def report_table(report: dict[str, Any]) -> Table:
     headers, rows = table_rows(report)
-    table = Table(title="compression report", title_justify="left", box=box.SIMPLE_HEAD)
+    return _table("compression report", headers, rows)
+
+
+def comparison_table(comparison: dict[str, Any]) -> Table:
+    from compress.compare import comparison_rows
+
+    headers, rows = comparison_rows(comparison)
+    return _table("compression reports compared", headers, rows)
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    """The first column (stage names, or figure names) is never cut short; the others align
+    right."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     widest_stage = max(len(row[0]) for row in rows)
     for header in headers:
-        if header == "stage":  # stage names are never cut short
+        if header == headers[0]:
             table.add_column(header, no_wrap=True, min_width=widest_stage)
         else:
             table.add_column(header, justify="right", no_wrap=True)
