@@ -36,8 +36,8 @@ def test_overrides_set_values_lists_and_new_sections(tmp_path, cnn_config):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("passes[0].per_channel=maybe", "passes[0].per_channel: Input should be a valid boolean, unable to interpret input "
-         "(from --set passes[0].per_channel=maybe)"),
+        ("passes[0].per_channel=maybe", "passes[0].per_channel: Input should be a valid boolean, "
+         "unable to interpret input (from --set passes[0].per_channel=maybe)"),
         ("gates.min_sped=2", "gates.min_sped: unknown key; remove it or check its spelling "
          "(from --set gates.min_sped=2)"),
         ("report.batch_sizes=[0]", "report.batch_sizes[0]: Input should be greater than or equal "
