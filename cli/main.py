@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import passes, report, run, validate
+from cli import passes, report, run, schema, validate
 
 app = typer.Typer(
     name="compress",
@@ -17,6 +17,7 @@ app.command("run")(run.run)
 app.command("validate")(validate.validate)
 app.command("passes")(passes.passes)
 app.command("report")(report.report)
+app.command("schema")(schema.schema)
 
 
 def _version(value: bool) -> None:
