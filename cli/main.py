@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import passes, report, run, schema, validate
+from cli import bench, passes, report, run, schema, validate
 
 app = typer.Typer(
     name="compress",
@@ -18,6 +18,7 @@ app.command("validate")(validate.validate)
 app.command("passes")(passes.passes)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
+app.command("bench")(bench.bench)
 
 
 def _version(value: bool) -> None:

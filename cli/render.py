@@ -46,6 +46,24 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
+def print_bench(measured: dict[str, Any], console: Console) -> None:
+    """What `compress bench` measured: latency per batch size, the footprint, the settings."""
+    from compress.report import human_count, measured_with
+
+    table = Table(title=measured["model"], title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("batch", "p50 ms", "p90 ms", "p99 ms", "runs", "settled"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for batch, figures in measured["latency_ms"].items():
+        cells = [f"{figures[p]:.3f}" for p in ("p50", "p90", "p99")]
+        table.add_row(batch, *cells, str(figures["runs"]), "yes" if figures["stable"] else "no")
+    console.print(table)
+    console.print(
+        f"size {measured['size_bytes'] / 1024:.1f} KB (gzipped {measured['gzip_bytes'] / 1024:.1f}"
+        f" KB)  params {human_count(measured['params'])}  MACs {human_count(measured['macs'])}",
+    )
+    console.print(measured_with(measured) + ".", markup=False)
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(report_table(report))
     s = report["summary"]

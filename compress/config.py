@@ -183,13 +183,18 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> LoadedConfig
     """Read and validate a YAML config as a whole, with `--set KEY=VALUE` `overrides` applied
     first; ConfigError names every problem found."""
     path = Path(path)
-    parsed = [parse_override(text) for text in overrides]
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
+    return parse_config(text, path, overrides)
+
+
+def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> LoadedConfig:
+    """Validate config `text` as if read from `path` (its folder anchors relative paths)."""
+    parsed = [parse_override(override) for override in overrides]
     try:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)

@@ -134,6 +134,15 @@ def check_program_batch(model: LoadedModel) -> None:
         )
 
 
+def check_onnx_data_fits(path: Path, ctx: Context) -> None:
+    """check_data_fits for an ONNX file; the message lists the inputs the graph declares."""
+    from compress.measure.runtime import open_session, run_batched
+
+    session = open_session(path, threads=1)
+    declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
+    check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
+
+
 def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
     """Run two samples of every dataset through the model, so that data of the wrong shape is
     refused as bad input before anything is exported or quantized."""

@@ -245,19 +245,25 @@ def candidates_table(stage: dict[str, Any], metric: str) -> list[str]:
 
 
 def measured_with(report: dict[str, Any]) -> str:
-    """One sentence on how and where the figures were measured (for a re-measure to match)."""
+    """How and where the figures were measured (for a re-measure to match), without a full
+    stop; `report` is a report or what `compress bench` measured."""
     env, latency = report["environment"], report.get("latency")
     cores = f" ({env['cpu_count']} cores)" if env.get("cpu_count") else ""
     text = f"Measured with ONNX Runtime {env['onnxruntime']} on {env['cpu']}{cores}, "
     text += f"{env['threads']} thread(s)"
     text += f", seed {env['seed']}" if "seed" in env else ""
     if latency:
+        source = latency["input"]
+        source = (
+            "ones shaped like model.inputs" if source == "model.inputs" else f"{source} samples"
+        )
+        same = ", the same for every stage" if "stages" in report else ""
         text += (
             f"; latency after {latency['warmup_runs']} warm-up runs, until each p50 is known "
             f"within ±{latency['stable_within']:.0%} or {latency['max_seconds']:g} s per batch "
-            f"size, on the same {latency['input']} samples for every stage"
+            f"size, on {source}{same}"
         )
-    return text + "; p50/p90/p99 in report.json."
+    return text
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -284,5 +290,5 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += (
         ["", *(f"> **Warning:** {w}" for w in report["warnings"])] if report["warnings"] else []
     )
-    lines += ["", measured_with(report), ""]
+    lines += ["", measured_with(report) + "; p50/p90/p99 in report.json.", ""]
     return "\n".join(lines) + "\n"

@@ -125,7 +125,7 @@ def report_body(report: dict[str, Any], heading: int = 2) -> str:
     if report["warnings"]:
         warnings = "".join(f'<p class="warning">{escape(w)}</p>' for w in report["warnings"])
         parts.append(f"<{h}>Warnings</{h}>{warnings}")
-    parts.append(f"<{h}>Measured with</{h}><p>{escape(measured_with(report))}</p>")
+    parts.append(f"<{h}>Measured with</{h}><p>{escape(measured_with(report))}.</p>")
     facts = html_table(["environment", ""], [[k, str(v)] for k, v in environment(report)])
     parts.append(facts.replace("<table>", '<table class="facts">', 1))
     return "".join(parts)
