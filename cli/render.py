@@ -10,13 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.report import fmt_value, stage_notes, table_rows
+from compress.terminal import color_system
 
 REPORT_WIDTH = 120
 
 
 def stdout_console() -> Console:
     """Logs and pipes get a width that fits every column (rich assumes 80 off a terminal)."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
+    width = None if sys.stdout.isatty() else REPORT_WIDTH
+    return Console(highlight=False, width=width, color_system=color_system())
 
 
 def report_table(report: dict[str, Any]) -> Table:

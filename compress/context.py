@@ -12,6 +12,7 @@ import numpy as np
 from compress.config import LoadedConfig
 from compress.data import Dataset, load_dataset
 from compress.errors import ConfigError, DataError
+from compress.terminal import animations
 
 DTYPES = {
     "float32": np.float32,
@@ -32,12 +33,12 @@ class Context:
     input_names: list[str]
     workdir: Path
     log: Callable[[str], None] = field(default=lambda message: None)
-    show_progress: bool = False  # progress bars on stderr (only drawn on a terminal)
+    show_progress: bool = False  # progress bars on stderr (drawn only where animations() allow)
 
     @contextlib.contextmanager
     def progress(self, what: str, total: int) -> Iterator[Callable[[], None]]:
         """A progress bar for `total` steps; yields the function that advances it by one."""
-        if not self.show_progress:
+        if not self.show_progress or not animations():  # plain output: no bar at all
             yield lambda: None
             return
         from rich.console import Console
