@@ -116,22 +116,14 @@ def _bar(bar: Bar, series: int, y: float, scale: _Scale) -> str:
         low, high = scale(bar.low), scale(bar.high)
         parts.append(
             f'<line class="spread" x1="{low:.1f}" x2="{high:.1f}" y1="{middle}" y2="{middle}"/>'
-            f'<line class="spread" x1="{high:.1f}" x2="{high:.1f}" y1="{y + 3}" '
-            f'y2="{y + BAR_HEIGHT - 3}"/>'
+            + _vline("spread", high, y + 3, y + BAR_HEIGHT - 3)
         )
         if bar.tick is not None:
-            tick = scale(bar.tick)
-            parts.append(
-                f'<line class="spread" x1="{tick:.1f}" x2="{tick:.1f}" y1="{y + 5}" '
-                f'y2="{y + BAR_HEIGHT - 5}"/>'
-            )
+            parts.append(_vline("spread", scale(bar.tick), y + 5, y + BAR_HEIGHT - 5))
         text_x = max(text_x, high)
     if bar.marker is not None:
         mark = scale(bar.marker)
-        parts.append(
-            f'<line class="limit" x1="{mark:.1f}" x2="{mark:.1f}" y1="{y - 4}" '
-            f'y2="{y + BAR_HEIGHT + 4}"/>'
-        )
+        parts.append(_vline("limit", mark, y - 4, y + BAR_HEIGHT + 4))
         text_x = max(text_x, mark)
     parts.append(
         f'<text class="value" x="{text_x + 5:.1f}" y="{middle:.1f}" '
@@ -146,11 +138,15 @@ def _axis(scale: _Scale, top: float, bottom: float, unit: str) -> str:
         value = scale.maximum * fraction
         x = scale(value)
         parts.append(
-            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{bottom}"/>'
-            f'<text class="axis" x="{x:.1f}" y="{bottom + 14}" text-anchor="middle">'
+            _vline("grid", x, top - 4, bottom)
+            + f'<text class="axis" x="{x:.1f}" y="{bottom + 14}" text-anchor="middle">'
             f"{_short(value)}{' ' + escape(unit) if fraction == 1 and unit else ''}</text>"
         )
     return "".join(parts)
+
+
+def _vline(css: str, x: float, top: float, bottom: float) -> str:
+    return f'<line class="{css}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}"/>'
 
 
 def _short(value: float) -> str:
