@@ -74,7 +74,7 @@ def _interleaved(sessions: dict, arrays: list[np.ndarray], settings: ReportSecti
     times: dict[str, list[float]] = {name: [] for name in sessions}
     per_round_runs = max(1, settings.min_runs // ROUNDS)
     per_round_seconds = settings.min_seconds / ROUNDS
-    started, rounds = time.perf_counter(), 0
+    sampling_began, rounds = time.perf_counter(), 0
     while True:
         for name, session in sessions.items():
             started = time.perf_counter()
@@ -89,7 +89,7 @@ def _interleaved(sessions: dict, arrays: list[np.ndarray], settings: ReportSecti
             continue
         if all(median_is_stable(ms, settings.stable_within) for ms in times.values()):
             return times, True
-        if time.perf_counter() - started >= settings.max_seconds:
+        if time.perf_counter() - sampling_began >= settings.max_seconds:
             return times, False
 
 
