@@ -21,8 +21,11 @@ def bench(
     json_output: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Measure MODEL's latency (p50/p90/p99 per batch size), size, params and MACs with the
-    latency settings of CONFIG (or the defaults), to check a figure of a report."""
+    """Measure one ONNX file as compress run measures a stage, to check a report's figure.
+
+    Latency (p50/p90/p99 per batch size), size, params and MACs, with the latency settings and
+    samples of CONFIG (or the defaults and ones shaped like the inputs).
+    """
     with reported_errors(debug):
         from compress.remeasure import bench_onnx
 

@@ -16,8 +16,11 @@ def init(
     force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Write a commented starter config for MODEL, with its inputs where the model tells them
-    (ONNX, .pt2); TODO comments say what to fill in where it does not."""
+    """Write a commented starter config for MODEL.
+
+    Its inputs are read from the model where it tells them (ONNX, .pt2); TODO comments say what
+    to fill in where it does not.
+    """
     with reported_errors(debug):
         from compress.errors import OutputDirError
         from compress.outdir import check_writable, write_atomically

@@ -35,8 +35,11 @@ def report(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE instead of stdout."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Render one report, or compare several (same model and different recipes, or one recipe
-    across models): each run's final stage against its own baseline."""
+    """Render one report again, or compare several side by side.
+
+    Same model and different recipes, or one recipe across models: each run's final stage
+    against its own baseline.
+    """
     with reported_errors(debug):
         from cli.render import stdout_console
         from compress.compare import load_report, report_names

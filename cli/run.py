@@ -30,8 +30,11 @@ def run(
         False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
     ),
 ) -> None:
-    """Compress MODEL with the passes in CONFIG; write OUT/model.onnx and report.json, .md and
-    .html. With GITHUB_STEP_SUMMARY set, the Markdown report is appended to that file."""
+    """Compress MODEL with the passes in CONFIG; write OUT/model.onnx and the reports.
+
+    The reports are OUT/report.json, report.md and report.html. With GITHUB_STEP_SUMMARY set,
+    the Markdown report is appended to that file.
+    """
     with reported_errors(debug):
         from compress.outdir import check_writable
         from compress.pipeline import run as run_job

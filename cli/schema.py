@@ -8,7 +8,7 @@ import typer
 
 
 def schema() -> None:
-    """Print the config's JSON Schema (every registered pass with its parameters).
+    """Print the config's JSON Schema, every registered pass with its parameters.
 
     Save it and point your editor at it, e.g. a first line in the YAML file:
     `# yaml-language-server: $schema=compress.schema.json`.
