@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 
 from compress.errors import EXIT_FAILED, CompressError, first_line
+from compress.terminal import color_system
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, color_system=color_system())
 
 
 @contextlib.contextmanager

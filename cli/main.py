@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import passes, run, validate
+from cli import bench, init, passes, report, run, schema, validate
 
 app = typer.Typer(
     name="compress",
@@ -16,6 +16,10 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.command("validate")(validate.validate)
 app.command("passes")(passes.passes)
+app.command("report")(report.report)
+app.command("schema")(schema.schema)
+app.command("bench")(bench.bench)
+app.command("init")(init.init)
 
 
 def _version(value: bool) -> None:

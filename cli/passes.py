@@ -33,6 +33,7 @@ def _parameters(cls) -> list[dict]:
 def passes(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List every pass with its parameters, types and defaults."""
     from compress.passes.registry import all_passes
+    from compress.terminal import color_system
 
     found = {
         name: {"stage": cls.stage, "summary": cls.summary(), "params": _parameters(cls)}
@@ -41,7 +42,7 @@ def passes(json_output: bool = typer.Option(False, "--json", help="Print JSON.")
     if json_output:
         typer.echo(json.dumps(found, indent=2, default=str))
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, color_system=color_system())
     for name, info in found.items():
         table = Table(
             title=f"{name}  [dim]({info['stage']} stage)[/] {info['summary']}", title_justify="left"

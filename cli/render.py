@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich import box
@@ -9,20 +10,60 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.report import fmt_value, stage_notes, table_rows
+from compress.terminal import color_system
+
+REPORT_WIDTH = 120
+
+
+def stdout_console() -> Console:
+    """Logs and pipes get a width that fits every column (rich assumes 80 off a terminal)."""
+    width = None if sys.stdout.isatty() else REPORT_WIDTH
+    return Console(highlight=False, width=width, color_system=color_system())
 
 
 def report_table(report: dict[str, Any]) -> Table:
     headers, rows = table_rows(report)
-    table = Table(title="compression report", title_justify="left", box=box.SIMPLE_HEAD)
+    return _table("compression report", headers, rows)
+
+
+def comparison_table(comparison: dict[str, Any]) -> Table:
+    from compress.compare import comparison_rows
+
+    headers, rows = comparison_rows(comparison)
+    return _table("compression reports compared", headers, rows)
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    """The first column (stage names, or figure names) is never cut short; the others align
+    right."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     widest_stage = max(len(row[0]) for row in rows)
     for header in headers:
-        if header == "stage":  # stage names are never cut short
+        if header == headers[0]:
             table.add_column(header, no_wrap=True, min_width=widest_stage)
         else:
             table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def print_bench(measured: dict[str, Any], console: Console) -> None:
+    """What `compress bench` measured: latency per batch size, the footprint, the settings."""
+    from compress.report import human_count, measured_with
+
+    table = Table(title=measured["model"], title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("batch", "p50 ms", "p90 ms", "p99 ms", "runs", "settled"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for batch, figures in measured["latency_ms"].items():
+        cells = [f"{figures[p]:.3f}" for p in ("p50", "p90", "p99")]
+        table.add_row(batch, *cells, str(figures["runs"]), "yes" if figures["stable"] else "no")
+    console.print(table)
+    console.print(
+        f"size {measured['size_bytes'] / 1024:.1f} KB (gzipped {measured['gzip_bytes'] / 1024:.1f}"
+        f" KB)  params {human_count(measured['params'])}  MACs {human_count(measured['macs'])}",
+    )
+    console.print(measured_with(measured) + ".", markup=False)
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:

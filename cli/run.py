@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
 
 from cli.errors import reported_errors, stderr
+from cli.options import Overrides
 from compress.errors import EXIT_GATE_FAILED
-
-REPORT_WIDTH = 120
 
 
 def run(
     model: Path = typer.Argument(..., help="Saved model: TorchScript, .pt2, state_dict or ONNX."),
     config: Path = typer.Option(..., "--config", "-c", help="The YAML recipe."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (must be empty)."),
+    overrides: Overrides = None,
+    junit: Path | None = typer.Option(
+        None, "--junit", help="Also write the gates as JUnit XML test cases to this file."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace results in a non-empty folder."),
     json_output: bool = typer.Option(False, "--json", help="Print only the report JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
@@ -26,24 +30,33 @@ def run(
         False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
     ),
 ) -> None:
-    """Compress MODEL with the passes in CONFIG; write OUT/model.onnx, report.json, report.md."""
+    """Compress MODEL with the passes in CONFIG; write OUT/model.onnx and the reports.
+
+    The reports are OUT/report.json, report.md and report.html. With GITHUB_STEP_SUMMARY set,
+    the Markdown report is appended to that file.
+    """
     with reported_errors(debug):
+        from compress.outdir import check_writable
         from compress.pipeline import run as run_job
         from compress.report import to_json
+
+        if junit is not None:
+            check_writable(junit, "--junit")
 
         def log(message: str) -> None:
             if not quiet:
                 stderr.print(f"[dim]·[/] {message}", highlight=False)
 
-        report = run_job(model, config, out, force, trust_pickle, log, show_progress=not quiet)
+        report = run_job(
+            model, config, out, force, trust_pickle, log, not quiet, overrides=overrides or ()
+        )
+        _write_for_ci(report, junit)
     if json_output:
         sys.stdout.write(to_json(report))
     else:
-        from cli.render import print_report
+        from cli.render import print_report, stdout_console
 
-        # Logs and pipes get a width that fits every column (rich assumes 80 off a terminal).
-        width = None if sys.stdout.isatty() else REPORT_WIDTH
-        print_report(report, Console(highlight=False, width=width))
+        print_report(report, stdout_console())
     for warning in report["warnings"]:
         stderr.print(f"warning: {warning}", markup=False)
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
@@ -52,3 +65,19 @@ def run(
             f"error: gate failed: {', '.join(failed)} (outputs written to {out})", markup=False
         )
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _write_for_ci(report: dict[str, Any], junit: Path | None) -> None:
+    """The gates as JUnit XML, and the Markdown report appended to a GitHub job summary."""
+    from compress.ci import append_step_summary, junit_xml
+    from compress.outdir import write_atomically
+    from compress.report import to_markdown
+
+    if junit is not None:
+        write_atomically(junit, junit_xml(report))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            append_step_summary(Path(summary), to_markdown(report))
+        except OSError as e:  # the run itself succeeded; the summary is a courtesy
+            stderr.print(f"warning: cannot append to GITHUB_STEP_SUMMARY: {e}", markup=False)

@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from cli.errors import reported_errors
+from cli.options import Overrides
 
 
 def validate(
     config: Path = typer.Argument(..., help="The YAML recipe to check."),
+    overrides: Overrides = None,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Check CONFIG as `compress run` would, before any model is loaded; exit 2 if it is bad."""
@@ -19,7 +21,7 @@ def validate(
         from compress.context import load_datasets
         from compress.preflight import build_passes, check_metric
 
-        loaded = load_config(config)
+        loaded = load_config(config, overrides or ())
         build_passes(loaded)
         check_metric(loaded)
         datasets = load_datasets(loaded)

@@ -3,6 +3,7 @@ key and the line, e.g. `passes[0].per_channel: Input should be a valid boolean (
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import (
 )
 
 from compress.errors import ConfigError
+from compress.overrides import Override, apply_overrides, dotted_key, parse_override, source_of
 from compress.passes.base import PassParams
 
 
@@ -144,6 +146,10 @@ class ReportSection(Strict):
     warmup_runs: int = Field(default=10, ge=0)
     min_runs: int = Field(default=100, ge=5)
     min_seconds: float = Field(default=0.5, ge=0)
+    # Past the minimum, rounds go on until each p50 is known within +-stable_within, or until
+    # max_seconds (per batch size, all stages together) have passed.
+    stable_within: float = Field(default=0.01, gt=0, lt=1)
+    max_seconds: float = Field(default=5.0, ge=0)
 
 
 class GatesSection(Strict):
@@ -160,6 +166,9 @@ class PassSpec(Strict):
 
 class Config(Strict):
     version: Literal[1]
+    # Seeds Python's, numpy's and torch's generators when a run starts (a pass's own `seed`
+    # still wins for that pass); written in the report's environment.
+    seed: int = Field(default=0, ge=0)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     passes: list[dict[str, Any]] = Field(default_factory=list)
@@ -169,13 +178,22 @@ class Config(Strict):
 
 
 class LoadedConfig:
-    """A validated config plus where it came from (paths in it are relative to its file)."""
+    """A validated config plus where it came from (paths in it are relative to its file);
+    `overrides` are the `--set KEY=VALUE` texts applied on top of the file."""
 
-    def __init__(self, config: Config, passes: list[PassSpec], path: Path, text: str):
+    def __init__(
+        self,
+        config: Config,
+        passes: list[PassSpec],
+        path: Path,
+        text: str,
+        overrides: tuple[str, ...] = (),
+    ):
         self.config = config
         self.passes = passes
         self.path = path
         self.text = text
+        self.overrides = overrides
 
     @property
     def base_dir(self) -> Path:
@@ -183,13 +201,6 @@ class LoadedConfig:
 
     def resolve(self, relative: Path | str) -> Path:
         return (self.base_dir / relative).resolve()
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -209,7 +220,20 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def _format_errors(err: ValidationError, root: yaml.Node | None, prefix: tuple = ()) -> list[str]:
+def _locator(root: yaml.Node | None, overrides: list[Override]) -> Callable[[tuple], str]:
+    """Where the value at a key came from, for messages: ` (from --set K=V)` or ` (line N)`."""
+
+    def locate(loc: tuple) -> str:
+        override = source_of(loc, overrides)
+        if override is not None:
+            return f" (from --set {override.text})"
+        line = _line_of(root, loc)
+        return f" (line {line})" if line else ""
+
+    return locate
+
+
+def _format_errors(err: ValidationError, locate: Callable[[tuple], str], prefix=()) -> list[str]:
     lines = []
     for e in err.errors():
         loc = prefix + tuple(p for p in e["loc"] if not str(p).startswith("function-"))
@@ -219,39 +243,35 @@ def _format_errors(err: ValidationError, root: yaml.Node | None, prefix: tuple =
             msg = str(e["ctx"]["error"])
         else:
             msg = e["msg"]
-        line = _line_of(root, loc)
-        lines.append(
-            f"{_dotted(loc) or '(top level)'}: {msg}" + (f" (line {line})" if line else "")
-        )
+        lines.append(f"{dotted_key(loc) or '(top level)'}: {msg}{locate(loc)}")
     return lines
 
 
-def _validate_passes(raw: list[dict[str, Any]], root: yaml.Node | None) -> list[PassSpec]:
+def _validate_passes(raw: list[dict[str, Any]], locate: Callable[[tuple], str]) -> list[PassSpec]:
     from compress.passes.registry import get_pass
 
     specs, problems = [], []
     for i, entry in enumerate(raw):
         where = ("passes", i)
         if "type" not in entry:
-            problems.append(f"passes[{i}]: missing `type` (line {_line_of(root, where)})")
+            problems.append(f"passes[{i}]: missing `type`{locate(where)}")
             continue
         params = {k: v for k, v in entry.items() if k != "type"}
         try:
             cls = get_pass(str(entry["type"]))
             specs.append(PassSpec(type=cls.name, params=cls.Params.model_validate(params)))
         except KeyError as e:
-            problems.append(
-                f"passes[{i}].type: {e.args[0]} (line {_line_of(root, (*where, 'type'))})"
-            )
+            problems.append(f"passes[{i}].type: {e.args[0]}{locate((*where, 'type'))}")
         except ValidationError as e:
-            problems.extend(_format_errors(e, root, where))
+            problems.extend(_format_errors(e, locate, where))
     if problems:
         raise ConfigError("; ".join(problems))
     return specs
 
 
-def load_config(path: Path | str) -> LoadedConfig:
-    """Read and validate a YAML config as a whole; ConfigError names every problem found."""
+def load_config(path: Path | str, overrides: Sequence[str] = ()) -> LoadedConfig:
+    """Read and validate a YAML config as a whole, with `--set KEY=VALUE` `overrides` applied
+    first; ConfigError names every problem found."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -259,6 +279,12 @@ def load_config(path: Path | str) -> LoadedConfig:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
+    return parse_config(text, path, overrides)
+
+
+def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> LoadedConfig:
+    """Validate config `text` as if read from `path` (its folder anchors relative paths)."""
+    parsed = [parse_override(override) for override in overrides]
     try:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)
@@ -269,19 +295,21 @@ def load_config(path: Path | str) -> LoadedConfig:
         raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping with `version: 1` at the top")
+    apply_overrides(raw, parsed)
+    locate = _locator(root, parsed)
     problems: list[str] = []
     try:
         config = Config.model_validate(raw)
     except ValidationError as e:
         config = None
-        problems += _format_errors(e, root)
+        problems += _format_errors(e, locate)
     raw_passes = raw.get("passes")
     passes: list[PassSpec] = []
     if isinstance(raw_passes, list) and all(isinstance(p, dict) for p in raw_passes):
         try:
-            passes = _validate_passes(raw_passes, root)
+            passes = _validate_passes(raw_passes, locate)
         except ConfigError as e:
             problems.append(str(e))
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
-    return LoadedConfig(config, passes, path.resolve(), text)
+    return LoadedConfig(config, passes, path.resolve(), text, tuple(overrides))

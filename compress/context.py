@@ -13,6 +13,7 @@ import numpy as np
 from compress.config import LoadedConfig
 from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
+from compress.terminal import animations
 
 if TYPE_CHECKING:
     from compress.models import LoadedModel
@@ -53,20 +54,18 @@ class Context:
     input_names: list[str]
     workdir: Path
     log: Callable[[str], None] = field(default=lambda message: None)
-    show_progress: bool = False  # progress bars on stderr (only drawn on a terminal)
+    show_progress: bool = False  # progress bars on stderr (drawn only where animations() allow)
     loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
     trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
 
     @contextlib.contextmanager
     def progress(self, what: str, total: int) -> Iterator[ProgressBar]:
-        """A progress bar for `total` steps on a terminal's stderr; elsewhere a silent one (the
-        caller logs plain lines, which are what a log file or a CI job should get)."""
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if not (self.show_progress and console.is_terminal):
+        """A progress bar for `total` steps on a terminal's stderr; elsewhere (a log, a CI job,
+        NO_COLOR) a silent one: the caller logs plain lines, which is what those should get."""
+        if not self.show_progress or not animations():
             yield ProgressBar()
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         columns = (
@@ -75,7 +74,7 @@ class Context:
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
         )
-        with Progress(*columns, console=console, transient=True) as bar:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
             yield ProgressBar(bar, bar.add_task(what, total=total, status=""))
 
     @property

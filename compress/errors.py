@@ -34,6 +34,10 @@ class OutputDirError(InputError):
     """The output folder cannot be used."""
 
 
+class ReportFileError(InputError):
+    """A report.json given to `compress report` cannot be read or is not a report."""
+
+
 class PassError(CompressError):
     """A pass failed while running (exit 1)."""
 

@@ -1,4 +1,5 @@
-"""The output folder: refused when not empty (unless forced), written only by atomic renames."""
+"""The output folder: refused when not empty (unless forced), written only by atomic renames;
+single output files (-o, --junit) are checked before a run and written the same way."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from compress.errors import OutputDirError
 
-OUTPUT_FILES = ("model.onnx", "report.json", "report.md")
+OUTPUT_FILES = ("model.onnx", "report.json", "report.md", "report.html")
 
 
 def check_out_dir(out_dir: Path, force: bool) -> None:
@@ -45,3 +46,26 @@ def publish(out_dir: Path, model_file: Path, texts: dict[str, str]) -> None:
         raise
     for partial, final in staged:
         os.replace(partial, final)
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse a file path whose folder does not exist (before a run spends any time)."""
+    folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        raise OutputDirError(f"{option} {path}: is a folder; give a file path")
+    if not folder.is_dir():
+        raise OutputDirError(f"{option} {path}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise OutputDirError(f"{option} {path}: folder {folder} is not writable; choose another")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write under a temporary name and rename, so no reader sees half a file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,12 @@ from compress.export import (
 )
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
-from compress.measure.macs import count_macs
-from compress.measure.runtime import open_session, run_batched
-from compress.measure.size import count_params, gzip_bytes, size_bytes, weight_sparsity
+from compress.measure.size import footprint
 from compress.outdir import check_out_dir, clear_previous_results, publish
 from compress.passes.base import Pass
-from compress.preflight import Job, check_data_fits, prepare
+from compress.preflight import Job, check_onnx_data_fits, prepare
 from compress.report import build_report, to_json, to_markdown
+from compress.report_html import to_html
 from compress.speed_guard import revert_if_slower
 
 PARITY_SAMPLES = 64
@@ -53,20 +52,24 @@ def run(
     trust_pickle: bool = False,
     log: Callable[[str], None] = lambda m: None,
     show_progress: bool = False,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the job and write OUTDIR/model.onnx, report.json, report.md; returns the report."""
+    """Run the job and write OUTDIR/model.onnx, report.json, report.md, report.html; returns the
+    report. `overrides` are `--set KEY=VALUE` texts applied to the config."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
-    job = prepare(Path(model_path), Path(config_path), trust_pickle, log, show_progress)
+    job = prepare(Path(model_path), Path(config_path), trust_pickle, log, show_progress, overrides)
     try:
+        seed_everything(job.config.config.seed)
         stage_files = _run_stages(job)
         provenance = _provenance(job)
-        report = _measure(job, stage_files, provenance)
         final = stage_files[-1].path
-        set_metadata(final, provenance)
+        set_metadata(final, provenance)  # before measuring: the report sizes the file as written
+        report = _measure(job, stage_files, provenance)
         if force:
             clear_previous_results(out_dir)
-        publish(out_dir, final, {"report.json": to_json(report), "report.md": to_markdown(report)})
+        texts = {"report.json": to_json(report), "report.md": to_markdown(report)}
+        publish(out_dir, final, {**texts, "report.html": to_html(report)})
         return report
     finally:
         shutil.rmtree(job.context.workdir, ignore_errors=True)
@@ -81,9 +84,7 @@ def _run_stages(job: Job) -> list[StageFile]:
 
         stages.append(StageFile("baseline", work / "baseline.onnx"))
         onnx.save(job.model.model, str(stages[0].path))
-        session = open_session(stages[0].path, threads=1)
-        declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
-        check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
+        check_onnx_data_fits(stages[0].path, ctx)
     else:
         baseline = _export_stage(job, job.model.callable(), "baseline", job.model.format)
         stages.append(StageFile("baseline", baseline))
@@ -148,9 +149,7 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
     stages = [
         {
             "name": stage.name,
-            "size_bytes": size_bytes(stage.path),
-            "gzip_bytes": gzip_bytes(stage.path),
-            **_weight_counts(stage.path, one_sample),
+            **footprint(stage.path, one_sample),
             "latency_ms": latency[key],
             "threads": settings.threads,
             "metric": metrics[i],
@@ -159,26 +158,7 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
         }
         for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
     ]
-    return build_report(
-        stages,
-        job.config.config.gates,
-        settings.batch_sizes,
-        settings.metric,
-        settings.threads,
-        provenance,
-    )
-
-
-def _weight_counts(path: Path, one_sample: list) -> dict[str, Any]:
-    """params, macs and sparsity of one stage, from one read of its file."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    return {
-        "params": count_params(proto),
-        "macs": count_macs(proto, one_sample),
-        "sparsity": round(weight_sparsity(proto), 4),
-    }
+    return build_report(stages, job.config.config, provenance, ctx.sample_source)
 
 
 def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | None]:
@@ -190,10 +170,29 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | No
     return [{"name": metric, "value": value} for value in values]
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators, so that a run can be repeated."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _provenance(job: Job) -> dict[str, str]:
+    overrides = job.config.overrides
     return {
         "compress_version": __version__,
-        "config_sha256": hashlib.sha256(job.config.text.encode()).hexdigest(),
+        "model_file": job.model.path.name,
+        "config_file": job.config.path.name,
+        # the file's bytes plus the --set overrides applied to it
+        "config_sha256": hashlib.sha256(
+            "\n".join([job.config.text, *overrides]).encode()
+        ).hexdigest(),
+        **({"config_overrides": " ".join(overrides)} if overrides else {}),
         "model_sha256": job.model.sha256,
         "source_format": job.model.format,
         "passes": ",".join(spec.type for spec in job.config.passes) or "none",

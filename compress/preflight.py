@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,10 @@ def prepare(
     trust_pickle: bool,
     log: Callable[[str], None],
     show_progress: bool = False,
+    overrides: Sequence[str] = (),
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
     passes = build_passes(config, model.path.name if model.is_onnx else None)
     check_metric(config)
@@ -137,6 +138,15 @@ def check_program_batch(model: LoadedModel) -> None:
             "it again with dynamic_shapes on the batch dimension (an example batch of 2 or more), "
             f"or set export.dynamic_batch: false and report.batch_sizes: [{fixed}]"
         )
+
+
+def check_onnx_data_fits(path: Path, ctx: Context) -> None:
+    """check_data_fits for an ONNX file; the message lists the inputs the graph declares."""
+    from compress.measure.runtime import open_session, run_batched
+
+    session = open_session(path, threads=1)
+    declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
+    check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
 
 
 def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:

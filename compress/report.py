@@ -6,12 +6,11 @@ summaries)."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 from typing import Any
 
-from compress import __version__
-from compress.config import GatesSection
+from compress.config import Config, GatesSection
+from compress.measure.environment import environment
+from compress.measure.latency import latency_settings
 
 SCHEMA_VERSION = 1
 # A stage counts as slower than its input only beyond run-to-run noise of interleaved p50s.
@@ -86,41 +85,28 @@ def evaluate_gates(gates: GatesSection, summary: dict[str, Any]) -> list[dict[st
     return verdicts
 
 
-def environment(threads: int) -> dict[str, Any]:
-    import numpy
-    import onnx
-    import onnxruntime
-    import torch
-
-    return {
-        "compress": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-    }
+def unsettled_latency(stages: list[dict[str, Any]], batch_sizes: list[int]) -> list[str]:
+    """A warning per batch size whose medians had not settled when the time budget ended."""
+    return [
+        f"latency at batch {batch} had not settled within report.max_seconds: its figures are "
+        "noisier than report.stable_within; close other work or raise max_seconds"
+        for batch in batch_sizes
+        if not all(stage["latency_ms"][str(batch)].get("stable", True) for stage in stages)
+    ]
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def build_report(stages, gates_section, batch_sizes, metric_name, threads, provenance):
+def build_report(
+    stages: list[dict[str, Any]],
+    config: Config,
+    provenance: dict[str, str],
+    latency_input: str,
+) -> dict[str, Any]:
+    """The report of measured `stages`; `latency_input` says where the timed samples came from."""
+    settings = config.report
+    batch_sizes = settings.batch_sizes
     summary = summarize(stages, batch_sizes[0])
-    warnings = flag_slower_stages(stages, batch_sizes)
-    gates = evaluate_gates(gates_section, summary)
+    warnings = flag_slower_stages(stages, batch_sizes) + unsettled_latency(stages, batch_sizes)
+    gates = evaluate_gates(config.gates, summary)
     return {
         "schema_version": SCHEMA_VERSION,
         "stages": stages,
@@ -128,10 +114,11 @@ def build_report(stages, gates_section, batch_sizes, metric_name, threads, prove
         "gates": gates,
         "passed": all(g["passed"] for g in gates),
         "warnings": warnings,
-        "metric": metric_name,
+        "metric": settings.metric,
         "batch_sizes": batch_sizes,
+        "latency": latency_settings(settings, latency_input),
         "provenance": provenance,
-        "environment": environment(threads),
+        "environment": environment(settings.threads, config.seed),
     }
 
 
@@ -205,37 +192,83 @@ def stage_notes(report: dict[str, Any]) -> list[str]:
     return notes
 
 
-def candidates_table(stage: dict[str, Any], metric: str) -> list[str]:
-    """Markdown rows for the candidates quantize.auto measured."""
+def candidate_rows(stage: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
+    """The candidates quantize.auto measured, as headers and formatted cells (none: empty)."""
     details = stage.get("details") or {}
     if "candidates" not in details:
-        return []
-    lines = [
-        f"### {stage['name']}: candidates (budget {details['accuracy_budget']})",
-        "",
-        f"| candidate | p50 ms | size KB | {metric} | drop | kept in float | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        return [], []
+    headers = ["candidate", "p50 ms", "size KB", metric, "drop", "kept in float", "verdict"]
     source = details["input"]
-    lines.append(
-        f"| input | {source['p50_ms']:.3f} | {source['size_bytes'] / 1024:.1f} | "
-        f"{source['metric']:.4f} | | | |"
-    )
+    rows = [
+        [
+            "input",
+            f"{source['p50_ms']:.3f}",
+            f"{source['size_bytes'] / 1024:.1f}",
+            f"{source['metric']:.4f}",
+            "",
+            "",
+            "",
+        ]
+    ]
     for c in details["candidates"]:
         size = c.get("size_bytes")
-        lines.append(
-            f"| {c['name']} | {fmt_value(c.get('p50_ms'), '.3f')} | "
-            f"{fmt_value(size / 1024 if size else None, '.1f')} | "
-            f"{fmt_value(c.get('metric'), '.4f')} | {fmt_value(c.get('drop'), '.4f')} | "
-            f"{len(c.get('float_nodes', []))} | {c['verdict']} |"
+        rows.append(
+            [
+                c["name"],
+                fmt_value(c.get("p50_ms"), ".3f"),
+                fmt_value(size / 1024 if size else None, ".1f"),
+                fmt_value(c.get("metric"), ".4f"),
+                fmt_value(c.get("drop"), ".4f"),
+                str(len(c.get("float_nodes", []))),
+                c["verdict"],
+            ]
         )
-    return ["", *lines]
+    return headers, rows
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def candidates_table(stage: dict[str, Any], metric: str) -> list[str]:
+    """Markdown rows for the candidates quantize.auto measured."""
+    headers, rows = candidate_rows(stage, metric)
+    if not rows:
+        return []
+    budget = stage["details"]["accuracy_budget"]
+    title = f"### {stage['name']}: candidates (budget {budget})"
+    return ["", title, "", *markdown_table(headers, rows)]
+
+
+def measured_with(report: dict[str, Any]) -> str:
+    """How and where the figures were measured (for a re-measure to match), without a full
+    stop; `report` is a report or what `compress bench` measured."""
+    env, latency = report["environment"], report.get("latency")
+    cores = f" ({env['cpu_count']} cores)" if env.get("cpu_count") else ""
+    text = f"Measured with ONNX Runtime {env['onnxruntime']} on {env['cpu']}{cores}, "
+    text += f"{env['threads']} thread(s)"
+    text += f", seed {env['seed']}" if "seed" in env else ""
+    if latency:
+        source = latency["input"]
+        source = (
+            "ones shaped like model.inputs" if source == "model.inputs" else f"{source} samples"
+        )
+        same = ", the same for every stage" if "stages" in report else ""
+        text += (
+            f"; latency after {latency['warmup_runs']} warm-up runs, until each p50 is known "
+            f"within ±{latency['stable_within']:.0%} or {latency['max_seconds']:g} s per batch "
+            f"size, on {source}{same}"
+        )
+    return text
 
 
 def to_markdown(report: dict[str, Any]) -> str:
     headers, rows = table_rows(report)
-    lines = ["# Compression report", "", "| " + " | ".join(headers) + " |"]
-    lines += ["|" + "---|" * len(headers), *("| " + " | ".join(row) + " |" for row in rows)]
+    lines = ["# Compression report", "", *markdown_table(headers, rows)]
     s = report["summary"]
     lines += [
         "",
@@ -257,11 +290,5 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += (
         ["", *(f"> **Warning:** {w}" for w in report["warnings"])] if report["warnings"] else []
     )
-    env = report["environment"]
-    lines += [
-        "",
-        f"Measured with ONNX Runtime {env['onnxruntime']} on {env['cpu']}, "
-        f"{env['threads']} thread(s); latency p50/p90/p99 in report.json.",
-        "",
-    ]
+    lines += ["", measured_with(report) + "; p50/p90/p99 in report.json.", ""]
     return "\n".join(lines) + "\n"

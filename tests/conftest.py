@@ -77,3 +77,26 @@ report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}
 @pytest.fixture
 def cnn_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, CNN_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two finished runs of the CNN (static int8; dynamic int8 set from the command line), for
+    the tests that render, compare and re-read reports. Their output folders, in that order."""
+    folder = tmp_path_factory.mktemp("two_runs")
+    config = write_config(folder, CNN_CONFIG + "gates: {min_size_ratio: 3, max_size_mb: 0.01}\n")
+    outs = (folder / "static", folder / "dynamic")
+    dynamic = ("--set", "passes=[{type: quantize.dynamic}]")
+    for out, extra in zip(outs, ((), dynamic), strict=True):
+        result = invoke("run", SAMPLES / "digits_cnn.pt2", "-c", config, "-o", out, *extra)
+        assert result.exit_code == 3, result.stderr  # max_size_mb fails: a failed gate to show
+    return outs
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from tests.browser import Chromium, chromium_or_skip
+
+    browser = Chromium(chromium_or_skip())
+    yield browser
+    browser.close()

@@ -153,4 +153,4 @@ def test_on_slower_revert_keeps_the_input_of_a_slower_pass(
     report = run_ok(SAMPLES / "digits_cnn.pt2", cnn_config, tmp_path / "out")
     baseline, final = report["stages"]
     assert final["reverted"] is reverted
-    assert (final["size_bytes"] == baseline["size_bytes"]) is reverted
+    assert (final["size_bytes"] < baseline["size_bytes"] / 2) is not reverted  # int8 kept or not

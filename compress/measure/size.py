@@ -1,9 +1,11 @@
-"""Size on disk, parameter count and weight sparsity of an ONNX model."""
+"""Size on disk, parameter count and weight sparsity of an ONNX model (and, with MACs, all of a
+stage's footprint at once)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +65,23 @@ def weight_sparsity(proto) -> float:
 
 def size_bytes(path: Path) -> int:
     return Path(path).stat().st_size
+
+
+def footprint(path: Path, one_sample: list[np.ndarray]) -> dict[str, Any]:
+    """size_bytes, gzip_bytes, params, macs and sparsity of an ONNX file, from one read of it;
+    `one_sample` (a batch of 1) gives MACs their shapes."""
+    import onnx
+
+    from compress.measure.macs import count_macs
+
+    proto = onnx.load(str(path))
+    return {
+        "size_bytes": size_bytes(path),
+        "gzip_bytes": gzip_bytes(path),
+        "params": count_params(proto),
+        "macs": count_macs(proto, one_sample),
+        "sparsity": round(weight_sparsity(proto), 4),
+    }
 
 
 def gzip_bytes(path: Path) -> int:

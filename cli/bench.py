@@ -1,0 +1,38 @@
+"""`compress bench`: measure one ONNX file as `compress run` measures each stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from cli.errors import reported_errors
+from cli.options import Overrides
+
+
+def bench(
+    model: Path = typer.Argument(..., help="An ONNX file, e.g. OUTDIR/model.onnx."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="The run's config: its report settings and its samples."
+    ),
+    overrides: Overrides = None,
+    json_output: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Measure one ONNX file as compress run measures a stage, to check a report's figure.
+
+    Latency (p50/p90/p99 per batch size), size, params and MACs, with the latency settings and
+    samples of CONFIG (or the defaults and ones shaped like the inputs).
+    """
+    with reported_errors(debug):
+        from compress.remeasure import bench_onnx
+
+        measured = bench_onnx(model, config, overrides or ())
+    if json_output:
+        sys.stdout.write(json.dumps(measured, indent=2) + "\n")
+        return
+    from cli.render import print_bench, stdout_console
+
+    print_bench(measured, stdout_console())

@@ -1,0 +1,17 @@
+"""Options that several commands share, declared once so they read and behave the same."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config value, validated like the file: --set passes[0].amount=0.3 "
+        "--set report.batch_sizes=[32,1] (repeatable; the value is read as YAML).",
+    ),
+]

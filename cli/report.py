@@ -1,0 +1,92 @@
+"""`compress report`: render one report.json again, or compare several side by side."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from cli.errors import reported_errors, stderr
+
+
+class Format(str, Enum):
+    table = "table"
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+SUFFIX_FORMATS = {".md": Format.md, ".html": Format.html, ".htm": Format.html, ".json": Format.json}
+
+
+def report(
+    reports: list[Path] = typer.Argument(..., help="report.json files written by compress run."),
+    fmt: Format | None = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="table, md, html or json (default: from -o's suffix, else table).",
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE instead of stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Render one report again, or compare several side by side.
+
+    Same model and different recipes, or one recipe across models: each run's final stage
+    against its own baseline.
+    """
+    with reported_errors(debug):
+        from cli.render import stdout_console
+        from compress.compare import load_report, report_names
+        from compress.outdir import check_writable, write_atomically
+
+        if out is not None:
+            check_writable(out, "-o")
+        chosen = fmt or SUFFIX_FORMATS.get(out.suffix.lower() if out else "", Format.table)
+        named = dict(zip(report_names(reports), (load_report(p) for p in reports), strict=True))
+        if chosen is Format.table and out is None:
+            _print_table(named, stdout_console())
+            return
+        text = _render(named, chosen)
+        if out is None:
+            sys.stdout.write(text)
+            return
+        write_atomically(out, text)
+    stderr.print(f"wrote {out}", markup=False)
+
+
+def _render(named: dict, fmt: Format) -> str:
+    """The text of one report (when there is one) or of the comparison, in `fmt`."""
+    from compress.compare import compare, comparison_markdown
+    from compress.report import to_json, to_markdown
+    from compress.report_html import comparison_to_html, to_html
+
+    if fmt is Format.table:
+        console = Console(file=io.StringIO(), width=160, color_system=None, highlight=False)
+        _print_table(named, console)
+        return console.file.getvalue()
+    if len(named) == 1:
+        [one] = named.values()
+        return {Format.md: to_markdown, Format.html: to_html, Format.json: to_json}[fmt](one)
+    comparison = compare(named)
+    if fmt is Format.md:
+        return comparison_markdown(comparison)
+    if fmt is Format.html:
+        return comparison_to_html(comparison, named)
+    return json.dumps(comparison, indent=2) + "\n"
+
+
+def _print_table(named: dict, console: Console) -> None:
+    from cli.render import comparison_table, print_report
+    from compress.compare import compare
+
+    if len(named) == 1:
+        [one] = named.values()
+        print_report(one, console)
+    else:
+        console.print(comparison_table(compare(named)))

@@ -1,0 +1,73 @@
+"""`compress bench`: measure one ONNX file the way `compress run` measures its stages (the same
+latency code, settings, threads, warm-up and input), so that a figure in a report can be checked.
+
+With the run's config, the samples are the run's; without one, the settings are the defaults
+(both adjustable with --set) and the input is ones shaped like the graph's declared inputs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from compress.config import LoadedConfig, ModelSection, load_config, parse_config
+from compress.context import Context, input_names_for, load_datasets
+from compress.errors import ConfigError, ModelLoadError
+from compress.measure.environment import environment
+from compress.measure.latency import latency_settings, measure_latency
+from compress.measure.size import footprint
+from compress.model_inputs import onnx_input_specs
+from compress.models import detect_format, load_model
+from compress.preflight import check_onnx_batch, check_onnx_data_fits
+
+DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
+
+
+def bench_onnx(
+    model_path: Path, config_path: Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The file's footprint and latency per batch size, with the settings and the environment."""
+    model_path = Path(model_path)
+    if model_path.is_file() and detect_format(model_path) != "onnx":
+        raise ModelLoadError(
+            f"{model_path}: compress bench measures ONNX files; this is a torch model: "
+            "`compress run` exports it, then bench OUTDIR/model.onnx"
+        )
+    proto = load_model(model_path, ModelSection(), Path.cwd()).model
+    config = _config(config_path, overrides, proto, model_path.name)
+    settings = config.config.report
+    check_onnx_batch(proto, settings.batch_sizes)
+    # bench writes nothing: the context's workdir is never used
+    ctx = Context(
+        config, load_datasets(config), input_names_for(config), Path(tempfile.gettempdir())
+    )
+    check_onnx_data_fits(model_path, ctx)
+    samples = ctx.samples(max(settings.batch_sizes))
+    latency = measure_latency({"model": model_path}, samples, settings)["model"]
+    return {
+        "model": str(model_path),
+        **footprint(model_path, ctx.samples(1)),
+        "latency_ms": latency,
+        "latency": latency_settings(settings, ctx.sample_source),
+        "environment": environment(settings.threads, config.config.seed),
+    }
+
+
+def _config(path: Path | None, overrides: Sequence[str], proto, model: str) -> LoadedConfig:
+    """The run's config, or the defaults; without data, the inputs come from the graph."""
+    config = (
+        load_config(path, overrides) if path else parse_config("version: 1\n", DEFAULTS, overrides)
+    )
+    cfg = config.config
+    has_data = any(getattr(cfg.data, role) for role in ("eval", "calibration", "train"))
+    if not has_data and not cfg.model.inputs:
+        specs = onnx_input_specs(proto)
+        if specs is None:
+            raise ConfigError(
+                f"{model}: an input has a dtype or shape that model.inputs cannot declare, so "
+                "none can be made up; give -c CONFIG with data.eval"
+            )
+        cfg.model.inputs = specs
+    return config
