@@ -45,3 +45,11 @@ def publish(out_dir: Path, model_file: Path, texts: dict[str, str]) -> None:
         raise
     for partial, final in staged:
         os.replace(partial, final)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write under a temporary name, then rename: a reader, or a writer killed halfway, never
+    leaves half a file under the real name."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
