@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import passes, run, validate
+from cli import batch, passes, run, validate
 
 app = typer.Typer(
     name="compress",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.command("validate")(validate.validate)
 app.command("passes")(passes.passes)
+app.command("batch")(batch.batch)
 
 
 def _version(value: bool) -> None:
