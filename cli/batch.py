@@ -45,7 +45,7 @@ def batch(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print only the summary JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (also in each log.txt)."),
 ) -> None:
     """Compress every model under MODELS_DIR with CONFIG; exit 1 if one failed, 3 if a gate did."""
     with reported_errors(debug):
@@ -63,6 +63,7 @@ def batch(
             executor=executor,
             ray_address=ray_address,
             trust_pickle=trust_pickle,
+            debug=debug,
         )
         with BarProgress(quiet) as progress:
             summary = run_batch(options, progress)

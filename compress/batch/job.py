@@ -42,11 +42,13 @@ class ModelJob:
     threads: int
     timeout: float | None = None
     trust_pickle: bool = False
+    debug: bool = False  # tracebacks in the job's log.txt
 
 
 def worker_command(job: ModelJob) -> list[str]:
     run = [sys.executable, "-m", "cli", "run", job.model, "-c", job.config, "-o", job.out_dir]
     run += ["--force", "--json"] + (["--trust-pickle"] if job.trust_pickle else [])
+    run += ["--debug"] if job.debug else []
     return [sys.executable, "-m", "compress.batch.launch", str(os.getpid()), *run]
 
 

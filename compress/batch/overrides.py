@@ -29,7 +29,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix it or remove the file") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of config keys to override")
     return doc

@@ -48,6 +48,7 @@ class BatchOptions:
     executor: str = "local"
     ray_address: str | None = None
     trust_pickle: bool = False
+    debug: bool = False
 
 
 class Progress:
@@ -119,6 +120,7 @@ def _run_entries(entries, options, out_dir, threads, executor, progress) -> dict
             threads,
             options.timeout,
             options.trust_pickle,
+            options.debug,
         )
         try:
             hashes, previous = _prepare(entry, job, options)
