@@ -22,7 +22,7 @@ from compress.batch.discover import ModelEntry, find_models
 from compress.batch.executors import LocalExecutor, RayExecutor
 from compress.batch.job import ModelJob
 from compress.batch.overrides import config_sha256, config_text, merged_config, with_threads
-from compress.batch.summary import build_summary, write_summary
+from compress.batch.summary import build_summary, remove_summary, write_summary
 from compress.config import load_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
 from compress.models import file_sha256
@@ -75,30 +75,35 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> dict[s
             + (f" matching --pattern {options.pattern!r}" if options.pattern else "")
             + "; point at the folder that holds them or change --pattern"
         )
-    executor = make_executor(options)
-    with executor:
+    with make_executor(options) as executor, _locked(out_dir):
         total_cores, largest_node = executor.cores()
         threads = max(1, min(total_cores // options.jobs, largest_node))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with _locked(out_dir):
-            rows = _run_entries(entries, options, out_dir, threads, executor, progress)
-    settings = {
-        "directory": str(options.models_dir),
-        "config": str(options.config),
-        "pattern": options.pattern,
-        "executor": executor.name,
-        "jobs": options.jobs,
-        "cores": total_cores,
-        "threads_per_job": threads,
-        "timeout_per_model": options.timeout,
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    summary = build_summary([rows[entry.relative] for entry in entries], settings)
-    write_summary(out_dir, summary)
+        remove_summary(out_dir)
+        rows = _run_entries(entries, options, out_dir, threads, executor, progress)
+        settings = {
+            "directory": str(options.models_dir),
+            "config": str(options.config),
+            "pattern": options.pattern,
+            "executor": executor.name,
+            "jobs": options.jobs,
+            "cores": total_cores,
+            "threads_per_job": threads,
+            "timeout_per_model": options.timeout,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        summary = build_summary([rows[entry.relative] for entry in entries], settings)
+        write_summary(out_dir, summary)
     return summary
 
 
-def _run_entries(entries, options, out_dir, threads, executor, progress) -> dict[str, dict]:
+def _run_entries(
+    entries: list[ModelEntry],
+    options: BatchOptions,
+    out_dir: Path,
+    threads: int,
+    executor: LocalExecutor | RayExecutor,
+    progress: Progress,
+) -> dict[str, dict[str, Any]]:
     """Every model's row: reused from its done.json, refused before a run, or run now."""
     rows: dict[str, dict[str, Any]] = {}
     pending: dict[str, tuple[ModelJob, dict[str, Any]]] = {}
@@ -229,6 +234,7 @@ def _locked(out_dir: Path):
     """One batch at a time per output folder (the kernel drops the lock if the batch dies)."""
     import fcntl
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / LOCK_NAME, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -89,7 +89,17 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
+
+
+def remove_summary(out_dir: Path) -> None:
+    """A summary exists only once the batch that wrote it has ended: an earlier batch's must not
+    stand beside a batch that is running, or was killed."""
+    for name in SUMMARY_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
-    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_atomic(out_dir / "summary.csv", to_csv(summary))
-    write_atomic(out_dir / "summary.md", to_markdown(summary))
+    texts = (json.dumps(summary, indent=2) + "\n", to_csv(summary), to_markdown(summary))
+    for name, text in zip(SUMMARY_FILES, texts, strict=True):
+        write_atomic(out_dir / name, text)
