@@ -89,7 +89,7 @@ def with_threads(config: dict[str, Any], threads: int) -> dict[str, Any]:
     job's share of the cores; a value of the wrong type is left for the job's config check."""
     report = config.get("report", {})
     wanted = report.get("threads", 1) if isinstance(report, dict) else None
-    if type(wanted) is not int:
+    if type(wanted) is not int or wanted < 1:
         return config
     return {**config, "report": {**report, "threads": max(1, min(wanted, threads))}}
 
