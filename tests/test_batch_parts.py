@@ -55,7 +55,7 @@ def test_overrides_deep_merge_with_paths_relative_to_their_own_file(tmp_path):
     override.write_text(
         "model: {arch: nets/arch.py:Net}\n"
         "data: {eval: {path: local_eval.npz, labels: label}}\n"
-        "passes: [{type: quantize.dynamic}]\n"
+        "passes: [{type: quantize.dynamic}, {type: t, teacher: big.pt2, student: {arch: s.py:S}}]\n"
         "report: {threads: 4}\n"
     )
     config = merged_config(shared, [override])
@@ -66,7 +66,9 @@ def test_overrides_deep_merge_with_paths_relative_to_their_own_file(tmp_path):
         "labels": "label",
     }
     assert config["data"]["calibration"]["path"] == str(tmp_path / "shared" / "digits_calib.npz")
-    assert config["passes"] == [{"type": "quantize.dynamic"}]  # a list replaces
+    assert config["passes"][0] == {"type": "quantize.dynamic"}  # a list replaces
+    assert config["passes"][1]["teacher"] == str(tmp_path / "models" / "big.pt2")
+    assert config["passes"][1]["student"]["arch"] == f"{tmp_path / 'models' / 's.py'}:S"
     assert config["report"]["batch_sizes"] == [8] and config["report"]["threads"] == 4
     assert with_threads(config, 2)["report"]["threads"] == 2
     assert with_threads(config, 8)["report"]["threads"] == 4

@@ -2,8 +2,9 @@
 
 Mappings merge key by key (an override's `report: {threads: 2}` keeps the shared
 `report.batch_sizes`); lists and scalars replace (an override's `passes:` is that model's whole
-list of passes). A path stays relative to the YAML that wrote it: every `path` key and a file
-`model.arch` are made absolute before merging, so the merged config can be written anywhere.
+list of passes). A path stays relative to the YAML that wrote it: before merging, the values of
+PATH_KEYS and every file `arch` ('file.py:Factory') are made absolute, wherever they sit (data
+sources, a model, a pass's teacher or student), so the merged config can be written anywhere.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 
 from compress.errors import ConfigError
 
-PATH_KEYS = ("path",)  # data sources (data.*.path); a new path-valued key belongs here
+PATH_KEYS = ("path", "teacher")  # data.*.path, a teacher given as a file; new ones belong here
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def absolute_paths(node: Any, base_dir: Path) -> Any:
-    """A copy of `node` with relative `path` values and a file `model.arch` resolved."""
+    """A copy of `node` with its relative paths (see the module docstring) resolved."""
     if isinstance(node, list):
         return [absolute_paths(item, base_dir) for item in node]
     if not isinstance(node, dict):
@@ -64,8 +65,8 @@ def absolute_paths(node: Any, base_dir: Path) -> Any:
     for key, value in node.items():
         if key in PATH_KEYS and isinstance(value, str):
             value = str((base_dir / value).resolve())
-        elif key == "model" and isinstance(value, dict) and isinstance(value.get("arch"), str):
-            value = {**value, "arch": _absolute_arch(value["arch"], base_dir)}
+        elif key == "arch" and isinstance(value, str):
+            value = _absolute_arch(value, base_dir)
         resolved[key] = absolute_paths(value, base_dir)
     return resolved
 
