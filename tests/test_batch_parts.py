@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import signal
+import sys
 
 import pytest
 
@@ -168,3 +169,11 @@ def test_an_unreadable_override_fails_its_model_only(tmp_path):
     found = statuses(summary_of(out))
     assert found["a.onnx"][0] == "failed" and "a.yaml: not valid YAML" in found["a.onnx"][1]
     assert found["cut.pt"][0] == "failed"
+
+
+def test_the_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as when not installed
+    good_models(tmp_path / "models", "a.onnx")
+    config, out = batch_config(tmp_path / "cfg"), tmp_path / "out"
+    result = invoke("batch", tmp_path / "models", "-c", config, "-o", out, "--executor", "ray")
+    assert_refused(result, out, "needs Ray", "compress[ray]")
