@@ -102,11 +102,10 @@ def main(argv: list[str]) -> int:
         return 0 if met else 1
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
-    batch = None
+    batch, batch_check = batch_row() if rows else (None, None)
+    checks += [batch_check] if batch_check else []
     if rows:
         checks += pruning_checks(rows)
-        batch, batch_check = batch_row()
-        checks.append(batch_check)
     print_table(peer_rows, checks)
     results = {"recipes": rows, "versus_plain_ort": peer_rows, "batch": batch, "goals": checks}
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
