@@ -42,6 +42,8 @@ def find_models(root: Path, pattern: str | None, skip: tuple[Path, ...] = ()) ->
     output folder, its shared config) and hidden files are left out."""
     root = root.resolve()
     skipped = {p.resolve() for p in skip}
+    if pattern:  # matching from the right already reaches any depth; `**/` would ask for one more
+        pattern = pattern.removeprefix("**/")
     entries = []
     for path in _files(root, skipped):
         relative = path.relative_to(root).as_posix()
