@@ -34,7 +34,7 @@ def test_models_are_found_by_suffix_and_content(tmp_path):
     assert found["b.onnx"].problem is None and found["plain"].problem is None
     assert found["b.onnx"].overrides == (tmp_path / "b.yaml",)
     assert [e.relative for e in find_models(tmp_path, "*.pt2")] == ["deep/er/a.pt2"]
-    assert [e.relative for e in find_models(tmp_path, "**/*.onnx")] == ["b.onnx"]
+    assert [e.relative for e in find_models(tmp_path, "**/*.onnx")] == ["b.onnx", "out/old.onnx"]
     assert [e.relative for e in find_models(tmp_path, "er/*")] == ["deep/er/a.pt2"]
 
 
