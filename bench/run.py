@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.batch import batch_row  # noqa: E402
 from bench.peer import peer_table, print_table  # noqa: E402
 from compress.pipeline import run  # noqa: E402
 
@@ -132,13 +133,20 @@ def distillation_checks(rows: list[dict]) -> list[tuple[str, bool]]:
 
 
 def main(argv: list[str]) -> int:
-    """`run.py` runs both parts; `run.py peer` only the side-by-side with plain onnxruntime."""
+    """`run.py` runs every part; `run.py peer` only the side-by-side with plain onnxruntime;
+    `run.py batch` only the batch row (--jobs 2 against --jobs 1)."""
+    if argv[1:] == ["batch"]:
+        _, (text, met) = batch_row()
+        print(f"[{'met' if met else 'NOT MET'}] {text}")
+        return 0 if met else 1
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
+    batch, batch_check = batch_row() if rows else (None, None)
+    checks += [batch_check] if batch_check else []
     if rows:
         checks += pruning_checks(rows) + distillation_checks(rows)
     print_table(peer_rows, checks)
-    results = {"recipes": rows, "versus_plain_ort": peer_rows, "goals": checks}
+    results = {"recipes": rows, "versus_plain_ort": peer_rows, "batch": batch, "goals": checks}
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0 if all(met for _, met in checks) else 1
 

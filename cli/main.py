@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bench, init, passes, report, run, schema, validate
+from cli import batch, bench, init, passes, report, run, schema, validate
 
 app = typer.Typer(
     name="compress",
@@ -20,6 +20,7 @@ app.command("report")(report.report)
 app.command("schema")(schema.schema)
 app.command("bench")(bench.bench)
 app.command("init")(init.init)
+app.command("batch")(batch.batch)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,130 @@
+"""`compress batch`: compress every model under a folder, one worker process each; a progress
+bar while it runs, the summary table at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cli.errors import reported_errors, stderr
+
+STATUS_STYLE = {"ok": "green", "gate_failed": "yellow", "failed": "bold red", "timed_out": "red"}
+
+
+def batch(
+    models_dir: Path = typer.Argument(..., help="Folder of saved models, searched recursively."),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Shared YAML recipe; NAME.yaml beside a model overrides it."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: a subfolder per model."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Models at once; each gets cores/N threads."),
+    pattern: str = typer.Option(
+        None, "--pattern", help="Glob on the path under DIR, e.g. '*.pt2' (default: all models)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Keep models done with the same model and config; redo the rest."
+    ),
+    force: bool = typer.Option(False, "--force", help="Redo every model in a non-empty OUT."),
+    timeout_per_model: float = typer.Option(
+        None, "--timeout-per-model", help="Stop a model's job after this many seconds."
+    ),
+    executor: str = typer.Option("local", "--executor", help="local (processes here) or ray."),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster to use (host:port, ray://host:port, auto)."
+    ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow whole pickled modules (runs code from the files)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print only the summary JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (also in each log.txt)."),
+) -> None:
+    """Compress every model under MODELS_DIR with CONFIG; exit 1 if one failed, 3 if a gate did."""
+    with reported_errors(debug):
+        from compress.batch.runner import BatchOptions, run_batch
+
+        options = BatchOptions(
+            models_dir=models_dir,
+            config=config,
+            out_dir=out,
+            jobs=jobs,
+            pattern=pattern,
+            resume=resume,
+            force=force,
+            timeout=timeout_per_model,
+            executor=executor,
+            ray_address=ray_address,
+            trust_pickle=trust_pickle,
+            debug=debug,
+        )
+        with BarProgress(quiet) as progress:
+            summary = run_batch(options, progress)
+    if json_output:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        print_summary(summary, Console(highlight=False, width=None if sys.stdout.isatty() else 120))
+    if summary["exit_code"]:
+        stderr.print(
+            f"error: {sum(n for s, n in summary['counts'].items() if s != 'ok')} of "
+            f"{len(summary['models'])} models did not pass (see {out / 'summary.md'})",
+            markup=False,
+        )
+        raise typer.Exit(summary["exit_code"])
+
+
+class BarProgress:
+    """A progress bar on stderr (drawn on a terminal only) and one line per finished model."""
+
+    def __init__(self, quiet: bool):
+        from rich.progress import Progress
+
+        self.quiet = quiet
+        self.bar = Progress(console=stderr, transient=True, disable=quiet)
+        self.task = None
+
+    def __enter__(self) -> BarProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def planned(self, total: int) -> None:
+        self.task = self.bar.add_task("compressing", total=total)
+
+    def finished(self, row: dict[str, Any]) -> None:
+        self.bar.advance(self.task)
+        if self.quiet:
+            return
+        style = STATUS_STYLE[row["status"]]
+        reused = " (reused)" if row["reused"] else ""
+        detail = f": {row['reason']}" if row["reason"] else ""
+        self.bar.console.print(
+            f"[{style}]{row['status']}[/] " + escape(f"{row['model']}{reused}{detail}"),
+            highlight=False,
+        )
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    from compress.batch.summary import counts_line, table_rows, threads_line
+
+    headers, rows = table_rows(summary)
+    table = Table(title="batch summary", title_justify="left", box=box.SIMPLE_HEAD)
+    for header in headers:
+        numeric = header not in ("model", "status", "reason")
+        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    for row, cells in zip(summary["models"], rows, strict=True):
+        cells = [escape(cell) for cell in cells]
+        cells[1] = f"[{STATUS_STYLE[row['status']]}]{cells[1]}[/]"
+        table.add_row(*cells)
+    console.print(table)
+    console.print(counts_line(summary), markup=False)
+    console.print(threads_line(summary), markup=False)

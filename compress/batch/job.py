@@ -1,0 +1,137 @@
+"""One model's job: `compress run` in a worker process of its own, and the row it leaves.
+
+A process per model is what lets a batch survive its models: a segfault, the kernel's OOM killer
+or a hang (stopped at the timeout) ends that process only. Each worker costs one Python start and
+one torch import (about 1.5 s here). The worker gets its share of the cores through the usual
+thread variables, which torch and OpenMP read when they start; ONNX Runtime's latency threads come
+from the job's config (`report.threads`). It runs in a process group of its own, so a timeout
+kills everything it started, and through `launch` it dies with the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import EXIT_GATE_FAILED, EXIT_OK, first_line
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+LOG_NAME = "log.txt"
+
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """What a worker needs; plain strings, so that it travels to Ray workers as it is."""
+
+    relative: str  # the model's path under the batch directory
+    model: str
+    config: str  # the model's merged config
+    out_dir: str
+    threads: int
+    timeout: float | None = None
+    trust_pickle: bool = False
+    debug: bool = False  # tracebacks in the job's log.txt
+
+
+def worker_command(job: ModelJob) -> list[str]:
+    run = [sys.executable, "-m", "cli", "run", job.model, "-c", job.config, "-o", job.out_dir]
+    run += ["--force", "--json"] + (["--trust-pickle"] if job.trust_pickle else [])
+    run += ["--debug"] if job.debug else []
+    return [sys.executable, "-m", "compress.batch.launch", str(os.getpid()), *run]
+
+
+def run_job(job: ModelJob) -> dict[str, Any]:
+    """Run the job's worker to its end (or its timeout); the model's row. Never raises."""
+    started = time.monotonic()
+    try:
+        outcome = _run_worker(job)
+    except Exception as e:  # the worker could not start, or left no readable report
+        outcome = {"status": "failed", "reason": f"{type(e).__name__}: {first_line(e)}"}
+    return {"seconds": round(time.monotonic() - started, 2), **outcome}
+
+
+def _run_worker(job: ModelJob) -> dict[str, Any]:
+    out_dir = Path(job.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(job.threads))}
+    env["PYTHONFAULTHANDLER"] = "1"  # a segfault leaves its Python stack in log.txt
+    with open(out_dir / LOG_NAME, "w") as log:
+        process = subprocess.Popen(
+            worker_command(job),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # --json: the report lands in report.json too
+            stderr=log,
+            env=env,
+            start_new_session=True,  # its own process group, killed as one
+        )
+        with _running_lock:
+            _running.add(process)
+        try:
+            code = process.wait(timeout=job.timeout)
+        except subprocess.TimeoutExpired:
+            return {
+                "status": "timed_out",
+                "reason": f"still running after {job.timeout:g} s (--timeout-per-model); stopped",
+                "exit_code": None,
+            }
+        finally:
+            _kill_group(process)  # anything it left behind in its group
+            with _running_lock:
+                _running.discard(process)
+    return outcome_of(code, out_dir)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def kill_running() -> None:
+    """Stop every worker still running (the batch was interrupted)."""
+    with _running_lock:
+        running = list(_running)
+    for process in running:
+        _kill_group(process)
+
+
+def outcome_of(code: int, out_dir: Path) -> dict[str, Any]:
+    """status, reason and the report's numbers, from the worker's exit code and its files."""
+    if code in (EXIT_OK, EXIT_GATE_FAILED):
+        report = json.loads((out_dir / "report.json").read_text())
+        failed = [g["name"] for g in report["gates"] if not g["passed"]]
+        summary = report["summary"]
+        return {
+            "status": "ok" if code == EXIT_OK else "gate_failed",
+            "reason": f"gate failed: {', '.join(failed)}" if failed else None,
+            "exit_code": code,
+            "size_ratio": summary["size_ratio"],
+            "speedup": summary["speedup"],
+            "accuracy_drop": summary["accuracy_drop"],
+        }
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory? the kernel's OOM killer sends it)" if name == "SIGKILL" else ""
+        reason = f"the worker process died from {name}{hint}"
+    else:
+        reason = _error_line(out_dir / LOG_NAME) or f"the worker exited with code {code}"
+    return {"status": "failed", "reason": reason, "exit_code": code}  # < 0: killed by -code
+
+
+def _error_line(log: Path) -> str | None:
+    """The worker's one-line error (`error: ...`), without its prefix."""
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    return errors[-1].removeprefix("error: ") if errors else None

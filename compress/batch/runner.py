@@ -1,0 +1,245 @@
+"""`compress batch`: compress every model under a directory, survive the bad ones, resume.
+
+OUTDIR/<model's path under DIR>/ holds that model's outputs (model.onnx, report.json,
+report.md from `compress run`), the config it ran with (config.yaml), its worker's log
+(log.txt) and, written last, done.json: its row of the summary plus the content hashes of the
+model file and of its merged config. A job's old done.json is removed before the job starts, so
+a batch killed at any moment leaves every model either done (marker) or not (none); --resume
+keeps the done ones whose hashes still match and whose outputs are complete (ok, gate failed),
+and redoes the rest, failures included. The summaries are rebuilt from the rows each time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.batch.discover import ModelEntry, find_models
+from compress.batch.executors import LocalExecutor, RayExecutor
+from compress.batch.job import ModelJob
+from compress.batch.overrides import config_sha256, config_text, merged_config, with_threads
+from compress.batch.summary import build_summary, remove_summary, write_summary
+from compress.config import load_config
+from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
+from compress.models import file_sha256
+from compress.outdir import OUTPUT_FILES, write_atomically
+
+DONE_NAME = "done.json"
+CONFIG_NAME = "config.yaml"
+LOCK_NAME = ".batch.lock"
+EXECUTORS = ("local", "ray")
+COMPLETE = ("ok", "gate_failed")  # their outputs exist; a failure is tried again on --resume
+
+
+@dataclass
+class BatchOptions:
+    models_dir: Path
+    config: Path
+    out_dir: Path
+    jobs: int = 1
+    pattern: str | None = None
+    resume: bool = False
+    force: bool = False
+    timeout: float | None = None  # seconds per model
+    executor: str = "local"
+    ray_address: str | None = None
+    trust_pickle: bool = False
+    debug: bool = False
+
+
+class Progress:
+    """What the batch tells its caller as it goes (the CLI draws a progress bar from it)."""
+
+    def planned(self, total: int) -> None:
+        pass
+
+    def finished(self, row: dict[str, Any]) -> None:
+        pass
+
+
+def run_batch(options: BatchOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the batch; write and return the summary. InputError (exit 2) before any work when
+    the arguments, the shared config or the output folder are bad, or no model is found."""
+    started, progress = time.monotonic(), progress or Progress()
+    check_options(options)
+    load_config(options.config)  # a bad shared config stops the batch, not each model
+    out_dir = options.out_dir.resolve()
+    entries = find_models(options.models_dir, options.pattern, (out_dir, options.config))
+    if not entries:
+        raise InputError(
+            f"no models found under {options.models_dir}"
+            + (f" matching --pattern {options.pattern!r}" if options.pattern else "")
+            + "; point at the folder that holds them or change --pattern"
+        )
+    with make_executor(options) as executor, _locked(out_dir):
+        total_cores, largest_node = executor.cores()
+        threads = max(1, min(total_cores // options.jobs, largest_node))
+        remove_summary(out_dir)
+        rows = _run_entries(entries, options, out_dir, threads, executor, progress)
+        settings = {
+            "directory": str(options.models_dir),
+            "config": str(options.config),
+            "pattern": options.pattern,
+            "executor": executor.name,
+            "jobs": options.jobs,
+            "cores": total_cores,
+            "threads_per_job": threads,
+            "timeout_per_model": options.timeout,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        summary = build_summary([rows[entry.relative] for entry in entries], settings)
+        write_summary(out_dir, summary)
+    return summary
+
+
+def _run_entries(
+    entries: list[ModelEntry],
+    options: BatchOptions,
+    out_dir: Path,
+    threads: int,
+    executor: LocalExecutor | RayExecutor,
+    progress: Progress,
+) -> dict[str, dict[str, Any]]:
+    """Every model's row: reused from its done.json, refused before a run, or run now."""
+    rows: dict[str, dict[str, Any]] = {}
+    pending: dict[str, tuple[ModelJob, dict[str, Any]]] = {}
+    progress.planned(len(entries))
+
+    def record(job: ModelJob, outcome: dict[str, Any], hashes: dict[str, Any]) -> None:
+        row = _row(job.relative, outcome, threads, hashes)
+        Path(job.out_dir).mkdir(parents=True, exist_ok=True)
+        write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row, indent=2) + "\n")
+        rows[job.relative] = row
+        progress.finished(row)
+
+    for entry in entries:
+        job = ModelJob(
+            entry.relative,
+            str(entry.path),
+            str(out_dir / entry.relative / CONFIG_NAME),
+            str(out_dir / entry.relative),
+            threads,
+            options.timeout,
+            options.trust_pickle,
+            options.debug,
+        )
+        try:
+            hashes, previous = _prepare(entry, job, options)
+        except CompressError as e:  # an unreadable model or override fails this model only
+            record(job, {"status": "failed", "reason": str(e), "exit_code": e.exit_code}, {})
+            continue
+        if previous:
+            rows[entry.relative] = previous
+            progress.finished(previous)
+        else:
+            pending[entry.relative] = (job, hashes)
+    executor.run(
+        [job for job, _ in pending.values()],
+        lambda job, outcome: record(job, outcome, pending[job.relative][1]),
+    )
+    return rows
+
+
+def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions):
+    """(the model's content hashes, its row when --resume finds it done). A model to run has its
+    old marker removed and its merged config written, ready for the worker."""
+    if entry.problem:
+        raise ModelLoadError(entry.problem)
+    config = merged_config(options.config, entry.overrides)
+    hashes = {"model_sha256": file_sha256(entry.path), "config_sha256": config_sha256(config)}
+    out = Path(job.out_dir)
+    previous = _read_marker(out / DONE_NAME)
+    if options.resume and _still_done(previous, hashes, out):
+        return hashes, {**previous, "reused": True}
+    (out / DONE_NAME).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [options.config.resolve(), *(o.resolve() for o in entry.overrides)]
+    write_atomically(Path(job.config), config_text(with_threads(config, job.threads), sources))
+    return hashes, None
+
+
+def _still_done(previous: dict | None, hashes: dict[str, Any], out: Path) -> bool:
+    return (
+        previous is not None
+        and previous.get("status") in COMPLETE
+        and all(previous.get(key) == value for key, value in hashes.items())
+        and all((out / name).is_file() for name in OUTPUT_FILES)
+    )
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> dict[str, Any]:
+    """One model's summary row; every row has every key, in one order."""
+    row = {"model": relative, "status": outcome["status"], "reason": outcome.get("reason")}
+    for key in ("exit_code", "size_ratio", "speedup", "accuracy_drop", "seconds"):
+        row[key] = outcome.get(key)
+    row |= {"threads": threads, "output": relative, "reused": False}
+    row |= {key: hashes.get(key) for key in ("model_sha256", "config_sha256")}
+    return row
+
+
+def make_executor(options: BatchOptions) -> LocalExecutor | RayExecutor:
+    if options.executor == "ray":
+        return RayExecutor(options.jobs, options.ray_address)
+    return LocalExecutor(options.jobs)
+
+
+def check_options(options: BatchOptions) -> None:
+    """Arguments and the output folder, before anything is read or started."""
+    problems = [
+        (not options.models_dir.is_dir(), f"{options.models_dir} is not a folder of models"),
+        (options.jobs < 1, f"--jobs must be 1 or more, not {options.jobs}"),
+        (options.timeout is not None and options.timeout <= 0, "--timeout-per-model must be > 0"),
+        (
+            options.executor not in EXECUTORS,
+            f"--executor {options.executor!r}: choose {' or '.join(EXECUTORS)}",
+        ),
+        (
+            options.ray_address is not None and options.executor != "ray",
+            "--ray-address needs --executor ray",
+        ),
+        (
+            options.resume and options.force,
+            "--resume keeps finished models and --force redoes them all; pass one of them",
+        ),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise InputError(message)
+    out = options.out_dir
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output path {out} exists and is not a folder")
+    if out.resolve() == options.models_dir.resolve():
+        raise OutputDirError("-o must not be the models' folder itself; choose another folder")
+    leftovers = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
+    if leftovers and not (options.resume or options.force):
+        raise OutputDirError(
+            f"output folder {out} is not empty; pass --resume to finish the batch there, "
+            "--force to redo every model, or choose another -o"
+        )
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path):
+    """One batch at a time per output folder (the kernel drops the lock if the batch dies)."""
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_NAME, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputDirError(
+                f"another batch is writing to {out_dir}; wait for it to end or choose another -o"
+            ) from None
+        yield

@@ -1,0 +1,96 @@
+"""Models and checks for the batch tests: good models, a corrupt file, models that crash or hang
+their worker process, and a look for worker processes left running."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.conftest import CNN_CONFIG, ROOT, small_onnx, write_config
+
+# A whole pickled module (loaded with --trust-pickle) that misbehaves in forward, which the
+# run's first check calls: the worker process really dies or hangs.
+MISBEHAVING = """\
+import ctypes
+import time
+
+import torch
+
+
+class Misbehaving(torch.nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        if self.how == "segfault":
+            ctypes.string_at(0)
+        if self.how == "hang":
+            time.sleep(3600)
+        return self.linear(x.flatten(1))
+"""
+
+
+def misbehaving_model(folder: Path, name: str, how: str) -> Path:
+    """`folder/name`, a pickled Misbehaving(how); its class file sits beside it, where the
+    loader looks for it."""
+    source = folder / "misbehaving.py"
+    source.write_text(MISBEHAVING)
+    spec = importlib.util.spec_from_file_location("misbehaving", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["misbehaving"] = module  # pickle records the class by this module name
+    try:
+        spec.loader.exec_module(module)
+        torch.save(module.Misbehaving(how), folder / name)
+    finally:
+        del sys.modules["misbehaving"]
+    return folder / name
+
+
+def corrupt_model(path: Path) -> Path:
+    path.write_bytes((ROOT / "sample_models" / "digits_cnn.pt2").read_bytes()[:3000])
+    return path
+
+
+def good_models(folder: Path, *relative: str) -> None:
+    for name in relative:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        small_onnx(folder / name)
+
+
+def batch_config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_config(folder, CNN_CONFIG)
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def statuses(summary: dict) -> dict[str, tuple[str, str | None]]:
+    return {row["model"]: (row["status"], row["reason"]) for row in summary["models"]}
+
+
+def live_workers(out: Path, grace: float = 5.0) -> list[int]:
+    """Processes (not zombies) whose command line names `out`, after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if str(out) in command and state != "Z" and int(pid) != os.getpid():
+                found.append(int(pid))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
