@@ -282,6 +282,14 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> LoadedConfig
     return parse_config(text, path, overrides)
 
 
+def yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
+    """A one-line ConfigError for YAML that does not parse: the problem and its line."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1})" if mark else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return ConfigError(f"{path}: not valid YAML: {problem}{where}")
+
+
 def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> LoadedConfig:
     """Validate config `text` as if read from `path` (its folder anchors relative paths)."""
     parsed = [parse_override(override) for override in overrides]
@@ -289,10 +297,7 @@ def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> Loaded
         root = yaml.compose(text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
+        raise yaml_error(path, e) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping with `version: 1` at the top")
     apply_overrides(raw, parsed)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from compress.config import yaml_error
 from compress.errors import ConfigError
 
 PATH_KEYS = ("path", "teacher")  # data.*.path, a teacher given as a file; new ones belong here
@@ -28,10 +29,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
+        raise yaml_error(path, e) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of config keys to override")
     return doc
