@@ -120,7 +120,7 @@ class Distill(TorchPass):
             ).eval()
         student = self._student if self._student is not None else module
         batch = example_batch(ctx.datasets["train"])
-        want, got = output_shape(self._teacher_callable(), batch), output_shape(student, batch)
+        want, got = tuple(self._teacher.logits(batch).shape), output_shape(student, batch)
         if want != got:
             raise ConfigError(
                 f"{self.key}: the teacher's output {list(want)} does not match the student's "
@@ -163,7 +163,7 @@ class Distill(TorchPass):
             result = train(student, step_loss, p, ctx, "distill", projections, judge)
         student.eval()
         teacher_value = judge.score_outputs(teacher.outputs(judge.inputs)) if judge else None
-        return student, self._details(result, ctx, before, teacher_value, labelled)
+        return student, self._details(result, before, teacher_value, labelled)
 
     def _load_teacher(self, ctx: Context) -> Teacher:
         spec = self.params.teacher
@@ -172,12 +172,6 @@ class Distill(TorchPass):
         if isinstance(spec, Path):
             spec = TeacherModel(path=spec)
         return load_teacher(spec.path, spec.arch, spec.arch_args, ctx, f"{self.key}.teacher")
-
-    def _teacher_callable(self):
-        teacher = self._teacher
-        if teacher.is_onnx:
-            return lambda *batch: teacher.logits(list(batch))
-        return teacher.model
 
     def _check_features(self, student, batch: list) -> None:
         import torch
@@ -230,7 +224,7 @@ class Distill(TorchPass):
         reference = torch_first_output(ctx.loaded_model.callable(), list(held_out.inputs.values()))
         return Judge(reference, held_out, ctx.config.config.report.metric)
 
-    def _details(self, result: TrainResult, ctx, before, teacher_value, labelled) -> dict:
+    def _details(self, result: TrainResult, before, teacher_value, labelled) -> dict:
         p, judge = self.params, self._judge
         student = f"{p.student.arch} {p.student.arch_args}" if p.student else "the current model"
         teacher = self._teacher.described
@@ -257,7 +251,7 @@ class Distill(TorchPass):
             after = result.metrics[result.best_epoch - 1] if result.restored else result.metrics[-1]
             gap = teacher_value - before
             recovered = round((after - before) / gap, 4) if gap > 0 else None
-            where = "data.validation" if "validation" in ctx.datasets else "data.eval"
+            where = judge.dataset.where
             if result.restored:
                 reason += f", best epoch {result.best_epoch} kept"
             reason += (
