@@ -1,0 +1,11 @@
+"""Ceilings on what compress reads from untrusted input, in one place so that the README's
+Security section and the checks agree. Each is far above what a real model, config or data set
+needs, and far below what would exhaust a machine before a check could say no."""
+
+from __future__ import annotations
+
+# --- configs (YAML files and --set values) ---------------------------------------------------
+MAX_CONFIG_BYTES = 1 << 20  # a config file; real recipes are a few KB
+MAX_YAML_DEPTH = 32  # nested mappings / lists
+MAX_YAML_NODES = 20_000  # values after every alias is expanded (an alias bomb expands to 10^9)
+MAX_CONFIG_INT = 2**63 - 1  # any integer in a config; larger ones are refused at load
