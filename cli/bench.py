@@ -26,7 +26,7 @@ def bench(
     Latency (p50/p90/p99 per batch size), size, params and MACs, with the latency settings and
     samples of CONFIG (or the defaults and ones shaped like the inputs).
     """
-    with reported_errors(debug):
+    with reported_errors(debug, library_stdout_hidden=True):
         from compress.remeasure import bench_onnx
 
         measured = bench_onnx(model, config, overrides or ())

@@ -7,6 +7,7 @@ import contextlib
 import typer
 from rich.console import Console
 
+from cli.quiet import library_output_hidden
 from compress.errors import EXIT_FAILED, CompressError, first_line
 from compress.terminal import color_system
 
@@ -14,10 +15,13 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True, color_system=colo
 
 
 @contextlib.contextmanager
-def reported_errors(debug: bool):
-    """Turn exceptions into `error: ...` on stderr and an exit code; traceback only with debug."""
+def reported_errors(debug: bool, library_stdout_hidden: bool = False):
+    """Turn exceptions into `error: ...` on stderr and an exit code; traceback only with debug.
+    What libraries print is hidden meanwhile (cli/quiet.py); `library_stdout_hidden` for
+    commands whose stdout must hold only their own output (--json) while libraries run."""
     try:
-        yield
+        with library_output_hidden(debug, stdout=library_stdout_hidden):
+            yield
     except typer.Exit:
         raise
     except CompressError as e:

@@ -35,7 +35,7 @@ def run(
     The reports are OUT/report.json, report.md and report.html. With GITHUB_STEP_SUMMARY set,
     the Markdown report is appended to that file.
     """
-    with reported_errors(debug):
+    with reported_errors(debug, library_stdout_hidden=True):
         from compress.outdir import check_writable
         from compress.pipeline import run as run_job
         from compress.report import to_json

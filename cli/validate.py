@@ -17,14 +17,9 @@ def validate(
 ) -> None:
     """Check CONFIG as `compress run` would, before any model is loaded; exit 2 if it is bad."""
     with reported_errors(debug):
-        from compress.config import load_config
-        from compress.context import load_datasets
-        from compress.preflight import build_passes, check_metric
+        from compress.preflight import check_config
 
-        loaded = load_config(config, overrides or ())
-        build_passes(loaded)
-        check_metric(loaded)
-        datasets = load_datasets(loaded)
+        loaded, _, datasets = check_config(config, overrides or ())
     names = ", ".join(spec.type for spec in loaded.passes) or "no passes"
     data = ", ".join(f"{role} ({len(d)} samples)" for role, d in datasets.items()) or "no data"
     typer.echo(f"{config}: ok ({names}; {data})")

@@ -18,12 +18,16 @@ from pydantic import (
 )
 
 from compress.errors import ConfigError
+from compress.limits import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_THREADS
 from compress.overrides import Override, apply_overrides, dotted_key, parse_override, source_of
 from compress.passes.base import PassParams
+from compress.yaml_input import load_yaml, read_config_text
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are never meant in a config (`.nan` or `1e+400` in YAML), and comparisons
+    # with them pass every bound silently.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputSpec(Strict):
@@ -41,7 +45,10 @@ class ModelSection(Strict):
 class ImageSpec(Strict):
     """How a folder of images becomes an input tensor [N, channels, height, width]."""
 
-    size: tuple[int, int] = Field(description="[height, width] every image is resized to")
+    size: tuple[
+        Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)],
+        Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)],
+    ] = Field(description="[height, width] every image is resized to")
     channels: Literal[1, 3] = Field(default=3, description="1: grayscale, 3: RGB")
     mean: list[float] = Field(
         default=[0.0], min_length=1, description="subtracted per channel from pixels scaled to 0..1"
@@ -140,16 +147,18 @@ class ExportSection(Strict):
 
 
 class ReportSection(Strict):
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default=[32, 1], min_length=1)
-    threads: int = Field(default=1, ge=1)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]] = Field(
+        default=[32, 1], min_length=1
+    )
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS)
     metric: Literal["top1", "agreement", "cosine"] = "top1"
-    warmup_runs: int = Field(default=10, ge=0)
-    min_runs: int = Field(default=100, ge=5)
-    min_seconds: float = Field(default=0.5, ge=0)
+    warmup_runs: int = Field(default=10, ge=0, le=100_000)
+    min_runs: int = Field(default=100, ge=5, le=1_000_000)
+    min_seconds: float = Field(default=0.5, ge=0, le=3600)
     # Past the minimum, rounds go on until each p50 is known within +-stable_within, or until
     # max_seconds (per batch size, all stages together) have passed.
     stable_within: float = Field(default=0.01, gt=0, lt=1)
-    max_seconds: float = Field(default=5.0, ge=0)
+    max_seconds: float = Field(default=5.0, ge=0, le=3600)
 
 
 class GatesSection(Strict):
@@ -168,7 +177,7 @@ class Config(Strict):
     version: Literal[1]
     # Seeds Python's, numpy's and torch's generators when a run starts (a pass's own `seed`
     # still wins for that pass); written in the report's environment.
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # numpy's generators take 32 bits
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     passes: list[dict[str, Any]] = Field(default_factory=list)
@@ -273,31 +282,13 @@ def load_config(path: Path | str, overrides: Sequence[str] = ()) -> LoadedConfig
     """Read and validate a YAML config as a whole, with `--set KEY=VALUE` `overrides` applied
     first; ConfigError names every problem found."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
-    return parse_config(text, path, overrides)
-
-
-def yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
-    """A one-line ConfigError for YAML that does not parse: the problem and its line."""
-    mark = getattr(error, "problem_mark", None)
-    where = f" (line {mark.line + 1})" if mark else ""
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return ConfigError(f"{path}: not valid YAML: {problem}{where}")
+    return parse_config(read_config_text(path), path, overrides)
 
 
 def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> LoadedConfig:
     """Validate config `text` as if read from `path` (its folder anchors relative paths)."""
     parsed = [parse_override(override) for override in overrides]
-    try:
-        root = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise yaml_error(path, e) from None
+    root, raw = load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping with `version: 1` at the top")
     apply_overrides(raw, parsed)

@@ -9,3 +9,10 @@ MAX_CONFIG_BYTES = 1 << 20  # a config file; real recipes are a few KB
 MAX_YAML_DEPTH = 32  # nested mappings / lists
 MAX_YAML_NODES = 20_000  # values after every alias is expanded (an alias bomb expands to 10^9)
 MAX_CONFIG_INT = 2**63 - 1  # any integer in a config; larger ones are refused at load
+MAX_THREADS = 256  # report.threads: ONNX Runtime starts one OS thread each
+MAX_BATCH_SIZE = 1 << 20  # report.batch_sizes; the batch's bytes are checked against the data too
+MAX_BATCH_BYTES = 4 << 30  # the inputs of the largest latency batch, held in memory per stage
+
+# --- data files ------------------------------------------------------------------------------
+MAX_IMAGE_SIDE = 8192  # image.size: what every image is resized to
+MAX_IMAGE_PIXELS = 100_000_000  # a source image's width x height, checked before decoding it

@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from compress.errors import ConfigError
+from compress.yaml_input import load_yaml
 
 _PART = re.compile(r"([A-Za-z_][\w-]*)|\[(\d+)\]")
 EXAMPLE = "--set passes[0].amount=0.3"
@@ -35,11 +34,7 @@ def parse_override(text: str) -> Override:
     if not sep or not key:
         raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. {EXAMPLE}")
     loc = _parse_key(key, text)
-    try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"--set {text}: the value is not valid YAML ({problem})") from None
+    value = load_yaml(raw_value, f"--set {text}")[1] if raw_value.strip() else ""
     return Override(loc, value, text)
 
 

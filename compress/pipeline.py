@@ -21,10 +21,11 @@ from compress.export import (
 )
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
+from compress.measure.memory import check_batch_memory
 from compress.measure.size import footprint
 from compress.outdir import check_out_dir, clear_previous_results, publish
 from compress.passes.base import Pass
-from compress.preflight import Job, check_onnx_data_fits, prepare
+from compress.preflight import Job, prepare
 from compress.report import build_report, to_json, to_markdown
 from compress.report_html import to_html
 from compress.speed_guard import revert_if_slower
@@ -78,21 +79,13 @@ def run(
 def _run_stages(job: Job) -> list[StageFile]:
     """The ONNX file of every stage: baseline, one per torch pass, one per ONNX pass."""
     ctx, work = job.context, job.context.workdir
-    stages: list[StageFile] = []
-    if job.model.is_onnx:
-        import onnx
-
-        stages.append(StageFile("baseline", work / "baseline.onnx"))
-        onnx.save(job.model.model, str(stages[0].path))
-        check_onnx_data_fits(stages[0].path, ctx)
-    else:
-        baseline = _export_stage(job, job.model.callable(), "baseline", job.model.format)
-        stages.append(StageFile("baseline", baseline))
-        for index, p in enumerate(job.passes):
-            if p.stage == "torch":
-                job.module, details = _apply(index, p, ctx, job.module)
-                onnx_file = _export_stage(job, job.module, f"{index}", "module")
-                stages.append(StageFile(p.name, onnx_file, details=details))
+    stages = [_baseline(job)]
+    check_batch_memory(stages[0].path, ctx.samples(1), job.config.config.report.batch_sizes)
+    for index, p in enumerate(job.passes):  # an ONNX input has none: preflight refuses them
+        if p.stage == "torch":
+            job.module, details = _apply(index, p, ctx, job.module)
+            onnx_file = _export_stage(job, job.module, f"{index}", "module")
+            stages.append(StageFile(p.name, onnx_file, details=details))
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
@@ -102,6 +95,19 @@ def _run_stages(job: Job) -> list[StageFile]:
             )
             stages.append(StageFile(p.name, target, reverted, details))
     return stages
+
+
+def _baseline(job: Job) -> StageFile:
+    """The model as loaded, as ONNX: an ONNX input as it is, a torch model exported."""
+    if job.model.is_onnx:
+        import onnx
+
+        path = job.context.workdir / "baseline.onnx"
+        onnx.save(job.model.model, str(path))
+        return StageFile("baseline", path)
+    return StageFile(
+        "baseline", _export_stage(job, job.model.callable(), "baseline", job.model.format)
+    )
 
 
 def _apply(index: int, p: Pass, ctx: Context, *inputs):

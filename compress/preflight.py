@@ -11,11 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compress.config import LoadedConfig, load_config
-from compress.context import Context, input_names_for, load_datasets
+from compress.context import (
+    SAMPLE_ROLES,
+    Context,
+    input_names_for,
+    load_datasets,
+    synthetic_inputs,
+)
+from compress.data import Dataset
+from compress.data.checks import check_labels_fit
 from compress.editable import editable_module
-from compress.errors import ConfigError, DataError, first_line
+from compress.errors import ConfigError, DataError, ModelLoadError, first_line
 from compress.export import fixed_batch_sizes, graph_inputs, program_fixed_batch, torch_outputs
+from compress.limits import MAX_BATCH_BYTES
 from compress.models import LoadedModel, load_model
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
@@ -39,22 +50,22 @@ def prepare(
     overrides: Sequence[str] = (),
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
-    config = load_config(config_path, overrides)
+    config, passes, datasets = check_config(config_path, overrides)
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
-    passes = build_passes(config, model.path.name if model.is_onnx else None)
-    check_metric(config)
     if model.is_onnx:
+        check_no_torch_pass(passes, model.path.name)
         check_onnx_batch(model.model, config.config.report.batch_sizes)
     if model.format == "exported_program" and config.config.export.dynamic_batch:
         check_program_batch(model)
     names = (
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
-    datasets = load_datasets(config)
     workdir = Path(tempfile.mkdtemp(prefix="compress-"))
     context = Context(config, datasets, names, workdir, log, show_progress, model, trust_pickle)
     try:
-        if not model.is_onnx:
+        if model.is_onnx:
+            check_onnx_data_fits(model.path, context)
+        else:
             runnable = model.callable()
             check_data_fits(lambda s: torch_outputs(runnable, s), context, "")
         module = editable_for_torch_passes(model, passes, context)
@@ -82,21 +93,52 @@ def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Conte
     return start
 
 
-def build_passes(config: LoadedConfig, onnx_input: str | None = None) -> list[Pass]:
-    """The configured passes, each checked against the config (and an ONNX input, if any)."""
+def check_config(
+    config_path: Path, overrides: Sequence[str] = ()
+) -> tuple[LoadedConfig, list[Pass], dict[str, Dataset]]:
+    """Every check that needs only the config and its data files: what `compress validate` does
+    and what `compress run` does first. Returns the config, its passes and its datasets."""
+    config = load_config(config_path, overrides)
+    passes = build_passes(config)
+    check_metric(config)
+    datasets = load_datasets(config)
+    check_batch_bytes(config, datasets)
+    return config, passes, datasets
+
+
+def build_passes(config: LoadedConfig) -> list[Pass]:
+    """The configured passes, each checked against the config."""
     passes = [
         get_pass(spec.type)(spec.params, f"passes[{index}]")
         for index, spec in enumerate(config.passes)
     ]
-    for index, p in enumerate(passes):
+    for p in passes:
         p.check(config)
-        if onnx_input and p.stage == "torch":
+    check_order(passes)
+    return passes
+
+
+def check_no_torch_pass(passes: list[Pass], onnx_input: str) -> None:
+    for index, p in enumerate(passes):
+        if p.stage == "torch":
             raise ConfigError(
                 f"passes[{index}].type: {p.name} works on a torch model, but {onnx_input} is "
                 "ONNX; remove the pass or start from the torch model"
             )
-    check_order(passes)
-    return passes
+
+
+def check_batch_bytes(config: LoadedConfig, datasets: dict[str, Dataset]) -> None:
+    """The largest latency batch is built in memory (and run by every stage): refuse one that
+    could not fit before anything is loaded or exported."""
+    largest = max(config.config.report.batch_sizes)
+    role = next((r for r in SAMPLE_ROLES if r in datasets), None)
+    arrays = datasets[role].take(1) if role else synthetic_inputs(config, 1)
+    total = largest * sum(a.nbytes for a in arrays)
+    if total > MAX_BATCH_BYTES:
+        raise ConfigError(
+            f"report.batch_sizes: a batch of {largest} is {total / 1e9:.1f} GB of inputs, over "
+            f"the limit of {MAX_BATCH_BYTES / 1e9:.1f} GB; measure smaller batches"
+        )
 
 
 def check_order(passes: list[Pass]) -> None:
@@ -144,18 +186,25 @@ def check_onnx_data_fits(path: Path, ctx: Context) -> None:
     """check_data_fits for an ONNX file; the message lists the inputs the graph declares."""
     from compress.measure.runtime import open_session, run_batched
 
-    session = open_session(path, threads=1)
+    try:
+        session = open_session(path, threads=1)
+    except Exception as e:  # the checker passed, but the graph contradicts itself (types, shapes)
+        raise ModelLoadError(
+            f"{path.name}: ONNX Runtime cannot load the model ({first_line(e, 200)}); export it "
+            "again or fix the graph"
+        ) from None
     declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
     check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
 
 
 def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
-    """Run two samples of every dataset through the model, so that data of the wrong shape is
-    refused as bad input before anything is exported or quantized."""
+    """Run two samples of every dataset through the model, so that data of the wrong shape, or
+    labels the model's outputs cannot mean, are refused as bad input before anything is
+    exported or quantized."""
     for role, dataset in ctx.datasets.items():
         samples = dataset.take(2)
         try:
-            forward(samples)
+            outputs = forward(samples)
         except Exception as e:
             shapes = ", ".join(
                 f"{name} {list(a.shape[1:])} {a.dtype}"
@@ -165,3 +214,18 @@ def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
                 f"data.{role} does not fit the model{model_inputs}: samples of {shapes} failed "
                 f"({first_line(e, 200)}); check data.{role}.inputs and the arrays' shapes"
             ) from None
+        _check_outputs(outputs, dataset, role)
+
+
+def _check_outputs(outputs: list[np.ndarray], dataset: Dataset, role: str) -> None:
+    """Finite outputs, and labels within the first output's classes (what top-1 and the
+    training loss read)."""
+    for index, output in enumerate(outputs):
+        if output.dtype.kind == "f" and not np.isfinite(output).all():
+            raise DataError(
+                f"data.{role}: the model's output {index} holds NaN or infinity on the first "
+                "samples; check the model and that the data is scaled as it expects"
+            )
+    if dataset.labels is not None and outputs:
+        classes = int(np.prod(outputs[0].shape[1:], dtype=np.int64))
+        check_labels_fit(dataset.labels, classes, f"data.{role}")

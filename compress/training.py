@@ -39,7 +39,9 @@ class TrainParams(BaseModel):
     )
     step_size: int = Field(default=10, ge=1, description="step schedule: epochs between drops")
     gamma: float = Field(default=0.1, gt=0, le=1, description="step schedule: lr factor per drop")
-    seed: int = Field(default=0, description="the same seed gives the same weights")
+    seed: int = Field(
+        default=0, ge=0, le=2**32 - 1, description="the same seed gives the same weights"
+    )
     patience: int | None = Field(
         default=None, ge=1, description="stop after this many epochs without a better eval metric"
     )

@@ -10,26 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, small_onnx, write_config
+from tests.conftest import (
+    CNN_CONFIG,
+    SAMPLES,
+    assert_refused,
+    invoke,
+    run_cli,
+    small_onnx,
+    write_config,
+)
 
 CNN = SAMPLES / "digits_cnn.pt2"
 STATE_DICT_CONFIG = CNN_CONFIG.replace(
     "version: 1\n", "version: 1\nmodel: {arch: arch.py:DigitsCNN}\n"
 )
-
-
-def assert_refused(result, out, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
-    assert not out.exists() or not any(out.iterdir())
-
-
-def run_cli(model, config, out, *extra):
-    return invoke("run", model, "-c", config, "-o", out, *extra)
 
 
 def test_unknown_key(tmp_path, cnn_config):

@@ -15,8 +15,7 @@ from compress.batch.job import outcome_of
 from compress.batch.overrides import config_sha256, merged_config, with_threads
 from compress.batch.summary import exit_code
 from tests.batch_helpers import batch_config, corrupt_model, good_models, statuses, summary_of
-from tests.conftest import invoke
-from tests.test_bad_input import assert_refused
+from tests.conftest import assert_refused, invoke
 
 
 def test_models_are_found_by_suffix_and_content(tmp_path):

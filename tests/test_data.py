@@ -14,8 +14,7 @@ from compress.config import Augment, DataSource
 from compress.data import load_dataset
 from compress.data.augment import augment_batch
 from compress.errors import DataError
-from tests.conftest import SAMPLES, invoke
-from tests.test_bad_input import assert_refused
+from tests.conftest import SAMPLES, assert_refused, invoke
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

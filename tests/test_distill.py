@@ -16,8 +16,7 @@ import onnx
 import pytest
 
 from compress.pipeline import run
-from tests.conftest import ROOT, SAMPLES, write_config
-from tests.test_bad_input import assert_refused, run_cli
+from tests.conftest import ROOT, SAMPLES, assert_refused, run_cli, write_config
 
 CNN = SAMPLES / "digits_cnn.pt2"
 PRUNE_THEN_DISTILL = """\

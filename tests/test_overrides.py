@@ -49,7 +49,7 @@ def test_overrides_set_values_lists_and_new_sections(tmp_path, cnn_config):
         ("version.x=1", "--set version.x=1: version is not a mapping"),
         ("gates.min_speedup", "--set gates.min_speedup: expected KEY=VALUE"),
         ("passes.0.amount=1", "is not a config key"),
-        ("report.batch_sizes=[1,", "the value is not valid YAML"),
+        ("report.batch_sizes=[1,", "not valid YAML"),
     ],
 )  # fmt: skip
 def test_a_bad_override_is_named_and_said_to_come_from_set(cnn_config, override, expected):

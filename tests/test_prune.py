@@ -13,8 +13,7 @@ import torch
 from compress.editable import relift
 from compress.measure.runtime import open_session
 from compress.pipeline import run
-from tests.conftest import SAMPLES, write_config
-from tests.test_bad_input import assert_refused, run_cli
+from tests.conftest import SAMPLES, assert_refused, run_cli, write_config
 
 EVAL_ONLY = """\
 version: 1

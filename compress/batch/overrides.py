@@ -16,20 +16,15 @@ from typing import Any
 
 import yaml
 
-from compress.config import yaml_error
 from compress.errors import ConfigError
+from compress.yaml_input import load_yaml, read_config_text
 
 PATH_KEYS = ("path", "teacher")  # data.*.path, a teacher given as a file; new ones belong here
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping; ConfigError naming the file when it is not one."""
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise yaml_error(path, e) from None
+    doc = load_yaml(read_config_text(path), str(path))[1]
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of config keys to override")
     return doc

@@ -48,6 +48,7 @@ def repeat_to(arrays: list[np.ndarray], count: int) -> list[np.ndarray]:
 def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
     """Load and check one data source; DataError names the key, the file and the fix."""
     from compress.data import csv_table, images, npz
+    from compress.data.checks import checked_inputs, checked_labels
 
     path = (base_dir / source.path).resolve()
     kind = source.kind
@@ -59,6 +60,9 @@ def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
         )
     reader = {"npz": npz.read, "csv": csv_table.read, "images": images.read}[kind]
     inputs, labels, classes = reader(source, where, path)
+    checked_inputs(inputs, where, path)
+    if labels is not None:
+        labels = checked_labels(labels, where, path, source.labels or "class folders")
     if source.augment is not None:
         check_augmentable(inputs, where)
     return Dataset(where, path, inputs, labels, classes, source.augment)

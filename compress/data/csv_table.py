@@ -4,6 +4,7 @@ a label column becomes integer labels (numbers as they are, names by their class
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,12 +75,23 @@ def _number(cell: str, where: str, path: Path, row: int, column: str) -> float:
 
 def _labels(names: list[str], classes: list[str] | None, where: str, path: Path, column: str):
     """Integer labels as numbers; any other label as a class name."""
-    if classes is None and all(_is_int(n) for n in names):
+    numbers = [_is_int(n) for n in names]
+    if classes is None and all(numbers):
         return np.array([int(n) for n in names], dtype=np.int64), None
+    if classes is None and any(numbers):  # "3" beside "cat": a typo, not a class called "3"
+        row = numbers.index(False)
+        raise DataError(
+            f"{where}: {path.name} data row {row + 1} has the label {names[row]!r} among "
+            f"numeric labels in {column!r}; use class indexes throughout, or names with `classes`"
+        )
     if "" in names:
         raise DataError(f"{where}: {path.name} has a row with an empty {column!r} label")
     return class_index(names, classes, where)
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    """ASCII digits only (`str.isdigit` takes `²` too, which int() refuses), within int64."""
+    return _INTEGER.fullmatch(text) is not None
+
+
+_INTEGER = re.compile(r"[-+]?[0-9]{1,18}")

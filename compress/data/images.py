@@ -3,6 +3,7 @@ each image resized and scaled to 0..1, then normalized per channel, into [N, C, 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from compress.data import class_index
 from compress.errors import DataError
+from compress.limits import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:
     from compress.config import DataSource, ImageSpec
@@ -50,13 +52,35 @@ def _pixels(file: Path, spec: ImageSpec, where: str) -> np.ndarray:
 
     height, width = spec.size
     try:
-        with Image.open(file) as image:
-            image = image.convert("L" if spec.channels == 1 else "RGB")
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
+        with warnings.catch_warnings():  # Pillow's own bomb warning: our limit is the one
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                _check_pixels(image.size, file, where)  # from the header, before decoding
+                image = image.convert("L" if spec.channels == 1 else "RGB")
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 255.0
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow refuses at twice its own limit
+        raise DataError(
+            f"{where}: the image {file} is too large ({e}); scale it down or remove it"
+        ) from None
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"{where}: cannot read the image {file} ({e}); fix or remove it") from None
+    except Exception as e:  # a decoder's own complaint about a malformed file
+        raise DataError(
+            f"{where}: cannot decode the image {file} ({type(e).__name__}: {e}); fix or remove it"
+        ) from None
     return array[None] if spec.channels == 1 else array.transpose(2, 0, 1)
+
+
+def _check_pixels(size: tuple[int, int], file: Path, where: str) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{where}: the image {file} has {width * height:,} pixels, over the limit of "
+            f"{MAX_IMAGE_PIXELS:,}; scale it down or remove it"
+        )
 
 
 def _normalized(images: np.ndarray, spec: ImageSpec) -> np.ndarray:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class PassParams(BaseModel):
     """Parameters of a pass; unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # as the config's sections
 
 
 class OnnxPassParams(PassParams):
