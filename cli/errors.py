@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from cli.quiet import library_output_hidden
-from compress.errors import EXIT_FAILED, CompressError, first_line
+from compress.errors import EXIT_FAILED, CompressError, first_line, one_line
 from compress.terminal import color_system
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True, color_system=color_system())
@@ -27,7 +27,7 @@ def reported_errors(debug: bool, library_stdout_hidden: bool = False):
     except CompressError as e:
         if debug:
             stderr.print_exception()
-        stderr.print(f"error: {e}", markup=False)
+        stderr.print(f"error: {one_line(str(e))}", markup=False)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         stderr.print("interrupted")
@@ -37,7 +37,7 @@ def reported_errors(debug: bool, library_stdout_hidden: bool = False):
             stderr.print_exception()
         else:
             stderr.print(
-                f"error: internal error: {type(e).__name__}: {first_line(e)} (rerun with "
+                f"error: internal error: {type(e).__name__}: {one_line(first_line(e))} (rerun with "
                 "--debug for the traceback, and please report it)",
                 markup=False,
             )

@@ -11,7 +11,7 @@ import typer
 
 from cli.errors import reported_errors, stderr
 from cli.options import Overrides
-from compress.errors import EXIT_GATE_FAILED
+from compress.errors import EXIT_GATE_FAILED, one_line
 
 
 def run(
@@ -58,7 +58,7 @@ def run(
 
         print_report(report, stdout_console())
     for warning in report["warnings"]:
-        stderr.print(f"warning: {warning}", markup=False)
+        stderr.print(f"warning: {one_line(warning)}", markup=False)
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
     if failed:
         stderr.print(

@@ -1,5 +1,7 @@
 """The error domain: every failure a user can cause, each with the exit code the CLI returns."""
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # a pass, the export or the parity check failed
 EXIT_BAD_INPUT = 2  # arguments, config, model file, data file, output folder
@@ -44,6 +46,15 @@ class PassError(CompressError):
 
 class ExportError(CompressError):
     """torch -> ONNX export, the ONNX checker or the parity check failed (exit 1)."""
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: line breaks and other control characters a user's input may carry
+    (a `--set` value, a file name) shown escaped, so an error stays one line on a terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:
