@@ -29,6 +29,15 @@ def reported_errors(debug: bool, library_stdout_hidden: bool = False):
             stderr.print_exception()
         stderr.print(f"error: {one_line(str(e))}", markup=False)
         raise typer.Exit(e.exit_code) from None
+    except MemoryError:
+        if debug:
+            stderr.print_exception()
+        stderr.print(
+            "error: out of memory; use smaller data (data.*.limit), smaller report.batch_sizes "
+            "or a machine with more memory",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
         stderr.print("interrupted")
         raise typer.Exit(130) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import ReportFileError
+from compress.limits import MAX_REPORT_BYTES
 from compress.report import SCHEMA_VERSION, fmt_value, markdown_table
 
 REQUIRED_KEYS = ("stages", "summary", "gates", "batch_sizes", "metric", "environment")
@@ -19,6 +20,11 @@ def load_report(path: Path) -> dict[str, Any]:
     """A report written by `compress run`; ReportFileError says what is wrong with the file."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_REPORT_BYTES:
+            raise ReportFileError(
+                f"{path}: {path.stat().st_size:,} bytes, larger than any report.json "
+                f"(limit {MAX_REPORT_BYTES:,}); give the report.json of a run"
+            )
         report = json.loads(path.read_text())
     except FileNotFoundError:
         raise ReportFileError(f"report file not found: {path}") from None
@@ -28,6 +34,8 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ReportFileError(
             f"{path}: not JSON ({e.msg}, line {e.lineno}); give the report.json of a run"
         ) from None
+    except RecursionError:
+        raise ReportFileError(f"{path}: JSON nested too deeply to be a report") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(report, dict) or key not in report]
     if missing:
         raise ReportFileError(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -18,7 +19,7 @@ from pydantic import (
 )
 
 from compress.errors import ConfigError
-from compress.limits import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_THREADS
+from compress.limits import MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_THREADS
 from compress.overrides import Override, apply_overrides, dotted_key, parse_override, source_of
 from compress.passes.base import PassParams
 from compress.yaml_input import load_yaml, read_config_text
@@ -32,8 +33,32 @@ class Strict(BaseModel):
 
 class InputSpec(Strict):
     name: str
-    shape: list[int | str] = Field(min_length=1)
+    shape: list[int | str] = Field(min_length=1, max_length=8)
     dtype: Literal["float32", "float16", "int64", "int32", "bool"] = "float32"
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_dims(cls, shape: list[int | str]) -> list[int | str]:
+        if any(isinstance(d, int) and d < 1 for d in shape):
+            raise ValueError(f"{shape}: a fixed dimension is at least 1 (name a dynamic one)")
+        return shape
+
+    @property
+    def sample_bytes(self) -> int:
+        """One sample's bytes (named dims count as 1, as in the samples made from the spec)."""
+        size = np.dtype(self.dtype).itemsize
+        for dim in self.shape[1:]:
+            size *= dim if isinstance(dim, int) else 1
+        return size
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> InputSpec:
+        if self.sample_bytes > MAX_BATCH_BYTES:
+            raise ValueError(
+                f"one sample of shape {self.shape} is {self.sample_bytes / 1e9:.1f} GB, over the "
+                f"limit of {MAX_BATCH_BYTES / 1e9:.1f} GB; check the shape"
+            )
+        return self
 
 
 class ModelSection(Strict):

@@ -19,7 +19,6 @@ from compress.context import (
     Context,
     input_names_for,
     load_datasets,
-    synthetic_inputs,
 )
 from compress.data import Dataset
 from compress.data.checks import check_labels_fit
@@ -132,8 +131,11 @@ def check_batch_bytes(config: LoadedConfig, datasets: dict[str, Dataset]) -> Non
     could not fit before anything is loaded or exported."""
     largest = max(config.config.report.batch_sizes)
     role = next((r for r in SAMPLE_ROLES if r in datasets), None)
-    arrays = datasets[role].take(1) if role else synthetic_inputs(config, 1)
-    total = largest * sum(a.nbytes for a in arrays)
+    if role:
+        per_sample = sum(a[:1].nbytes for a in datasets[role].inputs.values())
+    else:
+        per_sample = sum(spec.sample_bytes for spec in config.config.model.inputs or [])
+    total = largest * per_sample
     if total > MAX_BATCH_BYTES:
         raise ConfigError(
             f"report.batch_sizes: a batch of {largest} is {total / 1e9:.1f} GB of inputs, over "
@@ -201,31 +203,34 @@ def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
     """Run two samples of every dataset through the model, so that data of the wrong shape, or
     labels the model's outputs cannot mean, are refused as bad input before anything is
     exported or quantized."""
-    for role, dataset in ctx.datasets.items():
-        samples = dataset.take(2)
+    sources = [(f"data.{role}", d.inputs, d.take(2), d.labels) for role, d in ctx.datasets.items()]
+    if not sources:  # samples shaped like model.inputs stand in for data
+        specs = ctx.config.config.model.inputs or []
+        sources = [("model.inputs", [s.name for s in specs], ctx.samples(2), None)]
+    for key, names, samples, labels in sources:
         try:
             outputs = forward(samples)
         except Exception as e:
             shapes = ", ".join(
                 f"{name} {list(a.shape[1:])} {a.dtype}"
-                for name, a in zip(dataset.inputs, samples, strict=True)
+                for name, a in zip(names, samples, strict=True)
             )
             raise DataError(
-                f"data.{role} does not fit the model{model_inputs}: samples of {shapes} failed "
-                f"({first_line(e, 200)}); check data.{role}.inputs and the arrays' shapes"
+                f"{key} does not fit the model{model_inputs}: samples of {shapes} failed "
+                f"({first_line(e, 200)}); check {key} and the arrays' shapes"
             ) from None
-        _check_outputs(outputs, dataset, role)
+        _check_outputs(outputs, labels, key)
 
 
-def _check_outputs(outputs: list[np.ndarray], dataset: Dataset, role: str) -> None:
+def _check_outputs(outputs: list[np.ndarray], labels: np.ndarray | None, key: str) -> None:
     """Finite outputs, and labels within the first output's classes (what top-1 and the
     training loss read)."""
     for index, output in enumerate(outputs):
         if output.dtype.kind == "f" and not np.isfinite(output).all():
             raise DataError(
-                f"data.{role}: the model's output {index} holds NaN or infinity on the first "
+                f"{key}: the model's output {index} holds NaN or infinity on the first "
                 "samples; check the model and that the data is scaled as it expects"
             )
-    if dataset.labels is not None and outputs:
+    if labels is not None and outputs:
         classes = int(np.prod(outputs[0].shape[1:], dtype=np.int64))
-        check_labels_fit(dataset.labels, classes, f"data.{role}")
+        check_labels_fit(labels, classes, key)
