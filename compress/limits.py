@@ -9,3 +9,21 @@ MAX_CONFIG_BYTES = 1 << 20  # a config file; real recipes are a few KB
 MAX_YAML_DEPTH = 32  # nested mappings / lists
 MAX_YAML_NODES = 20_000  # values after every alias is expanded (an alias bomb expands to 10^9)
 MAX_CONFIG_INT = 2**63 - 1  # any integer in a config; larger ones are refused at load
+
+# --- model and data archives (zip files, ONNX tensors) -----------------------------------------
+# A zip declares each member's uncompressed size; a bomb declares gigabytes in a small file.
+# torch stores its members uncompressed (torch.export.save, torch.jit.save, torch.save), so a
+# real archive declares about its own size: 10x plus a little slack is generous.
+MAX_ARCHIVE_ENTRIES = 20_000  # members of one zip; a large model has one per tensor (~1,000s)
+MAX_MODEL_ARCHIVE_RATIO = 10  # declared uncompressed bytes per byte of file ...
+MAX_MODEL_ARCHIVE_SLACK = 1 << 20  # ... plus 1 MiB (small archives: headers, JSON)
+MAX_MODEL_ARCHIVE_BYTES = 32 << 30  # and never more than 32 GiB declared in all
+# .npz data may be deflated (numpy.savez_compressed): a real data set compresses 2-100x (an
+# attention mask of ones did 119x here); numpy.savez (stored) always passes.
+MAX_DATA_ARCHIVE_RATIO = 200
+MAX_DATA_ARCHIVE_SLACK = 16 << 20
+MAX_DATA_ARCHIVE_BYTES = 8 << 30
+# ONNX: a tensor's size is declared by its dims; external data is read by that declaration and
+# a sparse initializer is made dense at load, so both are checked before anything is allocated.
+MAX_ONNX_TENSOR_BYTES = 8 << 30  # one tensor (dense); a 70B LLM's largest, fp32, is ~4 GiB
+MAX_ONNX_MODEL_BYTES = 64 << 30  # all tensors of one model together
