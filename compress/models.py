@@ -7,8 +7,6 @@ whole pickled modules (only with trust_pickle), and ONNX files.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import re
 import sys
 import warnings
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from compress.arch import build_arch
 from compress.config import ModelSection
 from compress.errors import ConfigError, ModelLoadError, first_line
 
@@ -237,45 +236,10 @@ def _build_from_state_dict(
             f"{path.name} does not fit {key}.arch {section.arch} with "
             f"arch_args {section.arch_args}: {detail}"
         )
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def build_arch(spec: str, arch_args: dict, base_dir: Path, key: str = "model"):
-    """A new module from `key`.arch and `key`.arch_args (its weights as the factory makes them)."""
-    factory = import_arch(spec, base_dir, f"{key}.arch")
-    try:
-        return factory(**arch_args)
+    try:  # the keys and shapes fit; a dtype or a tensor kind may still not
+        model.load_state_dict(state)
     except Exception as e:
         raise ModelLoadError(
-            f"{key}.arch: {spec}(**{key}.arch_args) failed: {first_line(e)}"
+            f"{path.name}: cannot load its tensors into {key}.arch {section.arch}: {first_line(e)}"
         ) from None
-
-
-def import_arch(spec: str, base_dir: Path, key: str = "model.arch"):
-    """Resolve 'file.py:Name' (relative to the config) or 'package.module:Name'."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ConfigError(
-            f"{key}: {spec!r} must look like 'path/to/file.py:Factory' or 'package.module:Factory'"
-        )
-    try:
-        if target.endswith(".py"):
-            file = (base_dir / target).resolve()
-            if not file.is_file():
-                raise ModelLoadError(f"{key}: file not found: {file} (relative to the config)")
-            module_spec = importlib.util.spec_from_file_location(
-                f"_compress_arch_{file.stem}", file
-            )
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module  # dataclasses and pickling look it up
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"{key}: cannot import {target}: {first_line(e)}") from None
-    if not hasattr(module, attr):
-        raise ModelLoadError(f"{key}: {target} has no {attr!r}")
-    return getattr(module, attr)
+    return model.eval()
