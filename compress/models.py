@@ -1,7 +1,9 @@
 """Load saved models; the format is detected from the file's content, never from its name.
 
 Formats: TorchScript archives, torch.export programs (.pt2), state_dicts (+ `model.arch`),
-whole pickled modules (only with trust_pickle), and ONNX files.
+whole pickled modules (only with trust_pickle), and ONNX files. A model file is untrusted input:
+every zip passes the archive limits (archives.py) when its format is detected, and a .pt2 is
+inspected so that torch runs no code from it (program_archive.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compress.arch import build_arch
+from compress.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.config import ModelSection
 from compress.errors import ConfigError, ModelLoadError, first_line
 
@@ -51,14 +54,10 @@ def detect_format(path: Path) -> Format:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04"):
-        try:
-            names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError):
-            raise ModelLoadError(
-                f"{path}: the model archive is truncated or corrupt; save it "
-                "again or copy the complete file"
-            ) from None
+        names = _archive_names(path)
         if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
+            return "exported_program"
+        if "serialized_exported_program.json" in names:  # the pre-2.8 .pt2 layout
             return "exported_program"
         if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
             return "torchscript"
@@ -73,6 +72,21 @@ def detect_format(path: Path) -> Format:
         "a torch.export .pt2, a torch.save state_dict, or ONNX); it may be "
         "truncated or corrupt"
     )
+
+
+def _archive_names(path: Path) -> list[str]:
+    """The members of a zip, once they are within the archive limits (before any is read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = checked_members(archive, path.stat().st_size, MODEL_ARCHIVE)
+    except UnsafeArchive as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise ModelLoadError(
+            f"{path}: the model archive is truncated or corrupt; save it "
+            "again or copy the complete file"
+        ) from None
+    return [m.orig_filename for m in members]
 
 
 def _looks_like_onnx(path: Path) -> bool:
@@ -98,13 +112,12 @@ def load_model(
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     fmt = detect_format(path)
-    loader = {
-        "torchscript": _load_torchscript,
-        "exported_program": _load_program,
-        "onnx": _load_onnx,
-    }.get(fmt)
-    if loader:
-        model = loader(path)
+    if fmt == "torchscript":
+        model = _load_torchscript(path)
+    elif fmt == "exported_program":
+        model = _load_program(path, trust_pickle)
+    elif fmt == "onnx":
+        model = _load_onnx(path)
     else:
         fmt, model = _load_pickle(path, section, base_dir, trust_pickle, key)
     return LoadedModel(path, fmt, file_sha256(path), model)
@@ -124,16 +137,23 @@ def _load_torchscript(path: Path):
         ) from None
 
 
-def _load_program(path: Path):
+def _load_program(path: Path, trust_pickle: bool):
+    """Inspect, then load from the same open file: what was checked is what torch reads."""
     import torch
 
-    try:
-        return torch.export.load(str(path))
-    except Exception as e:
-        raise ModelLoadError(
-            f"{path}: cannot load the torch.export program ({first_line(e)}); "
-            "it may be corrupt or saved by a different torch version"
-        ) from None
+    from compress.program_archive import check_program_archive
+
+    with open(path, "rb") as handle:
+        check_program_archive(handle, path, trust_pickle)
+        handle.seek(0)
+        try:
+            program = torch.export.load(handle)
+        except Exception as e:
+            raise ModelLoadError(
+                f"{path}: cannot load the torch.export program ({first_line(e)}); "
+                "it may be corrupt or saved by a different torch version"
+            ) from None
+    return program
 
 
 def _load_onnx(path: Path):
