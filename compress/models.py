@@ -2,8 +2,9 @@
 
 Formats: TorchScript archives, torch.export programs (.pt2), state_dicts (+ `model.arch`),
 whole pickled modules (only with trust_pickle), and ONNX files. A model file is untrusted input:
-every zip passes the archive limits (archives.py) when its format is detected, and a .pt2 is
-inspected so that torch runs no code from it (program_archive.py).
+every zip passes the archive limits (archives.py) when its format is detected, a .pt2 is
+inspected so that torch runs no code from it (program_archive.py), and an ONNX file's tensors
+are sized from their declarations before anything is allocated (onnx_tensors.py).
 """
 
 from __future__ import annotations
@@ -157,10 +158,20 @@ def _load_program(path: Path, trust_pickle: bool):
 
 
 def _load_onnx(path: Path):
+    """Size every tensor from its declaration first, then read the external data."""
     import onnx
 
+    from compress.onnx_tensors import onnx_tensor_problem
+
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
+    problem = onnx_tensor_problem(proto, path.parent)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}; the file is corrupt or crafted")
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
         onnx.checker.check_model(proto)
     except Exception as e:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
