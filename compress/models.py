@@ -130,12 +130,18 @@ def _load_torchscript(path: Path):
     try:
         with warnings.catch_warnings():  # torch.jit.load is deprecated, but still the loader
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as e:
         raise ModelLoadError(
             f"{path}: cannot load the TorchScript archive ({first_line(e)}); "
             "it may be corrupt or saved by a newer torch"
         ) from None
+    if not hasattr(module, "forward"):  # a scripted module may export other methods only
+        raise ModelLoadError(
+            f"{path}: the TorchScript module has no forward method, which compress runs; "
+            "save a module that defines forward"
+        )
+    return module
 
 
 def _load_program(path: Path, trust_pickle: bool):
@@ -271,6 +277,7 @@ def _build_from_state_dict(
         model.load_state_dict(state)
     except Exception as e:
         raise ModelLoadError(
-            f"{path.name}: cannot load its tensors into {key}.arch {section.arch}: {first_line(e)}"
+            f"{path.name}: cannot load its tensors into {key}.arch {section.arch}: "
+            + " ".join(str(e).split())[:300]  # torch puts the reason on the second line
         ) from None
     return model.eval()
