@@ -98,9 +98,23 @@ def _key_problem(key, item, parent: dict) -> str | None:
 
 
 def _written_target(target: str) -> bool:
-    """torch.ops.<namespace>.<op>[.<overload>] (no dunder: torch.ops has loaders as attributes,
-    which the pattern cannot reach) or one of the symbolic-size functions."""
-    return bool(_TORCH_OP.fullmatch(target) and "__" not in target) or target in _SYM_TARGETS
+    """One of the symbolic-size functions, or torch.ops.<namespace>.<op>[.<overload>] that
+    resolves, as torch resolves it, to an operator: the pattern alone would also reach
+    torch.ops.load_library.__func__, which loads a shared library when the graph runs."""
+    if target in _SYM_TARGETS:
+        return True
+    if not _TORCH_OP.fullmatch(target):
+        return False
+    import torch
+
+    resolved = torch.ops
+    try:  # attribute lookups in torch's operator registry: nothing from the file runs
+        for name in target.split(".")[2:]:
+            resolved = getattr(resolved, name)
+    except Exception:
+        return False
+    operators = (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)
+    return isinstance(resolved, operators)
 
 
 def _identifiers(item) -> Iterator[str]:

@@ -204,6 +204,16 @@ def forward_arg_name(members: Members, marker: Path) -> Members:
     return _edit_program(members, change)
 
 
+def node_target(members: Members, marker: Path) -> Members:
+    """A call target torch resolves by attribute lookups from `torch.ops`: this one is a
+    function that loads a shared library when the graph runs."""
+
+    def change(program):
+        program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.ops.load_library.__func__"
+
+    return _edit_program(members, change)
+
+
 # --- ONNX: tensors whose declared size is not what the file holds -----------------------------
 
 

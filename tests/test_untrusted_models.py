@@ -34,6 +34,7 @@ PROGRAMS = {
     "sympy_expression": ["expr_str", "calls open", TRUST],
     "guards_code": ["guards_code", "calls open", TRUST],
     "forward_arg_name": ["forward_arg_names", "is not a Python identifier", TRUST],
+    "node_target": ["calls 'torch.ops.load_library.__func__', which is not an operator", TRUST],
 }
 # The ones whose payload torch.export.load (and a call) really runs, without compress's checks.
 RUN_BY_TORCH = [
