@@ -49,6 +49,7 @@ def check_program_archive(handle: BinaryIO, path: Path, trust_pickle: bool) -> N
         with zipfile.ZipFile(handle) as archive:  # leaves `handle` open: torch reads it next
             members = checked_members(archive, os.fstat(handle.fileno()).st_size, MODEL_ARCHIVE)
             names = [m.orig_filename for m in members]
+            _refuse_native_code(names)  # first: --trust-pickle does not cover it
             if _is_legacy(names):
                 if not trust_pickle:
                     raise UnsafeArchive(
@@ -75,6 +76,17 @@ def _is_legacy(names: list[str]) -> bool:
     return "version" in names and "serialized_exported_program.json" in names
 
 
+def _refuse_native_code(names: list[str]) -> None:
+    for name in names:
+        member = name.split("/", 1)[-1]
+        if _NATIVE.fullmatch(member):
+            raise UnsafeArchive(
+                f"member {member} is compiled native code (AOTInductor), which torch would load "
+                "as a shared library; compress never loads native code from a model file, not "
+                "even with --trust-pickle: save the program with torch.export.save instead"
+            )
+
+
 def _check_members(names: list[str]) -> str:
     """The one root folder, once every member under it is one torch.export.save writes."""
     roots = sorted({name.split("/", 1)[0] for name in names})
@@ -85,12 +97,6 @@ def _check_members(names: list[str]) -> str:
         )
     for name in names:
         member = name.split("/", 1)[1]
-        if _NATIVE.fullmatch(member):
-            raise UnsafeArchive(
-                f"member {member} is compiled native code (AOTInductor), which torch would load "
-                "as a shared library; compress never loads native code from a model file, not "
-                "even with --trust-pickle: save the program with torch.export.save instead"
-            )
         if member in _LEGACY:
             raise UnsafeArchive(
                 f"member {member} holds weights in the pre-2.8 (legacy) format, which torch "

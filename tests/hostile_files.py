@@ -143,6 +143,11 @@ def legacy_format(members: Members, marker: Path) -> list:
     ]
 
 
+def legacy_format_with_native_code(members: Members, marker: Path) -> list:
+    """The legacy layout is accepted with --trust-pickle; a shared library beside it is not."""
+    return [*legacy_format(members, marker), ("lib/model.so", b"\x7fELF" + bytes(60), False)]
+
+
 def aoti_member(members: Members, marker: Path) -> Members:
     members["data/aotinductor/model/model.so"] = b"\x7fELF" + bytes(60)
     return members

@@ -132,8 +132,9 @@ def test_a_normal_program_loads_and_trust_pickle_accepts_a_pickled_one(program, 
     assert json.loads(result.stdout)["stages"][0]["metric"]["value"] >= 0
 
 
-def test_trust_pickle_does_not_accept_native_code(program, tmp_path, cnn_config):
-    path, _ = hostile_program(program, tmp_path, "aoti_member")
+@pytest.mark.parametrize("kind", ["aoti_member", "legacy_format_with_native_code"])
+def test_trust_pickle_does_not_accept_native_code(program, tmp_path, cnn_config, kind):
+    path, _ = hostile_program(program, tmp_path, kind)
     out = tmp_path / "out"
     assert_refused(run_cli(path, cnn_config, out, TRUST), out, "native code", "not even with")
 
