@@ -64,7 +64,7 @@ def check_program_archive(handle: BinaryIO, path: Path, trust_pickle: bool) -> N
                 _check_contents(archive, root, names)
     except UnsafeArchive as e:
         raise ModelLoadError(f"{path}: {e}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, RecursionError) as e:
         raise ModelLoadError(
             f"{path}: the torch.export archive is truncated or corrupt ({first_line(e)}); save "
             "it again or copy the complete file"
