@@ -116,7 +116,9 @@ def load_model(
     if fmt == "torchscript":
         model = _load_torchscript(path)
     elif fmt == "exported_program":
-        model = _load_program(path, trust_pickle)
+        from compress.program_archive import load_program
+
+        model = load_program(path, trust_pickle)
     elif fmt == "onnx":
         model = _load_onnx(path)
     else:
@@ -142,25 +144,6 @@ def _load_torchscript(path: Path):
             "save a module that defines forward"
         )
     return module
-
-
-def _load_program(path: Path, trust_pickle: bool):
-    """Inspect, then load from the same open file: what was checked is what torch reads."""
-    import torch
-
-    from compress.program_archive import check_program_archive
-
-    with open(path, "rb") as handle:
-        check_program_archive(handle, path, trust_pickle)
-        handle.seek(0)
-        try:
-            program = torch.export.load(handle)
-        except Exception as e:
-            raise ModelLoadError(
-                f"{path}: cannot load the torch.export program ({first_line(e)}); "
-                "it may be corrupt or saved by a different torch version"
-            ) from None
-    return program
 
 
 def _load_onnx(path: Path):

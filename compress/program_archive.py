@@ -1,4 +1,4 @@
-"""A torch.export archive (.pt2), inspected with zipfile and json before torch loads it.
+"""A torch.export archive (.pt2): inspected with zipfile and json, then loaded by torch.
 
 torch 2.13's torch.export.load runs code from the file in more ways than its JSON (for which see
 program_code): it unpickles weights and constants marked `use_pickle` and opaque constants
@@ -10,12 +10,15 @@ and it loads anything under data/aotinductor/ as a shared library. So, first:
   - pickle-based content is refused unless the user trusts the file (--trust-pickle);
   - native code is refused even then: compress uses the ExportedProgram only, never the
     AOTInductor runner, so loading it would run foreign code for nothing.
+Then torch loads the program from the file handle that was inspected (not the path again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import re
 import zipfile
@@ -40,6 +43,46 @@ _WRITTEN = re.compile(
 _LEGACY = ("data/weights/model.pt", "data/constants/model.pt")  # pre-2.8 pickles, still loaded
 _NATIVE = re.compile(r"data/aotinductor/.*|.*\.(so|dll|dylib|pyd)", re.IGNORECASE)
 _TRUST = "pass --trust-pickle if you trust where the file came from"
+
+
+def load_program(path: Path, trust_pickle: bool):
+    """The ExportedProgram in `path`, once inspected; ModelLoadError (one line) if it is unsafe
+    or torch cannot load it or make a module of it."""
+    import torch
+
+    with open(path, "rb") as handle, _torch_export_errors() as logged:
+        check_program_archive(handle, path, trust_pickle)
+        handle.seek(0)
+        try:
+            program = torch.export.load(handle)
+            program.module()  # fails here on a bad signature, not later as an internal error
+        except Exception as e:
+            cause = logged[-1] if logged else e  # torch logs the real error, raises a generic one
+            raise ModelLoadError(
+                f"{path}: cannot load the torch.export program ({first_line(cause)}); "
+                "it may be corrupt or saved by a different torch version"
+            ) from None
+    return program
+
+
+@contextlib.contextmanager
+def _torch_export_errors():
+    """The exceptions torch.export logs (with a traceback, on stderr) while it loads: kept for
+    the one-line message instead."""
+    logged: list[BaseException] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            if record.exc_info and record.exc_info[1] is not None:
+                logged.append(record.exc_info[1])
+
+    logger = logging.getLogger("torch.export")  # torch gives it a stderr handler of its own
+    handlers, propagate = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [Keep()], False
+    try:
+        yield logged
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
 
 
 def check_program_archive(handle: BinaryIO, path: Path, trust_pickle: bool) -> None:

@@ -219,6 +219,26 @@ def node_target(members: Members, marker: Path) -> Members:
     return _edit_program(members, change)
 
 
+# --- corrupt, not hostile: torch fails on these, and must fail in one line -------------------
+
+
+def two_argument_names(members: Members, marker: Path) -> Members:
+    """The module torch makes of it wants two inputs where the program has one."""
+
+    def change(program):
+        signature = program["graph_module"]["module_call_graph"][0]["signature"]
+        signature["forward_arg_names"] = ["x", "y"]
+
+    return _edit_program(members, change)
+
+
+def weight_larger_than_its_data(members: Members, marker: Path) -> Members:
+    """torch logs the reason with a traceback on stderr and raises a generic error."""
+    sizes = [{"as_int": 1000}, {"as_int": 1000}]
+    _edit_config(members, W, lambda e: e["tensor_meta"].update(sizes=sizes))
+    return members
+
+
 # --- ONNX: tensors whose declared size is not what the file holds -----------------------------
 
 

@@ -139,6 +139,19 @@ def test_trust_pickle_does_not_accept_native_code(program, tmp_path, cnn_config,
     assert_refused(run_cli(path, cnn_config, out, TRUST), out, "native code", "not even with")
 
 
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("two_argument_names", "missing a required argument: 'y'"),
+        ("weight_larger_than_its_data", "sizes [1000, 1000]"),
+    ],
+)
+def test_a_corrupt_program_is_refused_in_one_line(program, tmp_path, cnn_config, kind, needle):
+    path, _ = hostile_program(program, tmp_path, kind)
+    out = tmp_path / "out"
+    assert_refused(run_cli(path, cnn_config, out), out, "cannot load the torch.export", needle)
+
+
 ONNX = {
     "huge_initializer": ["tensor 1.weight declares 4,398,046,511,104 bytes", "more than"],
     "short_raw_data": ["tensor 1.weight declares 2,560 bytes", "holds 4 bytes of raw data"],
