@@ -1,14 +1,15 @@
 """Load saved models; the format is detected from the file's content, never from its name.
 
 Formats: TorchScript archives, torch.export programs (.pt2), state_dicts (+ `model.arch`),
-whole pickled modules (only with trust_pickle), and ONNX files.
+whole pickled modules (only with trust_pickle), and ONNX files. A model file is untrusted input:
+every zip passes the archive limits (archives.py) when its format is detected, a .pt2 is
+inspected so that torch runs no code from it (program_archive.py), and an ONNX file's tensors
+are sized from their declarations before anything is allocated (onnx_tensors.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import re
 import sys
 import warnings
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from compress.arch import build_arch
+from compress.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.config import ModelSection
 from compress.errors import ConfigError, ModelLoadError, first_line
 
@@ -52,14 +55,10 @@ def detect_format(path: Path) -> Format:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04"):
-        try:
-            names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError):
-            raise ModelLoadError(
-                f"{path}: the model archive is truncated or corrupt; save it "
-                "again or copy the complete file"
-            ) from None
+        names = _archive_names(path)
         if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
+            return "exported_program"
+        if "serialized_exported_program.json" in names:  # the pre-2.8 .pt2 layout
             return "exported_program"
         if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
             return "torchscript"
@@ -74,6 +73,21 @@ def detect_format(path: Path) -> Format:
         "a torch.export .pt2, a torch.save state_dict, or ONNX); it may be "
         "truncated or corrupt"
     )
+
+
+def _archive_names(path: Path) -> list[str]:
+    """The members of a zip, once they are within the archive limits (before any is read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = checked_members(archive, path.stat().st_size, MODEL_ARCHIVE)
+    except UnsafeArchive as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise ModelLoadError(
+            f"{path}: the model archive is truncated or corrupt; save it "
+            "again or copy the complete file"
+        ) from None
+    return [m.orig_filename for m in members]
 
 
 def _looks_like_onnx(path: Path) -> bool:
@@ -99,13 +113,14 @@ def load_model(
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     fmt = detect_format(path)
-    loader = {
-        "torchscript": _load_torchscript,
-        "exported_program": _load_program,
-        "onnx": _load_onnx,
-    }.get(fmt)
-    if loader:
-        model = loader(path)
+    if fmt == "torchscript":
+        model = _load_torchscript(path)
+    elif fmt == "exported_program":
+        from compress.program_archive import load_program
+
+        model = load_program(path, trust_pickle)
+    elif fmt == "onnx":
+        model = _load_onnx(path)
     else:
         fmt, model = _load_pickle(path, section, base_dir, trust_pickle, key)
     return LoadedModel(path, fmt, file_sha256(path), model)
@@ -117,31 +132,35 @@ def _load_torchscript(path: Path):
     try:
         with warnings.catch_warnings():  # torch.jit.load is deprecated, but still the loader
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as e:
         raise ModelLoadError(
             f"{path}: cannot load the TorchScript archive ({first_line(e)}); "
             "it may be corrupt or saved by a newer torch"
         ) from None
-
-
-def _load_program(path: Path):
-    import torch
-
-    try:
-        return torch.export.load(str(path))
-    except Exception as e:
+    if not hasattr(module, "forward"):  # a scripted module may export other methods only
         raise ModelLoadError(
-            f"{path}: cannot load the torch.export program ({first_line(e)}); "
-            "it may be corrupt or saved by a different torch version"
-        ) from None
+            f"{path}: the TorchScript module has no forward method, which compress runs; "
+            "save a module that defines forward"
+        )
+    return module
 
 
 def _load_onnx(path: Path):
+    """Size every tensor from its declaration first, then read the external data."""
     import onnx
 
+    from compress.onnx_tensors import onnx_tensor_problem
+
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
+    problem = onnx_tensor_problem(proto, path.parent)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}; the file is corrupt or crafted")
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
         onnx.checker.check_model(proto)
     except Exception as e:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
@@ -237,45 +256,11 @@ def _build_from_state_dict(
             f"{path.name} does not fit {key}.arch {section.arch} with "
             f"arch_args {section.arch_args}: {detail}"
         )
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def build_arch(spec: str, arch_args: dict, base_dir: Path, key: str = "model"):
-    """A new module from `key`.arch and `key`.arch_args (its weights as the factory makes them)."""
-    factory = import_arch(spec, base_dir, f"{key}.arch")
-    try:
-        return factory(**arch_args)
+    try:  # the keys and shapes fit; a dtype or a tensor kind may still not
+        model.load_state_dict(state)
     except Exception as e:
         raise ModelLoadError(
-            f"{key}.arch: {spec}(**{key}.arch_args) failed: {first_line(e)}"
+            f"{path.name}: cannot load its tensors into {key}.arch {section.arch}: "
+            + " ".join(str(e).split())[:300]  # torch puts the reason on the second line
         ) from None
-
-
-def import_arch(spec: str, base_dir: Path, key: str = "model.arch"):
-    """Resolve 'file.py:Name' (relative to the config) or 'package.module:Name'."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ConfigError(
-            f"{key}: {spec!r} must look like 'path/to/file.py:Factory' or 'package.module:Factory'"
-        )
-    try:
-        if target.endswith(".py"):
-            file = (base_dir / target).resolve()
-            if not file.is_file():
-                raise ModelLoadError(f"{key}: file not found: {file} (relative to the config)")
-            module_spec = importlib.util.spec_from_file_location(
-                f"_compress_arch_{file.stem}", file
-            )
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module  # dataclasses and pickling look it up
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"{key}: cannot import {target}: {first_line(e)}") from None
-    if not hasattr(module, attr):
-        raise ModelLoadError(f"{key}: {target} has no {attr!r}")
-    return getattr(module, attr)
+    return model.eval()

@@ -4,7 +4,9 @@ takes; train augmentation; and the one-line errors for data that cannot be used.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -210,3 +212,20 @@ def test_train_and_eval_folders_with_different_classes_are_refused(tmp_path):
     out = tmp_path / "out"
     result = invoke("run", SAMPLES / "digits_cnn.pt2", "-c", config, "-o", out)
     assert_refused(result, out, "data.train has the classes", "list the same `classes`")
+
+
+def test_npz_archives_within_limits(tmp_path):
+    """A deflated bomb and an array header that declares more than its member holds (numpy
+    would allocate the declared size) are refused before numpy reads them."""
+    np.savez_compressed(tmp_path / "bomb.npz", x=np.zeros(50_000_000, np.uint8))  # 50 KB file
+    with pytest.raises(DataError, match=r"data.train.path: .*bomb.npz: .* zip bomb: .*savez"):
+        bad_source(tmp_path, path="bomb.npz")
+    header = io.BytesIO()
+    np.lib.format.write_array(header, np.zeros(4, np.float32))
+    lying = header.getvalue().replace(b"(4,)", b"(4000000000000,)")
+    with zipfile.ZipFile(tmp_path / "lying.npz", "w") as archive:
+        archive.writestr("x.npy", lying)
+    with pytest.raises(DataError, match=r"array 'x.npy' declares 16,000,000,000,000 bytes"):
+        bad_source(tmp_path, path="lying.npz")
+    mask = DataSource(path=SAMPLES / "text_train.npz", inputs=["attention_mask"])
+    assert load_dataset(mask, "data.train", tmp_path)  # deflated 119x: within the limit

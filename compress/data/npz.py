@@ -1,13 +1,19 @@
-"""Read named arrays from an .npz file (numeric arrays only: pickled objects are refused)."""
+"""Read named arrays from an .npz file (numeric arrays only: pickled objects are refused).
+
+The file is untrusted: before numpy reads it, the zip passes the archive limits and every
+array's header is read, so that an array declaring more bytes than its member holds (numpy
+allocates the declared size first) is refused."""
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compress.archives import DATA_ARCHIVE, UnsafeArchive, checked_members
 from compress.errors import DataError
 
 if TYPE_CHECKING:
@@ -17,6 +23,7 @@ if TYPE_CHECKING:
 def read(source: DataSource, where: str, path: Path):
     """(inputs by name, labels or None, None): keys as the config names them."""
     try:
+        _check_archive(path)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as e:
@@ -26,6 +33,8 @@ def read(source: DataSource, where: str, path: Path):
                 "save plain numeric arrays with numpy.savez"
             ) from None
         raise DataError(f"{where}.path: {path} is not a readable .npz file: {e}") from None
+    except UnsafeArchive as e:
+        raise DataError(f"{where}.path: {path}: {e}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{where}.path: {path} is not a readable .npz file ({e})") from None
     keys = [*source.inputs, *([source.labels] if source.labels else [])]
@@ -45,3 +54,22 @@ def read(source: DataSource, where: str, path: Path):
     inputs = {k: arrays[k][:limit] for k in source.inputs}
     labels = arrays[source.labels][:limit] if source.labels else None
     return inputs, labels, None
+
+
+def _check_archive(path: Path) -> None:
+    """Archive limits, then each array's declared size against its member's (headers only)."""
+    if not zipfile.is_zipfile(path):
+        return  # numpy says what it is not
+    with zipfile.ZipFile(path) as archive:
+        for member in checked_members(archive, path.stat().st_size, DATA_ARCHIVE):
+            with archive.open(member) as f:
+                fmt = np.lib.format
+                header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else None
+                shape, _, dtype = (header or fmt.read_array_header_2_0)(f)
+                declared = math.prod(shape) * dtype.itemsize
+                present = member.file_size - f.tell()
+            if not dtype.hasobject and declared > present:
+                raise UnsafeArchive(
+                    f"array {member.filename!r} declares {declared:,} bytes (shape "
+                    f"{list(shape)}, {dtype}) but holds {present:,}; the file is corrupt"
+                )

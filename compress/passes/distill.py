@@ -112,7 +112,7 @@ class Distill(TorchPass):
         self._teacher = self._load_teacher(ctx)
         self._student = None
         if p.student is not None:
-            from compress.models import build_arch
+            from compress.arch import build_arch
 
             torch.manual_seed(p.seed)  # the student's initial weights follow the seed
             self._student = build_arch(
