@@ -17,6 +17,7 @@ MAX_BATCH_BYTES = 4 << 30  # the inputs of the largest latency batch, held in me
 MAX_IMAGE_SIDE = 8192  # image.size: what every image is resized to
 MAX_IMAGE_PIXELS = 100_000_000  # a source image's width x height, checked before decoding it
 MAX_REPORT_BYTES = 64 << 20  # a report.json read back by `compress report`
+
 # --- model and data archives (zip files, ONNX tensors) -----------------------------------------
 # A zip declares each member's uncompressed size; a bomb declares gigabytes in a small file.
 # torch stores its members uncompressed (torch.export.save, torch.jit.save, torch.save), so a
