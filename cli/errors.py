@@ -7,6 +7,7 @@ import contextlib
 import typer
 from rich.console import Console
 
+from cli.process import exit_code, stop_message
 from compress.errors import EXIT_FAILED, CompressError, first_line
 from compress.terminal import color_system
 
@@ -25,9 +26,9 @@ def reported_errors(debug: bool):
             stderr.print_exception()
         stderr.print(f"error: {e}", markup=False)
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        stderr.print("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM as cli.process raises it
+        stderr.print(stop_message(), markup=False)
+        raise typer.Exit(exit_code()) from None
     except Exception as e:
         if debug:
             stderr.print_exception()
