@@ -99,30 +99,32 @@ def _work(job: Job) -> tuple[dict[str, Any], Path]:
 @contextlib.contextmanager
 def temp_space_errors():
     """A full disk under the work folder, however deep the library that hit it wrapped the
-    OSError, as bad input (exit 2) that names the temporary folder and the fix."""
+    OSError, as bad input (exit 2) that names the temporary folder and the fix: the same run
+    would fail again, and the fix is in the environment, like a full output folder's."""
     try:
         yield
     except Exception as e:
         cause = _disk_full(e)
         if cause is None:
             raise
+        reason = getattr(cause, "strerror", None) or first_line(cause)
         raise InputError(
-            f"no space left in the temporary folder {tempfile.gettempdir()} ({first_line(cause)});"
-            " free space there or set TMPDIR to a folder on a larger disk"
+            f"no space left in the temporary folder {tempfile.gettempdir()} ({reason}); free "
+            "space on its disk or set TMPDIR to a folder on a larger one"
         ) from e
 
 
 def _disk_full(error: BaseException | None) -> BaseException | None:
-    """The exception in `error`'s chain that says the disk is full, if any."""
-    seen = set()
+    """The innermost exception in `error`'s chain that says the disk is full, if any."""
+    found, seen = None, set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
             "No space left on device" in str(error)
         ):
-            return error
+            found = error
         error = error.__cause__ or error.__context__
-    return None
+    return found
 
 
 def _run_stages(job: Job) -> list[StageFile]:
