@@ -113,8 +113,12 @@ def _run_entries(
 
     def record(job: ModelJob, outcome: dict[str, Any], hashes: dict[str, Any]) -> None:
         row = _row(job.relative, outcome, threads, hashes)
-        make_folders(out_dir, Path(job.relative))
-        write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row, indent=2) + "\n")
+        try:
+            make_folders(out_dir, Path(job.relative))
+            write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row, indent=2) + "\n")
+        except OutputDirError as e:  # no marker: the summary lists the model, --resume redoes it
+            if row["status"] != "failed":
+                row |= {"status": "failed", "reason": str(e)}
         rows[job.relative] = row
         progress.finished(row)
 
