@@ -25,7 +25,8 @@ def init(
     with reported_errors(debug):
         from compress.errors import OutputDirError
         from compress.inputs import InputFile, refuse_overwriting
-        from compress.outdir import check_writable, write_atomically
+        from compress.outdir import check_writable
+        from compress.staging import write_atomically
         from compress.starter import starter_config
 
         if out is not None:

@@ -95,6 +95,7 @@ def private_tempdir() -> Iterator[None]:
             tempfile.tempdir = root
         yield
     finally:
-        tempfile.tempdir = previous
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+        with interrupts.uninterrupted():
+            tempfile.tempdir = previous
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)

@@ -44,7 +44,8 @@ def report(
         from cli.render import stdout_console
         from compress.compare import load_report, report_names
         from compress.inputs import InputFile, refuse_overwriting
-        from compress.outdir import check_writable, write_atomically
+        from compress.outdir import check_writable
+        from compress.staging import write_atomically
 
         if out is not None:
             check_writable(out, "-o")

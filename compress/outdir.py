@@ -24,11 +24,8 @@ from compress.staging import (
     STAGING_PREFIX,
     StagingArea,
     remove_leftovers,
-    write_atomically,
     write_error,
 )
-
-__all__ = ["OUTPUT_FILES", "OutputFolder", "check_out_dir", "check_writable", "write_atomically"]
 
 OUTPUT_FILES = ("model.onnx", "report.json", "report.md", "report.html")
 ASIDE_PREFIX = f"{STAGING_PREFIX}previous-"
@@ -160,16 +157,17 @@ class OutputFolder:
         self.committed = True
 
     def close(self) -> None:
-        for area in self._areas:
+        with uninterrupted():  # a Ctrl-C during the cleanup after a failure waits for its end
+            for area in self._areas:
+                if not self.committed:
+                    area.undo()
+                area.close()
+            if self._aside is not None:
+                shutil.rmtree(self._aside, ignore_errors=True)
             if not self.committed:
-                area.undo()
-            area.close()
-        if self._aside is not None:
-            shutil.rmtree(self._aside, ignore_errors=True)
-        if not self.committed:
-            for folder in reversed(self._created):
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)  # only when empty: a file put there meanwhile stays
+                for folder in reversed(self._created):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)  # only when empty: a file put there meanwhile stays
 
     def _area(self, folder: Path, option: str) -> StagingArea:
         area = StagingArea(folder, option)

@@ -43,12 +43,11 @@ def write_error(path: Path, error: OSError, option: str) -> OutputDirError:
 
 def create_exclusive(dir_fd: int) -> tuple[int, str]:
     """A new empty file with a random name in the folder `dir_fd`: (its descriptor, its name)."""
-    while True:
+    for _ in range(100):  # 2**64 names: only a planted one can be taken
         name = f"{STAGING_PREFIX}{secrets.token_hex(8)}.partial"
-        try:
+        with contextlib.suppress(FileExistsError):
             return os.open(name, _CREATE, 0o666, dir_fd=dir_fd), name
-        except FileExistsError:  # 2**64 names: only a planted one can be taken
-            continue
+    raise FileExistsError(errno.EEXIST, "no free staging name", STAGING_PREFIX)
 
 
 def identity(dir_fd: int, name: str) -> tuple[int, int] | None:

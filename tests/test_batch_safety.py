@@ -7,16 +7,17 @@ import json
 import os
 import tempfile
 
-from tests.batch_helpers import batch_config, good_models, misbehaving_model, statuses
-from tests.conftest import invoke
-from tests.output_helpers import contents, work_folders
+from tests.batch_helpers import good_models, misbehaving_model, statuses
+from tests.conftest import invoke, write_config
+from tests.output_helpers import FAST_CONFIG, contents, work_folders
 
 
 def test_planted_links_are_not_followed_and_a_killed_worker_is_cleaned_up(tmp_path, monkeypatch):
     models, out, outside = tmp_path / "models", tmp_path / "out", tmp_path / "outside"
     good_models(models, "a.onnx", "vision/b.onnx")
     misbehaving_model(models, "hang.pt", "hang")
-    config = batch_config(tmp_path / "cfg")
+    (tmp_path / "cfg").mkdir()
+    config = write_config(tmp_path / "cfg", FAST_CONFIG)
     (outside / "folder").mkdir(parents=True)
     (out / "a.onnx").mkdir(parents=True)
     for name in ("log.txt", "done.json", "config.yaml", "summary.json"):
@@ -29,7 +30,7 @@ def test_planted_links_are_not_followed_and_a_killed_worker_is_cleaned_up(tmp_pa
     monkeypatch.setenv("TMPDIR", str(tmpdir))  # the workers' temporary folders go here
     monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
 
-    arguments = ("-o", out, "--force", "-j", "2", "--trust-pickle", "--timeout-per-model", "4")
+    arguments = ("-o", out, "--force", "-j", "2", "--trust-pickle", "--timeout-per-model", "8")
     result = invoke("batch", models, "-c", config, *arguments, "--json")
     assert result.exit_code == 1, result.stderr
     rows = statuses(json.loads(result.stdout))

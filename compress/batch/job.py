@@ -5,7 +5,9 @@ or a hang (stopped at the timeout) ends that process only. Each worker costs one
 one torch import (about 1.5 s here). The worker gets its share of the cores through the usual
 thread variables, which torch and OpenMP read when they start; ONNX Runtime's latency threads come
 from the job's config (`report.threads`). It runs in a process group of its own, so a timeout
-kills everything it started, and through `launch` it dies with the batch.
+kills everything it started, and through `launch` it dies with the batch. Its TMPDIR is a folder
+of its own that the batch removes when it ends, and a failed worker's half-published results are
+removed too: a worker stopped by SIGKILL cleans up nothing itself.
 """
 
 from __future__ import annotations
