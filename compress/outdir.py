@@ -150,7 +150,8 @@ class OutputFolder:
             )
 
     def commit(self) -> None:
-        """Rename every staged file into place; a signal in the middle undoes them all."""
+        """Rename every staged file into place. A signal that arrives meanwhile is raised once
+        the renames are done, and `close` then removes them all: all results or none."""
         with uninterrupted(commit=True):
             for area in self._areas:
                 area.place()

@@ -169,7 +169,10 @@ def create_replacing(path: Path) -> BinaryIO:
 def make_folders(root: Path, relative: Path, option: str = "-o") -> Path:
     """root/relative, its missing folders created, refused when a link or a file stands where a
     folder of it should be: a link planted inside `root` must not send writes elsewhere."""
-    fd = os.open(root, _FOLDER)
+    try:
+        fd = os.open(root, _FOLDER)
+    except OSError as e:
+        raise write_error(Path(root), e, option) from None
     try:
         for part in Path(relative).parts:
             try:
