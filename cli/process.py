@@ -13,6 +13,7 @@ The library never installs handlers itself.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -88,7 +89,7 @@ def private_tempdir() -> Iterator[None]:
     can arrive in the moment between a library making its folder and recording it for cleanup.
     """
     root = None
-    previous = tempfile.tempdir
+    previous, environment = tempfile.tempdir, dict(os.environ)
     try:
         with interrupts.uninterrupted():
             root = tempfile.mkdtemp(prefix="compress-run-")
@@ -98,4 +99,17 @@ def private_tempdir() -> Iterator[None]:
         with interrupts.uninterrupted():
             tempfile.tempdir = previous
             if root is not None:
+                _forget_paths_under(root, environment)
                 shutil.rmtree(root, ignore_errors=True)
+
+
+def _forget_paths_under(root: str, environment: dict[str, str]) -> None:
+    """Undo what a library exported that points into `root`: torch keeps its inductor cache's
+    path in TORCHINDUCTOR_CACHE_DIR and makes that folder again on its next call, which would
+    bring back the removed folder."""
+    for key, value in list(os.environ.items()):
+        if value.startswith(root):
+            if key in environment:
+                os.environ[key] = environment[key]
+            else:
+                del os.environ[key]

@@ -249,3 +249,21 @@ def test_a_full_temp_dir_names_tmpdir_and_leaves_nothing(tmp_path, monkeypatch, 
         assert result.exit_code == 2
         assert_one_error(result.stderr, "no space left in the temporary folder", "TMPDIR")
         assert work_folders(disk) == [] and not out.exists()
+
+
+def test_a_run_leaves_no_folder_of_its_own_in_the_temp_dir(tmp_path, monkeypatch):
+    """Not even one that a library brings back later: torch remembers its cache folder, made
+    inside the run's temporary folder, and makes it again on its next call."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    # torch's exporter asks for that folder during some runs; make sure this one does
+    monkeypatch.setattr("compress.pipeline.seed_everything", lambda seed: cache_dir())
+    model, config = fast_job(tmp_path / "job")
+    result = invoke("run", model, "-c", config, "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    cache_dir()  # a later call, in the same process
+    assert work_folders(tmpdir) == []
