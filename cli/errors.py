@@ -7,6 +7,7 @@ import contextlib
 import typer
 from rich.console import Console
 
+from cli.process import exit_code, stop_message
 from cli.quiet import library_output_hidden
 from compress.errors import EXIT_FAILED, CompressError, first_line, one_line
 from compress.terminal import color_system
@@ -38,9 +39,9 @@ def reported_errors(debug: bool, library_stdout_hidden: bool = False):
             markup=False,
         )
         raise typer.Exit(EXIT_FAILED) from None
-    except KeyboardInterrupt:
-        stderr.print("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM as cli.process raises it
+        stderr.print(stop_message(), markup=False)
+        raise typer.Exit(exit_code()) from None
     except Exception as e:
         if debug:
             stderr.print_exception()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,12 +24,15 @@ def init(
     """
     with reported_errors(debug):
         from compress.errors import OutputDirError
-        from compress.outdir import check_writable, write_atomically
+        from compress.inputs import InputFile, refuse_overwriting
+        from compress.outdir import check_writable
+        from compress.staging import write_atomically
         from compress.starter import starter_config
 
         if out is not None:
             check_writable(out, "-o")
-            if out.exists() and not force:
+            refuse_overwriting(out, [InputFile("the model", model)], "-o", "choose another file")
+            if os.path.lexists(out) and not force:
                 raise OutputDirError(f"-o {out}: the file exists; pass --force to replace it")
         text = starter_config(model)
         if out is None:

@@ -5,8 +5,19 @@ from __future__ import annotations
 import typer
 
 from cli import batch, bench, init, passes, report, run, schema, validate
+from cli.process import signals_handled
 
-app = typer.Typer(
+
+class App(typer.Typer):
+    """The typer app, run with the CLI's SIGINT/SIGTERM handlers in place (cli/process.py). Tests
+    that drive it through CliRunner call the click command directly and install none."""
+
+    def __call__(self, *args, **kwargs):
+        with signals_handled():
+            return super().__call__(*args, **kwargs)
+
+
+app = App(
     name="compress",
     help="Compress a saved PyTorch model into one checked ONNX file, with a measured report.",
     no_args_is_help=True,

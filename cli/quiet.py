@@ -9,6 +9,7 @@ something fails, one `error:` line; with --debug, everything, as the libraries w
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import io
 import logging
 import os
@@ -50,16 +51,22 @@ def _native_stderr_to(sink: io.TextIOBase) -> Iterator[None]:
         return
     stream_on_fd2 = _fileno(sys.stderr) == 2
     saved_stream = sys.stderr
+    terminal = open(original, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.dup2(sink.fileno(), 2)
     if stream_on_fd2:
-        sys.stderr = open(original, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = terminal
+    crash_reports = faulthandler.is_enabled()
+    if crash_reports:  # a segfault's Python stack is not chatter: it goes where stderr went
+        faulthandler.enable(file=terminal)
     try:
         yield
     finally:
         if stream_on_fd2:
-            sys.stderr.close()  # the wrapper only: closefd=False keeps `original` open
             sys.stderr = saved_stream
         os.dup2(original, 2)
+        if crash_reports:
+            faulthandler.enable(file=sys.__stderr__ or saved_stream)
+        terminal.close()  # the wrapper only: closefd=False keeps `original` open
         os.close(original)
 
 

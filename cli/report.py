@@ -43,10 +43,14 @@ def report(
     with reported_errors(debug):
         from cli.render import stdout_console
         from compress.compare import load_report, report_names
-        from compress.outdir import check_writable, write_atomically
+        from compress.inputs import InputFile, refuse_overwriting
+        from compress.outdir import check_writable
+        from compress.staging import write_atomically
 
         if out is not None:
             check_writable(out, "-o")
+            inputs = [InputFile("an input report", path) for path in reports]
+            refuse_overwriting(out, inputs, "-o", "choose another file")
         chosen = fmt or SUFFIX_FORMATS.get(out.suffix.lower() if out else "", Format.table)
         named = dict(zip(report_names(reports), (load_report(p) for p in reports), strict=True))
         if chosen is Format.table and out is None:

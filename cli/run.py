@@ -11,6 +11,7 @@ import typer
 
 from cli.errors import reported_errors, stderr
 from cli.options import Overrides
+from cli.process import private_tempdir
 from compress.errors import EXIT_GATE_FAILED, one_line
 
 
@@ -35,22 +36,26 @@ def run(
     The reports are OUT/report.json, report.md and report.html. With GITHUB_STEP_SUMMARY set,
     the Markdown report is appended to that file.
     """
-    with reported_errors(debug, library_stdout_hidden=True):
-        from compress.outdir import check_writable
+    with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
         from compress.pipeline import run as run_job
         from compress.report import to_json
-
-        if junit is not None:
-            check_writable(junit, "--junit")
 
         def log(message: str) -> None:
             if not quiet:
                 stderr.print(f"[dim]·[/] {message}", highlight=False)
 
         report = run_job(
-            model, config, out, force, trust_pickle, log, not quiet, overrides=overrides or ()
+            model,
+            config,
+            out,
+            force,
+            trust_pickle,
+            log,
+            not quiet,
+            overrides=overrides or (),
+            junit=junit,
         )
-        _write_for_ci(report, junit)
+        _append_step_summary(report)
     if json_output:
         sys.stdout.write(to_json(report))
     else:
@@ -67,14 +72,11 @@ def run(
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-def _write_for_ci(report: dict[str, Any], junit: Path | None) -> None:
-    """The gates as JUnit XML, and the Markdown report appended to a GitHub job summary."""
-    from compress.ci import append_step_summary, junit_xml
-    from compress.outdir import write_atomically
+def _append_step_summary(report: dict[str, Any]) -> None:
+    """The Markdown report appended to a GitHub job summary, when GITHUB_STEP_SUMMARY is set."""
+    from compress.ci import append_step_summary
     from compress.report import to_markdown
 
-    if junit is not None:
-        write_atomically(junit, junit_xml(report))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:

@@ -3,27 +3,32 @@ report. Everything is checked before work starts; outputs appear only when the r
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress import __version__
+from compress.ci import junit_xml
 from compress.context import Context
-from compress.errors import CompressError, PassError, first_line
+from compress.errors import CompressError, InputError, PassError, first_line
 from compress.export import (
     check_parity,
     export_to_onnx,
     set_metadata,
     torch_outputs,
 )
+from compress.inputs import run_inputs
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.memory import check_batch_memory
 from compress.measure.size import footprint
-from compress.outdir import check_out_dir, clear_previous_results, publish
+from compress.outdir import OutputFolder
 from compress.passes.base import Pass
 from compress.preflight import Job, prepare
 from compress.report import build_report, to_json, to_markdown
@@ -54,26 +59,73 @@ def run(
     log: Callable[[str], None] = lambda m: None,
     show_progress: bool = False,
     overrides: Sequence[str] = (),
+    junit: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the job and write OUTDIR/model.onnx, report.json, report.md, report.html; returns the
-    report. `overrides` are `--set KEY=VALUE` texts applied to the config."""
-    out_dir = Path(out_dir)
-    check_out_dir(out_dir, force)
-    job = prepare(Path(model_path), Path(config_path), trust_pickle, log, show_progress, overrides)
+    """Run the job and write OUTDIR/model.onnx, report.json, report.md, report.html (and the
+    gates as JUnit XML to `junit`); returns the report. `overrides` are `--set KEY=VALUE` texts
+    applied to the config. The outputs appear together once everything has succeeded; a run
+    that fails or is interrupted leaves none (see compress.outdir)."""
+    outputs = OutputFolder(Path(out_dir), force, junit)
+    outputs.check()
     try:
-        seed_everything(job.config.config.seed)
-        stage_files = _run_stages(job)
-        provenance = _provenance(job)
-        final = stage_files[-1].path
-        set_metadata(final, provenance)  # before measuring: the report sizes the file as written
-        report = _measure(job, stage_files, provenance)
-        if force:
-            clear_previous_results(out_dir)
-        texts = {"report.json": to_json(report), "report.md": to_markdown(report)}
-        publish(out_dir, final, {**texts, "report.html": to_html(report)})
+        job = prepare(
+            Path(model_path), Path(config_path), trust_pickle, log, show_progress, overrides
+        )
+        try:
+            outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
+            outputs.clear_previous()
+            with temp_space_errors():
+                report, final = _work(job)
+            texts = {"report.json": to_json(report), "report.md": to_markdown(report)}
+            texts["report.html"] = to_html(report)
+            outputs.stage(final, texts, junit_xml(report) if junit is not None else "")
+        finally:
+            shutil.rmtree(job.context.workdir, ignore_errors=True)
+        outputs.commit()
         return report
     finally:
-        shutil.rmtree(job.context.workdir, ignore_errors=True)
+        outputs.close()
+
+
+def _work(job: Job) -> tuple[dict[str, Any], Path]:
+    """The report and the final ONNX file (in the job's work folder)."""
+    seed_everything(job.config.config.seed)
+    stage_files = _run_stages(job)
+    provenance = _provenance(job)
+    final = stage_files[-1].path
+    set_metadata(final, provenance)  # before measuring: the report sizes the file as written
+    return _measure(job, stage_files, provenance), final
+
+
+@contextlib.contextmanager
+def temp_space_errors():
+    """A full disk under the work folder, however deep the library that hit it wrapped the
+    OSError, as bad input (exit 2) that names the temporary folder and the fix: the same run
+    would fail again, and the fix is in the environment, like a full output folder's."""
+    try:
+        yield
+    except Exception as e:
+        cause = _disk_full(e)
+        if cause is None:
+            raise
+        reason = getattr(cause, "strerror", None) or first_line(cause)
+        raise InputError(
+            f"no space left in the temporary folder {tempfile.gettempdir()} ({reason}); free "
+            "space on its disk or set TMPDIR to a folder on a larger one"
+        ) from e
+
+
+def _disk_full(error: BaseException | None) -> BaseException | None:
+    """The innermost exception in `error`'s chain that says the disk is full, if any."""
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+            "No space left on device" in str(error)
+        ):
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
 
 
 def _run_stages(job: Job) -> list[StageFile]:

@@ -68,7 +68,7 @@ def prepare(
             runnable = model.callable()
             check_data_fits(lambda s: torch_outputs(runnable, s), context, "")
         module = editable_for_torch_passes(model, passes, context)
-    except Exception:
+    except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return Job(config, model, passes, context, module)

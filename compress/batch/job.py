@@ -5,7 +5,9 @@ or a hang (stopped at the timeout) ends that process only. Each worker costs one
 one torch import (about 1.5 s here). The worker gets its share of the cores through the usual
 thread variables, which torch and OpenMP read when they start; ONNX Runtime's latency threads come
 from the job's config (`report.threads`). It runs in a process group of its own, so a timeout
-kills everything it started, and through `launch` it dies with the batch.
+kills everything it started, and through `launch` it dies with the batch. Its TMPDIR is a folder
+of its own that the batch removes when it ends, and a failed worker's half-published results are
+removed too: a worker stopped by SIGKILL cleans up nothing itself.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import EXIT_GATE_FAILED, EXIT_OK, first_line
+from compress.outdir import OUTPUT_FILES
+from compress.staging import create_replacing, remove_leftovers
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 LOG_NAME = "log.txt"
@@ -63,34 +69,59 @@ def run_job(job: ModelJob) -> dict[str, Any]:
 
 
 def _run_worker(job: ModelJob) -> dict[str, Any]:
+    """The worker gets a temporary folder of its own, removed here when it ends: a worker killed
+    at the timeout (SIGKILL, no cleanup of its own) would otherwise leave its work folder, as
+    large as its model, in TMPDIR."""
     out_dir = Path(job.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(job.threads))}
+    work = tempfile.mkdtemp(prefix="compress-job-")
+    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(job.threads)), "TMPDIR": work}
     env["PYTHONFAULTHANDLER"] = "1"  # a segfault leaves its Python stack in log.txt
-    with open(out_dir / LOG_NAME, "w") as log:
-        process = subprocess.Popen(
-            worker_command(job),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # --json: the report lands in report.json too
-            stderr=log,
-            env=env,
-            start_new_session=True,  # its own process group, killed as one
-        )
+    try:
+        with create_replacing(out_dir / LOG_NAME) as log:
+            code = _wait_for(job, log, env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if code is None:
+        outcome = {
+            "status": "timed_out",
+            "reason": f"still running after {job.timeout:g} s (--timeout-per-model); stopped",
+            "exit_code": None,
+        }
+    else:
+        outcome = outcome_of(code, out_dir)
+    if outcome["status"] not in ("ok", "gate_failed"):
+        remove_results(out_dir)  # what a killed worker could not clean up itself
+    return outcome
+
+
+def _wait_for(job: ModelJob, log, env: dict[str, str]) -> int | None:
+    """Run the worker to its end: its exit code, or None when it was stopped at the timeout."""
+    process = subprocess.Popen(
+        worker_command(job),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,  # --json: the report lands in report.json too
+        stderr=log,
+        env=env,
+        start_new_session=True,  # its own process group, killed as one
+    )
+    with _running_lock:
+        _running.add(process)
+    try:
+        return process.wait(timeout=job.timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        _kill_group(process)  # anything it left behind in its group
         with _running_lock:
-            _running.add(process)
-        try:
-            code = process.wait(timeout=job.timeout)
-        except subprocess.TimeoutExpired:
-            return {
-                "status": "timed_out",
-                "reason": f"still running after {job.timeout:g} s (--timeout-per-model); stopped",
-                "exit_code": None,
-            }
-        finally:
-            _kill_group(process)  # anything it left behind in its group
-            with _running_lock:
-                _running.discard(process)
-    return outcome_of(code, out_dir)
+            _running.discard(process)
+
+
+def remove_results(out_dir: Path) -> None:
+    """A failed model's folder holds no results: not half a set, nor staged files."""
+    remove_leftovers(out_dir)
+    for name in OUTPUT_FILES:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (out_dir / name).unlink()
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from compress.batch.summary import build_summary, remove_summary, write_summary
 from compress.config import load_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
 from compress.models import file_sha256
-from compress.outdir import OUTPUT_FILES, write_atomically
+from compress.outdir import OUTPUT_FILES, check_folder_path
+from compress.staging import make_folders, write_atomically
 
 DONE_NAME = "done.json"
 CONFIG_NAME = "config.yaml"
@@ -111,8 +113,12 @@ def _run_entries(
 
     def record(job: ModelJob, outcome: dict[str, Any], hashes: dict[str, Any]) -> None:
         row = _row(job.relative, outcome, threads, hashes)
-        Path(job.out_dir).mkdir(parents=True, exist_ok=True)
-        write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row, indent=2) + "\n")
+        try:
+            make_folders(out_dir, Path(job.relative))
+            write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row, indent=2) + "\n")
+        except OutputDirError as e:  # no marker: the summary lists the model, --resume redoes it
+            if row["status"] != "failed":
+                row |= {"status": "failed", "reason": str(e)}
         rows[job.relative] = row
         progress.finished(row)
 
@@ -128,7 +134,7 @@ def _run_entries(
             options.debug,
         )
         try:
-            hashes, previous = _prepare(entry, job, options)
+            hashes, previous = _prepare(entry, job, options, out_dir)
         except CompressError as e:  # an unreadable model or override fails this model only
             record(job, {"status": "failed", "reason": str(e), "exit_code": e.exit_code}, {})
             continue
@@ -144,7 +150,7 @@ def _run_entries(
     return rows
 
 
-def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions):
+def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path):
     """(the model's content hashes, its row when --resume finds it done). A model to run has its
     old marker removed and its merged config written, ready for the worker."""
     if entry.problem:
@@ -156,7 +162,7 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions):
     if options.resume and _still_done(previous, hashes, out):
         return hashes, {**previous, "reused": True}
     (out / DONE_NAME).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folders(root, Path(entry.relative))  # a link planted in OUTDIR is refused, not followed
     sources = [options.config.resolve(), *(o.resolve() for o in entry.overrides)]
     write_atomically(Path(job.config), config_text(with_threads(config, job.threads), sources))
     return hashes, None
@@ -217,8 +223,7 @@ def check_options(options: BatchOptions) -> None:
         if failed:
             raise InputError(message)
     out = options.out_dir
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"output path {out} exists and is not a folder")
+    check_folder_path(out, "-o")
     if out.resolve() == options.models_dir.resolve():
         raise OutputDirError("-o must not be the models' folder itself; choose another folder")
     leftovers = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
@@ -235,7 +240,14 @@ def _locked(out_dir: Path):
     import fcntl
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_NAME, "w") as lock:
+    try:  # never truncated, and a link planted at its name is refused, not followed
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        lock = os.open(out_dir / LOCK_NAME, flags, 0o666)
+    except OSError as e:
+        raise OutputDirError(
+            f"cannot open the lock {out_dir / LOCK_NAME} ({e.strerror}); remove it if it is a link"
+        ) from None
+    try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -243,3 +255,5 @@ def _locked(out_dir: Path):
                 f"another batch is writing to {out_dir}; wait for it to end or choose another -o"
             ) from None
         yield
+    finally:
+        os.close(lock)
