@@ -66,8 +66,9 @@ def _native_stderr_to(sink: io.TextIOBase) -> Iterator[None]:
         os.dup2(original, 2)
         if crash_reports:
             faulthandler.enable(file=sys.__stderr__ or saved_stream)
-        terminal.close()  # the wrapper only: closefd=False keeps `original` open
-        os.close(original)
+        if not stream_on_fd2:  # else a log handler made meanwhile may hold `terminal`: it stays
+            terminal.close()  # the wrapper only: closefd=False keeps `original` open
+            os.close(original)
 
 
 def _fileno(stream) -> int | None:

@@ -79,9 +79,12 @@ def _torch_export_errors():
     logger = logging.getLogger("torch.export")  # torch gives it a stderr handler of its own
     handlers, propagate = logger.handlers, logger.propagate
     logger.handlers, logger.propagate = [Keep()], False
+    disabled = logging.root.manager.disable  # the CLI disables logging while libraries work
+    logging.disable(logging.NOTSET)
     try:
         yield logged
     finally:
+        logging.disable(disabled)
         logger.handlers, logger.propagate = handlers, propagate
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import torch
 
-from tests.test_bad_input import _Payload
+
+class Payload:
+    """Unpickling this calls open(marker, 'w'): proof of code execution if the file appears."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
 
 ROOT = "tiny"  # torch.export.save names the archive's folder after the file: tiny.pt2
 W = "data/weights/model_weights_config.json"
@@ -94,7 +103,7 @@ def _add_constant(members: Members, path_name: str, data: bytes) -> Members:
 
 def use_pickle_weight(members: Members, marker: Path) -> Members:
     entry = _edit_config(members, W, lambda e: e.update(use_pickle=True))
-    members[f"data/weights/{entry['path_name']}"] = torch_saved(_Payload(marker))
+    members[f"data/weights/{entry['path_name']}"] = torch_saved(Payload(marker))
     return members
 
 
@@ -109,31 +118,31 @@ def harmless_use_pickle_weight(members: Members, marker: Path) -> Members:
 
 def use_pickle_constant(members: Members, marker: Path) -> Members:
     entry = _edit_config(members, C, lambda e: e.update(use_pickle=True))
-    members[f"data/constants/{entry['path_name']}"] = torch_saved(_Payload(marker))
+    members[f"data/constants/{entry['path_name']}"] = torch_saved(Payload(marker))
     return members
 
 
 def opaque_constant(members: Members, marker: Path) -> Members:
-    return _add_constant(members, "opaque_obj_0", pickle.dumps(_Payload(marker)))
+    return _add_constant(members, "opaque_obj_0", pickle.dumps(Payload(marker)))
 
 
 def custom_obj_constant(members: Members, marker: Path) -> Members:
-    return _add_constant(members, "custom_obj_0", pickle.dumps(_Payload(marker)))
+    return _add_constant(members, "custom_obj_0", pickle.dumps(Payload(marker)))
 
 
 def sample_inputs(members: Members, marker: Path) -> Members:
-    members["data/sample_inputs/model.pt"] = torch_saved(((_Payload(marker),), {}))
+    members["data/sample_inputs/model.pt"] = torch_saved(((Payload(marker),), {}))
     return members
 
 
 def legacy_member(members: Members, marker: Path) -> Members:
-    members["data/constants/model.pt"] = torch_saved(_Payload(marker))
+    members["data/constants/model.pt"] = torch_saved(Payload(marker))
     return members
 
 
 def legacy_format(members: Members, marker: Path) -> list:
     """The pre-2.8 layout, which torch.export.load still falls back to: files at the top."""
-    payload = torch_saved(_Payload(marker))
+    payload = torch_saved(Payload(marker))
     return [
         ("version", b"8.20", False),
         ("serialized_exported_program.json", members["models/model.json"], False),

@@ -19,6 +19,7 @@ from tests.conftest import (
     small_onnx,
     write_config,
 )
+from tests.hostile_files import Payload
 
 CNN = SAMPLES / "digits_cnn.pt2"
 STATE_DICT_CONFIG = CNN_CONFIG.replace(
@@ -133,20 +134,10 @@ def test_state_dict_that_does_not_fit_its_arch(tmp_path):
     )
 
 
-class _Payload:
-    """Unpickling this calls open(marker, 'w'): proof of code execution if the file appears."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_pickled_module_is_refused_without_running_it(tmp_path, cnn_config):
     marker = tmp_path / "pwned"
     model = tmp_path / "whole.pt"
-    torch.save({"model": torch.nn.Linear(2, 2), "hook": _Payload(marker)}, model)
+    torch.save({"model": torch.nn.Linear(2, 2), "hook": Payload(marker)}, model)
     out = tmp_path / "out"
     assert_refused(run_cli(model, cnn_config, out), out, "pickled", "--trust-pickle")
     assert not marker.exists()
@@ -155,7 +146,7 @@ def test_pickled_module_is_refused_without_running_it(tmp_path, cnn_config):
 def test_pickle_payload_in_plain_pickle_is_refused(tmp_path, cnn_config):
     marker = tmp_path / "pwned"
     model = tmp_path / "legacy.pt"
-    model.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    model.write_bytes(pickle.dumps(Payload(marker), protocol=2))
     out = tmp_path / "out"
     result = run_cli(model, cnn_config, out)
     assert result.exit_code == 2 and not marker.exists(), result.stderr
