@@ -79,7 +79,9 @@ def signals_handled() -> Iterator[None]:
         raise
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # Committed outputs are final: a signal while the interpreter shuts down (torch's
+            # teardown takes a while) must not turn a finished run into a killed one.
+            signal.signal(s, signal.SIG_IGN if interrupts.committed() else handler)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,10 @@ calls = 0
 def counted(*args, **kwargs):
     return point != "publish" or os.path.basename(str(args[1])) in FINAL
 
+if point == "shutdown":  # while the interpreter exits, after the command has returned
+    import atexit
+    atexit.register(lambda: os.kill(os.getpid(), getattr(signal, name)))
+    point = "os.getpid"
 module, attr = ("os", "replace") if point == "publish" else point.rsplit(".", 1)
 module = importlib.import_module(module)
 original = getattr(module, attr)
@@ -120,3 +124,18 @@ def test_sigterm_from_outside_while_measuring(job):
         process.wait()
     assert lines[-1].strip() == "error: stopped by SIGTERM", lines
     assert_left_nothing(out, junit, tmpdir)
+
+
+@pytest.mark.parametrize(
+    ("point", "name", "nth"),
+    [("cli.run._append_step_summary", "SIGTERM", 1), ("shutdown", "SIGINT", 0)],
+)
+def test_a_signal_after_the_results_are_in_place_changes_nothing(job, point, name, nth):
+    """Once committed, the results are final: a signal then (the command still printing, or
+    the interpreter shutting down) neither removes them nor turns the exit code into 143/130."""
+    models, config, out, junit, tmpdir = job
+    arguments = compress_command(models["onnx"], config, out, junit, "-q")
+    done = run_process([sys.executable, "-c", WRAPPER, point, name, str(nth), *arguments], tmpdir)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(out)) == ["model.onnx", "report.html", "report.json", "report.md"]
+    assert junit.exists() and work_folders(tmpdir) == []
