@@ -128,7 +128,7 @@ def test_sigterm_from_outside_while_measuring(job):
 
 @pytest.mark.parametrize(
     ("point", "name", "nth"),
-    [("cli.run._append_step_summary", "SIGTERM", 1), ("shutdown", "SIGINT", 0)],
+    [("cli.run._append_step_summary", "SIGINT", 1), ("shutdown", "SIGTERM", 0)],
 )
 def test_a_signal_after_the_results_are_in_place_changes_nothing(job, point, name, nth):
     """Once committed, the results are final: a signal then (the command still printing, or
