@@ -20,6 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
 from bench.peer import peer_table, print_table  # noqa: E402
+from bench.real import main as real_main  # noqa: E402
+from bench.real import print_results, real_table  # noqa: E402
 from compress.pipeline import run  # noqa: E402
 
 
@@ -134,19 +136,32 @@ def distillation_checks(rows: list[dict]) -> list[tuple[str, bool]]:
 
 def main(argv: list[str]) -> int:
     """`run.py` runs every part; `run.py peer` only the side-by-side with plain onnxruntime;
-    `run.py batch` only the batch row (--jobs 2 against --jobs 1)."""
+    `run.py batch` only the batch row (--jobs 2 against --jobs 1); `run.py real` only the real
+    pretrained models (bench/real.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'NOT MET'}] {text}")
         return 0 if met else 1
+    if argv[1:] == ["real"]:
+        return real_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
     checks += [batch_check] if batch_check else []
     if rows:
         checks += pruning_checks(rows) + distillation_checks(rows)
+    real_rows, real_checks = real_table() if rows else ([], [])
     print_table(peer_rows, checks)
-    results = {"recipes": rows, "versus_plain_ort": peer_rows, "batch": batch, "goals": checks}
+    if real_rows:
+        print_results(real_rows, real_checks)
+    checks += real_checks
+    results = {
+        "recipes": rows,
+        "versus_plain_ort": peer_rows,
+        "batch": batch,
+        "real_models": real_rows,
+        "goals": checks,
+    }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0 if all(met for _, met in checks) else 1
 
