@@ -232,11 +232,13 @@ def goals(result: dict, model: RealModel) -> list[tuple[str, bool]]:
             ours["speedup"] >= model.min_speedup,
         ),
         (
-            f"{name}: at least {model.min_size_ratio}x smaller (measured {ours['size_ratio']:.2f}x)",
+            f"{name}: at least {model.min_size_ratio}x smaller "
+            f"(measured {ours['size_ratio']:.2f}x)",
             ours["size_ratio"] >= model.min_size_ratio,
         ),
         (
-            f"{name}: as fast as the best peer within the budget ({ours['p50_ms']:.3f} ms; {versus})",
+            f"{name}: as fast as the best peer within the budget "
+            f"({ours['p50_ms']:.3f} ms; {versus})",
             best is None or ours["p50_ms"] <= best["p50_ms"] * NOISE,
         ),
     ]
