@@ -12,6 +12,7 @@ import typer
 from cli.errors import reported_errors, stderr
 from cli.options import Overrides
 from cli.process import private_tempdir
+from compress.ci import gate_failure
 from compress.errors import EXIT_GATE_FAILED, one_line
 
 
@@ -64,10 +65,10 @@ def run(
         print_report(report, stdout_console())
     for warning in report["warnings"]:
         stderr.print(f"warning: {one_line(warning)}", markup=False)
-    failed = [g["name"] for g in report["gates"] if not g["passed"]]
-    if failed:
+    failed = [gate_failure(g) for g in report["gates"] if not g["passed"]]
+    if failed:  # each with its value and limit: the reason, not only the gate's name
         stderr.print(
-            f"error: gate failed: {', '.join(failed)} (outputs written to {out})", markup=False
+            f"error: gate failed: {'; '.join(failed)} (outputs written to {out})", markup=False
         )
         raise typer.Exit(EXIT_GATE_FAILED)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from compress.budget_warnings import budget_warnings
 from compress.config import Config, GatesSection
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings
@@ -105,8 +106,9 @@ def build_report(
     settings = config.report
     batch_sizes = settings.batch_sizes
     summary = summarize(stages, batch_sizes[0])
-    warnings = flag_slower_stages(stages, batch_sizes) + unsettled_latency(stages, batch_sizes)
     gates = evaluate_gates(config.gates, summary)
+    warnings = flag_slower_stages(stages, batch_sizes) + unsettled_latency(stages, batch_sizes)
+    warnings += budget_warnings(stages, gates, settings.metric)
     return {
         "schema_version": SCHEMA_VERSION,
         "stages": stages,

@@ -25,6 +25,11 @@ def clearly_faster(ms: float, input_ms: float) -> bool:
     return ms * SLOWER_TOLERANCE <= input_ms
 
 
+def clearly_slower(ms: float, input_ms: float) -> bool:
+    """Slower than the input beyond run-to-run noise (the report's `slower_than_input` rule)."""
+    return ms > input_ms * SLOWER_TOLERANCE
+
+
 def revert_if_slower(source: Path, target: Path, ctx: Context, pass_name: str) -> bool:
     """Measure `target` against `source` at the first report batch size; if it is slower beyond
     noise, overwrite `target` with `source` and return True."""

@@ -1,4 +1,5 @@
-"""quantize.auto's choice, the accuracy-aware fallback's pieces, and the int8 pass options."""
+"""quantize.auto's candidates, the accuracy-aware fallback's pieces, and the int8 pass options
+(the choice among candidates: test_auto_choice.py)."""
 
 import json
 
@@ -8,41 +9,10 @@ import pytest
 
 from compress.measure.runtime import open_session
 from compress.passes import quantize
-from compress.passes.auto import candidates_for, choose
+from compress.passes.auto import candidates_for
 from compress.passes.precision import quantize_embeddings
 from compress.report import to_markdown
 from tests.conftest import SAMPLES, invoke, write_config
-
-INPUT_MS = 10.0
-
-
-def candidate(name, p50_ms, drop):
-    return {"name": name, "p50_ms": p50_ms, "drop": drop, "size_bytes": 1000, "metric": 0.9}
-
-
-def test_auto_keeps_the_fastest_candidate_within_budget():
-    results = [
-        candidate("fast-but-inaccurate", 2.0, 0.05),
-        candidate("accurate", 6.0, 0.001),
-        candidate("faster-accurate", 5.0, 0.004),
-        {"name": "broken", "verdict": "failed: boom"},
-    ]
-    chosen, reason = choose(results, INPUT_MS, 0.005, 32)
-    assert chosen == "faster-accurate" and "2.00x" in reason
-    verdicts = {r["name"]: r["verdict"] for r in results}
-    assert verdicts["fast-but-inaccurate"].startswith("over budget")
-    assert verdicts["accurate"].startswith("slower than faster-accurate")
-    assert verdicts["broken"] == "failed: boom"
-
-
-def test_auto_never_keeps_a_candidate_slower_than_the_input():
-    results = [
-        candidate("within-noise", INPUT_MS * 0.99, 0.0),
-        candidate("slower", INPUT_MS * 2, 0.0),
-    ]
-    chosen, reason = choose(results, INPUT_MS, 0.01, 32)
-    assert chosen is None and "input model is kept" in reason
-    assert all(r["verdict"].startswith("not faster than the input") for r in results)
 
 
 def test_candidates_fit_the_graph(tmp_path):

@@ -1,5 +1,5 @@
-"""quantize.auto: try the int8 settings that fit the model, measure each, keep the fastest one
-that holds the accuracy budget, and never one slower than the input."""
+"""quantize.auto: try the int8 settings that fit the model, measure each, keep the one a user
+would (the rules are in auto_choice), and never one slower than the input."""
 
 from __future__ import annotations
 
@@ -51,8 +51,11 @@ class AutoQuantization(OnnxPass):
 
     Every candidate that fits the model (static per-channel / per-tensor, static with depthwise
     convolutions in float, dynamic) is quantized with the accuracy-aware fallback, measured in
-    ONNX Runtime against the input, and listed in the report. A candidate slower than the input
-    is never kept; when none is faster, the input model is kept.
+    ONNX Runtime against the input, and listed in the report with why it won or lost. Within
+    the budget, faster wins, and candidates as fast within noise go by size; one as fast as the
+    input and smaller beats it; candidates meeting gates.min_size_ratio / min_speedup (against
+    the pass's input) are preferred. A candidate slower than the input beyond noise is never
+    kept; when none beats the input, the input model is kept.
 
     Sample YAML:
         - type: quantize.auto
@@ -71,6 +74,7 @@ class AutoQuantization(OnnxPass):
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         from compress.measure.evaluate import Judge
         from compress.measure.size import size_bytes
+        from compress.passes.auto_choice import choose  # imports the speed guard: not at load
         from compress.speed_guard import first_batch_p50
 
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
@@ -107,41 +111,40 @@ class AutoQuantization(OnnxPass):
         for entry in results:
             if entry["name"] in files:
                 entry["p50_ms"] = p50[entry["name"]]
-        input_ms = p50["input"]
-        chosen, reason = choose(results, input_ms, budget, batch)
+        figures = {
+            "size_bytes": size_bytes(source),
+            "metric": judge.reference_value,
+            "p50_ms": p50["input"],
+        }
+        chosen, reason = choose(results, figures, budget, batch, ctx.config.config.gates)
         if chosen:
-            chosen, reason = self._confirm(chosen, reason, results, files[chosen], source, ctx)
+            paths = {"input": source, "chosen": files[chosen]}
+            chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
         shutil.copyfile(files[chosen] if chosen else source, target)
         ctx.log(f"  {reason}")
         return {
             "accuracy_budget": budget,
-            "input": {
-                "size_bytes": size_bytes(source),
-                "metric": judge.reference_value,
-                "p50_ms": input_ms,
-            },
+            "input": figures,
             "candidates": results,
             "chosen": chosen,
             "reason": reason,
         }
 
-    def _confirm(self, chosen, reason, results, path, source, ctx) -> tuple[str | None, str]:
-        """Time the choice against the input once more; a win that does not repeat was noise."""
-        from compress.speed_guard import clearly_faster, first_batch_p50
+    def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:
+        """Time the choice against the input (`paths`: input, chosen) once more, by the rules it
+        was chosen by: a win that does not repeat was noise; a re-timed tie keeps a smaller
+        candidate."""
+        from compress.passes.auto_choice import confirm
+        from compress.speed_guard import first_batch_p50
 
-        batch, p50 = first_batch_p50({"input": source, "chosen": path}, ctx)
-        if clearly_faster(p50["chosen"], p50["input"]):
-            return chosen, reason
+        batch, p50 = first_batch_p50(paths, ctx)
         entry = next(e for e in results if e["name"] == chosen)
-        entry["verdict"] = (
-            f"not faster than the input when timed again: {p50['chosen']:.3f} ms vs "
-            f"{p50['input']:.3f} ms"
-        )
-        return None, (
-            f"{chosen} looked fastest but was not faster than the input when timed again "
-            f"({p50['chosen']:.3f} ms vs {p50['input']:.3f} ms at batch {batch}); the input "
-            "model is kept"
-        )
+        rejection = confirm(entry, figures, p50["chosen"], p50["input"], batch)
+        if rejection is None:
+            retimed = f"{p50['chosen']:.3f} ms vs {p50['input']:.3f} ms"
+            return chosen, f"{reason}; timed again: {retimed}"
+        entry["verdict"] = rejection
+        return None, f"{chosen} looked best, but {rejection}; the input model is kept"
 
     def _run_candidate(self, candidate, budget, source, path, ctx) -> dict[str, Any] | None:
         pass_class = get_pass(candidate.pass_type)
@@ -152,40 +155,6 @@ class AutoQuantization(OnnxPass):
             max_fallback_steps=self.params.max_fallback_steps,
         )
         return pass_class(params, self.key).apply(source, path, ctx)
-
-
-def choose(results, input_ms: float, budget: float, batch: int) -> tuple[str | None, str]:
-    """The fastest candidate within the budget and faster than the input beyond measurement
-    noise (a tie is not a win: the report's next measurement could show it slower)."""
-    from compress.speed_guard import clearly_faster
-
-    eligible = []
-    for entry in results:
-        if "p50_ms" not in entry:
-            continue  # failed
-        if entry["drop"] > budget:
-            entry["verdict"] = f"over budget: drop {entry['drop']:.4f} > {budget}"
-        elif not clearly_faster(entry["p50_ms"], input_ms):
-            entry["verdict"] = (
-                f"not faster than the input beyond noise: {entry['p50_ms']:.3f} ms vs "
-                f"{input_ms:.3f} ms"
-            )
-        else:
-            eligible.append(entry)
-    if not eligible:
-        return None, (
-            f"no candidate was within the budget and faster than the input beyond noise "
-            f"({input_ms:.3f} ms at batch {batch}); the input model is kept"
-        )
-    best = min(eligible, key=lambda e: e["p50_ms"])
-    for entry in eligible:
-        entry["verdict"] = (
-            "chosen" if entry is best else f"slower than {best['name']}: {entry['p50_ms']:.3f} ms"
-        )
-    return best["name"], (
-        f"chose {best['name']}: {best['p50_ms']:.3f} ms vs the input's {input_ms:.3f} ms at "
-        f"batch {batch} ({input_ms / best['p50_ms']:.2f}x), drop {best['drop']:.4f} <= {budget}"
-    )
 
 
 def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
