@@ -187,7 +187,7 @@ class ReportSection(Strict):
 
 
 class GatesSection(Strict):
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = Field(default=None, ge=0)
     min_speedup: float | None = Field(default=None, gt=0)
     min_size_ratio: float | None = Field(default=None, gt=0)
     max_size_mb: float | None = Field(default=None, gt=0)
