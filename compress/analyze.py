@@ -22,11 +22,11 @@ from typing import Any
 from compress.errors import ConfigError
 from compress.outdir import OutputFolder
 from compress.passes.base import Pass
+from compress.passes.fallback import AUTO_PREFERENCE
 from compress.preflight import Job, prepare
 
 ANALYZE_FILES = ("sensitivity.json", "sensitivity.md", "sensitivity.html")
 INT8_TYPES = ("quantize.static", "quantize.dynamic", "quantize.auto")
-AUTO_PREFERENCE = ("static-per-channel", "dynamic")
 
 
 def analyze(

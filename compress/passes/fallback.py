@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from compress.sensitivity import Sensitivity
 
 SENSITIVITY_SAMPLES = 64
+# The quantize.auto candidate whose ranking is shown (and analysed by `compress analyze`).
+AUTO_PREFERENCE = ("static-per-channel", "dynamic")
 
 # quantize(node names kept in float, target path): writes a quantized model
 Quantize = Callable[[list[str], Path], None]
@@ -246,6 +248,23 @@ class _Search:
         if self.result is not None and self.result.exhausted:
             return f"keeping all {len(self.sets[-1])} nodes that add error in float did not meet it"
         return f"max_fallback_steps ({max_rounds}) rounds ran out; more rounds may find a set"
+
+
+def fallback_summary(details: dict[str, Any]) -> dict[str, Any]:
+    """What a quantize.auto candidate's entry shows of its fallback: the rounds and their time."""
+    if "search" not in details:
+        return {}
+    return {"fallback": {key: details[key] for key in ("verdict", "attempts", "search")}}
+
+
+def shown_sensitivity(rankings: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """quantize.auto's `sensitivity` detail: its static per-channel candidate's ranking, else
+    the dynamic one's (what `compress analyze` shows for auto), else the first there is."""
+    for name in [n for n in AUTO_PREFERENCE if n in rankings] + list(rankings):
+        ranking = rankings[name]
+        if ranking and "nodes" in ranking:
+            return {"sensitivity": ranking | {"candidate": name}}
+    return {}
 
 
 def float_sets(sensitivity: Sensitivity, skip: set[str]) -> tuple[list[list[str]], list[float]]:

@@ -8,6 +8,7 @@ stage's `details.sensitivity`, and what `compress analyze` writes.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from compress.sensitivity.nodes import NodeScore, changed_nodes, score_nodes
+from compress.sensitivity.nodes import NodeScore, changed_nodes, ranked, score_nodes
 
 SHOWN_IN_REPORT = 50
 METHODS = {
-    True: "relative RMS error of each quantized node's output with float inputs (the float and "
-    "the quantized graph in one model, every quantized node reading the float values)",
-    False: "relative RMS error a node adds to its output beyond the worst of its inputs "
-    "(noise-to-signal powers subtracted), float and quantized graph run apart",
+    "output_error": "each quantized node's own error (measured with every quantized node reading "
+    "the float model's values) added to the float model at that node alone: output_error is "
+    "the relative RMS error it causes at the model's first output; added_error and sqnr_db are "
+    "its own output's",
+    "added_error": "relative RMS error a node adds to its own output beyond the worst of its "
+    "inputs (noise-to-signal powers subtracted; isolated: its inputs were the float values)",
 }
 
 
@@ -46,15 +49,22 @@ class Sensitivity:
         covered = {name for n in self.nodes for name in (n.node, *n.fused)}
         return len(self.quantized - covered)
 
+    @property
+    def ranked_by(self) -> str:
+        measured = any(n.output_error is not None for n in self.nodes)
+        return "output_error" if measured else "added_error"
+
     def ranked(self, skip: set[str] = frozenset()) -> list[NodeScore]:
         """Nodes that add error, worst first, leaving out the ones in `skip`."""
-        return [n for n in self.nodes if n.added_error > 0 and n.node not in skip]
+        return [n for n in self.nodes if n.score > 0 and n.node not in skip]
 
     def details(self, limit: int | None = SHOWN_IN_REPORT) -> dict[str, Any]:
         """For report.json and sensitivity.json: the worst `limit` nodes (None: all)."""
         shown = self.nodes if limit is None else self.nodes[:limit]
         return {
-            "method": METHODS[self.isolated],
+            "ranked_by": self.ranked_by,
+            "method": METHODS[self.ranked_by],
+            "isolated": self.isolated,
             "samples": self.samples,
             "quantized_nodes": len(self.quantized),
             "scored": self.scored,
@@ -67,10 +77,19 @@ class Sensitivity:
 
 def _node_details(score: NodeScore) -> dict[str, Any]:
     entry = asdict(score)
-    for key in ("fused", "broken", "input_sqnr_db"):
+    for key in ("fused", "broken", "input_sqnr_db", "output_error"):
         if entry[key] in (None, False, []):
             del entry[key]
     return entry
+
+
+def _with_output_impact(nodes, float_path, comparison, samples) -> list[NodeScore]:
+    """`nodes` with the error each causes at the model's output, ranked by it."""
+    from compress.sensitivity.impact import output_impact
+
+    tensors = list(dict.fromkeys(n.tensor for n in nodes))
+    impact = output_impact(float_path, comparison.combined, comparison.twins, tensors, samples)
+    return ranked([replace(n, output_error=round(math.sqrt(impact[n.tensor]), 6)) for n in nodes])
 
 
 def restricted_to(sensitivity: Sensitivity, changed: set[str]) -> Sensitivity:
@@ -104,8 +123,16 @@ def measure_sensitivity(
     comparison = compare_tensors(float_path, quant_path, samples, workdir)
     float_graph = onnx.load(str(float_path), load_external_data=False).graph
     quant_graph = onnx.load(str(quant_path), load_external_data=False).graph
+    nodes = score_nodes(float_graph, quant_graph, comparison, set(skip))
+    if comparison.combined is not None:
+        try:
+            nodes = _with_output_impact(nodes, float_path, comparison, samples)
+        except Exception:  # noqa: S110 - the nodes' own errors still rank them
+            pass
+        finally:
+            comparison.combined.unlink(missing_ok=True)
     return Sensitivity(
-        nodes=score_nodes(float_graph, quant_graph, comparison, set(skip)),
+        nodes=nodes,
         isolated=comparison.isolated,
         samples=len(samples[0]),
         quantized=changed_nodes(float_graph, quant_graph) - set(skip),

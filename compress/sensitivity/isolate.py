@@ -9,11 +9,12 @@ nodes after it show what they would cost alone, so the ranking puts the culprit 
 estimate of how much error each prefix of the ranking removes holds.
 
 Wiring, for every tensor X both graphs compute: the copy's consumers of X read the float X, and
-where a QuantizeLinear -> DequantizeLinear pair follows X (QDQ), that pair stays on the copy's X
-(so X's own output rounding is measured) while the consumers of its dequantized output read a
-second pair, with the same scale, on the float X (so they see the rounding of their input and
-nothing more). Returns None where the two graphs cannot share one model safely: different
-opsets, subgraphs (their bodies name outer tensors), local functions.
+where a QuantizeLinear -> DequantizeLinear pair follows X (QDQ), the consumers of its dequantized
+output read a second pair, with the same scale and zero point, on the float X: they see the
+rounding of their input and nothing before it. The copy's own X (before its pair) is what its
+producer is judged by (compress.sensitivity.twins). Returns None where the two graphs cannot
+share one model safely: different opsets, subgraphs (their bodies name outer tensors), local
+functions.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def isolated_model(float_model, quant_model):
         for index, tensor in enumerate(node.output):
             clone.output[index] = copy_name(tensor)
         nodes.append(clone)
-    nodes += _float_side_pairs(pairs, copy_name)
+    # the second pairs read only float tensors: placed first, the node list stays in graph order
+    # (shape inference, which exposes the tensors, reads it in that order)
+    nodes = _float_side_pairs(pairs, copy_name) + nodes
     combined = onnx.ModelProto()
     combined.CopyFrom(float_model)
     combined.ir_version = max(float_model.ir_version, quant_model.ir_version)

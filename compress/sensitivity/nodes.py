@@ -35,16 +35,24 @@ class NodeScore:
 
     node: str  # the node's name in the float graph (what `exclude` takes)
     op_type: str
-    added_error: float  # relative RMS error it adds: sqrt(noise ratio out - worst noise ratio in)
-    sqnr_db: float  # SQNR of its output in the quantized graph
+    tensor: str  # its output that was compared
+    added_error: float  # relative RMS error it adds to `tensor`: sqrt(noise ratio out - in)
+    sqnr_db: float  # SQNR of `tensor` in the quantized graph
     input_sqnr_db: float | None  # SQNR of its worst input (None: isolated, inputs were float)
+    output_error: float | None = None  # relative RMS error of the model's output from it alone
     fused: list[str] = field(default_factory=list)  # float nodes scored with it (renamed, fused)
     group: list[str] = field(default_factory=list)  # what goes back to float to keep it in float
     broken: bool = False  # its output has NaN or infinities the float model does not have
 
     @property
+    def score(self) -> float:
+        """What the ranking orders by: the error at the model's output where it was measured,
+        else the error the node adds to its own output."""
+        return self.added_error if self.output_error is None else self.output_error
+
+    @property
     def added_noise(self) -> float:
-        return self.added_error**2
+        return self.score**2
 
 
 def decibels(noise_ratio: float) -> float:
@@ -85,12 +93,14 @@ def score_nodes(
         members = graph.region(node)
         if not measured or not any(m.name in changed for m in members):
             continue
-        output = max(noise[t] for t in measured)
+        worst = max(measured, key=lambda t: noise[t])
+        output = noise[worst]
         shown = graph.shown_node(members, measured[0])
         scores.append(
             NodeScore(
                 node=shown.name,
                 op_type=shown.op_type,
+                tensor=worst,
                 added_error=round(math.sqrt(max(output - inherited, 0.0)), 6),
                 sqnr_db=decibels(output),
                 input_sqnr_db=None if comparison.isolated else decibels(inherited),
@@ -99,7 +109,11 @@ def score_nodes(
                 broken=any(errors[t].broken for t in measured),
             )
         )
-    return sorted(scores, key=lambda s: (-s.added_error, s.sqnr_db, s.node))
+    return ranked(scores)
+
+
+def ranked(scores: list[NodeScore]) -> list[NodeScore]:
+    return sorted(scores, key=lambda s: (-s.score, s.sqnr_db, s.node))
 
 
 class _Graph:

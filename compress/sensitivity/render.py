@@ -18,28 +18,35 @@ def short_name(name: str) -> str:
     return name if len(name) <= LABEL_CHARS else "…" + name[-(LABEL_CHARS - 1) :]
 
 
+def score(node: dict[str, Any]) -> float:
+    """What the ranking ordered by (see Sensitivity.ranked_by)."""
+    return node.get("output_error", node["added_error"])
+
+
 def node_bar(node: dict[str, Any]) -> Bar:
-    error = node["added_error"]
+    error = score(node)
     fused = f", with {', '.join(node['fused'])}" if node.get("fused") else ""
     return Bar(
         error * 100,
-        f"{error:.2%} ({node['sqnr_db']:.1f} dB)",
-        tooltip=f"{node['node']} ({node['op_type']}{fused}): adds {error:.3%} relative error, "
-        f"output SQNR {node['sqnr_db']:.1f} dB",
+        f"{error:.2%}",
+        tooltip=f"{node['node']} ({node['op_type']}{fused}): {error:.3%} relative error at the "
+        f"model's output alone; its own output: {node['added_error']:.3%} error, SQNR "
+        f"{node['sqnr_db']:.1f} dB",
     )
 
 
 def sensitivity_chart(details: dict[str, Any], name: str, title: str = "") -> str:
     """The worst nodes of one sensitivity, as an SVG bar chart ('' when none was scored)."""
-    nodes = [n for n in details.get("nodes", []) if n["added_error"] > 0][:CHARTED]
+    nodes = [n for n in details.get("nodes", []) if score(n) > 0][:CHARTED]
     if not nodes:
         return ""
     groups = [Group(f"{short_name(n['node'])} ({n['op_type']})", [node_bar(n)]) for n in nodes]
     heading = title or "Nodes that add the most error"
-    caption = (
-        f"{heading}: the worst {len(nodes)} of {details['scored']} scored "
-        "(relative error added, %; output SQNR)"
-    )
+    measure = {
+        "output_error": "relative error each causes alone at the model's output, %",
+        "added_error": "relative error each adds to its own output, %",
+    }[details.get("ranked_by", "added_error")]
+    caption = f"{heading}: the worst {len(nodes)} of {details['scored']} scored ({measure})"
     return render(Chart(caption, groups, unit=" %"), name)
 
 
@@ -57,12 +64,13 @@ def stage_charts(stages: list[dict[str, Any]]) -> list[str]:
 
 
 def node_rows(details: dict[str, Any], limit: int = LISTED) -> tuple[list[str], list[list[str]]]:
-    headers = ["rank", "node", "op", "error added", "SQNR dB", "kept in float with it"]
+    headers = ["rank", "node", "op", "output error", "own error", "own SQNR dB", "kept with it"]
     rows = [
         [
             str(rank),
             n["node"],
             n["op_type"],
+            f"{n['output_error']:.3%}" if "output_error" in n else "",
             f"{n['added_error']:.3%}",
             f"{n['sqnr_db']:.1f}",
             ", ".join(g for g in n.get("group", []) if g != n["node"]),

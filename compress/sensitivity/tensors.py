@@ -11,21 +11,19 @@ Where it can, the quantized graph runs isolated (compress.sensitivity.isolate): 
 node fed the float model's values, so a tensor's error is the error its producer adds. Where it
 cannot, the two graphs run apart and a tensor's error includes everything before it.
 
-A float tensor is compared with the value the quantized graph's consumers read: a quantizer keeps
-the names of the tensors it does not remove, and in a QDQ graph the consumers read the
-DequantizeLinear output that follows the op's own output (`consumed_names`). That one is the
-right twin: with a Conv+Relu fused, the op's own output still holds the negative values that the
-QuantizeLinear (zero point at 0) clips, so only the dequantized tensor equals the Relu's output.
+A float tensor is compared with its twin in the quantized graph (compress.sensitivity.twins).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from compress.sensitivity.twins import Twin
 
 SAVED_SUFFIX = "_ReshapedSavedOutput"  # what qdq_loss_debug appends to an exposed tensor
 BATCH_BYTES = 256 * 2**20  # the exposed tensors of one batch stay under this
@@ -85,23 +83,8 @@ class TensorError:
 class Comparison:
     errors: dict[str, TensorError]  # by float tensor name
     isolated: bool  # each error is its producer's own (else: accumulated along the graph)
-
-
-def consumed_names(quant_graph) -> dict[str, str]:
-    """Tensor name -> the name of what consumers read instead, where a QuantizeLinear ->
-    DequantizeLinear pair follows it."""
-    consumers: dict[str, list] = {}
-    for node in quant_graph.node:
-        for tensor in node.input:
-            consumers.setdefault(tensor, []).append(node)
-    aliases = {}
-    for node in quant_graph.node:
-        if node.op_type != "QuantizeLinear":
-            continue
-        after = [c for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"]
-        if after:
-            aliases.setdefault(node.input[0], after[0].output[0])
-    return aliases
+    combined: Path | None = None  # the isolated model's file (the caller removes it)
+    twins: dict[str, Twin] = field(default_factory=dict)  # float tensor -> its quantized twin
 
 
 def compare_tensors(
@@ -112,22 +95,23 @@ def compare_tensors(
     import onnx
 
     from compress.sensitivity.isolate import PREFIX, isolated_model
+    from compress.sensitivity.twins import quantized_twins
 
     float_model, quant_model = onnx.load(str(float_path)), onnx.load(str(quant_path))
-    aliases = consumed_names(quant_model.graph)
+    twins = quantized_twins(quant_model.graph)
     combined = isolated_model(float_model, quant_model)
     del float_model, quant_model
     if combined is not None:
         path = workdir / "sensitivity-combined.onnx"
         onnx.save(combined, str(path))
         del combined
-        session = _augmented_session(path)
-        path.unlink()
-        pairs = _pairs(session, session, aliases, PREFIX)
-        return Comparison(_accumulate(samples, pairs, _one_run(session, pairs), session), True)
+        session = _augmented_session(path, workdir)
+        pairs = _pairs(session, session, twins, PREFIX)
+        errors = _accumulate(samples, pairs, _one_run(session, pairs), session)
+        return Comparison(errors, True, path, twins)
     float_session = _augmented_session(float_path, workdir)
     quant_session = _augmented_session(quant_path, workdir)
-    pairs = _pairs(float_session, quant_session, aliases, "")
+    pairs = _pairs(float_session, quant_session, twins, "")
     run = _two_runs(float_session, quant_session, pairs)
     return Comparison(_accumulate(samples, pairs, run, float_session), False)
 
@@ -149,25 +133,28 @@ def _augmented_session(path: Path, workdir: Path | None = None):
     return session
 
 
-def _pairs(float_session, quant_session, aliases, prefix: str) -> list[tuple[str, str]]:
-    """(float output, quantized output) for every exposed tensor both sides have."""
+Pair = tuple[str, str, Twin]  # (float output, quantized output, the twin it stands for)
+
+
+def _pairs(float_session, quant_session, twins: dict[str, Twin], prefix: str) -> list[Pair]:
+    """A pair for every exposed float tensor whose twin the quantized side exposes."""
     quant = {o.name for o in quant_session.get_outputs()}
     pairs = []
     for output in float_session.get_outputs():
         tensor = output.name[: -len(SAVED_SUFFIX)]
         if not output.name.endswith(SAVED_SUFFIX) or tensor.startswith(prefix or "\0"):
             continue
-        twin = prefix + aliases.get(tensor, tensor) + SAVED_SUFFIX
-        if twin in quant:
-            pairs.append((output.name, twin))
+        twin = twins.get(tensor, Twin(tensor))
+        if prefix + twin.name + SAVED_SUFFIX in quant:
+            pairs.append((output.name, prefix + twin.name + SAVED_SUFFIX, twin))
     return pairs
 
 
 Runner = Callable[[list[np.ndarray]], tuple[list[np.ndarray], list[np.ndarray]]]
 
 
-def _one_run(session, pairs) -> Runner:
-    names = [f for f, _ in pairs] + [q for _, q in pairs]
+def _one_run(session, pairs: list[Pair]) -> Runner:
+    names = [f for f, _, _ in pairs] + [q for _, q, _ in pairs]
 
     def run(batch):
         values = session.run(names, _feeds(session, batch))
@@ -176,8 +163,8 @@ def _one_run(session, pairs) -> Runner:
     return run
 
 
-def _two_runs(float_session, quant_session, pairs) -> Runner:
-    float_names, quant_names = [f for f, _ in pairs], [q for _, q in pairs]
+def _two_runs(float_session, quant_session, pairs: list[Pair]) -> Runner:
+    float_names, quant_names = [f for f, _, _ in pairs], [q for _, q, _ in pairs]
 
     def run(batch):
         return (
@@ -191,11 +178,12 @@ def _two_runs(float_session, quant_session, pairs) -> Runner:
 def _accumulate(samples, pairs, run: Runner, session) -> dict[str, TensorError]:
     from compress.measure.runtime import fixed_batch
 
-    errors = {f[: -len(SAVED_SUFFIX)]: TensorError() for f, _ in pairs}
+    errors = {f[: -len(SAVED_SUFFIX)]: TensorError() for f, _, _ in pairs}
+    twins = [twin for _, _, twin in pairs]
     for batch in _batches(samples, run, fixed_batch(session)):
-        for name, ref, quant in zip(errors, *run(batch), strict=True):
+        for name, twin, ref, quant in zip(errors, twins, *run(batch), strict=True):
             if np.issubdtype(ref.dtype, np.floating):
-                errors[name].add(ref, quant)
+                errors[name].add(ref, twin.clamp(quant))
     return errors
 
 
