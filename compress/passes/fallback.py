@@ -109,10 +109,11 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensi
         job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
     )
     ctx.analysis.remember(job.source, job.scheme, sensitivity)
-    worst = ", ".join(f"{n.node} ({n.added_error:.1%})" for n in sensitivity.ranked()[:3])
+    worst = ", ".join(f"{n.node} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
     ctx.log(
         f"  sensitivity: {sensitivity.scored} node(s) scored on {sensitivity.samples} samples in "
-        f"{sensitivity.seconds:.1f} s" + (f"; worst: {worst}" if worst else "")
+        f"{sensitivity.seconds:.1f} s"
+        + (f"; worst ({sensitivity.ranked_by}): {worst}" if worst else "")
     )
     return sensitivity
 
