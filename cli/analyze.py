@@ -31,8 +31,7 @@ def analyze(
     """Quantize MODEL once as CONFIG's int8 pass would and rank every quantized node by the
     error it adds; write OUT/sensitivity.json, sensitivity.md and sensitivity.html.
 
-    Nothing is compressed and no model is kept. quantize.auto is analysed through its static
-    per-channel candidate (with data.calibration), else its dynamic one.
+    No model is kept. quantize.auto: its static per-channel candidate, else its dynamic one.
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
         from compress.analyze import analyze as analyze_model
