@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from compress.sensitivity import Sensitivity
 
 SENSITIVITY_SAMPLES = 64
+RANKING_SAMPLES = 32  # what the node ranking runs (its cost grows with them; see sensitivity)
 # The quantize.auto candidate whose ranking is shown (and analysed by `compress analyze`).
 AUTO_PREFERENCE = ("static-per-channel", "dynamic")
 
@@ -104,7 +105,7 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensi
     if cached is not None:
         ctx.log("  sensitivity: reusing the ranking measured for this model and scheme")
         return restricted_to(cached, changed)
-    samples = sensitivity_samples(ctx)
+    samples = [a[:RANKING_SAMPLES] for a in sensitivity_samples(ctx)]
     sensitivity = measure_sensitivity(
         job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
     )

@@ -16,6 +16,7 @@ A float tensor is compared with its twin in the quantized graph (compress.sensit
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,21 @@ class TensorError:
         if reference.shape != quantized.shape:
             self.mismatched = True
             return
+        # float32 dot products (BLAS): the float64, masked path below took two thirds of the
+        # time on EfficientNet; it is needed only when a sum is not finite
+        reference32 = reference.astype(np.float32, copy=False).reshape(-1)
+        with np.errstate(all="ignore"):  # infinities and overflows go to the exact path
+            difference = quantized.astype(np.float32, copy=False).reshape(-1) - reference32
+            signal = float(np.dot(reference32, reference32))
+            noise = float(np.dot(difference, difference))
+        if math.isfinite(signal) and math.isfinite(noise):
+            self.signal, self.noise = self.signal + signal, self.noise + noise
+            self.values += int(reference32.size)
+            return
+        self._add_exactly(reference, quantized)
+
+    def _add_exactly(self, reference: np.ndarray, quantized: np.ndarray) -> None:
+        """In float64, leaving out (and counting) the values where NaN or infinity differ."""
         reference = reference.astype(np.float64, copy=False)
         quantized = quantized.astype(np.float64, copy=False)
         finite_ref, finite_q = np.isfinite(reference), np.isfinite(quantized)
