@@ -11,7 +11,7 @@ from compress.svg import Bar, Chart, Group, render
 
 CHARTED = 15
 LISTED = 20
-LABEL_CHARS = 22  # compress.svg's label width: a longer name shows its end, where it differs
+LABEL_CHARS = 18  # what fits compress.svg's label column: a longer name shows its end
 
 
 def short_name(name: str) -> str:
@@ -40,7 +40,7 @@ def sensitivity_chart(details: dict[str, Any], name: str, title: str = "") -> st
     nodes = [n for n in details.get("nodes", []) if score(n) > 0][:CHARTED]
     if not nodes:
         return ""
-    groups = [Group(f"{short_name(n['node'])} ({n['op_type']})", [node_bar(n)]) for n in nodes]
+    groups = [Group(short_name(n["node"]), [node_bar(n)]) for n in nodes]  # op type: tooltip
     heading = title or "Nodes that add the most error"
     measure = {
         "output_error": "relative error each causes alone at the model's output, %",
