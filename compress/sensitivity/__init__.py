@@ -1,6 +1,7 @@
 """Per-node quantization sensitivity: quantize once, run the float and the quantized graph on
-calibration samples with every intermediate tensor exposed, and rank the quantized nodes by the
-error each adds (compress.sensitivity.nodes says how it is scored).
+calibration samples with every intermediate tensor exposed (tensors, isolate, twins), score each
+quantized node by the error it adds (nodes), and rank them by the error each alone causes at the
+model's output (impact).
 
 The ranking is what the accuracy-aware fallback searches over, what report.json shows in a
 stage's `details.sensitivity`, and what `compress analyze` writes.

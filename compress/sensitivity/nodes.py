@@ -1,12 +1,13 @@
 """Score every quantized node of a graph by the error it adds, from the tensor errors of
 compress.sensitivity.tensors.
 
-A node's score is the noise it adds, not the noise it inherits: the noise-to-signal power
-ratio (1 / SQNR) of its output minus the worst of its inputs', shown as the relative RMS error
-it adds (sqrt of that difference). Powers subtract where decibels would not: a node that takes a
+A node's own score (`added_error`) is the noise it adds, not the noise it inherits: with the
+isolated comparison (every quantized node fed the float values) its output's relative RMS error;
+with graphs run apart, the noise-to-signal power ratio (1 / SQNR) of its output minus the worst
+of its inputs', square-rooted. Powers subtract where decibels would not: a node that takes a
 tensor from 60 dB to 40 dB adds 1% error, one that takes it from 12 dB to 9 dB adds 29%, and
-the second is the one that costs accuracy. Independent noise adds up in power along the graph,
-which also lets the fallback estimate how much of the error a set of nodes accounts for.
+the second is the one that costs accuracy. The ranking then orders by the error each node
+causes at the model's output (compress.sensitivity.impact), where measured.
 
 Quantizers rename and fuse: dynamic quantization replaces a MatMul by MatMulInteger under a new
 name (its output keeps its name), and drops a Gather's output altogether; static QDQ fuses
