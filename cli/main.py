@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import batch, bench, init, passes, report, run, schema, validate
+from cli import analyze, batch, bench, init, passes, report, run, schema, validate
 from cli.process import signals_handled
 
 
@@ -32,6 +32,7 @@ app.command("schema")(schema.schema)
 app.command("bench")(bench.bench)
 app.command("init")(init.init)
 app.command("batch")(batch.batch)
+app.command("analyze")(analyze.analyze)
 
 
 def _version(value: bool) -> None:

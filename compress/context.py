@@ -13,6 +13,7 @@ import numpy as np
 from compress.config import LoadedConfig
 from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
+from compress.sensitivity.cache import AnalysisCache
 from compress.terminal import animations
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Context:
     show_progress: bool = False  # progress bars on stderr (drawn only where animations() allow)
     loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
     trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
+    analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
 
     @contextlib.contextmanager
     def progress(self, what: str, total: int) -> Iterator[ProgressBar]:

@@ -31,15 +31,16 @@ OUTPUT_FILES = ("model.onnx", "report.json", "report.md", "report.html")
 ASIDE_PREFIX = f"{STAGING_PREFIX}previous-"
 
 
-def check_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuse, before any work, an output folder the run could not finish in."""
+def check_out_dir(out_dir: Path, force: bool, files: tuple[str, ...] = OUTPUT_FILES) -> None:
+    """Refuse, before any work, an output folder the run could not finish in (`files`: the
+    results it will write)."""
     check_folder_path(out_dir, "-o")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputDirError(
             f"output folder {out_dir} is not empty; pass --force to replace its "
             "results or choose another -o"
         )
-    for name in OUTPUT_FILES:
+    for name in files:
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():
             raise OutputDirError(f"{path} is a folder; remove it or choose another -o")
@@ -92,20 +93,27 @@ def _why_not_writable(folder: Path) -> str:
 class OutputFolder:
     """One run's results in OUT and its --junit file. In order: `check` (before any work),
     `refuse_overwriting` and `clear_previous` (once the inputs are loaded), `stage`, `commit`;
-    `close` always, last: it undoes everything unless the commit happened."""
+    `close` always, last: it undoes everything unless the commit happened. `files` are the
+    results (`compress analyze` writes others than `compress run`)."""
 
-    def __init__(self, path: Path, force: bool, junit: Path | None = None):
-        self.path, self.force, self.junit = Path(path), force, junit
+    def __init__(
+        self,
+        path: Path,
+        force: bool,
+        junit: Path | None = None,
+        files: tuple[str, ...] = OUTPUT_FILES,
+    ):
+        self.path, self.force, self.junit, self.files = Path(path), force, junit, files
         self.committed = False
         self._created: list[Path] = []  # folders this run made, outermost first
         self._aside: Path | None = None
         self._areas: list[StagingArea] = []
 
     def check(self) -> None:
-        check_out_dir(self.path, self.force)
+        check_out_dir(self.path, self.force, self.files)
         if self.junit is not None:
             check_writable(self.junit, "--junit")
-            if self.junit.name in OUTPUT_FILES and (
+            if self.junit.name in self.files and (
                 self.junit.absolute().parent.resolve() == self.path.resolve()
             ):
                 raise OutputDirError(
@@ -114,7 +122,7 @@ class OutputFolder:
 
     def refuse_overwriting(self, inputs: list[InputFile]) -> None:
         """Refuse (exit 2) to replace or remove a file the run reads."""
-        for name in OUTPUT_FILES:
+        for name in self.files:
             fix = "choose another -o, or move that file out of it"
             refuse_overwriting(self.path / name, inputs, "--force", fix)
         if self.junit is not None:
@@ -122,7 +130,7 @@ class OutputFolder:
 
     def clear_previous(self) -> None:
         """Move the previous results aside and remove an old --junit file, all or none."""
-        present = [name for name in OUTPUT_FILES if os.path.lexists(self.path / name)]
+        present = [name for name in self.files if os.path.lexists(self.path / name)]
         if self.force and self.path.is_dir():
             remove_leftovers(self.path)  # of a run killed outright in this folder
         try:
@@ -136,12 +144,13 @@ class OutputFolder:
         except OSError as e:
             raise write_error(Path(e.filename or self.path), e, "-o") from None
 
-    def stage(self, model_file: Path, texts: dict[str, str], junit_text: str = "") -> None:
-        """Write every result under a staging name: model.onnx (a copy of `model_file`), the
-        `texts` by name, and the --junit file."""
+    def stage(self, model_file: Path | None, texts: dict[str, str], junit_text: str = "") -> None:
+        """Write every result under a staging name: model.onnx (a copy of `model_file`, when
+        there is one), the `texts` by name, and the --junit file."""
         self._make_folder()
         area = self._area(self.path, "-o")
-        area.add_copy("model.onnx", model_file)
+        if model_file is not None:
+            area.add_copy("model.onnx", model_file)
         for name, text in texts.items():
             area.add_text(name, text)
         if self.junit is not None:

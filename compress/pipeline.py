@@ -149,6 +149,11 @@ def _run_stages(job: Job) -> list[StageFile]:
     return stages
 
 
+def baseline_onnx(job: Job) -> Path:
+    """The model as loaded, as an ONNX file in the job's work folder (`compress analyze`)."""
+    return _baseline(job).path
+
+
 def _baseline(job: Job) -> StageFile:
     """The model as loaded, as ONNX: an ONNX input as it is, a torch model exported."""
     if job.model.is_onnx:

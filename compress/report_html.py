@@ -18,6 +18,7 @@ from compress.report import (
     stage_notes,
     table_rows,
 )
+from compress.sensitivity.render import stage_charts
 from compress.svg import Bar, Chart, Group, render
 
 STYLE = """
@@ -205,6 +206,7 @@ def charts(report: dict[str, Any]) -> str:
             for label, stage in zip(labels, stages, strict=True)
         ]
         out.append(render(Chart(f"{report['metric']} per stage", groups), "metric"))
+    out += stage_charts(stages)  # the nodes int8 hurts most
     out += [render(gate_chart(gate), f"gate-{gate['name']}") for gate in report["gates"]]
     return "".join(out)
 

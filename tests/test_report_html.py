@@ -31,7 +31,7 @@ def test_a_run_writes_report_html_that_chromium_shows_without_errors(two_runs, c
     assert page.errors == []
     charts = {chart["name"]: chart for chart in page.charts}
     expected = {"size", "macs", "latency-8", "metric", "gate-min_size_ratio", "gate-max_size_mb"}
-    assert set(charts) == expected
+    assert set(charts) == expected | {"sensitivity-1"}  # the int8 stage's worst nodes
     for chart in charts.values():
         assert chart["width"] > 300 and chart["height"] > 40, chart
     stages = report["stages"]
@@ -42,6 +42,9 @@ def test_a_run_writes_report_html_that_chromium_shows_without_errors(two_runs, c
     latency = charts["latency-8"]
     assert latency["texts"] == [f"{s['latency_ms']['8']['p50']:.3f} ms" for s in stages]
     assert charts["gate-max_size_mb"]["bar_fills"] == ["rgb(207, 34, 46)"]  # failed: red
+    worst = report["stages"][1]["details"]["sensitivity"]["nodes"]
+    widths = charts["sensitivity-1"]["bar_widths"]
+    assert len(widths) == min(15, len(worst)) and widths == sorted(widths, reverse=True)
 
 
 def test_the_browser_check_catches_console_errors_and_outside_loads(chromium, tmp_path):

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from compress.errors import CompressError, ConfigError, first_line
 from compress.passes.base import OnnxPass, OnnxPassParams
-from compress.passes.fallback import accuracy_budget
+from compress.passes.fallback import accuracy_budget, fallback_summary, shown_sensitivity
 from compress.passes.quantize import preprocess
 from compress.passes.registry import get_pass, register
 
@@ -84,8 +84,13 @@ class AutoQuantization(OnnxPass):
         # the same way before it quantizes, so the names are found there.
         prepared = preprocess(source, folder / "prepared.onnx", ctx)
         candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
-        judge = Judge(source, ctx.eval, ctx.config.config.report.metric)
-        results, files = [], {}
+        # the candidates share the float outputs and each scheme's node ranking (ctx.analysis)
+        judge = Judge(
+            ctx.analysis.reference_outputs(source, ctx.eval),
+            ctx.eval,
+            ctx.config.config.report.metric,
+        )
+        results, files, rankings = [], {}, {}
         for candidate in candidates:
             ctx.log(f"  candidate {candidate.name}")
             path = folder / f"{candidate.name}.onnx"
@@ -98,6 +103,8 @@ class AutoQuantization(OnnxPass):
                 entry["verdict"] = f"failed: {first_line(e, 160)}"
                 results.append(entry)
                 continue
+            rankings[candidate.name] = details.get("sensitivity")
+            entry |= fallback_summary(details)
             metric = judge.score(path)
             entry |= {
                 "size_bytes": size_bytes(path),
@@ -128,6 +135,7 @@ class AutoQuantization(OnnxPass):
             "candidates": results,
             "chosen": chosen,
             "reason": reason,
+            **shown_sensitivity(rankings),
         }
 
     def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:

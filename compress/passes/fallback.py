@@ -1,30 +1,74 @@
-"""Accuracy-aware fallback: when a quantized model misses its accuracy budget, keep the nodes
-whose quantization costs most in float, one group at a time, until the budget is met.
+"""Accuracy-aware fallback: when a quantized model misses its accuracy budget, find the fewest
+nodes to keep in float that meet it.
 
-A node's cost is measured, not guessed: the float and the quantized model run the same
-calibration samples with every intermediate tensor exposed, and a node costs the relative error
-its output has beyond the worst error of its inputs (error it adds, not error it inherits). A
-node is kept in float together with the quantized producers of its inputs, because in a QDQ
-graph the producer quantizes the tensor too (e.g. the mask Add in front of an attention Softmax).
+The model is quantized once and every quantized node is ranked by the error it adds
+(compress.sensitivity); the ranking is shared through the run's Context, so quantize.auto's
+candidates and a later pass on the same file reuse it. The search then asks how many of the
+worst nodes must go back to float (compress.passes.search): a guess from the ranking, a gallop
+up from it, a bisection; each probe is one quantize + evaluate round, judged on a subset of
+data.eval first and passed only on all of it (compress.passes.budget). Keeping a node in float
+keeps its group in float: the nodes fused into it and the quantized producers of its inputs.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compress.errors import first_line
+from compress.passes.budget import BudgetJudge, Verdict
+from compress.passes.search import SearchResult, guess_from_noise, smallest_passing
+
 if TYPE_CHECKING:
     from compress.context import Context
-    from compress.measure.evaluate import Judge
+    from compress.sensitivity import Sensitivity
 
 SENSITIVITY_SAMPLES = 64
+RANKING_SAMPLES = 32  # what the node ranking runs (its cost grows with them; see sensitivity)
+# The quantize.auto candidate whose ranking is shown (and analysed by `compress analyze`).
+AUTO_PREFERENCE = ("static-per-channel", "dynamic")
 
 # quantize(node names kept in float, target path): writes a quantized model
 Quantize = Callable[[list[str], Path], None]
+
+
+@dataclass
+class QuantizeJob:
+    """One way to quantize one model, as the fallback drives it."""
+
+    quantize: Quantize
+    source: Path  # the pass's input: what the metric compares against, and the cache key
+    prepared: Path  # the graph the quantizer reads (node names come from it)
+    excluded: list[str]  # kept in float whatever happens (`exclude`)
+    scheme: str  # the settings a node's quantization error depends on (see sensitivity.cache)
+
+
+@dataclass
+class Round:
+    """One quantize + evaluate round of the fallback."""
+
+    index: int
+    float_nodes: list[str]
+    verdict: Verdict
+    seconds: float
+    path: Path
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "round": self.index,
+            "kept_in_float": len(self.float_nodes),
+            "metric": self.verdict.metric,
+            "drop": self.verdict.drop,
+            "judged_on": "data.eval" if self.verdict.full else "subset of data.eval",
+            "met": self.verdict.met,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def accuracy_budget(own: float | None, ctx: Context) -> float | None:
@@ -44,133 +88,201 @@ def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     return float(np.linalg.norm(other - reference) / max(np.linalg.norm(reference), 1e-12))
 
 
+def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensitivity:
+    """The ranking of the nodes `quantized` (made by `job`) changed: from ctx.analysis when an
+    earlier quantization of the same source under the same scheme scored them all, else
+    measured now and remembered there."""
+    import onnx
+
+    from compress.sensitivity import measure_sensitivity, restricted_to
+    from compress.sensitivity.nodes import changed_nodes
+
+    changed = changed_nodes(
+        onnx.load(str(job.prepared), load_external_data=False).graph,
+        onnx.load(str(quantized), load_external_data=False).graph,
+    ) - set(job.excluded)
+    cached = ctx.analysis.sensitivity(job.source, job.scheme, changed)
+    if cached is not None:
+        ctx.log("  sensitivity: reusing the ranking measured for this model and scheme")
+        return restricted_to(cached, changed)
+    samples = [a[:RANKING_SAMPLES] for a in sensitivity_samples(ctx)]
+    sensitivity = measure_sensitivity(
+        job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
+    )
+    ctx.analysis.remember(job.source, job.scheme, sensitivity)
+    worst = ", ".join(f"{n.node} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
+    ctx.log(
+        f"  sensitivity: {sensitivity.scored} node(s) scored on {sensitivity.samples} samples in "
+        f"{sensitivity.seconds:.1f} s"
+        + (f"; worst ({sensitivity.ranked_by}): {worst}" if worst else "")
+    )
+    return sensitivity
+
+
 def quantize_within_budget(
-    quantize: Quantize,
-    prepared: Path,
-    target: Path,
-    judge: Judge,
-    budget: float,
-    excluded: list[str],
-    samples: list[np.ndarray],
-    max_steps: int,
-    log: Callable[[str], None],
+    job: QuantizeJob, target: Path, budget: float | None, max_rounds: int, ctx: Context
 ) -> dict[str, Any]:
-    """Quantize, then add float nodes step by step while the drop is above `budget`; writes the
-    first attempt that meets it (else the one with the smallest drop) to `target`."""
-    attempts: list[dict[str, Any]] = []
-    paths: list[Path] = []
-    float_nodes: list[str] = []
-    for step in range(max_steps + 1):
-        path = target if step == 0 else target.with_name(f"{target.stem}.fallback{step}.onnx")
-        quantize(excluded + float_nodes, path)
-        value = judge.score(path)
-        attempts.append(
-            {"float_nodes": list(float_nodes), "metric": value, "drop": judge.drop(value)}
-        )
-        paths.append(path)
-        log(f"  {len(float_nodes)} node(s) in float: {judge.metric} {value:.4f}")
-        if attempts[-1]["drop"] <= budget or step == max_steps:
-            break
-        group = costliest_group(prepared, path, samples, skip=set(excluded + float_nodes))
-        if not group:
-            break
-        float_nodes += group
-    met = [i for i, a in enumerate(attempts) if a["drop"] <= budget]
-    best = met[0] if met else min(range(len(attempts)), key=lambda i: attempts[i]["drop"])
-    if paths[best] != target:
-        shutil.copyfile(paths[best], target)
-    return {
-        "accuracy_budget": budget,
-        "budget_met": bool(met),
-        "float_nodes": attempts[best]["float_nodes"],
-        "attempts": attempts,
-        "verdict": _verdict(bool(met), attempts[best], budget, judge.metric),
+    """Quantize to `target` and rank the nodes; with a `budget` (and data.eval), search for the
+    fewest float nodes that meet it in at most `max_rounds` further rounds, and leave at
+    `target` the first model found within it, else the closest. Returns the stage's details."""
+    began = time.perf_counter()
+    job.quantize(job.excluded, target)
+    seconds = time.perf_counter() - began
+    try:
+        sensitivity, problem = shared_sensitivity(job, target, ctx), None
+    except Exception as e:  # the ranking helps; a graph it cannot read must not fail the pass
+        sensitivity, problem = None, first_line(e, 160)
+        ctx.log(f"  sensitivity: could not rank the nodes: {problem}")
+    details: dict[str, Any] = {
+        "sensitivity": sensitivity.details() if sensitivity else {"error": problem}
     }
+    if budget is None or ctx.eval is None:
+        return details
+    metric = ctx.config.config.report.metric
+    reference = ctx.analysis.reference_outputs(job.source, ctx.eval)
+    judge = BudgetJudge(reference, ctx.eval, metric, budget)
+    started = time.perf_counter()
+    first = Round(0, [], judge.full(target), seconds + time.perf_counter() - started, target)
+    ctx.log(f"  accuracy budget {budget} on data.eval")
+    search = _Search(job, judge, target, ctx, [first])
+    search.log(first)
+    if not first.verdict.met and sensitivity is not None:
+        search.run(sensitivity, max_rounds)
+    return details | search.finish(problem, max_rounds, time.perf_counter() - began)
 
 
-def _verdict(met: bool, chosen: dict[str, Any], budget: float, metric: str) -> str:
-    count, drop = len(chosen["float_nodes"]), chosen["drop"]
-    if met and not count:
-        return f"{metric} drop {drop:.4f} is within the budget {budget} with every node quantized"
-    if met:
-        return f"kept {count} node(s) in float to bring the {metric} drop to {drop:.4f} <= {budget}"
-    return (
-        f"budget not met: the smallest {metric} drop was {drop:.4f} (limit {budget}) with "
-        f"{count} node(s) in float; keeping more nodes in float did not help"
-    )
+class _Search:
+    """The rounds of one fallback, and what it reports."""
 
+    def __init__(self, job: QuantizeJob, judge: BudgetJudge, target: Path, ctx, rounds):
+        self.job, self.judge, self.target, self.ctx = job, judge, target, ctx
+        self.rounds: list[Round] = rounds
+        self.sets: list[list[str]] = []
+        self.result: SearchResult | None = None
 
-def costliest_group(
-    float_path: Path, quant_path: Path, samples: list[np.ndarray], skip: set[str]
-) -> list[str]:
-    """The quantized node that adds the most error, with the quantized producers of its inputs."""
-    import onnx
+    def run(self, sensitivity: Sensitivity, max_rounds: int) -> None:
+        self.sets, noise = float_sets(sensitivity, set(self.job.excluded))
+        guess = guess_from_noise(noise, self.rounds[0].verdict.drop, self.judge.budget)
+        self.result = smallest_passing(len(self.sets), self.probe, max_rounds, guess)
 
-    float_graph = onnx.load(str(float_path)).graph
-    quant_nodes = {n.name: n for n in onnx.load(str(quant_path)).graph.node}
+    def probe(self, prefix: int) -> bool:
+        started = time.perf_counter()
+        nodes = self.sets[prefix - 1]
+        path = self.target.with_name(f"{self.target.stem}.fallback{prefix}.onnx")
+        self.job.quantize(self.job.excluded + nodes, path)
+        verdict = self.judge.judge_model(path)
+        entry = Round(len(self.rounds), nodes, verdict, time.perf_counter() - started, path)
+        self.rounds.append(entry)
+        self.log(entry)
+        return verdict.met
 
-    def quantized(node) -> bool:  # replaced (dynamic) or rewired to dequantized inputs (QDQ)
-        twin = quant_nodes.get(node.name)
-        return bool(node.name) and (twin is None or list(twin.input) != list(node.input))
-
-    candidates = [n for n in float_graph.node if quantized(n) and n.name not in skip]
-    if not candidates:
-        return []
-    error = tensor_errors(float_path, quant_path, samples)
-    costs = [
-        (
-            max((error.get(o, 0.0) for o in n.output), default=0.0)
-            - max((error.get(i, 0.0) for i in n.input), default=0.0),
-            n,
+    def log(self, entry: Round) -> None:
+        on = "" if entry.verdict.full else " on a subset"
+        self.ctx.log(
+            f"  round {entry.index}: {len(entry.float_nodes)} node(s) in float: "
+            f"{self.judge.metric} {entry.verdict.metric:.4f}, drop {entry.verdict.drop:.4f}{on} "
+            f"({'within' if entry.verdict.met else 'over'} budget, {entry.seconds:.1f} s)"
         )
-        for n in candidates
-    ]
-    cost, worst = max(costs, key=lambda c: c[0])
-    if cost <= 0:
-        return []
-    producers = {out: n for n in float_graph.node for out in n.output}
-    feeding = [producers[i] for i in worst.input if i in producers]
-    return [worst.name] + [p.name for p in feeding if quantized(p) and p.name not in skip]
+
+    def finish(self, problem: str | None, max_rounds: int, seconds: float) -> dict[str, Any]:
+        chosen = self._chosen()
+        for entry in self.rounds:
+            if entry.path not in (chosen.path, self.target):
+                entry.path.unlink(missing_ok=True)
+        if chosen.path != self.target:
+            shutil.move(chosen.path, self.target)
+        largest = max(self.rounds, key=lambda r: len(r.float_nodes)).float_nodes
+        return {
+            "accuracy_budget": self.judge.budget,
+            "budget_met": chosen.verdict.met,
+            "float_nodes": chosen.float_nodes,
+            "verdict": self._verdict(chosen, problem, max_rounds),
+            "attempts": [entry.details() for entry in self.rounds],
+            "search": {
+                "rounds": len(self.rounds) - 1,
+                "max_rounds": max_rounds,
+                "candidate_sets": len(self.sets),
+                "order": largest,  # round i kept the first attempts[i].kept_in_float of these
+                "seconds": round(seconds, 2),
+            },
+        }
+
+    def _chosen(self) -> Round:
+        """The first round within the budget with the fewest float nodes, else the closest
+        round judged on all of data.eval (a round rejected on the subset is judged on all of
+        it first when its subset drop beats every full one)."""
+        met = [r for r in self.rounds if r.verdict.met]
+        if met:
+            return min(met, key=lambda r: len(r.float_nodes))
+        full = min((r for r in self.rounds if r.verdict.full), key=lambda r: r.verdict.drop)
+        partial = [r for r in self.rounds if not r.verdict.full]
+        if partial:
+            hopeful = min(partial, key=lambda r: r.verdict.drop)
+            if hopeful.verdict.drop < full.verdict.drop:
+                hopeful.verdict = self.judge.full(hopeful.path)
+                if hopeful.verdict.drop < full.verdict.drop:
+                    return hopeful
+        return full
+
+    def _verdict(self, chosen: Round, problem: str | None, max_rounds: int) -> str:
+        metric, budget = self.judge.metric, self.judge.budget
+        count, drop = len(chosen.float_nodes), chosen.verdict.drop
+        rounds = f"{len(self.rounds) - 1} round(s) after the first"
+        if chosen.verdict.met and not count:
+            return (
+                f"{metric} drop {drop:.4f} is within the budget {budget} with every node quantized"
+            )
+        if chosen.verdict.met:
+            return (
+                f"kept {count} node(s) in float to bring the {metric} drop to {drop:.4f} <= "
+                f"{budget} ({rounds})"
+            )
+        return (
+            f"budget not met: the closest was a {metric} drop of {drop:.4f} (limit {budget}) "
+            f"with {count} node(s) in float; {self._why_not(problem, max_rounds)}"
+        )
+
+    def _why_not(self, problem: str | None, max_rounds: int) -> str:
+        if problem is not None:
+            return f"the nodes could not be ranked ({problem})"
+        if not self.sets:
+            return "no quantized node adds measurable error, so keeping nodes in float cannot help"
+        if self.result is not None and self.result.exhausted:
+            return f"keeping all {len(self.sets[-1])} nodes that add error in float did not meet it"
+        return f"max_fallback_steps ({max_rounds}) rounds ran out; more rounds may find a set"
 
 
-def tensor_errors(
-    float_path: Path, quant_path: Path, samples: list[np.ndarray]
-) -> dict[str, float]:
-    """Relative error of every float tensor the two graphs share, on `samples`."""
-    import onnx
-
-    quant_tensors = {o for n in onnx.load(str(quant_path)).graph.node for o in n.output}
-    float_tensors = [
-        o for n in onnx.load(str(float_path)).graph.node for o in n.output if o in quant_tensors
-    ]
-    reference = _intermediates(float_path, float_tensors, samples)
-    quantized = _intermediates(quant_path, float_tensors, samples)
-    return {
-        name: relative_error(value, quantized[name])
-        for name, value in reference.items()
-        if np.issubdtype(value.dtype, np.floating) and value.shape == quantized[name].shape
-    }
+def fallback_summary(details: dict[str, Any]) -> dict[str, Any]:
+    """What a quantize.auto candidate's entry shows of its fallback: the rounds and their time."""
+    if "search" not in details:
+        return {}
+    return {"fallback": {key: details[key] for key in ("verdict", "attempts", "search")}}
 
 
-def _intermediates(path: Path, tensors: list[str], samples: list[np.ndarray]):
-    """Run the model with `tensors` exposed as outputs (graph optimisations off, so each
-    tensor is what the graph says)."""
-    import onnx
-    import onnxruntime as ort
+def shown_sensitivity(rankings: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """quantize.auto's `sensitivity` detail: its static per-channel candidate's ranking, else
+    the dynamic one's (what `compress analyze` shows for auto), else the first there is."""
+    for name in [n for n in AUTO_PREFERENCE if n in rankings] + list(rankings):
+        ranking = rankings[name]
+        if ranking and "nodes" in ranking:
+            return {"sensitivity": ranking | {"candidate": name}}
+    return {}
 
-    from compress.measure.runtime import feeds
 
-    model = onnx.load(str(path))
-    present = {o.name for o in model.graph.output}
-    model.graph.output.extend(
-        onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in present
-    )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, feeds(session, samples)), strict=True))
+def float_sets(sensitivity: Sensitivity, skip: set[str]) -> tuple[list[list[str]], list[float]]:
+    """The nodes kept in float for each prefix of the ranking (each a superset of the one before,
+    a rank whose group is already in float merged into the previous one), and the noise each
+    prefix's new rank removes."""
+    sets: list[list[str]] = []
+    noise: list[float] = []
+    current: list[str] = []
+    for score in sensitivity.ranked(skip):
+        new = [n for n in (score.group or [score.node]) if n not in current and n not in skip]
+        if not new:  # the same model as the previous prefix
+            if noise:
+                noise[-1] += score.added_noise
+            continue
+        current = current + new
+        sets.append(current)
+        noise.append(score.added_noise)
+    return sets, noise

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from compress.errors import ConfigError, first_line
-from compress.measure.evaluate import Judge, first_output
+from compress.measure.evaluate import first_output
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import (
+    QuantizeJob,
     accuracy_budget,
     quantize_within_budget,
     relative_error,
@@ -109,7 +110,10 @@ class QuantizeParams(OnnxPassParams):
         "this (default: gates.max_accuracy_drop)",
     )
     max_fallback_steps: int = Field(
-        default=8, ge=0, description="at most this many groups of nodes go back to float"
+        default=8,
+        ge=0,
+        description="at most this many more quantize + evaluate rounds to find the nodes to "
+        "keep in float",
     )
 
 
@@ -144,21 +148,28 @@ class Int8Pass(OnnxPass):
         excluded = excluded_nodes(prepared, self.params.exclude, self.key)
         details = self.settle(prepared, excluded, ctx)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
-        if budget is None or ctx.eval is None:
-            self.quantize(prepared, target, excluded, ctx)
-            return details or None
-        ctx.log(f"  accuracy budget {budget} on data.eval")
         return details | quantize_within_budget(
-            lambda keep_float, path: self.quantize(prepared, path, keep_float, ctx),
-            prepared,
+            self.job(source, prepared, excluded, ctx),
             target,
-            Judge(source, ctx.eval, ctx.config.config.report.metric),
             budget,
-            excluded,
-            sensitivity_samples(ctx),
             self.params.max_fallback_steps,
-            ctx.log,
+            ctx,
         )
+
+    def job(self, source: Path, prepared: Path, excluded: list[str], ctx: Context) -> QuantizeJob:
+        """This pass's quantization of `prepared` (pre-processed `source`), for the fallback."""
+        return QuantizeJob(
+            lambda keep_float, path: self.quantize(prepared, path, keep_float, ctx),
+            source,
+            prepared,
+            excluded,
+            scheme=f"{self.name} {self.params.model_dump_json(exclude=SCHEME_NEUTRAL)}",
+        )
+
+
+# Settings that do not change how a given node is quantized, so sensitivities measured with
+# other values still rank it (compress.sensitivity.cache).
+SCHEME_NEUTRAL = {"exclude", "op_types", "max_accuracy_drop", "max_fallback_steps", "on_slower"}
 
 
 # ConvInteger (dynamic int8 convolution) runs several times slower than float Conv in ONNX Runtime

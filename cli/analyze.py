@@ -1,0 +1,52 @@
+"""`compress analyze`: rank the nodes int8 quantization hurts most; write OUT/sensitivity.*."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from cli.errors import reported_errors, stderr
+from cli.options import Overrides
+from cli.process import private_tempdir
+
+
+def analyze(
+    model: Path = typer.Argument(..., help="Saved model: TorchScript, .pt2, state_dict or ONNX."),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="A recipe with a quantize.static, .dynamic or .auto pass."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (must be empty)."),
+    overrides: Overrides = None,
+    force: bool = typer.Option(False, "--force", help="Replace results in a non-empty folder."),
+    json_output: bool = typer.Option(False, "--json", help="Print only sensitivity.json."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
+    ),
+) -> None:
+    """Quantize MODEL once as CONFIG's int8 pass would and rank every quantized node by the
+    error it adds; write OUT/sensitivity.json, sensitivity.md and sensitivity.html.
+
+    No model is kept. quantize.auto: its static per-channel candidate, else its dynamic one.
+    """
+    with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
+        from compress.analyze import analyze as analyze_model
+
+        def log(message: str) -> None:
+            if not quiet:
+                stderr.print(f"[dim]·[/] {message}", highlight=False)
+
+        result = analyze_model(model, config, out, force, trust_pickle, log, overrides or ())
+    if json_output:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    from compress.report import markdown_table
+    from compress.sensitivity.render import analysis_summary, node_rows
+
+    headers, rows = node_rows(result["sensitivity"], limit=10)
+    typer.echo("\n".join([*analysis_summary(result), "", *markdown_table(headers, rows)]))
+    typer.echo(f"\nwritten: {out}/sensitivity.json, sensitivity.md, sensitivity.html")
