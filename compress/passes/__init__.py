@@ -8,4 +8,5 @@ from compress.passes import (  # noqa: F401
     precision,
     prune,
     quantize,
+    smooth,
 )
