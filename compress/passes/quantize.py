@@ -11,6 +11,7 @@ from pydantic import Field
 
 from compress.errors import ConfigError, first_line
 from compress.measure.evaluate import Judge, first_output
+from compress.passes import recovery
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import (
     accuracy_budget,
@@ -93,6 +94,14 @@ def keep_shape_annotations(source: Path, target: Path) -> None:
         onnx.save(model, str(target))
 
 
+def attention_masks_field():
+    return Field(
+        default=True,
+        description="clamp -inf / huge negative mask constants to -1e4 and keep the masked "
+        "attention scores (mask Where/Add and Softmax) in float",
+    )
+
+
 class QuantizeParams(OnnxPassParams):
     per_channel: bool = False
     op_types: list[str] | None = Field(
@@ -171,6 +180,7 @@ class DynamicParams(QuantizeParams):
         default="auto",
         description="per-channel weight scales; auto: the one closer to the float model",
     )
+    attention_masks: bool = attention_masks_field()
 
 
 @register("quantize.dynamic")
@@ -189,11 +199,16 @@ class DynamicQuantization(Int8Pass):
 
     Params = DynamicParams
 
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+        rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
+        return details | (super().apply(rewritten, target, ctx) or {}) or None
+
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
+        self._keep_float, details = recovery.float_nodes(prepared, self.params)
         if self.params.per_channel != "auto":
             self._per_channel = self.params.per_channel
-            return {}
+            return details
         samples = sensitivity_samples(ctx)
         reference = first_output(prepared, samples)
         errors = {}
@@ -206,7 +221,7 @@ class DynamicQuantization(Int8Pass):
             f"  per-channel: output error {errors[True]:.4g} vs per-tensor {errors[False]:.4g}; "
             f"keeping {'per-channel' if self._per_channel else 'per-tensor'}"
         )
-        return {
+        return details | {
             "per_channel": self._per_channel,
             "output_error": {"per_channel": errors[True], "per_tensor": errors[False]},
         }
@@ -225,13 +240,17 @@ class DynamicQuantization(Int8Pass):
             op_types_to_quantize=(
                 DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
             ),
-            nodes_to_exclude=excluded,
+            nodes_to_exclude=excluded + self._keep_float,
             reduce_range=self.params.reduce_range,
         )
 
 
 class StaticParams(QuantizeParams):
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration: Literal["minmax", "entropy", "percentile", "auto"] = Field(
+        default="minmax",
+        description="activation ranges; auto: fit all three on part of data.calibration, keep "
+        "the one closest to the float model on held-out calibration samples",
+    )
     percentile: float = Field(
         default=99.999, gt=0, le=100, description="with calibration: percentile"
     )
@@ -241,6 +260,23 @@ class StaticParams(QuantizeParams):
     symmetric_activations: bool = False
     activation_type: Literal["int8", "uint8"] = "uint8"
     batch_size: int = Field(default=32, ge=1, description="calibration batch size")
+    bias_correction: bool = Field(
+        default=False,
+        description="subtract the mean error int8 weights cause (from data.calibration) from "
+        "each Conv / Gemm bias",
+    )
+    equalize: bool = Field(
+        default=False,
+        description="cross-layer equalization of Conv -> ReLU -> Conv chains first (as the "
+        "equalize pass, relu6: skip)",
+    )
+    smooth_alpha: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="SmoothQuant LayerNorm -> MatMul first, with this alpha (as the smooth pass)",
+    )
+    attention_masks: bool = attention_masks_field()
 
 
 @register("quantize.static")
@@ -264,24 +300,35 @@ class StaticQuantization(Int8Pass):
                 "data: {calibration: {path: ..., inputs: [...]}} to the config"
             )
 
-    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+        rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
+        return details | (super().apply(rewritten, target, ctx) or {}) or None
 
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[self.params.calibration]
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """Bias-correction statistics and the activation ranges, once for every quantization."""
+
+        def trial(model: Path, ranges: Path, method: str, path: Path, keep_float) -> None:
+            self._quantize(model, path, excluded + keep_float, ranges, method)
+
+        self._plan = recovery.plan_static(prepared, excluded, self.params, ctx, trial)
+        return self._plan.details
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        plan = self._plan
+        model = plan.model_for(excluded, self.params, target.with_suffix(".corrected.onnx"))
+        self._quantize(model, target, excluded + plan.keep_float, plan.ranges, plan.method)
+
+    def _quantize(self, model: Path, target: Path, excluded, ranges: Path, method: str) -> None:
+        """quantize_static with activation ranges computed beforehand (its calibration cache)."""
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        from compress.passes.calibration import ort_method
+
         activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         quantize_static(
-            str(prepared),
+            str(model),
             str(target),
-            _CalibrationReader(ctx, self.params.batch_size, self.params.calibration_samples),
+            None,
             quant_format=QuantFormat.QDQ,
             per_channel=self.params.per_channel,
             op_types_to_quantize=self.params.op_types,
@@ -289,26 +336,7 @@ class StaticQuantization(Int8Pass):
             reduce_range=self.params.reduce_range,
             activation_type=activation[self.params.activation_type],
             weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            extra_options={
-                "CalibPercentile": self.params.percentile,
-                "ActivationSymmetric": self.params.symmetric_activations,
-            },
+            calibrate_method=ort_method(method),
+            extra_options={"ActivationSymmetric": self.params.symmetric_activations},
+            calibration_cache_path=str(ranges),
         )
-
-
-class _CalibrationReader:
-    """Feeds data.calibration in batches, as onnxruntime's CalibrationDataReader protocol asks."""
-
-    def __init__(self, ctx: Context, batch_size: int, limit: int | None):
-        arrays = [a[:limit] for a in ctx.calibration.inputs.values()]
-        self._batches = (
-            dict(zip(ctx.input_names, [a[start : start + batch_size] for a in arrays], strict=True))
-            for start in range(0, len(arrays[0]), batch_size)
-        )
-
-    def get_next(self):
-        return next(self._batches, None)
-
-    def rewind(self):  # not needed for one calibration pass
-        pass
