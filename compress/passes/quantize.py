@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,19 +31,34 @@ def preprocess(source: Path, target: Path, ctx: Context) -> Path:
     """ORT's pre-processing (optimise + shape inference), so quantization sees shaped tensors.
 
     Symbolic shape inference crashes on some exported graphs; then it is skipped, and if
-    pre-processing still fails the graph is quantized as exported.
+    pre-processing still fails the graph is quantized as exported. When it gives up, ONNX
+    Runtime saves `sym_shape_infer_temp.onnx` in the current directory: it runs from `target`'s
+    folder (the run's private one), so that file does not land in the user's.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
+            with working_directory(target.parent):
+                quant_pre_process(
+                    str(source.resolve()), str(target.resolve()), skip_symbolic_shape=skip_symbolic
+                )
             return target
         except Exception as e:  # noqa: PERF203 - a fallback, not a loop over data
             ctx.log(
                 f"pre-processing (skip_symbolic_shape={skip_symbolic}) failed: {first_line(e, 120)}"
             )
     return source
+
+
+@contextmanager
+def working_directory(folder: Path):
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextmanager
