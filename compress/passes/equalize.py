@@ -243,8 +243,11 @@ class CrossLayerEqualization(OnnxPass):
         details = equalize(model, self.params.relu6, self.params.max_iterations)
         save(model, target)
         spread = details["range_spread"]
-        ctx.log(
-            f"  equalized {details['pairs']} conv pair(s) in {details['iterations']} round(s); "
-            f"median channel range spread {spread['before']} -> {spread['after']}"
+        line = (
+            f"equalized {details['pairs']} conv pair(s) in {details['iterations']} round(s): "
+            f"channel range spread {spread['before']:g} -> {spread['after']:g}; "
+            f"{details['batchnorm_folded']} BatchNorm folded, {details['relu6_pairs']} ReLU6 "
+            f"pair(s) {'made ReLU' if self.params.relu6 == 'relu' else 'skipped'}"
         )
-        return details
+        ctx.log(f"  {line}")
+        return details | {"notes": [line]}

@@ -217,7 +217,8 @@ class DynamicQuantization(Int8Pass):
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
         rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
-        return details | (super().apply(rewritten, target, ctx) or {}) or None
+        details |= super().apply(rewritten, target, ctx) or {}
+        return details | {"notes": recovery.notes(details)} if details else None
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
@@ -318,7 +319,8 @@ class StaticQuantization(Int8Pass):
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
         rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
-        return details | (super().apply(rewritten, target, ctx) or {}) or None
+        details |= super().apply(rewritten, target, ctx) or {}
+        return details | {"notes": recovery.notes(details)} if details else None
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """Bias-correction statistics and the activation ranges, once for every quantization."""

@@ -53,6 +53,40 @@ def rewrite_source(source: Path, target: Path, params, ctx: Context) -> tuple[Pa
     return rewritten, details
 
 
+def notes(details: dict[str, Any]) -> list[str]:
+    """One line per recovery technique that changed something, for the report's stage notes."""
+    lines = []
+    if "attention_masks" in details or details.get("mask_float_nodes"):
+        clamped = details.get("attention_masks", {}).get("clamped_constants", [])
+        kept = details.get("mask_float_nodes", [])
+        lines.append(
+            f"attention masks: {len(clamped)} constant(s) clamped to {masks.MASK_VALUE:g}, "
+            f"{len(kept)} node(s) on the mask path kept in float"
+        )
+    if "equalize" in details:
+        spread = details["equalize"]["range_spread"]
+        lines.append(
+            f"equalized {details['equalize']['pairs']} conv pair(s): channel range spread "
+            f"{spread['before']:g} -> {spread['after']:g}"
+        )
+    if "smooth" in details:
+        smoothing = details["smooth"]
+        lines.append(
+            f"SmoothQuant (alpha {smoothing['alpha']:g}) at {len(smoothing['sites'])} "
+            "LayerNorm -> MatMul site(s)"
+        )
+    if "bias_correction" in details:
+        lines.append(f"bias correction in {details['bias_correction']['layers']} layer(s)")
+    calibration_details = details.get("calibration", {})
+    if "output_error" in calibration_details:
+        errors = ", ".join(f"{m} {e:.4g}" for m, e in calibration_details["output_error"].items())
+        lines.append(
+            f"calibration {calibration_details['method']} (output error on held-out "
+            f"calibration samples: {errors})"
+        )
+    return lines
+
+
 def float_nodes(prepared: Path, params) -> tuple[list[str], dict[str, Any]]:
     """Nodes every quantization keeps in float: the attention-mask path (unless turned off)
     and SmoothQuant's Muls; with what the report says about them."""

@@ -220,5 +220,10 @@ class SmoothQuant(OnnxPass):
         model = load(source)
         details = smooth(model, stats_samples(ctx), self.params.alpha)
         save(model, target)
-        ctx.log(f"  smoothed {len(details['sites'])} LayerNorm -> MatMul site(s)")
-        return details
+        folded = sum(site["folded_into"] == "layernorm" for site in details["sites"])
+        line = (
+            f"SmoothQuant (alpha {self.params.alpha:g}) at {len(details['sites'])} LayerNorm -> "
+            f"MatMul site(s), {folded} folded into the LayerNorm"
+        )
+        ctx.log(f"  {line}")
+        return details | {"notes": [line]}
