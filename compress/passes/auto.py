@@ -221,8 +221,34 @@ def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
                     "static-depthwise-float", "quantize.static", {"per_channel": True}, depthwise
                 )
             )
+        candidates += recovery_candidates(model_path, op_types)
     if op_types & {"MatMul", "Gather", "LSTM", "Attention"}:
         candidates.append(Candidate("dynamic", "quantize.dynamic", {"per_channel": "auto"}))
+    return candidates
+
+
+def recovery_candidates(model_path: Path, op_types: set[str]) -> list[Candidate]:
+    """AIMET's order of recovering int8 accuracy, where the graph has what each needs:
+    cross-layer equalization and bias correction with per-tensor weights on Conv -> ReLU ->
+    Conv chains, bias correction with per-channel weights on convolutions, SmoothQuant on
+    LayerNorm -> MatMul. Each chooses its calibration method on held-out calibration samples."""
+    from compress.passes.equalize import conv_pairs
+    from compress.passes.graph_edit import Graph, load
+    from compress.passes.smooth import smoothing_sites
+
+    graph = Graph(load(model_path))
+    candidates = []
+    recovered = {"bias_correction": True, "calibration": "auto"}
+    pairs = [p for p in conv_pairs(graph) if p.activation is None or p.activation.op_type != "Clip"]
+    if pairs:
+        settings = {"per_channel": False, "equalize": True} | recovered
+        candidates.append(Candidate("static-equalized", "quantize.static", settings))
+    if "Conv" in op_types:
+        settings = {"per_channel": True} | recovered
+        candidates.append(Candidate("static-bias-corrected", "quantize.static", settings))
+    if smoothing_sites(graph):
+        settings = {"per_channel": True, "smooth_alpha": 0.5, "calibration": "auto"}
+        candidates.append(Candidate("static-smoothed", "quantize.static", settings))
     return candidates
 
 
