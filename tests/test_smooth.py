@@ -92,3 +92,32 @@ def test_static_int8_keeps_smoothquants_mul_in_float(tmp_path):
     assert reader.op_type == "QuantizeLinear"  # what the MatMul reads is quantized after it
     assert report["stages"][-1]["metric"]["value"] > 0.99
     assert run(tmp_path / "out" / "model.onnx", {"x": x[:2]}).shape == (2, SEQ, 8)
+
+
+def test_layernorms_that_share_their_scale_are_smoothed_apart():
+    """The dynamo exporter stores equal initializers once (every fresh LayerNorm reads the same
+    ones; the TorchScript exporter reads them through Identity nodes): each LayerNorm gets its
+    own copy before its scale changes."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Identity", ["gamma"], ["gamma_alias"], "alias"),
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["t1"], "norm1"),
+        helper.make_node("LayerNormalization", ["x", "gamma_alias", "beta"], ["t2"], "norm2"),
+        helper.make_node("MatMul", ["t1", "w1"], ["y1"], "matmul1"),
+        helper.make_node("MatMul", ["t2", "w2"], ["y2"], "matmul2"),
+    ]
+    gamma = np.ones(WIDTH)
+    gamma[3] = 50.0
+    weights = {"gamma": gamma, "beta": np.zeros(WIDTH)}
+    weights |= {f"w{i}": rng.normal(size=(WIDTH, 8)) for i in (1, 2)}
+    outputs = [float_input(f"y{i}", [None, SEQ, 8]) for i in (1, 2)]
+    original = model(nodes, [float_input("x", [None, SEQ, WIDTH])], outputs, weights)
+    x = rng.normal(size=(4, SEQ, WIDTH)).astype(np.float32)
+    smoothed = onnx.ModelProto()
+    smoothed.CopyFrom(original)
+    details = smooth(smoothed, [x], alpha=0.5)
+    assert [s["folded_into"] for s in details["sites"]] == ["layernorm", "layernorm"]
+    scales = {n.name: n.input[1] for n in smoothed.graph.node if n.op_type == "LayerNormalization"}
+    assert len(set(scales.values())) == 2
+    for expected, got in zip(run_all(original, x), run_all(smoothed, x), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -228,10 +228,11 @@ def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
 
 
 def recovery_candidates(model_path: Path, op_types: set[str]) -> list[Candidate]:
-    """AIMET's order of recovering int8 accuracy, where the graph has what each needs:
-    cross-layer equalization and bias correction with per-tensor weights on Conv -> ReLU ->
-    Conv chains, bias correction with per-channel weights on convolutions, SmoothQuant on
-    LayerNorm -> MatMul. Each chooses its calibration method on held-out calibration samples."""
+    """AIMET's order of recovering int8 accuracy, where the graph has what each needs: CLE and
+    bias correction with per-tensor weights where Conv -> ReLU -> Conv pairs hold at least a
+    quarter of the convolutions, bias correction with per-channel weights on convolutions,
+    SmoothQuant on LayerNorm -> MatMul. Each picks its calibration method on held-out
+    calibration samples."""
     from compress.passes.equalize import conv_pairs
     from compress.passes.graph_edit import Graph, load
     from compress.passes.smooth import smoothing_sites
@@ -240,7 +241,11 @@ def recovery_candidates(model_path: Path, op_types: set[str]) -> list[Candidate]
     candidates = []
     recovered = {"bias_correction": True, "calibration": "auto"}
     pairs = [p for p in conv_pairs(graph) if p.activation is None or p.activation.op_type != "Clip"]
-    if pairs:
+    paired = {n.name for p in pairs for n in (p.first, p.second)}
+    convs = sum(n.op_type == "Conv" for n in graph.graph.node)
+    # Where ReLU6 leaves few pairs (EfficientNet-Lite1: 4 of 64 convolutions), CLE changes
+    # little and the candidate would only cost time.
+    if pairs and 4 * len(paired) >= convs:
         settings = {"per_channel": False, "equalize": True} | recovered
         candidates.append(Candidate("static-equalized", "quantize.static", settings))
     if "Conv" in op_types:

@@ -50,12 +50,39 @@ class Graph:
         return readers[0] if len(readers) == 1 and tensor not in self.outputs else None
 
     def own_weight(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
-        """Input `index` of `node` as an array, when it is an initializer only `node` reads."""
-        if index >= len(node.input) or node.input[index] not in self.initializers:
+        """Input `index` of `node` as an array, when it is an initializer only `node` reads.
+
+        Exporters share equal constants: the dynamo exporter stores equal initializers once,
+        the TorchScript exporter reads them through Identity nodes, so every freshly
+        initialised LayerNorm of a model reads the same ones. A shared vector (a bias, a
+        LayerNorm scale) is copied for `node` alone; a shared matrix is not (tied embeddings
+        would double the file): None."""
+        if index >= len(node.input):
             return None
-        if len(self.readers[node.input[index]]) != 1:
+        name = node.input[index]
+        alias = self.producer.get(name)
+        if name not in self.initializers:
+            if (
+                alias is None
+                or alias.op_type != "Identity"
+                or alias.input[0] not in self.initializers
+            ):
+                return None
+            source = alias.input[0]
+        else:
+            source = name
+        value = numpy_helper.to_array(self.initializers[source])
+        shared = len(self.readers[name]) > 1 or (source != name and len(self.readers[source]) > 1)
+        if shared and value.ndim > 1:
             return None
-        return numpy_helper.to_array(self.initializers[node.input[index]])
+        if shared or source != name:
+            self.readers[name].remove(node)
+            private = (
+                self.add_initializer(f"{source}_{node.name or 'copy'}", value) if shared else source
+            )
+            node.input[index] = private
+            self.readers[private] = [node]
+        return value
 
     def set_array(self, name: str, value: np.ndarray) -> None:
         """Replace initializer `name`'s data, keeping its name and dtype."""
