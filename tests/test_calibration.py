@@ -81,6 +81,7 @@ BAD = [
     ("{type: quantize.static, equalize: sure}", "passes[0].equalize"),
     ("{type: quantize.static, attention_masks: maybe}", "passes[0].attention_masks"),
     ("{type: quantize.dynamic, attention_masks: 2}", "passes[0].attention_masks"),
+    ("{type: quantize.static, float_outputs: MatMul}", "passes[0].float_outputs"),
     ("{type: equalize, relu6: bound}", "passes[0].relu6"),
     ("{type: equalize, max_iterations: 0}", "passes[0].max_iterations"),
     ("{type: smooth, alpha: 2}", "passes[0].alpha"),

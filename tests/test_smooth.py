@@ -121,3 +121,45 @@ def test_layernorms_that_share_their_scale_are_smoothed_apart():
     assert len(set(scales.values())) == 2
     for expected, got in zip(run_all(original, x), run_all(smoothed, x), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_float_outputs_keep_matmul_outputs_out_of_int8(tmp_path):
+    """A transformer's MatMul outputs feed the residual stream; with float_outputs the MatMul
+    still reads int8 inputs and weights, but nothing quantizes what it writes."""
+    from compress.pipeline import run as run_pipeline
+    from tests.conftest import write_config
+
+    rng = np.random.default_rng(3)
+    source = save(layernorm_graph(rng, residual=False), tmp_path / "ln.onnx")
+    x = rng.normal(size=(48, SEQ, WIDTH)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x[:32])
+    np.savez(tmp_path / "eval.npz", x=x[32:])
+    graphs = {}
+    for outputs in ("[]", "[MatMul, Gemm]"):
+        text = (
+            "version: 1\n"
+            "data:\n"
+            "  calibration: {path: calib.npz, inputs: [x]}\n"
+            "  eval: {path: eval.npz, inputs: [x]}\n"
+            "passes:\n"
+            f"  - {{type: quantize.static, op_types: [MatMul, Gemm], float_outputs: {outputs}}}\n"
+            "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+        )
+        out = tmp_path / f"out{len(graphs)}"
+        run_pipeline(source, write_config(tmp_path, text, f"c{len(graphs)}.yaml"), out)
+        graphs[outputs] = onnx.load(str(out / "model.onnx")).graph
+
+    def quantized_outputs(graph):
+        written = {o: n.op_type for n in graph.node for o in n.output}
+        return {
+            written[n.input[0]]
+            for n in graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] in written
+        }
+
+    assert {"MatMul", "Gemm"} <= quantized_outputs(graphs["[]"])
+    assert not {"MatMul", "Gemm"} & quantized_outputs(graphs["[MatMul, Gemm]"])
+    dequantized_weights = sum(
+        n.op_type == "DequantizeLinear" for n in graphs["[MatMul, Gemm]"].node
+    )
+    assert dequantized_weights >= 3  # the two weights and the shared input are still int8

@@ -293,6 +293,11 @@ class StaticParams(QuantizeParams):
         le=1,
         description="SmoothQuant LayerNorm -> MatMul first, with this alpha (as the smooth pass)",
     )
+    float_outputs: list[str] = Field(
+        default_factory=list,
+        description="op types whose outputs stay float (inputs and weights int8): [MatMul, Gemm] "
+        "keeps a transformer's residual stream out of int8",
+    )
     attention_masks: bool = attention_masks_field()
 
 
@@ -355,6 +360,9 @@ class StaticQuantization(Int8Pass):
             activation_type=activation[self.params.activation_type],
             weight_type=QuantType.QInt8,
             calibrate_method=ort_method(method),
-            extra_options={"ActivationSymmetric": self.params.symmetric_activations},
+            extra_options={
+                "ActivationSymmetric": self.params.symmetric_activations,
+                "OpTypesToExcludeOutputQuantization": self.params.float_outputs,
+            },
             calibration_cache_path=str(ranges),
         )
