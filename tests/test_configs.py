@@ -125,3 +125,17 @@ def test_static_int8_stores_the_same_weights_in_a_quarter_of_the_bytes(tmp_path_
     assert final["name"] == "quantize.static" and report["summary"]["size_ratio"] >= 3
     assert baseline["metric"]["value"] - final["metric"]["value"] <= 0.01
     assert final["params"] == baseline["params"]  # same weights, stored in int8
+
+
+def test_recovery_recipe_equalizes_then_corrects_and_picks_a_calibration(tmp_path_factory):
+    result, out = recipe_report(CONFIGS / "int8-static-recovery.yaml", tmp_path_factory)
+    baseline, equalized, quantized = json.loads(result.stdout)["stages"]
+    spread = equalized["details"]["range_spread"]
+    assert equalized["details"]["pairs"] >= 4 and spread["after"] < spread["before"]
+    assert equalized["metric"]["value"] >= 0.99999  # the same function in float
+    details = quantized["details"]
+    assert details["bias_correction"]["layers"] > 0
+    errors = details["calibration"]["output_error"]
+    assert details["calibration"]["method"] == min(errors, key=errors.get)
+    assert baseline["metric"]["value"] - quantized["metric"]["value"] <= 0.001
+    assert "bias correction in" in (out / "report.md").read_text()
