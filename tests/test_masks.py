@@ -108,3 +108,24 @@ def test_static_int8_with_a_mask_has_finite_scales_and_keeps_the_softmax(tmp_pat
     stage, graph = _static_int8(tmp_path, source, attention_masks=False)
     value = stage["metric"]["value"]
     assert not np.isfinite(_scales(graph)).all() or not np.isfinite(value) or value < 0.9
+
+
+def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tmp_path):
+    from compress.pipeline import run as run_pipeline
+    from tests.conftest import write_config
+
+    rng = np.random.default_rng(3)
+    source = save(attention_graph(rng), tmp_path / "att.onnx")
+    x, mask = _data(rng, 32)
+    np.savez(tmp_path / "eval.npz", x=x, attention_mask=mask)
+    text = (
+        "version: 1\n"
+        "data: {eval: {path: eval.npz, inputs: [x, attention_mask]}}\n"
+        "passes: [{type: quantize.dynamic, per_channel: false}]\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+    )
+    report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
+    stage = report["stages"][-1]
+    assert stage["details"]["attention_masks"]["clamped_constants"][0]["from"] == -np.inf
+    assert "mask_float_nodes" not in stage["details"]  # Where, Add, Softmax: not dynamic ops
+    assert stage["metric"]["value"] > 0.99

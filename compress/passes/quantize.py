@@ -222,7 +222,7 @@ class DynamicQuantization(Int8Pass):
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
-        self._keep_float, details = recovery.float_nodes(prepared, self.params)
+        self._keep_float, details = recovery.float_nodes(prepared, self.params, self._op_types)
         if self.params.per_channel != "auto":
             self._per_channel = self.params.per_channel
             return details
@@ -246,6 +246,10 @@ class DynamicQuantization(Int8Pass):
     def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
         self._quantize(prepared, target, excluded, self._per_channel)
 
+    @property
+    def _op_types(self) -> list[str]:
+        return DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
+
     def _quantize(self, prepared: Path, target: Path, excluded: list[str], per_channel: bool):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -254,9 +258,7 @@ class DynamicQuantization(Int8Pass):
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            op_types_to_quantize=(
-                DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
-            ),
+            op_types_to_quantize=self._op_types,
             nodes_to_exclude=excluded + self._keep_float,
             reduce_range=self.params.reduce_range,
         )

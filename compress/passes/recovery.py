@@ -87,11 +87,17 @@ def notes(details: dict[str, Any]) -> list[str]:
     return lines
 
 
-def float_nodes(prepared: Path, params) -> tuple[list[str], dict[str, Any]]:
+def float_nodes(
+    prepared: Path, params, op_types: list[str] | None = None
+) -> tuple[list[str], dict[str, Any]]:
     """Nodes every quantization keeps in float: the attention-mask path (unless turned off)
-    and SmoothQuant's Muls; with what the report says about them."""
+    and SmoothQuant's Muls; with what the report says about them. `op_types`: what the pass
+    quantizes (None: every op type ONNX Runtime can); mask nodes of other types are left out."""
     model = load(prepared)
     mask_path = masks.mask_nodes(model) if params.attention_masks else []
+    if op_types is not None:
+        types = {n.name: n.op_type for n in model.graph.node}
+        mask_path = [name for name in mask_path if types[name] in op_types]
     smoothing = smoothed_nodes(model)
     details = {"mask_float_nodes": mask_path} if mask_path else {}
     return mask_path + smoothing, details
@@ -130,7 +136,7 @@ def calibration_inputs(ctx: Context, limit: int | None) -> list[np.ndarray]:
 def plan_static(prepared: Path, excluded: list[str], params, ctx: Context, quantize) -> StaticPlan:
     """Everything quantize.static settles before it quantizes. `quantize(model, ranges, method,
     target, keep_float)` writes one int8 model (used to try calibration methods)."""
-    keep_float, details = float_nodes(prepared, params)
+    keep_float, details = float_nodes(prepared, params, params.op_types)
     plan = StaticPlan(prepared, keep_float, details=details)
     samples = calibration_inputs(ctx, params.calibration_samples)
     if params.bias_correction:
