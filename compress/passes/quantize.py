@@ -307,6 +307,11 @@ class StaticParams(QuantizeParams):
 class StaticQuantization(Int8Pass):
     """int8 weights and activations (QDQ), scales calibrated on data.calibration.
 
+    Holding accuracy: attention masks stay finite and in float (attention_masks, on by default);
+    bias_correction, equalize (CLE) and smooth_alpha (SmoothQuant) rewrite the float model for
+    int8 first; calibration: auto picks the method; float_outputs keeps e.g. MatMul outputs
+    float. Activation ranges are computed once per pass and reused by the fallback.
+
     Sample YAML:
         - type: quantize.static
           per_channel: true
