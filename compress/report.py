@@ -179,6 +179,7 @@ def stage_notes(report: dict[str, Any]) -> list[str]:
     notes = []
     for stage in report["stages"]:
         details, name = stage.get("details") or {}, stage["name"]
+        notes += [f"{name}: {line}" for line in details.get("notes", [])]
         if "reason" in details:
             notes.append(f"{name}: {details['reason']}")
         if "verdict" in details:

@@ -44,14 +44,15 @@ def test_depthwise_convolutions_get_a_candidate_that_keeps_them_in_float(tmp_pat
 
 
 def test_calibration_samples_limits_what_calibration_reads():
+    from compress.passes.calibration import batches
+    from compress.passes.recovery import calibration_inputs
+
     class Ctx:
         calibration = type("D", (), {"inputs": {"x": np.zeros((100, 3), np.float32)}})()
         input_names = ["x"]
 
-    reader = quantize._CalibrationReader(Ctx(), batch_size=16, limit=40)
-    sizes = []
-    while (batch := reader.get_next()) is not None:
-        sizes.append(len(batch["x"]))
+    samples = calibration_inputs(Ctx(), limit=40)
+    sizes = [len(batch["x"]) for batch in batches(samples, Ctx.input_names, 16)]
     assert sizes == [16, 16, 8]
 
 
@@ -150,3 +151,33 @@ def test_markdown_lists_the_candidates_auto_tried():
 @pytest.mark.parametrize("per_channel", ["auto", True])
 def test_dynamic_per_channel_accepts_auto_and_booleans(per_channel):
     assert quantize.DynamicParams(per_channel=per_channel).per_channel == per_channel
+
+
+def test_recovery_candidates_fit_the_graph(tmp_path):
+    from tests.onnx_builders import conv_chain, save
+    from tests.test_smooth import layernorm_graph
+
+    rng = np.random.default_rng(0)
+    cnn = {c.name: c for c in candidates_for(save(conv_chain(rng), tmp_path / "c.onnx"), True)}
+    assert cnn["static-equalized"].settings == {
+        "per_channel": False,
+        "equalize": True,
+        "bias_correction": True,
+        "calibration": "auto",
+    }
+    assert cnn["static-bias-corrected"].settings["bias_correction"]
+    assert "static-smoothed" not in cnn
+    relu6 = [
+        c.name for c in candidates_for(save(conv_chain(rng, "Clip"), tmp_path / "r.onnx"), True)
+    ]
+    assert "static-equalized" not in relu6 and "static-bias-corrected" in relu6  # CLE skips ReLU6
+    text = {
+        c.name: c
+        for c in candidates_for(save(layernorm_graph(rng, True), tmp_path / "t.onnx"), True)
+    }
+    assert text["static-smoothed"].settings["smooth_alpha"] == 0.5
+    assert text["static-smoothed"].settings["float_outputs"] == ["MatMul", "Gemm"]
+    assert not {"static-equalized", "static-bias-corrected"} & set(text)
+    assert not candidates_for(tmp_path / "t.onnx", has_calibration=False)[0].name.startswith(
+        "static"
+    )

@@ -36,7 +36,7 @@ def test_docstring_has_a_summary_and_a_valid_sample(name):
 # The sample each pass is tried on: the CNN, or the transformer for passes that need MatMul.
 CNN = ("digits_cnn.pt2", "digits", "[x]")
 TRANSFORMER = ("text_transformer.ts", "text", "[input_ids, attention_mask]")
-SAMPLE_FOR = {"quantize.int4": TRANSFORMER}
+SAMPLE_FOR = {"quantize.int4": TRANSFORMER, "smooth": TRANSFORMER}
 
 
 @pytest.mark.parametrize("name", PASSES)

@@ -118,3 +118,20 @@ def test_int8_output_keeps_the_inputs_lack_of_shape_annotations(tmp_path):
     onnx.save(annotated, str(target))
     quantize.keep_shape_annotations(source, target)
     assert len(onnx.load(str(target)).graph.value_info) == len(annotated.graph.value_info)
+
+
+def test_preprocess_leaves_no_file_in_the_current_directory(tmp_path, monkeypatch):
+    """ONNX Runtime saves sym_shape_infer_temp.onnx in the current directory when symbolic shape
+    inference gives up (it does on this attention graph's Where/Unsqueeze of a bool mask)."""
+    import numpy as np
+
+    from tests.onnx_builders import save
+    from tests.test_masks import attention_graph
+
+    work, user = tmp_path / "work", tmp_path / "user"
+    work.mkdir()
+    user.mkdir()
+    monkeypatch.chdir(user)
+    source = save(attention_graph(np.random.default_rng(0)), work / "att.onnx")
+    quantize.preprocess(source, work / "pre.onnx", _Ctx())
+    assert list(user.iterdir()) == []

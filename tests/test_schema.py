@@ -45,7 +45,8 @@ def test_every_registered_pass_has_a_branch_with_its_params(schema):
     assert set(by_type) == set(all_passes())  # test.identity too: it comes from the registry
     static = by_type["quantize.static"]["properties"]
     assert static["per_channel"]["type"] == "boolean"
-    assert set(static["calibration"]["enum"]) == {"minmax", "entropy", "percentile"}
+    assert set(static["calibration"]["enum"]) == {"minmax", "entropy", "percentile", "auto"}
+    assert static["smooth_alpha"]["anyOf"][0]["maximum"] == 1
     assert by_type["prune.channels"]["required"] == ["amount", "type"]
 
 

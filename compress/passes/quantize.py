@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,6 +12,7 @@ from pydantic import Field
 
 from compress.errors import ConfigError, first_line
 from compress.measure.evaluate import first_output
+from compress.passes import recovery
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import (
     QuantizeJob,
@@ -30,19 +32,34 @@ def preprocess(source: Path, target: Path, ctx: Context) -> Path:
     """ORT's pre-processing (optimise + shape inference), so quantization sees shaped tensors.
 
     Symbolic shape inference crashes on some exported graphs; then it is skipped, and if
-    pre-processing still fails the graph is quantized as exported.
+    pre-processing still fails the graph is quantized as exported. When it gives up, ONNX
+    Runtime saves `sym_shape_infer_temp.onnx` in the current directory: it runs from `target`'s
+    folder (the run's private one), so that file does not land in the user's.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
+            with working_directory(target.parent):
+                quant_pre_process(
+                    str(source.resolve()), str(target.resolve()), skip_symbolic_shape=skip_symbolic
+                )
             return target
         except Exception as e:  # noqa: PERF203 - a fallback, not a loop over data
             ctx.log(
                 f"pre-processing (skip_symbolic_shape={skip_symbolic}) failed: {first_line(e, 120)}"
             )
     return source
+
+
+@contextmanager
+def working_directory(folder: Path):
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextmanager
@@ -92,6 +109,14 @@ def keep_shape_annotations(source: Path, target: Path) -> None:
     if model.graph.value_info:
         del model.graph.value_info[:]
         onnx.save(model, str(target))
+
+
+def attention_masks_field():
+    return Field(
+        default=True,
+        description="clamp -inf / huge negative mask constants to -1e4 and keep the masked "
+        "attention scores (mask Where/Add and Softmax) in float",
+    )
 
 
 class QuantizeParams(OnnxPassParams):
@@ -182,6 +207,7 @@ class DynamicParams(QuantizeParams):
         default="auto",
         description="per-channel weight scales; auto: the one closer to the float model",
     )
+    attention_masks: bool = attention_masks_field()
 
 
 @register("quantize.dynamic")
@@ -200,11 +226,17 @@ class DynamicQuantization(Int8Pass):
 
     Params = DynamicParams
 
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+        rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
+        details |= super().apply(rewritten, target, ctx) or {}
+        return details | {"notes": recovery.notes(details)} if details else None
+
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
+        self._keep_float, details = recovery.float_nodes(prepared, self.params, self._op_types)
         if self.params.per_channel != "auto":
             self._per_channel = self.params.per_channel
-            return {}
+            return details
         samples = sensitivity_samples(ctx)
         reference = first_output(prepared, samples)
         errors = {}
@@ -217,13 +249,17 @@ class DynamicQuantization(Int8Pass):
             f"  per-channel: output error {errors[True]:.4g} vs per-tensor {errors[False]:.4g}; "
             f"keeping {'per-channel' if self._per_channel else 'per-tensor'}"
         )
-        return {
+        return details | {
             "per_channel": self._per_channel,
             "output_error": {"per_channel": errors[True], "per_tensor": errors[False]},
         }
 
     def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
         self._quantize(prepared, target, excluded, self._per_channel)
+
+    @property
+    def _op_types(self) -> list[str]:
+        return DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
 
     def _quantize(self, prepared: Path, target: Path, excluded: list[str], per_channel: bool):
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -233,16 +269,18 @@ class DynamicQuantization(Int8Pass):
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            op_types_to_quantize=(
-                DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
-            ),
-            nodes_to_exclude=excluded,
+            op_types_to_quantize=self._op_types,
+            nodes_to_exclude=excluded + self._keep_float,
             reduce_range=self.params.reduce_range,
         )
 
 
 class StaticParams(QuantizeParams):
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration: Literal["minmax", "entropy", "percentile", "auto"] = Field(
+        default="minmax",
+        description="activation ranges; auto: fit all three on part of data.calibration, keep "
+        "the one closest to the float model on held-out calibration samples",
+    )
     percentile: float = Field(
         default=99.999, gt=0, le=100, description="with calibration: percentile"
     )
@@ -252,11 +290,38 @@ class StaticParams(QuantizeParams):
     symmetric_activations: bool = False
     activation_type: Literal["int8", "uint8"] = "uint8"
     batch_size: int = Field(default=32, ge=1, description="calibration batch size")
+    bias_correction: bool = Field(
+        default=False,
+        description="subtract the mean error int8 weights cause (from data.calibration) from "
+        "each Conv / Gemm bias",
+    )
+    equalize: bool = Field(
+        default=False,
+        description="cross-layer equalization of Conv -> ReLU -> Conv chains first (as the "
+        "equalize pass, relu6: skip)",
+    )
+    smooth_alpha: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="SmoothQuant LayerNorm -> MatMul first, with this alpha (as the smooth pass)",
+    )
+    float_outputs: list[str] = Field(
+        default_factory=list,
+        description="op types whose outputs stay float (inputs and weights int8): [MatMul, Gemm] "
+        "keeps a transformer's residual stream out of int8",
+    )
+    attention_masks: bool = attention_masks_field()
 
 
 @register("quantize.static")
 class StaticQuantization(Int8Pass):
     """int8 weights and activations (QDQ), scales calibrated on data.calibration.
+
+    Holding accuracy: attention masks stay finite and in float (attention_masks, on by default);
+    bias_correction, equalize (CLE) and smooth_alpha (SmoothQuant) rewrite the float model for
+    int8 first; calibration: auto picks the method; float_outputs keeps e.g. MatMul outputs
+    float. Activation ranges are computed once per pass and reused by the fallback.
 
     Sample YAML:
         - type: quantize.static
@@ -275,24 +340,36 @@ class StaticQuantization(Int8Pass):
                 "data: {calibration: {path: ..., inputs: [...]}} to the config"
             )
 
-    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+        rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
+        details |= super().apply(rewritten, target, ctx) or {}
+        return details | {"notes": recovery.notes(details)} if details else None
 
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[self.params.calibration]
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """Bias-correction statistics and the activation ranges, once for every quantization."""
+
+        def trial(model: Path, ranges: Path, method: str, path: Path, keep_float) -> None:
+            self._quantize(model, path, excluded + keep_float, ranges, method)
+
+        self._plan = recovery.plan_static(prepared, excluded, self.params, ctx, trial)
+        return self._plan.details
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        plan = self._plan
+        model = plan.model_for(excluded, self.params, target.with_suffix(".corrected.onnx"))
+        self._quantize(model, target, excluded + plan.keep_float, plan.ranges, plan.method)
+
+    def _quantize(self, model: Path, target: Path, excluded, ranges: Path, method: str) -> None:
+        """quantize_static with activation ranges computed beforehand (its calibration cache)."""
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        from compress.passes.calibration import ort_method
+
         activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         quantize_static(
-            str(prepared),
+            str(model),
             str(target),
-            _CalibrationReader(ctx, self.params.batch_size, self.params.calibration_samples),
+            None,
             quant_format=QuantFormat.QDQ,
             per_channel=self.params.per_channel,
             op_types_to_quantize=self.params.op_types,
@@ -300,26 +377,10 @@ class StaticQuantization(Int8Pass):
             reduce_range=self.params.reduce_range,
             activation_type=activation[self.params.activation_type],
             weight_type=QuantType.QInt8,
-            calibrate_method=method,
+            calibrate_method=ort_method(method),
             extra_options={
-                "CalibPercentile": self.params.percentile,
                 "ActivationSymmetric": self.params.symmetric_activations,
+                "OpTypesToExcludeOutputQuantization": self.params.float_outputs,
             },
+            calibration_cache_path=str(ranges),
         )
-
-
-class _CalibrationReader:
-    """Feeds data.calibration in batches, as onnxruntime's CalibrationDataReader protocol asks."""
-
-    def __init__(self, ctx: Context, batch_size: int, limit: int | None):
-        arrays = [a[:limit] for a in ctx.calibration.inputs.values()]
-        self._batches = (
-            dict(zip(ctx.input_names, [a[start : start + batch_size] for a in arrays], strict=True))
-            for start in range(0, len(arrays[0]), batch_size)
-        )
-
-    def get_next(self):
-        return next(self._batches, None)
-
-    def rewind(self):  # not needed for one calibration pass
-        pass

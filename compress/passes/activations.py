@@ -1,0 +1,84 @@
+"""Statistics of intermediate tensors of an ONNX model on calibration samples, in one run.
+
+Bias correction needs the mean input each convolution sees, SmoothQuant the largest |value| per
+channel of a LayerNorm's output. Both come from running the float model once with those tensors
+exposed as outputs, in small batches (a whole calibration set of feature maps does not fit in
+memory), each batch folded into a running reducer and dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+STATS_BATCH = 8  # samples per run: every exposed feature map of the batch is held at once
+
+
+class Reducer(Protocol):
+    def update(self, value: np.ndarray) -> None: ...
+
+
+class ChannelAbsMax:
+    """Per channel (the last axis, as a MatMul reads it): the largest |value| seen."""
+
+    def __init__(self):
+        self.value: np.ndarray | None = None
+
+    def update(self, value: np.ndarray) -> None:
+        current = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+        self.value = current if self.value is None else np.maximum(self.value, current)
+
+
+class ChannelMean:
+    """Per channel on `axis` (1 for NCHW feature maps, -1 for MatMul / Gemm inputs): the mean."""
+
+    def __init__(self, axis: int):
+        self.axis, self.total, self.count = axis, None, 0
+
+    def update(self, value: np.ndarray) -> None:
+        moved = np.moveaxis(value.astype(np.float64), self.axis, -1)
+        flat = moved.reshape(-1, moved.shape[-1])
+        self.total = flat.sum(axis=0) if self.total is None else self.total + flat.sum(axis=0)
+        self.count += flat.shape[0]
+
+    @property
+    def value(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+
+def collect(
+    model: onnx.ModelProto | Path,
+    reducers: dict[str, list[Reducer]],
+    samples: list[np.ndarray],
+    batch_size: int = STATS_BATCH,
+) -> None:
+    """Run `model` on `samples` with every tensor named in `reducers` exposed; each batch's value
+    of a tensor goes to its reducers."""
+    import onnxruntime as ort
+
+    if not reducers:
+        return
+    model = onnx.load(str(model)) if isinstance(model, Path) else model
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {o.name for o in exposed.graph.output}
+    exposed.graph.output.extend(
+        onnx.helper.make_empty_tensor_value_info(t) for t in reducers if t not in present
+    )
+    options = ort.SessionOptions()
+    # Optimisations could fuse a tensor away; the statistics must be of the graph as written.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    inputs = [i.name for i in session.get_inputs()]
+    names = list(reducers)
+    for start in range(0, len(samples[0]), batch_size):
+        feed = {n: a[start : start + batch_size] for n, a in zip(inputs, samples, strict=True)}
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            for reducer in reducers[name]:
+                reducer.update(value)

@@ -1,0 +1,87 @@
+"""Tiny ONNX graphs built with onnx.helper for the int8 recovery tests (no export, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+
+
+def model(nodes, inputs, outputs, initializers: dict[str, np.ndarray]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        outputs,
+        [
+            numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k)
+            for k, v in initializers.items()
+        ],
+    )
+    built = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    built.ir_version = 9
+    onnx.checker.check_model(built, full_check=True)
+    return built
+
+
+def float_input(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def conv_chain(rng: np.random.Generator, activation: str = "Relu") -> onnx.ModelProto:
+    """x -> Conv 3x3 (3->8) -> BatchNorm -> act -> depthwise 3x3 -> act -> Conv 1x1 (8->4).
+
+    The first convolution's output channels have ranges spread over three decades, as
+    BatchNorm folding leaves them in real networks."""
+    spread = np.logspace(-1.5, 1.5, 8).reshape(8, 1, 1, 1)
+    weights = {
+        "w1": rng.normal(size=(8, 3, 3, 3)) * spread,
+        "b1": rng.normal(size=8),
+        "gamma": rng.uniform(0.5, 2, 8),
+        "beta": rng.normal(size=8),
+        "mean": rng.normal(size=8),
+        "var": rng.uniform(0.5, 2, 8),
+        "w2": rng.normal(size=(8, 1, 3, 3)),
+        "b2": rng.normal(size=8),
+        "w3": rng.normal(size=(4, 8, 1, 1)),
+        "b3": rng.normal(size=4),
+    }
+    if activation == "Clip":
+        weights |= {"low": np.array(0.0), "high": np.array(6.0)}
+
+    def act(src, dst, name):
+        extra = ["low", "high"] if activation == "Clip" else []
+        return helper.make_node(activation, [src, *extra], [dst], name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn"], "bn"
+        ),
+        act("bn", "a1", "act1"),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], "dw", group=8, pads=[1, 1, 1, 1]),
+        act("c2", "a2", "act2"),
+        helper.make_node("Conv", ["a2", "w3", "b3"], ["y"], "pw"),
+    ]
+    return model(
+        nodes, [float_input("x", [None, 3, 8, 8])], [float_input("y", [None, 4, 8, 8])], weights
+    )
+
+
+def run(built: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = built.SerializeToString() if isinstance(built, onnx.ModelProto) else str(built)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def save(built: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(built, str(path))
+    return path
