@@ -81,8 +81,8 @@ def analysed_pass(passes: list[Pass]) -> tuple[int, Pass]:
 
 def _analyze(job: Job, index: int, declared: Pass) -> dict[str, Any]:
     from compress.measure.evaluate import Judge
-    from compress.passes.fallback import shared_sensitivity
     from compress.passes.quantize import excluded_nodes, preprocess, quiet_root_logger
+    from compress.passes.ranking import shared_sensitivity
     from compress.pipeline import baseline_onnx, seed_everything
 
     ctx = job.context

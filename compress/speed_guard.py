@@ -11,11 +11,17 @@ from compress.measure.latency import measure_latency
 from compress.report import SLOWER_TOLERANCE
 
 
-def first_batch_p50(paths: dict[str, Path], ctx: Context) -> tuple[int, dict[str, float]]:
-    """p50 ms of each model at the first report batch size, measured interleaved."""
+def first_batch_p50(
+    paths: dict[str, Path], ctx: Context, min_runs: int | None = None
+) -> tuple[int, dict[str, float]]:
+    """p50 ms of each model at the first report batch size, measured interleaved; with
+    `min_runs`, a brief measurement of that many runs each instead of the report's settings."""
     settings = ctx.config.config.report
     batch = settings.batch_sizes[0]
-    one_batch = settings.model_copy(update={"batch_sizes": [batch]})
+    update: dict = {"batch_sizes": [batch]}
+    if min_runs is not None:
+        update |= {"min_runs": min_runs, "min_seconds": 0.0, "max_seconds": 0.0}
+    one_batch = settings.model_copy(update=update)
     latency = measure_latency(paths, ctx.samples(batch), one_batch)
     return batch, {name: latency[name][str(batch)]["p50"] for name in paths}
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from compress.passes import fallback
+from compress.passes import ranking as ranking_module
 from compress.passes.budget import Verdict
 from compress.passes.search import guess_from_noise, smallest_passing
 from compress.sensitivity import Sensitivity
@@ -85,7 +86,7 @@ def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
     ranking = _synthetic_ranking()
     weights = {n.node: n.score**2 for n in ranking.nodes} | {f"p{i}": 0.01 for i in range(4)}
     judge = _Judge(budget, weights, base=1.0)
-    monkeypatch.setattr(fallback, "shared_sensitivity", lambda job, path, ctx: ranking)
+    monkeypatch.setattr(ranking_module, "shared_sensitivity", lambda job, path, ctx: ranking)
     monkeypatch.setattr(fallback, "BudgetJudge", lambda *args: judge)
     rounds = []
 
@@ -116,7 +117,7 @@ def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
 def test_the_fallback_says_how_close_it_came_when_the_budget_cannot_be_met(tmp_path, monkeypatch):
     ranking = _synthetic_ranking()
     judge = _Judge(0.001, {n.node: 0.01 for n in ranking.nodes}, base=0.5)
-    monkeypatch.setattr(fallback, "shared_sensitivity", lambda job, path, ctx: ranking)
+    monkeypatch.setattr(ranking_module, "shared_sensitivity", lambda job, path, ctx: ranking)
     monkeypatch.setattr(fallback, "BudgetJudge", lambda *args: judge)
     job = fallback.QuantizeJob(
         lambda nodes, path: path.write_text(json.dumps(nodes)), tmp_path, tmp_path, [], "s"
@@ -152,7 +153,7 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     job = int8.job(source, prepared, [], ctx)
     plain = tmp_path / "plain.onnx"
     job.quantize([], plain)
-    sets, _ = fallback.float_sets(fallback.shared_sensitivity(job, plain, ctx), set())
+    sets, _ = fallback.float_sets(ranking_module.shared_sensitivity(job, plain, ctx), set())
     judge = BudgetJudge(ctx.analysis.reference_outputs(source, ctx.eval), ctx.eval, "cosine", 0.002)
     exhaustive = None
     for index, nodes in enumerate([[], *sets]):

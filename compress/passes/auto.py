@@ -4,15 +4,22 @@ would (the rules are in auto_choice), and never one slower than the input."""
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from compress.errors import CompressError, ConfigError, first_line
+from compress.errors import ConfigError
+from compress.measure.size import size_bytes
 from compress.passes.base import OnnxPass, OnnxPassParams
-from compress.passes.fallback import accuracy_budget, fallback_summary, shown_sensitivity
+from compress.passes.fallback import (
+    AUTO_PREFERENCE,
+    accuracy_budget,
+    fallback_summary,
+    shown_sensitivity,
+)
 from compress.passes.quantize import preprocess
 from compress.passes.registry import get_pass, register
 
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from compress.context import Context
 
 DEFAULT_BUDGET = 0.01
+CLEAR_WIN = 1.25  # a choice this much faster than the input is not timed again: noise is ~3%
 
 
 @dataclass
@@ -72,11 +80,11 @@ class AutoQuantization(OnnxPass):
             )
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
-        from compress.measure.evaluate import Judge
-        from compress.measure.size import size_bytes
         from compress.passes.auto_choice import choose  # imports the speed guard: not at load
+        from compress.passes.auto_trials import finalists, try_candidates
         from compress.speed_guard import first_batch_p50
 
+        started = time.perf_counter()
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
         folder.mkdir(exist_ok=True)
@@ -84,59 +92,70 @@ class AutoQuantization(OnnxPass):
         # the same way before it quantizes, so the names are found there.
         prepared = preprocess(source, folder / "prepared.onnx", ctx)
         candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
-        # the candidates share the float outputs and each scheme's node ranking (ctx.analysis)
-        judge = Judge(
-            ctx.analysis.reference_outputs(source, ctx.eval),
-            ctx.eval,
-            ctx.config.config.report.metric,
+        # one candidate's node ranking is shown (and reused by its fallback); the others rank
+        # their nodes only if their fallback runs
+        shown = next((n for n in AUTO_PREFERENCE if n in {c.name for c in candidates}), None)
+        trials = try_candidates(
+            candidates,
+            lambda c, steps, path: self._run_candidate(
+                c, budget, steps, source, path, ctx, rank=c.name == shown
+            ),
+            source,
+            folder,
+            budget,
+            self.params.max_fallback_steps,
+            ctx,
         )
-        results, files, rankings = [], {}, {}
-        for candidate in candidates:
-            ctx.log(f"  candidate {candidate.name}")
-            path = folder / f"{candidate.name}.onnx"
-            entry: dict[str, Any] = {"name": candidate.name, "settings": candidate.settings}
-            try:
-                details = self._run_candidate(candidate, budget, source, path, ctx) or {}
-            except CompressError:
-                raise
-            except Exception as e:  # one failing candidate does not stop the others
-                entry["verdict"] = f"failed: {first_line(e, 160)}"
-                results.append(entry)
-                continue
-            rankings[candidate.name] = details.get("sensitivity")
-            entry |= fallback_summary(details)
-            metric = judge.score(path)
-            entry |= {
-                "size_bytes": size_bytes(path),
-                "metric": metric,
-                "drop": judge.drop(metric),
-                "float_nodes": candidate.float_nodes + details.get("float_nodes", []),
-            }
-            files[candidate.name] = path
-            results.append(entry)
-        batch, p50 = first_batch_p50({"input": source, **files}, ctx)
-        for entry in results:
-            if entry["name"] in files:
-                entry["p50_ms"] = p50[entry["name"]]
+        timed = finalists(trials)
+        batch, p50 = first_batch_p50({"input": source, **timed}, ctx)
+        results = [self._entry(t, p50, source, ctx) for t in trials]
         figures = {
             "size_bytes": size_bytes(source),
-            "metric": judge.reference_value,
+            "metric": self._judge(source, ctx).reference_value,
             "p50_ms": p50["input"],
         }
         chosen, reason = choose(results, figures, budget, batch, ctx.config.config.gates)
         if chosen:
-            paths = {"input": source, "chosen": files[chosen]}
+            paths = {"input": source, "chosen": timed[chosen]}
             chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
-        shutil.copyfile(files[chosen] if chosen else source, target)
-        ctx.log(f"  {reason}")
+        shutil.copyfile(timed[chosen] if chosen else source, target)
+        ctx.log(f"  {reason} ({time.perf_counter() - started:.0f} s)")
         return {
             "accuracy_budget": budget,
             "input": figures,
             "candidates": results,
             "chosen": chosen,
             "reason": reason,
-            **shown_sensitivity(rankings),
+            "seconds": round(time.perf_counter() - started, 2),
+            **shown_sensitivity({t.name: t.details.get("sensitivity") for t in trials}),
         }
+
+    def _entry(self, trial, p50: dict[str, float], source: Path, ctx: Context) -> dict[str, Any]:
+        """The candidate as the report lists it: a finalist with its final model's figures."""
+        entry = trial.entry | fallback_summary(trial.details)
+        entry["seconds"] = round(trial.seconds, 2)
+        if trial.name not in p50:
+            return entry
+        judge = self._judge(source, ctx)
+        metric = judge.score(trial.final)
+        return entry | {
+            "size_bytes": size_bytes(trial.final),
+            "metric": metric,
+            "drop": judge.drop(metric),
+            "float_nodes": trial.candidate.float_nodes + trial.details.get("float_nodes", []),
+            "p50_ms": p50[trial.name],
+        }
+
+    @staticmethod
+    def _judge(source: Path, ctx: Context):
+        """Scores against the float model's outputs, shared by every candidate (ctx.analysis)."""
+        from compress.measure.evaluate import Judge
+
+        return Judge(
+            ctx.analysis.reference_outputs(source, ctx.eval),
+            ctx.eval,
+            ctx.config.config.report.metric,
+        )
 
     def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:
         """Time the choice against the input (`paths`: input, chosen) once more, by the rules it
@@ -145,8 +164,10 @@ class AutoQuantization(OnnxPass):
         from compress.passes.auto_choice import confirm
         from compress.speed_guard import first_batch_p50
 
-        batch, p50 = first_batch_p50(paths, ctx)
         entry = next(e for e in results if e["name"] == chosen)
+        if entry["p50_ms"] * CLEAR_WIN <= figures["p50_ms"]:
+            return chosen, f"{reason}; a clear win: not timed again"
+        batch, p50 = first_batch_p50(paths, ctx)
         rejection = confirm(entry, figures, p50["chosen"], p50["input"], batch)
         if rejection is None:
             retimed = f"{p50['chosen']:.3f} ms vs {p50['input']:.3f} ms"
@@ -154,15 +175,18 @@ class AutoQuantization(OnnxPass):
         entry["verdict"] = rejection
         return None, f"{chosen} looked best, but {rejection}; the input model is kept"
 
-    def _run_candidate(self, candidate, budget, source, path, ctx) -> dict[str, Any] | None:
+    def _run_candidate(self, candidate, budget, steps, source, path, ctx, rank) -> dict[str, Any]:
+        """The candidate's int8 pass with at most `steps` fallback rounds; its nodes are ranked
+        when `rank` or when the fallback needs it."""
         pass_class = get_pass(candidate.pass_type)
         params = pass_class.Params(
             **candidate.settings,
             exclude=self.params.exclude + candidate.float_nodes,
             max_accuracy_drop=budget,
-            max_fallback_steps=self.params.max_fallback_steps,
+            max_fallback_steps=steps,
+            sensitivity=rank,
         )
-        return pass_class(params, self.key).apply(source, path, ctx)
+        return pass_class(params, self.key).apply(source, path, ctx) or {}
 
 
 def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:

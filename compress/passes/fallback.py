@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compress.errors import first_line
 from compress.passes.budget import BudgetJudge, Verdict
+from compress.passes.ranking import Ranking
 from compress.passes.search import SearchResult, guess_from_noise, smallest_passing
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from compress.sensitivity import Sensitivity
 
 SENSITIVITY_SAMPLES = 64
-RANKING_SAMPLES = 32  # what the node ranking runs (its cost grows with them; see sensitivity)
 # The quantize.auto candidate whose ranking is shown (and analysed by `compress analyze`).
 AUTO_PREFERENCE = ("static-per-channel", "dynamic")
 
@@ -47,6 +46,7 @@ class QuantizeJob:
     prepared: Path  # the graph the quantizer reads (node names come from it)
     excluded: list[str]  # kept in float whatever happens (`exclude`)
     scheme: str  # the settings a node's quantization error depends on (see sensitivity.cache)
+    report_ranking: bool = True  # rank the nodes for the report even when no search needs it
 
 
 @dataclass
@@ -88,37 +88,6 @@ def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     return float(np.linalg.norm(other - reference) / max(np.linalg.norm(reference), 1e-12))
 
 
-def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensitivity:
-    """The ranking of the nodes `quantized` (made by `job`) changed: from ctx.analysis when an
-    earlier quantization of the same source under the same scheme scored them all, else
-    measured now and remembered there."""
-    import onnx
-
-    from compress.sensitivity import measure_sensitivity, restricted_to
-    from compress.sensitivity.nodes import changed_nodes
-
-    changed = changed_nodes(
-        onnx.load(str(job.prepared), load_external_data=False).graph,
-        onnx.load(str(quantized), load_external_data=False).graph,
-    ) - set(job.excluded)
-    cached = ctx.analysis.sensitivity(job.source, job.scheme, changed)
-    if cached is not None:
-        ctx.log("  sensitivity: reusing the ranking measured for this model and scheme")
-        return restricted_to(cached, changed)
-    samples = [a[:RANKING_SAMPLES] for a in sensitivity_samples(ctx)]
-    sensitivity = measure_sensitivity(
-        job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
-    )
-    ctx.analysis.remember(job.source, job.scheme, sensitivity)
-    worst = ", ".join(f"{n.node} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
-    ctx.log(
-        f"  sensitivity: {sensitivity.scored} node(s) scored on {sensitivity.samples} samples in "
-        f"{sensitivity.seconds:.1f} s"
-        + (f"; worst ({sensitivity.ranked_by}): {worst}" if worst else "")
-    )
-    return sensitivity
-
-
 def quantize_within_budget(
     job: QuantizeJob, target: Path, budget: float | None, max_rounds: int, ctx: Context
 ) -> dict[str, Any]:
@@ -128,16 +97,9 @@ def quantize_within_budget(
     began = time.perf_counter()
     job.quantize(job.excluded, target)
     seconds = time.perf_counter() - began
-    try:
-        sensitivity, problem = shared_sensitivity(job, target, ctx), None
-    except Exception as e:  # the ranking helps; a graph it cannot read must not fail the pass
-        sensitivity, problem = None, first_line(e, 160)
-        ctx.log(f"  sensitivity: could not rank the nodes: {problem}")
-    details: dict[str, Any] = {
-        "sensitivity": sensitivity.details() if sensitivity else {"error": problem}
-    }
+    ranking = Ranking(job, target, ctx)
     if budget is None or ctx.eval is None:
-        return details
+        return ranking.details() if job.report_ranking else {}
     metric = ctx.config.config.report.metric
     reference = ctx.analysis.reference_outputs(job.source, ctx.eval)
     judge = BudgetJudge(reference, ctx.eval, metric, budget)
@@ -146,9 +108,12 @@ def quantize_within_budget(
     ctx.log(f"  accuracy budget {budget} on data.eval")
     search = _Search(job, judge, target, ctx, [first])
     search.log(first)
-    if not first.verdict.met and sensitivity is not None:
-        search.run(sensitivity, max_rounds)
-    return details | search.finish(problem, max_rounds, time.perf_counter() - began)
+    if not first.verdict.met and max_rounds > 0:
+        sensitivity = ranking.get()
+        if sensitivity is not None:
+            search.run(sensitivity, max_rounds)
+    shown = ranking.details() if job.report_ranking or ranking.measured else {}
+    return shown | search.finish(ranking.problem, max_rounds, time.perf_counter() - began)
 
 
 class _Search:
@@ -243,6 +208,8 @@ class _Search:
         )
 
     def _why_not(self, problem: str | None, max_rounds: int) -> str:
+        if max_rounds == 0:
+            return "max_fallback_steps is 0, so no node was tried in float"
         if problem is not None:
             return f"the nodes could not be ranked ({problem})"
         if not self.sets:

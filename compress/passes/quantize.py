@@ -140,6 +140,11 @@ class QuantizeParams(OnnxPassParams):
         description="at most this many more quantize + evaluate rounds to find the nodes to "
         "keep in float",
     )
+    sensitivity: bool = Field(
+        default=True,
+        description="rank the quantized nodes by the error they add, for the report; when "
+        "false they are ranked only if the fallback needs it",
+    )
 
 
 class Int8Pass(OnnxPass):
@@ -189,12 +194,16 @@ class Int8Pass(OnnxPass):
             prepared,
             excluded,
             scheme=f"{self.name} {self.params.model_dump_json(exclude=SCHEME_NEUTRAL)}",
+            report_ranking=self.params.sensitivity,
         )
 
 
 # Settings that do not change how a given node is quantized, so sensitivities measured with
 # other values still rank it (compress.sensitivity.cache).
-SCHEME_NEUTRAL = {"exclude", "op_types", "max_accuracy_drop", "max_fallback_steps", "on_slower"}
+SCHEME_NEUTRAL = {
+    *("exclude", "op_types", "max_accuracy_drop", "max_fallback_steps", "on_slower"),
+    "sensitivity",
+}
 
 
 # ConvInteger (dynamic int8 convolution) runs several times slower than float Conv in ONNX Runtime

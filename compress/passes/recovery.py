@@ -148,7 +148,18 @@ def plan_static(prepared: Path, excluded: list[str], params, ctx: Context, quant
         _choose_calibration(plan, model, params, ctx, samples, work, quantize)
     else:
         plan.method = params.calibration
-        _finish(plan, _collector(model, params, (plan.method,), work), [samples], ctx, params, work)
+
+        def collect() -> Path:
+            _finish(
+                plan, _collector(model, params, (plan.method,), work), [samples], ctx, params, work
+            )
+            return plan.ranges
+
+        op_types = tuple(params.op_types) if params.op_types is not None else None
+        settings = (plan.method, params.percentile, op_types, params.calibration_samples)
+        plan.ranges = ctx.analysis.calibration_ranges(
+            model, settings + (params.batch_size,), collect
+        )
     return plan
 
 

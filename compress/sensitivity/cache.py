@@ -11,6 +11,7 @@ in float, or with only the compute ops quantized, is served by static per-channe
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +48,7 @@ class _Entry:
 class AnalysisCache:
     _references: dict[tuple[FileKey, str], np.ndarray] = field(default_factory=dict)
     _sensitivities: list[_Entry] = field(default_factory=list)
+    _ranges: dict[tuple, Path] = field(default_factory=dict)
 
     def reference_outputs(self, source: Path, dataset: Dataset) -> np.ndarray:
         """The first output of the ONNX model `source` on every sample of `dataset`."""
@@ -71,3 +73,14 @@ class AnalysisCache:
 
     def remember(self, source: Path, scheme: str, sensitivity: Sensitivity) -> None:
         self._sensitivities.append(_Entry(FileKey.of(source), scheme, sensitivity))
+
+    def calibration_ranges(self, model: Path, settings: tuple, collect: Callable[[], Path]) -> Path:
+        """The activation ranges of `model` calibrated with `settings`: collected once for a
+        model's content, then shared (quantize.auto's static candidates calibrate the same
+        pre-processed graph, each in a file of its own)."""
+        from compress.models import file_sha256
+
+        key = (file_sha256(model), settings)
+        if key not in self._ranges:
+            self._ranges[key] = collect()
+        return self._ranges[key]
