@@ -177,6 +177,7 @@ def test_recovery_candidates_fit_the_graph(tmp_path):
     }
     assert text["static-smoothed"].settings["smooth_alpha"] == 0.5
     assert text["static-smoothed"].settings["float_outputs"] == ["MatMul", "Gemm"]
+    assert "Gather" in text["static-smoothed"].settings["op_types"]  # embedding tables int8
     assert not {"static-equalized", "static-bias-corrected"} & set(text)
     assert not candidates_for(tmp_path / "t.onnx", has_calibration=False)[0].name.startswith(
         "static"

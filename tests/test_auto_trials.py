@@ -26,13 +26,15 @@ class FakePasses:
         self.plain = plain  # name -> (drop fully quantized, p50 ms, file size)
         self.searched_drop = searched_drop
         self.searched: list[str] = []
+        self.rooms: dict[str, float | None] = {}  # the float weight (MB) each search could keep
 
-    def run(self, candidate: Candidate, steps: int, path: Path) -> dict:
+    def run(self, candidate: Candidate, steps: int, path: Path, room: float | None) -> dict:
         drop, _, size = self.plain[candidate.name]
         path.write_bytes(b"x" * size)
         if steps == 0:
             return {"attempts": [{"drop": drop}], "budget_met": drop <= 0.005}
         self.searched.append(candidate.name)
+        self.rooms[candidate.name] = room
         return {"attempts": [{"drop": drop}], "budget_met": True, "float_nodes": ["n"]}
 
     def timing(self, paths: dict[str, Path], ctx, min_runs=None):
@@ -95,6 +97,19 @@ def test_a_clearly_faster_or_smaller_candidate_is_still_searched(passes, tmp_pat
     fake = passes({"first": (0.006, 40.0, 1000), "other": other})
     run_trials(fake, tmp_path)
     assert fake.searched == ["first", "other"]
+    assert fake.rooms["first"] is None  # nothing within the budget yet: no limit
+
+
+def test_a_candidate_that_can_win_only_by_size_keeps_no_more_in_float_than_its_lead(
+    passes, tmp_path
+):
+    fake = passes({"first": (0.006, 40.0, 2_000_000), "as-fast": (0.05, 41.0, 1_000_000)})
+    run_trials(fake, tmp_path)
+    # 1% smaller than the 2 MB candidate within the budget: 1.98 MB, so 0.98 MB more at most
+    assert fake.rooms["as-fast"] == pytest.approx(2.0 / 1.01 - 1.0)
+    fake = passes({"first": (0.006, 40.0, 2_000_000), "faster": (0.05, 30.0, 1_000_000)})
+    run_trials(fake, tmp_path)
+    assert fake.rooms["faster"] is None  # it can win on speed: its search is not limited
 
 
 def test_finalists_leave_out_what_the_screening_found_slower(passes, tmp_path):

@@ -85,6 +85,8 @@ BAD = [
     ("{type: equalize, relu6: bound}", "passes[0].relu6"),
     ("{type: equalize, max_iterations: 0}", "passes[0].max_iterations"),
     ("{type: smooth, alpha: 2}", "passes[0].alpha"),
+    ("{type: quantize.static, max_float_weight_mb: -1}", "passes[0].max_float_weight_mb"),
+    ("{type: quantize.dynamic, max_float_weight_mb: .nan}", "passes[0].max_float_weight_mb"),
 ]
 
 

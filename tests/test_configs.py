@@ -59,6 +59,9 @@ def test_auto_never_keeps_a_candidate_slower_than_its_input(tmp_path_factory, co
     details = stage["details"]
     assert {c["name"] for c in details["candidates"]} >= {"static-per-channel"}
     assert all(c["verdict"] for c in details["candidates"])  # each says why it was (not) kept
+    # the node ranking shown: one a candidate's fallback measured, else static per-channel's
+    ranked = details["sensitivity"]
+    assert ranked["nodes"] and ranked["candidate"] in {c["name"] for c in details["candidates"]}
     chosen = [c for c in details["candidates"] if c["verdict"] == "chosen"]
     # the last stage is the written model.onnx, measured with its provenance metadata (< 1 KB)
     if details["chosen"] is None:

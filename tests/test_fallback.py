@@ -164,3 +164,34 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
             break
     assert exhaustive and details["float_nodes"] == exhaustive
     assert details["attempts"][0]["drop"] > 0.01  # it did need the fallback
+
+
+def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
+    """max_float_weight_mb: a set is tried only if its weights, kept in float (4 bytes a value
+    instead of 1), add at most that much; with no room, the verdict says so."""
+    import onnx
+
+    from compress.context import Context, input_names_for
+    from compress.passes.quantize import StaticParams, StaticQuantization
+    from compress.preflight import check_config
+
+    source = outlier_mlp(tmp_path / "m.onnx", [(1, 300.0), (3, 40.0)])
+    config, _, datasets = check_config(static_config(tmp_path))
+    ctx = Context(config, datasets, input_names_for(config), tmp_path)
+    params = {"per_channel": True, "max_accuracy_drop": 0.002}
+    unlimited = StaticQuantization(StaticParams(**params)).apply(source, tmp_path / "a.onnx", ctx)
+    needed = unlimited["float_nodes"]
+    prepared = onnx.load(str(tmp_path / "a.pre.onnx")).graph
+    weights = {t.name: int(np.prod(t.dims)) for t in prepared.initializer if len(t.dims) >= 2}
+    kept = sum(weights[i] for n in prepared.node if n.name in needed for i in n.input if i in weights)
+    assert kept > 0
+
+    exact = StaticParams(**params, max_float_weight_mb=3 * kept / 1e6)
+    details = StaticQuantization(exact).apply(source, tmp_path / "b.onnx", ctx)
+    assert details["budget_met"] and details["float_nodes"] == needed
+
+    short = StaticParams(**params, max_float_weight_mb=(3 * kept - 1) / 1e6)
+    details = StaticQuantization(short).apply(source, tmp_path / "c.onnx", ctx)
+    assert not details["budget_met"]
+    assert all(a["kept_in_float"] < len(needed) for a in details["attempts"])
+    assert "of weights" in details["verdict"]

@@ -7,7 +7,9 @@ float work), so the fallback then runs only where it can still pay off, fastest 
 - a candidate within the budget as it is needs none;
 - one slower than the input beyond noise is never kept, so it is not searched;
 - one slower beyond noise than a candidate already within the budget, or as fast and not
-  smaller by 1% or more, cannot win, so it is not searched either.
+  smaller by 1% or more, cannot win, so it is not searched either;
+- one only as fast as a candidate within the budget can win only by size, so its search may keep
+  in float only as much weight as leaves it 1% smaller (`max_float_weight_mb`).
 Only the models within the budget that are not slower beyond noise than the fastest of them go
 on to the final timing (at the report's settings) that the choice is made on.
 Every candidate's entry says which of these happened and how long it took.
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
 SCREEN_RUNS = 20  # the brief first timing: enough to tell 1.5x apart, not 3%
 SIZE_TOLERANCE = 1.01  # smaller by less than 1% is not worth a search
 
-# run(candidate, max_fallback_steps, target): the candidate's int8 pass on the input -> details
-RunCandidate = Callable[["Candidate", int, Path], dict[str, Any]]
+# run(candidate, max_fallback_steps, target, max_float_weight_mb): the candidate's int8 pass on
+# the input -> details
+RunCandidate = Callable[["Candidate", int, Path, "float | None"], dict[str, Any]]
 
 
 @dataclass
@@ -81,7 +84,8 @@ def try_candidates(
         if reason:
             trial.entry["verdict"] = reason
             continue
-        _search(trial, run, folder, source, input_ms, max_steps, ctx)
+        room = _size_room(trial, [t for t in screened if t.final is not None])
+        _search(trial, run, folder, source, input_ms, max_steps, room, ctx)
     return trials
 
 
@@ -90,7 +94,7 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: Context) -> Tria
     started = time.perf_counter()
     path = folder / f"{trial.name}.plain.onnx"
     try:
-        details = run(trial.candidate, 0, path)
+        details = run(trial.candidate, 0, path, None)
     except CompressError:
         raise
     except Exception as e:  # one failing candidate does not stop the others
@@ -128,6 +132,18 @@ def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | N
     return None
 
 
+def _size_room(trial: Trial, finished: list[Trial]) -> float | None:
+    """The float weight (MB) `trial`'s search may keep and still be smaller than every candidate
+    within the budget that it is not clearly faster than; None: no limit."""
+    from compress.speed_guard import clearly_faster
+
+    rivals = [t for t in finished if not clearly_faster(trial.plain_ms, t.final_ms)]
+    if not rivals:
+        return None
+    smallest = min(t.final.stat().st_size for t in rivals)
+    return max(smallest / SIZE_TOLERANCE - trial.plain.stat().st_size, 0.0) / 1e6
+
+
 def finalists(trials: list[Trial]) -> dict[str, Path]:
     """The models within the budget worth the final timing: not slower beyond noise, on the
     screening's times, than the fastest of them (a slower one cannot be chosen)."""
@@ -146,13 +162,15 @@ def finalists(trials: list[Trial]) -> dict[str, Path]:
     return {t.name: t.final for t in within if not clearly_slower(t.final_ms, fastest)}
 
 
-def _search(trial, run, folder, source, input_ms, max_steps, ctx) -> None:
-    """The candidate with its fallback; on success, its time on the screening's scale."""
-    ctx.log(f"  candidate {trial.name}: searching for the nodes to keep in float")
+def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
+    """The candidate with its fallback (keeping at most `room` MB of weights in float); on
+    success, its time on the screening's scale."""
+    within = "" if room is None else f" (at most {room:.2f} MB of weights, to stay smaller)"
+    ctx.log(f"  candidate {trial.name}: searching for the nodes to keep in float{within}")
     started = time.perf_counter()
     path = folder / f"{trial.name}.onnx"
     try:
-        details = run(trial.candidate, max_steps, path)
+        details = run(trial.candidate, max_steps, path, room)
     except CompressError:
         raise
     except Exception as e:  # one failing candidate does not stop the others

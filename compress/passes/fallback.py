@@ -47,6 +47,7 @@ class QuantizeJob:
     excluded: list[str]  # kept in float whatever happens (`exclude`)
     scheme: str  # the settings a node's quantization error depends on (see sensitivity.cache)
     report_ranking: bool = True  # rank the nodes for the report even when no search needs it
+    max_float_bytes: int | None = None  # the most a float set's weights may add to the model
 
 
 @dataclass
@@ -124,9 +125,14 @@ class _Search:
         self.rounds: list[Round] = rounds
         self.sets: list[list[str]] = []
         self.result: SearchResult | None = None
+        self.too_large = 0  # ranked sets left out for the weight they would keep in float
 
     def run(self, sensitivity: Sensitivity, max_rounds: int) -> None:
         self.sets, noise = float_sets(sensitivity, set(self.job.excluded))
+        if self.job.max_float_bytes is not None:
+            fitting = fitting_sets(self.job.prepared, self.sets, self.job.max_float_bytes)
+            self.too_large = len(self.sets) - fitting
+            self.sets, noise = self.sets[:fitting], noise[:fitting]
         guess = guess_from_noise(noise, self.rounds[0].verdict.drop, self.judge.budget)
         self.result = smallest_passing(len(self.sets), self.probe, max_rounds, guess)
 
@@ -212,8 +218,16 @@ class _Search:
             return "max_fallback_steps is 0, so no node was tried in float"
         if problem is not None:
             return f"the nodes could not be ranked ({problem})"
+        limit = f"{self.job.max_float_bytes / 1e6:g} MB" if self.too_large else ""
+        if not self.sets and limit:
+            return f"the costliest node alone keeps more than {limit} of weights in float"
         if not self.sets:
             return "no quantized node adds measurable error, so keeping nodes in float cannot help"
+        if self.result is not None and self.result.exhausted and limit:
+            return (
+                f"keeping the {len(self.sets[-1])} costliest nodes in float (as many as "
+                f"{limit} of weights allows) did not meet it"
+            )
         if self.result is not None and self.result.exhausted:
             return f"keeping all {len(self.sets[-1])} nodes that add error in float did not meet it"
         return f"max_fallback_steps ({max_rounds}) rounds ran out; more rounds may find a set"
@@ -226,14 +240,38 @@ def fallback_summary(details: dict[str, Any]) -> dict[str, Any]:
     return {"fallback": {key: details[key] for key in ("verdict", "attempts", "search")}}
 
 
-def shown_sensitivity(rankings: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
-    """quantize.auto's `sensitivity` detail: its static per-channel candidate's ranking, else
-    the dynamic one's (what `compress analyze` shows for auto), else the first there is."""
-    for name in [n for n in AUTO_PREFERENCE if n in rankings] + list(rankings):
+def shown_sensitivity(
+    rankings: dict[str, dict[str, Any] | None], first: str | None
+) -> dict[str, Any]:
+    """quantize.auto's `sensitivity` detail from the rankings its candidates measured: the
+    `first` candidate's (the chosen one), else its static per-channel candidate's, else the
+    dynamic one's, else the first there is; {} when none was measured."""
+    order = [first, *AUTO_PREFERENCE, *rankings]
+    for name in [n for n in order if n in rankings]:
         ranking = rankings[name]
         if ranking and "nodes" in ranking:
             return {"sensitivity": ranking | {"candidate": name}}
     return {}
+
+
+def fitting_sets(prepared: Path, sets: list[list[str]], max_bytes: int) -> int:
+    """How many of the nested `sets` keep at most `max_bytes` more in the model: a weight kept in
+    float takes 4 bytes per value instead of int8's 1 (weights: float initializers of 2 or more
+    dimensions that the nodes read)."""
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    sizes = {
+        t.name: int(np.prod(t.dims))
+        for t in graph.initializer
+        if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.FLOAT
+    }
+    reads = {n.name: [i for i in n.input if i in sizes] for n in graph.node}
+    for count, nodes in enumerate(sets):
+        weights = {name for node in nodes for name in reads.get(node, [])}
+        if 3 * sum(sizes[w] for w in weights) > max_bytes:
+            return count
+    return len(sets)
 
 
 def float_sets(sensitivity: Sensitivity, skip: set[str]) -> tuple[list[list[str]], list[float]]:

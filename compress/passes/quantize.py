@@ -140,6 +140,12 @@ class QuantizeParams(OnnxPassParams):
         description="at most this many more quantize + evaluate rounds to find the nodes to "
         "keep in float",
     )
+    max_float_weight_mb: float | None = Field(
+        default=None,
+        ge=0,
+        description="the fallback keeps in float only node sets whose weights, stored in float "
+        "instead of int8, add at most this many MB to the model (default: no limit)",
+    )
     sensitivity: bool = Field(
         default=True,
         description="rank the quantized nodes by the error they add, for the report; when "
@@ -195,6 +201,7 @@ class Int8Pass(OnnxPass):
             excluded,
             scheme=f"{self.name} {self.params.model_dump_json(exclude=SCHEME_NEUTRAL)}",
             report_ranking=self.params.sensitivity,
+            max_float_bytes=_bytes(self.params.max_float_weight_mb),
         )
 
 
@@ -202,8 +209,12 @@ class Int8Pass(OnnxPass):
 # other values still rank it (compress.sensitivity.cache).
 SCHEME_NEUTRAL = {
     *("exclude", "op_types", "max_accuracy_drop", "max_fallback_steps", "on_slower"),
-    "sensitivity",
+    *("sensitivity", "max_float_weight_mb"),
 }
+
+
+def _bytes(megabytes: float | None) -> int | None:
+    return None if megabytes is None else int(megabytes * 1e6)
 
 
 # ConvInteger (dynamic int8 convolution) runs several times slower than float Conv in ONNX Runtime
