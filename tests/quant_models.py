@@ -53,6 +53,21 @@ def write_data(folder: Path) -> None:
 STATIC_PASSES = "passes:\n  - type: quantize.static\n    per_channel: true\n"
 
 
+def one_pass_config(folder: Path, entry: str, name: str) -> Path:
+    """folder/name: the pass `entry` (a YAML flow mapping) on calib.npz / eval.npz (input x),
+    judged by cosine."""
+    path = folder / name
+    path.write_text(
+        "version: 1\n"
+        "data:\n"
+        "  calibration: {path: calib.npz, inputs: [x]}\n"
+        "  eval: {path: eval.npz, inputs: [x]}\n"
+        f"passes:\n  - {entry}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+    )
+    return path
+
+
 def static_config(folder: Path, extra: str = "", passes: str = STATIC_PASSES) -> Path:
     """A config for the MLP: static int8 per channel (with `extra` keys), judged by cosine."""
     write_data(folder)

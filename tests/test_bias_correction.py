@@ -8,6 +8,7 @@ from onnx import helper
 from compress.passes.bias_correction import correct_biases, input_means, int8_weight
 from compress.passes.graph_edit import Graph
 from tests.onnx_builders import float_input, model, run, save
+from tests.quant_models import one_pass_config
 
 
 def _one_conv(rng, groups: int, stride: int) -> onnx.ModelProto:
@@ -67,11 +68,10 @@ def test_int8_weight_matches_onnx_runtimes_symmetric_rounding():
 
 
 def test_bias_correction_in_static_int8_shrinks_the_mean_output_error(tmp_path):
-    from compress.pipeline import run as run_pipeline
-    from tests.conftest import write_config
-
     """A depthwise convolution with per-tensor int8 weights, whose channels' ranges differ by
     100x: the small channels' 9 weights round to a few levels, which shifts their mean."""
+    from compress.pipeline import run as run_pipeline
+
     rng = np.random.default_rng(3)
     source = save(_one_conv(rng, groups=6, stride=1), tmp_path / "depthwise.onnx")
     x = rng.uniform(0, 3, size=(96, 6, 9, 9)).astype(np.float32)
@@ -80,17 +80,10 @@ def test_bias_correction_in_static_int8_shrinks_the_mean_output_error(tmp_path):
     reference = run(source, {"x": x[64:]})
     errors = {}
     for corrected in (False, True):
-        text = (
-            "version: 1\n"
-            "data:\n"
-            "  calibration: {path: calib.npz, inputs: [x]}\n"
-            "  eval: {path: eval.npz, inputs: [x]}\n"
-            "passes:\n"
-            f"  - {{type: quantize.static, per_channel: false, bias_correction: {corrected}}}\n"
-            "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
-        )
+        entry = f"{{type: quantize.static, per_channel: false, bias_correction: {corrected}}}"
+        config = one_pass_config(tmp_path, entry, f"{corrected}.yaml")
         out = tmp_path / f"out-{corrected}"
-        report = run_pipeline(source, write_config(tmp_path, text, f"{corrected}.yaml"), out)
+        report = run_pipeline(source, config, out)
         quantized = run(out / "model.onnx", {"x": x[64:]})
         errors[corrected] = np.abs((quantized - reference).mean(axis=(0, 2, 3))).mean()
         details = report["stages"][-1].get("details") or {}

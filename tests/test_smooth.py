@@ -7,6 +7,7 @@ from onnx import helper
 
 from compress.passes.smooth import SMOOTH_PREFIX, smooth, smoothed_nodes
 from tests.onnx_builders import float_input, model, run, save
+from tests.quant_models import one_pass_config
 
 WIDTH, SEQ = 16, 5
 
@@ -127,7 +128,6 @@ def test_float_outputs_keep_matmul_outputs_out_of_int8(tmp_path):
     """A transformer's MatMul outputs feed the residual stream; with float_outputs the MatMul
     still reads int8 inputs and weights, but nothing quantizes what it writes."""
     from compress.pipeline import run as run_pipeline
-    from tests.conftest import write_config
 
     rng = np.random.default_rng(3)
     source = save(layernorm_graph(rng, residual=False), tmp_path / "ln.onnx")
@@ -136,17 +136,10 @@ def test_float_outputs_keep_matmul_outputs_out_of_int8(tmp_path):
     np.savez(tmp_path / "eval.npz", x=x[32:])
     graphs = {}
     for outputs in ("[]", "[MatMul, Gemm]"):
-        text = (
-            "version: 1\n"
-            "data:\n"
-            "  calibration: {path: calib.npz, inputs: [x]}\n"
-            "  eval: {path: eval.npz, inputs: [x]}\n"
-            "passes:\n"
-            f"  - {{type: quantize.static, op_types: [MatMul, Gemm], float_outputs: {outputs}}}\n"
-            "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
-        )
+        entry = f"{{type: quantize.static, op_types: [MatMul, Gemm], float_outputs: {outputs}}}"
+        config = one_pass_config(tmp_path, entry, f"c{len(graphs)}.yaml")
         out = tmp_path / f"out{len(graphs)}"
-        run_pipeline(source, write_config(tmp_path, text, f"c{len(graphs)}.yaml"), out)
+        run_pipeline(source, config, out)
         graphs[outputs] = onnx.load(str(out / "model.onnx")).graph
 
     def quantized_outputs(graph):

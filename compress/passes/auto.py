@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from compress.errors import ConfigError
 from compress.measure.size import size_bytes
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import (
@@ -73,11 +72,7 @@ class AutoQuantization(OnnxPass):
     Params = AutoParams
 
     def check(self, config: LoadedConfig) -> None:
-        if config.config.data.eval is None:
-            raise ConfigError(
-                f"{self.key}: {self.name} judges candidates on data.eval; add "
-                "data: {eval: {path: ..., inputs: [...]}} to the config"
-            )
+        self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         from compress.passes.auto_choice import choose  # imports the speed guard: not at load

@@ -41,6 +41,17 @@ class Pass:
     def check(self, config: LoadedConfig) -> None:
         """Raise ConfigError if the config lacks something this pass needs (before any work)."""
 
+    def require_data(
+        self, config: LoadedConfig, source: Literal["calibration", "eval"], why: str
+    ) -> None:
+        """Refuse the config without data.`source`; `why` begins the message ("... needs it")."""
+        from compress.errors import ConfigError
+
+        if getattr(config.config.data, source) is None:
+            raise ConfigError(
+                f"{why}; add data: {{{source}: {{path: ..., inputs: [...]}}}} to the config"
+            )
+
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

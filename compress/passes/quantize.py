@@ -159,11 +159,9 @@ class Int8Pass(OnnxPass):
     params: QuantizeParams
 
     def check(self, config: LoadedConfig) -> None:
-        if self.params.max_accuracy_drop is not None and config.config.data.eval is None:
-            raise ConfigError(
-                f"{self.key}.max_accuracy_drop needs data.eval to measure the drop; add "
-                "data: {eval: {path: ..., inputs: [...]}} to the config"
-            )
+        if self.params.max_accuracy_drop is not None:
+            why = f"{self.key}.max_accuracy_drop needs data.eval to measure the drop"
+            self.require_data(config, "eval", why)
 
     def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
         """Write `prepared` quantized to `target`, keeping `excluded` node names in float."""
@@ -354,11 +352,7 @@ class StaticQuantization(Int8Pass):
 
     def check(self, config: LoadedConfig) -> None:
         super().check(config)
-        if config.config.data.calibration is None:
-            raise ConfigError(
-                f"{self.key}: {self.name} needs data.calibration: add "
-                "data: {calibration: {path: ..., inputs: [...]}} to the config"
-            )
+        self.require_data(config, "calibration", f"{self.key}: {self.name} needs data.calibration")
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
         rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)

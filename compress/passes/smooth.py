@@ -24,7 +24,6 @@ import numpy as np
 import onnx
 from pydantic import Field
 
-from compress.errors import ConfigError
 from compress.passes.activations import ChannelAbsMax, collect
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.graph_edit import Graph, attribute, load, save
@@ -210,11 +209,8 @@ class SmoothQuant(OnnxPass):
     Params = SmoothParams
 
     def check(self, config: LoadedConfig) -> None:
-        if config.config.data.calibration is None:
-            raise ConfigError(
-                f"{self.key}: {self.name} measures activations on data.calibration; add "
-                "data: {calibration: {path: ..., inputs: [...]}} to the config"
-            )
+        why = f"{self.key}: {self.name} measures activations on data.calibration"
+        self.require_data(config, "calibration", why)
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         model = load(source)
