@@ -105,24 +105,25 @@ def _quantize_pairs(quant_graph, shared: set[str]) -> dict[str, tuple]:
 
 def _float_side_pairs(pairs: dict[str, tuple], copy_name) -> list:
     """For each pair, a second one with its scale and zero point, on the float tensor."""
-    import onnx
-
     nodes = []
     for tensor, (quantize, dequantize) in pairs.items():
         quantized = dequantize.output[0] + "::float-q"
-        q = onnx.NodeProto()
-        q.CopyFrom(quantize)
-        q.name = PREFIX + quantize.name + "::float"
-        q.input[0] = tensor
-        for i in range(1, len(q.input)):
-            q.input[i] = copy_name(q.input[i])
-        q.output[0] = quantized
-        dq = onnx.NodeProto()
-        dq.CopyFrom(dequantize)
-        dq.name = PREFIX + dequantize.name + "::float"
-        dq.input[0] = quantized
-        for i in range(1, len(dq.input)):
-            dq.input[i] = copy_name(dq.input[i])
-        dq.output[0] = dequantize.output[0] + "::float"
-        nodes += [q, dq]
+        nodes.append(_float_copy(quantize, tensor, quantized, copy_name))
+        nodes.append(
+            _float_copy(dequantize, quantized, dequantize.output[0] + "::float", copy_name)
+        )
     return nodes
+
+
+def _float_copy(node, reads: str, writes: str, copy_name):
+    """`node` on the float side: reading `reads`, writing `writes`, its other inputs renamed."""
+    import onnx
+
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = PREFIX + node.name + "::float"
+    copy.input[0] = reads
+    for i in range(1, len(copy.input)):
+        copy.input[i] = copy_name(copy.input[i])
+    copy.output[0] = writes
+    return copy
