@@ -57,8 +57,10 @@ class AutoQuantization(OnnxPass):
     """Tries static and dynamic int8 variants, keeps the fastest within the accuracy budget.
 
     Every candidate that fits the model (static per-channel / per-tensor, static with depthwise
-    convolutions in float, dynamic) is quantized with the accuracy-aware fallback, measured in
-    ONNX Runtime against the input, and listed in the report with why it won or lost. Within
+    convolutions in float, the recovery candidates, dynamic) is quantized fully and judged, all
+    are timed briefly together, and the accuracy-aware fallback runs only where it can still
+    produce the choice (compress.passes.auto_trials); each is listed in the report with why it
+    won or lost. Within
     the budget, faster wins, and candidates as fast within noise go by size; one as fast as the
     input and smaller beats it; candidates meeting gates.min_size_ratio / min_speedup (against
     the pass's input) are preferred. A candidate slower than the input beyond noise is never
