@@ -24,7 +24,7 @@ from compress.data import Dataset
 from compress.data.checks import check_labels_fit
 from compress.editable import editable_module
 from compress.errors import ConfigError, DataError, ModelLoadError, first_line
-from compress.export import fixed_batch_sizes, graph_inputs, program_fixed_batch, torch_outputs
+from compress.export import fixed_batch_sizes, graph_inputs, torch_outputs
 from compress.limits import MAX_BATCH_BYTES
 from compress.models import LoadedModel, load_model
 from compress.passes.base import Pass, TorchPass
@@ -54,8 +54,8 @@ def prepare(
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)
         check_onnx_batch(model.model, config.config.report.batch_sizes)
-    if model.format == "exported_program" and config.config.export.dynamic_batch:
-        check_program_batch(model)
+    if model.fixed_batch:
+        fit_fixed_batch(model, config, passes, log)
     names = (
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
@@ -174,14 +174,32 @@ def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
         )
 
 
-def check_program_batch(model: LoadedModel) -> None:
-    fixed = program_fixed_batch(model.model)
-    if fixed is not None:
+def fit_fixed_batch(
+    model: LoadedModel, config: LoadedConfig, passes: list[Pass], log: Callable[[str], None]
+) -> None:
+    """A program saved with a fixed batch runs at that batch everywhere (data in chunks, the last
+    one padded), so latency is measured at that batch alone; torch passes, which change the
+    model and run it on batches of their own, are refused."""
+    fixed, name = model.fixed_batch, model.path.name
+    saved = f"{name} was saved by torch.export with a fixed batch of {fixed}"
+    again = "export it again with dynamic_shapes on the batch dimension (an example batch of 2+)"
+    for index, p in enumerate(passes):
+        if p.stage == "torch":
+            raise ConfigError(
+                f"passes[{index}] ({p.name}): {saved}, which torch passes cannot change; "
+                f"{again}, or use ONNX passes only"
+            )
+    report = config.config.report
+    if "batch_sizes" in report.model_fields_set and report.batch_sizes != [fixed]:
         raise ConfigError(
-            f"{model.path.name} was saved by torch.export with a fixed batch of {fixed}; export "
-            "it again with dynamic_shapes on the batch dimension (an example batch of 2 or more), "
-            f"or set export.dynamic_batch: false and report.batch_sizes: [{fixed}]"
+            f"report.batch_sizes: {saved} and runs only at that batch; set "
+            f"report.batch_sizes: [{fixed}], or {again}"
         )
+    report.batch_sizes = [fixed]
+    log(
+        f"{saved}: data runs through it in chunks of {fixed} (the last one padded with copies "
+        f"of its last sample, whose outputs are dropped); latency is measured at batch {fixed}"
+    )
 
 
 def check_onnx_data_fits(path: Path, ctx: Context) -> None:

@@ -184,7 +184,9 @@ def _collector(model: Path, params, methods, work: Path) -> calibration.RangeCol
 
 def _feed(collector, parts: list[list[np.ndarray]], ctx: Context, params) -> None:
     for part in parts:
-        for feeds in calibration.batches(part, ctx.input_names, params.batch_size):
+        for feeds in calibration.batches(
+            part, ctx.input_names, params.batch_size, collector.fixed_batch
+        ):
             collector.update(feeds)
 
 
