@@ -62,14 +62,14 @@ def save_fixed(module: nn.Module, data: dict[str, np.ndarray], path):
     return path
 
 
-def config_for(tmp_path, data: dict[str, np.ndarray], extra: str = "") -> tuple:
+def config_for(tmp_path, data: dict[str, np.ndarray], settings: str = "") -> tuple:
     np.savez(tmp_path / "data.npz", **data)
     inputs = ", ".join(n for n in data if n != "y")
     text = (
         "version: 1\ndata:\n"
         f"  calibration: {{path: data.npz, inputs: [{inputs}]}}\n"
         f"  eval: {{path: data.npz, inputs: [{inputs}], labels: y}}\n"
-        "passes:\n  - type: quantize.static\n" + REPORT + extra
+        "passes:\n  - type: quantize.static\n" + settings + REPORT
     )
     config = tmp_path / "config.yaml"
     config.write_text(text)
@@ -82,9 +82,9 @@ def expected_top1(module: nn.Module, data: dict[str, np.ndarray]) -> float:
     return float((logits.argmax(1).numpy() == data["y"]).mean())
 
 
-def check_run(tmp_path, module: nn.Module, data: dict[str, np.ndarray]) -> dict:
+def check_run(tmp_path, module: nn.Module, data: dict[str, np.ndarray], settings="") -> dict:
     model = save_fixed(module, data, tmp_path / "fixed.pt2")
-    config, out = config_for(tmp_path, data)
+    config, out = config_for(tmp_path, data, settings)
     result = run_cli(model, config, out)
     assert result.exit_code == 0, result.stderr
     assert f"fixed batch of {FIXED}" in result.stderr
@@ -103,13 +103,15 @@ def test_fixed_batch_text_model_runs_end_to_end(tmp_path):
 
 def test_fixed_batch_image_model_runs_end_to_end(tmp_path):
     torch.manual_seed(0)
-    check_run(tmp_path, tiny_cnn(), image_data(SAMPLES))
+    # every calibration method is tried, and bias correction reads activation statistics
+    settings = "    calibration: auto\n    bias_correction: true\n    batch_size: 3\n"
+    check_run(tmp_path, tiny_cnn(), image_data(SAMPLES), settings)
 
 
 def test_fixed_batch_refuses_other_latency_batches(tmp_path):
     data = image_data(SAMPLES)
     model = save_fixed(tiny_cnn(), data, tmp_path / "fixed.pt2")
-    config, out = config_for(tmp_path, data, "")
+    config, out = config_for(tmp_path, data)
     config.write_text(config.read_text().replace("report: {", "report: {batch_sizes: [8], "))
     assert_refused(run_cli(model, config, out), out, "fixed batch of 4", "report.batch_sizes: [4]")
 
