@@ -24,9 +24,10 @@ from compress.data import Dataset
 from compress.data.checks import check_labels_fit
 from compress.editable import editable_module
 from compress.errors import ConfigError, DataError, ModelLoadError, first_line
-from compress.export import fixed_batch_sizes, graph_inputs, torch_outputs
+from compress.export import fixed_batch_sizes, graph_inputs, named_torch_outputs
 from compress.limits import MAX_BATCH_BYTES
 from compress.models import LoadedModel, load_model
+from compress.outputs import judged_output
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
 
@@ -66,7 +67,7 @@ def prepare(
             check_onnx_data_fits(model.path, context)
         else:
             runnable = model.callable()
-            check_data_fits(lambda s: torch_outputs(runnable, s), context, "")
+            check_data_fits(lambda s: named_torch_outputs(runnable, s), context, "")
         module = editable_for_torch_passes(model, passes, context)
     except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
         shutil.rmtree(workdir, ignore_errors=True)
@@ -214,13 +215,19 @@ def check_onnx_data_fits(path: Path, ctx: Context) -> None:
             "again or fix the graph"
         ) from None
     declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
-    check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
+    names = [o.name for o in session.get_outputs()]
+
+    def forward(samples: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, run_batched(session, samples, 2), strict=True))
+
+    check_data_fits(forward, ctx, f" (inputs: {declared})")
 
 
 def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
-    """Run two samples of every dataset through the model, so that data of the wrong shape, or
-    labels the model's outputs cannot mean, are refused as bad input before anything is
-    exported or quantized."""
+    """Run two samples of every dataset through the model (`forward` gives its outputs by
+    name), so that data of the wrong shape, labels the model's outputs cannot mean, or a
+    `report.output` it does not have, are refused as bad input before anything is exported or
+    quantized. Sets the context's output names and judged output."""
     sources = [(f"data.{role}", d.inputs, d.take(2), d.labels) for role, d in ctx.datasets.items()]
     if not sources:  # samples shaped like model.inputs stand in for data
         specs = ctx.config.config.model.inputs or []
@@ -237,12 +244,15 @@ def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
                 f"{key} does not fit the model{model_inputs}: samples of {shapes} failed "
                 f"({first_line(e, 200)}); check {key} and the arrays' shapes"
             ) from None
-        _check_outputs(outputs, labels, key)
+        ctx.output_names = list(outputs)
+        ctx.judged_output = judged_output(ctx.output_names, ctx.config.config.report.output)
+        _check_outputs(list(outputs.values()), ctx.judged_output, labels, key)
 
 
-def _check_outputs(outputs: list[np.ndarray], labels: np.ndarray | None, key: str) -> None:
-    """Finite outputs, and labels within the first output's classes (what top-1 and the
-    training loss read)."""
+def _check_outputs(
+    outputs: list[np.ndarray], judged: int, labels: np.ndarray | None, key: str
+) -> None:
+    """Finite outputs, and labels within the judged output's classes (what top-1 reads)."""
     for index, output in enumerate(outputs):
         if output.dtype.kind == "f" and not np.isfinite(output).all():
             raise DataError(
@@ -250,5 +260,5 @@ def _check_outputs(outputs: list[np.ndarray], labels: np.ndarray | None, key: st
                 "samples; check the model and that the data is scaled as it expects"
             )
     if labels is not None and outputs:
-        classes = int(np.prod(outputs[0].shape[1:], dtype=np.int64))
+        classes = int(np.prod(outputs[judged].shape[1:], dtype=np.int64))
         check_labels_fit(labels, classes, key)

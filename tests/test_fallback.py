@@ -154,7 +154,8 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     plain = tmp_path / "plain.onnx"
     job.quantize([], plain)
     sets, _ = fallback.float_sets(ranking_module.shared_sensitivity(job, plain, ctx), set())
-    judge = BudgetJudge(ctx.analysis.reference_outputs(source, ctx.eval), ctx.eval, "cosine", 0.002)
+    reference = ctx.analysis.reference_outputs(source, ctx.eval, 0)
+    judge = BudgetJudge(reference, ctx.eval, "cosine", 0.002, 0)
     exhaustive = None
     for index, nodes in enumerate([[], *sets]):
         path = tmp_path / f"exhaustive{index}.onnx"
