@@ -62,7 +62,7 @@ class Teacher:
         from compress.measure.evaluate import onnx_output, torch_output
 
         if self.onnx_path is not None:
-            return onnx_output(self.onnx_path, inputs)
+            return onnx_output(self.onnx_path, inputs, 0)
         return torch_output(self.model, inputs, 0)
 
 

@@ -100,6 +100,7 @@ def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
         log=lambda message: None,
         config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
         analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
+        judged_output=0,
     )
     target = tmp_path / "out.onnx"
     details = fallback.quantize_within_budget(job, target, budget, 8, ctx)
@@ -127,6 +128,7 @@ def test_the_fallback_says_how_close_it_came_when_the_budget_cannot_be_met(tmp_p
         log=lambda message: None,
         config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
         analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
+        judged_output=0,
     )
     details = fallback.quantize_within_budget(job, tmp_path / "out.onnx", 0.001, 8, ctx)
     assert not details["budget_met"]
