@@ -30,42 +30,31 @@ def chunks(
 
 class FixedBatchModule:
     """A torch callable (a fixed-batch program's `.module()`) that takes any batch: the inputs
-    are split into chunks of `batch`, and the outputs (a tensor, a tuple or list, or a dict of
-    them) put together again without the padding rows."""
+    are split into chunks of `batch`, and every tensor of the outputs put together again without
+    the padding rows, as a dict by the names compress.outputs gives them (the names, and so the
+    order, the program's own outputs have)."""
 
     def __init__(self, module, batch: int):
         self.module, self.batch = module, batch
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs) -> dict:
         import torch
 
+        from compress.outputs import named_tensors
+
         arrays = [t.detach().cpu().numpy() for t in inputs]
-        outputs = [
-            _rows(self.module(*(torch.from_numpy(a) for a in part)), real)
+        parts = [
+            {
+                name: tensor[:real] if tensor.dim() else tensor
+                for name, tensor in named_tensors(self.module(*map(torch.from_numpy, part)))
+            }
             for part, real in chunks(arrays, self.batch, fixed=True)
         ]
-        return _join(outputs)
+        return {
+            name: torch.cat([p[name] for p in parts]) if tensor.dim() else tensor
+            for name, tensor in parts[0].items()
+        }
 
     def eval(self):
         self.module.eval()
         return self
-
-
-def _rows(output, real: int):
-    """`output` with only its first `real` rows."""
-    if isinstance(output, dict):
-        return type(output)({k: _rows(v, real) for k, v in output.items()})
-    if isinstance(output, list | tuple):
-        return type(output)(_rows(v, real) for v in output)
-    return output[:real] if getattr(output, "dim", lambda: 0)() > 0 else output
-
-
-def _join(outputs: list):
-    import torch
-
-    first = outputs[0]
-    if isinstance(first, dict):
-        return type(first)({k: _join([o[k] for o in outputs]) for k in first})
-    if isinstance(first, list | tuple):
-        return type(first)(_join(list(parts)) for parts in zip(*outputs, strict=True))
-    return torch.cat(outputs) if first.dim() > 0 else first

@@ -30,6 +30,14 @@ class TinyText(nn.Module):
         return self.head(pooled)
 
 
+class TextWithFeatures(TinyText):
+    """TinyText returning a dict, its logits second."""
+
+    def forward(self, input_ids, attention_mask):
+        logits = super().forward(input_ids, attention_mask)
+        return {"features": torch.tanh(logits[:, :2]), "logits": logits}
+
+
 def tiny_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)
@@ -79,7 +87,8 @@ def config_for(tmp_path, data: dict[str, np.ndarray], settings: str = "") -> tup
 def expected_top1(module: nn.Module, data: dict[str, np.ndarray]) -> float:
     with torch.no_grad():
         logits = module(*(torch.from_numpy(v) for k, v in data.items() if k != "y"))
-    return float((logits.argmax(1).numpy() == data["y"]).mean())
+    logits = logits["logits"] if isinstance(logits, dict) else logits
+    return round(float((logits.argmax(1).numpy() == data["y"]).mean()), 6)
 
 
 def check_run(tmp_path, module: nn.Module, data: dict[str, np.ndarray], settings="") -> dict:
@@ -99,6 +108,25 @@ def check_run(tmp_path, module: nn.Module, data: dict[str, np.ndarray], settings
 def test_fixed_batch_text_model_runs_end_to_end(tmp_path):
     torch.manual_seed(0)
     check_run(tmp_path, TinyText(), text_data(SAMPLES))
+
+
+def test_fixed_batch_model_with_dict_outputs_judged_on_report_output(tmp_path):
+    torch.manual_seed(0)
+    data = text_data(SAMPLES)
+    data["y"] = data["y"] % 2  # labels the 2-wide first output could also score
+    module = TextWithFeatures()
+    model = save_fixed(module, data, tmp_path / "fixed.pt2")
+    config, out = config_for(tmp_path, data)
+    config.write_text(config.read_text().replace("report: {", "report: {output: logits, "))
+    result = run_cli(model, config, out)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["outputs"] == ["features", "logits"] and report["judged_output"] == "logits"
+    assert report["stages"][0]["metric"]["value"] == expected_top1(module, data)
+    with torch.no_grad():
+        features = module(*(torch.from_numpy(data[k]) for k in ("input_ids", "attention_mask")))
+    features_top1 = (features["features"].argmax(1).numpy() == data["y"]).mean()
+    assert round(float(features_top1), 6) != expected_top1(module, data)  # the value tells which
 
 
 def test_fixed_batch_image_model_runs_end_to_end(tmp_path):
