@@ -187,8 +187,8 @@ def fit_fixed_batch(
     for index, p in enumerate(passes):
         if p.stage == "torch":
             raise ConfigError(
-                f"passes[{index}] ({p.name}): {saved}, which torch passes cannot change; "
-                f"{again}, or use ONNX passes only"
+                f"passes[{index}] ({p.name}) trains or traces the model on batches of its own, "
+                f"but {saved}; {again}, or use ONNX passes only"
             )
     report = config.config.report
     if "batch_sizes" in report.model_fields_set and report.batch_sizes != [fixed]:
