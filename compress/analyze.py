@@ -107,7 +107,9 @@ def _analyze(job: Job, index: int, declared: Pass) -> dict[str, Any]:
     }
     if ctx.eval is not None:
         metric = job.config.config.report.metric
-        judge = Judge(ctx.analysis.reference_outputs(baseline, ctx.eval), ctx.eval, metric)
+        output = ctx.judged_output
+        reference = ctx.analysis.reference_outputs(baseline, ctx.eval, output)
+        judge = Judge(reference, ctx.eval, metric, output)
         value = judge.score(quantized)
         result["metric"] = {
             "name": metric,

@@ -177,6 +177,8 @@ class ReportSection(Strict):
     )
     threads: int = Field(default=1, ge=1, le=MAX_THREADS)
     metric: Literal["top1", "agreement", "cosine"] = "top1"
+    # The model output the metric judges, by name (`logits`) or index; the first when unset.
+    output: Annotated[int, Field(ge=0)] | str | None = None
     warmup_runs: int = Field(default=10, ge=0, le=100_000)
     min_runs: int = Field(default=100, ge=5, le=1_000_000)
     min_seconds: float = Field(default=0.5, ge=0, le=3600)

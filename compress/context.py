@@ -59,6 +59,8 @@ class Context:
     loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
     trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
     analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
+    output_names: list[str] = field(default_factory=list)  # the model's, in order
+    judged_output: int = 0  # the index of the output the metric judges (report.output)
 
     @contextlib.contextmanager
     def progress(self, what: str, total: int) -> Iterator[ProgressBar]:

@@ -59,12 +59,11 @@ class Teacher:
 
     def outputs(self, inputs: list[np.ndarray]) -> np.ndarray:
         """Its first output on whole arrays (to score the teacher)."""
-        from compress.measure.evaluate import first_output as onnx_output
-        from compress.measure.evaluate import torch_first_output
+        from compress.measure.evaluate import onnx_output, torch_output
 
         if self.onnx_path is not None:
-            return onnx_output(self.onnx_path, inputs)
-        return torch_first_output(self.model, inputs)
+            return onnx_output(self.onnx_path, inputs, 0)
+        return torch_output(self.model, inputs, 0)
 
 
 def hookable_copy(loaded):

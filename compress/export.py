@@ -12,6 +12,7 @@ import numpy as np
 
 from compress.config import ExportSection
 from compress.errors import ExportError, first_line
+from compress.outputs import named_tensors, with_tensor_outputs
 
 BATCH_DIM = "batch"
 
@@ -53,8 +54,15 @@ def export_to_onnx(
             else:
                 batch = torch.export.Dim(BATCH_DIM)
                 shapes = tuple({0: batch} for _ in args) if section.dynamic_batch else None
+                exported = with_tensor_outputs(model, args)
+                if exported is not model and shapes:  # its forward takes `*inputs`: one tuple
+                    shapes = (shapes,)
                 program = torch.onnx.export(
-                    model, args, dynamo=True, dynamic_shapes=shapes, **common
+                    exported,
+                    args,
+                    dynamo=True,
+                    dynamic_shapes=shapes,
+                    **common,
                 )
                 program.save(str(target), external_data=False)
     except Exception as e:
@@ -94,15 +102,17 @@ def program_fixed_batch(program) -> int | None:
 
 
 def torch_outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run a torch callable; the outputs as a flat list of arrays."""
+    """Run a torch callable; every tensor it returns, as a flat list of arrays."""
+    return list(named_torch_outputs(model, inputs).values())
+
+
+def named_torch_outputs(model, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a torch callable; every tensor it returns (see compress.outputs), by name, in order."""
     import torch
 
     with torch.no_grad():
         out = model(*(torch.from_numpy(a) for a in inputs))
-    if isinstance(out, dict):
-        out = list(out.values())
-    outs = out if isinstance(out, list | tuple) else [out]
-    return [o.detach().cpu().numpy() for o in outs]
+    return {name: o.detach().cpu().numpy() for name, o in named_tensors(out)}
 
 
 def check_parity(

@@ -37,9 +37,25 @@ class LoadedModel:
     def is_onnx(self) -> bool:
         return self.format == "onnx"
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch a torch.export program was saved with when it is fixed (no dynamic_shapes)."""
+        if self.format != "exported_program":
+            return None
+        from compress.export import program_fixed_batch
+
+        return program_fixed_batch(self.model)
+
     def callable(self):
-        """A torch callable for inference (an ExportedProgram runs through `.module()`)."""
-        return self.model.module() if self.format == "exported_program" else self.model
+        """A torch callable for inference (an ExportedProgram runs through `.module()`, in chunks
+        of its batch when that is fixed)."""
+        if self.format != "exported_program":
+            return self.model
+        if fixed := self.fixed_batch:
+            from compress.fixed_batch import FixedBatchModule
+
+            return FixedBatchModule(self.model.module(), fixed)
+        return self.model.module()
 
 
 def file_sha256(path: Path) -> str:

@@ -20,8 +20,8 @@ from compress.errors import CompressError, InputError, PassError, first_line
 from compress.export import (
     check_parity,
     export_to_onnx,
+    named_torch_outputs,
     set_metadata,
-    torch_outputs,
 )
 from compress.inputs import run_inputs
 from compress.measure.evaluate import Judge
@@ -181,10 +181,8 @@ def _apply(index: int, p: Pass, ctx: Context, *inputs):
 def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     ctx, section = job.context, job.config.config.export
     samples = ctx.samples(PARITY_SAMPLES)
-    reference = torch_outputs(module, samples)
-    output_names = (
-        ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
-    )
+    named = named_torch_outputs(module, samples)
+    reference, output_names = list(named.values()), list(named)
     target = ctx.workdir / f"{tag}.onnx"
     ctx.log(f"export {tag} ({fmt}) -> ONNX opset {section.opset}")
     example = [a[:EXAMPLE_BATCH] for a in samples]
@@ -221,14 +219,21 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
         }
         for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
     ]
-    return build_report(stages, job.config.config, provenance, ctx.sample_source)
+    return build_report(
+        stages,
+        job.config.config,
+        provenance,
+        ctx.sample_source,
+        ctx.output_names,
+        ctx.judged_output,
+    )
 
 
 def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | None]:
     if ctx.eval is None:
         return [None] * len(stage_files)
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
-    judge = Judge(stage_files[0].path, ctx.eval, metric)
+    judge = Judge(stage_files[0].path, ctx.eval, metric, ctx.judged_output)
     values = [judge.reference_value] + [judge.score(stage.path) for stage in stage_files[1:]]
     return [{"name": metric, "value": value} for value in values]
 

@@ -24,9 +24,10 @@ from compress.data import Dataset
 from compress.data.checks import check_labels_fit
 from compress.editable import editable_module
 from compress.errors import ConfigError, DataError, ModelLoadError, first_line
-from compress.export import fixed_batch_sizes, graph_inputs, program_fixed_batch, torch_outputs
+from compress.export import fixed_batch_sizes, graph_inputs, named_torch_outputs
 from compress.limits import MAX_BATCH_BYTES
 from compress.models import LoadedModel, load_model
+from compress.outputs import judged_output
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
 
@@ -54,8 +55,8 @@ def prepare(
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)
         check_onnx_batch(model.model, config.config.report.batch_sizes)
-    if model.format == "exported_program" and config.config.export.dynamic_batch:
-        check_program_batch(model)
+    if model.fixed_batch:
+        fit_fixed_batch(model, config, passes, log)
     names = (
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
@@ -66,7 +67,7 @@ def prepare(
             check_onnx_data_fits(model.path, context)
         else:
             runnable = model.callable()
-            check_data_fits(lambda s: torch_outputs(runnable, s), context, "")
+            check_data_fits(lambda s: named_torch_outputs(runnable, s), context, "")
         module = editable_for_torch_passes(model, passes, context)
     except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
         shutil.rmtree(workdir, ignore_errors=True)
@@ -174,14 +175,32 @@ def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
         )
 
 
-def check_program_batch(model: LoadedModel) -> None:
-    fixed = program_fixed_batch(model.model)
-    if fixed is not None:
+def fit_fixed_batch(
+    model: LoadedModel, config: LoadedConfig, passes: list[Pass], log: Callable[[str], None]
+) -> None:
+    """A program saved with a fixed batch runs at that batch everywhere (data in chunks, the last
+    one padded), so latency is measured at that batch alone; torch passes, which change the
+    model and run it on batches of their own, are refused."""
+    fixed, name = model.fixed_batch, model.path.name
+    saved = f"{name} was saved by torch.export with a fixed batch of {fixed}"
+    again = "export it again with dynamic_shapes on the batch dimension (an example batch of 2+)"
+    for index, p in enumerate(passes):
+        if p.stage == "torch":
+            raise ConfigError(
+                f"passes[{index}] ({p.name}) trains or traces the model on batches of its own, "
+                f"but {saved}; {again}, or use ONNX passes only"
+            )
+    report = config.config.report
+    if "batch_sizes" in report.model_fields_set and report.batch_sizes != [fixed]:
         raise ConfigError(
-            f"{model.path.name} was saved by torch.export with a fixed batch of {fixed}; export "
-            "it again with dynamic_shapes on the batch dimension (an example batch of 2 or more), "
-            f"or set export.dynamic_batch: false and report.batch_sizes: [{fixed}]"
+            f"report.batch_sizes: {saved} and runs only at that batch; set "
+            f"report.batch_sizes: [{fixed}], or {again}"
         )
+    report.batch_sizes = [fixed]
+    log(
+        f"{saved}: data runs through it in chunks of {fixed} (the last one padded with copies "
+        f"of its last sample, whose outputs are dropped); latency is measured at batch {fixed}"
+    )
 
 
 def check_onnx_data_fits(path: Path, ctx: Context) -> None:
@@ -196,13 +215,19 @@ def check_onnx_data_fits(path: Path, ctx: Context) -> None:
             "again or fix the graph"
         ) from None
     declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
-    check_data_fits(lambda s: run_batched(session, s, 2), ctx, f" (inputs: {declared})")
+    names = [o.name for o in session.get_outputs()]
+
+    def forward(samples: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, run_batched(session, samples, 2), strict=True))
+
+    check_data_fits(forward, ctx, f" (inputs: {declared})")
 
 
 def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
-    """Run two samples of every dataset through the model, so that data of the wrong shape, or
-    labels the model's outputs cannot mean, are refused as bad input before anything is
-    exported or quantized."""
+    """Run two samples of every dataset through the model (`forward` gives its outputs by
+    name), so that data of the wrong shape, labels the model's outputs cannot mean, or a
+    `report.output` it does not have, are refused as bad input before anything is exported or
+    quantized. Sets the context's output names and judged output."""
     sources = [(f"data.{role}", d.inputs, d.take(2), d.labels) for role, d in ctx.datasets.items()]
     if not sources:  # samples shaped like model.inputs stand in for data
         specs = ctx.config.config.model.inputs or []
@@ -219,12 +244,15 @@ def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
                 f"{key} does not fit the model{model_inputs}: samples of {shapes} failed "
                 f"({first_line(e, 200)}); check {key} and the arrays' shapes"
             ) from None
-        _check_outputs(outputs, labels, key)
+        ctx.output_names = list(outputs)
+        ctx.judged_output = judged_output(ctx.output_names, ctx.config.config.report.output)
+        _check_outputs(list(outputs.values()), ctx.judged_output, labels, key)
 
 
-def _check_outputs(outputs: list[np.ndarray], labels: np.ndarray | None, key: str) -> None:
-    """Finite outputs, and labels within the first output's classes (what top-1 and the
-    training loss read)."""
+def _check_outputs(
+    outputs: list[np.ndarray], judged: int, labels: np.ndarray | None, key: str
+) -> None:
+    """Finite outputs, and labels within the judged output's classes (what top-1 reads)."""
     for index, output in enumerate(outputs):
         if output.dtype.kind == "f" and not np.isfinite(output).all():
             raise DataError(
@@ -232,5 +260,5 @@ def _check_outputs(outputs: list[np.ndarray], labels: np.ndarray | None, key: st
                 "samples; check the model and that the data is scaled as it expects"
             )
     if labels is not None and outputs:
-        classes = int(np.prod(outputs[0].shape[1:], dtype=np.int64))
+        classes = int(np.prod(outputs[judged].shape[1:], dtype=np.int64))
         check_labels_fit(labels, classes, key)

@@ -101,8 +101,11 @@ def build_report(
     config: Config,
     provenance: dict[str, str],
     latency_input: str,
+    outputs: list[str],
+    judged: int,
 ) -> dict[str, Any]:
-    """The report of measured `stages`; `latency_input` says where the timed samples came from."""
+    """The report of measured `stages`; `latency_input` says where the timed samples came from,
+    `outputs` names the model's outputs, of which the metric judged output `judged`."""
     settings = config.report
     batch_sizes = settings.batch_sizes
     summary = summarize(stages, batch_sizes[0])
@@ -117,6 +120,8 @@ def build_report(
         "passed": all(g["passed"] for g in gates),
         "warnings": warnings,
         "metric": settings.metric,
+        "judged_output": outputs[judged] if outputs else None,
+        "outputs": outputs,
         "batch_sizes": batch_sizes,
         "latency": latency_settings(settings, latency_input),
         "provenance": provenance,
@@ -269,6 +274,18 @@ def measured_with(report: dict[str, Any]) -> str:
     return text
 
 
+def judged_output_line(report: dict[str, Any]) -> list[str]:
+    """Which output the metric judged, when the model has more than one."""
+    outputs = report.get("outputs") or []
+    if len(outputs) < 2:
+        return []
+    return [
+        "",
+        f"**{report['metric']}** judged on output `{report['judged_output']}` "
+        f"(the model's outputs: {', '.join(outputs)}; `report.output` picks another)",
+    ]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     headers, rows = table_rows(report)
     lines = ["# Compression report", "", *markdown_table(headers, rows)]
@@ -286,6 +303,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{'pass' if g['passed'] else '**FAIL**'} |"
             for g in report["gates"]
         ]
+    lines += judged_output_line(report)
     notes = stage_notes(report)
     lines += ["", *(f"- {note}" for note in notes)] if notes else []
     for stage in report["stages"]:

@@ -162,5 +162,7 @@ def _scheduler(params: TrainParams, optimizer):
 
 
 def first_output(output):
-    """The logits of a model that may return a tuple (logits first)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
+    """The logits of a model that may return a tuple, dict or ModelOutput (logits first)."""
+    from compress.outputs import named_tensors
+
+    return named_tensors(output)[0][1]

@@ -52,8 +52,12 @@ def test_calibration_samples_limits_what_calibration_reads():
         input_names = ["x"]
 
     samples = calibration_inputs(Ctx(), limit=40)
-    sizes = [len(batch["x"]) for batch in batches(samples, Ctx.input_names, 16)]
+    sizes = [len(batch["x"]) for batch in batches(samples, Ctx.input_names, 16, None)]
     assert sizes == [16, 16, 8]
+    # a model with a fixed batch of 16 gets the last batch padded with copies of its last sample
+    fixed = list(batches(samples, Ctx.input_names, 32, 16))
+    assert [len(batch["x"]) for batch in fixed] == [16, 16, 16]
+    assert (fixed[-1]["x"][8:] == samples[0][39]).all()
 
 
 def test_dynamic_per_channel_auto_keeps_the_closer_setting(tmp_path):

@@ -24,15 +24,16 @@ def test_auto_keeps_the_method_closest_to_the_float_model(tmp_path, monkeypatch)
         input_names=["x"],
         workdir=tmp_path,
         log=lambda message: None,
+        judged_output=0,
     )
     error_of = {"m": 0.0, "trial-minmax": 0.3, "trial-percentile": 0.1, "trial-entropy": 0.2}
     judged = []
 
-    def outputs(path, inputs):
+    def outputs(path, inputs, index):
         judged.append(len(inputs[0]))
         return np.ones((len(inputs[0]), 10)) * (1 + error_of[path.stem])
 
-    monkeypatch.setattr(evaluate, "first_output", outputs)
+    monkeypatch.setattr(evaluate, "onnx_output", outputs)
     trials = []
 
     def quantize(model, ranges, method, target, keep_float):

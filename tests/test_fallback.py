@@ -100,6 +100,7 @@ def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
         log=lambda message: None,
         config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
         analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
+        judged_output=0,
     )
     target = tmp_path / "out.onnx"
     details = fallback.quantize_within_budget(job, target, budget, 8, ctx)
@@ -127,6 +128,7 @@ def test_the_fallback_says_how_close_it_came_when_the_budget_cannot_be_met(tmp_p
         log=lambda message: None,
         config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
         analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
+        judged_output=0,
     )
     details = fallback.quantize_within_budget(job, tmp_path / "out.onnx", 0.001, 8, ctx)
     assert not details["budget_met"]
@@ -154,7 +156,8 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     plain = tmp_path / "plain.onnx"
     job.quantize([], plain)
     sets, _ = fallback.float_sets(ranking_module.shared_sensitivity(job, plain, ctx), set())
-    judge = BudgetJudge(ctx.analysis.reference_outputs(source, ctx.eval), ctx.eval, "cosine", 0.002)
+    reference = ctx.analysis.reference_outputs(source, ctx.eval, 0)
+    judge = BudgetJudge(reference, ctx.eval, "cosine", 0.002, 0)
     exhaustive = None
     for index, nodes in enumerate([[], *sets]):
         path = tmp_path / f"exhaustive{index}.onnx"

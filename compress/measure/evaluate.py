@@ -19,34 +19,38 @@ if TYPE_CHECKING:
 EVAL_BATCH = 256
 
 
-def first_output(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
-    """The ONNX model's first output on all `inputs`."""
-    return run_batched(open_session(path, threads=1), inputs, EVAL_BATCH)[0]
+def onnx_output(path: Path, inputs: list[np.ndarray], index: int) -> np.ndarray:
+    """The ONNX model's output `index` (the context's judged_output) on all `inputs`."""
+    return run_batched(open_session(path, threads=1), inputs, EVAL_BATCH)[index]
 
 
-def torch_first_output(model, inputs: list[np.ndarray]) -> np.ndarray:
-    """A torch callable's first output on all `inputs`, in batches, without gradients."""
+def torch_output(model, inputs: list[np.ndarray], index: int) -> np.ndarray:
+    """A torch callable's output `index` (of every tensor it returns, in order) on all
+    `inputs`, in batches, without gradients."""
     from compress.export import torch_outputs
 
     return np.concatenate(
         [
-            torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[0]
+            torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[index]
             for start in range(0, len(inputs[0]), EVAL_BATCH)
         ]
     )
 
 
 class Judge:
-    """Scores models with `metric` on `dataset`; agreement and cosine compare to the outputs of
-    `reference` (an ONNX file, or the outputs themselves)."""
+    """Scores models with `metric` on their output `output` (the context's judged_output) on
+    `dataset`; agreement and cosine compare to the outputs of `reference` (an ONNX file, or the
+    judged outputs themselves)."""
 
-    def __init__(self, reference: Path | np.ndarray, dataset: Dataset, metric: str):
-        self.dataset, self.metric = dataset, metric
+    def __init__(
+        self, reference: Path | np.ndarray, dataset: Dataset, metric: str, output: int = 0
+    ):
+        self.dataset, self.metric, self.output = dataset, metric, output
         self._inputs = list(dataset.inputs.values())
         self._reference_outputs = (
             reference
             if isinstance(reference, np.ndarray)
-            else first_output(reference, self._inputs)
+            else onnx_output(reference, self._inputs, output)
         )
         # The reference scored as any model is: 1.0 for agreement and cosine (its rows are
         # bitwise its own), its own top1; so a model with the reference's outputs drops exactly 0.
@@ -61,10 +65,10 @@ class Judge:
         return round(value, 6)
 
     def score(self, path: Path) -> float:
-        return self.score_outputs(first_output(path, self._inputs))
+        return self.score_outputs(onnx_output(path, self._inputs, self.output))
 
     def score_torch(self, model) -> float:
-        return self.score_outputs(torch_first_output(model, self._inputs))
+        return self.score_outputs(torch_output(model, self._inputs, self.output))
 
     def drop(self, value: float) -> float:
         """How much worse `value` is than the reference model's."""

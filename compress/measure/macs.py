@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from compress.measure.runtime import feeds
+from compress.fixed_batch import padded
+from compress.measure.runtime import feeds, fixed_batch
 
 # op type -> index of the input whose last dim is the reduction
 _MATMULS = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
@@ -36,12 +37,15 @@ def count_macs(proto, sample: list[np.ndarray]) -> int:
     graph.output.extend(
         onnx.ValueInfoProto(name=name) for name in sorted(wanted - known_outputs) if name
     )
-    shapes.update({name: a.shape for name, a in run_for_outputs(model, sample).items()})
-    return sum(_node_macs(node, shapes) for node in counted)
+    outputs, rows = run_for_outputs(model, sample)
+    shapes.update({name: a.shape for name, a in outputs.items()})
+    return sum(_node_macs(node, shapes) for node in counted) // rows
 
 
-def run_for_outputs(model, sample: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Every graph output of `model` (a ModelProto) on `sample`, unoptimized, in ONNX Runtime."""
+def run_for_outputs(model, sample: list[np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """Every graph output of `model` (a ModelProto) on `sample`, unoptimized, in ONNX Runtime,
+    and the batch they were computed for: `sample`'s, or the model's fixed batch (`sample`
+    padded up to it), whose work is that many times one sample's."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -50,8 +54,9 @@ def run_for_outputs(model, sample: list[np.ndarray]) -> dict[str, np.ndarray]:
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     names = [output.name for output in session.get_outputs()]
-    values = session.run(names, feeds(session, sample))
-    return dict(zip(names, values, strict=True))
+    rows = fixed_batch(session) or len(sample[0])
+    values = session.run(names, feeds(session, padded(sample, rows)))
+    return dict(zip(names, values, strict=True)), rows
 
 
 def _is_counted(node) -> bool:

@@ -24,8 +24,8 @@ def bytes_per_sample(path: Path, sample: list[np.ndarray]) -> int:
     known = {o.name for o in graph.output}
     produced = {name for node in graph.node for name in node.output if name} - known
     graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(produced))
-    outputs = run_for_outputs(model, sample)
-    largest = max((a.nbytes for a in outputs.values()), default=0)
+    outputs, rows = run_for_outputs(model, sample)
+    largest = max((a.nbytes for a in outputs.values()), default=0) // rows
     return sum(a.nbytes for a in sample) + 2 * largest
 
 

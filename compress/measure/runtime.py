@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.fixed_batch import chunks
+
 
 def open_session(path: Path, threads: int):
     import onnxruntime as ort
@@ -33,12 +35,8 @@ def feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
 def run_batched(session, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
     """Run all samples through `session`; a fixed-batch model gets its last batch padded."""
     fixed = fixed_batch(session)
-    batch_size = fixed or batch_size
-    total, chunks = len(inputs[0]), []
-    for start in range(0, total, batch_size):
-        part = [a[start : start + batch_size] for a in inputs]
-        real = len(part[0])
-        if real < batch_size and fixed:
-            part = [np.concatenate([p, np.repeat(p[-1:], batch_size - real, axis=0)]) for p in part]
-        chunks.append([o[:real] for o in session.run(None, feeds(session, part))])
-    return [np.concatenate(outs) for outs in zip(*chunks, strict=True)]
+    parts = [
+        [o[:real] for o in session.run(None, feeds(session, part))]
+        for part, real in chunks(inputs, fixed or batch_size, fixed=bool(fixed))
+    ]
+    return [np.concatenate(outs) for outs in zip(*parts, strict=True)]

@@ -14,6 +14,9 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from compress.fixed_batch import chunks
+from compress.measure.runtime import fixed_batch
+
 STATS_BATCH = 8  # samples per run: every exposed feature map of the batch is held at once
 
 
@@ -77,8 +80,9 @@ def collect(
     )
     inputs = [i.name for i in session.get_inputs()]
     names = list(reducers)
-    for start in range(0, len(samples[0]), batch_size):
-        feed = {n: a[start : start + batch_size] for n, a in zip(inputs, samples, strict=True)}
+    fixed = fixed_batch(session)  # padded with copies of a real sample: its maxima stay put
+    for part, _ in chunks(samples, fixed or batch_size, fixed=bool(fixed)):
+        feed = dict(zip(inputs, part, strict=True))
         for name, value in zip(names, session.run(names, feed), strict=True):
             for reducer in reducers[name]:
                 reducer.update(value)

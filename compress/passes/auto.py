@@ -162,9 +162,10 @@ class AutoQuantization(OnnxPass):
         from compress.measure.evaluate import Judge
 
         return Judge(
-            ctx.analysis.reference_outputs(source, ctx.eval),
+            ctx.analysis.reference_outputs(source, ctx.eval, ctx.judged_output),
             ctx.eval,
             ctx.config.config.report.metric,
+            ctx.judged_output,
         )
 
     def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compress.measure.evaluate import Judge, first_output
+from compress.measure.evaluate import Judge, onnx_output
 from compress.measure.metrics import compute_metric
 
 if TYPE_CHECKING:
@@ -38,9 +38,11 @@ class Verdict:
 class BudgetJudge:
     """Scores models on data.eval against the float model's `reference` outputs."""
 
-    def __init__(self, reference: np.ndarray, dataset: Dataset, metric: str, budget: float):
-        self.budget, self.metric = budget, metric
-        self.judge = Judge(reference, dataset, metric)
+    def __init__(
+        self, reference: np.ndarray, dataset: Dataset, metric: str, budget: float, output: int
+    ):
+        self.budget, self.metric, self.output = budget, metric, output
+        self.judge = Judge(reference, dataset, metric, output)
         self._reference, self._labels = reference, dataset.labels
         self._inputs = list(dataset.inputs.values())
         count = len(dataset)
@@ -49,14 +51,14 @@ class BudgetJudge:
         )
 
     def full(self, path: Path) -> Verdict:
-        return self._verdict(first_output(path, self._inputs))
+        return self._verdict(onnx_output(path, self._inputs, self.output))
 
     def judge_model(self, path: Path) -> Verdict:
         """The subset first; all of data.eval unless the subset already rejects the model."""
         if self._subset is None:
             return self.full(path)
         subset = self._subset
-        outputs = first_output(path, [a[subset] for a in self._inputs])
+        outputs = onnx_output(path, [a[subset] for a in self._inputs], self.output)
         drop = self._clearly_over(outputs, subset)
         if drop is not None:
             value = self.judge.reference_value - drop
@@ -65,7 +67,7 @@ class BudgetJudge:
         everything = np.empty((len(self._inputs[0]), *outputs.shape[1:]), outputs.dtype)
         everything[subset] = outputs
         if len(rest):
-            everything[rest] = first_output(path, [a[rest] for a in self._inputs])
+            everything[rest] = onnx_output(path, [a[rest] for a in self._inputs], self.output)
         return self._verdict(everything)
 
     def _verdict(self, outputs: np.ndarray) -> Verdict:

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.fixed_batch import chunks
+from compress.measure.runtime import fixed_batch
+
 METHODS = ("minmax", "percentile", "entropy")
 AUTO_FIT_SAMPLES = 64  # calibration samples the trials are fitted on
 AUTO_HELD_OUT = 32  # at most, and at most a quarter of data.calibration
@@ -70,6 +73,7 @@ class RangeCollector:
         self._session = ort.InferenceSession(
             calibrater.augmented_model_path, options, providers=["CPUExecutionProvider"]
         )
+        self.fixed_batch = fixed_batch(self._session)
         settings = {  # as onnxruntime.quantization.calibrate.create_calibrator sets them up
             "percentile": {"symmetric": True, "num_bins": 2048},
             "entropy": {"symmetric": False, "num_bins": 128},
@@ -125,10 +129,11 @@ def save_ranges(ranges, path: Path) -> Path:
     return path
 
 
-def batches(samples: list[np.ndarray], names: list[str], batch_size: int):
-    """Feeds of `batch_size` samples, inputs by name."""
-    for start in range(0, len(samples[0]), batch_size):
-        yield dict(zip(names, [a[start : start + batch_size] for a in samples], strict=True))
+def batches(samples: list[np.ndarray], names: list[str], batch_size: int, fixed: int | None):
+    """Feeds of `batch_size` samples, inputs by name; a model with a `fixed` batch gets batches
+    of that size, the last one padded with copies of a sample (which leave its ranges alone)."""
+    for part, _ in chunks(samples, fixed or batch_size, fixed=bool(fixed)):
+        yield dict(zip(names, part, strict=True))
 
 
 def split_for_auto(count: int) -> tuple[slice, slice, slice]:

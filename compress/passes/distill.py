@@ -216,13 +216,14 @@ class Distill(TorchPass):
     def _make_judge(self, ctx: Context) -> Judge | None:
         """Scores the student every epoch on data.validation (else data.eval) with the report's
         metric; agreement and cosine compare with the model as loaded, as the report does."""
-        from compress.measure.evaluate import Judge, torch_first_output
+        from compress.measure.evaluate import Judge, torch_output
 
         held_out = ctx.validation
         if held_out is None:
             return None
-        reference = torch_first_output(ctx.loaded_model.callable(), list(held_out.inputs.values()))
-        return Judge(reference, held_out, ctx.config.config.report.metric)
+        inputs, output = list(held_out.inputs.values()), ctx.judged_output
+        reference = torch_output(ctx.loaded_model.callable(), inputs, output)
+        return Judge(reference, held_out, ctx.config.config.report.metric, output)
 
     def _details(self, result: TrainResult, before, teacher_value, labelled) -> dict:
         p, judge = self.params, self._judge

@@ -102,8 +102,8 @@ def quantize_within_budget(
     if budget is None or ctx.eval is None:
         return ranking.details() if job.report_ranking else {}
     metric = ctx.config.config.report.metric
-    reference = ctx.analysis.reference_outputs(job.source, ctx.eval)
-    judge = BudgetJudge(reference, ctx.eval, metric, budget)
+    reference = ctx.analysis.reference_outputs(job.source, ctx.eval, ctx.judged_output)
+    judge = BudgetJudge(reference, ctx.eval, metric, budget, ctx.judged_output)
     started = time.perf_counter()
     first = Round(0, [], judge.full(target), seconds + time.perf_counter() - started, target)
     ctx.log(f"  accuracy budget {budget} on data.eval")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from compress.errors import ConfigError, first_line
-from compress.measure.evaluate import first_output
+from compress.measure.evaluate import onnx_output
 from compress.passes import recovery
 from compress.passes.base import OnnxPass, OnnxPassParams
 from compress.passes.fallback import (
@@ -256,12 +256,13 @@ class DynamicQuantization(Int8Pass):
             self._per_channel = self.params.per_channel
             return details
         samples = sensitivity_samples(ctx)
-        reference = first_output(prepared, samples)
+        reference = onnx_output(prepared, samples, ctx.judged_output)
         errors = {}
         for per_channel in (False, True):
             trial = ctx.workdir / f"dynamic-per-channel-{per_channel}.onnx"
             self._quantize(prepared, trial, excluded, per_channel)
-            errors[per_channel] = relative_error(reference, first_output(trial, samples))
+            trial_output = onnx_output(trial, samples, ctx.judged_output)
+            errors[per_channel] = relative_error(reference, trial_output)
         self._per_channel = errors[True] < errors[False]
         ctx.log(
             f"  per-channel: output error {errors[True]:.4g} vs per-tensor {errors[False]:.4g}; "

@@ -184,7 +184,9 @@ def _collector(model: Path, params, methods, work: Path) -> calibration.RangeCol
 
 def _feed(collector, parts: list[list[np.ndarray]], ctx: Context, params) -> None:
     for part in parts:
-        for feeds in calibration.batches(part, ctx.input_names, params.batch_size):
+        for feeds in calibration.batches(
+            part, ctx.input_names, params.batch_size, collector.fixed_batch
+        ):
             collector.update(feeds)
 
 
@@ -197,7 +199,7 @@ def _finish(plan: StaticPlan, collector, parts, ctx: Context, params, work: Path
 def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, work, quantize):
     """Fit every method on a subset, keep the one closest to the float model on held-out
     calibration samples, then finish its statistics on all of data.calibration."""
-    from compress.measure.evaluate import first_output
+    from compress.measure.evaluate import onnx_output
     from compress.passes.fallback import relative_error
 
     count = len(samples[0])
@@ -209,13 +211,15 @@ def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, wor
     collector = _collector(model, params, calibration.METHODS, work)
     _feed(collector, [[a[fit] for a in samples]], ctx, params)
     judged = [a[held] for a in samples]
-    reference = first_output(model, judged)
+    output = ctx.judged_output
+    reference = onnx_output(model, judged, output)
     errors = {}
     for method in calibration.METHODS:
         ranges = calibration.save_ranges(collector.ranges(method), work / f"{method}.json")
         trial = work / f"trial-{method}.onnx"
         quantize(model, ranges, method, trial, plan.keep_float)
-        errors[method] = round(relative_error(reference, first_output(trial, judged)), 6)
+        trial_output = onnx_output(trial, judged, output)
+        errors[method] = round(relative_error(reference, trial_output), 6)
     plan.method = min(errors, key=errors.get)
     plan.details["calibration"] = {
         "method": plan.method,

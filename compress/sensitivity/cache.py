@@ -50,13 +50,13 @@ class AnalysisCache:
     _sensitivities: list[_Entry] = field(default_factory=list)
     _ranges: dict[tuple, Path] = field(default_factory=dict)
 
-    def reference_outputs(self, source: Path, dataset: Dataset) -> np.ndarray:
-        """The first output of the ONNX model `source` on every sample of `dataset`."""
-        from compress.measure.evaluate import first_output
+    def reference_outputs(self, source: Path, dataset: Dataset, output: int) -> np.ndarray:
+        """Output `output` of the ONNX model `source` on every sample of `dataset`."""
+        from compress.measure.evaluate import onnx_output
 
-        key = (FileKey.of(source), dataset.where)
+        key = (FileKey.of(source), dataset.where, output)
         if key not in self._references:
-            self._references[key] = first_output(source, list(dataset.inputs.values()))
+            self._references[key] = onnx_output(source, list(dataset.inputs.values()), output)
         return self._references[key]
 
     def sensitivity(self, source: Path, scheme: str, changed: set[str]) -> Sensitivity | None:

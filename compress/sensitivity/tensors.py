@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.fixed_batch import chunks
 from compress.sensitivity.twins import Twin
 
 SAVED_SUFFIX = "_ReshapedSavedOutput"  # what qdq_loss_debug appends to an exposed tensor
@@ -214,9 +215,5 @@ def _batches(samples: list[np.ndarray], run: Runner, fixed: int | None) -> Itera
     if not size:
         per_sample = sum(a.nbytes for side in run([a[:1] for a in samples]) for a in side)
         size = int(max(1, min(MAX_BATCH, BATCH_BYTES // max(per_sample, 1))))
-    for begin in range(0, len(samples[0]), size):
-        part = [a[begin : begin + size] for a in samples]
-        short = size - len(part[0])
-        if fixed and short:
-            part = [np.concatenate([p, np.repeat(p[-1:], short, axis=0)]) for p in part]
+    for part, _ in chunks(samples, size, fixed=bool(fixed)):
         yield part
