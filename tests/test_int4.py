@@ -134,3 +134,9 @@ def test_int4_refuses_a_model_without_matmul_or_gemm(tmp_path):
     out = tmp_path / "out"
     result = run_cli(model, config, out, "--quiet")
     assert_refused(result, out, "passes[0]", "no MatMul or Gemm", "quantize.static")
+
+
+def test_int4_keeps_int8_embeddings_within_the_budget(tmp_path):
+    written, _, _, details = run_int4(tmp_path, "{type: quantize.int4, max_accuracy_drop: 0.5}")
+    assert details["embedding_tables_int8"] == ["table"] and details["embeddings_drop"] <= 0.5
+    assert int8_tables(written) == ["table_int8"]

@@ -91,8 +91,8 @@ class Int4WeightOnly(OnnxPass):
 
     Embedding tables (Gather from a constant) are stored as int8 with one scale per column and
     dequantized after the lookup, so a transformer's vocabulary shrinks 4x; with a budget
-    (max_accuracy_drop or gates.max_accuracy_drop) and data.eval, unless they take the model's
-    drop over it (and above the drop it has without them). On CPU, MatMulNBits is often no
+    (max_accuracy_drop or gates.max_accuracy_drop) and data.eval, unless the model meets it only
+    without them, or they alone cost more than it. On CPU, MatMulNBits is often no
     faster than float MatMul (the report warns when it is slower): int4 is for size.
 
     Sample YAML:
@@ -150,9 +150,10 @@ class Int4WeightOnly(OnnxPass):
         if judged:
             verdict = _judge(source, candidate, budget, ctx)
             details["embeddings_drop"] = verdict.drop
-            # Over budget, the tables are to blame only if the model does worse with them.
+            # Over budget, the tables are to blame if the model meets it without them, or if
+            # they alone cost more than the whole budget.
             without = None if verdict.met else _judge(source, target, budget, ctx).drop
-            if without is not None and verdict.drop > max(budget, without):
+            if without is not None and (without <= budget or verdict.drop - without > budget):
                 candidate.unlink()
                 ctx.log(
                     f"  int8 embedding tables take the drop to {verdict.drop} (budget {budget}, "
