@@ -60,13 +60,14 @@ def _npz_source(path: Path, input_names: list[str], inputs) -> dict[str, Any]:
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, UnsafeArchive) as e:
         raise DataError(f"--data {path}: not a readable .npz file ({e})") from None
     labels = next((k for k in keys if k.lower() in LABEL_NAMES and k not in input_names), None)
-    names = input_names or [k for k in keys if k != labels]
-    missing = [n for n in names if n not in keys]
-    if missing or not names:
+    arrays = [k for k in keys if k != labels]
+    names = input_names if set(input_names) <= set(keys) else arrays
+    # Keys feed the model's inputs in order: named as the inputs, or as many as there are.
+    if not names or (input_names and len(names) != len(input_names)):
         raise DataError(
-            f"--data {path}: the model's input {missing[0] if missing else 'x'!r} is not a key "
-            f"of the file (it has: {', '.join(keys) or 'nothing'}); save one array per input, "
-            "named as the model names them"
+            f"--data {path}: the model takes {len(input_names)} input(s) "
+            f"({', '.join(input_names)}) but the file has {len(arrays)} array(s) "
+            f"({', '.join(arrays) or 'none'}); save one array per input, named as the inputs"
         )
     return {"inputs": names} | ({"labels": labels} if labels else {})
 
@@ -79,7 +80,10 @@ def _csv_source(path: Path, input_names: list[str], inputs) -> dict[str, Any]:
         raise DataError(f"--data {path}: cannot read the CSV file ({e})") from None
     labels = next((c for c in header if c.strip().lower() in LABEL_NAMES), None)
     name = input_names[0] if input_names else "x"
-    return {"inputs": [name]} | ({"labels": labels} if labels else {})
+    if not labels:
+        return {"inputs": [name]}
+    # Named columns, so data.calibration (which has no labels) does not read the label column.
+    return {"inputs": [name], "columns": [c for c in header if c != labels], "labels": labels}
 
 
 def _image_source(path: Path, input_names: list[str], inputs) -> dict[str, Any]:

@@ -168,13 +168,14 @@ def test_init_data_fills_the_data_sections_and_the_starter_runs(tmp_path):
     model = small_cnn(tmp_path / "cnn.onnx")
     rng = np.random.default_rng(1)
     samples = rng.normal(size=(16, 3, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "samples.npz", x=samples, y=rng.integers(0, 4, 16))
+    np.savez(tmp_path / "samples.npz", images=samples, y=rng.integers(0, 4, 16))
     config = tmp_path / "cnn.yaml"
     result = invoke("init", model, "--data", tmp_path / "samples.npz", "-o", config)
     assert result.exit_code == 0, result.stderr
     data = yaml.safe_load(config.read_text())["data"]
-    assert data["calibration"] == {"path": "samples.npz", "inputs": ["x"], "limit": 256}
-    assert data["eval"] == {"path": "samples.npz", "inputs": ["x"], "labels": "y"}
+    # the one array feeds the one input, whatever its key; y is found as labels
+    assert data["calibration"] == {"path": "samples.npz", "inputs": ["images"], "limit": 256}
+    assert data["eval"] == {"path": "samples.npz", "inputs": ["images"], "labels": "y"}
     quick = "report={batch_sizes: [4], min_runs: 5, min_seconds: 0, max_seconds: 0.2}"
     result = invoke(
         "run",
@@ -201,10 +202,63 @@ def test_init_data_that_does_not_fit_is_refused_and_nothing_written(tmp_path):
     config = tmp_path / "cnn.yaml"
     result = invoke("init", model, "--data", tmp_path / "absent.npz", "-o", config)
     assert result.exit_code == 2 and "--data" in result.stderr and "not found" in result.stderr
+    two = np.zeros((4, 3, 8, 8), np.float32)
+    np.savez(tmp_path / "two.npz", a=two, b=two)
+    result = invoke("init", model, "--data", tmp_path / "two.npz", "-o", config)
+    assert result.exit_code == 2 and "takes 1 input(s) (x) but the file has 2" in result.stderr
     np.savez(tmp_path / "wrong.npz", x=np.zeros((4, 2, 8, 8), np.float32))  # 2 channels, not 3
     result = invoke("init", model, "--data", tmp_path / "wrong.npz", "-o", config)
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --data") and "has shape [4, 2, 8, 8]" in lines[0]
     assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx", "wrong.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx", "two.npz", "wrong.npz"]
+
+
+def test_init_data_takes_an_image_folder_sized_from_the_model(tmp_path):
+    from PIL import Image
+
+    model = small_cnn(tmp_path / "cnn.onnx")
+    rng = np.random.default_rng(2)
+    for label in ("cats", "dogs"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    config = tmp_path / "cnn.yaml"
+    result = invoke("init", model, "--data", tmp_path / "images", "-o", config)
+    assert result.exit_code == 0, result.stderr
+    loaded = yaml.safe_load(config.read_text())
+    assert loaded["data"]["eval"] == {
+        "path": "images",
+        "inputs": ["x"],
+        "image": {"size": [8, 8], "channels": 3},
+    }
+    assert loaded["report"]["metric"] == "top1"  # class folders are labels
+    assert invoke("validate", config).exit_code == 0
+
+
+def test_init_data_takes_a_csv_with_a_label_column(tmp_path):
+    import torch
+
+    model = tmp_path / "table.onnx"
+    torch.onnx.export(
+        torch.nn.Linear(3, 2),
+        (torch.zeros(2, 3),),
+        str(model),
+        dynamo=False,
+        input_names=["features"],
+        dynamic_axes={"features": {0: "batch"}},
+    )
+    (tmp_path / "rows.csv").write_text("a,b,c,label\n1,2,3,0\n4,5,6,1\n7,8,9,1\n")
+    config = tmp_path / "table.yaml"
+    result = invoke("init", model, "--data", tmp_path / "rows.csv", "-o", config)
+    assert result.exit_code == 0, result.stderr
+    eval_source = yaml.safe_load(config.read_text())["data"]["eval"]
+    assert eval_source == {
+        "path": "rows.csv",
+        "inputs": ["features"],
+        "columns": ["a", "b", "c"],
+        "labels": "label",
+    }
+    assert invoke("validate", config).exit_code == 0
