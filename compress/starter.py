@@ -264,20 +264,24 @@ def _size_gate(facts: ModelFacts) -> float:
 
 def check_starter_runs(model_path: Path, text: str, config_dir: Path, data_path: Path) -> None:
     """Load the starter and its data the way `compress run` would (the model runs on two
-    samples), so data that does not fit the model is refused before the config is written."""
+    samples), so data that does not fit the model is refused before the config is written.
+    A state_dict's or pickled module's starter cannot run yet: there the data is only read."""
     import shutil
     import tempfile
 
     from compress.errors import InputError
-    from compress.preflight import prepare
+    from compress.preflight import check_config, prepare
 
     with tempfile.NamedTemporaryFile(
         "w", suffix=".yaml", prefix=".compress-init-", dir=config_dir, delete=False
     ) as handle:
         handle.write(text)
     try:
-        job = prepare(Path(model_path), Path(handle.name), False, lambda message: None)
-        shutil.rmtree(job.context.workdir, ignore_errors=True)
+        if detect_format(Path(model_path)) in ("onnx", "exported_program", "torchscript"):
+            job = prepare(Path(model_path), Path(handle.name), False, lambda message: None)
+            shutil.rmtree(job.context.workdir, ignore_errors=True)
+        else:  # its arch is still a TODO (or it needs --trust-pickle): the data is read only
+            check_config(Path(handle.name))
     except InputError as e:
         raise type(e)(f"--data {data_path}: {e}") from None
     finally:

@@ -41,7 +41,8 @@ def starter_data(path: Path, config_dir: Path, input_names: list[str], inputs) -
     readers = {"npz": _npz_source, "csv": _csv_source, "images": _image_source}
     source = readers[kind](path, input_names, inputs)
     labelled = kind == "images" or "labels" in source
-    where = Path(os.path.relpath(path.resolve(), config_dir.resolve()))
+    # abspath, not resolve: a symlinked data file is named as the user named it
+    where = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(config_dir)))
     return StarterData({"path": where.as_posix(), **source}, labelled)
 
 
@@ -61,7 +62,7 @@ def _npz_source(path: Path, input_names: list[str], inputs) -> dict[str, Any]:
         raise DataError(f"--data {path}: not a readable .npz file ({e})") from None
     labels = next((k for k in keys if k.lower() in LABEL_NAMES and k not in input_names), None)
     arrays = [k for k in keys if k != labels]
-    names = input_names if set(input_names) <= set(keys) else arrays
+    names = input_names if input_names and set(input_names) <= set(keys) else arrays
     # Keys feed the model's inputs in order: named as the inputs, or as many as there are.
     if not names or (input_names and len(names) != len(input_names)):
         raise DataError(

@@ -262,3 +262,16 @@ def test_init_data_takes_a_csv_with_a_label_column(tmp_path):
         "labels": "label",
     }
     assert invoke("validate", config).exit_code == 0
+
+
+def test_init_data_for_a_state_dict_reads_the_data_only(tmp_path):
+    # its arch is still a TODO, so the model cannot run yet; the data is read and used
+    shutil.copyfile(SAMPLES / "digits_calib.npz", tmp_path / "digits.npz")
+    config = tmp_path / "s.yaml"
+    result = invoke(
+        "init", SAMPLES / "digits_cnn_state.pt", "--data", tmp_path / "digits.npz", "-o", config
+    )
+    assert result.exit_code == 0, result.stderr
+    loaded = yaml.safe_load(config.read_text())
+    assert loaded["data"]["eval"] == {"path": "digits.npz", "inputs": ["x"], "labels": "y"}
+    assert loaded["passes"][0]["type"] == "quantize.static"  # convolutions, judged by weights
