@@ -140,3 +140,11 @@ def test_int4_keeps_int8_embeddings_within_the_budget(tmp_path):
     written, _, _, details = run_int4(tmp_path, "{type: quantize.int4, max_accuracy_drop: 0.5}")
     assert details["embedding_tables_int8"] == ["table"] and details["embeddings_drop"] <= 0.5
     assert int8_tables(written) == ["table_int8"]
+
+
+def test_int4_budget_without_eval_data_is_refused(tmp_path):
+    config = tmp_path / "int4.yaml"
+    config.write_text("version: 1\npasses:\n  - {type: quantize.int4, max_accuracy_drop: 0.01}\n")
+    result = invoke("validate", config)
+    assert result.exit_code == 2
+    assert "passes[0].max_accuracy_drop needs data.eval" in result.stderr

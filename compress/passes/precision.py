@@ -103,9 +103,7 @@ class Int4WeightOnly(OnnxPass):
     Params = Int4Params
 
     def check(self, config) -> None:
-        if self.params.max_accuracy_drop is not None:
-            why = f"{self.key}.max_accuracy_drop needs data.eval to measure the drop"
-            self.require_data(config, "eval", why)
+        self.require_eval_for_budget(config)
 
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         import onnx
