@@ -14,27 +14,37 @@ from cli.errors import reported_errors, stderr
 def init(
     model: Path = typer.Argument(..., help="Saved model: ONNX, .pt2, TorchScript or state_dict."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (default: stdout)."),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Samples for calibration and evaluation: an .npz (keys named as the model's "
+        "inputs), a .csv or a folder of images; checked against the model.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Write a commented starter config for MODEL.
 
     Its inputs are read from the model where it tells them (ONNX, .pt2); TODO comments say what
-    to fill in where it does not.
+    to fill in where it does not. The passes fit what the model is made of: static int8 for a
+    convolutional model (it needs calibration data: --data fills it in), dynamic int8 otherwise.
     """
     with reported_errors(debug):
         from compress.errors import OutputDirError
         from compress.inputs import InputFile, refuse_overwriting
         from compress.outdir import check_writable
         from compress.staging import write_atomically
-        from compress.starter import starter_config
+        from compress.starter import check_starter_runs, starter_config
 
         if out is not None:
             check_writable(out, "-o")
             refuse_overwriting(out, [InputFile("the model", model)], "-o", "choose another file")
             if os.path.lexists(out) and not force:
                 raise OutputDirError(f"-o {out}: the file exists; pass --force to replace it")
-        text = starter_config(model)
+        config_dir = out.parent if out is not None else Path.cwd()
+        text = starter_config(model, data, config_dir)
+        if data is not None:
+            check_starter_runs(model, text, config_dir, data)
         if out is None:
             sys.stdout.write(text)
             return

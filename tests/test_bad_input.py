@@ -226,14 +226,6 @@ def test_data_of_the_wrong_shape_for_an_onnx_input(tmp_path, cnn_config):
     assert_refused(run_cli(model, cnn_config, out), out, "data.eval does not fit", "inputs: x")
 
 
-def test_int4_on_a_model_without_matmul(tmp_path, cnn_config):
-    cnn_config.write_text(CNN_CONFIG.replace("quantize.static", "quantize.int4"))
-    cnn_config.write_text(cnn_config.read_text().replace("    per_channel: true\n", ""))
-    out = tmp_path / "out"
-    # Found only in the exported graph, after progress lines: --quiet leaves the error alone.
-    assert_refused(run_cli(CNN, cnn_config, out, "--quiet"), out, "passes[0]", "no MatMul")
-
-
 @pytest.mark.parametrize(
     ("pass_yaml", "needle"),
     [

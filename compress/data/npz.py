@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def read(source: DataSource, where: str, path: Path):
     """(inputs by name, labels or None, None): keys as the config names them."""
     try:
-        _check_archive(path)
+        check_archive(path)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as e:
@@ -56,7 +56,7 @@ def read(source: DataSource, where: str, path: Path):
     return inputs, labels, None
 
 
-def _check_archive(path: Path) -> None:
+def check_archive(path: Path) -> None:
     """Archive limits, then each array's declared size against its member's (headers only)."""
     if not zipfile.is_zipfile(path):
         return  # numpy says what it is not

@@ -52,6 +52,12 @@ class Pass:
                 f"{why}; add data: {{{source}: {{path: ..., inputs: [...]}}}} to the config"
             )
 
+    def require_eval_for_budget(self, config: LoadedConfig) -> None:
+        """Refuse a pass's own max_accuracy_drop without data.eval to measure the drop on."""
+        if getattr(self.params, "max_accuracy_drop", None) is not None:
+            why = f"{self.key}.max_accuracy_drop needs data.eval to measure the drop"
+            self.require_data(config, "eval", why)
+
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

@@ -1,15 +1,22 @@
-"""Lower-precision weights without calibration: float16, and 4-bit weight-only MatMul."""
+"""Lower-precision weights without calibration: float16, and 4-bit weight-only MatMul.
+
+quantize.int4 also rewrites Gemm nodes with constant weights as MatMul (+ Add for the bias), so
+models whose linear layers export as Gemm (GPT-2's Conv1D, a classifier head) shrink too, and it
+stores embedding tables as int8 unless that misses the accuracy budget.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
 from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.fallback import accuracy_budget
 from compress.passes.quantize import excluded_nodes
 from compress.passes.registry import register
 
@@ -55,9 +62,19 @@ class Float16(OnnxPass):
 class Int4Params(OnnxPassParams):
     block_size: int = Field(default=32, ge=16, description="weights per scale (a power of 2)")
     symmetric: bool = True
-    exclude: list[str] = Field(default_factory=list, description="MatMul node names to skip")
-    embeddings_int8: bool = Field(
-        default=False, description="also store embedding tables (constant Gather) as int8"
+    exclude: list[str] = Field(
+        default_factory=list, description="MatMul or Gemm node names (or op types) to skip"
+    )
+    embeddings_int8: bool | Literal["auto"] = Field(
+        default="auto",
+        description="also store embedding tables (constant Gather) as int8; auto: yes, unless "
+        "an accuracy budget and data.eval show they make the model miss it",
+    )
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="budget on data.eval for embeddings_int8: auto (default: "
+        "gates.max_accuracy_drop)",
     )
 
     @field_validator("block_size")
@@ -70,29 +87,37 @@ class Int4Params(OnnxPassParams):
 
 @register("quantize.int4")
 class Int4WeightOnly(OnnxPass):
-    """4-bit weight-only MatMul (ONNX Runtime's MatMulNBits): MatMul weights shrink ~6x.
+    """4-bit weight-only MatMul/Gemm (ONNX Runtime's MatMulNBits): their weights shrink ~6x.
 
-    With embeddings_int8, embedding tables (Gather from a constant) are stored as int8 with one
-    scale per column and dequantized after the lookup, so a transformer's vocabulary shrinks 4x.
+    Embedding tables (Gather from a constant) are stored as int8 with one scale per column and
+    dequantized after the lookup, so a transformer's vocabulary shrinks 4x; with a budget
+    (max_accuracy_drop or gates.max_accuracy_drop) and data.eval, unless the model meets it only
+    without them, or they alone cost more than it. On CPU, MatMulNBits is often no
+    faster than float MatMul (the report warns when it is slower): int4 is for size.
 
     Sample YAML:
         - type: quantize.int4
           block_size: 32
-          embeddings_int8: true
     """
 
     Params = Int4Params
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+    def check(self, config) -> None:
+        self.require_eval_for_budget(config)
+
+    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         import onnx
 
         proto = onnx.load(str(source))
+        rewritten = gemms_as_matmul(proto)
         constants = {i.name for i in proto.graph.initializer}
         if not any(n.op_type == "MatMul" and n.input[1] in constants for n in proto.graph.node):
             raise ConfigError(
-                f"{self.key}: {self.name} found no MatMul with constant weights in the model "
-                "(Gemm and Conv are not 4-bit quantized); use quantize.static or quantize.dynamic"
+                f"{self.key}: {self.name} found no MatMul or Gemm with constant weights in the "
+                "model (Conv is not 4-bit quantized); use quantize.static or quantize.dynamic"
             )
+        if rewritten:
+            ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
         quantizer_class = _matmul_nbits_quantizer()
         quantizer = quantizer_class(
             proto,
@@ -101,19 +126,105 @@ class Int4WeightOnly(OnnxPass):
             nodes_to_exclude=excluded_nodes(source, self.params.exclude, self.key),
         )
         quantizer.process()
-        details = None
-        if self.params.embeddings_int8:
-            tables = quantize_embeddings(quantizer.model.model)
-            ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
-            details = {"embedding_tables_int8": tables}
         quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+        details: dict[str, Any] = {"gemm_rewritten_as_matmul": len(rewritten)}
+        if self.params.embeddings_int8 is not False:
+            details |= self._embeddings(source, target, ctx)
         return details
+
+    def _embeddings(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
+        """Store `target`'s embedding tables as int8, unless `auto` and the budget says no."""
+        import onnx
+
+        model = onnx.load(str(target))
+        tables = quantize_embeddings(model)
+        if not tables:
+            return {}
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
+        judged = self.params.embeddings_int8 == "auto" and budget is not None and ctx.eval
+        candidate = target.with_suffix(".embeddings.onnx") if judged else target
+        onnx.save(model, str(candidate))
+        details: dict[str, Any] = {"embedding_tables_int8": tables}
+        if judged:
+            verdict = _judge(source, candidate, budget, ctx)
+            details["embeddings_drop"] = verdict.drop
+            # Over budget, the tables are to blame if the model meets it without them, or if
+            # they alone cost more than the whole budget.
+            without = None if verdict.met else _judge(source, target, budget, ctx).drop
+            if without is not None and (without <= budget or verdict.drop - without > budget):
+                candidate.unlink()
+                ctx.log(
+                    f"  int8 embedding tables take the drop to {verdict.drop} (budget {budget}, "
+                    f"{without} without them): kept in float32; embeddings_int8: true forces them"
+                )
+                return details | {"embedding_tables_int8": [], "embeddings_kept_float": tables}
+            candidate.replace(target)
+        ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
+        return details
+
+
+def _judge(source: Path, candidate: Path, budget: float, ctx: Context):
+    """The drop of `candidate` against the float `source` on data.eval."""
+    from compress.passes.budget import BudgetJudge
+
+    reference = ctx.analysis.reference_outputs(source, ctx.eval)
+    return BudgetJudge(reference, ctx.eval, ctx.config.config.report.metric, budget).full(candidate)
+
+
+def gemms_as_matmul(model) -> list[str]:
+    """Rewrite each Gemm whose weight B is a float constant as MatMul with the weight stored
+    [in, out] (transposed if transB, alpha folded in), plus an Add of beta * C when it has a
+    bias; the MatMul keeps the Gemm's name so `exclude` still finds it. Returns those names."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from compress.passes.graph_edit import Graph, attribute
+
+    graph = Graph(model)
+    new_nodes, rewritten = [], []
+    for node in model.graph.node:
+        weight = graph.initializers.get(node.input[1]) if node.op_type == "Gemm" else None
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        beta = attribute(node, "beta", 1.0)
+        if (
+            weight is None
+            or weight.data_type != onnx.TensorProto.FLOAT
+            or attribute(node, "transA", 0)
+            or (bias is not None and beta != 1.0 and bias not in graph.initializers)
+        ):
+            new_nodes.append(node)
+            continue
+        matrix = numpy_helper.to_array(weight) * attribute(node, "alpha", 1.0)
+        if attribute(node, "transB", 0):
+            matrix = matrix.T
+        stored = graph.add_initializer(f"{weight.name}_matmul", np.ascontiguousarray(matrix))
+        product = f"{node.output[0]}_matmul" if bias else node.output[0]
+        new_nodes.append(helper.make_node("MatMul", [node.input[0], stored], [product], node.name))
+        if bias:
+            if beta != 1.0:
+                scaled = numpy_helper.to_array(graph.initializers[bias]) * beta
+                bias = graph.add_initializer(f"{bias}_beta", scaled.astype(np.float32))
+            new_nodes.append(
+                helper.make_node("Add", [product, bias], node.output, f"{node.name}_bias")
+            )
+        rewritten.append(node.name)
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+        _drop_unused_initializers(model)
+    return rewritten
+
+
+def _drop_unused_initializers(model) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    kept = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
 
 
 def quantize_embeddings(model) -> list[str]:
     """Store each Gather's constant float table [rows, dim] as int8 (symmetric, one scale per
     column) and dequantize the gathered rows; returns the tables' names."""
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 

@@ -159,9 +159,7 @@ class Int8Pass(OnnxPass):
     params: QuantizeParams
 
     def check(self, config: LoadedConfig) -> None:
-        if self.params.max_accuracy_drop is not None:
-            why = f"{self.key}.max_accuracy_drop needs data.eval to measure the drop"
-            self.require_data(config, "eval", why)
+        self.require_eval_for_budget(config)
 
     def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
         """Write `prepared` quantized to `target`, keeping `excluded` node names in float."""
