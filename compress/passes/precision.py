@@ -167,8 +167,9 @@ def _judge(source: Path, candidate: Path, budget: float, ctx: Context):
     """The drop of `candidate` against the float `source` on data.eval."""
     from compress.passes.budget import BudgetJudge
 
-    reference = ctx.analysis.reference_outputs(source, ctx.eval)
-    return BudgetJudge(reference, ctx.eval, ctx.config.config.report.metric, budget).full(candidate)
+    output, metric = ctx.judged_output, ctx.config.config.report.metric
+    reference = ctx.analysis.reference_outputs(source, ctx.eval, output)
+    return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
 
 
 def gemms_as_matmul(model) -> list[str]:
