@@ -52,6 +52,8 @@ def prepare(
     """Load and check everything a run needs; raises InputError before any work is done."""
     config, passes, datasets = check_config(config_path, overrides)
     model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
+    if not datasets and not config.config.model.inputs:
+        inputs_from_model(model, config, log)
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)
         check_onnx_batch(model.model, config.config.report.batch_sizes)
@@ -73,6 +75,28 @@ def prepare(
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return Job(config, model, passes, context, module)
+
+
+def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[str], None]):
+    """Without data or model.inputs, the inputs an ONNX graph or a torch.export program declares
+    become model.inputs (samples shaped like them stand in for data); other formats record no
+    shapes, and input_names_for says what to add."""
+    from compress.model_inputs import onnx_input_specs, program_input_specs
+
+    if model.is_onnx:
+        specs = onnx_input_specs(model.model)
+    elif model.format == "exported_program":
+        specs = program_input_specs(model.model)
+    else:
+        return
+    if specs is None:
+        raise ConfigError(
+            f"{model.path.name}: an input has a dtype or shape model.inputs cannot declare, so no "
+            "samples can be made up; add data.eval (or data.calibration)"
+        )
+    config.config.model.inputs = specs
+    shown = ", ".join(f"{s.name} {s.shape} {s.dtype}" for s in specs)
+    log(f"no data: samples shaped like the model's inputs stand in ({shown})")
 
 
 def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Context):

@@ -50,3 +50,22 @@ def test_a_report_nested_too_deeply_is_refused(tmp_path):
     report.write_text("[" * 100_000 + "]" * 100_000)
     result = invoke("report", report)
     assert result.exit_code == 2 and "nested too deeply" in result.stderr
+
+
+@pytest.mark.parametrize("model", ["onnx", "pt2"])
+def test_without_data_or_model_inputs_the_model_declares_its_inputs(tmp_path, model):
+    """An ONNX graph and a .pt2 program record their inputs: samples shaped like them stand
+    in for data; a TorchScript archive records no shapes, and the refusal says what to add."""
+    import json
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"version: 1\npasses: [{{type: quantize.fp16}}]\n{REPORT}")
+    path = small_onnx(tmp_path / "model.onnx") if model == "onnx" else SAMPLES / "digits_cnn.pt2"
+    out = tmp_path / "out"
+    result = run_cli(path, config, out)
+    assert result.exit_code == 0, result.stderr
+    assert "samples shaped like the model's inputs stand in (x ['batch', 1, 8, 8]" in result.stderr
+    assert json.loads((out / "report.json").read_text())["stages"][-1]["name"] == "quantize.fp16"
+    out = tmp_path / "ts"
+    result = run_cli(SAMPLES / "digits_cnn.ts", config, out)
+    assert_refused(result, out, "the model's inputs are unknown", "model.inputs")
