@@ -7,6 +7,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
+from compress.head_pruning import plan_heads, sync_head_counts, without_kv_cache
 from compress.training import first_output
 
 if TYPE_CHECKING:
@@ -40,8 +41,9 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
 
     # nn.MultiheadAttention: tell DepGraph the head count, so heads stay whole.
     heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    plan = plan_heads(model, params.amount, kept_whole)  # transformers lose whole heads
     try:
-        with warnings.catch_warnings():  # notes about parameters outside known layers
+        with warnings.catch_warnings(), without_kv_cache(model):  # notes about parameters
             warnings.simplefilter("ignore")
             return tp.pruner.MetaPruner(
                 model,
@@ -50,9 +52,10 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
                 global_pruning=params.scope == "global",
                 pruning_ratio=params.amount,
                 iterative_steps=params.steps,
-                ignored_layers=[m for m in kept_whole if m is not None],
+                ignored_layers=[m for m in kept_whole if m is not None] + plan.ignored,
                 round_to=params.round_to,
-                num_heads=heads,
+                num_heads=heads | plan.num_heads,
+                **plan.pruner_options(params.amount),
             )
     except Exception as e:
         raise PassError(f"{key}: torch-pruning cannot trace the model: {first_line(e)}") from e
@@ -77,6 +80,7 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
         )
     for group in groups:
         group.prune()
+    sync_head_counts(model)
     model.zero_grad(set_to_none=True)
 
 

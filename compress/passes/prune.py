@@ -16,6 +16,7 @@ from pydantic import Field
 from compress.depgraph import channel_counts, example_inputs, make_pruner, prune_step
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
+from compress.head_pruning import linear_from_conv1d, refuse_program_attention
 from compress.passes.base import PassParams, TorchPass
 from compress.passes.registry import register
 
@@ -109,6 +110,7 @@ class ChannelPruning(PruningPass):
         import torch
 
         super().check_module(module, ctx)
+        refuse_program_attention(module, self.key)
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
         if self.params.importance == "bn_scale" and not has_bn:
             raise ConfigError(
@@ -136,6 +138,7 @@ class ChannelPruning(PruningPass):
 
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
         p = self.params
+        linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
         before = channel_counts(model)
         pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
         losses = []
