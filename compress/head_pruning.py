@@ -206,3 +206,18 @@ def refuse_program_attention(module: nn.Module, key: str) -> None:
             "its reshapes, so its heads cannot be pruned; save a state_dict "
             "(torch.save(model.state_dict())) and name the class in model.arch instead"
         )
+
+
+def head_counts(model: nn.Module) -> dict[str, int]:
+    """Heads of every attention module `find_attention` sees, by module name."""
+    return {a.name: getattr(a.module, a.head_count_name) for a in find_attention(model)}
+
+
+def heads_removed(before: dict[str, int], after: dict[str, int]) -> str:
+    """The report's words on heads: '; removed 12 of 36 attention heads in 6 modules', or ''."""
+    changed = [name for name in before if after.get(name) != before[name]]
+    if not changed:
+        return ""
+    removed = sum(before[name] - after.get(name, 0) for name in changed)
+    total = sum(before.values())
+    return f"; removed {removed} of {total} attention heads in {len(changed)} modules"

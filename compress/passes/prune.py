@@ -16,7 +16,12 @@ from pydantic import Field
 from compress.depgraph import channel_counts, example_inputs, make_pruner, prune_step
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
-from compress.head_pruning import linear_from_conv1d, refuse_program_attention
+from compress.head_pruning import (
+    head_counts,
+    heads_removed,
+    linear_from_conv1d,
+    refuse_program_attention,
+)
 from compress.passes.base import PassParams, TorchPass
 from compress.passes.registry import register
 
@@ -139,7 +144,7 @@ class ChannelPruning(PruningPass):
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
         p = self.params
         linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
-        before = channel_counts(model)
+        before, heads_before = channel_counts(model), head_counts(model)
         pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
         losses = []
         for _ in range(p.steps):  # with data.train, a fine-tune follows every step
@@ -153,7 +158,8 @@ class ChannelPruning(PruningPass):
         return model, {
             "reason": (
                 f"removed {removed} of {total} output channels in {len(changed)} layers "
-                f"({p.importance} importance, {p.scope}, {p.steps} step(s)){tuned}"
+                f"({p.importance} importance, {p.scope}, {p.steps} step(s))"
+                f"{heads_removed(heads_before, head_counts(model))}{tuned}"
             ),
             "channels": changed,
             "finetune_losses": losses,
