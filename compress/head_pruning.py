@@ -8,7 +8,8 @@ not. Separate query / key / value Linears are handed to torch-pruning as heads; 
 (GPT-2's `c_attn`, `[q | k | v]`) is cut here, with its output projection, before torch-pruning
 runs, since torch-pruning cannot rank a fused projection's heads. GPT-2's `Conv1D` layers (a
 Linear with a transposed weight, which torch-pruning cannot trace) become `nn.Linear` first.
-A `.pt2` program's reshapes have the head count written in, so attention in a program is refused.
+A `.pt2` program has no attention modules left (only reshapes to a fixed head size), so attention
+in a program is refused before any work.
 """
 
 from __future__ import annotations
@@ -89,7 +90,13 @@ def find_attention(model: nn.Module) -> list[Attention]:
         for qkv_name, out_name in FUSED_PROJECTIONS:
             if fused := _children(module, (qkv_name, out_name)):
                 found.append(Attention(name, module, count_name, size, fused[:1], fused[1]))
-    return [a for a in found if a.projections[0].out_features % a.head_size == 0]
+    return [a for a in found if _whole_heads(a)]
+
+
+def _whole_heads(attention: Attention) -> bool:
+    """Projections of whole, equal heads (not grouped-query attention's narrower key / value)."""
+    widths = {p.out_features for p in attention.projections}
+    return len(widths) == 1 and widths.pop() % attention.head_size == 0
 
 
 def linear_from_conv1d(model: nn.Module) -> int:
@@ -190,7 +197,7 @@ def without_kv_cache(model: nn.Module):
 
 
 def refuse_program_attention(module: nn.Module, key: str) -> None:
-    """A `.pt2` program's reshapes fix the head count: refuse attention in one before any work."""
+    """A `.pt2` program has no attention modules to cut heads from: refuse one with attention."""
     import torch
 
     graph = getattr(module, "graph", None)
@@ -202,9 +209,9 @@ def refuse_program_attention(module: nn.Module, key: str) -> None:
         "softmax" in ops and ("bmm" in ops or "matmul" in ops)
     ):
         raise ConfigError(
-            f"{key}: the .pt2 program has attention, whose head count torch.export wrote into "
-            "its reshapes, so its heads cannot be pruned; save a state_dict "
-            "(torch.save(model.state_dict())) and name the class in model.arch instead"
+            f"{key}: the .pt2 program has attention flattened into reshapes of fixed head size, "
+            "with no attention module to remove whole heads from; save a state_dict "
+            "(torch.save(model.state_dict())) and name the model's class in model.arch instead"
         )
 
 

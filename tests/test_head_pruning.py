@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from compress.head_pruning import head_counts, linear_from_conv1d
 from compress.pipeline import run
 from tests.attention_models import HEADS, HIDDEN, VOCAB, HFStyleEncoder
 from tests.conftest import assert_refused, run_cli, write_config
@@ -69,3 +70,22 @@ def test_attention_in_a_pt2_program_is_refused_in_one_line(tmp_path):
     out = tmp_path / "out"
     result = run_cli(tmp_path / "model.pt2", config, out)
     assert_refused(result, out, "attention", "state_dict", "model.arch")
+
+
+def test_conv1d_becomes_an_equal_linear_and_fused_heads_are_found():
+    torch.manual_seed(0)
+    model = HFStyleEncoder(fused=True).eval()
+    ids = torch.randint(0, VOCAB, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    expected = model(ids, mask)
+    assert linear_from_conv1d(model) == 2 * 2  # c_attn and c_proj in both layers
+    assert torch.allclose(model(ids, mask), expected, atol=1e-6)
+    assert head_counts(model) == {"layers.0.attention": HEADS, "layers.1.attention": HEADS}
+
+
+def test_grouped_query_attention_is_not_taken_for_whole_heads():
+    """Key / value narrower than the query (grouped-query attention): not cut as equal heads."""
+    model = HFStyleEncoder()
+    for layer in model.layers:
+        layer.attention.key = torch.nn.Linear(HIDDEN, HIDDEN // 2)
+    assert head_counts(model) == {}
