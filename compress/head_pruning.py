@@ -228,3 +228,18 @@ def heads_removed(before: dict[str, int], after: dict[str, int]) -> str:
     removed = sum(before[name] - after.get(name, 0) for name in changed)
     total = sum(before.values())
     return f"; removed {removed} of {total} attention heads in {len(changed)} modules"
+
+
+def fix_layerwise_head_steps(pruner, params) -> None:
+    """Make `steps` remove the heads one step would. torch-pruning removes ceil(ratio * heads
+    left) heads per module at each step, with the ratio meant for the heads at the start, so
+    steps would compound; give it per step the share of the heads left that reaches the target."""
+    if params.scope != "layerwise" or not getattr(pruner, "prune_num_heads", False):
+        return
+    heads = max(pruner.num_heads.values(), default=0)
+    removed = [math.ceil(ratio * heads) for ratio in pruner.per_step_head_pruning_ratio]
+    shares = [0.0]
+    for before, target in zip(removed, removed[1:], strict=False):
+        now = target - before
+        shares.append((now - 0.5) / (heads - before) if now > 0 else 0.0)  # ceil gives `now`
+    pruner.per_step_head_pruning_ratio = shares

@@ -89,3 +89,14 @@ def test_grouped_query_attention_is_not_taken_for_whole_heads():
     for layer in model.layers:
         layer.attention.key = torch.nn.Linear(HIDDEN, HIDDEN // 2)
     assert head_counts(model) == {}
+
+
+def test_steps_remove_as_many_heads_as_one_step(tmp_path):
+    """torch-pruning applies each step's ratio to the heads left; compress corrects for that."""
+    tokens(tmp_path)
+    model = 'model: {arch: "tests.attention_models:HFStyleEncoder"}\n'
+    text = CONFIG.format(model=model).replace("amount: 0.5", "amount: 0.5, steps: 3")
+    _, pruned = run(saved_model(tmp_path, False), write_config(tmp_path, text), tmp_path / "o")[
+        "stages"
+    ]
+    assert f"removed {HEADS} of {2 * HEADS} attention heads" in pruned["details"]["reason"]

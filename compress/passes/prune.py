@@ -17,6 +17,7 @@ from compress.depgraph import channel_counts, example_inputs, make_pruner, prune
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
 from compress.head_pruning import (
+    fix_layerwise_head_steps,
     head_counts,
     heads_removed,
     linear_from_conv1d,
@@ -146,6 +147,7 @@ class ChannelPruning(PruningPass):
         linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
         before, heads_before = channel_counts(model), head_counts(model)
         pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
+        fix_layerwise_head_steps(pruner, p)
         losses = []
         for _ in range(p.steps):  # with data.train, a fine-tune follows every step
             prune_step(pruner, model, ctx, p, self.key)
