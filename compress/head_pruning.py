@@ -59,7 +59,9 @@ class HeadPlan:
     def pruner_options(self, amount: float) -> dict:
         if not self.num_heads:
             return {}
-        return {"prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": amount}
+        fewest = min(self.num_heads.values())  # torch-pruning removes ceil(ratio * heads): keep 1
+        ratio = min(amount, (fewest - 1) / fewest - 1e-9)
+        return {"prune_num_heads": True, "prune_head_dims": False, "head_pruning_ratio": ratio}
 
 
 def _int_attribute(module: nn.Module, names: tuple[str, ...]) -> str | None:

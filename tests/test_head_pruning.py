@@ -3,11 +3,13 @@ with model.arch; a .pt2 program with attention is refused before any work."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
-from compress.head_pruning import head_counts, linear_from_conv1d
+from compress.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
 from compress.pipeline import run
 from tests.attention_models import HEADS, HIDDEN, VOCAB, HFStyleEncoder
 from tests.conftest import assert_refused, run_cli, write_config
@@ -91,12 +93,26 @@ def test_grouped_query_attention_is_not_taken_for_whole_heads():
     assert head_counts(model) == {}
 
 
-def test_steps_remove_as_many_heads_as_one_step(tmp_path):
-    """torch-pruning applies each step's ratio to the heads left; compress corrects for that."""
+@pytest.mark.parametrize(
+    ("params", "heads_left"),
+    [("amount: 0.5, steps: 3", HEADS // 2), ("amount: 0.9", 1)],
+)
+def test_steps_and_high_amounts_leave_the_heads_they_should(tmp_path, params, heads_left):
+    """torch-pruning applies each step's ratio to the heads left, and would take every head at
+    0.9: compress corrects the steps and keeps one head."""
     tokens(tmp_path)
     model = 'model: {arch: "tests.attention_models:HFStyleEncoder"}\n'
-    text = CONFIG.format(model=model).replace("amount: 0.5", "amount: 0.5, steps: 3")
+    text = CONFIG.format(model=model).replace("amount: 0.5", params)
     _, pruned = run(saved_model(tmp_path, False), write_config(tmp_path, text), tmp_path / "o")[
         "stages"
     ]
-    assert f"removed {HEADS} of {2 * HEADS} attention heads" in pruned["details"]["reason"]
+    removed = 2 * (HEADS - heads_left)
+    assert f"removed {removed} of {2 * HEADS} attention heads" in pruned["details"]["reason"]
+
+
+def test_the_key_value_cache_is_off_only_while_tracing():
+    model = HFStyleEncoder()
+    model.config = SimpleNamespace(use_cache=True)
+    with without_kv_cache(model):
+        assert model.config.use_cache is False
+    assert model.config.use_cache is True
