@@ -98,6 +98,11 @@ def find_attention(model: nn.Module) -> list[Attention]:
 def _whole_heads(attention: Attention) -> bool:
     """Projections of whole, equal heads (not grouped-query attention's narrower key / value)."""
     widths = {p.out_features for p in attention.projections}
+    if (
+        attention.fused
+        and attention.projections[0].out_features != 3 * attention.output.in_features
+    ):
+        return False  # not [q | k | v] (e.g. GPT-2's cross-attention, keys and values only)
     return len(widths) == 1 and widths.pop() % attention.head_size == 0
 
 
@@ -109,14 +114,15 @@ def linear_from_conv1d(model: nn.Module) -> int:
     replaced = 0
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
-            if type(child).__name__ != "Conv1D" or getattr(child, "weight", None) is None:
+            weight, bias = getattr(child, "weight", None), getattr(child, "bias", None)
+            if type(child).__name__ != "Conv1D" or weight is None or weight.dim() != 2:
                 continue
-            inputs, outputs = child.weight.shape
-            linear = nn.Linear(inputs, outputs, bias=child.bias is not None)
+            inputs, outputs = weight.shape
+            linear = nn.Linear(inputs, outputs, bias=bias is not None)
             with torch.no_grad():
-                linear.weight.copy_(child.weight.t())
-                if child.bias is not None:
-                    linear.bias.copy_(child.bias)
+                linear.weight.copy_(weight.t())
+                if bias is not None:
+                    linear.bias.copy_(bias)
             setattr(parent, child_name, linear)
             replaced += 1
     return replaced
