@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
 from compress.head_pruning import plan_heads, sync_head_counts, without_kv_cache
+from compress.module_trace import named_attention
 from compress.training import first_output
 
 if TYPE_CHECKING:
@@ -68,9 +69,11 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
     try:
         groups = list(pruner.step(interactive=True))
     except Exception as e:
+        attention = named_attention(model, example_inputs(ctx))
         raise PassError(
             f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); add the "
-            "modules it cannot follow (custom attention, reshapes to fixed sizes) to ignore"
+            f"modules it cannot follow (custom attention{attention}; reshapes to fixed sizes) to "
+            "ignore"
         ) from e
     if not any(idxs for group in groups for _, idxs in group):
         rounding = f" rounded to multiples of {params.round_to}" if params.round_to else ""

@@ -23,6 +23,7 @@ from compress.head_pruning import (
     linear_from_conv1d,
     refuse_program_attention,
 )
+from compress.module_trace import failing_module
 from compress.passes.base import PassParams, TorchPass
 from compress.passes.registry import register
 
@@ -169,12 +170,12 @@ class ChannelPruning(PruningPass):
 
 
 def _check_runs(model, ctx: Context, key: str) -> None:
-    try:
-        model(*example_inputs(ctx))
-    except Exception as e:
+    where, e = failing_module(model, example_inputs(ctx))
+    if e is not None:
+        layers = f"{where} (and the modules built like it)" if where else "the layers"
         raise PassError(
-            f"{key}: the pruned model no longer runs ({first_line(e, 200)}); add the layers whose "
-            "shapes are fixed in the code (custom attention, reshapes) to ignore"
+            f"{key}: the pruned model no longer runs ({first_line(e, 200)}); add {layers}, whose "
+            "shapes are fixed in the code (custom attention, reshapes), to ignore"
         ) from e
 
 
