@@ -219,7 +219,8 @@ def refuse_program_attention(module: nn.Module, key: str) -> None:
         raise ConfigError(
             f"{key}: the .pt2 program has attention flattened into reshapes of fixed head size, "
             "with no attention module to remove whole heads from; save a state_dict "
-            "(torch.save(model.state_dict())) and name the model's class in model.arch instead"
+            "(torch.save(model.state_dict())) and name the model's class in model.arch, or list "
+            "the attention layers in ignore to prune only the rest"
         )
 
 

@@ -117,7 +117,8 @@ class ChannelPruning(PruningPass):
         import torch
 
         super().check_module(module, ctx)
-        refuse_program_attention(module, self.key)
+        if not self.params.ignore:  # with ignore, the user chose what stays whole
+            refuse_program_attention(module, self.key)
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
         if self.params.importance == "bn_scale" and not has_bn:
             raise ConfigError(
