@@ -7,6 +7,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
+from compress.head_pruning import plan_heads, sync_head_counts, without_kv_cache
+from compress.module_trace import named_attention
 from compress.training import first_output
 
 if TYPE_CHECKING:
@@ -40,8 +42,9 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
 
     # nn.MultiheadAttention: tell DepGraph the head count, so heads stay whole.
     heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    plan = plan_heads(model, params.amount, kept_whole)  # transformers lose whole heads
     try:
-        with warnings.catch_warnings():  # notes about parameters outside known layers
+        with warnings.catch_warnings(), without_kv_cache(model):  # notes about parameters
             warnings.simplefilter("ignore")
             return tp.pruner.MetaPruner(
                 model,
@@ -50,9 +53,10 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
                 global_pruning=params.scope == "global",
                 pruning_ratio=params.amount,
                 iterative_steps=params.steps,
-                ignored_layers=[m for m in kept_whole if m is not None],
+                ignored_layers=[m for m in kept_whole if m is not None] + plan.ignored,
                 round_to=params.round_to,
-                num_heads=heads,
+                num_heads=heads | plan.num_heads,
+                **plan.pruner_options(params.amount),
             )
     except Exception as e:
         raise PassError(f"{key}: torch-pruning cannot trace the model: {first_line(e)}") from e
@@ -65,9 +69,11 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
     try:
         groups = list(pruner.step(interactive=True))
     except Exception as e:
+        attention = named_attention(model, example_inputs(ctx))
         raise PassError(
             f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); add the "
-            "modules it cannot follow (custom attention, reshapes to fixed sizes) to ignore"
+            f"modules it cannot follow (custom attention{attention}; reshapes to fixed sizes) to "
+            "ignore"
         ) from e
     if not any(idxs for group in groups for _, idxs in group):
         rounding = f" rounded to multiples of {params.round_to}" if params.round_to else ""
@@ -77,6 +83,7 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
         )
     for group in groups:
         group.prune()
+    sync_head_counts(model)
     model.zero_grad(set_to_none=True)
 
 

@@ -175,6 +175,7 @@ def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
     model, out = SAMPLES / "text_transformer_state.pt", tmp_path / "a"
     result = run_cli(model, write_config(tmp_path, text.replace("IGNORE", "")), out, "-q")
     assert result.exit_code == 1 and "to ignore" in result.stderr and not out.exists()
+    assert "custom attention: layers.0.attn, layers.1.attn;" in result.stderr  # named
     ignore = ", ignore: [layers.0.attn, layers.1.attn, tok_emb]"
     config = write_config(tmp_path, text.replace("IGNORE", ignore), "ignored.yaml")
     baseline, pruned = run(model, config, tmp_path / "b")["stages"]

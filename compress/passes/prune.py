@@ -16,6 +16,14 @@ from pydantic import Field
 from compress.depgraph import channel_counts, example_inputs, make_pruner, prune_step
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
+from compress.head_pruning import (
+    fix_layerwise_head_steps,
+    head_counts,
+    heads_removed,
+    linear_from_conv1d,
+    refuse_program_attention,
+)
+from compress.module_trace import failing_module
 from compress.passes.base import PassParams, TorchPass
 from compress.passes.registry import register
 
@@ -109,6 +117,8 @@ class ChannelPruning(PruningPass):
         import torch
 
         super().check_module(module, ctx)
+        if not self.params.ignore:  # with ignore, the user chose what stays whole
+            refuse_program_attention(module, self.key)
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
         if self.params.importance == "bn_scale" and not has_bn:
             raise ConfigError(
@@ -136,8 +146,10 @@ class ChannelPruning(PruningPass):
 
     def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
         p = self.params
-        before = channel_counts(model)
+        linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
+        before, heads_before = channel_counts(model), head_counts(model)
         pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
+        fix_layerwise_head_steps(pruner, p)
         losses = []
         for _ in range(p.steps):  # with data.train, a fine-tune follows every step
             prune_step(pruner, model, ctx, p, self.key)
@@ -150,7 +162,8 @@ class ChannelPruning(PruningPass):
         return model, {
             "reason": (
                 f"removed {removed} of {total} output channels in {len(changed)} layers "
-                f"({p.importance} importance, {p.scope}, {p.steps} step(s)){tuned}"
+                f"({p.importance} importance, {p.scope}, {p.steps} step(s))"
+                f"{heads_removed(heads_before, head_counts(model))}{tuned}"
             ),
             "channels": changed,
             "finetune_losses": losses,
@@ -158,12 +171,12 @@ class ChannelPruning(PruningPass):
 
 
 def _check_runs(model, ctx: Context, key: str) -> None:
-    try:
-        model(*example_inputs(ctx))
-    except Exception as e:
+    where, e = failing_module(model, example_inputs(ctx))
+    if e is not None:
+        layers = f"{where} (and the modules built like it)" if where else "the layers"
         raise PassError(
-            f"{key}: the pruned model no longer runs ({first_line(e, 200)}); add the layers whose "
-            "shapes are fixed in the code (custom attention, reshapes) to ignore"
+            f"{key}: the pruned model no longer runs ({first_line(e, 200)}); add {layers}, whose "
+            "shapes are fixed in the code (custom attention, reshapes), to ignore"
         ) from e
 
 

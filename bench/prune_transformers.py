@@ -1,0 +1,143 @@
+"""prune.channels on transformers from small configs (random weights), as state_dict + arch.
+
+    python bench/prune_transformers.py OUT [bert distilbert vit gpt2]
+
+Builds BERT and DistilBERT for classification, ViT for classification (64x64, patch 8) and GPT-2
+with its LM head from transformers configs (6 layers, hidden 384, 6 heads, seed 0), saves their
+state_dicts with random token (seq 32) or image data into OUT, runs `prune.channels` at amount
+0.3 with the defaults (both stages timed in one run: ONNX Runtime, batch 8, 1 thread), and prints
+params, heads, the speed ratio and the cosine of the outputs. transformers is needed here only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compress.pipeline import run  # noqa: E402
+
+CONFIG = """\
+version: 1
+model: {{arch: "bench.prune_transformers:{name}"}}
+data:
+  eval: {{path: {data}, inputs: {inputs}}}
+passes:
+  - {{type: prune.channels, amount: 0.3}}
+report: {{batch_sizes: [8], threads: 1, metric: cosine, min_runs: 10, min_seconds: 0, \
+max_seconds: 6}}
+"""
+TEXT_INPUTS = "[input_ids, attention_mask]"
+SIZE = {"hidden": 384, "layers": 6, "heads": 6, "ffn": 1536, "vocab": 5000, "labels": 5}
+
+
+class TextModel(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class ImageModel(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).logits
+
+
+def bert():
+    import transformers as T
+
+    torch.manual_seed(0)
+    s = SIZE
+    config = T.BertConfig(
+        vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], intermediate_size=s["ffn"], num_labels=s["labels"],
+        max_position_embeddings=64,
+    )  # fmt: skip
+    return TextModel(T.BertForSequenceClassification(config))
+
+
+def distilbert():
+    import transformers as T
+
+    torch.manual_seed(0)
+    s = SIZE
+    config = T.DistilBertConfig(
+        vocab_size=s["vocab"], dim=s["hidden"], n_layers=s["layers"], n_heads=s["heads"],
+        hidden_dim=s["ffn"], num_labels=s["labels"], max_position_embeddings=64,
+    )  # fmt: skip
+    return TextModel(T.DistilBertForSequenceClassification(config))
+
+
+def vit():
+    import transformers as T
+
+    torch.manual_seed(0)
+    s = SIZE
+    config = T.ViTConfig(
+        image_size=64, patch_size=8, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], intermediate_size=s["ffn"], num_labels=s["labels"],
+    )  # fmt: skip
+    return ImageModel(T.ViTForImageClassification(config))
+
+
+def gpt2():
+    import transformers as T
+
+    torch.manual_seed(0)
+    s = SIZE
+    config = T.GPT2Config(
+        vocab_size=s["vocab"], n_embd=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
+        n_positions=64,
+    )  # fmt: skip
+    return TextModel(T.GPT2LMHeadModel(config))
+
+
+def write_data(out: Path) -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, SIZE["vocab"], (96, 32)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for row, length in zip(mask, rng.integers(16, 33, len(mask)), strict=True):
+        row[length:] = 0
+    np.savez(out / "tokens.npz", input_ids=ids, attention_mask=mask)
+    images = rng.standard_normal((32, 3, 64, 64)).astype(np.float32)
+    np.savez(out / "images.npz", pixel_values=images)
+
+
+def measure(name: str, out: Path) -> str:
+    image = name == "vit"
+    data, inputs = ("images.npz", "[pixel_values]") if image else ("tokens.npz", TEXT_INPUTS)
+    config = out / f"{name}.yaml"
+    config.write_text(CONFIG.format(name=name, data=data, inputs=inputs))
+    model = out / f"{name}_state.pt"
+    torch.save(globals()[name]().state_dict(), model)
+    baseline, pruned = run(model, config, out / name, force=True)["stages"]
+    speed = baseline["latency_ms"]["8"]["p50"] / pruned["latency_ms"]["8"]["p50"]
+    heads = pruned["details"]["reason"].rpartition("; removed ")[2]
+    return (
+        f"{name:10} params {baseline['params'] / 1e6:.2f}M -> {pruned['params'] / 1e6:.2f}M "
+        f"({baseline['params'] / pruned['params']:.2f}x fewer), {heads}, "
+        f"{speed:.2f}x faster, cosine {pruned['metric']['value']:.3f}"
+    )
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    write_data(out)
+    for name in sys.argv[2:] or ["bert", "distilbert", "vit", "gpt2"]:
+        print(measure(name, out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

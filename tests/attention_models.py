@@ -1,0 +1,91 @@
+"""Small attention encoders written like Hugging Face's, in plain torch, for the head-pruning
+tests: `HFStyleEncoder` has BERT's separate query / key / value projections and head attributes;
+`FusedEncoder` has GPT-2's fused `c_attn` and `c_proj` as `Conv1D` layers (weights [in, out])."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VOCAB, HIDDEN, HEADS, FFN = 20, 32, 4, 64
+
+
+def attend(q, k, v, head_size: int, bias):
+    """Softmax attention on [batch, seq, heads * head_size] tensors, reshaped as HF does."""
+    shape = (*q.shape[:-1], -1, head_size)
+    q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2) * head_size**-0.5 + bias
+    context = torch.softmax(scores, dim=-1) @ v
+    return context.transpose(1, 2).reshape(*context.shape[:1], context.shape[2], -1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_attention_heads = HEADS
+        self.attention_head_size = HIDDEN // HEADS
+        self.all_head_size = HIDDEN
+        self.query, self.key, self.value = (nn.Linear(HIDDEN, HIDDEN) for _ in range(3))
+
+    def forward(self, x, bias):
+        qkv = self.query(x), self.key(x), self.value(x)
+        return attend(*qkv, self.attention_head_size, bias)
+
+
+class Conv1D(nn.Module):
+    """transformers' Conv1D: a Linear whose weight is stored [in, out]."""
+
+    def __init__(self, outputs: int, inputs: int) -> None:
+        super().__init__()
+        self.nf = outputs
+        self.weight = nn.Parameter(torch.randn(inputs, outputs) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(outputs))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(
+            *x.shape[:-1], self.nf
+        )
+
+
+class FusedAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.split_size = HEADS, HIDDEN // HEADS, HIDDEN
+        self.c_attn = Conv1D(3 * HIDDEN, HIDDEN)
+        self.c_proj = Conv1D(HIDDEN, HIDDEN)
+
+    def forward(self, x, bias):
+        q, k, v = self.c_attn(x).split(self.split_size, dim=2)
+        return self.c_proj(attend(q, k, v, self.head_dim, bias))
+
+
+class Layer(nn.Module):
+    def __init__(self, fused: bool) -> None:
+        super().__init__()
+        self.attention = FusedAttention() if fused else SelfAttention()
+        self.output = nn.Identity() if fused else nn.Linear(HIDDEN, HIDDEN)  # BERT's sibling
+        self.norm1, self.norm2 = nn.LayerNorm(HIDDEN), nn.LayerNorm(HIDDEN)
+        self.ffn = nn.Sequential(nn.Linear(HIDDEN, FFN), nn.GELU(), nn.Linear(FFN, HIDDEN))
+
+    def forward(self, x, bias):
+        x = self.norm1(x + self.output(self.attention(x, bias)))
+        return self.norm2(x + self.ffn(x))
+
+
+class HFStyleEncoder(nn.Module):
+    def __init__(self, fused: bool = False, layers: int = 2, classes: int = 5) -> None:
+        super().__init__()
+        self.embeddings = nn.Embedding(VOCAB, HIDDEN)
+        self.layers = nn.ModuleList(Layer(fused) for _ in range(layers))
+        self.classifier = nn.Linear(HIDDEN, classes)
+
+    def forward(self, input_ids, attention_mask):
+        bias = (1.0 - attention_mask[:, None, None, :].float()) * -1e4
+        x = self.embeddings(input_ids)
+        for layer in self.layers:
+            x = layer(x, bias)
+        return self.classifier(x.mean(dim=1))
+
+
+def FusedEncoder() -> HFStyleEncoder:  # noqa: N802 - a factory named like the class it makes
+    return HFStyleEncoder(fused=True)

@@ -1,0 +1,118 @@
+"""Transformers lose whole attention heads under prune.channels and still run, from a state_dict
+with model.arch; a .pt2 program with attention is refused before any work."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from compress.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
+from compress.pipeline import run
+from tests.attention_models import HEADS, HIDDEN, VOCAB, HFStyleEncoder
+from tests.conftest import assert_refused, run_cli, write_config
+
+CONFIG = """\
+version: 1
+{model}data:
+  eval: {{path: tokens.npz, inputs: [input_ids, attention_mask]}}
+passes:
+  - {{type: prune.channels, amount: 0.5}}
+report: {{batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, warmup_runs: 1}}
+"""
+
+
+def tokens(folder) -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, VOCAB, (16, 8)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[::2, 6:] = 0
+    np.savez(folder / "tokens.npz", input_ids=ids, attention_mask=mask)
+
+
+def saved_model(folder, fused: bool):
+    torch.manual_seed(0)
+    path = folder / "model_state.pt"
+    torch.save(HFStyleEncoder(fused=fused).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("arch", "fused", "projection", "width"),
+    [
+        ("HFStyleEncoder", False, "layers.0.attention.query", HIDDEN),
+        ("FusedEncoder", True, "layers.0.attention.c_attn", 3 * HIDDEN),
+    ],
+)
+def test_attention_loses_whole_heads_and_still_runs(tmp_path, arch, fused, projection, width):
+    tokens(tmp_path)
+    model = f'model: {{arch: "tests.attention_models:{arch}"}}\n'
+    config = write_config(tmp_path, CONFIG.format(model=model))
+    baseline, pruned = run(saved_model(tmp_path, fused), config, tmp_path / "out")["stages"]
+    head_size = HIDDEN // HEADS
+    before, after = pruned["details"]["channels"][projection]
+    assert (before, after) == (width, width // 2)  # half the heads, each whole
+    assert after % head_size == 0
+    assert f"removed {2 * HEADS // 2} of {2 * HEADS} attention heads" in pruned["details"]["reason"]
+    assert pruned["params"] < baseline["params"] / 1.3
+    assert any("ffn.0" in name for name in pruned["details"]["channels"])  # feed-forward too
+
+
+def test_attention_in_a_pt2_program_is_refused_in_one_line(tmp_path):
+    tokens(tmp_path)
+    torch.manual_seed(0)
+    model = HFStyleEncoder().eval()
+    example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    batch = torch.export.Dim("batch", min=2)
+    program = torch.export.export(model, example, dynamic_shapes=({0: batch}, {0: batch}))
+    torch.export.save(program, tmp_path / "model.pt2")
+    config = write_config(tmp_path, CONFIG.format(model=""))
+    out = tmp_path / "out"
+    result = run_cli(tmp_path / "model.pt2", config, out)
+    assert_refused(result, out, "attention", "state_dict", "model.arch")
+
+
+def test_conv1d_becomes_an_equal_linear_and_fused_heads_are_found():
+    torch.manual_seed(0)
+    model = HFStyleEncoder(fused=True).eval()
+    ids = torch.randint(0, VOCAB, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    expected = model(ids, mask)
+    assert linear_from_conv1d(model) == 2 * 2  # c_attn and c_proj in both layers
+    assert torch.allclose(model(ids, mask), expected, atol=1e-6)
+    assert head_counts(model) == {"layers.0.attention": HEADS, "layers.1.attention": HEADS}
+
+
+def test_grouped_query_attention_is_not_taken_for_whole_heads():
+    """Key / value narrower than the query (grouped-query attention): not cut as equal heads."""
+    model = HFStyleEncoder()
+    for layer in model.layers:
+        layer.attention.key = torch.nn.Linear(HIDDEN, HIDDEN // 2)
+    assert head_counts(model) == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "heads_left"),
+    [("amount: 0.5, steps: 3", HEADS // 2), ("amount: 0.9", 1)],
+)
+def test_steps_and_high_amounts_leave_the_heads_they_should(tmp_path, params, heads_left):
+    """torch-pruning applies each step's ratio to the heads left, and would take every head at
+    0.9: compress corrects the steps and keeps one head."""
+    tokens(tmp_path)
+    model = 'model: {arch: "tests.attention_models:HFStyleEncoder"}\n'
+    text = CONFIG.format(model=model).replace("amount: 0.5", params)
+    _, pruned = run(saved_model(tmp_path, False), write_config(tmp_path, text), tmp_path / "o")[
+        "stages"
+    ]
+    removed = 2 * (HEADS - heads_left)
+    assert f"removed {removed} of {2 * HEADS} attention heads" in pruned["details"]["reason"]
+
+
+def test_the_key_value_cache_is_off_only_while_tracing():
+    model = HFStyleEncoder()
+    model.config = SimpleNamespace(use_cache=True)
+    with without_kv_cache(model):
+        assert model.config.use_cache is False
+    assert model.config.use_cache is True
