@@ -7,6 +7,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
+from compress.module_names import ignore_advice, traceback_modules
 from compress.training import first_output
 
 if TYPE_CHECKING:
@@ -65,9 +66,14 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
     try:
         groups = list(pruner.step(interactive=True))
     except Exception as e:
+        names = traceback_modules(model, e)
+        fix = (
+            ignore_advice(names)
+            if names
+            else "lower amount, or ignore the modules that reshape to fixed sizes"
+        )
         raise PassError(
-            f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); add the "
-            "modules it cannot follow (custom attention, reshapes to fixed sizes) to ignore"
+            f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); {fix}"
         ) from e
     if not any(idxs for group in groups for _, idxs in group):
         rounding = f" rounded to multiples of {params.round_to}" if params.round_to else ""
