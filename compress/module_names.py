@@ -3,7 +3,9 @@ modules to name when a pruned model fails, so a message can say exactly what to 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from collections.abc import Iterator
 from fnmatch import fnmatchcase
 
 from compress.errors import ConfigError
@@ -24,29 +26,39 @@ def matching_names(module, patterns: list[str], key: str) -> list[str]:
     return found
 
 
+@contextlib.contextmanager
+def running_modules(model) -> Iterator[list]:
+    """While inside, the returned list holds the modules whose forward is running, outermost
+    first (hooks on every module, removed on exit)."""
+    running: list = []
+
+    def enter(module, inputs) -> None:
+        running.append(module)
+
+    def leave(module, inputs, output) -> None:
+        running.pop()
+
+    hooks = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    hooks += [m.register_forward_hook(leave) for m in model.modules()]
+    try:
+        yield running
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def failing_modules(model, inputs: tuple) -> list[str] | None:
     """If `model(*inputs)` raises, the module it raised in and every module of the same type (the
     same code fails the same way); None when it runs."""
     import torch
 
-    running: list[torch.nn.Module] = []
-    hooks = [
-        handle
-        for m in model.modules()
-        for handle in (
-            m.register_forward_pre_hook(lambda m, i: running.append(m)),
-            m.register_forward_hook(lambda m, i, o: running.pop()),
-        )
-    ]
-    try:
-        with torch.no_grad():
-            model(*inputs)
-        return None
-    except Exception:  # noqa: BLE001 - any failure: the modules still running are the culprits
-        return same_type_names(model, running[-1]) if running[1:] else []
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with running_modules(model) as running:
+        try:
+            with torch.no_grad():
+                model(*inputs)
+            return None
+        except Exception:  # noqa: BLE001 - any failure: the modules still running are the culprits
+            return same_type_names(model, running[-1]) if running[1:] else []
 
 
 def same_type_names(model, culprit) -> list[str]:
@@ -55,13 +67,13 @@ def same_type_names(model, culprit) -> list[str]:
     then every other module of that exact type."""
     named = dict(model.named_modules())
     name = next(name for name, m in named.items() if m is culprit)
-    while _is_torch_layer(named[name]) and "." in name:
+    while is_torch_layer(named[name]) and "." in name:
         name = name.rsplit(".", 1)[0]
     owner = named[name]
     return [name] + [n for n, m in named.items() if type(m) is type(owner) and n not in ("", name)]
 
 
-def _is_torch_layer(module) -> bool:
+def is_torch_layer(module) -> bool:
     return type(module).__module__.startswith("torch.")
 
 

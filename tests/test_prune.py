@@ -229,3 +229,28 @@ def test_default_rounding_leaves_a_layer_too_small_to_round_whole_and_says_so(tm
     assert "fc1 (8)" in pruned["details"]["reason"]
     assert pruned["details"]["channels"]["stem.0"] == [32, 16]
     assert sorted(conv_channels(out / "model.onnx")) == [8, 16, 16, 16, 16]  # fc2 follows x
+
+
+class ShuffleBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = self.conv(x).view(b, 2, c // 2, h, w).transpose(1, 2)  # ShuffleNet's channel shuffle
+        return x.reshape(b, c, h, w)
+
+
+def test_a_channel_shuffle_is_refused_before_any_work_naming_its_module(tmp_path):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3), ShuffleBlock(), torch.nn.Flatten(), torch.nn.Linear(576, 10)
+    ).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    example = (torch.randn(4, 1, 8, 8),)
+    program = torch.export.export(module, example, dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "shuffle.pt2")
+    out = tmp_path / "out"
+    result = run_cli(tmp_path / "shuffle.pt2", prune_config(tmp_path, "amount: 0.3"), out, "-q")
+    assert_refused(result, out, "channel shuffle", "in 1)", "remove the pass")

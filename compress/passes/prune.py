@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from compress.channel_splits import channel_split_modules
 from compress.depgraph import channel_counts, example_inputs, make_pruner, prune_step
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
@@ -119,6 +120,7 @@ class ChannelPruning(PruningPass):
                 f"{self.key}.importance: bn_scale ranks channels by BatchNorm scales, but the "
                 "model has no BatchNorm layer; use importance: l2"
             )
+        _refuse_channel_splits(module, ctx, self.key)
         if self.params.scope == "layerwise":  # global ranking keeps a channel in every layer
             whole = {id(m) for m in super().kept_whole(module, ctx)}  # not yet the skipped ones
             layers = dict(module.named_modules())
@@ -194,6 +196,19 @@ class ChannelPruning(PruningPass):
             "too_small_to_round": skipped,
             "finetune_losses": losses,
         }
+
+
+def _refuse_channel_splits(module, ctx: Context, key: str) -> None:
+    """A channel shuffle stops torch-pruning's tracing deep inside: refuse it before any work."""
+    splits = channel_split_modules(module, example_inputs(ctx))
+    if splits:
+        shown = ", ".join(name or "the model's own forward" for name in splits[:4])
+        more = f" and {len(splits) - 4} more" if len(splits) > 4 else ""
+        raise ConfigError(
+            f"{key}: prune.channels cannot prune a channel shuffle (a reshape that splits the "
+            f"channels into groups, in {shown}{more}): torch-pruning cannot follow it; remove "
+            "the pass for this model (quantization works on it)"
+        )
 
 
 def _skipped_text(skipped: dict[str, int], round_to: int | None) -> str:
