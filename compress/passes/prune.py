@@ -17,7 +17,7 @@ from compress.depgraph import channel_counts, example_inputs, make_pruner, prune
 from compress.errors import ConfigError, PassError, first_line
 from compress.finetune import FinetuneParams, check_train_data, finetune
 from compress.module_names import failing_modules, ignore_advice, matching_names
-from compress.passes.base import PassParams, TorchPass
+from compress.passes.base import SpeedGuardParams, TorchPass
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 ROUND_TO = 8
 
 
-class PruneParams(PassParams):
+class PruneParams(SpeedGuardParams):
     amount: float = Field(gt=0, lt=1, description="fraction of channels (or weights) removed")
     ignore: list[str] = Field(
         default_factory=list,
@@ -82,6 +82,11 @@ class ChannelPruning(PruningPass):
           amount: 0.25
           importance: l2
     """
+
+    fix_if_slower = (
+        "keep channel counts multiples the CPU kernels suit (round_to: 8 or 16), lower amount, or "
+        "set on_slower: revert to keep the unpruned model"
+    )
 
     class Params(FinetuneParams, PruneParams):  # amount and ignore first, then fine-tuning
         importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
