@@ -125,6 +125,7 @@ def test_magnitude_pruning_zeroes_weights_but_keeps_them(tmp_path):
         ("amount: 1.0", ["passes[0].amount", "less than 1"]),
         ("amount: 0", ["passes[0].amount", "greater than 0"]),
         ("amount: 0.5, ignore: [features.9]", ["matches 'features.9'", "features.0"]),
+        ("amount: 0.5, ignore: ['feature.*']", ["matches 'feature.*'", "close names: features"]),
         ("amount: 0.5, importance: taylor", ["taylor", "data.train"]),
         ("amount: 0.5, importance: bn_scale", ["no BatchNorm"]),
         ("amount: 0.99", ["would remove every channel of features.0 (64 channels)"]),
