@@ -70,7 +70,7 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
         fix = (
             ignore_advice(names)
             if names
-            else "lower amount, or ignore the modules that reshape to fixed sizes"
+            else "no module could be named from the failure; lower amount"
         )
         raise PassError(
             f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); {fix}"

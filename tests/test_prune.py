@@ -292,3 +292,24 @@ def test_on_slower_revert_keeps_the_unpruned_model(tmp_path, monkeypatch):
     assert pruned["reverted"] and pruned["params"] == baseline["params"]
     assert conv_channels(out / "model.onnx") == [64, 64, 128]
     assert "prune.channels (reverted)" in (out / "report.md").read_text()
+
+
+class FixedWidth(torch.nn.Module):
+    """Reshapes to a width fixed in its code, as custom attention does with its head size."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.linear(x).reshape(x.shape[0], 2, 4)
+
+
+def test_a_failing_forward_names_the_module_whose_code_failed_and_its_kin():
+    from compress.module_names import failing_modules
+
+    model = torch.nn.Sequential(FixedWidth(), torch.nn.Flatten(), FixedWidth())
+    assert failing_modules(model, (torch.randn(3, 8),)) is None
+    model[0].linear = torch.nn.Linear(8, 6)  # as pruning leaves it: 6 features, not 8
+    model[2].linear = torch.nn.Linear(6, 8)
+    assert failing_modules(model, (torch.randn(3, 8),)) == ["0", "2"]

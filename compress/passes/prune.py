@@ -229,8 +229,8 @@ def _check_runs(model, ctx: Context, key: str) -> None:
         fix = (
             f"{ignore_advice(names)}: their code fixes a shape that pruning changed"
             if names
-            else "the model's own forward fixes a shape that pruning changed; add the layers "
-            "that feed it to ignore"
+            else "the model's top-level forward fixes a shape that pruning changed, so no "
+            "submodule can be named to ignore; lower amount"
         )
         raise PassError(
             f"{key}: the pruned model no longer runs ({first_line(e, 200)}); {fix}"
