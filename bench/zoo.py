@@ -342,6 +342,11 @@ def main(argv: list[str]) -> int:
             overrides.append(next(args))
         else:
             only.append(arg)
+    unknown = sorted(set(only) - {model.name for model in CNNS + TRANSFORMERS})
+    if unknown:
+        names = ", ".join(model.name for model in CNNS + TRANSFORMERS)
+        print(f"error: no zoo model {', '.join(unknown)}; the models: {names}", file=sys.stderr)
+        return 2
     rows, checks = zoo_table(overrides, only)
     print_zoo(rows, checks, overrides)
     return 0 if all(met for _, met in checks) else 1
