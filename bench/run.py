@@ -22,6 +22,7 @@ from bench.batch import batch_row  # noqa: E402
 from bench.peer import peer_table, print_table  # noqa: E402
 from bench.real import main as real_main  # noqa: E402
 from bench.real import print_results, real_table  # noqa: E402
+from bench.zoo import main as zoo_main  # noqa: E402
 from compress.pipeline import run  # noqa: E402
 
 
@@ -137,13 +138,16 @@ def distillation_checks(rows: list[dict]) -> list[tuple[str, bool]]:
 def main(argv: list[str]) -> int:
     """`run.py` runs every part; `run.py peer` only the side-by-side with plain onnxruntime;
     `run.py batch` only the batch row (--jobs 2 against --jobs 1); `run.py real` only the real
-    pretrained models (bench/real.py)."""
+    pretrained models (bench/real.py); `run.py zoo [ARGS]` only the pruned architectures
+    (bench/zoo.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'NOT MET'}] {text}")
         return 0 if met else 1
     if argv[1:] == ["real"]:
         return real_main()
+    if argv[1:2] == ["zoo"]:
+        return zoo_main(argv[2:])
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
 from compress.head_pruning import plan_heads, sync_head_counts, without_kv_cache
-from compress.module_trace import named_attention
+from compress.module_names import attention_modules, ignore_advice, traceback_modules
 from compress.training import first_output
 
 if TYPE_CHECKING:
@@ -69,11 +69,14 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
     try:
         groups = list(pruner.step(interactive=True))
     except Exception as e:
-        attention = named_attention(model, example_inputs(ctx))
+        names = traceback_modules(model, e) or attention_modules(model, example_inputs(ctx))
+        fix = (
+            ignore_advice(names)
+            if names
+            else "no module could be named from the failure; lower amount"
+        )
         raise PassError(
-            f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); add the "
-            f"modules it cannot follow (custom attention{attention}; reshapes to fixed sizes) to "
-            "ignore"
+            f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); {fix}"
         ) from e
     if not any(idxs for group in groups for _, idxs in group):
         rounding = f" rounded to multiples of {params.round_to}" if params.round_to else ""

@@ -4,6 +4,7 @@ report. Everything is checked before work starts; outputs appear only when the r
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import shutil
@@ -48,6 +49,7 @@ class StageFile:
     path: Path
     reverted: bool = False
     details: dict[str, Any] | None = None
+    fix_if_slower: str = ""  # what the report's slower-stage warning suggests
 
 
 def run(
@@ -135,9 +137,7 @@ def _run_stages(job: Job) -> list[StageFile]:
     check_batch_memory(stages[0].path, ctx.samples(1), job.config.config.report.batch_sizes)
     for index, p in enumerate(job.passes):  # an ONNX input has none: preflight refuses them
         if p.stage == "torch":
-            job.module, details = _apply(index, p, ctx, job.module)
-            onnx_file = _export_stage(job, job.module, f"{index}", "module")
-            stages.append(StageFile(p.name, onnx_file, details=details))
+            stages.append(_torch_stage(job, index, p, stages[-1].path))
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
@@ -147,6 +147,20 @@ def _run_stages(job: Job) -> list[StageFile]:
             )
             stages.append(StageFile(p.name, target, reverted, details))
     return stages
+
+
+def _torch_stage(job: Job, index: int, p: Pass, source: Path) -> StageFile:
+    """Apply a torch pass and export its stage; with `on_slower: revert`, a stage slower than
+    `source` is replaced by it and the module as it was goes on to the next pass."""
+    ctx, guard = job.context, getattr(p.params, "on_slower", "warn") == "revert"
+    kept = copy.deepcopy(job.module) if guard else None
+    job.module, details = _apply(index, p, ctx, job.module)
+    onnx_file = _export_stage(job, job.module, f"{index}", "module")
+    reverted = guard and revert_if_slower(source, onnx_file, ctx, p.name)
+    if reverted:
+        job.module = kept
+    fix = getattr(p, "fix_if_slower", "")
+    return StageFile(p.name, onnx_file, reverted, details, fix_if_slower=fix)
 
 
 def baseline_onnx(job: Job) -> Path:
@@ -216,6 +230,7 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
             "metric": metrics[i],
             "reverted": stage.reverted,
             **({"details": stage.details} if stage.details else {}),
+            **({"fix_if_slower": stage.fix_if_slower} if stage.fix_if_slower else {}),
         }
         for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
     ]

@@ -52,6 +52,7 @@ def flag_slower_stages(stages: list[dict[str, Any]], batch_sizes: list[int]) -> 
                 warnings.append(
                     f"stage {stage['name']} is slower than its input {previous['name']} at batch "
                     f"{batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x)"
+                    + (f"; {stage['fix_if_slower']}" if stage.get("fix_if_slower") else "")
                 )
         stage["slower_than_input"] = batch_sizes[0] in slower
         stage["slower_at_batch_sizes"] = slower

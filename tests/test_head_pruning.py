@@ -95,7 +95,7 @@ def test_grouped_query_attention_is_not_taken_for_whole_heads():
 
 @pytest.mark.parametrize(
     ("params", "heads_left"),
-    [("amount: 0.5, steps: 3", HEADS // 2), ("amount: 0.9", 1)],
+    [("amount: 0.5, steps: 3", HEADS // 2), ("amount: 0.9, round_to: null", 1)],
 )
 def test_steps_and_high_amounts_leave_the_heads_they_should(tmp_path, params, heads_left):
     """torch-pruning applies each step's ratio to the heads left, and would take every head at

@@ -80,7 +80,8 @@ def test_state_dict_and_trusted_pickle_prune_too(tmp_path):
     config = prune_config(tmp_path, "amount: 0.25", name="p.yaml")
     result = run_cli(tmp_path / "whole.pt", config, tmp_path / "b", "--trust-pickle", "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["stages"][1]["details"]["channels"] == {"0": [16, 12]}
+    channels = json.loads(result.stdout)["stages"][1]["details"]["channels"]
+    assert channels == {"0": [16, 8]}  # 12 left, rounded down to round_to 8 (the default)
 
 
 def test_relift_gives_a_pt2_program_real_layers_and_the_same_outputs():
@@ -123,7 +124,8 @@ def test_magnitude_pruning_zeroes_weights_but_keeps_them(tmp_path):
     [
         ("amount: 1.0", ["passes[0].amount", "less than 1"]),
         ("amount: 0", ["passes[0].amount", "greater than 0"]),
-        ("amount: 0.5, ignore: [features.9]", ["no module 'features.9'", "features.0"]),
+        ("amount: 0.5, ignore: [features.9]", ["matches 'features.9'", "features.0"]),
+        ("amount: 0.5, ignore: ['feature.*']", ["matches 'feature.*'", "close names: features"]),
         ("amount: 0.5, importance: taylor", ["taylor", "data.train"]),
         ("amount: 0.5, importance: bn_scale", ["no BatchNorm"]),
         ("amount: 0.99", ["would remove every channel of features.0 (64 channels)"]),
@@ -161,7 +163,8 @@ def test_fine_tuning_needs_labels(tmp_path):
 
 def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
     """The sample transformer fixes its head size in Python: torch-pruning cannot follow the
-    reshape, so the pass says to ignore those modules; then the feed-forward layers prune."""
+    reshape, so the pass names the attention modules to ignore (its own code, not the Linear
+    inside it); a glob ignores them all, then the feed-forward layers prune."""
     (tmp_path / "arch.py").write_bytes((SAMPLES / "arch.py").read_bytes())
     text = (
         "version: 1\n"
@@ -174,9 +177,9 @@ def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
     )
     model, out = SAMPLES / "text_transformer_state.pt", tmp_path / "a"
     result = run_cli(model, write_config(tmp_path, text.replace("IGNORE", "")), out, "-q")
-    assert result.exit_code == 1 and "to ignore" in result.stderr and not out.exists()
-    assert "custom attention: layers.0.attn, layers.1.attn;" in result.stderr  # named
-    ignore = ", ignore: [layers.0.attn, layers.1.attn, tok_emb]"
+    assert result.exit_code == 1 and not out.exists()
+    assert "add layers.1.attn, layers.0.attn to ignore" in result.stderr
+    ignore = ", ignore: ['layers.*.attn']"
     config = write_config(tmp_path, text.replace("IGNORE", ignore), "ignored.yaml")
     baseline, pruned = run(model, config, tmp_path / "b")["stages"]
     assert pruned["details"]["channels"] == {
@@ -184,3 +187,129 @@ def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
         "layers.1.ffn.0": [128, 64],
     }
     assert pruned["macs"] < baseline["macs"] and pruned["params"] < baseline["params"]
+
+
+class SqueezeExcitationCnn(torch.nn.Module):
+    """Digits CNN with a squeeze-excitation block whose fc1 has 8 channels, as MobileNetV3's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU())
+        self.depthwise = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.fc1, self.fc2 = torch.nn.Conv2d(32, 8, 1), torch.nn.Conv2d(8, 32, 1)
+        self.project = torch.nn.Conv2d(32, 32, 1)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.depthwise(self.stem(x))
+        x = x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        return self.head(self.project(x).mean((2, 3)))
+
+
+def squeeze_excitation_program(path):
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    example = (torch.randn(4, 1, 8, 8),)
+    program = torch.export.export(
+        SqueezeExcitationCnn().eval(), example, dynamic_shapes=({0: batch},)
+    )
+    torch.export.save(program, path)
+    return path
+
+
+def test_default_rounding_leaves_a_layer_too_small_to_round_whole_and_says_so(tmp_path):
+    """round_to 8 (the default) would empty the 8-channel fc1 at amount 0.3: it is left whole,
+    the rest is pruned to multiples of 8, and the stage's details and the log say which."""
+    model = squeeze_excitation_program(tmp_path / "se.pt2")
+    out = tmp_path / "out"
+    result = run_cli(model, prune_config(tmp_path, "amount: 0.3"), out)
+    assert result.exit_code == 0, result.stderr
+    assert "left 1 layer(s) whole that round_to 8 would empty: fc1 (8)" in result.stderr
+    pruned = json.loads((out / "report.json").read_text())["stages"][-1]
+    assert pruned["details"]["too_small_to_round"] == {"fc1": 8}
+    assert "fc1 (8)" in pruned["details"]["reason"]
+    assert pruned["details"]["channels"]["stem.0"] == [32, 16]
+    assert sorted(conv_channels(out / "model.onnx")) == [8, 16, 16, 16, 16]  # fc2 follows x
+
+
+class ShuffleBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = self.conv(x).view(b, 2, c // 2, h, w).transpose(1, 2)  # ShuffleNet's channel shuffle
+        return x.reshape(b, c, h, w)
+
+
+def test_a_channel_shuffle_is_refused_before_any_work_naming_its_module(tmp_path):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3), ShuffleBlock(), torch.nn.Flatten(), torch.nn.Linear(576, 10)
+    ).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    example = (torch.randn(4, 1, 8, 8),)
+    program = torch.export.export(module, example, dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "shuffle.pt2")
+    out = tmp_path / "out"
+    result = run_cli(tmp_path / "shuffle.pt2", prune_config(tmp_path, "amount: 0.3"), out, "-q")
+    assert_refused(result, out, "channel shuffle", "in 1)", "remove the pass")
+
+
+def slower_after_pruning(paths, samples, settings):
+    """Latencies fixed by the test: every stage after the first (the pruned one) twice as slow."""
+
+    def timings(ms: float) -> dict:
+        return {"p50": ms, "p90": ms, "p99": ms, "runs": 5, "stable": True}
+
+    return {
+        name: {str(b): timings(1.0 if i == 0 else 2.0) for b in settings.batch_sizes}
+        for i, name in enumerate(paths)
+    }
+
+
+def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
+    from compress import pipeline
+
+    monkeypatch.setattr(pipeline, "measure_latency", slower_after_pruning)
+    report = run(SAMPLES / "digits_cnn.pt2", prune_config(tmp_path, "amount: 0.5"), tmp_path / "o")
+    assert not report["stages"][1]["reverted"]
+    (warning,) = [w for w in report["warnings"] if "stage prune.channels is slower" in w]
+    assert "(0.50x)" in warning and "round_to: 8 or 16" in warning
+
+
+def test_on_slower_revert_keeps_the_unpruned_model(tmp_path, monkeypatch):
+    from compress import speed_guard
+
+    monkeypatch.setattr(speed_guard, "measure_latency", slower_after_pruning)
+    config = prune_config(tmp_path, "amount: 0.5, on_slower: revert")
+    out = tmp_path / "out"
+    result = run_cli(SAMPLES / "digits_cnn.pt2", config, out)
+    assert result.exit_code == 0, result.stderr
+    assert "prune.channels made the model slower" in result.stderr
+    baseline, pruned = json.loads((out / "report.json").read_text())["stages"]
+    assert pruned["reverted"] and pruned["params"] == baseline["params"]
+    assert conv_channels(out / "model.onnx") == [64, 64, 128]
+    assert "prune.channels (reverted)" in (out / "report.md").read_text()
+
+
+class FixedWidth(torch.nn.Module):
+    """Reshapes to a width fixed in its code, as custom attention does with its head size."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.linear(x).reshape(x.shape[0], 2, 4)
+
+
+def test_a_failing_forward_names_the_module_whose_code_failed_and_its_kin():
+    from compress.module_names import failing_modules
+
+    model = torch.nn.Sequential(FixedWidth(), torch.nn.Flatten(), FixedWidth())
+    assert failing_modules(model, (torch.randn(3, 8),)) is None
+    model[0].linear = torch.nn.Linear(8, 6)  # as pruning leaves it: 6 features, not 8
+    model[2].linear = torch.nn.Linear(6, 8)
+    assert failing_modules(model, (torch.randn(3, 8),)) == ["0", "2"]

@@ -18,13 +18,18 @@ class PassParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # as the config's sections
 
 
-class OnnxPassParams(PassParams):
-    """Parameters every ONNX-stage pass takes."""
+class SpeedGuardParams(PassParams):
+    """`on_slower`, which the pipeline applies to the stage a pass writes: the stage is timed
+    against its input; warn names the slowdown (and the pass's fix), revert keeps the input."""
 
     on_slower: Literal["warn", "revert"] = Field(
         default="warn",
         description="when the pass makes the model slower: warn, or keep its input instead",
     )
+
+
+class OnnxPassParams(SpeedGuardParams):
+    """Parameters every ONNX-stage pass takes."""
 
 
 class Pass:
@@ -68,6 +73,7 @@ class TorchPass(Pass):
     one, and returns it with details for the report's stage (what was removed, fine-tuned)."""
 
     stage = "torch"
+    fix_if_slower: ClassVar[str] = ""  # what the slower-stage warning suggests, if anything
 
     @property
     def changes_input_model(self) -> bool:
