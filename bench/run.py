@@ -23,6 +23,7 @@ from bench.peer import peer_table, print_table  # noqa: E402
 from bench.real import main as real_main  # noqa: E402
 from bench.real import print_results, real_table  # noqa: E402
 from bench.zoo import main as zoo_main  # noqa: E402
+from bench.zoo import print_zoo, zoo_table  # noqa: E402
 from compress.pipeline import run  # noqa: E402
 
 
@@ -136,10 +137,10 @@ def distillation_checks(rows: list[dict]) -> list[tuple[str, bool]]:
 
 
 def main(argv: list[str]) -> int:
-    """`run.py` runs every part; `run.py peer` only the side-by-side with plain onnxruntime;
-    `run.py batch` only the batch row (--jobs 2 against --jobs 1); `run.py real` only the real
-    pretrained models (bench/real.py); `run.py zoo [ARGS]` only the pruned architectures
-    (bench/zoo.py)."""
+    """`run.py` runs every part (the zoo's pruning included); `run.py peer` only the
+    side-by-side with plain onnxruntime; `run.py batch` only the batch row (--jobs 2 against
+    --jobs 1); `run.py real` only the real pretrained models (bench/real.py); `run.py zoo
+    [ARGS]` only the pruned architectures (bench/zoo.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'NOT MET'}] {text}")
@@ -155,15 +156,19 @@ def main(argv: list[str]) -> int:
     if rows:
         checks += pruning_checks(rows) + distillation_checks(rows)
     real_rows, real_checks = real_table() if rows else ([], [])
+    zoo_rows, zoo_checks = zoo_table([], []) if rows else ([], [])
     print_table(peer_rows, checks)
     if real_rows:
         print_results(real_rows, real_checks)
-    checks += real_checks
+    if zoo_rows:
+        print_zoo(zoo_rows, zoo_checks, [])
+    checks += real_checks + zoo_checks
     results = {
         "recipes": rows,
         "versus_plain_ort": peer_rows,
         "batch": batch,
         "real_models": real_rows,
+        "pruned_architectures": zoo_rows,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
