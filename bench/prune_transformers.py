@@ -114,7 +114,11 @@ def write_data(out: Path) -> None:
     np.savez(out / "images.npz", pixel_values=images)
 
 
-def measure(name: str, out: Path) -> str:
+MIN_PARAMS_RATIO, MIN_SPEEDUP = 1.4, 1.2  # issue 16's goal at amount 0.3
+MODELS = ["bert", "distilbert", "vit", "gpt2"]
+
+
+def measure(name: str, out: Path) -> dict:
     image = name == "vit"
     data, inputs = ("images.npz", "[pixel_values]") if image else ("tokens.npz", TEXT_INPUTS)
     config = out / f"{name}.yaml"
@@ -122,22 +126,59 @@ def measure(name: str, out: Path) -> str:
     model = out / f"{name}_state.pt"
     torch.save(globals()[name]().state_dict(), model)
     baseline, pruned = run(model, config, out / name, force=True)["stages"]
-    speed = baseline["latency_ms"]["8"]["p50"] / pruned["latency_ms"]["8"]["p50"]
-    heads = pruned["details"]["reason"].rpartition("; removed ")[2]
+    return {
+        "name": name,
+        "params": [baseline["params"], pruned["params"]],
+        "params_ratio": round(baseline["params"] / pruned["params"], 3),
+        "speedup": round(baseline["latency_ms"]["8"]["p50"] / pruned["latency_ms"]["8"]["p50"], 3),
+        "heads": pruned["details"]["reason"].rpartition("; removed ")[2],
+        "cosine": pruned["metric"]["value"],
+    }
+
+
+def describe(row: dict) -> str:
+    before, after = (count / 1e6 for count in row["params"])
     return (
-        f"{name:10} params {baseline['params'] / 1e6:.2f}M -> {pruned['params'] / 1e6:.2f}M "
-        f"({baseline['params'] / pruned['params']:.2f}x fewer), {heads}, "
-        f"{speed:.2f}x faster, cosine {pruned['metric']['value']:.3f}"
+        f"{row['name']:10} params {before:.2f}M -> {after:.2f}M ({row['params_ratio']:.2f}x "
+        f"fewer), {row['heads']}, {row['speedup']:.2f}x faster, cosine {row['cosine']:.3f}"
     )
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def goals(row: dict) -> list[tuple[str, bool]]:
+    name = row["name"]
+    return [
+        (
+            f"{name} (transformers, amount 0.3): at least {MIN_PARAMS_RATIO}x fewer params "
+            f"(measured {row['params_ratio']:.2f}x)",
+            row["params_ratio"] >= MIN_PARAMS_RATIO,
+        ),
+        (
+            f"{name} (transformers, amount 0.3): at least {MIN_SPEEDUP}x faster at batch 8 "
+            f"(measured {row['speedup']:.2f}x)",
+            row["speedup"] >= MIN_SPEEDUP,
+        ),
+    ]
+
+
+def transformer_table(out: Path, names: list[str]) -> tuple[list[dict], list[tuple[str, bool]]]:
+    """Each model pruned and measured, printed as it is done, with its goals."""
     out.mkdir(parents=True, exist_ok=True)
     write_data(out)
-    for name in sys.argv[2:] or ["bert", "distilbert", "vit", "gpt2"]:
-        print(measure(name, out), flush=True)
+    rows, checks = [], []
+    for name in names or MODELS:
+        row = measure(name, out)
+        print(describe(row), flush=True)
+        rows.append(row)
+        checks += goals(row)
+    return rows, checks
+
+
+def main() -> int:
+    _, checks = transformer_table(Path(sys.argv[1]), sys.argv[2:])
+    for text, met in checks:
+        print(f"[{'met' if met else 'missed'}] {text}")
+    return 0 if all(met for _, met in checks) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

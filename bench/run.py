@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
 from bench.peer import peer_table, print_table  # noqa: E402
+from bench.prune_transformers import transformer_table  # noqa: E402
 from bench.real import main as real_main  # noqa: E402
 from bench.real import print_results, real_table  # noqa: E402
 from bench.zoo import main as zoo_main  # noqa: E402
@@ -157,18 +158,23 @@ def main(argv: list[str]) -> int:
         checks += pruning_checks(rows) + distillation_checks(rows)
     real_rows, real_checks = real_table() if rows else ([], [])
     zoo_rows, zoo_checks = zoo_table([], []) if rows else ([], [])
+    transformer_rows, transformer_checks = [], []
+    if rows:
+        with tempfile.TemporaryDirectory() as folder:
+            transformer_rows, transformer_checks = transformer_table(Path(folder), [])
     print_table(peer_rows, checks)
     if real_rows:
         print_results(real_rows, real_checks)
     if zoo_rows:
-        print_zoo(zoo_rows, zoo_checks, [])
-    checks += real_checks + zoo_checks
+        print_zoo(zoo_rows, zoo_checks + transformer_checks, [])
+    checks += real_checks + zoo_checks + transformer_checks
     results = {
         "recipes": rows,
         "versus_plain_ort": peer_rows,
         "batch": batch,
         "real_models": real_rows,
         "pruned_architectures": zoo_rows,
+        "pruned_transformers": transformer_rows,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
