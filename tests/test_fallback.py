@@ -79,6 +79,17 @@ class _Judge:
     judge_model = full
 
 
+def _stand_in_context():
+    """What the fallback reads of a run's Context, for a judge that is monkeypatched."""
+    return SimpleNamespace(
+        eval=object(),
+        log=lambda message: None,
+        config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
+        analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
+        judged_output=0,
+    )
+
+
 @pytest.mark.parametrize("budget", [0.95, 0.6, 0.3, 0.1, 0.02])
 def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
     tmp_path, monkeypatch, budget
@@ -95,13 +106,7 @@ def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
         path.write_text(json.dumps(float_nodes))
 
     job = fallback.QuantizeJob(quantize, tmp_path / "in.onnx", tmp_path / "in.onnx", [], "s")
-    ctx = SimpleNamespace(
-        eval=object(),
-        log=lambda message: None,
-        config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
-        analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
-        judged_output=0,
-    )
+    ctx = _stand_in_context()
     target = tmp_path / "out.onnx"
     details = fallback.quantize_within_budget(job, target, budget, 8, ctx)
 
@@ -123,13 +128,7 @@ def test_the_fallback_says_how_close_it_came_when_the_budget_cannot_be_met(tmp_p
     job = fallback.QuantizeJob(
         lambda nodes, path: path.write_text(json.dumps(nodes)), tmp_path, tmp_path, [], "s"
     )
-    ctx = SimpleNamespace(
-        eval=object(),
-        log=lambda message: None,
-        config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
-        analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
-        judged_output=0,
-    )
+    ctx = _stand_in_context()
     details = fallback.quantize_within_budget(job, tmp_path / "out.onnx", 0.001, 8, ctx)
     assert not details["budget_met"]
     assert details["verdict"].startswith("budget not met: the closest was a cosine drop of 0.3800")

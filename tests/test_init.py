@@ -12,6 +12,13 @@ from tests import onnx_builders
 from tests.conftest import SAMPLES, invoke, small_onnx
 
 
+def run_quickly(model, config, out, *overrides: str):
+    """`compress run --json` of a starter with brief latency and `overrides` (--set)."""
+    quick = "report={batch_sizes: [4], min_runs: 5, min_seconds: 0, max_seconds: 0.2}"
+    sets = [arg for text in (quick, *overrides) for arg in ("--set", text)]
+    return invoke("run", model, "-c", config, "-o", out, "--json", *sets)
+
+
 def init(model, path):
     result = invoke("init", model, "-o", path)
     assert result.exit_code == 0, result.stderr
@@ -29,21 +36,8 @@ def test_an_onnx_starter_declares_its_inputs_validates_and_runs(tmp_path):
         {"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     ]
     assert invoke("validate", config).exit_code == 0
-    quick = "report={batch_sizes: [4], min_runs: 5, min_seconds: 0, max_seconds: 0.2}"
     smaller = "gates.min_size_ratio=1"  # the starter's 2x is for real models, not a 2 KB one
-    result = invoke(
-        "run",
-        model,
-        "-c",
-        config,
-        "-o",
-        tmp_path / "out",
-        "--json",
-        "--set",
-        quick,
-        "--set",
-        smaller,
-    )
+    result = run_quickly(model, config, tmp_path / "out", smaller)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert [s["name"] for s in report["stages"]] == ["baseline", "quantize.dynamic"]
@@ -176,20 +170,7 @@ def test_init_data_fills_the_data_sections_and_the_starter_runs(tmp_path):
     # the one array feeds the one input, whatever its key; y is found as labels
     assert data["calibration"] == {"path": "samples.npz", "inputs": ["images"], "limit": 256}
     assert data["eval"] == {"path": "samples.npz", "inputs": ["images"], "labels": "y"}
-    quick = "report={batch_sizes: [4], min_runs: 5, min_seconds: 0, max_seconds: 0.2}"
-    result = invoke(
-        "run",
-        model,
-        "-c",
-        config,
-        "-o",
-        tmp_path / "out",
-        "--json",
-        "--set",
-        quick,
-        "--set",
-        "report.metric=cosine",
-    )
+    result = run_quickly(model, config, tmp_path / "out", "report.metric=cosine")
     assert result.exit_code == 0, result.stderr
     assert [s["name"] for s in json.loads(result.stdout)["stages"]] == [
         "baseline",
