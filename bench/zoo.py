@@ -6,10 +6,13 @@ the CPU torch): MobileNetV2, MobileNetV3-small, EfficientNet-B0, RegNetX-400MF, 
 ShuffleNetV2 x1.0. Each is saved as a dynamic-batch `.pt2` and run through the pipeline with
 `prune.channels` amount 0.3 and the pass's defaults (no data.train, so no fine-tune), at 96x96,
 batch 8, 1 thread. The speedup is the report's own: the unpruned and pruned ONNX models timed
-interleaved in one run. Random weights measure mechanics, size and speed, not accuracy.
+interleaved in one run. Each is also quantized with static int8 per channel (no pruning), to
+show export and int8 work on it. Random weights measure mechanics, size and speed, not accuracy.
 
 `python bench/zoo.py` runs it alone (`python bench/run.py zoo` too); `--set KEY=VALUE` changes
-the pass (`--set round_to=16`) to compare settings. Transformers go in TRANSFORMERS below.
+the pass (`--set round_to=16`) to compare settings. Transformers from `transformers` configs are
+pruned by bench/prune_transformers.py (state_dict + arch); TRANSFORMERS below is for ones that
+fit this table's `.pt2` flow.
 """
 
 from __future__ import annotations
@@ -251,34 +254,50 @@ def inputs_of(model: ZooModel, count: int) -> np.ndarray:
 
 
 def prune_one(model: ZooModel, folder: Path, overrides: list[str]) -> dict:
+    """The model pruned by the pass (its figures, or the refusal), and int8 static on its own."""
     torch.manual_seed(0)
     module = model.build().eval()
     samples = inputs_of(model, SAMPLES)
     program = folder / f"{model.name}.pt2"
     save_program(module, (torch.from_numpy(samples[:4]),), program)
     np.savez(folder / "calib.npz", x=samples)
-    config = folder / "prune.yaml"
-    config.write_text(
-        "version: 1\n"
-        "data: {calibration: {path: calib.npz, inputs: [x]}}\n"
-        f"passes: [{{type: prune.channels, amount: {AMOUNT}}}]\n"
-        f"report: {{batch_sizes: [{BATCH}], threads: 1, min_runs: 30, max_seconds: 8}}\n"
-    )
+    row = {"name": model.name} | _int8(program, folder)
+    config = _config(folder, "prune.yaml", f"{{type: prune.channels, amount: {AMOUNT}}}")
     sets = [f"passes[0].{text}" for text in overrides]
     try:
         report = run(program, config, folder / "out", overrides=sets)
     except CompressError as e:
-        return {"name": model.name, "error": str(e)}
+        return row | {"error": str(e)}
     base, pruned = report["stages"][0], report["stages"][-1]
     batch = str(BATCH)
-    return {
-        "name": model.name,
+    return row | {
         "params_ratio": round(base["params"] / pruned["params"], 3),
         "macs_ratio": round(base["macs"] / pruned["macs"], 3),
         "speedup": round(base["latency_ms"][batch]["p50"] / pruned["latency_ms"][batch]["p50"], 3),
         "base_ms": base["latency_ms"][batch]["p50"],
         "reason": (pruned.get("details") or {}).get("reason", ""),
     }
+
+
+def _int8(program: Path, folder: Path) -> dict:
+    """Static int8 per channel on the unpruned model: its speedup and size ratio."""
+    config = _config(folder, "int8.yaml", "{type: quantize.static, per_channel: true}")
+    try:
+        summary = run(program, config, folder / "int8")["summary"]
+    except CompressError as e:
+        return {"int8_error": str(e)}
+    return {"int8_speedup": summary["speedup"], "int8_size_ratio": summary["size_ratio"]}
+
+
+def _config(folder: Path, name: str, entry: str) -> Path:
+    path = folder / name
+    path.write_text(
+        "version: 1\n"
+        "data: {calibration: {path: calib.npz, inputs: [x]}}\n"
+        f"passes: [{entry}]\n"
+        f"report: {{batch_sizes: [{BATCH}], threads: 1, min_runs: 30, max_seconds: 8}}\n"
+    )
+    return path
 
 
 def goals(row: dict, model: ZooModel) -> list[tuple[str, bool]]:
@@ -319,15 +338,23 @@ def print_zoo(rows: list[dict], checks: list[tuple[str, bool]], overrides: list[
         f"\nprune.channels amount {AMOUNT} ({settings}), {IMAGE_SIZE}x{IMAGE_SIZE}, batch {BATCH}, "
         "1 thread, random weights, no fine-tune"
     )
-    print("| model | params ratio | MACs ratio | speedup | unpruned p50 ms |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | params ratio | MACs ratio | speedup | unpruned p50 ms | int8 static speedup "
+        "| int8 size ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
+        int8 = (
+            f"{row['int8_speedup']:.2f}x | {row['int8_size_ratio']:.2f}x"
+            if "int8_speedup" in row
+            else f"failed: {row.get('int8_error', '')} |"
+        )
         if "error" in row:
-            print(f"| {row['name']} | refused: {row['error']} | | | |")
+            print(f"| {row['name']} | refused: {row['error']} | | | | {int8} |")
         else:
             print(
                 f"| {row['name']} | {row['params_ratio']:.2f}x | {row['macs_ratio']:.2f}x | "
-                f"{row['speedup']:.2f}x | {row['base_ms']:.2f} |"
+                f"{row['speedup']:.2f}x | {row['base_ms']:.2f} | {int8} |"
             )
     print()
     for text, met in checks:
