@@ -163,8 +163,13 @@ def input_names_for(config: LoadedConfig) -> list[str]:
 
 def synthetic_inputs(config: LoadedConfig, count: int) -> list[np.ndarray]:
     """Zeros/ones shaped like model.inputs, for a config that declares inputs but has no data."""
+    return spec_samples(config.config.model.inputs or [], count)
+
+
+def spec_samples(specs: list, count: int) -> list[np.ndarray]:
+    """`count` samples of ones shaped like the `model.inputs` entries `specs` (named dims as 1)."""
     arrays = []
-    for spec in config.config.model.inputs or []:
+    for spec in specs:
         shape = [count] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
         arrays.append(np.ones(shape, dtype=DTYPES[spec.dtype]))
     return arrays

@@ -1,10 +1,12 @@
 """What a model is made of, for `compress init`: multiply-accumulates in convolutions against
 those in matrix products (MatMul, Gemm, Linear), and the weights in embedding tables.
 
-An ONNX graph and a torch.export program are read with the shapes they record (symbolic dims,
-such as the batch or a sequence length, count as 1: one sample, one token). A TorchScript
-archive or a state_dict records no activation shapes, so there the weights stand in for MACs:
-4-D weights are convolutions, 2-D ones matrix products (or embedding tables by their name).
+An ONNX graph is run on one sample shaped like its inputs (symbolic dims, such as a sequence
+length, as 1) and its MACs counted as reports count them (compress.measure.macs); a
+torch.export program is read with the shapes it records (symbolic dims count as 1: one sample,
+one token). A TorchScript archive or a state_dict records no activation shapes, so there the
+weights stand in for MACs: 4-D weights are convolutions, 2-D ones matrix products (or embedding
+tables by their name).
 """
 
 from __future__ import annotations
@@ -51,31 +53,31 @@ def _count(shape) -> int:
     return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in shape)
 
 
-def onnx_makeup(proto) -> ModelMakeup:
-    import onnx
-    from onnx import helper
+def onnx_makeup(proto, sample: list | None) -> ModelMakeup:
+    """An ONNX graph: MACs as compress.measure.macs counts them on `sample` (one sample of
+    the inputs); embedding tables are the constant tables Gather reads. Without a sample (an
+    input model.inputs cannot declare), the weights stand in, as for a state_dict."""
+    from onnx import helper, numpy_helper
 
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    shapes = {
-        v.name: [
-            d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
-        ]
-        for v in [*inferred.graph.value_info, *inferred.graph.output]
-    }
+    from compress.measure.macs import macs_by_op_type
+
+    if sample is None:
+        import torch
+
+        tensors = {
+            i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
+            for i in proto.graph.initializer
+        }
+        return weights_makeup(tensors)
+    by_type = macs_by_op_type(proto, sample)
+    conv = sum(macs for op, macs in by_type.items() if "Conv" in op)
+    matmul = sum(macs for op, macs in by_type.items() if "Conv" not in op)
     weights = {i.name: list(i.dims) for i in proto.graph.initializer}
-    conv = matmul = embedding = 0
-    for node in proto.graph.node:
-        if node.op_type == "Gather" and node.input[0] in weights:
-            embedding += _count(weights[node.input[0]])
-            continue
-        weight = weights.get(node.input[1]) if len(node.input) > 1 else None
-        out = shapes.get(node.output[0])
-        if weight is None or out is None:
-            continue
-        if node.op_type == "Conv":
-            conv += _count(weight) * _count(out[2:])
-        elif node.op_type in ("MatMul", "Gemm"):
-            matmul += _count(weight) * _count(out[1:-1])
+    embedding = sum(
+        _count(weights[n.input[0]])
+        for n in proto.graph.node
+        if n.op_type == "Gather" and n.input[0] in weights
+    )
     total = sum(
         _count(dims)
         for i, dims in zip(proto.graph.initializer, weights.values(), strict=True)

@@ -55,6 +55,7 @@ class ModelFacts:
 
 def inspect_model(path: Path) -> ModelFacts:
     from compress.config import ModelSection
+    from compress.context import spec_samples
     from compress.export import fixed_batch_sizes, program_fixed_batch
     from compress.model_inputs import (
         onnx_input_specs,
@@ -76,7 +77,9 @@ def inspect_model(path: Path) -> ModelFacts:
     if fmt == "onnx":
         fixed = fixed_batch_sizes(model)
         single = fixed.pop() if len(fixed) == 1 else None
-        return _facts(fmt, onnx_input_specs(model), single, onnx_makeup(model))
+        specs = onnx_input_specs(model)
+        sample = spec_samples(specs, 1) if specs else None
+        return _facts(fmt, specs, single, onnx_makeup(model, sample))
     if fmt == "exported_program":
         fixed = program_fixed_batch(model)
         return _facts(fmt, program_input_specs(model), fixed, program_makeup(model))

@@ -25,6 +25,11 @@ _OTHERS = ("Gemm", "MatMulNBits")
 def count_macs(proto, sample: list[np.ndarray]) -> int:
     """MACs of the loaded ONNX model `proto` for one sample: `sample` holds its inputs with a
     batch of 1. `proto` is left as it was."""
+    return sum(macs_by_op_type(proto, sample).values())
+
+
+def macs_by_op_type(proto, sample: list[np.ndarray]) -> dict[str, int]:
+    """count_macs, per op type of the counted nodes (Conv, MatMul, Gemm, ...)."""
     import onnx
 
     model = onnx.ModelProto()
@@ -39,7 +44,10 @@ def count_macs(proto, sample: list[np.ndarray]) -> int:
     )
     outputs, rows = run_for_outputs(model, sample)
     shapes.update({name: a.shape for name, a in outputs.items()})
-    return sum(_node_macs(node, shapes) for node in counted) // rows
+    by_type: dict[str, int] = {}
+    for node in counted:
+        by_type[node.op_type] = by_type.get(node.op_type, 0) + _node_macs(node, shapes)
+    return {op: macs // rows for op, macs in by_type.items()}
 
 
 def run_for_outputs(model, sample: list[np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
