@@ -18,10 +18,11 @@ def padded(part: list[np.ndarray], size: int) -> list[np.ndarray]:
 
 
 def chunks(
-    arrays: list[np.ndarray], size: int, fixed: bool
+    arrays: list[np.ndarray], size: int, fixed: int | None
 ) -> Iterator[tuple[list[np.ndarray], int]]:
-    """(chunk, rows that are real samples) over `arrays` in chunks of `size`; with `fixed` every
-    chunk has exactly `size` rows."""
+    """(chunk, rows that are real samples) over `arrays` in chunks of `size`, or, for a model
+    whose batch is `fixed`, in chunks of exactly that many rows."""
+    size = fixed or size
     for start in range(0, len(arrays[0]), size):
         part = [a[start : start + size] for a in arrays]
         real = len(part[0])
@@ -48,7 +49,7 @@ class FixedBatchModule:
                 name: tensor[:real] if tensor.dim() else tensor
                 for name, tensor in named_tensors(self.module(*map(torch.from_numpy, part)))
             }
-            for part, real in chunks(arrays, self.batch, fixed=True)
+            for part, real in chunks(arrays, self.batch, self.batch)
         ]
         return {
             name: torch.cat([p[name] for p in parts]) if tensor.dim() else tensor

@@ -37,6 +37,6 @@ def run_batched(session, inputs: list[np.ndarray], batch_size: int) -> list[np.n
     fixed = fixed_batch(session)
     parts = [
         [o[:real] for o in session.run(None, feeds(session, part))]
-        for part, real in chunks(inputs, fixed or batch_size, fixed=bool(fixed))
+        for part, real in chunks(inputs, batch_size, fixed)
     ]
     return [np.concatenate(outs) for outs in zip(*parts, strict=True)]

@@ -81,7 +81,7 @@ def collect(
     inputs = [i.name for i in session.get_inputs()]
     names = list(reducers)
     fixed = fixed_batch(session)  # padded with copies of a real sample: its maxima stay put
-    for part, _ in chunks(samples, fixed or batch_size, fixed=bool(fixed)):
+    for part, _ in chunks(samples, batch_size, fixed):
         feed = dict(zip(inputs, part, strict=True))
         for name, value in zip(names, session.run(names, feed), strict=True):
             for reducer in reducers[name]:

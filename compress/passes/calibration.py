@@ -132,7 +132,7 @@ def save_ranges(ranges, path: Path) -> Path:
 def batches(samples: list[np.ndarray], names: list[str], batch_size: int, fixed: int | None):
     """Feeds of `batch_size` samples, inputs by name; a model with a `fixed` batch gets batches
     of that size, the last one padded with copies of a sample (which leave its ranges alone)."""
-    for part, _ in chunks(samples, fixed or batch_size, fixed=bool(fixed)):
+    for part, _ in chunks(samples, batch_size, fixed):
         yield dict(zip(names, part, strict=True))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.measure.runtime import fixed_batch
 from compress.sensitivity.isolate import PREFIX
 from compress.sensitivity.tensors import RUINED
 from compress.sensitivity.twins import Twin
@@ -49,7 +50,7 @@ def output_impact(
     output = float_model.graph.output[0].name
     inputs = [i.name for i in float_model.graph.input][: len(samples)]
     session = _session(onnx.load(str(combined_path)), [output] + _names(tensors, twins))
-    fixed = _fixed_batch(session)
+    fixed = fixed_batch(session)
     wanted = max(MIN_SAMPLES, min(MAX_SAMPLES, FORWARDS // max(len(tensors), 1)))
     count = fixed or min(wanted, len(samples[0]))
     part = [np.concatenate([a[:count]] * -(-count // len(a)))[:count] for a in samples]
@@ -156,9 +157,3 @@ def _session(model, outputs: list[str]):
     return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-
-
-def _fixed_batch(session) -> int | None:
-    from compress.measure.runtime import fixed_batch
-
-    return fixed_batch(session)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.fixed_batch import chunks
+from compress.measure.runtime import feeds, fixed_batch
 from compress.sensitivity.twins import Twin
 
 SAVED_SUFFIX = "_ReshapedSavedOutput"  # what qdq_loss_debug appends to an exposed tensor
@@ -174,7 +175,7 @@ def _one_run(session, pairs: list[Pair]) -> Runner:
     names = [f for f, _, _ in pairs] + [q for _, q, _ in pairs]
 
     def run(batch):
-        values = session.run(names, _feeds(session, batch))
+        values = session.run(names, feeds(session, batch))
         return values[: len(pairs)], values[len(pairs) :]
 
     return run
@@ -185,16 +186,14 @@ def _two_runs(float_session, quant_session, pairs: list[Pair]) -> Runner:
 
     def run(batch):
         return (
-            float_session.run(float_names, _feeds(float_session, batch)),
-            quant_session.run(quant_names, _feeds(quant_session, batch)),
+            float_session.run(float_names, feeds(float_session, batch)),
+            quant_session.run(quant_names, feeds(quant_session, batch)),
         )
 
     return run
 
 
 def _accumulate(samples, pairs, run: Runner, session) -> dict[str, TensorError]:
-    from compress.measure.runtime import fixed_batch
-
     errors = {f[: -len(SAVED_SUFFIX)]: TensorError() for f, _, _ in pairs}
     twins = [twin for _, _, twin in pairs]
     for batch in _batches(samples, run, fixed_batch(session)):
@@ -204,10 +203,6 @@ def _accumulate(samples, pairs, run: Runner, session) -> dict[str, TensorError]:
     return errors
 
 
-def _feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-    return {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
-
-
 def _batches(samples: list[np.ndarray], run: Runner, fixed: int | None) -> Iterator[list]:
     """Batches whose exposed tensors fit BATCH_BYTES, sized from one sample's; a model with a
     fixed batch gets batches of that size, the last one filled up with repeated samples."""
@@ -215,5 +210,5 @@ def _batches(samples: list[np.ndarray], run: Runner, fixed: int | None) -> Itera
     if not size:
         per_sample = sum(a.nbytes for side in run([a[:1] for a in samples]) for a in side)
         size = int(max(1, min(MAX_BATCH, BATCH_BYTES // max(per_sample, 1))))
-    for part, _ in chunks(samples, size, fixed=bool(fixed)):
+    for part, _ in chunks(samples, size, fixed):
         yield part
