@@ -136,10 +136,10 @@ class ChannelPruning(PruningPass):
             )
         _refuse_channel_splits(module, ctx, self.key)
         if self.params.scope == "layerwise":  # global ranking keeps a channel in every layer
-            whole = {id(m) for m in super().kept_whole(module, ctx)}  # not yet the skipped ones
-            layers = dict(module.named_modules())
-            counts, skipped = channel_counts(module), self.too_small_to_round(module, ctx)
-            prunable = [n for n in counts if id(layers[n]) not in whole]
+            whole = super().kept_whole(module, ctx)  # not yet the skipped ones
+            ids, layers = {id(m) for m in whole}, dict(module.named_modules())
+            counts, skipped = channel_counts(module), self.too_small_to_round(module, whole)
+            prunable = [n for n in counts if id(layers[n]) not in ids]
             for name in prunable:
                 if self.channels_kept(counts[name], rounded=False) == 0:
                     raise ConfigError(
@@ -154,15 +154,13 @@ class ChannelPruning(PruningPass):
                     "lower amount or round_to"
                 )
 
-    def too_small_to_round(self, module, ctx: Context) -> dict[str, int]:
-        """Layers (name: channels) that `round_to` would empty although `amount` alone would not
-        (an 8-channel squeeze-excitation fc1 with round_to 8): they are left whole, not refused."""
+    def too_small_to_round(self, module, whole: list) -> dict[str, int]:
+        """Layers (name: channels) besides the `whole` ones (PruningPass.kept_whole) that
+        `round_to` would empty although `amount` alone would not (an 8-channel
+        squeeze-excitation fc1 with round_to 8): they are left whole, not refused."""
         if not self.params.round_to or self.params.scope != "layerwise":
             return {}
-        whole, layers = (
-            {id(m) for m in super().kept_whole(module, ctx)},
-            dict(module.named_modules()),
-        )
+        whole, layers = {id(m) for m in whole}, dict(module.named_modules())
         return {
             name: channels
             for name, channels in channel_counts(module).items()
@@ -170,12 +168,13 @@ class ChannelPruning(PruningPass):
             and self.channels_kept(channels) == 0 < self.channels_kept(channels, rounded=False)
         }
 
-    def kept_whole(self, module, ctx: Context) -> list:
-        """`ignore`, the output layer, and the layers too small to round."""
+    def kept_whole_and_skipped(self, module, ctx: Context) -> tuple[list, dict[str, int]]:
+        """The modules left whole (`ignore`, the output layer, the layers too small to round),
+        and those too small to round by name."""
+        whole = super().kept_whole(module, ctx)
+        skipped = self.too_small_to_round(module, whole)
         names = dict(module.named_modules())
-        return super().kept_whole(module, ctx) + [
-            names[n] for n in self.too_small_to_round(module, ctx)
-        ]
+        return whole + [names[n] for n in skipped], skipped
 
     def channels_kept(self, channels: int, rounded: bool = True) -> int:
         """What torch-pruning keeps of a layer's channels: the rest of `amount`, rounded down
@@ -187,10 +186,10 @@ class ChannelPruning(PruningPass):
         p = self.params
         linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
         before, heads_before = channel_counts(model), head_counts(model)
-        skipped = self.too_small_to_round(model, ctx)
+        whole, skipped = self.kept_whole_and_skipped(model, ctx)
         if skipped:
             ctx.log(f"{self.name}: {_skipped_text(skipped, p.round_to)}")
-        pruner = make_pruner(model, ctx, p, self.kept_whole(model, ctx), self.key)
+        pruner = make_pruner(model, ctx, p, whole, self.key)
         fix_layerwise_head_steps(pruner, p)
         losses = []
         for _ in range(p.steps):  # with data.train, a fine-tune follows every step
