@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
 from compress.head_pruning import plan_heads, sync_head_counts, without_kv_cache
+from compress.program_shapes import refit_program
 from compress.module_names import attention_modules, ignore_advice, traceback_modules
 from compress.training import first_output
 
@@ -43,6 +44,7 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
     # nn.MultiheadAttention: tell DepGraph the head count, so heads stay whole.
     heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
     plan = plan_heads(model, params.amount, kept_whole)  # transformers lose whole heads
+    refit_program_sizes(model, ctx)  # a program's fused projections lost heads just now
     try:
         with warnings.catch_warnings(), without_kv_cache(model):  # notes about parameters
             warnings.simplefilter("ignore")
@@ -87,7 +89,16 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
     for group in groups:
         group.prune()
     sync_head_counts(model)
+    refit_program_sizes(model, ctx)
     model.zero_grad(set_to_none=True)
+
+
+def refit_program_sizes(model, ctx: Context) -> None:
+    """A `.pt2` program's reshapes hold fixed sizes: fit them to the pruned layers."""
+    import torch
+
+    if isinstance(model, torch.fx.GraphModule):
+        refit_program(model, example_inputs(ctx))
 
 
 def _accumulate_gradients(model, ctx: Context) -> None:

@@ -40,6 +40,9 @@ def relift(graph_module):
         for source in node.all_input_nodes
         if source.op == "get_attr"
     )
+    _drop_empty_concats(graph_module)
+    _relift_transposed_linears(graph_module, uses)
+    _relift_tied_embedding(graph_module, uses)
     builders = _builders()
     for node in list(graph.nodes):
         build = builders.get(node.target) if node.op == "call_function" else None
@@ -54,6 +57,7 @@ def relift(graph_module):
         _move_tensors(graph_module, owner, layer, targets)
         with graph.inserting_before(node):
             call = graph.call_module(owner, (layer_input,))
+        call.meta.update(node.meta)  # the shape it was saved with (compress.program_shapes)
         node.replace_all_uses_with(call)
         graph.erase_node(node)
     for node in list(graph.nodes):  # shape guards of the saved program; pruning keeps inputs
@@ -62,6 +66,115 @@ def relift(graph_module):
     graph.eliminate_dead_code()
     # A plain GraphModule: the one `.module()` returns refuses .train() and .eval().
     return torch.fx.GraphModule(graph_module, graph).eval()
+
+
+def _drop_empty_concats(graph_module) -> None:
+    """Drop constant empty tensors from concatenations (an unused key/value cache saved with the
+    program, which `cat` skips): the concatenation hides its single real operand from pruning."""
+    import torch
+
+    def empty(node) -> bool:
+        while node.op == "call_function" and node.args:
+            node = node.args[0]
+        return node.op == "get_attr" and _lookup(graph_module, node.target).numel() == 0
+
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.cat.default:
+            continue
+        kept = [part for part in node.args[0] if not empty(part)]
+        if len(kept) == len(node.args[0]) or not kept:
+            continue
+        if len(kept) == 1:
+            node.replace_all_uses_with(kept[0])
+            graph_module.graph.erase_node(node)
+        else:
+            node.args = (kept, *node.args[1:])
+
+
+def _relift_transposed_linears(graph_module, uses: Counter) -> None:
+    """transformers' `Conv1D` (GPT-2) exports as `view(addmm(b, view(x, [-1, in]), W), [..., out])`
+    with W stored [in, out]: make each an `nn.Linear` on x (weight W transposed), which drops the
+    two reshapes and the fixed widths they hold."""
+    import torch
+
+    aten = torch.ops.aten
+    reshapes = (aten.view.default, aten.reshape.default)
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target != aten.addmm.default or node.kwargs:
+            continue
+        bias, flat, weight = node.args
+        users = list(node.users)
+        if not (
+            bias.op == weight.op == "get_attr"
+            and flat.op == "call_function"
+            and flat.target in reshapes
+            and len(users) == 1
+            and users[0].target in reshapes
+            and bias.target.rpartition(".")[0] == weight.target.rpartition(".")[0]
+            and uses[bias.target] == uses[weight.target] == 1
+        ):
+            continue
+        owner = weight.target.rpartition(".")[0]
+        if not owner:
+            continue
+        w, b = _lookup(graph_module, weight.target), _lookup(graph_module, bias.target)
+        layer = torch.nn.Linear(w.shape[0], w.shape[1])
+        layer.weight = torch.nn.Parameter(w.detach().t().contiguous(), w.requires_grad)
+        layer.bias = b
+        parent, _, leaf = owner.rpartition(".")
+        setattr(graph_module.get_submodule(parent) if parent else graph_module, leaf, layer)
+        with graph_module.graph.inserting_before(node):
+            call = graph_module.graph.call_module(owner, (flat.args[0],))
+        call.meta.update(users[0].meta)
+        users[0].replace_all_uses_with(call)
+        for dead in (users[0], node, flat):
+            if not dead.users:
+                graph_module.graph.erase_node(dead)
+
+
+def _relift_tied_embedding(graph_module, uses: Counter) -> None:
+    """A weight shared by an embedding and the output projection (GPT-2's tied LM head): an
+    `nn.Linear` at the weight's owner and an `nn.Embedding` beside it (`<owner>_embedding`), both
+    on the one Parameter, so pruning sees two layers and not a bare matmul into the output."""
+    import torch
+
+    aten = torch.ops.aten
+    for weight in [n for n in graph_module.graph.nodes if n.op == "get_attr"]:
+        users = {user.target: user for user in weight.users if user.op == "call_function"}
+        lookup, linear = users.get(aten.embedding.default), users.get(aten.linear.default)
+        if uses[weight.target] != 2 or lookup is None or linear is None:
+            continue
+        owner, _, name = weight.target.rpartition(".")
+        bias = _arg(linear, 2)
+        if (
+            not owner
+            or name != "weight"
+            or lookup.args[0] is not weight
+            or linear.args[1] is not weight
+            or _arg(lookup, 2, -1) != -1
+            or (bias is not None and (bias.op != "get_attr" or uses[bias.target] != 1))
+        ):
+            continue
+        table = _lookup(graph_module, weight.target)
+        layer = torch.nn.Linear(table.shape[1], table.shape[0], bias=bias is not None)
+        embedding = torch.nn.Embedding(*table.shape)
+        layer.weight = embedding.weight = table
+        if bias is not None:
+            layer.bias = _lookup(graph_module, bias.target)
+        parent, _, leaf = owner.rpartition(".")
+        container = graph_module.get_submodule(parent) if parent else graph_module
+        setattr(container, leaf, layer)
+        setattr(container, f"{leaf}_embedding", embedding)
+        graph = graph_module.graph
+        for node, target, source in (
+            (lookup, f"{owner}_embedding", lookup.args[1]),
+            (linear, owner, linear.args[0]),
+        ):
+            with graph.inserting_before(node):
+                call = graph.call_module(target, (source,))
+            call.meta.update(node.meta)
+            node.replace_all_uses_with(call)
+            graph.erase_node(node)
 
 
 def _move_tensors(root, owner: str, layer, targets: dict[str, str]) -> None:

@@ -8,8 +8,7 @@ not. Separate query / key / value Linears are handed to torch-pruning as heads; 
 (GPT-2's `c_attn`, `[q | k | v]`) is cut here, with its output projection, before torch-pruning
 runs, since torch-pruning cannot rank a fused projection's heads. GPT-2's `Conv1D` layers (a
 Linear with a transposed weight, which torch-pruning cannot trace) become `nn.Linear` first.
-A `.pt2` program has no attention modules left (only reshapes to a fixed head size), so attention
-in a program is refused before any work.
+In a `.pt2` program the heads are found in the graph (`compress.program_attention`).
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ class Attention:
     """One attention module whose heads can be removed whole."""
 
     name: str
-    module: nn.Module
-    head_count_name: str
+    module: nn.Module | None  # None in a `.pt2` program (compress.program_attention)
+    head_count_name: str | None  # the module's attribute that counts heads
     head_size: int
     projections: tuple[nn.Linear, ...]  # (q, k, v), or the fused (qkv,)
     output: nn.Linear | None = None  # a fused projection's output projection (reads the heads)
@@ -47,6 +46,11 @@ class Attention:
     @property
     def fused(self) -> bool:
         return len(self.projections) == 1
+
+    @property
+    def heads(self) -> int:
+        width = self.projections[0].out_features // (3 if self.fused else 1)
+        return width // self.head_size
 
 
 @dataclass
@@ -92,7 +96,17 @@ def find_attention(model: nn.Module) -> list[Attention]:
         for qkv_name, out_name in FUSED_PROJECTIONS:
             if fused := _children(module, (qkv_name, out_name)):
                 found.append(Attention(name, module, count_name, size, fused[:1], fused[1]))
+    if _is_program(model):
+        from compress.program_attention import find_program_attention
+
+        found += find_program_attention(model)
     return [a for a in found if _whole_heads(a)]
+
+
+def _is_program(model: nn.Module) -> bool:
+    import torch
+
+    return isinstance(model, torch.fx.GraphModule)
 
 
 def _whole_heads(attention: Attention) -> bool:
@@ -160,13 +174,15 @@ def prune_fused_heads(attention: Attention, amount: float) -> None:
 
 
 def sync_head_counts(model: nn.Module) -> None:
-    """Write each attention module's head count (and widths) from its pruned projections."""
+    """Write each attention module's head count (and widths) from its pruned projections (a
+    program's fixed sizes are refitted by `compress.program_shapes` instead)."""
     for attention in find_attention(model):
-        width = attention.projections[0].out_features // (3 if attention.fused else 1)
-        setattr(attention.module, attention.head_count_name, width // attention.head_size)
+        if attention.module is None:
+            continue
+        setattr(attention.module, attention.head_count_name, attention.heads)
         for name in WIDTH_NAMES:
             if type(getattr(attention.module, name, None)) is int:
-                setattr(attention.module, name, width)
+                setattr(attention.module, name, attention.heads * attention.head_size)
 
 
 def plan_heads(model: nn.Module, amount: float, kept_whole: list) -> HeadPlan:
@@ -174,14 +190,13 @@ def plan_heads(model: nn.Module, amount: float, kept_whole: list) -> HeadPlan:
     whole = {id(m) for kept in kept_whole if kept is not None for m in kept.modules()}
     plan = HeadPlan()
     for attention in find_attention(model):
-        if id(attention.module) in whole:
+        if any(id(m) in whole for m in (attention.module, *attention.projections)):
             continue
         if attention.fused:
             prune_fused_heads(attention, amount)
             plan.ignored.append(attention.projections[0])
         else:
-            heads = getattr(attention.module, attention.head_count_name)
-            plan.num_heads.update(dict.fromkeys(attention.projections, heads))
+            plan.num_heads.update(dict.fromkeys(attention.projections, attention.heads))
     sync_head_counts(model)
     return plan
 
@@ -205,28 +220,26 @@ def without_kv_cache(model: nn.Module):
 
 
 def refuse_program_attention(module: nn.Module, key: str) -> None:
-    """A `.pt2` program has no attention modules to cut heads from: refuse one with attention."""
-    import torch
-
-    graph = getattr(module, "graph", None)
-    if not isinstance(module, torch.fx.GraphModule) or graph is None:
+    """Refuse a `.pt2` program with attention whose heads cannot be found in its graph (the
+    projections do not reach the attention through reshapes alone)."""
+    if not _is_program(module):
         return
-    ops = " ".join(str(node.target) for node in graph.nodes if node.op == "call_function")
-    # attention: fused (sdpa), or written out as softmax over a product of two activations
-    if "scaled_dot_product_attention" in ops or (
-        "softmax" in ops and ("bmm" in ops or "matmul" in ops)
-    ):
+    from compress.program_attention import attention_sites
+
+    sites, found = attention_sites(module), len(find_attention(module))
+    if found < sites:
         raise ConfigError(
-            f"{key}: the .pt2 program has attention flattened into reshapes of fixed head size, "
-            "with no attention module to remove whole heads from; save a state_dict "
-            "(torch.save(model.state_dict())) and name the model's class in model.arch, or list "
-            "the attention layers in ignore to prune only the rest"
+            f"{key}: {sites - found} of the {sites} attention blocks in the .pt2 program have "
+            "query / key / value projections that cannot be traced to whole heads, and pruning "
+            "inside a head breaks its reshapes; save a state_dict (torch.save(model.state_dict())) "
+            "and name the model's class in model.arch, or list the attention layers in ignore "
+            "to prune only the rest"
         )
 
 
 def head_counts(model: nn.Module) -> dict[str, int]:
     """Heads of every attention module `find_attention` sees, by module name."""
-    return {a.name: getattr(a.module, a.head_count_name) for a in find_attention(model)}
+    return {a.name: a.heads for a in find_attention(model)}
 
 
 def heads_removed(before: dict[str, int], after: dict[str, int]) -> str:

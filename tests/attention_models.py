@@ -89,3 +89,23 @@ class HFStyleEncoder(nn.Module):
 
 def FusedEncoder() -> HFStyleEncoder:  # noqa: N802 - a factory named like the class it makes
     return HFStyleEncoder(fused=True)
+
+
+class TiedLM(nn.Module):
+    """A language model whose output projection shares the embedding table (GPT-2's tied LM
+    head), flattening its tokens with the fixed width torch.export writes as a number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = nn.Embedding(VOCAB, HIDDEN)
+        self.layers = nn.ModuleList(Layer(False) for _ in range(2))
+        self.lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
+        self.lm_head.weight = self.embeddings.weight
+
+    def forward(self, input_ids, attention_mask):
+        bias = (1.0 - attention_mask[:, None, None, :].float()) * -1e4
+        x = self.embeddings(input_ids)
+        for layer in self.layers:
+            x = layer(x, bias)
+        tokens = x.view(-1, x.shape[-1])  # [batch * seq, HIDDEN]: HIDDEN saved as a number
+        return self.lm_head(tokens).view(-1, input_ids.shape[1], VOCAB)

@@ -1,5 +1,6 @@
 """Transformers lose whole attention heads under prune.channels and still run, from a state_dict
-with model.arch; a .pt2 program with attention is refused before any work."""
+with model.arch and from a .pt2 program (heads found in its graph, fixed sizes refitted); a
+program whose attention cannot be traced to whole heads is refused before any work."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from compress.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
 from compress.pipeline import run
-from tests.attention_models import HEADS, HIDDEN, VOCAB, HFStyleEncoder
+from tests.attention_models import HEADS, HIDDEN, VOCAB, HFStyleEncoder, SelfAttention, attend
 from tests.conftest import assert_refused, run_cli, write_config
 
 CONFIG = """\
@@ -32,13 +33,22 @@ def tokens(folder) -> None:
     np.savez(folder / "tokens.npz", input_ids=ids, attention_mask=mask)
 
 
-def saved_model(folder, fused: bool):
+def saved_model(folder, fused: bool, program: bool = False, model=None):
+    """The encoder as a state_dict (for model.arch), or as a dynamic-batch .pt2 program."""
     torch.manual_seed(0)
-    path = folder / "model_state.pt"
-    torch.save(HFStyleEncoder(fused=fused).state_dict(), path)
-    return path
+    model = model or HFStyleEncoder(fused=fused).eval()
+    if not program:
+        path = folder / "model_state.pt"
+        torch.save(model.state_dict(), path)
+        return path
+    example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    batch = torch.export.Dim("batch", min=2)
+    exported = torch.export.export(model, example, dynamic_shapes=({0: batch}, {0: batch}))
+    torch.export.save(exported, folder / "model.pt2")
+    return folder / "model.pt2"
 
 
+@pytest.mark.parametrize("program", [False, True], ids=["state_dict", "pt2"])
 @pytest.mark.parametrize(
     ("arch", "fused", "projection", "width"),
     [
@@ -46,11 +56,14 @@ def saved_model(folder, fused: bool):
         ("FusedEncoder", True, "layers.0.attention.c_attn", 3 * HIDDEN),
     ],
 )
-def test_attention_loses_whole_heads_and_still_runs(tmp_path, arch, fused, projection, width):
+def test_attention_loses_whole_heads_and_still_runs(
+    tmp_path, arch, fused, projection, width, program
+):
     tokens(tmp_path)
-    model = f'model: {{arch: "tests.attention_models:{arch}"}}\n'
+    model = "" if program else f'model: {{arch: "tests.attention_models:{arch}"}}\n'
     config = write_config(tmp_path, CONFIG.format(model=model))
-    baseline, pruned = run(saved_model(tmp_path, fused), config, tmp_path / "out")["stages"]
+    path = saved_model(tmp_path, fused, program)
+    baseline, pruned = run(path, config, tmp_path / "out")["stages"]
     head_size = HIDDEN // HEADS
     before, after = pruned["details"]["channels"][projection]
     assert (before, after) == (width, width // 2)  # half the heads, each whole
@@ -60,18 +73,27 @@ def test_attention_loses_whole_heads_and_still_runs(tmp_path, arch, fused, proje
     assert any("ffn.0" in name for name in pruned["details"]["channels"])  # feed-forward too
 
 
-def test_attention_in_a_pt2_program_is_refused_in_one_line(tmp_path):
+class RotatedAttention(SelfAttention):
+    """Queries mixed with a rolled copy of themselves (as rotary embeddings do) before the heads."""
+
+    def forward(self, x, bias):
+        q = self.query(x)
+        q = q + torch.roll(q, 1, -1)
+        return attend(q, self.key(x), self.value(x), self.attention_head_size, bias)
+
+
+def test_a_pt2_program_whose_heads_cannot_be_traced_is_refused_in_one_line(tmp_path):
     tokens(tmp_path)
-    torch.manual_seed(0)
     model = HFStyleEncoder().eval()
-    example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    batch = torch.export.Dim("batch", min=2)
-    program = torch.export.export(model, example, dynamic_shapes=({0: batch}, {0: batch}))
-    torch.export.save(program, tmp_path / "model.pt2")
+    for layer in model.layers:
+        layer.attention = RotatedAttention()
+    path = saved_model(tmp_path, False, program=True, model=model)
     config = write_config(tmp_path, CONFIG.format(model=""))
     out = tmp_path / "out"
-    result = run_cli(tmp_path / "model.pt2", config, out)
-    assert_refused(result, out, "attention", "state_dict", "model.arch")
+    result = run_cli(path, config, out)
+    assert_refused(result, out, "2 of the 2 attention blocks", "whole heads", "model.arch")
+    text = CONFIG.format(model="").replace("amount: 0.5", 'amount: 0.5, ignore: ["layers.*.attention"]')
+    assert run_cli(path, write_config(tmp_path, text), out).exit_code == 0  # prune the rest
 
 
 def test_conv1d_becomes_an_equal_linear_and_fused_heads_are_found():

@@ -57,13 +57,16 @@ class PruningPass(TorchPass):
         """The modules to leave untouched: `ignore`, and the layer that produces the output."""
         names = dict(module.named_modules())
         ignored = matching_names(module, self.params.ignore, f"{self.key}.ignore")
-        return [names[n] for n in ignored] + [output_layer(module, ctx)]
+        return [names[n] for n in ignored] + output_layers(module, ctx)
 
 
-def output_layer(module, ctx: Context):
-    """The last Linear or convolution the model calls: its outputs are the model's classes."""
+def output_layers(module, ctx: Context) -> list:
+    """The layers whose outputs are the model's outputs (its classes, its vocabulary): in a
+    `.pt2` program, found in the graph; otherwise the last Linear or convolution it calls."""
     import torch
 
+    if isinstance(module, torch.fx.GraphModule):
+        return _program_output_layers(module)
     layers = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
     called = []
     hooks = [
@@ -77,7 +80,30 @@ def output_layer(module, ctx: Context):
     finally:
         for hook in hooks:
             hook.remove()
-    return called[-1] if called else None
+    return called[-1:]
+
+
+def _program_output_layers(graph_module) -> list:
+    """The layer each output of a program comes from through ops on one tensor (reshape,
+    softmax): none where it is a bare call (a weight shared with an embedding, as GPT-2's
+    LM head), whose vocabulary torch-pruning leaves alone anyway."""
+    import torch
+
+    def tensor(node) -> bool:
+        return node.op != "get_attr" and not isinstance(node.meta.get("val"), (int, torch.SymInt))
+
+    layers, outputs = [], []
+    output = next(n for n in graph_module.graph.nodes if n.op == "output")
+    torch.fx.node.map_arg(output.args, outputs.append)
+    for node in outputs:
+        while isinstance(node, torch.fx.Node) and node.op == "call_function":
+            tensors = [a for a in node.all_input_nodes if tensor(a)]
+            node = tensors[0] if len(tensors) == 1 else None
+        if isinstance(node, torch.fx.Node) and node.op == "call_module":
+            layer = graph_module.get_submodule(node.target)
+            if isinstance(layer, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+                layers.append(layer)
+    return layers
 
 
 @register("prune.channels")

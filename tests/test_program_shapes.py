@@ -1,0 +1,54 @@
+"""A `.pt2` program's fixed sizes follow pruning: reshapes refitted from the shapes it was saved
+with, an embedding tied to the output projection made two layers on one weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.editable import relift
+from compress.pipeline import run
+from compress.program_shapes import refit_sizes
+from tests.attention_models import HIDDEN, VOCAB, TiedLM
+from tests.conftest import write_config
+from tests.test_head_pruning import CONFIG, saved_model, tokens
+
+
+@pytest.mark.parametrize(
+    ("sizes", "saved_in", "saved_out", "now_in", "refitted"),
+    [
+        ([-1, 32, 384], (4, 32, 384), (4, 32, 384), (4, 32, 264), [-1, 32, 264]),  # width
+        ([4, 32, 6, 64], (4, 32, 384), (4, 32, 6, 64), (4, 32, 256), [4, 32, 4, 64]),  # heads
+        ([4, 32, 384], (4, 32, 6, 64), (4, 32, 384), (4, 32, 4, 64), [4, 32, 256]),  # merged
+        ([4, 32, -1, 64], (4, 32, 384), (4, 32, 6, 64), (4, 32, 256), [4, 32, -1, 64]),
+        ([-1, 384], (4, 32, 384), (128, 384), (2, 32, 264), [-1, 264]),  # batch follows by -1
+        ([4, 32, 6, 64], (4, 32, 384), (4, 32, 6, 64), (4, 32, 250), None),  # not whole heads
+    ],
+)
+def test_reshape_sizes_are_refitted_to_the_pruned_input(
+    sizes, saved_in, saved_out, now_in, refitted
+):
+    assert refit_sizes(sizes, saved_in, saved_out, now_in) == refitted
+
+
+def test_a_tied_lm_head_becomes_two_layers_on_one_weight():
+    torch.manual_seed(0)
+    model = TiedLM().eval()
+    ids, mask = torch.randint(0, VOCAB, (2, 8)), torch.ones(2, 8, dtype=torch.long)
+    batch = torch.export.Dim("batch", min=2)
+    program = torch.export.export(model, (ids, mask), dynamic_shapes=({0: batch}, {0: batch}))
+    editable = relift(program.module())
+    head, table = editable.get_submodule("lm_head"), editable.get_submodule("lm_head_embedding")
+    assert isinstance(head, torch.nn.Linear) and isinstance(table, torch.nn.Embedding)
+    assert head.weight is table.weight
+    assert torch.allclose(editable(ids, mask), model(ids, mask), atol=1e-6)
+
+
+def test_a_tied_lm_program_prunes_its_width_and_keeps_its_vocabulary(tmp_path):
+    tokens(tmp_path)
+    path = saved_model(tmp_path, False, program=True, model=TiedLM().eval())
+    config = write_config(tmp_path, CONFIG.format(model=""))
+    baseline, pruned = run(path, config, tmp_path / "out")["stages"]
+    assert pruned["details"]["channels"]["layers.0.ffn.2"] == [HIDDEN, HIDDEN // 2]  # the width
+    assert "lm_head" not in pruned["details"]["channels"]  # the vocabulary stays whole
+    assert pruned["params"] < baseline["params"] / 1.5
