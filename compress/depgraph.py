@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from compress.errors import ConfigError, PassError, first_line
 from compress.head_pruning import plan_heads, sync_head_counts, without_kv_cache
-from compress.program_shapes import refit_program
 from compress.module_names import attention_modules, ignore_advice, traceback_modules
+from compress.program_shapes import refit_program
 from compress.training import first_output
 
 if TYPE_CHECKING:

@@ -92,7 +92,8 @@ def test_a_pt2_program_whose_heads_cannot_be_traced_is_refused_in_one_line(tmp_p
     out = tmp_path / "out"
     result = run_cli(path, config, out)
     assert_refused(result, out, "2 of the 2 attention blocks", "whole heads", "model.arch")
-    text = CONFIG.format(model="").replace("amount: 0.5", 'amount: 0.5, ignore: ["layers.*.attention"]')
+    ignored = 'amount: 0.5, ignore: ["layers.*.attention"]'
+    text = CONFIG.format(model="").replace("amount: 0.5", ignored)
     assert run_cli(path, write_config(tmp_path, text), out).exit_code == 0  # prune the rest
 
 
