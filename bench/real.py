@@ -97,22 +97,28 @@ def photo_crops(count: int, seed: int) -> np.ndarray:
 
 
 def minilm(folder: Path) -> list[str]:
+    ids, mask = minilm_program(folder, real_sentences(CALIBRATION + EVAL))
+    for name, part in (("calib", slice(0, CALIBRATION)), ("eval", slice(CALIBRATION, None))):
+        np.savez(folder / f"{name}.npz", input_ids=ids[part], attention_mask=mask[part])
+    return ["input_ids", "attention_mask"]
+
+
+def minilm_program(folder: Path, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """all-MiniLM-L6-v2 saved as folder/model.pt2 (dynamic batch), and `sentences` as its
+    token ids and attention mask."""
     from all_minilm_l6_v2 import extract_model
     from transformers import AutoModel, AutoTokenizer
 
     path = extract_model(str(folder / "hf"))
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     encoder = AutoModel.from_pretrained(str(path)).eval()
-    sentences = real_sentences(CALIBRATION + EVAL)
     tokens = tokenizer(
         sentences, padding="max_length", truncation=True, max_length=TOKENS, return_tensors="np"
     )
     ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
     example = (torch.from_numpy(ids[:4]), torch.from_numpy(mask[:4]))
     save_program(SentenceEmbedding(encoder), example, folder / "model.pt2")
-    for name, part in (("calib", slice(0, CALIBRATION)), ("eval", slice(CALIBRATION, None))):
-        np.savez(folder / f"{name}.npz", input_ids=ids[part], attention_mask=mask[part])
-    return ["input_ids", "attention_mask"]
+    return ids, mask
 
 
 def real_sentences(count: int) -> list[str]:

@@ -80,6 +80,7 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
         raise PassError(
             f"{key}: torch-pruning could not plan the pruning ({first_line(e, 200)}); {fix}"
         ) from e
+    groups = [group for group in groups if not _reaches_output(group)]
     if not any(idxs for group in groups for _, idxs in group):
         rounding = f" rounded to multiples of {params.round_to}" if params.round_to else ""
         raise ConfigError(
@@ -91,6 +92,14 @@ def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
     sync_head_counts(model)
     refit_program_sizes(model, ctx)
     model.zero_grad(set_to_none=True)
+
+
+def _reaches_output(group) -> bool:
+    """Whether a group's channels are the model's output (a pooled hidden state, a sentence
+    embedding): those stay, so the model's outputs keep their shape."""
+    import torch_pruning as tp
+
+    return any(dep.target.type == tp.ops.OPTYPE.OUTPUT for dep, _ in group)
 
 
 def refit_program_sizes(model, ctx: Context) -> None:

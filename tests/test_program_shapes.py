@@ -3,13 +3,14 @@ with, an embedding tied to the output projection made two layers on one weight."
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 
 from compress.editable import relift
 from compress.pipeline import run
 from compress.program_shapes import refit_sizes
-from tests.attention_models import HIDDEN, VOCAB, TiedLM
+from tests.attention_models import HIDDEN, VOCAB, HFStyleEncoder, TiedLM
 from tests.conftest import write_config
 from tests.test_head_pruning import CONFIG, saved_model, tokens
 
@@ -52,3 +53,25 @@ def test_a_tied_lm_program_prunes_its_width_and_keeps_its_vocabulary(tmp_path):
     assert pruned["details"]["channels"]["layers.0.ffn.2"] == [HIDDEN, HIDDEN // 2]  # the width
     assert "lm_head" not in pruned["details"]["channels"]  # the vocabulary stays whole
     assert pruned["params"] < baseline["params"] / 1.5
+
+
+class PooledEncoder(HFStyleEncoder):
+    """Token states mean-pooled as the output (a sentence embedding): no layer makes it."""
+
+    def forward(self, input_ids, attention_mask):
+        bias = (1.0 - attention_mask[:, None, None, :].float()) * -1e4
+        x = self.embeddings(input_ids)
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x.mean(dim=1)
+
+
+def test_pruning_keeps_an_output_no_layer_makes_at_its_width(tmp_path):
+    tokens(tmp_path)
+    path = saved_model(tmp_path, False, program=True, model=PooledEncoder().eval())
+    out = tmp_path / "out"
+    _, pruned = run(path, write_config(tmp_path, CONFIG.format(model="")), out)["stages"]
+    assert pruned["details"]["channels"]["layers.0.attention.query"] == [HIDDEN, HIDDEN // 2]
+    assert "layers.0.ffn.2" not in pruned["details"]["channels"]  # the width is the output
+    written = onnx.load(out / "model.onnx").graph.output[0].type.tensor_type.shape
+    assert written.dim[1].dim_value == HIDDEN
