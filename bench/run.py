@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
 from bench.peer import peer_table, print_table  # noqa: E402
-from bench.prune_transformers import transformer_table  # noqa: E402
+from bench.prune_transformers import recovery, recovery_goal, transformer_table  # noqa: E402
 from bench.real import main as real_main  # noqa: E402
 from bench.real import print_results, real_table  # noqa: E402
 from bench.zoo import main as zoo_main  # noqa: E402
@@ -162,6 +162,9 @@ def main(argv: list[str]) -> int:
     if rows:
         with tempfile.TemporaryDirectory() as folder:
             transformer_rows, transformer_checks = transformer_table(Path(folder), [])
+            recovered = recovery(Path(folder))
+            transformer_rows.append(recovered)
+            transformer_checks.append(recovery_goal(recovered))
     print_table(peer_rows, checks)
     if real_rows:
         print_results(real_rows, real_checks)
