@@ -111,17 +111,16 @@ def find_program_attention(gm: torch.fx.GraphModule) -> list[Attention]:
             continue
         head_size = int(value_meta.shape[-1])
         sources = [_source(gm, n) for n in (query, key, value)]
-        calls = {call for call, _ in sources}
-        splits = {split for _, split in sources}
+        calls, splits = [call for call, _ in sources], {split for _, split in sources}
         if None in calls:
             continue
-        name = calls.__iter__().__next__().target.rpartition(".")[0]
-        if len(calls) == 3 and splits == {None}:
-            projections = tuple(_linear(gm, n) for n in (s for s, _ in sources))
+        name = calls[0].target.rpartition(".")[0]  # the attention's own module path
+        if len(set(calls)) == 3 and splits == {None}:  # separate query, key, value
+            projections = tuple(_linear(gm, call) for call in calls)
             found.append(Attention(name, None, None, head_size, projections))
-        elif len(calls) == 1 and None not in splits and len(splits) == 1:
+        elif len(set(calls)) == 1 and len(splits) == 1 and None not in splits:  # [q | k | v]
             output = _output_projection(gm, context)
             if output is not None:
-                fused = (_linear(gm, calls.pop()),)
+                fused = (_linear(gm, calls[0]),)
                 found.append(Attention(name, None, None, head_size, fused, output))
     return found

@@ -116,3 +116,15 @@ def chromium():
     browser = Chromium(chromium_or_skip())
     yield browser
     browser.close()
+
+
+def slower_after_the_first_stage(paths, samples, settings):
+    """Latencies fixed by the test: every stage after the first (a pass's output) twice as slow."""
+
+    def timings(ms: float) -> dict:
+        return {"p50": ms, "p90": ms, "p99": ms, "runs": 5, "stable": True}
+
+    return {
+        name: {str(b): timings(1.0 if i == 0 else 2.0) for b in settings.batch_sizes}
+        for i, name in enumerate(paths)
+    }

@@ -16,7 +16,14 @@ import onnx
 import pytest
 
 from compress.pipeline import run
-from tests.conftest import ROOT, SAMPLES, assert_refused, run_cli, write_config
+from tests.conftest import (
+    ROOT,
+    SAMPLES,
+    assert_refused,
+    run_cli,
+    slower_after_the_first_stage,
+    write_config,
+)
 
 CNN = SAMPLES / "digits_cnn.pt2"
 PRUNE_THEN_DISTILL = """\
@@ -103,6 +110,26 @@ def test_a_declared_student_learns_features_through_a_projection(tmp_path):
     assert student["params"] < baseline["params"] / 8  # the small student was exported
     assert details["metric"]["before"] < 0.3 < details["metric"]["after"]
     assert student["metric"]["value"] > 0.4  # 4x chance after a few epochs from scratch
+
+
+def test_a_slower_student_is_reverted_with_on_slower_revert(tmp_path, monkeypatch):
+    """A declared student that runs slower than the model it replaces: the input is kept."""
+    from compress import speed_guard
+
+    monkeypatch.setattr(speed_guard, "measure_latency", slower_after_the_first_stage)
+    (tmp_path / "arch.py").write_bytes((SAMPLES / "arch.py").read_bytes())
+    text = PRUNE_THEN_DISTILL.format(distill="").replace(
+        "  - {type: prune.channels, amount: 0.5, finetune_epochs: 0}\n  - {type: distill, }\n",
+        "  - type: distill\n"
+        "    student: {arch: arch.py:DigitsCNN, arch_args: {width: 16, hidden: 32}}\n"
+        "    epochs: 1\n    on_slower: revert\n",
+    )
+    out = tmp_path / "out"
+    result = run_cli(CNN, write_config(tmp_path, text), out)
+    assert result.exit_code == 0, result.stderr
+    assert "distill made the model slower" in result.stderr
+    baseline, student = json.loads((out / "report.json").read_text())["stages"]
+    assert student["reverted"] and student["params"] == baseline["params"]
 
 
 @pytest.mark.parametrize("teacher", ["onnx", "state_dict"])

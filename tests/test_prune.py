@@ -13,7 +13,13 @@ import torch
 from compress.editable import relift
 from compress.measure.runtime import open_session
 from compress.pipeline import run
-from tests.conftest import SAMPLES, assert_refused, run_cli, write_config
+from tests.conftest import (
+    SAMPLES,
+    assert_refused,
+    run_cli,
+    slower_after_the_first_stage,
+    write_config,
+)
 
 EVAL_ONLY = """\
 version: 1
@@ -257,22 +263,10 @@ def test_a_channel_shuffle_is_refused_before_any_work_naming_its_module(tmp_path
     assert_refused(result, out, "channel shuffle", "in 1)", "remove the pass")
 
 
-def slower_after_pruning(paths, samples, settings):
-    """Latencies fixed by the test: every stage after the first (the pruned one) twice as slow."""
-
-    def timings(ms: float) -> dict:
-        return {"p50": ms, "p90": ms, "p99": ms, "runs": 5, "stable": True}
-
-    return {
-        name: {str(b): timings(1.0 if i == 0 else 2.0) for b in settings.batch_sizes}
-        for i, name in enumerate(paths)
-    }
-
-
 def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
     from compress import pipeline
 
-    monkeypatch.setattr(pipeline, "measure_latency", slower_after_pruning)
+    monkeypatch.setattr(pipeline, "measure_latency", slower_after_the_first_stage)
     report = run(SAMPLES / "digits_cnn.pt2", prune_config(tmp_path, "amount: 0.5"), tmp_path / "o")
     assert not report["stages"][1]["reverted"]
     (warning,) = [w for w in report["warnings"] if "stage prune.channels is slower" in w]
@@ -282,7 +276,7 @@ def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
 def test_on_slower_revert_keeps_the_unpruned_model(tmp_path, monkeypatch):
     from compress import speed_guard
 
-    monkeypatch.setattr(speed_guard, "measure_latency", slower_after_pruning)
+    monkeypatch.setattr(speed_guard, "measure_latency", slower_after_the_first_stage)
     config = prune_config(tmp_path, "amount: 0.5, on_slower: revert")
     out = tmp_path / "out"
     result = run_cli(SAMPLES / "digits_cnn.pt2", config, out)

@@ -23,7 +23,7 @@ from compress.distillation import (
     teacher_targets,
 )
 from compress.errors import ConfigError
-from compress.passes.base import PassParams, TorchPass
+from compress.passes.base import PassParams, SpeedGuardParams, TorchPass
 from compress.passes.registry import register
 from compress.training import TrainParams, TrainResult, first_output, train
 
@@ -76,7 +76,12 @@ class Distill(TorchPass):
           patience: 8
     """
 
-    class Params(TrainParams, DistillSettings):  # teacher, student and loss first
+    fix_if_slower = (
+        "declare a smaller or simpler student (student.arch), or set on_slower: revert to keep "
+        "the input model"
+    )
+
+    class Params(SpeedGuardParams, TrainParams, DistillSettings):  # teacher, student, loss first
         pass
 
     @property
