@@ -99,7 +99,9 @@ def compare(sample: Sample, folder: Path) -> list[dict]:
     calibration = _dataset(sample, "calib")
     models |= peer_models(models["fp32"], calibration.inputs, folder)
     settings = ReportSection(batch_sizes=BATCHES, threads=1)
-    latency = measure_latency(models, _dataset(sample, "eval").take(max(BATCHES)), settings)
+    latency = measure_latency(
+        models, _dataset(sample, "eval").take(max(BATCHES)), settings
+    ).by_stage()
     judge = Judge(models["fp32"], _dataset(sample, "eval"), sample.metric)
     fp32_size = size_bytes(models["fp32"])
     return [

@@ -193,7 +193,7 @@ def compare(model: RealModel, folder: Path) -> dict:
     evaluation = load_dataset(DataSource(path="eval.npz", inputs=inputs), "eval", folder)
     models |= peer_models(models["fp32"], calibration.inputs, folder)
     settings = ReportSection(batch_sizes=[model.batch], threads=1)
-    latency = measure_latency(models, evaluation.take(model.batch), settings)
+    latency = measure_latency(models, evaluation.take(model.batch), settings).by_stage()
     judge = Judge(models["fp32"], evaluation, "cosine")
     fp32_ms, fp32_size = latency["fp32"][str(model.batch)]["p50"], size_bytes(models["fp32"])
     rows = [

@@ -23,6 +23,8 @@ from bench.peer import peer_table, print_table  # noqa: E402
 from bench.prune_transformers import recovery, recovery_goal, transformer_table  # noqa: E402
 from bench.real import main as real_main  # noqa: E402
 from bench.real import print_results, real_table  # noqa: E402
+from bench.timing import main as timing_main  # noqa: E402
+from bench.timing import timing_checks  # noqa: E402
 from bench.zoo import main as zoo_main  # noqa: E402
 from bench.zoo import print_zoo, zoo_table  # noqa: E402
 from compress.pipeline import run  # noqa: E402
@@ -141,7 +143,8 @@ def main(argv: list[str]) -> int:
     """`run.py` runs every part (the zoo's pruning included); `run.py peer` only the
     side-by-side with plain onnxruntime; `run.py batch` only the batch row (--jobs 2 against
     --jobs 1); `run.py real` only the real pretrained models (bench/real.py); `run.py zoo
-    [ARGS]` only the pruned architectures (bench/zoo.py)."""
+    [ARGS]` only the pruned architectures (bench/zoo.py); `run.py timing` only the timing
+    goals (bench/timing.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'NOT MET'}] {text}")
@@ -150,6 +153,8 @@ def main(argv: list[str]) -> int:
         return real_main()
     if argv[1:2] == ["zoo"]:
         return zoo_main(argv[2:])
+    if argv[1:] == ["timing"]:
+        return timing_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
@@ -165,7 +170,11 @@ def main(argv: list[str]) -> int:
             recovered = recovery(Path(folder))
             transformer_rows.append(recovered)
             transformer_checks.append(recovery_goal(recovered))
+    timing = timing_checks() if rows else []
     print_table(peer_rows, checks)
+    for text, met in timing:
+        print(f"[{'met' if met else 'missed'}] {text}")
+    checks += timing
     if real_rows:
         print_results(real_rows, real_checks)
     if zoo_rows:

@@ -17,6 +17,12 @@ def bench(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="The run's config: its report settings and its samples."
     ),
+    compare: Path | None = typer.Option(
+        None,
+        "--compare",
+        help="A second ONNX file, timed with MODEL in alternation: its speedup over MODEL per "
+        "batch size, with a 95% interval (to check a report's speedup by hand).",
+    ),
     overrides: Overrides = None,
     json_output: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -24,12 +30,14 @@ def bench(
     """Measure one ONNX file as compress run measures a stage, to check a report's figure.
 
     Latency (p50/p90/p99 per batch size), size, params and MACs, with the latency settings and
-    samples of CONFIG (or the defaults and ones shaped like the inputs).
+    samples of CONFIG (or the defaults and ones shaped like the inputs), and whether another
+    process used the CPU meanwhile. With --compare B, B is timed in alternation with MODEL and
+    its speedup over MODEL is given with its 95% interval.
     """
     with reported_errors(debug, library_stdout_hidden=True):
         from compress.remeasure import bench_onnx
 
-        measured = bench_onnx(model, config, overrides or ())
+        measured = bench_onnx(model, config, overrides or (), compare)
     if json_output:
         sys.stdout.write(json.dumps(measured, indent=2) + "\n")
         return

@@ -9,7 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from compress.report import fmt_value, stage_notes, table_rows
+from compress.report import fmt_value, speedup_interval, stage_notes, table_rows
 from compress.terminal import color_system
 
 REPORT_WIDTH = 120
@@ -63,7 +63,34 @@ def print_bench(measured: dict[str, Any], console: Console) -> None:
         f"size {measured['size_bytes'] / 1024:.1f} KB (gzipped {measured['gzip_bytes'] / 1024:.1f}"
         f" KB)  params {human_count(measured['params'])}  MACs {human_count(measured['macs'])}",
     )
+    if "compare" in measured:
+        print_comparison(measured, console)
+    for warning in measured.get("warnings", []):
+        console.print(f"warning: {warning}", markup=False)
     console.print(measured_with(measured) + ".", markup=False)
+
+
+def print_comparison(measured: dict[str, Any], console: Console) -> None:
+    """`compress bench A --compare B`: B against A per batch size, paired."""
+    other = measured["compare"]
+    table = Table(
+        title=f"{other['model']} against {measured['model']} (timed in alternation)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for header in ("batch", "A p50 ms", "B p50 ms", "B speedup", "95% CI", "verdict"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for batch, paired in other["speedup"].items():
+        low, high = paired["ci"]
+        table.add_row(
+            batch,
+            f"{measured['latency_ms'][batch]['p50']:.3f}",
+            f"{other['latency_ms'][batch]['p50']:.3f}",
+            f"{paired['speedup']:.2f}x",
+            f"{low:.2f}-{high:.2f}x",
+            {"faster": "B faster", "slower": "B slower", "tie": "tie"}[paired["verdict"]],
+        )
+    console.print(table)
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -71,7 +98,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     s = report["summary"]
     console.print(
         f"size ratio {s['size_ratio']:.2f}x (gzipped {s['gzip_ratio']:.2f}x)  "
-        f"speedup {s['speedup']:.2f}x "
+        f"speedup {s['speedup']:.2f}x{speedup_interval(s)} "
         f"(batch {s['speedup_batch']})  accuracy drop {fmt_value(s['accuracy_drop'], '.4f')}"
     )
     for note in stage_notes(report):

@@ -176,6 +176,9 @@ class ReportSection(Strict):
         default=[32, 1], min_length=1
     )
     threads: int = Field(default=1, ge=1, le=MAX_THREADS)
+    # Run the timing on `threads` fixed cores (CPU affinity, where the OS allows): steadier
+    # figures on a machine whose scheduler moves threads between cores.
+    pin_threads: bool = False
     metric: Literal["top1", "agreement", "cosine"] = "top1"
     # The model output the metric judges, by name (`logits`) or index; the first when unset.
     output: Annotated[int, Field(ge=0)] | str | None = None

@@ -32,7 +32,7 @@ from compress.measure.size import footprint
 from compress.outdir import OutputFolder
 from compress.passes.base import Pass
 from compress.preflight import Job, prepare
-from compress.report import build_report, to_json, to_markdown
+from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report_html import to_html
 from compress.speed_guard import revert_if_slower
 
@@ -142,9 +142,7 @@ def _run_stages(job: Job) -> list[StageFile]:
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
             details = _apply(index, p, ctx, stages[-1].path, target)
-            reverted = getattr(p.params, "on_slower", "warn") == "revert" and revert_if_slower(
-                stages[-1].path, target, ctx, p.name
-            )
+            reverted, details = _guard(p, stages[-1].path, target, ctx, details)
             stages.append(StageFile(p.name, target, reverted, details))
     return stages
 
@@ -156,11 +154,20 @@ def _torch_stage(job: Job, index: int, p: Pass, source: Path) -> StageFile:
     kept = copy.deepcopy(job.module) if guard else None
     job.module, details = _apply(index, p, ctx, job.module)
     onnx_file = _export_stage(job, job.module, f"{index}", "module")
-    reverted = guard and revert_if_slower(source, onnx_file, ctx, p.name)
+    reverted, details = _guard(p, source, onnx_file, ctx, details)
     if reverted:
         job.module = kept
     fix = getattr(p, "fix_if_slower", "")
     return StageFile(p.name, onnx_file, reverted, details, fix_if_slower=fix)
+
+
+def _guard(p: Pass, source: Path, target: Path, ctx, details) -> tuple[bool, dict | None]:
+    """With `on_slower: revert`, the speed guard on the stage (`target` against `source`):
+    whether it reverted, and the details with what it found (`speed_guard`)."""
+    if getattr(p.params, "on_slower", "warn") != "revert":
+        return False, details
+    guarded = revert_if_slower(source, target, ctx, p.name)
+    return guarded.reverted, (details or {}) | {"speed_guard": guarded.note}
 
 
 def baseline_onnx(job: Job) -> Path:
@@ -217,15 +224,18 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
 def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str]) -> dict[str, Any]:
     ctx, settings = job.context, job.config.config.report
     ctx.log("measuring latency of " + ", ".join(stage.name for stage in stage_files))
-    paths = {f"{i}:{stage.name}": stage.path for i, stage in enumerate(stage_files)}
+    paths = {stage_key(i, stage.name): stage.path for i, stage in enumerate(stage_files)}
     latency = measure_latency(paths, ctx.samples(max(settings.batch_sizes)), settings)
+    for timings in latency.busy():
+        ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
     metrics = _metrics(stage_files, ctx, settings.metric)
     one_sample = ctx.samples(1)
+    by_stage = latency.by_stage()
     stages = [
         {
             "name": stage.name,
             **footprint(stage.path, one_sample),
-            "latency_ms": latency[key],
+            "latency_ms": by_stage[key],
             "threads": settings.threads,
             "metric": metrics[i],
             "reverted": stage.reverted,
@@ -241,6 +251,7 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
         ctx.sample_source,
         ctx.output_names,
         ctx.judged_output,
+        latency,
     )
 
 

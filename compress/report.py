@@ -11,17 +11,28 @@ from typing import Any
 from compress.budget_warnings import budget_warnings
 from compress.config import Config, GatesSection
 from compress.measure.environment import environment
-from compress.measure.latency import latency_settings
+from compress.measure.interference import BUSY_ADVICE, MachineLoad
+from compress.measure.latency import SPEED_TOLERANCE, Latency, latency_settings
 
 SCHEMA_VERSION = 1
-# A stage counts as slower than its input only beyond run-to-run noise of interleaved p50s.
-SLOWER_TOLERANCE = 1.03
 
 
-def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float | None]:
+def stage_key(index: int, name: str) -> str:
+    """How a stage is named in its latency measurement (two passes may share a name)."""
+    return f"{index}:{name}"
+
+
+def summarize(
+    stages: list[dict[str, Any]], first_batch: int, latency: Latency | None = None
+) -> dict[str, Any]:
     base, final = stages[0], stages[-1]
     key = str(first_batch)
     speedup = base["latency_ms"][key]["p50"] / final["latency_ms"][key]["p50"]
+    interval = {}
+    if latency is not None:
+        last = stage_key(len(stages) - 1, final["name"])
+        paired = latency.batches[first_batch].speedup(stage_key(0, base["name"]), last)
+        interval = {"speedup_ci": paired.interval(), "speedup_verdict": paired.verdict}
     drop = (
         base["metric"]["value"] - final["metric"]["value"]
         if base["metric"] and final["metric"]
@@ -31,27 +42,52 @@ def summarize(stages: list[dict[str, Any]], first_batch: int) -> dict[str, float
         "size_ratio": round(base["size_bytes"] / final["size_bytes"], 4),
         "gzip_ratio": round(base["gzip_bytes"] / final["gzip_bytes"], 4),
         "speedup": round(speedup, 4),
+        **interval,
         "speedup_batch": first_batch,
         "accuracy_drop": None if drop is None else round(drop, 6),
         "final_size_mb": round(final["size_bytes"] / 1e6, 4),
     }
 
 
+def compare_stages(stages: list[dict[str, Any]], latency: Latency) -> None:
+    """Each stage's speed against its input at every batch size, paired over the rounds they
+    were timed in together: `vs_input` {"<batch>": {speedup, ci, verdict}}."""
+    for index, (previous, stage) in enumerate(zip(stages, stages[1:], strict=False), 1):
+        reference, key = stage_key(index - 1, previous["name"]), stage_key(index, stage["name"])
+        stage["vs_input"] = {
+            str(batch): {
+                "speedup": round(paired.ratio, 4),
+                "ci": paired.interval(),
+                "verdict": paired.verdict,
+            }
+            for batch, timings in latency.batches.items()
+            for paired in [timings.speedup(reference, key)]
+        }
+
+
 def flag_slower_stages(stages: list[dict[str, Any]], batch_sizes: list[int]) -> list[str]:
-    """Mark each stage whose p50 is above its input's (beyond noise): `slower_than_input` at the
-    first batch size (what the speed guard and quantize.auto judge by), and every batch size where
-    it is slower in `slower_at_batch_sizes`; each slowdown is named in a warning."""
+    """Mark each stage slower than its input: by the paired interval (`vs_input`, see
+    compare_stages) where it was measured, else by p50 beyond 3%. `slower_than_input` is the
+    first batch size's verdict (what the speed guard and quantize.auto judge by), every batch
+    size where it is slower is in `slower_at_batch_sizes`, and each slowdown is named in a
+    warning."""
     warnings = []
     for previous, stage in zip(stages, stages[1:], strict=False):
         slower = []
         for batch in batch_sizes:
             before = previous["latency_ms"][str(batch)]["p50"]
             after = stage["latency_ms"][str(batch)]["p50"]
-            if after > before * SLOWER_TOLERANCE:
+            paired = stage.get("vs_input", {}).get(str(batch))
+            if paired is None:
+                is_slower = after > before * SPEED_TOLERANCE
+            else:
+                is_slower = paired["verdict"] == "slower"
+            if is_slower:
                 slower.append(batch)
+                ci = f", 95% CI {paired['ci'][0]:.2f}-{paired['ci'][1]:.2f}x" if paired else ""
                 warnings.append(
                     f"stage {stage['name']} is slower than its input {previous['name']} at batch "
-                    f"{batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x)"
+                    f"{batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x{ci})"
                     + (f"; {stage['fix_if_slower']}" if stage.get("fix_if_slower") else "")
                 )
         stage["slower_than_input"] = batch_sizes[0] in slower
@@ -60,6 +96,15 @@ def flag_slower_stages(stages: list[dict[str, Any]], batch_sizes: list[int]) -> 
         stages[0]["slower_than_input"] = False
         stages[0]["slower_at_batch_sizes"] = []
     return warnings
+
+
+def busy_latency(latency: Latency) -> list[str]:
+    """A warning per batch size timed while other processes used the CPU."""
+    return [
+        f"latency at batch {timings.batch} was timed on a busy machine "
+        f"({timings.machine.describe()}): its figures and speedups may not repeat; {BUSY_ADVICE}"
+        for timings in latency.busy()
+    ]
 
 
 def evaluate_gates(gates: GatesSection, summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,13 +132,22 @@ def evaluate_gates(gates: GatesSection, summary: dict[str, Any]) -> list[dict[st
     return verdicts
 
 
-def unsettled_latency(stages: list[dict[str, Any]], batch_sizes: list[int]) -> list[str]:
-    """A warning per batch size whose medians had not settled when the time budget ended."""
+def unsettled_latency(
+    stages: list[dict[str, Any]], batch_sizes: list[int], latency: Latency | None = None
+) -> list[str]:
+    """A warning per batch size whose medians had not settled when the time budget ended
+    (`latency`, where given, tells settling apart from a busy machine, warned of apart)."""
+    unsettled = [
+        batch
+        for batch in batch_sizes
+        if not all(stage["latency_ms"][str(batch)].get("stable", True) for stage in stages)
+    ]
+    if latency is not None:
+        unsettled = [b for b in unsettled if not latency.batches[b].settled]
     return [
         f"latency at batch {batch} had not settled within report.max_seconds: its figures are "
         "noisier than report.stable_within; close other work or raise max_seconds"
-        for batch in batch_sizes
-        if not all(stage["latency_ms"][str(batch)].get("stable", True) for stage in stages)
+        for batch in unsettled
     ]
 
 
@@ -104,14 +158,18 @@ def build_report(
     latency_input: str,
     outputs: list[str],
     judged: int,
+    latency: Latency,
 ) -> dict[str, Any]:
     """The report of measured `stages`; `latency_input` says where the timed samples came from,
-    `outputs` names the model's outputs, of which the metric judged output `judged`."""
+    `outputs` names the model's outputs, of which the metric judged output `judged`; `latency`
+    is the measurement the stages' figures come from."""
     settings = config.report
     batch_sizes = settings.batch_sizes
-    summary = summarize(stages, batch_sizes[0])
+    compare_stages(stages, latency)
+    summary = summarize(stages, batch_sizes[0], latency)
     gates = evaluate_gates(config.gates, summary)
-    warnings = flag_slower_stages(stages, batch_sizes) + unsettled_latency(stages, batch_sizes)
+    warnings = flag_slower_stages(stages, batch_sizes) + busy_latency(latency)
+    warnings += unsettled_latency(stages, batch_sizes, latency)
     warnings += budget_warnings(stages, gates, settings.metric)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -124,9 +182,9 @@ def build_report(
         "judged_output": outputs[judged] if outputs else None,
         "outputs": outputs,
         "batch_sizes": batch_sizes,
-        "latency": latency_settings(settings, latency_input),
+        "latency": latency_settings(settings, latency_input) | {"machine": latency.machine()},
         "provenance": provenance,
-        "environment": environment(settings.threads, config.seed),
+        "environment": environment(settings.threads, config.seed, settings.pin_threads),
     }
 
 
@@ -253,13 +311,38 @@ def candidates_table(stage: dict[str, Any], metric: str) -> list[str]:
     return ["", title, "", *markdown_table(headers, rows)]
 
 
+def speedup_interval(summary: dict[str, Any]) -> str:
+    """' (95% CI 1.88-1.95x)', or '' for a report without one."""
+    low, high = summary.get("speedup_ci") or (None, None)
+    return "" if low is None else f" (95% CI {low:.2f}-{high:.2f}x)"
+
+
+def machine_words(report: dict[str, Any]) -> str:
+    """'; timed on a quiet machine', '; busy machine at batch 8 (...)', or '' (older reports)."""
+    machine = (report.get("latency") or {}).get("machine")
+    if not machine:
+        return ""
+    busy = [
+        f"batch {batch} ({MachineLoad(**figures).describe()})"
+        for batch, figures in machine.items()
+        if figures["state"] == "busy"
+    ]
+    if busy:
+        return "; timed on a busy machine at " + ", ".join(busy)
+    states = {figures["state"] for figures in machine.values()}
+    return "; timed on a quiet machine" if states == {"quiet"} else ""
+
+
 def measured_with(report: dict[str, Any]) -> str:
     """How and where the figures were measured (for a re-measure to match), without a full
     stop; `report` is a report or what `compress bench` measured."""
     env, latency = report["environment"], report.get("latency")
     cores = f" ({env['cpu_count']} cores)" if env.get("cpu_count") else ""
     text = f"Measured with ONNX Runtime {env['onnxruntime']} on {env['cpu']}{cores}, "
-    text += f"{env['threads']} thread(s)"
+    text += f"{env['threads']} thread(s)" + (" pinned to cores" if env.get("pinned") else "")
+    if env.get("cpu_flags") is not None:
+        text += f", int8 instructions: {', '.join(env['cpu_flags']) or 'none of AVX2/VNNI/AMX'}"
+    text += f", governor {env['cpu_governor']}" if env.get("cpu_governor") else ""
     text += f", seed {env['seed']}" if "seed" in env else ""
     if latency:
         source = latency["input"]
@@ -270,7 +353,7 @@ def measured_with(report: dict[str, Any]) -> str:
         text += (
             f"; latency after {latency['warmup_runs']} warm-up runs, until each p50 is known "
             f"within ±{latency['stable_within']:.0%} or {latency['max_seconds']:g} s per batch "
-            f"size, on {source}{same}"
+            f"size, on {source}{same}{machine_words(report)}"
         )
     return text
 
@@ -294,7 +377,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"**Size ratio** {s['size_ratio']:.2f}x (gzipped {s['gzip_ratio']:.2f}x) · "
-        f"**speedup** {s['speedup']:.2f}x at "
+        f"**speedup** {s['speedup']:.2f}x{speedup_interval(s)} at "
         f"batch {s['speedup_batch']} · **accuracy drop** {fmt_value(s['accuracy_drop'], '.4f')}",
     ]
     if report["gates"]:

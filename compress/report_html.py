@@ -14,6 +14,7 @@ from compress.report import (
     fmt_value,
     human_count,
     measured_with,
+    speedup_interval,
     stage_label,
     stage_notes,
     table_rows,
@@ -155,7 +156,7 @@ def summary_cards(report: dict[str, Any]) -> str:
     cards = [
         (f"{s['size_ratio']:.2f}x", "smaller", ""),
         (f"{s['gzip_ratio']:.2f}x", "smaller gzipped", ""),
-        (f"{s['speedup']:.2f}x", f"faster at batch {s['speedup_batch']}", ""),
+        (f"{s['speedup']:.2f}x", f"faster at batch {s['speedup_batch']}{speedup_interval(s)}", ""),
         (fmt_value(s["accuracy_drop"], ".4f"), f"{report['metric']} drop", ""),
     ]
     if gates:

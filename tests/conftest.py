@@ -118,13 +118,28 @@ def chromium():
     browser.close()
 
 
+def fixed_latency(p50: dict[str, float], batch_sizes: list[int], state: str = "quiet"):
+    """A latency measurement with each model's timings fixed by the test (every run and round
+    at its p50), on a machine in `state`."""
+    from compress.measure.interference import MachineLoad
+    from compress.measure.latency import ROUNDS, BatchTimings, Latency
+
+    machine = MachineLoad(state, 0.0 if state == "quiet" else 1.0, 0.0, None, 1.0)
+    return Latency(
+        {
+            batch: BatchTimings(
+                batch,
+                {name: [ms] * ROUNDS for name, ms in p50.items()},
+                {name: [ms] * ROUNDS for name, ms in p50.items()},
+                True,
+                machine,
+            )
+            for batch in batch_sizes
+        }
+    )
+
+
 def slower_after_the_first_stage(paths, samples, settings):
     """Latencies fixed by the test: every stage after the first (a pass's output) twice as slow."""
-
-    def timings(ms: float) -> dict:
-        return {"p50": ms, "p90": ms, "p99": ms, "runs": 5, "stable": True}
-
-    return {
-        name: {str(b): timings(1.0 if i == 0 else 2.0) for b in settings.batch_sizes}
-        for i, name in enumerate(paths)
-    }
+    p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}
+    return fixed_latency(p50, settings.batch_sizes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from compress.config import ReportSection
@@ -23,15 +25,17 @@ def test_sampling_stops_once_settled_and_at_the_budget_otherwise(tmp_path):
     samples = [np.zeros((4, 1, 8, 8), np.float32)]
     easy = ReportSection(batch_sizes=[4], min_runs=50, min_seconds=0, warmup_runs=1,
                          stable_within=0.9)  # fmt: skip
+    per_round = math.ceil(50 / ROUNDS)
     settled = measure_latency(paths, samples, easy)
-    for stage in settled.values():
-        assert stage["4"]["stable"] is True
-        assert stage["4"]["runs"] == 50  # the minimum rounds were enough: not one more
+    assert settled.batches[4].settled
+    for stage in settled.by_stage().values():
+        assert stage["4"]["runs"] == ROUNDS * per_round >= 50  # the minimum rounds: no more
     never = easy.model_copy(update={"stable_within": 1e-9, "max_seconds": 0.2})
     budget = measure_latency(paths, samples, never)
-    for stage in budget.values():
+    assert not budget.batches[4].settled
+    for stage in budget.by_stage().values():
         assert stage["4"]["stable"] is False
-        assert stage["4"]["runs"] > 50 and stage["4"]["runs"] % (50 // ROUNDS) == 0
+        assert stage["4"]["runs"] > ROUNDS * per_round and stage["4"]["runs"] % per_round == 0
 
 
 def test_a_batch_size_that_did_not_settle_is_named_in_the_warnings():

@@ -270,7 +270,7 @@ def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
     report = run(SAMPLES / "digits_cnn.pt2", prune_config(tmp_path, "amount: 0.5"), tmp_path / "o")
     assert not report["stages"][1]["reverted"]
     (warning,) = [w for w in report["warnings"] if "stage prune.channels is slower" in w]
-    assert "(0.50x)" in warning and "round_to: 8 or 16" in warning
+    assert "(0.50x, 95% CI 0.50-0.50x)" in warning and "round_to: 8 or 16" in warning
 
 
 def test_on_slower_revert_keeps_the_unpruned_model(tmp_path, monkeypatch):

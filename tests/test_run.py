@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from compress.models import file_sha256
-from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, invoke, write_config
+from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, fixed_latency, invoke, write_config
 
 
 def run_ok(model, config, out, *extra):
@@ -145,8 +145,7 @@ def test_on_slower_revert_keeps_the_input_of_a_slower_pass(
     from compress import speed_guard
 
     def fake_latency(paths, samples, settings):
-        p50 = {"input": input_ms, "output": output_ms}
-        return {name: {"8": {"p50": p50[name]}} for name in paths}
+        return fixed_latency({"input": input_ms, "output": output_ms}, settings.batch_sizes)
 
     monkeypatch.setattr(speed_guard, "measure_latency", fake_latency)
     cnn_config.write_text(CNN_CONFIG.replace("    per_channel: true\n", "    on_slower: revert\n"))

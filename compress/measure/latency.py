@@ -4,31 +4,130 @@ After warm-up runs, rounds go on until every stage's median is known to within
 `report.stable_within` (a distribution-free 95% confidence interval of the median, read off the
 sorted timings), or until `report.max_seconds` has passed for that batch size. Every stage gets
 the same input arrays, and ONNX Runtime the same fixed thread count (`report.threads`).
+
+Two models timed together are compared paired: each round gives a ratio of their medians, and
+the speedup's 95% interval comes from those ratios (`Speedup`), so drift that slows a whole
+round cancels out. While a batch size is timed, the machine is watched (`CpuWatch`): a timing
+taken while other processes used the CPU is marked busy, and is not called stable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from compress.config import ReportSection
 from compress.data import repeat_to
 from compress.errors import ConfigError
+from compress.measure.interference import CpuWatch, MachineLoad
 from compress.measure.runtime import feeds, fixed_batch, open_session
 
-ROUNDS = 5  # each stage's runs are split over this many rounds, alternating with the others
+ROUNDS = 8  # each stage's runs are split over at least this many rounds, alternating
 Z_95 = 1.96  # the normal quantile of a two-sided 95% interval
+T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+T_95 |= {10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}  # Student's t, by degrees of freedom
+SPEED_TOLERANCE = 1.03  # a speed change smaller than 3% is a tie, however sure the interval
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How much faster one model ran than a reference timed in the same rounds."""
+
+    ratio: float  # reference p50 / model p50
+    low: float  # 95% confidence interval of the ratio, from the per-round ratios (paired)
+    high: float
+    rounds: int
+
+    @property
+    def verdict(self) -> Literal["faster", "slower", "tie"]:
+        """Faster or slower only when the whole interval says so, and by more than 3%."""
+        if self.low > 1 and self.ratio >= SPEED_TOLERANCE:
+            return "faster"
+        if self.high < 1 and self.ratio * SPEED_TOLERANCE <= 1:
+            return "slower"
+        return "tie"
+
+    def interval(self) -> list[float]:
+        return [round(self.low, 4), round(self.high, 4)]
+
+
+def paired_speedup(reference: list[float], model: list[float]) -> Speedup:
+    """The speedup of `model` over `reference` from their per-round medians (ms, same rounds):
+    the ratio of their overall medians, and a t interval of the per-round log ratios."""
+    ratios = np.log(np.asarray(reference) / np.asarray(model))
+    n = len(ratios)
+    point = float(np.median(reference) / np.median(model))
+    if n < 2:
+        return Speedup(point, 0.0, math.inf, n)
+    df = n - 1
+    t = T_95.get(df) or next((T_95[k] for k in sorted(T_95) if k >= df), Z_95)
+    half = t * float(np.std(ratios, ddof=1)) / math.sqrt(n)
+    mean = float(np.mean(ratios))
+    return Speedup(point, math.exp(mean - half), math.exp(mean + half), n)
+
+
+@dataclass
+class BatchTimings:
+    """Every stage timed at one batch size, in interleaved rounds."""
+
+    batch: int
+    runs: dict[str, list[float]]  # ms of every run, per stage
+    rounds: dict[str, list[float]]  # each round's median ms, per stage
+    settled: bool  # every median was known within stable_within before max_seconds
+    machine: MachineLoad
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """The report's figures for one stage: p50, p90, p99 (ms), runs, and `stable` (its median
+        settled, on a machine not found busy)."""
+        p50, p90, p99 = np.percentile(self.runs[name], [50, 90, 99])
+        return {
+            "p50": round(float(p50), 4),
+            "p90": round(float(p90), 4),
+            "p99": round(float(p99), 4),
+            "runs": len(self.runs[name]),
+            "stable": self.settled and not self.machine.busy,
+        }
+
+    def speedup(self, reference: str, name: str) -> Speedup:
+        return paired_speedup(self.rounds[reference], self.rounds[name])
+
+
+@dataclass
+class Latency:
+    """What `measure_latency` measured: each batch size's timings and the machine meanwhile."""
+
+    batches: dict[int, BatchTimings] = field(default_factory=dict)
+
+    def by_stage(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """{stage: {"<batch>": {p50, p90, p99, runs, stable}}}: the report's `latency_ms`."""
+        stages: dict[str, dict[str, dict[str, Any]]] = {}
+        for batch, timings in self.batches.items():
+            for name in timings.runs:
+                stages.setdefault(name, {})[str(batch)] = timings.stats(name)
+        return stages
+
+    def p50(self, name: str, batch: int) -> float:
+        return self.batches[batch].stats(name)["p50"]
+
+    def machine(self) -> dict[str, dict[str, Any]]:
+        """{"<batch>": the machine's load while it was timed}: report.json's `latency.machine`."""
+        return {str(b): t.machine.as_dict() for b, t in self.batches.items()}
+
+    def busy(self) -> list[BatchTimings]:
+        return [t for t in self.batches.values() if t.machine.busy]
 
 
 def measure_latency(
     paths: dict[str, Path], samples: list[np.ndarray], settings: ReportSection
-) -> dict[str, dict[str, dict[str, float]]]:
-    """{stage: {"<batch>": {p50, p90, p99, runs, stable}}} in milliseconds; `stable` says the
-    median settled before the time budget ended."""
+) -> Latency:
+    """Every model timed at each report batch size, interleaved, with the machine watched."""
     sessions = {name: open_session(path, settings.threads) for name, path in paths.items()}
     for name, session in sessions.items():
         fixed = fixed_batch(session)
@@ -37,20 +136,14 @@ def measure_latency(
                 f"report.batch_sizes: stage {name!r} has a fixed batch of {fixed}; "
                 f"set report.batch_sizes: [{fixed}]"
             )
-    result: dict[str, dict[str, dict[str, float]]] = {name: {} for name in sessions}
-    for batch in settings.batch_sizes:
-        arrays = repeat_to(samples, batch)
-        times, stable = _interleaved(sessions, arrays, settings)
-        for name, ms in times.items():
-            p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-            result[name][str(batch)] = {
-                "p50": round(float(p50), 4),
-                "p90": round(float(p90), 4),
-                "p99": round(float(p99), 4),
-                "runs": len(ms),
-                "stable": stable,
-            }
-    return result
+    latency = Latency()
+    with pinned(settings):
+        for batch in settings.batch_sizes:
+            arrays = repeat_to(samples, batch)
+            with CpuWatch() as watch:
+                runs, rounds, settled = _interleaved(sessions, arrays, settings)
+            latency.batches[batch] = BatchTimings(batch, runs, rounds, settled, watch.load)
+    return latency
 
 
 def median_is_stable(ms: list[float], within: float) -> bool:
@@ -66,31 +159,50 @@ def median_is_stable(ms: list[float], within: float) -> bool:
 
 
 def _interleaved(sessions: dict, arrays: list[np.ndarray], settings: ReportSection):
-    """Each stage's timings (ms), and whether every median settled within the time budget."""
+    """Each stage's timings (ms), each round's median per stage, and whether every median
+    settled within the time budget."""
     inputs = {name: feeds(s, arrays) for name, s in sessions.items()}
     for name, session in sessions.items():
         for _ in range(settings.warmup_runs):
             session.run(None, inputs[name])
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    per_round_runs = max(1, settings.min_runs // ROUNDS)
+    rounds: dict[str, list[float]] = {name: [] for name in sessions}
+    per_round_runs = max(1, math.ceil(settings.min_runs / ROUNDS))
     per_round_seconds = settings.min_seconds / ROUNDS
-    sampling_began, rounds = time.perf_counter(), 0
+    sampling_began = time.perf_counter()
     while True:
         for name, session in sessions.items():
             started = time.perf_counter()
-            runs = 0
-            while runs < per_round_runs or time.perf_counter() - started < per_round_seconds:
+            this_round = []
+            while len(this_round) < per_round_runs or (
+                time.perf_counter() - started < per_round_seconds
+            ):
                 t0 = time.perf_counter()
                 session.run(None, inputs[name])
-                times[name].append((time.perf_counter() - t0) * 1000)
-                runs += 1
-        rounds += 1
-        if rounds < ROUNDS:
+                this_round.append((time.perf_counter() - t0) * 1000)
+            times[name] += this_round
+            rounds[name].append(float(np.median(this_round)))
+        if len(next(iter(rounds.values()))) < ROUNDS:
             continue
         if all(median_is_stable(ms, settings.stable_within) for ms in times.values()):
-            return times, True
+            return times, rounds, True
         if time.perf_counter() - sampling_began >= settings.max_seconds:
-            return times, False
+            return times, rounds, False
+
+
+@contextlib.contextmanager
+def pinned(settings: ReportSection):
+    """With report.pin_threads, this process (and the ONNX Runtime threads it starts) runs on
+    `threads` fixed cores while timing; the cores it may use are restored afterwards."""
+    if not settings.pin_threads or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[: settings.threads])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def latency_settings(settings: ReportSection, source: str) -> dict[str, Any]:

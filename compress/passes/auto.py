@@ -79,7 +79,7 @@ class AutoQuantization(OnnxPass):
     def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         from compress.passes.auto_choice import choose  # imports the speed guard: not at load
         from compress.passes.auto_trials import finalists, try_candidates
-        from compress.speed_guard import first_batch_p50
+        from compress.speed_guard import first_batch_timing
 
         started = time.perf_counter()
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
@@ -102,14 +102,19 @@ class AutoQuantization(OnnxPass):
             ctx,
         )
         timed = finalists(trials)
-        batch, p50 = first_batch_p50({"input": source, **timed}, ctx)
+        check = first_batch_timing({"input": source, **timed}, ctx)
+        batch, p50 = check.batch, check.p50
         results = [self._entry(t, p50, source, ctx) for t in trials]
         figures = {
             "size_bytes": size_bytes(source),
             "metric": self._judge(source, ctx).reference_value,
             "p50_ms": p50["input"],
         }
-        chosen, reason = choose(results, figures, budget, batch, ctx.config.config.gates)
+        if check.busy:  # no speed can be trusted, and size alone could pick a slower model
+            chosen, reason = None, f"{check.machine_note()}; the input model is kept"
+        else:
+            gates = ctx.config.config.gates
+            chosen, reason = choose(results, figures, budget, batch, gates, paired(check))
         if chosen:
             paths = {"input": source, "chosen": timed[chosen]}
             chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
@@ -121,6 +126,7 @@ class AutoQuantization(OnnxPass):
             "candidates": results,
             "chosen": chosen,
             "reason": reason,
+            "timing": {"machine": check.timings.machine.state, "retimed": check.retimed},
             "seconds": round(time.perf_counter() - started, 2),
             **self._sensitivity(trials, chosen, budget, source, folder, ctx),
         }
@@ -173,13 +179,18 @@ class AutoQuantization(OnnxPass):
         was chosen by: a win that does not repeat was noise; a re-timed tie keeps a smaller
         candidate."""
         from compress.passes.auto_choice import confirm
-        from compress.speed_guard import first_batch_p50
+        from compress.speed_guard import first_batch_timing
 
         entry = next(e for e in results if e["name"] == chosen)
         if entry["p50_ms"] * CLEAR_WIN <= figures["p50_ms"]:
             return chosen, f"{reason}; a clear win: not timed again"
-        batch, p50 = first_batch_p50(paths, ctx)
-        rejection = confirm(entry, figures, p50["chosen"], p50["input"], batch)
+        check = first_batch_timing(paths, ctx)
+        batch, p50 = check.batch, check.p50
+        if check.busy:  # the choice was made on a quiet timing; this one cannot overturn it
+            return chosen, f"{reason}; not confirmed: {check.machine_note()}"
+        rejection = confirm(
+            {**entry, "name": "chosen"}, figures, p50["chosen"], p50["input"], batch, paired(check)
+        )
         if rejection is None:
             retimed = f"{p50['chosen']:.3f} ms vs {p50['input']:.3f} ms"
             return chosen, f"{reason}; timed again: {retimed}"
@@ -283,3 +294,11 @@ def recovery_candidates(model_path: Path, op_types: set[str]) -> list[Candidate]
 
 def _groups(node) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def paired(check):
+    """quantize.auto's `compare` for candidates timed together: their paired verdict (the
+    input's figures have no name: it was timed as "input")."""
+    return lambda entry, other: check.verdict(
+        entry.get("name", "input"), other.get("name", "input")
+    )

@@ -3,7 +3,9 @@
 The rules, in order:
 
 1. A candidate over the accuracy budget, or slower than the pass's input beyond measurement
-   noise (`speed_guard`: 3% on interleaved p50s), is never kept.
+   noise, is never kept. quantize.auto compares models timed together paired (`speed_guard`:
+   the 95% interval of the per-round ratios, and more than 3%); `by_p50` is the 3% rule on p50s
+   alone, for figures that were not timed together.
 2. The rest must beat the input: faster beyond noise, or as fast within noise and smaller
    (a residual CNN's static int8 timed 0.565 vs 0.576 ms and was 2.4x smaller: that is a win,
    not a tie to throw away).
@@ -20,24 +22,44 @@ Every measured candidate gets a `verdict` that says why it won or lost.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from compress.speed_guard import clearly_faster, clearly_slower
 
 Entry = dict[str, Any]  # one candidate as the report lists it: name, p50_ms, size_bytes, drop...
+Verdict = Literal["faster", "slower", "tie"]
+Compare = Callable[
+    [Entry, Entry], Verdict
+]  # how the first entry's speed compares with the second's
+
+
+def by_p50(entry: Entry, other: Entry) -> Verdict:
+    """Faster or slower by more than 3% on p50 alone (no paired rounds to go by)."""
+    if clearly_faster(entry["p50_ms"], other["p50_ms"]):
+        return "faster"
+    if clearly_slower(entry["p50_ms"], other["p50_ms"]):
+        return "slower"
+    return "tie"
 
 
 def choose(
-    results: list[Entry], source: Entry, budget: float, batch: int, gates: Any = None
+    results: list[Entry],
+    source: Entry,
+    budget: float,
+    batch: int,
+    gates: Any = None,
+    compare: Compare = by_p50,
 ) -> tuple[str | None, str]:
     """The candidate to keep (None: keep the input) and why; sets every measured candidate's
     `verdict`. `source` is the input's figures (`p50_ms`, `size_bytes`); `gates` a
-    GatesSection (or anything with `min_size_ratio` / `min_speedup`), None for none."""
+    GatesSection (or anything with `min_size_ratio` / `min_speedup`), None for none; `compare`
+    tells faster, slower and ties apart."""
     usable = []
     for entry in results:
         if "p50_ms" not in entry:
             continue  # failed: its verdict says how
-        rejection = _over_budget(entry, budget) or no_gain(entry, source)
+        rejection = _over_budget(entry, budget) or no_gain(entry, source, compare)
         if rejection:
             entry["verdict"] = rejection
         else:
@@ -51,23 +73,25 @@ def choose(
     meeting = [e for e in usable if not _missed_targets(e, source, targets)]
     pool = meeting or usable
     fastest = min(pool, key=lambda e: e["p50_ms"])
-    best = min(_ties(pool, fastest), key=lambda e: (e["size_bytes"], e["p50_ms"]))
+    ties = [e for e in pool if compare(fastest, e) != "faster"]
+    best = min(ties, key=lambda e: (e["size_bytes"], e["p50_ms"]))
     for entry in usable:
         entry["verdict"] = (
             "chosen"
             if entry is best
-            else _lost(entry, best, fastest, source, targets, bool(meeting))
+            else _lost(entry, best, fastest, source, targets, bool(meeting), compare)
         )
-    return best["name"], _reason(best, source, budget, batch, targets, bool(meeting))
+    faster = compare(best, source) == "faster"
+    return best["name"], _reason(best, source, budget, batch, targets, bool(meeting), faster)
 
 
-def no_gain(entry: Entry, source: Entry) -> str | None:
+def no_gain(entry: Entry, source: Entry, compare: Compare = by_p50) -> str | None:
     """Why `entry` does not beat the input on speed or size, or None when it does."""
-    ms, input_ms = entry["p50_ms"], source["p50_ms"]
-    timing = f"{ms:.3f} ms vs {input_ms:.3f} ms"
-    if clearly_slower(ms, input_ms):
+    timing = f"{entry['p50_ms']:.3f} ms vs {source['p50_ms']:.3f} ms"
+    verdict = compare(entry, source)
+    if verdict == "slower":
         return f"slower than the input beyond noise: {timing}"
-    if clearly_faster(ms, input_ms) or entry["size_bytes"] < source["size_bytes"]:
+    if verdict == "faster" or entry["size_bytes"] < source["size_bytes"]:
         return None
     return (
         f"no gain: as fast as the input within noise ({timing}) and not smaller "
@@ -75,11 +99,13 @@ def no_gain(entry: Entry, source: Entry) -> str | None:
     )
 
 
-def confirm(entry: Entry, source: Entry, ms: float, input_ms: float, batch: int) -> str | None:
+def confirm(
+    entry: Entry, source: Entry, ms: float, input_ms: float, batch: int, compare: Compare = by_p50
+) -> str | None:
     """The choice timed again against the input (`ms`, `input_ms`), by the same rules: why it
     no longer beats the input, or None when it still does (a re-timed tie keeps a smaller
     candidate)."""
-    rejection = no_gain({**entry, "p50_ms": ms}, {**source, "p50_ms": input_ms})
+    rejection = no_gain({**entry, "p50_ms": ms}, {**source, "p50_ms": input_ms}, compare)
     if rejection is None:
         return None
     return f"timed again at batch {batch}: {rejection}"
@@ -89,11 +115,6 @@ def _over_budget(entry: Entry, budget: float) -> str | None:
     if entry["drop"] > budget:
         return f"over budget: drop {entry['drop']:.4f} > {budget}"
     return None
-
-
-def _ties(pool: list[Entry], fastest: Entry) -> list[Entry]:
-    """The candidates whose p50 is within noise of the fastest one's."""
-    return [e for e in pool if not clearly_faster(fastest["p50_ms"], e["p50_ms"])]
 
 
 def _targets(gates: Any) -> dict[str, float]:
@@ -118,12 +139,12 @@ def _missed_targets(entry: Entry, source: Entry, targets: dict[str, float]) -> l
     ]
 
 
-def _lost(entry, best, fastest, source, targets, gates_decided: bool) -> str:
+def _lost(entry, best, fastest, source, targets, gates_decided: bool, compare: Compare) -> str:
     """Why a usable candidate was not chosen."""
     missed = _missed_targets(entry, source, targets)
     if gates_decided and missed:
         return f"misses {', '.join(missed)} against the input, which {best['name']} meets"
-    if clearly_faster(fastest["p50_ms"], entry["p50_ms"]):
+    if compare(fastest, entry) == "faster":
         return (
             f"slower than {fastest['name']} beyond noise: {entry['p50_ms']:.3f} ms vs "
             f"{fastest['p50_ms']:.3f} ms"
@@ -139,9 +160,9 @@ def _lost(entry, best, fastest, source, targets, gates_decided: bool) -> str:
     )
 
 
-def _reason(best, source, budget, batch, targets, gates_decided: bool) -> str:
+def _reason(best, source, budget, batch, targets, gates_decided: bool, faster: bool) -> str:
     ms, input_ms = best["p50_ms"], source["p50_ms"]
-    speed = f"{input_ms / ms:.2f}x" + ("" if clearly_faster(ms, input_ms) else ", within noise")
+    speed = f"{input_ms / ms:.2f}x" + ("" if faster else ", within noise")
     text = (
         f"chose {best['name']}: {ms:.3f} ms vs the input's {input_ms:.3f} ms at batch {batch} "
         f"({speed}), {source['size_bytes'] / best['size_bytes']:.2f}x smaller, drop "
