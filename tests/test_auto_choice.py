@@ -8,8 +8,9 @@ import json
 
 from compress.config import GatesSection
 from compress.passes.auto_choice import choose, confirm
+from compress.pipeline import run
 from compress.speed_guard import clearly_slower
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.conftest import CNN_CONFIG, SAMPLES, fixed_latency, invoke, write_config
 
 SOURCE = {"p50_ms": 10.0, "size_bytes": 4000, "metric": 0.99}
 
@@ -156,3 +157,22 @@ def test_auto_on_the_digits_cnn_reports_a_verdict_for_every_candidate(tmp_path):
     else:
         assert "input model is kept" in details["reason"]
     assert "candidates (budget 0.01)" in (out / "report.md").read_text()
+
+
+def test_auto_on_a_machine_that_stays_busy_keeps_the_input_and_says_why(tmp_path, monkeypatch):
+    """Every timing busy (fixed by the test): auto re-times twice, then claims no speed."""
+    from compress import speed_guard
+
+    def busy(paths, samples, settings):
+        return fixed_latency({name: 1.0 for name in paths}, settings.batch_sizes, "busy")
+
+    monkeypatch.setattr(speed_guard, "measure_latency", busy)
+    text = CNN_CONFIG.replace(
+        "  - type: quantize.static\n    per_channel: true\n",
+        "  - type: quantize.auto\n    max_fallback_steps: 0\n",
+    )
+    report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
+    details = report["stages"][-1]["details"]
+    assert details["chosen"] is None and details["timing"] == {"machine": "busy", "retimed": 2}
+    assert "stayed busy through 3 timing(s)" in details["reason"]
+    assert all(c["verdict"] for c in details["candidates"])

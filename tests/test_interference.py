@@ -14,7 +14,7 @@ import pytest
 
 from compress.measure.interference import CpuWatch
 from compress.measure.latency import paired_speedup
-from tests.conftest import invoke, small_onnx, write_config
+from tests.conftest import fixed_latency, invoke, small_onnx, write_config
 
 
 def rounds(ms: float, noise: float, count: int = 8, seed: int = 0) -> list[float]:
@@ -157,3 +157,21 @@ def test_bench_compare_refuses_a_model_with_other_inputs(tmp_path):
     result = invoke("bench", str(a), "--compare", str(tmp_path / "b.onnx"))
     assert result.exit_code == 2
     assert "takes other inputs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_speed_guard_reverts_nothing_on_a_machine_that_stays_busy(tmp_path, monkeypatch):
+    """The output twice as slow, but every timing busy (fixed by the test): not reverted."""
+    from compress import speed_guard
+    from compress.pipeline import run
+
+    def busy(paths, samples, settings):
+        p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}
+        return fixed_latency(p50, settings.batch_sizes, "busy")
+
+    monkeypatch.setattr(speed_guard, "measure_latency", busy)
+    text = CONFIG + "passes: [{type: quantize.dynamic, on_slower: revert}]\n"
+    report = run(small_onnx(tmp_path / "m.onnx"), write_config(tmp_path, text), tmp_path / "o")
+    stage = report["stages"][-1]
+    assert stage["reverted"] is False
+    assert "could not judge" in stage["details"]["speed_guard"]
+    assert "stayed busy through 3 timing(s)" in stage["details"]["speed_guard"]

@@ -112,6 +112,8 @@ class AutoQuantization(OnnxPass):
         }
         if check.busy:  # no speed can be trusted, and size alone could pick a slower model
             chosen, reason = None, f"{check.machine_note()}; the input model is kept"
+            for entry in results:
+                entry.setdefault("verdict", f"not judged: {check.machine_note()}")
         else:
             gates = ctx.config.config.gates
             chosen, reason = choose(results, figures, budget, batch, gates, paired(check))
