@@ -52,6 +52,17 @@ def test_candidates_within_noise_of_each_other_go_by_size():
     assert found["smallest-but-slower"].startswith("slower than fastest-but-larger beyond noise")
 
 
+def test_tied_in_speed_and_within_1_percent_in_size_the_first_tried_wins():
+    """Noise must not pick among equals: the digits CNN's int8 variants differ by bytes."""
+    results = [
+        candidate("static-per-channel", 5.1, size_bytes=1005),
+        candidate("static-per-tensor", 5.0, size_bytes=1000),  # faster by noise, 0.5% smaller
+    ]
+    chosen, _ = choose(results, SOURCE, 0.01, 32)
+    assert chosen == "static-per-channel"
+    assert "comes first in the order candidates are tried" in verdicts(results)["static-per-tensor"]
+
+
 def test_a_smaller_candidate_as_fast_as_the_input_beats_the_input():
     """The residual CNN: static int8 at 0.565 vs 0.576 ms, 2.4x smaller, used to be dropped."""
     source = {"p50_ms": 0.576, "size_bytes": 2400}

@@ -15,7 +15,9 @@ The rules, in order:
    when earlier passes already shrank or sped up the model. Preferring never rejects: when no
    candidate meets them, the choice is made among all.
 4. Among those, faster wins; candidates within noise of the fastest are ranked by size, smaller
-   first (a timing difference smaller than the noise says nothing, a size difference is exact).
+   first (a timing difference smaller than the noise says nothing, a size difference is exact);
+   sizes within 1% of the smallest are a tie too, and the first such candidate in the order
+   they were tried wins, so the same models give the same choice every time.
 
 Every measured candidate gets a `verdict` that says why it won or lost.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+from compress.passes.auto_trials import SIZE_TIE
 from compress.speed_guard import clearly_faster, clearly_slower
 
 Entry = dict[str, Any]  # one candidate as the report lists it: name, p50_ms, size_bytes, drop...
@@ -74,7 +77,9 @@ def choose(
     pool = meeting or usable
     fastest = min(pool, key=lambda e: e["p50_ms"])
     ties = [e for e in pool if compare(fastest, e) != "faster"]
-    best = min(ties, key=lambda e: (e["size_bytes"], e["p50_ms"]))
+    smallest = min(e["size_bytes"] for e in ties)
+    # tied in speed and within 1% in size: the first in the candidates' order, whatever the noise
+    best = next(e for e in ties if e["size_bytes"] <= smallest * SIZE_TIE)
     for entry in usable:
         entry["verdict"] = (
             "chosen"
@@ -149,14 +154,15 @@ def _lost(entry, best, fastest, source, targets, gates_decided: bool, compare: C
             f"slower than {fastest['name']} beyond noise: {entry['p50_ms']:.3f} ms vs "
             f"{fastest['p50_ms']:.3f} ms"
         )
-    if entry["size_bytes"] > best["size_bytes"]:
+    if entry["size_bytes"] > best["size_bytes"] * SIZE_TIE:
         return (
             f"as fast as {best['name']} within noise ({entry['p50_ms']:.3f} vs "
             f"{best['p50_ms']:.3f} ms) but larger: {_kb(entry)} vs {_kb(best)} KB"
         )
     return (
-        f"as fast and as small as {best['name']}, which timed faster: "
-        f"{entry['p50_ms']:.3f} vs {best['p50_ms']:.3f} ms"
+        f"as fast as {best['name']} within noise ({entry['p50_ms']:.3f} vs "
+        f"{best['p50_ms']:.3f} ms) and as small within 1% ({_kb(entry)} vs {_kb(best)} KB): "
+        f"{best['name']} comes first in the order candidates are tried"
     )
 
 

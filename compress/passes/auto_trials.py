@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from compress.passes.auto import Candidate
 
 SCREEN_RUNS = 20  # the brief first timing: enough to tell 1.5x apart, not 3%
-SIZE_TOLERANCE = 1.01  # smaller by less than 1% is not worth a search
+SCREEN_MARGIN = 1.10  # slower than this on the brief timing: not worth the final timing
+SIZE_TIE = 1.01  # sizes closer than 1% are a tie (not worth a search, nor a choice)
 
 # run(candidate, max_fallback_steps, target, max_float_weight_mb): the candidate's int8 pass on
 # the input -> details
@@ -123,7 +124,7 @@ def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | N
                 f"not searched: {drop} and already slower ({trial.plain_ms:.3f} ms) than "
                 f"{best.name} within the budget ({best.final_ms:.3f} ms)"
             )
-        smaller = trial.plain.stat().st_size * SIZE_TOLERANCE < best.final.stat().st_size
+        smaller = trial.plain.stat().st_size * SIZE_TIE < best.final.stat().st_size
         if not clearly_faster(trial.plain_ms, best.final_ms) and not smaller:
             return (
                 f"not searched: {drop}; at best as fast as {best.name} within the budget "
@@ -141,25 +142,26 @@ def _size_room(trial: Trial, finished: list[Trial]) -> float | None:
     if not rivals:
         return None
     smallest = min(t.final.stat().st_size for t in rivals)
-    return max(smallest / SIZE_TOLERANCE - trial.plain.stat().st_size, 0.0) / 1e6
+    return max(smallest / SIZE_TIE - trial.plain.stat().st_size, 0.0) / 1e6
 
 
 def finalists(trials: list[Trial]) -> dict[str, Path]:
-    """The models within the budget worth the final timing: not slower beyond noise, on the
-    screening's times, than the fastest of them (a slower one cannot be chosen)."""
-    from compress.speed_guard import clearly_slower
-
+    """The models within the budget worth the final timing: not more than 10% slower, on the
+    screening's brief times, than the fastest of them (closer ones are told apart, or called
+    tied, by the final paired timing)."""
     within = [t for t in trials if t.final is not None]
     if not within:
         return {}
     fastest = min(t.final_ms for t in within)
+    kept = {t.name: t.final for t in within if t.final_ms <= fastest * SCREEN_MARGIN}
     for trial in within:
-        if clearly_slower(trial.final_ms, fastest):
+        if trial.name not in kept:
             trial.entry["verdict"] = (
-                f"within the budget, but slower beyond noise ({trial.final_ms:.3f} ms) than "
-                f"the fastest candidate within it ({fastest:.3f} ms) when screened"
+                f"within the budget, but more than {SCREEN_MARGIN - 1:.0%} slower "
+                f"({trial.final_ms:.3f} ms) than the fastest candidate within it "
+                f"({fastest:.3f} ms) when screened"
             )
-    return {t.name: t.final for t in within if not clearly_slower(t.final_ms, fastest)}
+    return kept
 
 
 def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
