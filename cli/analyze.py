@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from cli.errors import reported_errors, stderr
-from cli.options import Overrides
+from cli.options import Debug, JsonOutput, Overrides, Quiet
 from cli.process import private_tempdir
 
 
@@ -21,9 +21,9 @@ def analyze(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (must be empty)."),
     overrides: Overrides = None,
     force: bool = typer.Option(False, "--force", help="Replace results in a non-empty folder."),
-    json_output: bool = typer.Option(False, "--json", help="Print only sensitivity.json."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    json_output: JsonOutput = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
     ),

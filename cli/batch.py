@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import reported_errors, stderr
+from cli.options import Debug, JsonOutput, Quiet
 
 STATUS_STYLE = {"ok": "green", "gate_failed": "yellow", "failed": "bold red", "timed_out": "red"}
 
@@ -43,9 +44,9 @@ def batch(
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow whole pickled modules (runs code from the files)."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print only the summary JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (also in each log.txt)."),
+    json_output: JsonOutput = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
 ) -> None:
     """Compress every model under MODELS_DIR with CONFIG; exit 1 if one failed, 3 if a gate did."""
     with reported_errors(debug):

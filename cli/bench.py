@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from cli.errors import reported_errors
-from cli.options import Overrides
+from cli.options import Debug, JsonOutput, Overrides
 
 
 def bench(
@@ -24,8 +24,8 @@ def bench(
         "batch size, with a 95% interval (to check a report's speedup by hand).",
     ),
     overrides: Overrides = None,
-    json_output: bool = typer.Option(False, "--json", help="Print only JSON on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    json_output: JsonOutput = False,
+    debug: Debug = False,
 ) -> None:
     """Measure one ONNX file as compress run measures a stage, to check a report's figure.
 

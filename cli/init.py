@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from cli.errors import reported_errors, stderr
+from cli.options import Debug
 
 
 def init(
@@ -21,7 +22,7 @@ def init(
         "inputs), a .csv or a folder of images; checked against the model.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: Debug = False,
 ) -> None:
     """Write a commented starter config for MODEL.
 

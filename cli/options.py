@@ -15,3 +15,8 @@ Overrides = Annotated[
         "--set report.batch_sizes=[32,1] (repeatable; the value is read as YAML).",
     ),
 ]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+JsonOutput = Annotated[
+    bool, typer.Option("--json", help="Print only JSON on stdout (for machines and CI).")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages on stderr.")]

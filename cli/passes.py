@@ -10,6 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.errors import reported_errors
+from cli.options import Debug, JsonOutput
+
 
 def _parameters(cls) -> list[dict]:
     rows = []
@@ -30,15 +33,16 @@ def _parameters(cls) -> list[dict]:
     return rows
 
 
-def passes(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def passes(json_output: JsonOutput = False, debug: Debug = False) -> None:
     """List every pass with its parameters, types and defaults."""
     from compress.passes.registry import all_passes
     from compress.terminal import color_system
 
-    found = {
-        name: {"stage": cls.stage, "summary": cls.summary(), "params": _parameters(cls)}
-        for name, cls in all_passes().items()
-    }
+    with reported_errors(debug):  # a plugin pass that fails to import: one line, exit 2
+        found = {
+            name: {"stage": cls.stage, "summary": cls.summary(), "params": _parameters(cls)}
+            for name, cls in all_passes().items()
+        }
     if json_output:
         typer.echo(json.dumps(found, indent=2, default=str))
         return

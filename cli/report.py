@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from cli.errors import reported_errors, stderr
+from cli.options import Debug
 
 
 class Format(str, Enum):
@@ -33,7 +34,7 @@ def report(
         help="table, md, html or json (default: from -o's suffix, else table).",
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE instead of stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: Debug = False,
 ) -> None:
     """Render one report again, or compare several side by side.
 

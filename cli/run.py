@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from cli.errors import reported_errors, stderr
-from cli.options import Overrides
+from cli.options import Debug, JsonOutput, Overrides, Quiet
 from cli.process import private_tempdir
 from compress.ci import gate_failure
 from compress.errors import EXIT_GATE_FAILED, one_line
@@ -25,9 +25,9 @@ def run(
         None, "--junit", help="Also write the gates as JUnit XML test cases to this file."
     ),
     force: bool = typer.Option(False, "--force", help="Replace results in a non-empty folder."),
-    json_output: bool = typer.Option(False, "--json", help="Print only the report JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    json_output: JsonOutput = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
     ),
@@ -38,7 +38,9 @@ def run(
     the Markdown report is appended to that file.
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
+        from cli.progress import terminal_progress
         from compress.pipeline import run as run_job
+        from compress.progress import silent
         from compress.report import to_json
 
         def log(message: str) -> None:
@@ -52,7 +54,7 @@ def run(
             force,
             trust_pickle,
             log,
-            not quiet,
+            silent if quiet else terminal_progress,
             overrides=overrides or (),
             junit=junit,
         )

@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 
 from cli.errors import reported_errors
-from cli.options import Overrides
+from cli.options import Debug, Overrides
 
 
 def validate(
     config: Path = typer.Argument(..., help="The YAML recipe to check."),
     overrides: Overrides = None,
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: Debug = False,
 ) -> None:
     """Check CONFIG as `compress run` would, before any model is loaded; exit 2 if it is bad."""
     with reported_errors(debug):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,8 +12,8 @@ import numpy as np
 from compress.config import LoadedConfig
 from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
+from compress.progress import ProgressDisplay, silent
 from compress.sensitivity.cache import AnalysisCache
-from compress.terminal import animations
 
 if TYPE_CHECKING:
     from compress.models import LoadedModel
@@ -32,22 +31,6 @@ SAMPLE_ROLES = ("eval", "calibration", "train")
 DATA_ROLES = ("calibration", "eval", "train", "validation")
 
 
-class ProgressBar:
-    """Advances a rich progress bar and shows a status after it (loss, metric); inert when no bar
-    is drawn."""
-
-    def __init__(self, bar=None, task=None):
-        self._bar, self._task = bar, task
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def status(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, status=text)
-
-
 @dataclass
 class Context:
     config: LoadedConfig
@@ -55,31 +38,12 @@ class Context:
     input_names: list[str]
     workdir: Path
     log: Callable[[str], None] = field(default=lambda message: None)
-    show_progress: bool = False  # progress bars on stderr (drawn only where animations() allow)
+    progress: ProgressDisplay = silent  # how long steps (training) show how far they are
     loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
     trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
     analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
     output_names: list[str] = field(default_factory=list)  # the model's, in order
     judged_output: int = 0  # the index of the output the metric judges (report.output)
-
-    @contextlib.contextmanager
-    def progress(self, what: str, total: int) -> Iterator[ProgressBar]:
-        """A progress bar for `total` steps on a terminal's stderr; elsewhere (a log, a CI job,
-        NO_COLOR) a silent one: the caller logs plain lines, which is what those should get."""
-        if not self.show_progress or not animations():
-            yield ProgressBar()
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-        )
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            yield ProgressBar(bar, bar.add_task(what, total=total, status=""))
 
     @property
     def calibration(self) -> Dataset | None:

@@ -32,6 +32,7 @@ from compress.measure.size import footprint
 from compress.outdir import OutputFolder
 from compress.passes.base import Pass
 from compress.preflight import Job, prepare
+from compress.progress import ProgressDisplay, silent
 from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report_html import to_html
 from compress.speed_guard import revert_if_slower
@@ -59,7 +60,7 @@ def run(
     force: bool = False,
     trust_pickle: bool = False,
     log: Callable[[str], None] = lambda m: None,
-    show_progress: bool = False,
+    progress: ProgressDisplay = silent,
     overrides: Sequence[str] = (),
     junit: Path | None = None,
 ) -> dict[str, Any]:
@@ -70,9 +71,7 @@ def run(
     outputs = OutputFolder(Path(out_dir), force, junit)
     outputs.check()
     try:
-        job = prepare(
-            Path(model_path), Path(config_path), trust_pickle, log, show_progress, overrides
-        )
+        job = prepare(Path(model_path), Path(config_path), trust_pickle, log, progress, overrides)
         try:
             outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
             outputs.clear_previous()

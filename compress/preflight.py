@@ -30,6 +30,7 @@ from compress.models import LoadedModel, load_model
 from compress.outputs import judged_output
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
+from compress.progress import ProgressDisplay, silent
 
 
 @dataclass
@@ -46,7 +47,7 @@ def prepare(
     config_path: Path,
     trust_pickle: bool,
     log: Callable[[str], None],
-    show_progress: bool = False,
+    progress: ProgressDisplay = silent,
     overrides: Sequence[str] = (),
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
@@ -63,7 +64,7 @@ def prepare(
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
     workdir = Path(tempfile.mkdtemp(prefix="compress-"))
-    context = Context(config, datasets, names, workdir, log, show_progress, model, trust_pickle)
+    context = Context(config, datasets, names, workdir, log, progress, model, trust_pickle)
     try:
         if model.is_onnx:
             check_onnx_data_fits(model.path, context)

@@ -16,14 +16,12 @@ from tests.conftest import ROOT, small_onnx
 ESCAPE = b"\x1b["  # every colour, style and cursor movement starts so
 PROGRESS = """
 import time
-from pathlib import Path
-from compress.context import Context
+from cli.progress import terminal_progress
 
-ctx = Context(None, {}, [], Path("."), show_progress=True)
-with ctx.progress("fine-tune", 20) as step:
+with terminal_progress("fine-tune", 20) as steps:
     for _ in range(20):
         time.sleep(0.02)
-        step()
+        steps.advance()
 """
 
 

@@ -33,13 +33,32 @@ def _load_entry_points() -> None:
         return
     _entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()  # importing the module registers its passes
+        try:
+            ep.load()  # importing the module registers its passes
+        except Exception as e:
+            from compress.errors import ConfigError, first_line
+
+            _entry_points_loaded = False  # a fixed plugin is loaded on the next look-up
+            raise ConfigError(
+                f"the pass plugin {ep.name!r} ({ep.value}) fails to load: "
+                f"{type(e).__name__}: {first_line(e)}; fix it, or uninstall the package that "
+                f"declares it in the {ENTRY_POINT_GROUP!r} entry points"
+            ) from e
+
+
+def _load_builtin() -> None:
+    """Import the built-in pass modules (each registers its passes on import)."""
+    import importlib
+
+    from compress.passes import BUILTIN
+
+    for module in BUILTIN:
+        importlib.import_module(f"compress.passes.{module}")
 
 
 def all_passes() -> dict[str, type[Pass]]:
     """Every registered pass, by name, sorted."""
-    import compress.passes  # noqa: F401  (the built-in passes register on import)
-
+    _load_builtin()
     _load_entry_points()
     return dict(sorted(_REGISTRY.items()))
 

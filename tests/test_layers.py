@@ -1,0 +1,69 @@
+"""The library's layers hold: the config and the measurements load no pass, `compress/` never
+imports the CLI's typer or rich, and every command maps errors the same way (a broken pass
+plugin included)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from compress.passes import registry
+from tests.conftest import ROOT, invoke
+
+IMPORTS = """
+import sys
+import compress.config, compress.measure.latency, compress.measure.evaluate
+import compress.measure.size, compress.measure.environment, compress.report
+passes = sorted(m for m in sys.modules if m.startswith("compress.passes."))
+print(passes, "typer" in sys.modules, "rich" in sys.modules)
+"""
+
+
+def test_the_config_and_the_measurements_load_no_pass_and_no_cli_library():
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "['compress.passes.base'] False False"
+
+
+def test_no_module_of_the_library_imports_typer_or_rich():
+    offenders = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "compress").rglob("*.py")
+        for line in path.read_text().splitlines()
+        if line.strip().startswith(("import typer", "from typer", "import rich", "from rich"))
+    ]
+    assert offenders == []
+
+
+@pytest.fixture
+def broken_plugin(monkeypatch):
+    plugin = EntryPoint("broken", "no_such_module_here:Pass", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+
+
+@pytest.mark.parametrize("command", [["passes"], ["passes", "--json"], ["schema"]])
+def test_a_broken_pass_plugin_is_one_line_and_exit_2(broken_plugin, command):
+    result = invoke(*command)
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the pass plugin 'broken'" in lines[0]
+    assert "ModuleNotFoundError" in lines[0] and "uninstall" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_plugins_traceback(broken_plugin):
+    result = invoke("passes", "--debug")
+    assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "analyze", "batch", "bench", "validate", "init", "report", "passes"]
+)
+def test_shared_options_read_the_same_in_every_command(command):
+    help_text = invoke(command, "--help").stdout
+    assert "--debug" in help_text and "Show tracebacks." in help_text
