@@ -10,14 +10,25 @@ from cli.errors import reported_errors
 from cli.options import Debug
 
 
-def schema(debug: Debug = False) -> None:
+def schema(
+    report: bool = typer.Option(
+        False, "--report", help="The JSON Schema of report.json instead (for CI jobs)."
+    ),
+    debug: Debug = False,
+) -> None:
     """Print the config's JSON Schema, every registered pass with its parameters.
 
     Save it and point your editor at it, e.g. a first line in the YAML file:
-    `# yaml-language-server: $schema=compress.schema.json`.
+    `# yaml-language-server: $schema=compress.schema.json`. With --report, the schema of what
+    `compress run` writes as report.json, to validate it in a CI job.
     """
     with reported_errors(debug):  # a plugin pass that fails to import: one line, exit 2
-        from compress.schema import config_schema
+        if report:
+            from compress.report_model import report_schema
 
-        text = json.dumps(config_schema(), indent=2)
+            text = json.dumps(report_schema(), indent=2)
+        else:
+            from compress.schema import config_schema
+
+            text = json.dumps(config_schema(), indent=2)
     typer.echo(text)

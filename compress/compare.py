@@ -10,7 +10,8 @@ from typing import Any
 
 from compress.errors import ReportFileError
 from compress.limits import MAX_REPORT_BYTES
-from compress.report import SCHEMA_VERSION, fmt_value, markdown_table
+from compress.report import fmt_value, markdown_table
+from compress.report_model import SCHEMA_VERSION, major_version
 
 REQUIRED_KEYS = ("stages", "summary", "gates", "batch_sizes", "metric", "environment")
 FIGURES = ("size_bytes", "gzip_bytes", "params", "macs", "latency_ms", "metric")
@@ -43,10 +44,15 @@ def load_report(path: Path) -> dict[str, Any]:
             "that `compress run` wrote"
         )
     version = report.get("schema_version")
-    if version != SCHEMA_VERSION:
+    major = major_version(version)
+    if major is None or major > SCHEMA_VERSION:
         raise ReportFileError(
-            f"{path}: report schema_version {version} is not {SCHEMA_VERSION}; "
-            "render it with the compress version that wrote it"
+            f"{path}: report schema_version {version} is newer than this compress reads "
+            f"({SCHEMA_VERSION}.x); render it with the compress version that wrote it, or "
+            "upgrade compress"
+            if major
+            else f"{path}: report schema_version {version!r} is not a version; give the "
+            "report.json that `compress run` wrote"
         )
     return report
 

@@ -13,8 +13,7 @@ from compress.config import Config, GatesSection
 from compress.measure.environment import environment
 from compress.measure.interference import BUSY_ADVICE, MachineLoad
 from compress.measure.latency import SPEED_TOLERANCE, Latency, latency_settings
-
-SCHEMA_VERSION = 1
+from compress.report_model import SCHEMA_VERSION, Report
 
 
 def stage_key(index: int, name: str) -> str:
@@ -171,7 +170,7 @@ def build_report(
     warnings = flag_slower_stages(stages, batch_sizes) + busy_latency(latency)
     warnings += unsettled_latency(stages, batch_sizes, latency)
     warnings += budget_warnings(stages, gates, settings.metric)
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "stages": stages,
         "summary": summary,
@@ -186,6 +185,8 @@ def build_report(
         "provenance": provenance,
         "environment": environment(settings.threads, config.seed, settings.pin_threads),
     }
+    Report.model_validate(report)  # report.json's contract (compress schema --report)
+    return report
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -90,6 +90,33 @@ report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_report_matches_its_schema(tmp_path_factory):
+    """After the whole session: every report.json a run wrote (under pytest's temp folders)
+    validates against `compress schema --report`. Hand-made reports (no provenance) and those
+    of another major version (the refusal tests) are not runs' and are left out."""
+    yield
+    import json
+
+    import jsonschema
+
+    from compress.report_model import SCHEMA_VERSION, major_version, report_schema
+
+    validator = jsonschema.Draft202012Validator(report_schema())
+    problems = []
+    for path in tmp_path_factory.getbasetemp().rglob("report.json"):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(report, dict) or "provenance" not in report:
+            continue
+        if major_version(report.get("schema_version")) != SCHEMA_VERSION:
+            continue
+        problems += [f"{path}: {error.message}" for error in validator.iter_errors(report)]
+    assert not problems, "\n".join(problems[:20])
+
+
 @pytest.fixture
 def cnn_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, CNN_CONFIG)

@@ -67,3 +67,49 @@ def test_debug_shows_the_plugins_traceback(broken_plugin):
 def test_shared_options_read_the_same_in_every_command(command):
     help_text = invoke(command, "--help").stdout
     assert "--debug" in help_text and "Show tracebacks." in help_text
+
+
+@pytest.fixture(scope="module")
+def written_report(tmp_path_factory) -> dict:
+    from compress.pipeline import run
+    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+
+    folder = tmp_path_factory.mktemp("report")
+    return run(SAMPLES / "digits_cnn.pt2", write_config(folder, CNN_CONFIG), folder / "o")
+
+
+def test_schema_report_prints_the_schema_a_real_report_meets(written_report):
+    import copy
+    import json
+
+    import jsonschema
+
+    result = invoke("schema", "--report")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    jsonschema.validate(written_report, schema)
+    changed = copy.deepcopy(written_report)
+    changed["stages"][0]["latency_ms"]["8"]["p50"] = "fast"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(changed, schema)
+
+
+@pytest.mark.parametrize(
+    ("version", "accepted"), [(1, True), ("1.4", True), ("2.0", False), (2, False), ("x", False)]
+)
+def test_a_reader_takes_any_minor_version_and_refuses_a_newer_major(
+    tmp_path, written_report, version, accepted
+):
+    import json
+
+    from compress.compare import load_report
+    from compress.errors import ReportFileError
+
+    path = tmp_path / "from-a-newer-compress.json"  # not a run's: left out of the session check
+    changed = written_report | {"schema_version": version, "added_later": 1}
+    path.write_text(json.dumps(changed))
+    if accepted:
+        assert load_report(path)["schema_version"] == version
+        return
+    with pytest.raises(ReportFileError, match="schema_version"):
+        load_report(path)
