@@ -30,7 +30,7 @@ from compress.measure.latency import measure_latency
 from compress.measure.memory import check_batch_memory
 from compress.measure.size import footprint
 from compress.outdir import OutputFolder
-from compress.passes.base import Pass
+from compress.passes.base import Pass, PassInput, PassResult
 from compress.preflight import Job, prepare
 from compress.progress import ProgressDisplay, silent
 from compress.report import build_report, stage_key, to_json, to_markdown
@@ -140,30 +140,32 @@ def _run_stages(job: Job) -> list[StageFile]:
     for index, p in enumerate(job.passes):
         if p.stage == "onnx":
             target = work / f"stage{index}.onnx"
-            details = _apply(index, p, ctx, stages[-1].path, target)
+            given = PassInput(source=stages[-1].path, target=target)
+            details = _apply(index, p, ctx, given).details
             reverted, details = _guard(p, stages[-1].path, target, ctx, details)
-            stages.append(StageFile(p.name, target, reverted, details))
+            stages.append(StageFile(p.name, target, reverted, details, p.fix_if_slower))
     return stages
 
 
 def _torch_stage(job: Job, index: int, p: Pass, source: Path) -> StageFile:
     """Apply a torch pass and export its stage; with `on_slower: revert`, a stage slower than
     `source` is replaced by it and the module as it was goes on to the next pass."""
-    ctx, guard = job.context, getattr(p.params, "on_slower", "warn") == "revert"
+    ctx, guard = job.context, p.on_slower == "revert"
     kept = copy.deepcopy(job.module) if guard else None
-    job.module, details = _apply(index, p, ctx, job.module)
+    given = PassInput(module=job.module, prepared=job.prepared.get(p.key))
+    result = _apply(index, p, ctx, given)
+    job.module, details = result.module, result.details
     onnx_file = _export_stage(job, job.module, f"{index}", "module")
     reverted, details = _guard(p, source, onnx_file, ctx, details)
     if reverted:
         job.module = kept
-    fix = getattr(p, "fix_if_slower", "")
-    return StageFile(p.name, onnx_file, reverted, details, fix_if_slower=fix)
+    return StageFile(p.name, onnx_file, reverted, details, fix_if_slower=p.fix_if_slower)
 
 
 def _guard(p: Pass, source: Path, target: Path, ctx, details) -> tuple[bool, dict | None]:
     """With `on_slower: revert`, the speed guard on the stage (`target` against `source`):
     whether it reverted, and the details with what it found (`speed_guard`)."""
-    if getattr(p.params, "on_slower", "warn") != "revert":
+    if p.on_slower != "revert":
         return False, details
     guarded = revert_if_slower(source, target, ctx, p.name)
     return guarded.reverted, (details or {}) | {"speed_guard": guarded.note}
@@ -187,11 +189,11 @@ def _baseline(job: Job) -> StageFile:
     )
 
 
-def _apply(index: int, p: Pass, ctx: Context, *inputs):
+def _apply(index: int, p: Pass, ctx: Context, given: PassInput) -> PassResult:
     """Run one pass; an unexpected exception becomes a PassError that names the pass."""
     ctx.log(f"pass {index}: {p.name}")
     try:
-        return p.apply(*inputs, ctx)
+        return p.apply(given, ctx)
     except CompressError:
         raise
     except Exception as e:

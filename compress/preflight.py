@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Job:
     passes: list[Pass]
     context: Context
     module: Any = None  # the torch module that torch passes change (None: no torch pass)
+    prepared: dict[str, Any] = field(default_factory=dict)  # check_model's results, by pass key
 
 
 def prepare(
@@ -71,11 +72,11 @@ def prepare(
         else:
             runnable = model.callable()
             check_data_fits(lambda s: named_torch_outputs(runnable, s), context, "")
-        module = editable_for_torch_passes(model, passes, context)
+        module, prepared = editable_for_torch_passes(model, passes, context)
     except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return Job(config, model, passes, context, module)
+    return Job(config, model, passes, context, module, prepared)
 
 
 def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[str], None]):
@@ -101,21 +102,22 @@ def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[s
 
 
 def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Context):
-    """The module the torch passes start from (editable when the first one changes it), after
-    checking each pass against the module it will see; None without torch passes."""
+    """The module the torch passes start from (editable when the first one changes it), and
+    what each pass's check against the module it will see prepared for it, by pass key; None
+    and {} without torch passes."""
     torch_passes = [p for p in passes if isinstance(p, TorchPass)]
     if not torch_passes:
-        return None
+        return None, {}
     first = torch_passes[0]
     if first.changes_input_model:
         start = editable_module(model, f"{first.key} ({first.name})")
     else:
         start = model.callable()
-    module = start
+    module, prepared = start, {}
     for p in torch_passes:
-        p.check_module(module, ctx)
-        module = p.model_after(module)
-    return start
+        prepared[p.key] = p.check_model(module, ctx)
+        module = p.model_after(module, prepared[p.key])
+    return start, prepared
 
 
 def check_config(

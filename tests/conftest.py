@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from compress.passes.base import TorchPass
+from compress.passes.base import PassResult, TorchPass
 from compress.passes.registry import register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +25,8 @@ class IdentityTorchPass(TorchPass):
         - type: test.identity
     """
 
-    def apply(self, model, ctx):
-        return model, None
+    def apply(self, given, ctx):
+        return PassResult(given.module)
 
 
 def invoke(*args: str):

@@ -13,6 +13,7 @@ import pytest
 
 from compress.passes import fallback
 from compress.passes import ranking as ranking_module
+from compress.passes.base import PassInput
 from compress.passes.budget import Verdict
 from compress.passes.search import guess_from_noise, smallest_passing
 from compress.sensitivity import Sensitivity
@@ -147,7 +148,7 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     config, _, datasets = check_config(static_config(tmp_path))
     ctx = Context(config, datasets, input_names_for(config), tmp_path)
     int8 = StaticQuantization(StaticParams(per_channel=True, max_accuracy_drop=0.002))
-    details = int8.apply(source, tmp_path / "q.onnx", ctx)
+    details = int8.apply(PassInput(source=source, target=tmp_path / "q.onnx"), ctx).details
     assert details["budget_met"] and details["search"]["rounds"] <= 4
 
     prepared = tmp_path / "q.pre.onnx"
@@ -181,7 +182,11 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
     config, _, datasets = check_config(static_config(tmp_path))
     ctx = Context(config, datasets, input_names_for(config), tmp_path)
     params = {"per_channel": True, "max_accuracy_drop": 0.002}
-    unlimited = StaticQuantization(StaticParams(**params)).apply(source, tmp_path / "a.onnx", ctx)
+    unlimited = (
+        StaticQuantization(StaticParams(**params))
+        .apply(PassInput(source=source, target=tmp_path / "a.onnx"), ctx)
+        .details
+    )
     needed = unlimited["float_nodes"]
     prepared = onnx.load(str(tmp_path / "a.pre.onnx")).graph
     weights = {t.name: int(np.prod(t.dims)) for t in prepared.initializer if len(t.dims) >= 2}
@@ -190,11 +195,19 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
     assert kept > 0
 
     exact = StaticParams(**params, max_float_weight_mb=3 * kept / 1e6)
-    details = StaticQuantization(exact).apply(source, tmp_path / "b.onnx", ctx)
+    details = (
+        StaticQuantization(exact)
+        .apply(PassInput(source=source, target=tmp_path / "b.onnx"), ctx)
+        .details
+    )
     assert details["budget_met"] and details["float_nodes"] == needed
 
     short = StaticParams(**params, max_float_weight_mb=(3 * kept - 1) / 1e6)
-    details = StaticQuantization(short).apply(source, tmp_path / "c.onnx", ctx)
+    details = (
+        StaticQuantization(short)
+        .apply(PassInput(source=source, target=tmp_path / "c.onnx"), ctx)
+        .details
+    )
     assert not details["budget_met"]
     assert all(a["kept_in_float"] < len(needed) for a in details["attempts"])
     assert "of weights" in details["verdict"]

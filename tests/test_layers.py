@@ -113,3 +113,31 @@ def test_a_reader_takes_any_minor_version_and_refuses_a_newer_major(
         return
     with pytest.raises(ReportFileError, match="schema_version"):
         load_report(path)
+
+
+def test_a_passs_checks_hand_their_state_to_apply_instead_of_keeping_it(tmp_path):
+    """One pass contract: check_model returns what apply needs (distill's loaded teacher); no
+    pass keeps anything of its own between check and apply."""
+    import shutil
+
+    from compress.passes.distill import DistillPlan
+    from compress.preflight import prepare
+    from tests.conftest import SAMPLES, write_config
+
+    text = (
+        "version: 1\n"
+        "data:\n"
+        "  train: {path: digits_train.npz, inputs: [x], labels: y, limit: 64}\n"
+        "  eval: {path: digits_eval.npz, inputs: [x], labels: y}\n"
+        "passes:\n"
+        "  - {type: prune.channels, amount: 0.5, finetune_epochs: 0}\n"
+        "  - {type: distill, epochs: 1}\n"
+    )
+    job = prepare(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), False, print)
+    try:
+        assert job.prepared["passes[0]"] is None
+        plan = job.prepared["passes[1]"]
+        assert isinstance(plan, DistillPlan) and plan.student is None and plan.judge is not None
+        assert all(set(vars(p)) == {"params", "key"} for p in job.passes)
+    finally:
+        shutil.rmtree(job.context.workdir, ignore_errors=True)

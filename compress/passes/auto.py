@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from compress.measure.size import size_bytes
-from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.fallback import (
     AUTO_PREFERENCE,
     accuracy_budget,
@@ -76,11 +76,12 @@ class AutoQuantization(OnnxPass):
     def check(self, config: LoadedConfig) -> None:
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
         from compress.passes.auto_choice import choose  # imports the speed guard: not at load
         from compress.passes.auto_trials import finalists, try_candidates
         from compress.speed_guard import first_batch_timing
 
+        source, target = given.source, given.target
         started = time.perf_counter()
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
@@ -122,7 +123,7 @@ class AutoQuantization(OnnxPass):
             chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
         shutil.copyfile(timed[chosen] if chosen else source, target)
         ctx.log(f"  {reason} ({time.perf_counter() - started:.0f} s)")
-        return {
+        details = {
             "accuracy_budget": budget,
             "input": figures,
             "candidates": results,
@@ -132,6 +133,7 @@ class AutoQuantization(OnnxPass):
             "seconds": round(time.perf_counter() - started, 2),
             **self._sensitivity(trials, chosen, budget, source, folder, ctx),
         }
+        return PassResult(details=details)
 
     def _sensitivity(self, trials, chosen, budget, source, folder, ctx) -> dict[str, Any]:
         """The node ranking the report shows: one a candidate's fallback measured (the chosen
@@ -214,7 +216,10 @@ class AutoQuantization(OnnxPass):
             max_float_weight_mb=float_mb,
             sensitivity=rank,
         )
-        return pass_class(params, self.key).apply(source, path, ctx) or {}
+        return (
+            pass_class(params, self.key).apply(PassInput(source=source, target=path), ctx).details
+            or {}
+        )
 
 
 def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:

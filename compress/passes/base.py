@@ -1,7 +1,24 @@
-"""Base classes for passes: a pass works on a torch module or on an ONNX file."""
+"""Base classes for passes: a pass works on a torch module or on an ONNX file.
+
+Every pass has one lifecycle, in this order, once per run:
+
+1. `check(config)`: its params against the config, before any other file is read (`compress
+   validate` stops here).
+2. `check_model(model, ctx)`: against the model it will see and the data, before any pass does
+   any work. It returns what `apply` needs from that check (a loaded teacher), or None: state
+   is handed on, never kept on the pass.
+3. `apply(given, ctx) -> PassResult`: the work, on `given` (`PassInput`: the torch module, or
+   the ONNX file to read and the one to write, and what check_model returned). The result is
+   the new module (torch passes; an ONNX pass's output is the file it wrote) and the details
+   the report's stage shows.
+
+A pass whose params are `SpeedGuardParams` has `on_slower`: the pipeline times the stage the pass
+wrote against its input, then warns (with the pass's `fix_if_slower`) or keeps the input.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -32,19 +49,55 @@ class OnnxPassParams(SpeedGuardParams):
     """Parameters every ONNX-stage pass takes."""
 
 
+@dataclass
+class PassInput:
+    """What a pass works on: the torch `module` (torch stage), or the ONNX file `source` it reads
+    and `target` it writes (ONNX stage); and what its `check_model` returned (`prepared`)."""
+
+    module: Any = None
+    source: Path | None = None
+    target: Path | None = None
+    prepared: Any = None
+
+
+@dataclass
+class PassResult:
+    """What a pass made: the new torch `module` (torch stage; None for an ONNX pass, whose output
+    is the file it wrote), and `details` for the report's stage (what was removed, chosen)."""
+
+    module: Any = None
+    details: dict[str, Any] | None = None
+
+
 class Pass:
-    """A step of the pipeline. Subclasses set `stage`, `Params` and implement `apply`."""
+    """A step of the pipeline (see the module's docstring for its lifecycle). Subclasses set
+    `stage` and `Params` and implement `apply`."""
 
     name: ClassVar[str]
     stage: ClassVar[Literal["torch", "onnx"]]
     Params: ClassVar[type[PassParams]] = PassParams
+    fix_if_slower: ClassVar[str] = ""  # what the slower-stage warning suggests, if anything
 
     def __init__(self, params: PassParams, key: str = "passes[0]"):
         self.params = params
         self.key = key  # where the pass sits in the config, for messages: "passes[1]"
 
+    @property
+    def on_slower(self) -> Literal["warn", "revert"]:
+        """What the pipeline does when this pass's stage is slower than its input."""
+        return self.params.on_slower if isinstance(self.params, SpeedGuardParams) else "warn"
+
     def check(self, config: LoadedConfig) -> None:
         """Raise ConfigError if the config lacks something this pass needs (before any work)."""
+
+    def check_model(self, model, ctx: Context) -> Any:
+        """Raise ConfigError if the params do not fit the model this pass will see (a module
+        name it lacks) or the data; runs before any pass works. Returns what `apply` needs from
+        this check (given to it as `PassInput.prepared`), or None."""
+        return None
+
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        raise NotImplementedError
 
     def require_data(
         self, config: LoadedConfig, source: Literal["calibration", "eval"], why: str
@@ -69,37 +122,24 @@ class Pass:
 
 
 class TorchPass(Pass):
-    """Works on the torch module, before export: `apply` may change it in place or return a new
-    one, and returns it with details for the report's stage (what was removed, fine-tuned)."""
+    """Works on the torch module, before export: `apply` may change `given.module` in place or
+    make a new one, and returns it in its PassResult."""
 
     stage = "torch"
-    fix_if_slower: ClassVar[str] = ""  # what the slower-stage warning suggests, if anything
 
     @property
     def changes_input_model(self) -> bool:
         """Whether `apply` changes the module it is given (so it must be an editable one)."""
         return True
 
-    def check_module(self, module, ctx: Context) -> None:
-        """Raise ConfigError if the params do not fit this model (e.g. a module name it lacks);
-        runs before any work, with the datasets loaded."""
-
-    def model_after(self, module):
-        """The module the next pass will see, as far as it is known before any work: a pass that
-        replaces the model (distill into a declared student) returns the new one."""
+    def model_after(self, module, prepared: Any = None):
+        """The module the next pass will see, as far as it is known before any work (`prepared`:
+        what check_model returned): a pass that replaces the model (distill into a declared
+        student) returns the new one."""
         return module
-
-    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any] | None]:
-        raise NotImplementedError
 
 
 class OnnxPass(Pass):
-    """Works on an ONNX file after export: reads `source`, writes `target`.
-
-    `apply` may return details for the report's stage (what was tried, kept in float, chosen).
-    """
+    """Works on an ONNX file after export: reads `given.source`, writes `given.target`."""
 
     stage = "onnx"
-
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
-        raise NotImplementedError

@@ -7,14 +7,13 @@ compresses (the report's gzip_bytes), as in Deep Compression's weight-sharing st
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
 
 from compress.errors import ConfigError
-from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -60,10 +59,11 @@ class WeightClustering(OnnxPass):
 
     Params = ClusterParams
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx
         from onnx import numpy_helper
 
+        source, target = given.source, given.target
         proto = onnx.load(str(source))
         weights = {
             node.input[index]
@@ -90,6 +90,7 @@ class WeightClustering(OnnxPass):
             init.CopyFrom(numpy_helper.from_array(shared, init.name))
         ctx.log(f"clustered {len(chosen)} weight tensors to {self.params.clusters} values each")
         onnx.save(proto, str(target))
+        return PassResult()
 
     def _selected(self, name: str) -> bool:
         patterns = self.params.layers

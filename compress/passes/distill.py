@@ -3,6 +3,7 @@ or a smaller architecture declared in the YAML) learns to give the teacher's out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from compress.distillation import (
     teacher_targets,
 )
 from compress.errors import ConfigError
-from compress.passes.base import PassParams, SpeedGuardParams, TorchPass
+from compress.passes.base import PassInput, PassParams, PassResult, SpeedGuardParams, TorchPass
 from compress.passes.registry import register
 from compress.training import TrainParams, TrainResult, first_output, train
 
@@ -62,6 +63,16 @@ class DistillSettings(PassParams):
         "relative to the teacher's, through a learned projection where widths differ",
     )
     feature_weight: float = Field(default=1.0, ge=0, description="weight of feature matching")
+
+
+@dataclass
+class DistillPlan:
+    """What distill's check_model prepared for apply: the loaded teacher, the declared student
+    (None: the current model learns), and the judge of its epochs (None without held-out data)."""
+
+    teacher: Teacher
+    student: Any
+    judge: Judge | None
 
 
 @register("distill")
@@ -109,23 +120,22 @@ class Distill(TorchPass):
                 f"data.{role}.labels or set report.metric: agreement"
             )
 
-    def check_module(self, module, ctx: Context) -> None:
+    def check_model(self, model, ctx: Context) -> DistillPlan:
         """Load the teacher, build the student, and check they fit before any training."""
         import torch
 
         p, base_dir = self.params, ctx.config.base_dir
-        self._teacher = self._load_teacher(ctx)
-        self._student = None
+        teacher, declared = self._load_teacher(ctx), None
         if p.student is not None:
             from compress.arch import build_arch
 
             torch.manual_seed(p.seed)  # the student's initial weights follow the seed
-            self._student = build_arch(
+            declared = build_arch(
                 p.student.arch, p.student.arch_args, base_dir, f"{self.key}.student"
             ).eval()
-        student = self._student if self._student is not None else module
+        student = declared if declared is not None else model
         batch = example_batch(ctx.datasets["train"])
-        want, got = tuple(self._teacher.logits(batch).shape), output_shape(student, batch)
+        want, got = tuple(teacher.logits(batch).shape), output_shape(student, batch)
         if want != got:
             raise ConfigError(
                 f"{self.key}: the teacher's output {list(want)} does not match the student's "
@@ -133,24 +143,26 @@ class Distill(TorchPass):
                 "(same classes)"
             )
         if p.features:
-            self._check_features(student, batch)
-        self._judge = self._make_judge(ctx)
+            self._check_features(student, batch, teacher)
+        return DistillPlan(teacher, declared, self._make_judge(ctx))
 
-    def model_after(self, module):
-        return self._student if self._student is not None else module
+    def model_after(self, module, prepared: DistillPlan | None = None):
+        declared = prepared.student if prepared is not None else None
+        return declared if declared is not None else module
 
-    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import torch
 
-        p, teacher, judge = self.params, self._teacher, self._judge
-        student = self._student if self._student is not None else model
+        plan: DistillPlan = given.prepared
+        p, teacher, judge = self.params, plan.teacher, plan.judge
+        student = plan.student if plan.student is not None else given.module
         labelled = ctx.datasets["train"].labels is not None
         alpha = p.alpha if labelled else 1.0
         before = judge.score_torch(student) if judge else None
         pairs = [tuple(pair) for pair in p.features]
         batch = example_batch(ctx.datasets["train"])
         torch.manual_seed(p.seed)
-        projections = self._projections(student, batch)
+        projections = self._projections(student, batch, teacher)
 
         targets = teacher_targets(teacher, [t for t, _ in pairs], ctx.datasets["train"])
         with tapped(student, [s for _, s in pairs]) as student_out:
@@ -168,7 +180,8 @@ class Distill(TorchPass):
             result = train(student, step_loss, p, ctx, "distill", projections, judge)
         student.eval()
         teacher_value = judge.score_outputs(teacher.outputs(judge.inputs)) if judge else None
-        return student, self._details(result, before, teacher_value, labelled)
+        details = self._details(result, before, teacher_value, labelled, plan)
+        return PassResult(student, details)
 
     def _load_teacher(self, ctx: Context) -> Teacher:
         spec = self.params.teacher
@@ -178,36 +191,34 @@ class Distill(TorchPass):
             spec = TeacherModel(path=spec)
         return load_teacher(spec.path, spec.arch, spec.arch_args, ctx, f"{self.key}.teacher")
 
-    def _check_features(self, student, batch: list) -> None:
+    def _check_features(self, student, batch: list, teacher: Teacher) -> None:
         import torch
 
         key = f"{self.key}.features"
-        if self._teacher.is_onnx:
+        if teacher.is_onnx:
             raise ConfigError(
                 f"{key}: an ONNX teacher has no modules to match; give the teacher as a torch "
                 "model or remove features"
             )
-        if isinstance(self._teacher.model, torch.jit.ScriptModule):
+        if isinstance(teacher.model, torch.jit.ScriptModule):
             raise ConfigError(
                 f"{key}: a TorchScript teacher's modules cannot be hooked; give the teacher as a "
                 ".pt2 or a state_dict with arch, or remove features"
             )
         teacher_names = [t for t, _ in self.params.features]
         student_names = [s for _, s in self.params.features]
-        check_module_names(self._teacher.model, teacher_names, "teacher", key)
+        check_module_names(teacher.model, teacher_names, "teacher", key)
         check_module_names(student, student_names, "student", key)
-        self._projections(student, batch)  # raises when a pair's shapes cannot be matched
+        self._projections(student, batch, teacher)  # raises when shapes cannot be matched
 
-    def _projections(self, student, batch: list):
+    def _projections(self, student, batch: list, teacher: Teacher):
         """One learned projection per feature pair, from the student's width to the teacher's."""
         import torch
 
         pairs, key = self.params.features, f"{self.key}.features"
         if not pairs:
             return torch.nn.ModuleDict()
-        teacher_shapes = feature_shapes(
-            self._teacher.model, [t for t, _ in pairs], batch, "teacher", key
-        )
+        teacher_shapes = feature_shapes(teacher.model, [t for t, _ in pairs], batch, "teacher", key)
         student_shapes = feature_shapes(student, [s for _, s in pairs], batch, "student", key)
         return torch.nn.ModuleDict(
             {
@@ -230,10 +241,10 @@ class Distill(TorchPass):
         reference = torch_output(ctx.loaded_model.callable(), inputs, output)
         return Judge(reference, held_out, ctx.config.config.report.metric, output)
 
-    def _details(self, result: TrainResult, before, teacher_value, labelled) -> dict:
-        p, judge = self.params, self._judge
+    def _details(self, result: TrainResult, before, teacher_value, labelled, plan) -> dict:
+        p, judge = self.params, plan.judge
         student = f"{p.student.arch} {p.student.arch_args}" if p.student else "the current model"
-        teacher = self._teacher.described
+        teacher = plan.teacher.described
         loss = (
             f"alpha {p.alpha:g}, T {p.temperature:g}"
             if labelled

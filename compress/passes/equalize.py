@@ -13,14 +13,13 @@ become 6 / s_i per channel; see `relu6` below. BatchNormalization after a Conv i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
 from pydantic import Field
 
-from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.graph_edit import Graph, attribute, load, save
 from compress.passes.registry import register
 
@@ -238,7 +237,8 @@ class CrossLayerEqualization(OnnxPass):
 
     Params = EqualizeParams
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        source, target = given.source, given.target
         model = load(source)
         details = equalize(model, self.params.relu6, self.params.max_iterations)
         save(model, target)
@@ -250,4 +250,4 @@ class CrossLayerEqualization(OnnxPass):
             f"pair(s) {'made ReLU' if self.params.relu6 == 'relu' else 'skipped'}"
         )
         ctx.log(f"  {line}")
-        return details | {"notes": [line]}
+        return PassResult(details=details | {"notes": [line]})

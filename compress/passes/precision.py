@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
-from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.fallback import accuracy_budget
 from compress.passes.quantize import excluded_nodes
 from compress.passes.registry import register
@@ -44,10 +44,11 @@ class Float16(OnnxPass):
 
     Params = Float16Params
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> None:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
+        source, target = given.source, given.target
         # Only node names: an op_block_list would replace ORT's default list of ops that have
         # no float16 kernels.
         keep_float = excluded_nodes(source, self.params.exclude, self.key)
@@ -57,6 +58,7 @@ class Float16(OnnxPass):
             node_block_list=keep_float or None,
         )
         onnx.save(converted, str(target))
+        return PassResult()
 
 
 class Int4Params(OnnxPassParams):
@@ -105,9 +107,10 @@ class Int4WeightOnly(OnnxPass):
     def check(self, config) -> None:
         self.require_eval_for_budget(config)
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx
 
+        source, target = given.source, given.target
         proto = onnx.load(str(source))
         rewritten = gemms_as_matmul(proto)
         constants = {i.name for i in proto.graph.initializer}
@@ -130,7 +133,7 @@ class Int4WeightOnly(OnnxPass):
         details: dict[str, Any] = {"gemm_rewritten_as_matmul": len(rewritten)}
         if self.params.embeddings_int8 is not False:
             details |= self._embeddings(source, target, ctx)
-        return details
+        return PassResult(details=details)
 
     def _embeddings(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
         """Store `target`'s embedding tables as int8, unless `auto` and the budget says no."""

@@ -8,7 +8,7 @@ with torch.nn.utils.prune: the file keeps every weight, so only its compressed s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -24,7 +24,7 @@ from compress.head_pruning import (
     refuse_program_attention,
 )
 from compress.module_names import failing_modules, ignore_advice, matching_names
-from compress.passes.base import SpeedGuardParams, TorchPass
+from compress.passes.base import PassInput, PassResult, SpeedGuardParams, TorchPass
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ class PruningPass(TorchPass):
     def check(self, config) -> None:
         check_train_data(self.params, config, self.key)
 
-    def check_module(self, module, ctx: Context) -> None:
-        matching_names(module, self.params.ignore, f"{self.key}.ignore")
+    def check_model(self, model, ctx: Context) -> None:
+        matching_names(model, self.params.ignore, f"{self.key}.ignore")
 
     def kept_whole(self, module, ctx: Context) -> list:
         """The modules to leave untouched: `ignore`, and the layer that produces the output."""
@@ -148,10 +148,11 @@ class ChannelPruning(PruningPass):
                 "labels or use importance: l2"
             )
 
-    def check_module(self, module, ctx: Context) -> None:
+    def check_model(self, model, ctx: Context) -> None:
         import torch
 
-        super().check_module(module, ctx)
+        module = model
+        super().check_model(module, ctx)
         if not self.params.ignore:  # with ignore, the user chose what stays whole
             refuse_program_attention(module, self.key)
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
@@ -208,8 +209,8 @@ class ChannelPruning(PruningPass):
         kept = int(channels * (1 - self.params.amount))
         return kept - kept % self.params.round_to if rounded and self.params.round_to else kept
 
-    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
-        p = self.params
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        p, model = self.params, given.module
         linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
         before, heads_before = channel_counts(model), head_counts(model)
         whole, skipped = self.kept_whole_and_skipped(model, ctx)
@@ -228,16 +229,19 @@ class ChannelPruning(PruningPass):
         tuned = f"; fine-tuned {len(losses)} epoch(s), last loss {losses[-1]:.4f}" if losses else ""
         rounding = f", round_to {p.round_to}" if p.round_to else ""
         left = f"; {_skipped_text(skipped, p.round_to)}" if skipped else ""
-        return model, {
-            "reason": (
-                f"removed {removed} of {total} output channels in {len(changed)} layers "
-                f"({p.importance} importance, {p.scope}{rounding}, {p.steps} step(s))"
-                f"{heads_removed(heads_before, head_counts(model))}{tuned}{left}"
-            ),
-            "channels": changed,
-            "too_small_to_round": skipped,
-            "finetune_losses": losses,
-        }
+        return PassResult(
+            model,
+            {
+                "reason": (
+                    f"removed {removed} of {total} output channels in {len(changed)} layers "
+                    f"({p.importance} importance, {p.scope}{rounding}, {p.steps} step(s))"
+                    f"{heads_removed(heads_before, head_counts(model))}{tuned}{left}"
+                ),
+                "channels": changed,
+                "too_small_to_round": skipped,
+                "finetune_losses": losses,
+            },
+        )
 
 
 def _refuse_channel_splits(module, ctx: Context, key: str) -> None:
@@ -293,10 +297,10 @@ class MagnitudePruning(PruningPass):
             description="module types whose weights are pruned",
         )
 
-    def apply(self, model, ctx: Context) -> tuple[Any, dict[str, Any]]:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
         from torch.nn.utils import prune
 
-        p = self.params
+        p, model = self.params, given.module
         kept = {id(m) for m in self.kept_whole(model, ctx)}
         targets = [
             (m, "weight")
@@ -318,12 +322,15 @@ class MagnitudePruning(PruningPass):
             prune.remove(module, name)
         zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
         total = sum(m.weight.numel() for m, _ in targets)
-        return model, {
-            "reason": (
-                f"zeroed {zeros / total:.0%} of the weights in {len(targets)} layers; they are "
-                "still stored and multiplied, so a dense runtime (ONNX Runtime on CPU) gets no "
-                "speedup: the gain is the compressed (gzip) size"
-            ),
-            "pruned_layer_sparsity": round(zeros / total, 4),
-            "finetune_losses": losses,
-        }
+        return PassResult(
+            model,
+            {
+                "reason": (
+                    f"zeroed {zeros / total:.0%} of the weights in {len(targets)} layers; they are "
+                    "still stored and multiplied, so a dense runtime (ONNX Runtime on CPU) gets no "
+                    "speedup: the gain is the compressed (gzip) size"
+                ),
+                "pruned_layer_sparsity": round(zeros / total, 4),
+                "finetune_losses": losses,
+            },
+        )

@@ -13,7 +13,7 @@ from pydantic import Field
 from compress.errors import ConfigError, first_line
 from compress.measure.evaluate import onnx_output
 from compress.passes import recovery
-from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.fallback import (
     QuantizeJob,
     accuracy_budget,
@@ -169,11 +169,12 @@ class Int8Pass(OnnxPass):
         """Choose settings that depend on the model, before quantizing; returns them."""
         return {}
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        source, target = given.source, given.target
         with quiet_root_logger():
             details = self._apply(source, target, ctx)
         keep_shape_annotations(source, target)
-        return details
+        return PassResult(details=details)
 
     def _apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
         prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
@@ -242,10 +243,11 @@ class DynamicQuantization(Int8Pass):
 
     Params = DynamicParams
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        source, target = given.source, given.target
         rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
-        details |= super().apply(rewritten, target, ctx) or {}
-        return details | {"notes": recovery.notes(details)} if details else None
+        details |= super().apply(PassInput(source=rewritten, target=target), ctx).details or {}
+        return PassResult(details=details | {"notes": recovery.notes(details)} if details else None)
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
@@ -353,10 +355,11 @@ class StaticQuantization(Int8Pass):
         super().check(config)
         self.require_data(config, "calibration", f"{self.key}: {self.name} needs data.calibration")
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        source, target = given.source, given.target
         rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
-        details |= super().apply(rewritten, target, ctx) or {}
-        return details | {"notes": recovery.notes(details)} if details else None
+        details |= super().apply(PassInput(source=rewritten, target=target), ctx).details or {}
+        return PassResult(details=details | {"notes": recovery.notes(details)} if details else None)
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """Bias-correction statistics and the activation ranges, once for every quantization."""

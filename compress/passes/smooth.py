@@ -17,7 +17,6 @@ that keeps the channels last (GPT-2's Conv1D: Reshape -> Gemm); Shape readers ar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import onnx
 from pydantic import Field
 
 from compress.passes.activations import ChannelAbsMax, collect
-from compress.passes.base import OnnxPass, OnnxPassParams
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.graph_edit import Graph, attribute, load, save
 from compress.passes.registry import register
 
@@ -212,7 +211,8 @@ class SmoothQuant(OnnxPass):
         why = f"{self.key}: {self.name} measures activations on data.calibration"
         self.require_data(config, "calibration", why)
 
-    def apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        source, target = given.source, given.target
         model = load(source)
         details = smooth(model, stats_samples(ctx), self.params.alpha)
         save(model, target)
@@ -222,4 +222,4 @@ class SmoothQuant(OnnxPass):
             f"MatMul site(s), {folded} folded into the LayerNorm"
         )
         ctx.log(f"  {line}")
-        return details | {"notes": [line]}
+        return PassResult(details=details | {"notes": [line]})
