@@ -85,3 +85,57 @@ def run(built: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -> np.ndarr
 def save(built: onnx.ModelProto, path: Path) -> Path:
     onnx.save(built, str(path))
     return path
+
+
+ATTENTION_SEQ, ATTENTION_WIDTH = 6, 8  # attention_graph's sizes
+SMOOTH_WIDTH, SMOOTH_SEQ = 16, 5  # layernorm_graph's sizes
+
+
+def attention_graph(rng, mask_value: float = -np.inf) -> onnx.ModelProto:
+    """One attention head as the TorchScript exporter writes scaled_dot_product_attention:
+    scores + Where(mask, 0, -inf) -> Softmax -> MatMul with V."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], "q_proj"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], "k_proj"),
+        helper.make_node("MatMul", ["x", "wv"], ["v"], "v_proj"),
+        helper.make_node("Transpose", ["k"], ["kt"], "k_t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], "scores"),
+        helper.make_node("Cast", ["attention_mask"], ["keep"], "keep", to=TensorProto.BOOL),
+        helper.make_node("Unsqueeze", ["keep", "axis1"], ["keep3"], "keep3"),
+        helper.make_node("Where", ["keep3", "zero", "minus"], ["bias"], "mask_bias"),
+        helper.make_node("Add", ["scores", "bias"], ["masked"], "mask_add"),
+        helper.make_node("Softmax", ["masked"], ["probs"], "softmax", axis=-1),
+        helper.make_node("MatMul", ["probs", "v"], ["y"], "attend"),
+    ]
+    inputs = [
+        float_input("x", [None, ATTENTION_SEQ, ATTENTION_WIDTH]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [None, ATTENTION_SEQ]),
+    ]
+    weights = {f"w{n}": rng.normal(size=(ATTENTION_WIDTH, ATTENTION_WIDTH)) for n in "qkv"}
+    weights |= {"zero": np.array(0.0), "minus": np.array(mask_value), "axis1": np.array([1])}
+    return model(nodes, inputs, [float_input("y", [None, ATTENTION_SEQ, ATTENTION_WIDTH])], weights)
+
+
+def layernorm_graph(rng, residual: bool) -> onnx.ModelProto:
+    """x -> LayerNorm (a few channels scaled 30-40x: the outliers) -> MatMul, and -> Reshape ->
+    Gemm (GPT-2's Conv1D); with `residual` the LayerNorm's output is also added to x."""
+    gamma = np.ones(SMOOTH_WIDTH)
+    gamma[[2, 7]] = [40.0, 30.0]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["t"], "norm", axis=-1),
+        helper.make_node("MatMul", ["t", "w1"], ["y1"], "matmul"),
+        helper.make_node("Reshape", ["t", "flat"], ["t2"], "reshape"),
+        helper.make_node("Gemm", ["t2", "w2"], ["y2"], "gemm", transB=1),
+    ]
+    outputs = [float_input("y1", [None, SMOOTH_SEQ, 8]), float_input("y2", [None, 8])]
+    if residual:
+        nodes.append(helper.make_node("Add", ["t", "x"], ["y3"], "residual"))
+        outputs.append(float_input("y3", [None, SMOOTH_SEQ, SMOOTH_WIDTH]))
+    weights = {
+        "gamma": gamma,
+        "beta": rng.normal(size=SMOOTH_WIDTH),
+        "w1": rng.normal(size=(SMOOTH_WIDTH, 8)),
+        "w2": rng.normal(size=(8, SMOOTH_WIDTH)),
+        "flat": np.array([-1, SMOOTH_WIDTH]),
+    }
+    return model(nodes, [float_input("x", [None, SMOOTH_SEQ, SMOOTH_WIDTH])], outputs, weights)

@@ -158,8 +158,7 @@ def test_dynamic_per_channel_accepts_auto_and_booleans(per_channel):
 
 
 def test_recovery_candidates_fit_the_graph(tmp_path):
-    from tests.onnx_builders import conv_chain, save
-    from tests.test_smooth import layernorm_graph
+    from tests.onnx_builders import conv_chain, layernorm_graph, save
 
     rng = np.random.default_rng(0)
     cnn = {c.name: c for c in candidates_for(save(conv_chain(rng), tmp_path / "c.onnx"), True)}

@@ -13,6 +13,7 @@ import torch
 from tests.conftest import (
     CNN_CONFIG,
     SAMPLES,
+    STATE_DICT_CONFIG,
     assert_refused,
     invoke,
     run_cli,
@@ -22,9 +23,6 @@ from tests.conftest import (
 from tests.hostile_files import Payload
 
 CNN = SAMPLES / "digits_cnn.pt2"
-STATE_DICT_CONFIG = CNN_CONFIG.replace(
-    "version: 1\n", "version: 1\nmodel: {arch: arch.py:DigitsCNN}\n"
-)
 
 
 def test_unknown_key(tmp_path, cnn_config):

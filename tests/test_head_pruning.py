@@ -6,46 +6,23 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
 from compress.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
 from compress.pipeline import run
-from tests.attention_models import HEADS, HIDDEN, VOCAB, HFStyleEncoder, SelfAttention, attend
+from tests.attention_models import (
+    CONFIG,
+    HEADS,
+    HIDDEN,
+    VOCAB,
+    HFStyleEncoder,
+    SelfAttention,
+    attend,
+    saved_model,
+    tokens,
+)
 from tests.conftest import assert_refused, run_cli, write_config
-
-CONFIG = """\
-version: 1
-{model}data:
-  eval: {{path: tokens.npz, inputs: [input_ids, attention_mask]}}
-passes:
-  - {{type: prune.channels, amount: 0.5}}
-report: {{batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, warmup_runs: 1}}
-"""
-
-
-def tokens(folder) -> None:
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, VOCAB, (16, 8)).astype(np.int64)
-    mask = np.ones_like(ids)
-    mask[::2, 6:] = 0
-    np.savez(folder / "tokens.npz", input_ids=ids, attention_mask=mask)
-
-
-def saved_model(folder, fused: bool, program: bool = False, model=None):
-    """The encoder as a state_dict (for model.arch), or as a dynamic-batch .pt2 program."""
-    torch.manual_seed(0)
-    model = model or HFStyleEncoder(fused=fused).eval()
-    if not program:
-        path = folder / "model_state.pt"
-        torch.save(model.state_dict(), path)
-        return path
-    example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    batch = torch.export.Dim("batch", min=2)
-    exported = torch.export.export(model, example, dynamic_shapes=({0: batch}, {0: batch}))
-    torch.export.save(exported, folder / "model.pt2")
-    return folder / "model.pt2"
 
 
 @pytest.mark.parametrize("program", [False, True], ids=["state_dict", "pt2"])

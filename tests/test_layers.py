@@ -141,3 +141,15 @@ def test_a_passs_checks_hand_their_state_to_apply_instead_of_keeping_it(tmp_path
         assert all(set(vars(p)) == {"params", "key"} for p in job.passes)
     finally:
         shutil.rmtree(job.context.workdir, ignore_errors=True)
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in helper modules (conftest, onnx_builders, attention_models...),
+    so a test module can move or go without breaking others."""
+    offenders = [
+        path.name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for line in path.read_text().splitlines()
+        if line.strip().startswith(("from tests.test_", "import tests.test_"))
+    ]
+    assert offenders == []

@@ -3,37 +3,17 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from compress.passes.masks import MASK_VALUE, clamp_mask_constants, mask_nodes
-from tests.onnx_builders import float_input, model, run, save
+from tests.onnx_builders import (
+    ATTENTION_SEQ,
+    ATTENTION_WIDTH,
+    attention_graph,
+    run,
+    save,
+)
 
-SEQ, WIDTH = 6, 8
-
-
-def attention_graph(rng, mask_value: float = -np.inf) -> onnx.ModelProto:
-    """One attention head as the TorchScript exporter writes scaled_dot_product_attention:
-    scores + Where(mask, 0, -inf) -> Softmax -> MatMul with V."""
-    nodes = [
-        helper.make_node("MatMul", ["x", "wq"], ["q"], "q_proj"),
-        helper.make_node("MatMul", ["x", "wk"], ["k"], "k_proj"),
-        helper.make_node("MatMul", ["x", "wv"], ["v"], "v_proj"),
-        helper.make_node("Transpose", ["k"], ["kt"], "k_t", perm=[0, 2, 1]),
-        helper.make_node("MatMul", ["q", "kt"], ["scores"], "scores"),
-        helper.make_node("Cast", ["attention_mask"], ["keep"], "keep", to=TensorProto.BOOL),
-        helper.make_node("Unsqueeze", ["keep", "axis1"], ["keep3"], "keep3"),
-        helper.make_node("Where", ["keep3", "zero", "minus"], ["bias"], "mask_bias"),
-        helper.make_node("Add", ["scores", "bias"], ["masked"], "mask_add"),
-        helper.make_node("Softmax", ["masked"], ["probs"], "softmax", axis=-1),
-        helper.make_node("MatMul", ["probs", "v"], ["y"], "attend"),
-    ]
-    inputs = [
-        float_input("x", [None, SEQ, WIDTH]),
-        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [None, SEQ]),
-    ]
-    weights = {f"w{n}": rng.normal(size=(WIDTH, WIDTH)) for n in "qkv"}
-    weights |= {"zero": np.array(0.0), "minus": np.array(mask_value), "axis1": np.array([1])}
-    return model(nodes, inputs, [float_input("y", [None, SEQ, WIDTH])], weights)
+SEQ, WIDTH = ATTENTION_SEQ, ATTENTION_WIDTH
 
 
 def _data(rng, count):

@@ -10,9 +10,16 @@ import torch
 from compress.editable import relift
 from compress.pipeline import run
 from compress.program_shapes import refit_sizes
-from tests.attention_models import HIDDEN, VOCAB, HFStyleEncoder, TiedLM
+from tests.attention_models import (
+    CONFIG,
+    HIDDEN,
+    VOCAB,
+    HFStyleEncoder,
+    TiedLM,
+    saved_model,
+    tokens,
+)
 from tests.conftest import write_config
-from tests.test_head_pruning import CONFIG, saved_model, tokens
 
 
 @pytest.mark.parametrize(

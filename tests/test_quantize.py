@@ -125,8 +125,7 @@ def test_preprocess_leaves_no_file_in_the_current_directory(tmp_path, monkeypatc
     inference gives up (it does on this attention graph's Where/Unsqueeze of a bool mask)."""
     import numpy as np
 
-    from tests.onnx_builders import save
-    from tests.test_masks import attention_graph
+    from tests.onnx_builders import attention_graph, save
 
     work, user = tmp_path / "work", tmp_path / "user"
     work.mkdir()

@@ -6,35 +6,18 @@ import pytest
 from onnx import helper
 
 from compress.passes.smooth import SMOOTH_PREFIX, smooth, smoothed_nodes
-from tests.onnx_builders import float_input, model, run, save
+from tests.onnx_builders import (
+    SMOOTH_SEQ,
+    SMOOTH_WIDTH,
+    float_input,
+    layernorm_graph,
+    model,
+    run,
+    save,
+)
 from tests.quant_models import one_pass_config
 
-WIDTH, SEQ = 16, 5
-
-
-def layernorm_graph(rng, residual: bool) -> onnx.ModelProto:
-    """x -> LayerNorm (a few channels scaled 30-40x: the outliers) -> MatMul, and -> Reshape ->
-    Gemm (GPT-2's Conv1D); with `residual` the LayerNorm's output is also added to x."""
-    gamma = np.ones(WIDTH)
-    gamma[[2, 7]] = [40.0, 30.0]
-    nodes = [
-        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["t"], "norm", axis=-1),
-        helper.make_node("MatMul", ["t", "w1"], ["y1"], "matmul"),
-        helper.make_node("Reshape", ["t", "flat"], ["t2"], "reshape"),
-        helper.make_node("Gemm", ["t2", "w2"], ["y2"], "gemm", transB=1),
-    ]
-    outputs = [float_input("y1", [None, SEQ, 8]), float_input("y2", [None, 8])]
-    if residual:
-        nodes.append(helper.make_node("Add", ["t", "x"], ["y3"], "residual"))
-        outputs.append(float_input("y3", [None, SEQ, WIDTH]))
-    weights = {
-        "gamma": gamma,
-        "beta": rng.normal(size=WIDTH),
-        "w1": rng.normal(size=(WIDTH, 8)),
-        "w2": rng.normal(size=(8, WIDTH)),
-        "flat": np.array([-1, WIDTH]),
-    }
-    return model(nodes, [float_input("x", [None, SEQ, WIDTH])], outputs, weights)
+WIDTH, SEQ = SMOOTH_WIDTH, SMOOTH_SEQ
 
 
 @pytest.mark.parametrize("residual", [False, True])

@@ -12,8 +12,16 @@ import torch
 
 from tests import hostile_files as hostile
 from tests.batch_helpers import statuses, summary_of
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, small_onnx, write_config
-from tests.test_bad_input import STATE_DICT_CONFIG, assert_refused, run_cli
+from tests.conftest import (
+    CNN_CONFIG,
+    SAMPLES,
+    STATE_DICT_CONFIG,
+    assert_refused,
+    invoke,
+    run_cli,
+    small_onnx,
+    write_config,
+)
 
 TRUST = "--trust-pickle"
 # (how the file is made, what the one line must say)
