@@ -17,11 +17,11 @@ import numpy as np
 
 from compress.config import ReportSection
 from compress.data import load_dataset
+from compress.job.pipeline import run
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.size import size_bytes
 from compress.passes.quantize import quiet_root_logger
-from compress.pipeline import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES, CONFIGS = ROOT / "sample_models", ROOT / "configs"

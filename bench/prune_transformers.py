@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compress.pipeline import run  # noqa: E402
+from compress.job.pipeline import run  # noqa: E402
 
 CONFIG = """\
 version: 1

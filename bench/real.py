@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 from bench.peer import peer_models  # noqa: E402
 from compress.config import DataSource, ReportSection  # noqa: E402
 from compress.data import load_dataset  # noqa: E402
+from compress.job.pipeline import run  # noqa: E402
 from compress.measure.evaluate import Judge  # noqa: E402
 from compress.measure.latency import measure_latency  # noqa: E402
 from compress.measure.size import size_bytes  # noqa: E402
-from compress.pipeline import run  # noqa: E402
 
 BUDGET = 0.005
 NOISE = 1.03  # interleaved p50s closer than this are "equal speed"

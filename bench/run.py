@@ -27,7 +27,7 @@ from bench.timing import main as timing_main  # noqa: E402
 from bench.timing import timing_checks  # noqa: E402
 from bench.zoo import main as zoo_main  # noqa: E402
 from bench.zoo import print_zoo, zoo_table  # noqa: E402
-from compress.pipeline import run  # noqa: E402
+from compress.job.pipeline import run  # noqa: E402
 
 
 def recipes():

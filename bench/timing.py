@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compress.pipeline import run  # noqa: E402
+from compress.job.pipeline import run  # noqa: E402
 
 SAMPLES = [
     ("digits CNN", ROOT / "sample_models/digits_cnn.pt2", ROOT / "configs/auto-int8.yaml"),

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.real import save_program  # noqa: E402
 from compress.errors import CompressError  # noqa: E402
-from compress.pipeline import run  # noqa: E402
+from compress.job.pipeline import run  # noqa: E402
 
 IMAGE_SIZE, BATCH, AMOUNT, SAMPLES = 96, 8, 0.3, 16
 MIN_PARAMS_RATIO = 1.5

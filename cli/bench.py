@@ -35,7 +35,7 @@ def bench(
     its speedup over MODEL is given with its 95% interval.
     """
     with reported_errors(debug, library_stdout_hidden=True):
-        from compress.remeasure import bench_onnx
+        from compress.job.remeasure import bench_onnx
 
         measured = bench_onnx(model, config, overrides or (), compare)
     if json_output:

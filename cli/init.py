@@ -31,11 +31,11 @@ def init(
     convolutional model (it needs calibration data: --data fills it in), dynamic int8 otherwise.
     """
     with reported_errors(debug):
+        from compress.config.starter import check_starter_runs, starter_config
         from compress.errors import OutputDirError
-        from compress.inputs import InputFile, refuse_overwriting
-        from compress.outdir import check_writable
-        from compress.staging import write_atomically
-        from compress.starter import check_starter_runs, starter_config
+        from compress.job.inputs import InputFile, refuse_overwriting
+        from compress.job.outdir import check_writable
+        from compress.job.staging import write_atomically
 
         if out is not None:
             check_writable(out, "-o")

@@ -36,7 +36,7 @@ def _parameters(cls) -> list[dict]:
 def passes(json_output: JsonOutput = False, debug: Debug = False) -> None:
     """List every pass with its parameters, types and defaults."""
     from compress.passes.registry import all_passes
-    from compress.terminal import color_system
+    from compress.report.terminal import color_system
 
     with reported_errors(debug):  # a plugin pass that fails to import: one line, exit 2
         found = {

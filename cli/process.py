@@ -6,7 +6,7 @@ exception (KeyboardInterrupt, or Terminated, a subclass of it) so that every `fi
 `except BaseException` of the library runs, and the process exits 130 (SIGINT) or 143 (SIGTERM)
 with one line on stderr. A repeated signal while that cleanup runs is ignored (SIGKILL still
 stops everything); inside the library's short uninterrupted sections a signal waits until the
-section ends; once a run's outputs are committed, signals are ignored (see compress.interrupts).
+section ends; once a run's outputs are committed, signals are ignored (see compress.job.interrupts).
 The library never installs handlers itself.
 """
 
@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-from compress import interrupts
+from compress.job import interrupts
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells do
 MESSAGES = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "stopped by SIGTERM"}

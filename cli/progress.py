@@ -1,14 +1,14 @@
-"""The library's progress (`compress.progress.Steps`) drawn as a rich bar on a terminal's stderr;
-elsewhere (a log, a CI job, NO_COLOR) nothing: the library's plain log lines are what those
-should get."""
+"""The library's progress (`compress.job.progress.Steps`) drawn as a rich bar on a terminal's
+stderr; elsewhere (a log, a CI job, NO_COLOR) nothing: the library's plain log lines are what
+those should get."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
-from compress.progress import Steps, silent
-from compress.terminal import animations
+from compress.job.progress import Steps, silent
+from compress.report.terminal import animations
 
 
 class _Bar:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.report import fmt_value, speedup_interval, stage_notes, table_rows
-from compress.terminal import color_system
+from compress.report.terminal import color_system
 
 REPORT_WIDTH = 120
 
@@ -27,7 +27,7 @@ def report_table(report: dict[str, Any]) -> Table:
 
 
 def comparison_table(comparison: dict[str, Any]) -> Table:
-    from compress.compare import comparison_rows
+    from compress.report.compare import comparison_rows
 
     headers, rows = comparison_rows(comparison)
     return _table("compression reports compared", headers, rows)

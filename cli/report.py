@@ -43,10 +43,10 @@ def report(
     """
     with reported_errors(debug):
         from cli.render import stdout_console
-        from compress.compare import load_report, report_names
-        from compress.inputs import InputFile, refuse_overwriting
-        from compress.outdir import check_writable
-        from compress.staging import write_atomically
+        from compress.job.inputs import InputFile, refuse_overwriting
+        from compress.job.outdir import check_writable
+        from compress.job.staging import write_atomically
+        from compress.report.compare import load_report, report_names
 
         if out is not None:
             check_writable(out, "-o")
@@ -67,9 +67,9 @@ def report(
 
 def _render(named: dict, fmt: Format) -> str:
     """The text of one report (when there is one) or of the comparison, in `fmt`."""
-    from compress.compare import compare, comparison_markdown
     from compress.report import to_json, to_markdown
-    from compress.report_html import comparison_to_html, to_html
+    from compress.report.compare import compare, comparison_markdown
+    from compress.report.html import comparison_to_html, to_html
 
     if fmt is Format.table:
         console = Console(file=io.StringIO(), width=160, color_system=None, highlight=False)
@@ -88,7 +88,7 @@ def _render(named: dict, fmt: Format) -> str:
 
 def _print_table(named: dict, console: Console) -> None:
     from cli.render import comparison_table, print_report
-    from compress.compare import compare
+    from compress.report.compare import compare
 
     if len(named) == 1:
         [one] = named.values()

@@ -12,8 +12,8 @@ import typer
 from cli.errors import reported_errors, stderr
 from cli.options import Debug, JsonOutput, Overrides, Quiet
 from cli.process import private_tempdir
-from compress.ci import gate_failure
 from compress.errors import EXIT_GATE_FAILED, one_line
+from compress.report.ci import gate_failure
 
 
 def run(
@@ -39,8 +39,8 @@ def run(
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
         from cli.progress import terminal_progress
-        from compress.pipeline import run as run_job
-        from compress.progress import silent
+        from compress.job.pipeline import run as run_job
+        from compress.job.progress import silent
         from compress.report import to_json
 
         def log(message: str) -> None:
@@ -77,8 +77,8 @@ def run(
 
 def _append_step_summary(report: dict[str, Any]) -> None:
     """The Markdown report appended to a GitHub job summary, when GITHUB_STEP_SUMMARY is set."""
-    from compress.ci import append_step_summary
     from compress.report import to_markdown
+    from compress.report.ci import append_step_summary
 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:

@@ -24,11 +24,11 @@ def schema(
     """
     with reported_errors(debug):  # a plugin pass that fails to import: one line, exit 2
         if report:
-            from compress.report_model import report_schema
+            from compress.report.model import report_schema
 
             text = json.dumps(report_schema(), indent=2)
         else:
-            from compress.schema import config_schema
+            from compress.config.schema import config_schema
 
             text = json.dumps(config_schema(), indent=2)
     typer.echo(text)

@@ -17,7 +17,7 @@ def validate(
 ) -> None:
     """Check CONFIG as `compress run` would, before any model is loaded; exit 2 if it is bad."""
     with reported_errors(debug):
-        from compress.preflight import check_config
+        from compress.job.preflight import check_config
 
         loaded, _, datasets = check_config(config, overrides or ())
     names = ", ".join(spec.type for spec in loaded.passes) or "no passes"

@@ -1,7 +1,11 @@
 """compress: turn a saved PyTorch model into one checked, measured ONNX file.
 
-The library never imports typer; heavy dependencies (torch, onnxruntime) are imported where used,
-so that listing passes or validating a config stays fast.
+The folders are the architecture: `config/` (the config's models, overrides, schema, starter),
+`models/` (loading every saved format, untrusted), `job/` (one run: preflight, context, pipeline,
+speed guard, safe output), `passes/`, `torch/` (editable modules, export, training, pruning
+glue), `measure/`, `sensitivity/`, `data/`, `report/` (report.json's models, md, html, compare,
+CI), `batch/`. The library never imports typer or rich; heavy dependencies (torch, onnxruntime)
+are imported where used, so that listing passes or validating a config stays fast.
 """
 
 __version__ = "0.1.0"

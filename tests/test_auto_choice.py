@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 from compress.config import GatesSection
+from compress.job.pipeline import run
+from compress.job.speed_guard import clearly_slower
 from compress.passes.auto_choice import choose, confirm
-from compress.pipeline import run
-from compress.speed_guard import clearly_slower
 from tests.conftest import CNN_CONFIG, SAMPLES, fixed_latency, invoke, write_config
 
 SOURCE = {"p50_ms": 10.0, "size_bytes": 4000, "metric": 0.99}
@@ -172,7 +172,7 @@ def test_auto_on_the_digits_cnn_reports_a_verdict_for_every_candidate(tmp_path):
 
 def test_auto_on_a_machine_that_stays_busy_keeps_the_input_and_says_why(tmp_path, monkeypatch):
     """Every timing busy (fixed by the test): auto re-times twice, then claims no speed."""
-    from compress import speed_guard
+    from compress.job import speed_guard
 
     def busy(paths, samples, settings):
         return fixed_latency({name: 1.0 for name in paths}, settings.batch_sizes, "busy")

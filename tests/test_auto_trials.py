@@ -52,7 +52,7 @@ class FakePasses:
 def passes(monkeypatch):
     def make(plain):
         fake = FakePasses(plain)
-        monkeypatch.setattr("compress.speed_guard.first_batch_p50", fake.timing)
+        monkeypatch.setattr("compress.job.speed_guard.first_batch_p50", fake.timing)
         return fake
 
     return make

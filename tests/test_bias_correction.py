@@ -70,7 +70,7 @@ def test_int8_weight_matches_onnx_runtimes_symmetric_rounding():
 def test_bias_correction_in_static_int8_shrinks_the_mean_output_error(tmp_path):
     """A depthwise convolution with per-tensor int8 weights, whose channels' ranges differ by
     100x: the small channels' 9 weights round to a few levels, which shifts their mean."""
-    from compress.pipeline import run as run_pipeline
+    from compress.job.pipeline import run as run_pipeline
 
     rng = np.random.default_rng(3)
     source = save(_one_conv(rng, groups=6, stride=1), tmp_path / "depthwise.onnx")

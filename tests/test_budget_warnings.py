@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from compress.budget_warnings import budget_warnings
+from compress.report.budget_warnings import budget_warnings
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
 
 

@@ -50,10 +50,10 @@ app()
 """
 
 CASES = [  # (where the signal lands, model, function wrapped, signal, which call)
-    ("loading, work folder made", "pt2", "compress.preflight.check_data_fits", "SIGTERM", 1),
-    ("loading the model", "onnx", "compress.preflight.load_model", "SIGINT", 1),
-    ("export", "pt2", "compress.pipeline.export_to_onnx", "SIGTERM", 1),
-    ("measuring", "onnx", "compress.pipeline.measure_latency", "SIGINT", 1),
+    ("loading, work folder made", "pt2", "compress.job.preflight.check_data_fits", "SIGTERM", 1),
+    ("loading the model", "onnx", "compress.job.preflight.load_model", "SIGINT", 1),
+    ("export", "pt2", "compress.job.pipeline.export_to_onnx", "SIGTERM", 1),
+    ("measuring", "onnx", "compress.job.pipeline.measure_latency", "SIGINT", 1),
     ("first rename", "onnx", "publish", "SIGTERM", 1),
     ("last rename (--junit)", "onnx", "publish", "SIGINT", 5),
 ]

@@ -139,10 +139,10 @@ def test_the_fallback_says_how_close_it_came_when_the_budget_cannot_be_met(tmp_p
 
 def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     """Two outlier tensors, each ruining the layer after it: both must go back to float."""
-    from compress.context import Context, input_names_for
+    from compress.job.context import Context, input_names_for
+    from compress.job.preflight import check_config
     from compress.passes.budget import BudgetJudge
     from compress.passes.quantize import StaticParams, StaticQuantization
-    from compress.preflight import check_config
 
     source = outlier_mlp(tmp_path / "m.onnx", [(1, 300.0), (3, 40.0)])
     config, _, datasets = check_config(static_config(tmp_path))
@@ -174,9 +174,9 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
     instead of 1), add at most that much; with no room, the verdict says so."""
     import onnx
 
-    from compress.context import Context, input_names_for
+    from compress.job.context import Context, input_names_for
+    from compress.job.preflight import check_config
     from compress.passes.quantize import StaticParams, StaticQuantization
-    from compress.preflight import check_config
 
     source = outlier_mlp(tmp_path / "m.onnx", [(1, 300.0), (3, 40.0)])
     config, _, datasets = check_config(static_config(tmp_path))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compress.context import Context
 from compress.data import Dataset
-from compress.finetune import FinetuneParams, finetune
+from compress.job.context import Context
+from compress.torch.finetune import FinetuneParams, finetune
 from tests.conftest import SAMPLES
 
 

@@ -194,16 +194,16 @@ def test_validate_never_crashes(tmp_path, case):
 @pytest.fixture
 def stop_after_checks(monkeypatch):
     """`compress run` that stops (exit 0) once everything before the work has been checked."""
-    import compress.pipeline
+    import compress.job.pipeline
 
-    real_prepare = compress.pipeline.prepare
+    real_prepare = compress.job.pipeline.prepare
 
     def prepare_then_stop(*args, **kwargs):
         job = real_prepare(*args, **kwargs)
         shutil.rmtree(job.context.workdir, ignore_errors=True)
         raise typer.Exit(0)
 
-    monkeypatch.setattr(compress.pipeline, "prepare", prepare_then_stop)
+    monkeypatch.setattr(compress.job.pipeline, "prepare", prepare_then_stop)
 
 
 @settings(FUZZ, max_examples=RUN_EXAMPLES)

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from compress.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
-from compress.pipeline import run
+from compress.job.pipeline import run
+from compress.torch.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
 from tests.attention_models import (
     CONFIG,
     HEADS,

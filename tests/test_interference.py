@@ -124,7 +124,7 @@ def test_pinned_threads_are_recorded_and_the_cores_given_back(tmp_path):
         pytest.skip("no CPU affinity on this OS")
     before = os.sched_getaffinity(0)
     text = CONFIG.replace("max_seconds: 2}", "max_seconds: 2, pin_threads: true}")
-    from compress.pipeline import run
+    from compress.job.pipeline import run
 
     report = run(small_onnx(tmp_path / "m.onnx"), write_config(tmp_path, text), tmp_path / "o")
     assert report["environment"]["pinned"] is True
@@ -161,8 +161,8 @@ def test_bench_compare_refuses_a_model_with_other_inputs(tmp_path):
 
 def test_the_speed_guard_reverts_nothing_on_a_machine_that_stays_busy(tmp_path, monkeypatch):
     """The output twice as slow, but every timing busy (fixed by the test): not reverted."""
-    from compress import speed_guard
-    from compress.pipeline import run
+    from compress.job import speed_guard
+    from compress.job.pipeline import run
 
     def busy(paths, samples, settings):
         p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}

@@ -71,7 +71,7 @@ def test_shared_options_read_the_same_in_every_command(command):
 
 @pytest.fixture(scope="module")
 def written_report(tmp_path_factory) -> dict:
-    from compress.pipeline import run
+    from compress.job.pipeline import run
     from tests.conftest import CNN_CONFIG, SAMPLES, write_config
 
     folder = tmp_path_factory.mktemp("report")
@@ -102,8 +102,8 @@ def test_a_reader_takes_any_minor_version_and_refuses_a_newer_major(
 ):
     import json
 
-    from compress.compare import load_report
     from compress.errors import ReportFileError
+    from compress.report.compare import load_report
 
     path = tmp_path / "from-a-newer-compress.json"  # not a run's: left out of the session check
     changed = written_report | {"schema_version": version, "added_later": 1}
@@ -120,8 +120,8 @@ def test_a_passs_checks_hand_their_state_to_apply_instead_of_keeping_it(tmp_path
     pass keeps anything of its own between check and apply."""
     import shutil
 
+    from compress.job.preflight import prepare
     from compress.passes.distill import DistillPlan
-    from compress.preflight import prepare
     from tests.conftest import SAMPLES, write_config
 
     text = (

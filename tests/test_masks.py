@@ -40,7 +40,7 @@ def test_clamp_makes_mask_constants_finite_and_keeps_the_float_outputs():
 
 
 def _static_int8(tmp_path, source, attention_masks: bool):
-    from compress.pipeline import run as run_pipeline
+    from compress.job.pipeline import run as run_pipeline
     from tests.conftest import write_config
 
     rng = np.random.default_rng(1)
@@ -91,7 +91,7 @@ def test_static_int8_with_a_mask_has_finite_scales_and_keeps_the_softmax(tmp_pat
 
 
 def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tmp_path):
-    from compress.pipeline import run as run_pipeline
+    from compress.job.pipeline import run as run_pipeline
     from tests.conftest import write_config
 
     rng = np.random.default_rng(3)

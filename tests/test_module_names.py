@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.module_names import attention_modules
+from compress.torch.module_names import attention_modules
 from tests.attention_models import VOCAB, HFStyleEncoder
 
 

@@ -207,7 +207,7 @@ def _no_work(*args, **kwargs):
 
 @pytest.mark.parametrize("case", ["a file", "a dangling link", "read-only", "read-only parent"])
 def test_an_unusable_out_is_refused_before_any_work(tmp_path, monkeypatch, case):
-    monkeypatch.setattr("compress.pipeline.prepare", _no_work)
+    monkeypatch.setattr("compress.job.pipeline.prepare", _no_work)
     model, config = fast_job(tmp_path / "job")
     out = tmp_path / "out"
     expected = {
@@ -261,7 +261,7 @@ def test_a_run_leaves_no_folder_of_its_own_in_the_temp_dir(tmp_path, monkeypatch
     monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     # torch's exporter asks for that folder during some runs; make sure this one does
-    monkeypatch.setattr("compress.pipeline.seed_everything", lambda seed: cache_dir())
+    monkeypatch.setattr("compress.job.pipeline.seed_everything", lambda seed: cache_dir())
     model, config = fast_job(tmp_path / "job")
     result = invoke("run", model, "-c", config, "-o", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.stderr

@@ -5,9 +5,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from compress.job.pipeline import run
 from compress.passes.base import PassParams
 from compress.passes.registry import all_passes, get_pass, register
-from compress.pipeline import run
 from tests.conftest import SAMPLES, write_config
 
 PASSES = sorted(all_passes())

@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-from compress.editable import relift
-from compress.pipeline import run
-from compress.program_shapes import refit_sizes
+from compress.job.pipeline import run
+from compress.torch.editable import relift
+from compress.torch.program_shapes import refit_sizes
 from tests.attention_models import (
     CONFIG,
     HIDDEN,

@@ -10,9 +10,9 @@ import onnx
 import pytest
 import torch
 
-from compress.editable import relift
+from compress.job.pipeline import run
 from compress.measure.runtime import open_session
-from compress.pipeline import run
+from compress.torch.editable import relift
 from tests.conftest import (
     SAMPLES,
     assert_refused,
@@ -264,7 +264,7 @@ def test_a_channel_shuffle_is_refused_before_any_work_naming_its_module(tmp_path
 
 
 def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
-    from compress import pipeline
+    from compress.job import pipeline
 
     monkeypatch.setattr(pipeline, "measure_latency", slower_after_the_first_stage)
     report = run(SAMPLES / "digits_cnn.pt2", prune_config(tmp_path, "amount: 0.5"), tmp_path / "o")
@@ -274,7 +274,7 @@ def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
 
 
 def test_on_slower_revert_keeps_the_unpruned_model(tmp_path, monkeypatch):
-    from compress import speed_guard
+    from compress.job import speed_guard
 
     monkeypatch.setattr(speed_guard, "measure_latency", slower_after_the_first_stage)
     config = prune_config(tmp_path, "amount: 0.5, on_slower: revert")
@@ -300,7 +300,7 @@ class FixedWidth(torch.nn.Module):
 
 
 def test_a_failing_forward_names_the_module_whose_code_failed_and_its_kin():
-    from compress.module_names import failing_modules
+    from compress.torch.module_names import failing_modules
 
     model = torch.nn.Sequential(FixedWidth(), torch.nn.Flatten(), FixedWidth())
     assert failing_modules(model, (torch.randn(3, 8),)) is None

@@ -51,7 +51,7 @@ def test_preprocess_falls_back_to_the_graph_as_exported(tmp_path, monkeypatch):
 
 
 def _static_run(tmp_path, extra: str):
-    from compress.pipeline import run
+    from compress.job.pipeline import run
     from tests.conftest import CNN_CONFIG, SAMPLES, write_config
 
     config = write_config(tmp_path, CNN_CONFIG.replace("    per_channel: true\n", extra))
@@ -71,7 +71,7 @@ def test_static_exclude_keeps_an_op_type_in_float(tmp_path):
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_static_calibration_methods_quantize_the_cnn_without_losing_accuracy(tmp_path, method):
-    from compress.pipeline import run
+    from compress.job.pipeline import run
     from tests.conftest import CNN_CONFIG, SAMPLES, write_config
 
     text = CNN_CONFIG.replace("    per_channel: true\n", f"    calibration: {method}\n")
@@ -82,7 +82,7 @@ def test_static_calibration_methods_quantize_the_cnn_without_losing_accuracy(tmp
 
 
 def test_fp16_exclude_keeps_named_op_types_computing_in_float32(tmp_path):
-    from compress.pipeline import run
+    from compress.job.pipeline import run
     from tests.conftest import CNN_CONFIG, SAMPLES, write_config
 
     text = CNN_CONFIG.replace("quantize.static", "quantize.fp16").replace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from compress.report_html import to_html
+from compress.report.html import to_html
 from tests.conftest import invoke
 
 BLUE = "rgb(9, 105, 218)"  # the first series' colour in the page's stylesheet

@@ -186,7 +186,7 @@ def test_analyze_refuses_a_model_it_cannot_read(tmp_path):
 
 
 def test_report_json_and_html_show_the_sensitivity_of_an_int8_stage(two_runs):
-    from compress.report_html import to_html
+    from compress.report.html import to_html
 
     report = json.loads((two_runs[0] / "report.json").read_text())
     details = report["stages"][-1]["details"]["sensitivity"]

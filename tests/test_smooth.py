@@ -49,7 +49,7 @@ def run_all(built, x):
 
 
 def test_static_int8_keeps_smoothquants_mul_in_float(tmp_path):
-    from compress.pipeline import run as run_pipeline
+    from compress.job.pipeline import run as run_pipeline
     from tests.conftest import write_config
 
     rng = np.random.default_rng(1)
@@ -110,7 +110,7 @@ def test_layernorms_that_share_their_scale_are_smoothed_apart():
 def test_float_outputs_keep_matmul_outputs_out_of_int8(tmp_path):
     """A transformer's MatMul outputs feed the residual stream; with float_outputs the MatMul
     still reads int8 inputs and weights, but nothing quantizes what it writes."""
-    from compress.pipeline import run as run_pipeline
+    from compress.job.pipeline import run as run_pipeline
 
     rng = np.random.default_rng(3)
     source = save(layernorm_graph(rng, residual=False), tmp_path / "ln.onnx")

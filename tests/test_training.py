@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from compress.context import Context
 from compress.data import Dataset
-from compress.training import TrainParams, train
+from compress.job.context import Context
+from compress.torch.training import TrainParams, train
 from tests.conftest import SAMPLES
 
 
@@ -89,7 +89,7 @@ def test_same_seed_same_weights_and_the_loss_falls(tmp_path):
     [("cosine", 0.01 * (1 + np.cos(np.pi * 3 / 4)) / 2), ("step", 0.001), ("constant", 0.01)],
 )
 def test_schedules_set_the_learning_rate_of_each_epoch(schedule, last):
-    from compress.training import _optimizer, _scheduler
+    from compress.torch.training import _optimizer, _scheduler
 
     params = TrainParams(epochs=4, lr=0.01, schedule=schedule, step_size=3)
     optimizer = _optimizer(params, torch.nn.Linear(2, 2).parameters())

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from compress.config.limits import MAX_CONFIG_BYTES, MAX_YAML_NODES
+from compress.config.yaml_input import load_yaml
 from compress.errors import ConfigError
-from compress.limits import MAX_CONFIG_BYTES, MAX_YAML_NODES
-from compress.yaml_input import load_yaml
 from tests.conftest import CNN_CONFIG, SAMPLES, assert_refused, invoke, write_config
 
 CNN = SAMPLES / "digits_cnn.pt2"
@@ -107,6 +107,6 @@ def test_limits_leave_real_configs_alone():
 def test_a_bomb_in_a_set_value_names_the_override():
     bomb = "{" + alias_bomb().replace("\n", ",").replace("    ", "") + "}"
     with pytest.raises(ConfigError, match=r"--set model.arch_args=.*more than"):
-        from compress.overrides import parse_override
+        from compress.config.overrides import parse_override
 
         parse_override("model.arch_args=" + bomb)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import EXIT_GATE_FAILED, EXIT_OK, first_line
-from compress.outdir import OUTPUT_FILES
-from compress.staging import create_replacing, remove_leftovers
+from compress.job.outdir import OUTPUT_FILES
+from compress.job.staging import create_replacing, remove_leftovers
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 LOG_NAME = "log.txt"

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
+from compress.config.yaml_input import load_yaml, read_config_text
 from compress.errors import ConfigError
-from compress.yaml_input import load_yaml, read_config_text
 
 PATH_KEYS = ("path", "teacher")  # data.*.path, a teacher given as a file; new ones belong here
 

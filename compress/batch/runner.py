@@ -26,9 +26,9 @@ from compress.batch.overrides import config_sha256, config_text, merged_config, 
 from compress.batch.summary import build_summary, remove_summary, write_summary
 from compress.config import load_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
+from compress.job.outdir import OUTPUT_FILES, check_folder_path
+from compress.job.staging import make_folders, write_atomically
 from compress.models import file_sha256
-from compress.outdir import OUTPUT_FILES, check_folder_path
-from compress.staging import make_folders, write_atomically
 
 DONE_NAME = "done.json"
 CONFIG_NAME = "config.yaml"

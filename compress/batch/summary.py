@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK
-from compress.interrupts import uninterrupted
+from compress.job.interrupts import uninterrupted
+from compress.job.staging import StagingArea
 from compress.report import fmt_value
-from compress.staging import StagingArea
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "gate_failed", "failed", "timed_out")
@@ -102,7 +102,7 @@ def remove_summary(out_dir: Path) -> None:
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     """The three files appear together, as the batch's last act: a signal while they are
-    renamed into place leaves none of them (see compress.interrupts)."""
+    renamed into place leaves none of them (see compress.job.interrupts)."""
     texts = (json.dumps(summary, indent=2) + "\n", to_csv(summary), to_markdown(summary))
     with StagingArea(out_dir, "-o") as area:
         for name, text in zip(SUMMARY_FILES, texts, strict=True):

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compress.config.limits import MAX_IMAGE_PIXELS
 from compress.data import class_index
 from compress.errors import DataError
-from compress.limits import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:
     from compress.config import DataSource, ImageSpec

@@ -27,7 +27,7 @@ def onnx_output(path: Path, inputs: list[np.ndarray], index: int) -> np.ndarray:
 def torch_output(model, inputs: list[np.ndarray], index: int) -> np.ndarray:
     """A torch callable's output `index` (of every tensor it returns, in order) on all
     `inputs`, in batches, without gradients."""
-    from compress.export import torch_outputs
+    from compress.torch.export import torch_outputs
 
     return np.concatenate(
         [

@@ -58,19 +58,23 @@ class Speedup:
         return [round(self.low, 4), round(self.high, 4)]
 
 
-def paired_speedup(reference: list[float], model: list[float]) -> Speedup:
+def paired_speedup(
+    reference: list[float], model: list[float], point: float | None = None
+) -> Speedup:
     """The speedup of `model` over `reference` from their per-round medians (ms, same rounds):
-    the ratio of their overall medians, and a t interval of the per-round log ratios."""
+    the ratio of their overall medians, with a 95% interval as wide as the t interval of the
+    per-round log ratios (their spread, so drift that slows a whole round cancels), centred on
+    that ratio so the figure and its interval always agree. `point`: the ratio to centre on
+    instead (the report's, from the p50s of every run)."""
     ratios = np.log(np.asarray(reference) / np.asarray(model))
     n = len(ratios)
-    point = float(np.median(reference) / np.median(model))
+    point = point if point is not None else float(np.median(reference) / np.median(model))
     if n < 2:
         return Speedup(point, 0.0, math.inf, n)
     df = n - 1
     t = T_95.get(df) or next((T_95[k] for k in sorted(T_95) if k >= df), Z_95)
     half = t * float(np.std(ratios, ddof=1)) / math.sqrt(n)
-    mean = float(np.mean(ratios))
-    return Speedup(point, math.exp(mean - half), math.exp(mean + half), n)
+    return Speedup(point, point * math.exp(-half), point * math.exp(half), n)
 
 
 @dataclass
@@ -96,7 +100,9 @@ class BatchTimings:
         }
 
     def speedup(self, reference: str, name: str) -> Speedup:
-        return paired_speedup(self.rounds[reference], self.rounds[name])
+        """`name`'s speedup over `reference`: the ratio of their p50s, the interval paired."""
+        point = self.stats(reference)["p50"] / self.stats(name)["p50"]
+        return paired_speedup(self.rounds[reference], self.rounds[name], point)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from compress.fixed_batch import padded
+from compress.measure.fixed_batch import padded
 from compress.measure.runtime import feeds, fixed_batch
 
 # op type -> index of the input whose last dim is the reduction

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.fixed_batch import chunks
+from compress.measure.fixed_batch import chunks
 
 
 def open_session(path: Path, threads: int):

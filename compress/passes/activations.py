@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import onnx
 
-from compress.fixed_batch import chunks
+from compress.measure.fixed_batch import chunks
 from compress.measure.runtime import fixed_batch
 
 STATS_BATCH = 8  # samples per run: every exposed feature map of the batch is held at once

@@ -24,7 +24,7 @@ from compress.passes.registry import get_pass, register
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.context import Context
+    from compress.job.context import Context
 
 DEFAULT_BUDGET = 0.01
 CLEAR_WIN = 1.25  # a choice this much faster than the input is not timed again: noise is ~3%
@@ -77,9 +77,9 @@ class AutoQuantization(OnnxPass):
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        from compress.job.speed_guard import first_batch_timing
         from compress.passes.auto_choice import choose  # imports the speed guard: not at load
         from compress.passes.auto_trials import finalists, try_candidates
-        from compress.speed_guard import first_batch_timing
 
         source, target = given.source, given.target
         started = time.perf_counter()
@@ -182,8 +182,8 @@ class AutoQuantization(OnnxPass):
         """Time the choice against the input (`paths`: input, chosen) once more, by the rules it
         was chosen by: a win that does not repeat was noise; a re-timed tie keeps a smaller
         candidate."""
+        from compress.job.speed_guard import first_batch_timing
         from compress.passes.auto_choice import confirm
-        from compress.speed_guard import first_batch_timing
 
         entry = next(e for e in results if e["name"] == chosen)
         if entry["p50_ms"] * CLEAR_WIN <= figures["p50_ms"]:

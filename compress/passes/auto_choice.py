@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+from compress.job.speed_guard import clearly_faster, clearly_slower
 from compress.passes.auto_trials import SIZE_TIE
-from compress.speed_guard import clearly_faster, clearly_slower
 
 Entry = dict[str, Any]  # one candidate as the report lists it: name, p50_ms, size_bytes, drop...
 Verdict = Literal["faster", "slower", "tie"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from compress.errors import CompressError, first_line
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
     from compress.passes.auto import Candidate
 
 SCREEN_RUNS = 20  # the brief first timing: enough to tell 1.5x apart, not 3%
@@ -110,7 +110,7 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: Context) -> Tria
 
 def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | None:
     """Why searching `trial` cannot produce the choice, or None when it might."""
-    from compress.speed_guard import clearly_faster, clearly_slower
+    from compress.job.speed_guard import clearly_faster, clearly_slower
 
     drop = f"fully quantized it is over budget (drop {trial.plain_drop:.4f})"
     if clearly_slower(trial.plain_ms, input_ms):
@@ -136,7 +136,7 @@ def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | N
 def _size_room(trial: Trial, finished: list[Trial]) -> float | None:
     """The float weight (MB) `trial`'s search may keep and still be smaller than every candidate
     within the budget that it is not clearly faster than; None: no limit."""
-    from compress.speed_guard import clearly_faster
+    from compress.job.speed_guard import clearly_faster
 
     rivals = [t for t in finished if not clearly_faster(trial.plain_ms, t.final_ms)]
     if not rivals:
@@ -189,7 +189,7 @@ def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
 
 
 def _brief_timing(paths: dict[str, Path], ctx: Context) -> dict[str, float]:
-    from compress.speed_guard import first_batch_p50
+    from compress.job.speed_guard import first_batch_p50
 
     _, p50 = first_batch_p50(paths, ctx, min_runs=SCREEN_RUNS)
     return p50

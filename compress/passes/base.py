@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.context import Context
+    from compress.job.context import Context
 
 
 class PassParams(BaseModel):

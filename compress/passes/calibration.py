@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.fixed_batch import chunks
+from compress.measure.fixed_batch import chunks
 from compress.measure.runtime import fixed_batch
 
 METHODS = ("minmax", "percentile", "entropy")

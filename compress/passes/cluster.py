@@ -17,7 +17,7 @@ from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
 
 WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "ConvTranspose": 1}
 

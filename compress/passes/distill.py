@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from compress.distillation import (
+from compress.errors import ConfigError
+from compress.passes.base import PassInput, PassParams, PassResult, SpeedGuardParams, TorchPass
+from compress.passes.registry import register
+from compress.torch.distillation import (
     Teacher,
     check_module_names,
     distillation_loss,
@@ -23,13 +26,10 @@ from compress.distillation import (
     tapped,
     teacher_targets,
 )
-from compress.errors import ConfigError
-from compress.passes.base import PassInput, PassParams, PassResult, SpeedGuardParams, TorchPass
-from compress.passes.registry import register
-from compress.training import TrainParams, TrainResult, first_output, train
+from compress.torch.training import TrainParams, TrainResult, first_output, train
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
     from compress.measure.evaluate import Judge
 
 
@@ -127,7 +127,7 @@ class Distill(TorchPass):
         p, base_dir = self.params, ctx.config.base_dir
         teacher, declared = self._load_teacher(ctx), None
         if p.student is not None:
-            from compress.arch import build_arch
+            from compress.models.arch import build_arch
 
             torch.manual_seed(p.seed)  # the student's initial weights follow the seed
             declared = build_arch(

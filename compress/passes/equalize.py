@@ -24,7 +24,7 @@ from compress.passes.graph_edit import Graph, attribute, load, save
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
 
 # Activations f with f(x / s) = f(x) / s for s > 0: scaling passes through them unchanged.
 HOMOGENEOUS = {"Relu", "LeakyRelu"}

@@ -26,7 +26,7 @@ from compress.passes.ranking import Ranking
 from compress.passes.search import SearchResult, guess_from_noise, smallest_passing
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
     from compress.sensitivity import Sensitivity
 
 SENSITIVITY_SAMPLES = 64

@@ -21,7 +21,7 @@ from compress.passes.quantize import excluded_nodes
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
 
 
 class Float16Params(OnnxPassParams):

@@ -12,23 +12,23 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from compress.channel_splits import channel_split_modules
-from compress.depgraph import channel_counts, example_inputs, make_pruner, prune_step
 from compress.errors import ConfigError, PassError, first_line
-from compress.finetune import FinetuneParams, check_train_data, finetune
-from compress.head_pruning import (
+from compress.passes.base import PassInput, PassResult, SpeedGuardParams, TorchPass
+from compress.passes.registry import register
+from compress.torch.channel_splits import channel_split_modules
+from compress.torch.depgraph import channel_counts, example_inputs, make_pruner, prune_step
+from compress.torch.finetune import FinetuneParams, check_train_data, finetune
+from compress.torch.head_pruning import (
     fix_layerwise_head_steps,
     head_counts,
     heads_removed,
     linear_from_conv1d,
     refuse_program_attention,
 )
-from compress.module_names import failing_modules, ignore_advice, matching_names
-from compress.passes.base import PassInput, PassResult, SpeedGuardParams, TorchPass
-from compress.passes.registry import register
+from compress.torch.module_names import failing_modules, ignore_advice, matching_names
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
 
 # Channel multiple kept by default: bench/zoo.py measured odd counts 0.5-0.9x the unpruned speed
 # on depthwise CNNs in ONNX Runtime, multiples of 8 faster (README, "Pruning, measured").

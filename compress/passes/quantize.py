@@ -25,7 +25,7 @@ from compress.passes.registry import register
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.context import Context
+    from compress.job.context import Context
 
 
 def preprocess(source: Path, target: Path, ctx: Context) -> Path:

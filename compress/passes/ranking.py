@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from compress.errors import first_line
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
     from compress.passes.fallback import QuantizeJob
     from compress.sensitivity import Sensitivity
 

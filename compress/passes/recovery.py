@@ -25,7 +25,7 @@ from compress.passes.graph_edit import Graph, load, save
 from compress.passes.smooth import smooth, smoothed_nodes, stats_samples
 
 if TYPE_CHECKING:
-    from compress.context import Context
+    from compress.job.context import Context
 
 BIAS_STATS_SAMPLES = 64  # the mean input of a layer settles long before this
 

@@ -30,7 +30,7 @@ from compress.passes.registry import register
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.context import Context
+    from compress.job.context import Context
 
 SMOOTH_PREFIX = "smooth/"
 SHAPE_ONLY = {"Shape", "Size"}  # read a tensor's shape, not its values

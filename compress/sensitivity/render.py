@@ -7,11 +7,11 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from compress.svg import Bar, Chart, Group, render
+from compress.report.svg import Bar, Chart, Group, render
 
 CHARTED = 15
 LISTED = 20
-LABEL_CHARS = 18  # what fits compress.svg's label column: a longer name shows its end
+LABEL_CHARS = 18  # what fits compress.report.svg's label column: a longer name shows its end
 
 
 def short_name(name: str) -> str:
@@ -109,7 +109,7 @@ def analysis_markdown(result: dict[str, Any]) -> str:
 
 
 def analysis_html(result: dict[str, Any]) -> str:
-    from compress.report_html import html_table, page
+    from compress.report.html import html_table, page
 
     headers, rows = node_rows(result["sensitivity"], limit=len(result["sensitivity"]["nodes"]))
     summary = "".join(f"<li>{escape(line)}</li>" for line in analysis_summary(result))

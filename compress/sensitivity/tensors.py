@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.fixed_batch import chunks
+from compress.measure.fixed_batch import chunks
 from compress.measure.runtime import feeds, fixed_batch
 from compress.sensitivity.twins import Twin
 

@@ -1,0 +1,292 @@
+"""`compress init`: a commented starter config for a saved model, with what the model tells.
+
+An ONNX graph or a torch.export program gives its inputs' names, shapes and dtypes: the starter
+declares them in `model.inputs` and validates and runs as written (on ones shaped like the
+inputs, so size and latency are real and the metric waits for data). TorchScript records names
+but not shapes, and a state_dict neither: their starter points `data.eval` at a placeholder
+file, so `compress validate` names what to fill in before anything can run.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from compress.config.model_makeup import ModelMakeup
+from compress.config.starter_data import CALIBRATION_LIMIT, StarterData, starter_data
+from compress.errors import ModelLoadError
+from compress.models import detect_format
+
+PLACEHOLDER_DATA = "eval.npz"
+PLACEHOLDER_CALIBRATION = "calib.npz"
+KINDS = {
+    "onnx": "an ONNX model",
+    "exported_program": "a torch.export program",
+    "torchscript": "a TorchScript archive",
+    "state_dict": "a state_dict",
+    "pickled_module": "a whole pickled module",
+}
+
+
+@dataclass
+class ModelFacts:
+    """What could be read off the file without running code from it."""
+
+    format: str
+    inputs: list[dict] | None = None  # model.inputs entries, when shapes are known
+    input_names: list[str] = field(default_factory=list)
+    fixed_batch: int | None = None
+    makeup: ModelMakeup | None = None  # None: a pickled module is not read without running it
+
+    @property
+    def convolutional(self) -> bool:
+        """Mostly convolutions: static int8 (with calibration data) is what shrinks and speeds
+        them; dynamic int8 leaves them in float."""
+        return self.makeup is not None and self.makeup.kind == "convolutional"
+
+    @property
+    def torch_stage(self) -> bool:
+        """Torch-stage passes (pruning) need a module they can change."""
+        return self.format in ("exported_program", "state_dict", "pickled_module")
+
+
+def inspect_model(path: Path) -> ModelFacts:
+    from compress.config import ModelSection
+    from compress.config.model_makeup import onnx_makeup, program_makeup, weights_makeup
+    from compress.job.context import spec_samples
+    from compress.models import load_model
+    from compress.models.model_inputs import (
+        onnx_input_specs,
+        program_input_specs,
+        torchscript_input_names,
+    )
+    from compress.torch.export import fixed_batch_sizes, program_fixed_batch
+
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    fmt = detect_format(path)
+    if fmt not in ("onnx", "exported_program", "torchscript"):
+        state = _safe_state(path)
+        if state is None:
+            return ModelFacts("pickled_module")
+        return ModelFacts("state_dict", makeup=weights_makeup(state))
+    model = load_model(path, ModelSection(), path.parent).model
+    if fmt == "onnx":
+        fixed = fixed_batch_sizes(model)
+        single = fixed.pop() if len(fixed) == 1 else None
+        specs = onnx_input_specs(model)
+        sample = spec_samples(specs, 1) if specs else None
+        return _facts(fmt, specs, single, onnx_makeup(model, sample))
+    if fmt == "exported_program":
+        fixed = program_fixed_batch(model)
+        return _facts(fmt, program_input_specs(model), fixed, program_makeup(model))
+    makeup = weights_makeup(model.state_dict())
+    return ModelFacts(fmt, input_names=torchscript_input_names(model), makeup=makeup)
+
+
+def _facts(fmt: str, specs, fixed_batch: int | None, makeup: ModelMakeup) -> ModelFacts:
+    inputs = [spec.model_dump() for spec in specs] if specs else None
+    names = [spec.name for spec in specs] if specs else []
+    return ModelFacts(fmt, inputs, names, fixed_batch, makeup)
+
+
+def _safe_state(path: Path) -> dict | None:
+    """A state_dict's tensors, or None for a whole pickled module: told apart by the safe
+    unpickler, never by unpickling the module (that would run code from the file)."""
+    import torch
+
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return None
+    except Exception as e:
+        raise ModelLoadError(f"{path}: cannot read the torch.save file ({e})") from None
+    return state if isinstance(state, dict) else {}
+
+
+def starter_config(
+    model_path: Path, data_path: Path | None = None, config_dir: Path = Path()
+) -> str:
+    """The commented YAML for `model_path`; with `data_path`, its data sections use that data
+    (paths written relative to `config_dir`, where the config will be)."""
+    facts = inspect_model(Path(model_path))
+    data = None
+    if data_path is not None:
+        data = starter_data(Path(data_path), config_dir, facts.input_names, facts.inputs)
+    name = Path(model_path).name
+    lines = [
+        f"# compress recipe for {name} ({KINDS[facts.format]}), written by `compress init`.",
+        f"# Check: compress validate THIS.yaml   Run: compress run {name} -c THIS.yaml -o out/",
+        "# Every key: `compress schema` (JSON Schema for editors); pass parameters: `compress "
+        "passes`.",
+        "version: 1",
+        *_model_section(facts),
+        *(_given_data(data) if data else _data_section(facts)),
+        *_passes_section(facts),
+        *_export_report_gates(facts, labelled=bool(data and data.labelled)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _flow(value) -> str:
+    """A value as one line of YAML (names with odd characters get quoted)."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).strip()
+
+
+def _model_section(facts: ModelFacts) -> list[str]:
+    lines = ["model:"]
+    if facts.format == "state_dict":
+        lines += [
+            "  # TODO: a state_dict holds weights only: name the code that builds the model",
+            "  arch: arch.py:Model  # a file relative to this one, or package.module:Factory",
+            "  arch_args: {}",
+        ]
+    if facts.format == "pickled_module":
+        lines.append(
+            "  # a whole pickled module: run with --trust-pickle (unpickling runs its code)"
+        )
+    if facts.inputs:
+        lines.append(
+            "  # read from the model (the first dim is the batch); used when no data is set"
+        )
+        lines.append("  inputs:")
+        lines += [f"    - {_flow(spec)}" for spec in facts.inputs]
+    if lines == ["model:"]:
+        return ["model: {}"]
+    return lines
+
+
+def _given_data(data: StarterData) -> list[str]:
+    unlabelled = {k: v for k, v in data.source.items() if k != "labels"}
+    calibration = unlabelled | {"limit": CALIBRATION_LIMIT}
+    return [
+        "data:  # from `compress init --data`; paths are relative to this file",
+        f"  calibration: {_flow(calibration)}",
+        f"  eval: {_flow(data.source)}",
+    ]
+
+
+def _data_section(facts: ModelFacts) -> list[str]:
+    names = _flow(facts.input_names or ["x"])
+    calibration = (
+        f"{{path: {PLACEHOLDER_CALIBRATION}, inputs: {names}, limit: {CALIBRATION_LIMIT}}}"
+    )
+    if facts.convolutional:
+        lines = [
+            f"# TODO: static int8 calibrates on real samples: put a few hundred in "
+            f"{PLACEHOLDER_CALIBRATION}",
+            f"# (keys {names}), or point at yours (an .npz, a .csv or an image folder);",
+            "# `compress init MODEL --data PATH` writes these sections for you.",
+            "data:",
+            f"  calibration: {calibration}  # TODO: real samples",
+        ]
+        if not facts.inputs:
+            lines.append(f"  eval: {{path: {PLACEHOLDER_DATA}, inputs: {names}}}  # TODO")
+        return lines
+    if facts.inputs:
+        return [
+            "# Real samples make the report complete: accuracy on data.eval, calibration for",
+            "# static int8. .npz files whose keys are the inputs, relative to this file",
+            "# (`compress init MODEL --data PATH` writes these sections for you):",
+            "# data:",
+            f"#   calibration: {calibration}",
+            f"#   eval: {{path: eval.npz, inputs: {names}, labels: y}}",
+        ]
+    what = "shapes" if facts.input_names else "inputs"
+    keys = "its keys" if not facts.input_names else f"keys {names}"
+    return [
+        f"# TODO: the model's {what} cannot be read from {KINDS[facts.format]}: put real samples",
+        f"# in {PLACEHOLDER_DATA} ({keys}, in the order the model takes them), or point at yours.",
+        "data:",
+        f"  eval: {{path: {PLACEHOLDER_DATA}, inputs: {names}}}  # add labels: y for top1",
+        f"  # calibration: {calibration}  # for quantize.static",
+    ]
+
+
+def _passes_section(facts: ModelFacts) -> list[str]:
+    makeup = [f"  # read from the model: {facts.makeup.describe()}"] if facts.makeup else []
+    if facts.convolutional:
+        lines = [
+            "passes:",
+            *makeup,
+            "  # a convolutional model: static int8 quantizes the convolutions (smaller and",
+            "  # faster) and needs data.calibration. Without data:",
+            "  # quantize.fp16 halves the size at float accuracy; quantize.dynamic would leave",
+            "  # the convolutions in float (little gain on this model).",
+            "  - type: quantize.static",
+            "    per_channel: true",
+        ]
+    else:
+        lines = [
+            "passes:",
+            *makeup,
+            "  # int8 weights, activations quantized at run time: needs no data",
+            "  - type: quantize.dynamic",
+            "  # with data.calibration, static int8 (usually faster on convolutions):",
+            "  # - type: quantize.static",
+            "  #   per_channel: true",
+        ]
+    if facts.torch_stage:
+        lines += [
+            "  # structural pruning (a torch-stage pass: list it before the ONNX passes);",
+            "  # with data.train it fine-tunes afterwards:",
+            "  # - type: prune.channels",
+            "  #   amount: 0.5",
+        ]
+    return lines
+
+
+def _export_report_gates(facts: ModelFacts, labelled: bool) -> list[str]:
+    batches = [facts.fixed_batch] if facts.fixed_batch else [32, 1]
+    dynamic = "false" if facts.fixed_batch and facts.format == "exported_program" else "true"
+    metric = (
+        "top1  # the labels in data.eval"
+        if labelled
+        else ("agreement  # with top-1 labels in data.eval: top1")
+    )
+    return [
+        f"export: {{opset: 18, dynamic_batch: {dynamic}}}",
+        "report:",
+        f"  batch_sizes: {_flow(batches)}  # the first is the one speedup and gates use",
+        "  threads: 1",
+        f"  metric: {metric}",
+        "gates:  # a gate that fails makes the run exit 3",
+        f"  min_size_ratio: {_size_gate(facts)}  # int8 weights are 4x smaller; float parts stay",
+        "  # max_accuracy_drop: 0.01  # needs data.eval; int8 then keeps the costliest nodes in",
+        "  # float until the drop is within it",
+    ]
+
+
+def _size_gate(facts: ModelFacts) -> float:
+    """A size ratio the proposed pass meets: static int8 quantizes every convolution and
+    matrix product; dynamic int8 leaves Gemm (and convolutions) in float."""
+    return 3 if facts.convolutional else 2
+
+
+def check_starter_runs(model_path: Path, text: str, config_dir: Path, data_path: Path) -> None:
+    """Load the starter and its data the way `compress run` would (the model runs on two
+    samples), so data that does not fit the model is refused before the config is written.
+    A state_dict's or pickled module's starter cannot run yet: there the data is only read."""
+    import shutil
+    import tempfile
+
+    from compress.errors import InputError
+    from compress.job.preflight import check_config, prepare
+
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".yaml", prefix=".compress-init-", dir=config_dir, delete=False
+    ) as handle:
+        handle.write(text)
+    try:
+        if detect_format(Path(model_path)) in ("onnx", "exported_program", "torchscript"):
+            job = prepare(Path(model_path), Path(handle.name), False, lambda message: None)
+            shutil.rmtree(job.context.workdir, ignore_errors=True)
+        else:  # its arch is still a TODO (or it needs --trust-pickle): the data is read only
+            check_config(Path(handle.name))
+    except InputError as e:
+        raise type(e)(f"--data {data_path}: {e}") from None
+    finally:
+        Path(handle.name).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""One run: preflight checks, the shared context, the pipeline, the speed guard, safe output."""

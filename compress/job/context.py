@@ -1,0 +1,139 @@
+"""What a run shares between its steps: the config, the datasets, the model's inputs, a workdir."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.config import LoadedConfig
+from compress.data import Dataset, check_same_classes, load_dataset
+from compress.errors import ConfigError, DataError
+from compress.job.progress import ProgressDisplay, silent
+from compress.sensitivity.cache import AnalysisCache
+
+if TYPE_CHECKING:
+    from compress.models import LoadedModel
+
+DTYPES = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "bool": np.bool_,
+}
+
+# Real samples for export, parity and latency come from the first of these the config has.
+SAMPLE_ROLES = ("eval", "calibration", "train")
+DATA_ROLES = ("calibration", "eval", "train", "validation")
+
+
+@dataclass
+class Context:
+    config: LoadedConfig
+    datasets: dict[str, Dataset]  # by role: calibration, eval, train
+    input_names: list[str]
+    workdir: Path
+    log: Callable[[str], None] = field(default=lambda message: None)
+    progress: ProgressDisplay = silent  # how long steps (training) show how far they are
+    loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
+    trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
+    analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
+    output_names: list[str] = field(default_factory=list)  # the model's, in order
+    judged_output: int = 0  # the index of the output the metric judges (report.output)
+
+    @property
+    def calibration(self) -> Dataset | None:
+        return self.datasets.get("calibration")
+
+    @property
+    def validation(self) -> Dataset | None:
+        """What training picks its best epoch on: data.validation, else data.eval."""
+        return self.datasets.get("validation") or self.datasets.get("eval")
+
+    @property
+    def eval(self) -> Dataset | None:
+        return self.datasets.get("eval")
+
+    @property
+    def sample_source(self) -> str:
+        """Where `samples` come from: the first dataset in SAMPLE_ROLES, else model.inputs."""
+        role = next((r for r in SAMPLE_ROLES if r in self.datasets), None)
+        return f"data.{role}" if role else "model.inputs"
+
+    def samples(self, count: int) -> list[np.ndarray]:
+        """`count` samples from `sample_source`, in input order."""
+        for role in SAMPLE_ROLES:
+            if role in self.datasets:
+                return self.datasets[role].take(count)
+        return synthetic_inputs(self.config, count)
+
+
+def load_datasets(config: LoadedConfig) -> dict[str, Dataset]:
+    """Load every data source in the config, cast to the declared input dtypes."""
+    section, specs = config.config.data, config.config.model.inputs
+    datasets = {}
+    for role in DATA_ROLES:
+        source = getattr(section, role)
+        if source is None:
+            continue
+        dataset = load_dataset(source, f"data.{role}", config.base_dir)
+        if specs:
+            if len(specs) != len(source.inputs):
+                raise ConfigError(
+                    f"data.{role}.inputs lists {len(source.inputs)} arrays but "
+                    f"model.inputs declares {len(specs)}"
+                )
+            for key, spec in zip(source.inputs, specs, strict=True):
+                _check_shape(dataset.inputs[key], spec, f"data.{role}", key)
+                dataset.inputs[key] = dataset.inputs[key].astype(DTYPES[spec.dtype], copy=False)
+        datasets[role] = dataset
+    check_same_classes(datasets)
+    return datasets
+
+
+def _check_shape(array: np.ndarray, spec, where: str, key: str) -> None:
+    """Fixed dims of model.inputs[].shape must match the data (named dims match anything)."""
+    sample = [len(array), *array.shape[1:]]
+    fits = len(sample) == len(spec.shape) and all(
+        not isinstance(want, int) or want == got
+        for want, got in zip(spec.shape[1:], sample[1:], strict=True)
+    )
+    if not fits:
+        declared = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+        raise DataError(
+            f"{where}: {key!r} has shape {sample}, but model.inputs declares {spec.name} as "
+            f"{declared}; fix the data or the declared shape"
+        )
+
+
+def input_names_for(config: LoadedConfig) -> list[str]:
+    """Model input names: model.inputs, else the npz keys of the first data source."""
+    cfg = config.config
+    if cfg.model.inputs:
+        return [spec.name for spec in cfg.model.inputs]
+    for role in SAMPLE_ROLES:
+        source = getattr(cfg.data, role)
+        if source is not None:
+            return list(source.inputs)
+    raise ConfigError(
+        "the model's inputs are unknown: add data.eval (or data.calibration) or "
+        "model.inputs: [{name, shape, dtype}]"
+    )
+
+
+def synthetic_inputs(config: LoadedConfig, count: int) -> list[np.ndarray]:
+    """Zeros/ones shaped like model.inputs, for a config that declares inputs but has no data."""
+    return spec_samples(config.config.model.inputs or [], count)
+
+
+def spec_samples(specs: list, count: int) -> list[np.ndarray]:
+    """`count` samples of ones shaped like the `model.inputs` entries `specs` (named dims as 1)."""
+    arrays = []
+    for spec in specs:
+        shape = [count] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+        arrays.append(np.ones(shape, dtype=DTYPES[spec.dtype]))
+    return arrays

@@ -1,0 +1,291 @@
+"""Everything a run checks before any work: the config, the passes and their order, the model
+and the data against each other, and the module torch passes will change. Bad input is refused
+here, as an InputError, so that nothing is exported or written."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.config import LoadedConfig, load_config
+from compress.config.limits import MAX_BATCH_BYTES
+from compress.data import Dataset
+from compress.data.checks import check_labels_fit
+from compress.errors import ConfigError, DataError, ModelLoadError, first_line
+from compress.job.context import (
+    SAMPLE_ROLES,
+    Context,
+    input_names_for,
+    load_datasets,
+)
+from compress.job.progress import ProgressDisplay, silent
+from compress.models import LoadedModel, load_model
+from compress.passes.base import Pass, TorchPass
+from compress.passes.registry import get_pass
+from compress.torch.editable import editable_module
+from compress.torch.export import fixed_batch_sizes, graph_inputs, named_torch_outputs
+from compress.torch.outputs import judged_output
+
+
+@dataclass
+class Job:
+    config: LoadedConfig
+    model: LoadedModel
+    passes: list[Pass]
+    context: Context
+    module: Any = None  # the torch module that torch passes change (None: no torch pass)
+    prepared: dict[str, Any] = field(default_factory=dict)  # check_model's results, by pass key
+
+
+def prepare(
+    model_path: Path,
+    config_path: Path,
+    trust_pickle: bool,
+    log: Callable[[str], None],
+    progress: ProgressDisplay = silent,
+    overrides: Sequence[str] = (),
+) -> Job:
+    """Load and check everything a run needs; raises InputError before any work is done."""
+    config, passes, datasets = check_config(config_path, overrides)
+    model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
+    if not datasets and not config.config.model.inputs:
+        inputs_from_model(model, config, log)
+    if model.is_onnx:
+        check_no_torch_pass(passes, model.path.name)
+        check_onnx_batch(model.model, config.config.report.batch_sizes)
+    if model.fixed_batch:
+        fit_fixed_batch(model, config, passes, log)
+    names = (
+        [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="compress-"))
+    context = Context(config, datasets, names, workdir, log, progress, model, trust_pickle)
+    try:
+        if model.is_onnx:
+            check_onnx_data_fits(model.path, context)
+        else:
+            runnable = model.callable()
+            check_data_fits(lambda s: named_torch_outputs(runnable, s), context, "")
+        module, prepared = editable_for_torch_passes(model, passes, context)
+    except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return Job(config, model, passes, context, module, prepared)
+
+
+def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[str], None]):
+    """Without data or model.inputs, the inputs an ONNX graph or a torch.export program declares
+    become model.inputs (samples shaped like them stand in for data); other formats record no
+    shapes, and input_names_for says what to add."""
+    from compress.models.model_inputs import onnx_input_specs, program_input_specs
+
+    if model.is_onnx:
+        specs = onnx_input_specs(model.model)
+    elif model.format == "exported_program":
+        specs = program_input_specs(model.model)
+    else:
+        return
+    if specs is None:
+        raise ConfigError(
+            f"{model.path.name}: an input has a dtype or shape model.inputs cannot declare, so no "
+            "samples can be made up; add data.eval (or data.calibration)"
+        )
+    config.config.model.inputs = specs
+    shown = ", ".join(f"{s.name} {s.shape} {s.dtype}" for s in specs)
+    log(f"no data: samples shaped like the model's inputs stand in ({shown})")
+
+
+def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Context):
+    """The module the torch passes start from (editable when the first one changes it), and
+    what each pass's check against the module it will see prepared for it, by pass key; None
+    and {} without torch passes."""
+    torch_passes = [p for p in passes if isinstance(p, TorchPass)]
+    if not torch_passes:
+        return None, {}
+    first = torch_passes[0]
+    if first.changes_input_model:
+        start = editable_module(model, f"{first.key} ({first.name})")
+    else:
+        start = model.callable()
+    module, prepared = start, {}
+    for p in torch_passes:
+        prepared[p.key] = p.check_model(module, ctx)
+        module = p.model_after(module, prepared[p.key])
+    return start, prepared
+
+
+def check_config(
+    config_path: Path, overrides: Sequence[str] = ()
+) -> tuple[LoadedConfig, list[Pass], dict[str, Dataset]]:
+    """Every check that needs only the config and its data files: what `compress validate` does
+    and what `compress run` does first. Returns the config, its passes and its datasets."""
+    config = load_config(config_path, overrides)
+    passes = build_passes(config)
+    check_metric(config)
+    datasets = load_datasets(config)
+    check_batch_bytes(config, datasets)
+    return config, passes, datasets
+
+
+def build_passes(config: LoadedConfig) -> list[Pass]:
+    """The configured passes, each checked against the config."""
+    passes = [
+        get_pass(spec.type)(spec.params, f"passes[{index}]")
+        for index, spec in enumerate(config.passes)
+    ]
+    for p in passes:
+        p.check(config)
+    check_order(passes)
+    return passes
+
+
+def check_no_torch_pass(passes: list[Pass], onnx_input: str) -> None:
+    for index, p in enumerate(passes):
+        if p.stage == "torch":
+            raise ConfigError(
+                f"passes[{index}].type: {p.name} works on a torch model, but {onnx_input} is "
+                "ONNX; remove the pass or start from the torch model"
+            )
+
+
+def check_batch_bytes(config: LoadedConfig, datasets: dict[str, Dataset]) -> None:
+    """The largest latency batch is built in memory (and run by every stage): refuse one that
+    could not fit before anything is loaded or exported."""
+    largest = max(config.config.report.batch_sizes)
+    role = next((r for r in SAMPLE_ROLES if r in datasets), None)
+    if role:
+        per_sample = sum(a[:1].nbytes for a in datasets[role].inputs.values())
+    else:
+        per_sample = sum(spec.sample_bytes for spec in config.config.model.inputs or [])
+    total = largest * per_sample
+    if total > MAX_BATCH_BYTES:
+        raise ConfigError(
+            f"report.batch_sizes: a batch of {largest} is {total / 1e9:.1f} GB of inputs, over "
+            f"the limit of {MAX_BATCH_BYTES / 1e9:.1f} GB; measure smaller batches"
+        )
+
+
+def check_order(passes: list[Pass]) -> None:
+    seen_onnx = False
+    for index, p in enumerate(passes):
+        if p.stage == "torch" and seen_onnx:
+            raise ConfigError(
+                f"passes[{index}]: {p.name} works on the torch model and must come "
+                "before every ONNX pass"
+            )
+        seen_onnx = seen_onnx or p.stage == "onnx"
+
+
+def check_metric(config: LoadedConfig) -> None:
+    cfg = config.config
+    if cfg.gates.max_accuracy_drop is not None and cfg.data.eval is None:
+        raise ConfigError("gates.max_accuracy_drop needs data.eval to measure accuracy")
+    if cfg.data.eval is not None and cfg.report.metric == "top1" and not cfg.data.eval.has_labels:
+        raise ConfigError(
+            "report.metric: top1 needs data.eval.labels; add labels or use metric: agreement"
+        )
+
+
+def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
+    """An ONNX input with a fixed batch size can only be measured at that size."""
+    fixed = fixed_batch_sizes(proto)
+    if fixed and any(b not in fixed for b in batch_sizes):
+        raise ConfigError(
+            f"report.batch_sizes: the ONNX model's batch size is fixed at {fixed.pop()}; set "
+            "report.batch_sizes to it or export the model with a dynamic batch axis"
+        )
+
+
+def fit_fixed_batch(
+    model: LoadedModel, config: LoadedConfig, passes: list[Pass], log: Callable[[str], None]
+) -> None:
+    """A program saved with a fixed batch runs at that batch everywhere (data in chunks, the last
+    one padded), so latency is measured at that batch alone; torch passes, which change the
+    model and run it on batches of their own, are refused."""
+    fixed, name = model.fixed_batch, model.path.name
+    saved = f"{name} was saved by torch.export with a fixed batch of {fixed}"
+    again = "export it again with dynamic_shapes on the batch dimension (an example batch of 2+)"
+    for index, p in enumerate(passes):
+        if p.stage == "torch":
+            raise ConfigError(
+                f"passes[{index}] ({p.name}) trains or traces the model on batches of its own, "
+                f"but {saved}; {again}, or use ONNX passes only"
+            )
+    report = config.config.report
+    if "batch_sizes" in report.model_fields_set and report.batch_sizes != [fixed]:
+        raise ConfigError(
+            f"report.batch_sizes: {saved} and runs only at that batch; set "
+            f"report.batch_sizes: [{fixed}], or {again}"
+        )
+    report.batch_sizes = [fixed]
+    log(
+        f"{saved}: data runs through it in chunks of {fixed} (the last one padded with copies "
+        f"of its last sample, whose outputs are dropped); latency is measured at batch {fixed}"
+    )
+
+
+def check_onnx_data_fits(path: Path, ctx: Context) -> None:
+    """check_data_fits for an ONNX file; the message lists the inputs the graph declares."""
+    from compress.measure.runtime import open_session, run_batched
+
+    try:
+        session = open_session(path, threads=1)
+    except Exception as e:  # the checker passed, but the graph contradicts itself (types, shapes)
+        raise ModelLoadError(
+            f"{path.name}: ONNX Runtime cannot load the model ({first_line(e, 200)}); export it "
+            "again or fix the graph"
+        ) from None
+    declared = ", ".join(f"{i.name} {i.shape}" for i in session.get_inputs())
+    names = [o.name for o in session.get_outputs()]
+
+    def forward(samples: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, run_batched(session, samples, 2), strict=True))
+
+    check_data_fits(forward, ctx, f" (inputs: {declared})")
+
+
+def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
+    """Run two samples of every dataset through the model (`forward` gives its outputs by
+    name), so that data of the wrong shape, labels the model's outputs cannot mean, or a
+    `report.output` it does not have, are refused as bad input before anything is exported or
+    quantized. Sets the context's output names and judged output."""
+    sources = [(f"data.{role}", d.inputs, d.take(2), d.labels) for role, d in ctx.datasets.items()]
+    if not sources:  # samples shaped like model.inputs stand in for data
+        specs = ctx.config.config.model.inputs or []
+        sources = [("model.inputs", [s.name for s in specs], ctx.samples(2), None)]
+    for key, names, samples, labels in sources:
+        try:
+            outputs = forward(samples)
+        except Exception as e:
+            shapes = ", ".join(
+                f"{name} {list(a.shape[1:])} {a.dtype}"
+                for name, a in zip(names, samples, strict=True)
+            )
+            raise DataError(
+                f"{key} does not fit the model{model_inputs}: samples of {shapes} failed "
+                f"({first_line(e, 200)}); check {key} and the arrays' shapes"
+            ) from None
+        ctx.output_names = list(outputs)
+        ctx.judged_output = judged_output(ctx.output_names, ctx.config.config.report.output)
+        _check_outputs(list(outputs.values()), ctx.judged_output, labels, key)
+
+
+def _check_outputs(
+    outputs: list[np.ndarray], judged: int, labels: np.ndarray | None, key: str
+) -> None:
+    """Finite outputs, and labels within the judged output's classes (what top-1 reads)."""
+    for index, output in enumerate(outputs):
+        if output.dtype.kind == "f" and not np.isfinite(output).all():
+            raise DataError(
+                f"{key}: the model's output {index} holds NaN or infinity on the first "
+                "samples; check the model and that the data is scaled as it expects"
+            )
+    if labels is not None and outputs:
+        classes = int(np.prod(outputs[judged].shape[1:], dtype=np.int64))
+        check_labels_fit(labels, classes, key)

@@ -1,0 +1,122 @@
+"""`compress bench`: measure one ONNX file the way `compress run` measures its stages (the same
+latency code, settings, threads, warm-up and input), so that a figure in a report can be checked.
+
+With the run's config, the samples are the run's; without one, the settings are the defaults
+(both adjustable with --set) and the input is ones shaped like the graph's declared inputs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from compress.config import LoadedConfig, ModelSection, load_config, parse_config
+from compress.errors import ConfigError, ModelLoadError
+from compress.job.context import Context, input_names_for, load_datasets
+from compress.job.preflight import check_onnx_batch, check_onnx_data_fits
+from compress.measure.environment import environment
+from compress.measure.latency import latency_settings, measure_latency
+from compress.measure.size import footprint
+from compress.models import detect_format, load_model
+from compress.models.model_inputs import onnx_input_specs
+from compress.report import busy_latency
+
+DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
+
+
+def bench_onnx(
+    model_path: Path,
+    config_path: Path | None = None,
+    overrides: Sequence[str] = (),
+    compare: Path | None = None,
+) -> dict[str, Any]:
+    """The file's footprint and latency per batch size, with the settings and the environment;
+    with `compare`, a second file timed with it in alternation, and its speedup over the first
+    per batch size (paired, with its 95% interval)."""
+    model_path = Path(model_path)
+    for path in (model_path, *([Path(compare)] if compare else [])):
+        if path.is_file() and detect_format(path) != "onnx":
+            raise ModelLoadError(
+                f"{path}: compress bench measures ONNX files; this is a torch model: "
+                "`compress run` exports it, then bench OUTDIR/model.onnx"
+            )
+    proto = load_model(model_path, ModelSection(), Path.cwd()).model
+    if compare:
+        other = load_model(Path(compare), ModelSection(), Path.cwd()).model
+        check_same_inputs(proto, other, model_path, Path(compare))
+    config = _config(config_path, overrides, proto, model_path.name)
+    settings = config.config.report
+    check_onnx_batch(proto, settings.batch_sizes)
+    # bench writes nothing: the context's workdir is never used
+    ctx = Context(
+        config, load_datasets(config), input_names_for(config), Path(tempfile.gettempdir())
+    )
+    check_onnx_data_fits(model_path, ctx)
+    if compare:
+        check_onnx_data_fits(Path(compare), ctx)
+    samples = ctx.samples(max(settings.batch_sizes))
+    paths = {"model": model_path} | ({"compare": Path(compare)} if compare else {})
+    latency = measure_latency(paths, samples, settings)
+    measured = {
+        "model": str(model_path),
+        **footprint(model_path, ctx.samples(1)),
+        "latency_ms": latency.by_stage()["model"],
+        "latency": latency_settings(settings, ctx.sample_source) | {"machine": latency.machine()},
+        "environment": environment(settings.threads, config.config.seed, settings.pin_threads),
+        "warnings": busy_latency(latency),
+    }
+    if compare:
+        measured["compare"] = {
+            "model": str(compare),
+            **footprint(Path(compare), ctx.samples(1)),
+            "latency_ms": latency.by_stage()["compare"],
+            "speedup": {
+                str(batch): {
+                    "speedup": round(paired.ratio, 4),
+                    "ci": paired.interval(),
+                    "verdict": paired.verdict,
+                }
+                for batch, timings in latency.batches.items()
+                for paired in [timings.speedup("model", "compare")]
+            },
+        }
+    return measured
+
+
+def _config(path: Path | None, overrides: Sequence[str], proto, model: str) -> LoadedConfig:
+    """The run's config, or the defaults; without data, the inputs come from the graph."""
+    config = (
+        load_config(path, overrides) if path else parse_config("version: 1\n", DEFAULTS, overrides)
+    )
+    cfg = config.config
+    has_data = any(getattr(cfg.data, role) for role in ("eval", "calibration", "train"))
+    if not has_data and not cfg.model.inputs:
+        specs = onnx_input_specs(proto)
+        if specs is None:
+            raise ConfigError(
+                f"{model}: an input has a dtype or shape that model.inputs cannot declare, so "
+                "none can be made up; give -c CONFIG with data.eval"
+            )
+        cfg.model.inputs = specs
+    return config
+
+
+def check_same_inputs(proto, other, path: Path, other_path: Path) -> None:
+    """Two models compared must take the same inputs (names, types and ranks)."""
+
+    def inputs(model) -> list[tuple]:
+        initializers = {t.name for t in model.graph.initializer}
+        return [
+            (i.name, i.type.tensor_type.elem_type, len(i.type.tensor_type.shape.dim))
+            for i in model.graph.input
+            if i.name not in initializers
+        ]
+
+    if inputs(proto) != inputs(other):
+        raise ConfigError(
+            f"--compare: {other_path} takes other inputs than {path} "
+            f"({[i[0] for i in inputs(other)]} vs {[i[0] for i in inputs(proto)]}); compare two "
+            "versions of one model"
+        )

@@ -1,0 +1,59 @@
+"""What a saved model tells about its inputs, as `model.inputs` entries: an ONNX graph and a
+torch.export program give names, shapes and dtypes; a TorchScript archive gives names only (its
+shapes are not recorded); a state_dict gives nothing. Used by `compress init` and `compress bench`.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from compress.config import InputSpec
+from compress.torch.export import graph_inputs
+
+DTYPES = set(get_args(InputSpec.model_fields["dtype"].annotation))
+BATCH = "batch"
+
+
+def onnx_input_specs(proto) -> list[InputSpec] | None:
+    """The graph's inputs; None when one has a dtype or shape `model.inputs` cannot declare."""
+    from onnx import helper
+
+    specs = []
+    for value in graph_inputs(proto):
+        tensor = value.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
+        if dtype not in DTYPES or not dims:
+            return None
+        specs.append(_spec(value.name, dims, dtype))
+    return specs
+
+
+def program_input_specs(program) -> list[InputSpec] | None:
+    """A torch.export program's user inputs, from the example tensors it was traced with."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    specs = []
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        value = node.meta.get("val")
+        dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
+        if value is None or dtype not in DTYPES or value.dim() == 0:
+            return None
+        specs.append(
+            _spec(node.name, [d if isinstance(d, int) else str(d) for d in value.shape], dtype)
+        )
+    return specs
+
+
+def torchscript_input_names(module) -> list[str]:
+    """The forward arguments after `self` (TorchScript names them `x.1`)."""
+    return [value.debugName().split(".")[0] for value in list(module.graph.inputs())[1:]]
+
+
+def _spec(name: str, dims: list, dtype: str) -> InputSpec:
+    """A symbolic first dim is the batch; other symbolic dims keep their names."""
+    dims = [dim or "dim" for dim in dims]  # an ONNX dim with neither value nor name
+    if not isinstance(dims[0], int):
+        dims[0] = BATCH
+    return InputSpec(name=name, shape=dims, dtype=dtype)

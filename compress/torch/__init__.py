@@ -1,0 +1,1 @@
+"""Torch models that passes change: editable modules, export, training loops, pruning glue."""

@@ -1,0 +1,150 @@
+"""torch -> ONNX: one self-contained file, dynamic batch, onnx.checker, parity against torch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from compress.config import ExportSection
+from compress.errors import ExportError, first_line
+from compress.torch.outputs import named_tensors, with_tensor_outputs
+
+BATCH_DIM = "batch"
+
+
+def export_to_onnx(
+    model,
+    fmt: str,
+    example: list[np.ndarray],
+    input_names: list[str],
+    output_names: list[str],
+    target: Path,
+    section: ExportSection,
+) -> None:
+    """Export `model` (a module, ScriptModule or ExportedProgram) to `target` and check it."""
+    import onnx
+    import torch
+
+    args = tuple(torch.from_numpy(a) for a in example)
+    common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
+    try:
+        # The exporters print progress on stdout (which belongs to --json output) and log
+        # warnings about optional packages; our own log says what is happening.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            if fmt == "torchscript":  # torch.export cannot trace a ScriptModule
+                axes = {n: {0: BATCH_DIM} for n in [*input_names, *output_names]}
+                torch.onnx.export(
+                    model,
+                    args,
+                    str(target),
+                    dynamo=False,
+                    **common,
+                    dynamic_axes=axes if section.dynamic_batch else None,
+                )
+            elif fmt == "exported_program":  # its shapes were fixed when it was saved
+                program = torch.onnx.export(model, (), dynamo=True, **common)
+                program.save(str(target), external_data=False)
+            else:
+                batch = torch.export.Dim(BATCH_DIM)
+                shapes = tuple({0: batch} for _ in args) if section.dynamic_batch else None
+                exported = with_tensor_outputs(model, args)
+                if exported is not model and shapes:  # its forward takes `*inputs`: one tuple
+                    shapes = (shapes,)
+                program = torch.onnx.export(
+                    exported,
+                    args,
+                    dynamo=True,
+                    dynamic_shapes=shapes,
+                    **common,
+                )
+                program.save(str(target), external_data=False)
+    except Exception as e:
+        raise ExportError(
+            f"torch -> ONNX export failed: {first_line(e)} (rerun with --debug for the traceback)"
+        ) from e
+    try:
+        onnx.checker.check_model(str(target), full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+
+
+def graph_inputs(proto) -> list:
+    """The inputs a caller feeds (older exporters also list initializers as inputs)."""
+    initializers = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def fixed_batch_sizes(proto) -> set[int]:
+    """The batch sizes the graph's inputs insist on; empty when the batch axis is dynamic."""
+    return {
+        dims[0].dim_value
+        for i in graph_inputs(proto)
+        if (dims := i.type.tensor_type.shape.dim) and dims[0].HasField("dim_value")
+    }
+
+
+def program_fixed_batch(program) -> int | None:
+    """The batch size a torch.export program was specialised to, or None if it is dynamic."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        is_user_tensor = node.name in user_inputs and value is not None and value.dim() > 0
+        if is_user_tensor and isinstance(value.shape[0], int):
+            return value.shape[0]
+    return None
+
+
+def torch_outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run a torch callable; every tensor it returns, as a flat list of arrays."""
+    return list(named_torch_outputs(model, inputs).values())
+
+
+def named_torch_outputs(model, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a torch callable; every tensor it returns (compress.torch.outputs), by name, in order."""
+    import torch
+
+    with torch.no_grad():
+        out = model(*(torch.from_numpy(a) for a in inputs))
+    return {name: o.detach().cpu().numpy() for name, o in named_tensors(out)}
+
+
+def check_parity(
+    onnx_path: Path, reference: list[np.ndarray], inputs: list[np.ndarray], atol: float, where: str
+) -> float:
+    """Max |ONNX Runtime - torch| over all outputs; ExportError above `atol`."""
+    from compress.measure.runtime import open_session, run_batched
+
+    session = open_session(onnx_path, threads=1)
+    got = run_batched(session, inputs, batch_size=64)
+    if len(got) != len(reference):
+        raise ExportError(f"parity: ONNX gives {len(got)} outputs, torch {len(reference)}")
+    diff = max(
+        float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
+        for g, r in zip(got, reference, strict=True)
+    )
+    if not diff <= atol:  # also catches NaN
+        raise ExportError(
+            f"parity check failed: max |onnx - torch| = {diff:.3g} on "
+            f"{len(inputs[0])} samples from {where}, above export.parity_atol "
+            f"{atol:g}; the exported graph does not compute what the model does"
+        )
+    return diff
+
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write provenance into the model's metadata_props (keeps one self-contained file)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in props.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, str(path))
