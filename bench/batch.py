@@ -1,6 +1,7 @@
 """Benchmark row for `compress batch`: 8 models with --jobs 2 against --jobs 1, wall clock.
 
-Each run is the real command in its own process (`python -m cli batch`), timed from outside.
+Each run is the real command in its own process (`python -m compress_cli batch`), timed from
+outside.
 The goal is a 1.7x shorter wall clock on 2 cores. Also timed: what a worker process costs
 before it does any work (Python start and the torch import), paid once per model.
 Run alone with `python bench/run.py batch`.
@@ -30,13 +31,13 @@ def timed(command: list[str]) -> float:
 
 
 def batch_seconds(models: Path, out: Path, jobs: int) -> float:
-    command = [sys.executable, "-m", "cli", "batch", str(models), "-c", str(CONFIG)]
+    command = [sys.executable, "-m", "compress_cli", "batch", str(models), "-c", str(CONFIG)]
     return timed(command + ["-o", str(out), "--jobs", str(jobs), "--quiet"])
 
 
 def worker_start_seconds() -> float:
     """Median of 3: a fresh interpreter importing the CLI and torch, as every worker does."""
-    command = [sys.executable, "-c", "import cli.main, torch"]
+    command = [sys.executable, "-c", "import compress_cli.main, torch"]
     return statistics.median(timed(command) for _ in range(3))
 
 

@@ -45,7 +45,16 @@ def _run(model: Path, config: Path, out: Path) -> dict:
 
 def _bench(model: Path, config: Path) -> dict:
     """`compress bench MODEL -c CONFIG --json` as a user runs it: in a process of its own."""
-    command = [sys.executable, "-m", "cli", "bench", str(model), "-c", str(config), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "compress_cli",
+        "bench",
+        str(model),
+        "-c",
+        str(config),
+        "--json",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(done.stdout)
 

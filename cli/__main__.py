@@ -1,5 +1,5 @@
-"""`python -m cli` runs the command line, like the `compress` script."""
+"""`python -m compress_cli` runs the command line, like the `compress` script."""
 
-from cli.main import app
+from compress_cli.main import app
 
 app()

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import typer
-
-from cli.errors import reported_errors, stderr
-from cli.options import Debug, JsonOutput, Overrides, Quiet
-from cli.process import private_tempdir
+from compress_cli.errors import reported_errors, stderr
+from compress_cli.options import Debug, JsonOutput, Overrides, Quiet
+from compress_cli.process import private_tempdir
 
 
 def analyze(

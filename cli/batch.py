@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from compress_cli.errors import reported_errors, stderr
+from compress_cli.options import Debug, JsonOutput, Quiet
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from cli.errors import reported_errors, stderr
-from cli.options import Debug, JsonOutput, Quiet
 
 STATUS_STYLE = {"ok": "green", "gate_failed": "yellow", "failed": "bold red", "timed_out": "red"}
 

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import typer
-
-from cli.errors import reported_errors
-from cli.options import Debug, JsonOutput, Overrides
+from compress_cli.errors import reported_errors
+from compress_cli.options import Debug, JsonOutput, Overrides
 
 
 def bench(
@@ -41,6 +40,6 @@ def bench(
     if json_output:
         sys.stdout.write(json.dumps(measured, indent=2) + "\n")
         return
-    from cli.render import print_bench, stdout_console
+    from compress_cli.render import print_bench, stdout_console
 
     print_bench(measured, stdout_console())

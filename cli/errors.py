@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 
 import typer
+from compress_cli.process import exit_code, stop_message
+from compress_cli.quiet import library_output_hidden
+from compress_cli.terminal import color_system
 from rich.console import Console
 
-from cli.process import exit_code, stop_message
-from cli.quiet import library_output_hidden
 from compress.errors import EXIT_FAILED, CompressError, first_line, one_line
-from compress.report.terminal import color_system
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True, color_system=color_system())
 

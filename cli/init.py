@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import typer
-
-from cli.errors import reported_errors, stderr
-from cli.options import Debug
+from compress_cli.errors import reported_errors, stderr
+from compress_cli.options import Debug
 
 
 def init(

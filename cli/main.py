@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-
-from cli import analyze, batch, bench, init, passes, report, run, schema, validate
-from cli.process import signals_handled
+from compress_cli import analyze, batch, bench, init, passes, report, run, schema, validate
+from compress_cli.process import signals_handled
 
 
 class App(typer.Typer):

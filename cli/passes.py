@@ -6,12 +6,11 @@ import json
 import re
 
 import typer
+from compress_cli.errors import reported_errors
+from compress_cli.options import Debug, JsonOutput
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from cli.errors import reported_errors
-from cli.options import Debug, JsonOutput
 
 
 def _parameters(cls) -> list[dict]:
@@ -35,8 +34,9 @@ def _parameters(cls) -> list[dict]:
 
 def passes(json_output: JsonOutput = False, debug: Debug = False) -> None:
     """List every pass with its parameters, types and defaults."""
+    from compress_cli.terminal import color_system
+
     from compress.passes.registry import all_passes
-    from compress.report.terminal import color_system
 
     with reported_errors(debug):  # a plugin pass that fails to import: one line, exit 2
         found = {

@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from compress_cli.terminal import animations
+
 from compress.job.progress import Steps, silent
-from compress.report.terminal import animations
 
 
 class _Bar:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from compress_cli.terminal import color_system
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from compress.report import fmt_value, speedup_interval, stage_notes, table_rows
-from compress.report.terminal import color_system
 
 REPORT_WIDTH = 120
 

@@ -9,10 +9,9 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from compress_cli.errors import reported_errors, stderr
+from compress_cli.options import Debug
 from rich.console import Console
-
-from cli.errors import reported_errors, stderr
-from cli.options import Debug
 
 
 class Format(str, Enum):
@@ -42,7 +41,8 @@ def report(
     against its own baseline.
     """
     with reported_errors(debug):
-        from cli.render import stdout_console
+        from compress_cli.render import stdout_console
+
         from compress.job.inputs import InputFile, refuse_overwriting
         from compress.job.outdir import check_writable
         from compress.job.staging import write_atomically
@@ -87,7 +87,8 @@ def _render(named: dict, fmt: Format) -> str:
 
 
 def _print_table(named: dict, console: Console) -> None:
-    from cli.render import comparison_table, print_report
+    from compress_cli.render import comparison_table, print_report
+
     from compress.report.compare import compare
 
     if len(named) == 1:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from compress_cli.errors import reported_errors, stderr
+from compress_cli.options import Debug, JsonOutput, Overrides, Quiet
+from compress_cli.process import private_tempdir
 
-from cli.errors import reported_errors, stderr
-from cli.options import Debug, JsonOutput, Overrides, Quiet
-from cli.process import private_tempdir
 from compress.errors import EXIT_GATE_FAILED, one_line
 from compress.report.ci import gate_failure
 
@@ -38,7 +38,8 @@ def run(
     the Markdown report is appended to that file.
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
-        from cli.progress import terminal_progress
+        from compress_cli.progress import terminal_progress
+
         from compress.job.pipeline import run as run_job
         from compress.job.progress import silent
         from compress.report import to_json
@@ -62,7 +63,7 @@ def run(
     if json_output:
         sys.stdout.write(to_json(report))
     else:
-        from cli.render import print_report, stdout_console
+        from compress_cli.render import print_report, stdout_console
 
         print_report(report, stdout_console())
     for warning in report["warnings"]:

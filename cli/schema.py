@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import typer
-
-from cli.errors import reported_errors
-from cli.options import Debug
+from compress_cli.errors import reported_errors
+from compress_cli.options import Debug
 
 
 def schema(

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from cli.errors import reported_errors
-from cli.options import Debug, Overrides
+from compress_cli.errors import reported_errors
+from compress_cli.options import Debug, Overrides
 
 
 def validate(

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from compress_cli.main import app
 from typer.testing import CliRunner
 
-from cli.main import app
 from compress.passes.base import PassResult, TorchPass
 from compress.passes.registry import register
 

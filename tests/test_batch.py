@@ -25,7 +25,17 @@ from tests.conftest import ROOT, invoke
 
 
 def batch_command(models, config, out) -> list[str]:
-    return [sys.executable, "-m", "cli", "batch", str(models), "-c", str(config), "-o", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "compress_cli",
+        "batch",
+        str(models),
+        "-c",
+        str(config),
+        "-o",
+        str(out),
+    ]
 
 
 def test_good_models_finish_while_a_corrupt_file_and_a_crash_are_reported(tmp_path):

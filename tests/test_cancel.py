@@ -45,7 +45,7 @@ def wrapped(*args, **kwargs):
 
 setattr(module, attr, wrapped)
 sys.argv = ["compress", *sys.argv[4:]]
-from cli.main import app
+from compress_cli.main import app
 app()
 """
 
@@ -96,7 +96,7 @@ def test_a_signal_at_any_moment_leaves_nothing(job, moment, kind, point, name, n
     assert_one_error(done.stderr, name)
     assert_left_nothing(out, junit, tmpdir)
     if moment == "first rename":  # once is enough: the next run needs no --force
-        again = run_process([sys.executable, "-m", "cli", *arguments], tmpdir)
+        again = run_process([sys.executable, "-m", "compress_cli", *arguments], tmpdir)
         assert again.returncode == 0, again.stderr
         assert sorted(os.listdir(out)) == ["model.onnx", "report.html", "report.json", "report.md"]
 
@@ -105,7 +105,12 @@ def test_sigterm_from_outside_while_measuring(job):
     """Sent by another process, while the run is busy measuring latency in ONNX Runtime."""
     models, config, out, junit, tmpdir = job
     slow = ("--set", "report.min_seconds=20", "--set", "report.max_seconds=30")
-    command = [sys.executable, "-m", "cli", *compress_command(models["onnx"], config, out, junit)]
+    command = [
+        sys.executable,
+        "-m",
+        "compress_cli",
+        *compress_command(models["onnx"], config, out, junit),
+    ]
     env = {**os.environ, "TMPDIR": str(tmpdir)}
     process = subprocess.Popen(
         [*command, *slow], cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
@@ -128,7 +133,7 @@ def test_sigterm_from_outside_while_measuring(job):
 
 @pytest.mark.parametrize(
     ("point", "name", "nth"),
-    [("cli.run._append_step_summary", "SIGINT", 1), ("shutdown", "SIGTERM", 0)],
+    [("compress_cli.run._append_step_summary", "SIGINT", 1), ("shutdown", "SIGTERM", 0)],
 )
 def test_a_signal_after_the_results_are_in_place_changes_nothing(job, point, name, nth):
     """Once committed, the results are final: a signal then (the command still printing, or

@@ -215,7 +215,18 @@ QUICK = PRUNE_THEN_DISTILL.format(distill="epochs: 4").replace("limit: 600", "li
 
 
 def compress_command(config, out, *extra):
-    return [sys.executable, "-m", "cli", "run", str(CNN), "-c", str(config), "-o", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "compress_cli",
+        "run",
+        str(CNN),
+        "-c",
+        str(config),
+        "-o",
+        str(out),
+        *extra,
+    ]
 
 
 def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(tmp_path):

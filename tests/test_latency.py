@@ -20,17 +20,36 @@ def test_the_median_interval_narrows_with_more_runs():
     assert median_is_stable([2.0] * 5, 1e-6)
 
 
-def test_sampling_stops_once_settled_and_at_the_budget_otherwise(tmp_path):
+class FakeClock:
+    """time.perf_counter for the latency code: each reading `steps` seconds after the last (in
+    turn), so every run's duration is fixed by the test, not by the machine's load."""
+
+    def __init__(self, *steps: float) -> None:
+        self.now, self.steps, self.readings = 0.0, steps, 0
+
+    def perf_counter(self) -> float:
+        self.now += self.steps[self.readings % len(self.steps)]
+        self.readings += 1
+        return self.now
+
+
+def test_sampling_stops_once_settled_and_at_the_budget_otherwise(tmp_path, monkeypatch):
+    from compress.measure import latency
+
     paths = {"a": small_onnx(tmp_path / "a.onnx"), "b": small_onnx(tmp_path / "b.onnx")}
     samples = [np.zeros((4, 1, 8, 8), np.float32)]
     easy = ReportSection(batch_sizes=[4], min_runs=50, min_seconds=0, warmup_runs=1,
-                         stable_within=0.9)  # fmt: skip
+                         stable_within=0.01)  # fmt: skip
     per_round = math.ceil(50 / ROUNDS)
+    monkeypatch.setattr(latency, "time", FakeClock(0.001))  # every run 1 ms: settled at once
     settled = measure_latency(paths, samples, easy)
     assert settled.batches[4].settled
     for stage in settled.by_stage().values():
         assert stage["4"]["runs"] == ROUNDS * per_round >= 50  # the minimum rounds: no more
-    never = easy.model_copy(update={"stable_within": 1e-9, "max_seconds": 0.2})
+        assert stage["4"]["p50"] == 1.0
+    spread = [0.001 * (1 + i / 97) for i in range(97)]  # 1 to 2 ms: never within 1e-9
+    monkeypatch.setattr(latency, "time", FakeClock(*spread))
+    never = easy.model_copy(update={"stable_within": 1e-9, "max_seconds": 1.0})  # fake seconds
     budget = measure_latency(paths, samples, never)
     assert not budget.batches[4].settled
     for stage in budget.by_stage().values():

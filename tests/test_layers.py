@@ -153,3 +153,17 @@ def test_no_test_module_imports_another():
         if line.strip().startswith(("from tests.test_", "import tests.test_"))
     ]
     assert offenders == []
+
+
+def test_the_packages_installed_are_the_packages_in_the_tree():
+    """pyproject.toml lists the packages (cli/ installs as compress_cli): a new subpackage that
+    is not listed would be missing from an installed compress."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    in_tree = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for path in (ROOT / "compress").rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == in_tree | {"compress_cli"}
+    assert setuptools["package-dir"] == {"compress_cli": "cli"}

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, small_onnx
 ESCAPE = b"\x1b["  # every colour, style and cursor movement starts so
 PROGRESS = """
 import time
-from cli.progress import terminal_progress
+from compress_cli.progress import terminal_progress
 
 with terminal_progress("fine-tune", 20) as steps:
     for _ in range(20):
@@ -82,7 +82,7 @@ def run_command(tmp_path_factory):
     )
     outs = iter(range(10))
     return lambda: [
-        sys.executable, "-m", "cli", "run", str(model), "-c", str(config),
+        sys.executable, "-m", "compress_cli", "run", str(model), "-c", str(config),
         "-o", str(folder / f"out{next(outs)}"),
     ]  # fmt: skip
 

@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = """
 import logging, os, sys, warnings
-from cli.errors import reported_errors, stderr
+from compress_cli.errors import reported_errors, stderr
 from compress.errors import DataError
 debug = sys.argv[1] == "debug"
 try:

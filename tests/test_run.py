@@ -101,7 +101,7 @@ def test_json_stdout_is_only_json_in_a_real_process(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "cli",
+        "compress_cli",
         "run",
         "sample_models/text_transformer.ts",
         "-c",

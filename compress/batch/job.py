@@ -52,7 +52,17 @@ class ModelJob:
 
 
 def worker_command(job: ModelJob) -> list[str]:
-    run = [sys.executable, "-m", "cli", "run", job.model, "-c", job.config, "-o", job.out_dir]
+    run = [
+        sys.executable,
+        "-m",
+        "compress_cli",
+        "run",
+        job.model,
+        "-c",
+        job.config,
+        "-o",
+        job.out_dir,
+    ]
     run += ["--force", "--json"] + (["--trust-pickle"] if job.trust_pickle else [])
     run += ["--debug"] if job.debug else []
     return [sys.executable, "-m", "compress.batch.launch", str(os.getpid()), *run]
