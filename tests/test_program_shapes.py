@@ -82,3 +82,27 @@ def test_pruning_keeps_an_output_no_layer_makes_at_its_width(tmp_path):
     assert "layers.0.ffn.2" not in pruned["details"]["channels"]  # the width is the output
     written = onnx.load(out / "model.onnx").graph.output[0].type.tensor_type.shape
     assert written.dim[1].dim_value == HIDDEN
+
+
+class Concatenations(torch.nn.Module):
+    """An empty cache concatenated in front of the keys (as a saved GPT-2 program has), and a
+    concatenation of concatenations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(HIDDEN, HIDDEN)
+        self.register_buffer("cache", torch.zeros(0))
+
+    def forward(self, x):
+        keys = torch.cat([self.cache, self.linear(x)], dim=-2)
+        return torch.cat([torch.cat([keys, x], dim=-1), x], dim=-1)
+
+
+def test_relifting_drops_an_empty_cache_and_follows_nested_concatenations():
+    model = Concatenations().eval()
+    x = torch.randn(2, 4, HIDDEN)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    editable = relift(program.module())
+    cats = [n for n in editable.graph.nodes if n.target == torch.ops.aten.cat.default]
+    assert len(cats) == 2  # the cache's concatenation is gone, the nested ones stay
+    assert torch.allclose(editable(x), model(x))

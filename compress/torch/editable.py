@@ -73,10 +73,22 @@ def _drop_empty_concats(graph_module) -> None:
     program, which `cat` skips): the concatenation hides its single real operand from pruning."""
     import torch
 
+    copies = {"lift_fresh_copy", "detach_", "detach", "clone", "alias", "_to_copy", "to"}
+
     def empty(node) -> bool:
-        while node.op == "call_function" and node.args:
+        """A constant with no elements, maybe behind copies of it (what a saved cache is)."""
+        while (
+            isinstance(node, torch.fx.Node)
+            and node.op == "call_function"
+            and getattr(node.target, "__name__", "").split(".")[0] in copies
+            and node.args
+        ):
             node = node.args[0]
-        return node.op == "get_attr" and _lookup(graph_module, node.target).numel() == 0
+        return (
+            isinstance(node, torch.fx.Node)
+            and node.op == "get_attr"
+            and _lookup(graph_module, node.target).numel() == 0
+        )
 
     for node in list(graph_module.graph.nodes):
         if node.op != "call_function" or node.target != torch.ops.aten.cat.default:
