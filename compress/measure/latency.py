@@ -119,9 +119,6 @@ class Latency:
                 stages.setdefault(name, {})[str(batch)] = timings.stats(name)
         return stages
 
-    def p50(self, name: str, batch: int) -> float:
-        return self.batches[batch].stats(name)["p50"]
-
     def machine(self) -> dict[str, dict[str, Any]]:
         """{"<batch>": the machine's load while it was timed}: report.json's `latency.machine`."""
         return {str(b): t.machine.as_dict() for b, t in self.batches.items()}

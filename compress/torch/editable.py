@@ -73,6 +73,8 @@ def _drop_empty_concats(graph_module) -> None:
     program, which `cat` skips): the concatenation hides its single real operand from pruning."""
     import torch
 
+    from compress.torch.program_attention import op_name
+
     copies = {"lift_fresh_copy", "detach_", "detach", "clone", "alias", "_to_copy", "to"}
 
     def empty(node) -> bool:
@@ -80,7 +82,7 @@ def _drop_empty_concats(graph_module) -> None:
         while (
             isinstance(node, torch.fx.Node)
             and node.op == "call_function"
-            and getattr(node.target, "__name__", "").split(".")[0] in copies
+            and op_name(node) in copies
             and node.args
         ):
             node = node.args[0]

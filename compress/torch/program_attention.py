@@ -26,7 +26,7 @@ PASS_THROUGH = {
 SPLITS = {"split", "split_with_sizes", "chunk", "unbind"}
 
 
-def _op(node: torch.fx.Node) -> str:
+def op_name(node: torch.fx.Node) -> str:
     """'view' for aten.view.default, 'getitem' for operator.getitem."""
     target = node.target
     name = getattr(target, "__name__", str(target))
@@ -46,10 +46,10 @@ def _source(gm, node) -> tuple[torch.fx.Node | None, torch.fx.Node | None]:
     """The Linear call a query / key / value comes from, and the split it went through (fused)."""
     split = None
     while node is not None and node.op == "call_function":
-        if _op(node) == "getitem" and _op(node.args[0]) in SPLITS:
+        if op_name(node) == "getitem" and op_name(node.args[0]) in SPLITS:
             split = node.args[0]
             node = split.args[0]
-        elif _op(node) in PASS_THROUGH:
+        elif op_name(node) in PASS_THROUGH:
             node = node.args[0]
         else:
             return None, None
@@ -65,27 +65,27 @@ def _output_projection(gm, node) -> nn.Linear | None:
         node = users[0]
         if linear := _linear(gm, node):
             return linear
-        if node.op != "call_function" or _op(node) not in PASS_THROUGH:
+        if node.op != "call_function" or op_name(node) not in PASS_THROUGH:
             return None
 
 
 def _attention_inputs(node) -> tuple | None:
     """(query, key, value, the node whose output is the attention's context) or None."""
-    op = _op(node) if node.op == "call_function" else ""
+    op = op_name(node) if node.op == "call_function" else ""
     if op == "scaled_dot_product_attention":
         return (*node.args[:3], node)
     if op not in ("softmax", "_softmax"):
         return None
     scores = node.args[0]
-    while scores.op == "call_function" and _op(scores) in ("add", "mul", "div", "masked_fill"):
+    while scores.op == "call_function" and op_name(scores) in ("add", "mul", "div", "masked_fill"):
         scores = scores.args[0]
     users = list(node.users)
-    while len(users) == 1 and _op(users[0]) in ("dropout", "_to_copy", "to"):
+    while len(users) == 1 and op_name(users[0]) in ("dropout", "_to_copy", "to"):
         users = list(users[0].users)
-    if _op(scores) not in ("matmul", "bmm") or len(users) != 1:
+    if op_name(scores) not in ("matmul", "bmm") or len(users) != 1:
         return None
     context = users[0]
-    if _op(context) not in ("matmul", "bmm") or context.args[0] is not users[0].args[0]:
+    if op_name(context) not in ("matmul", "bmm") or context.args[0] is not users[0].args[0]:
         return None
     query, key = scores.args[:2]
     return query, key, context.args[1], context
