@@ -22,6 +22,7 @@ from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.size import size_bytes
 from compress.passes.quantize import quiet_root_logger
+from compress.report.model import Report
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES, CONFIGS = ROOT / "sample_models", ROOT / "configs"
@@ -146,9 +147,9 @@ def _dataset(sample: Sample, split: str):
     return load_dataset(source, f"bench.{split}", SAMPLES)
 
 
-def _chosen(report: dict) -> str:
-    details = report["stages"][-1].get("details") or {}
-    return details.get("reason") or details.get("verdict") or "done"
+def _chosen(report: Report) -> str:
+    details = report.final.details
+    return (details and (details.reason or getattr(details, "verdict", None))) or "done"
 
 
 def goals(rows: list[dict]) -> list[tuple[str, bool]]:

@@ -127,14 +127,14 @@ def measure(name: str, out: Path) -> dict:
     config.write_text(CONFIG.format(name=name, data=data, inputs=inputs))
     model = out / f"{name}_state.pt"
     torch.save(globals()[name]().state_dict(), model)
-    baseline, pruned = run(model, config, out / name, force=True)["stages"]
+    baseline, pruned = run(model, config, out / name, force=True).stages
     return {
         "name": name,
-        "params": [baseline["params"], pruned["params"]],
-        "params_ratio": round(baseline["params"] / pruned["params"], 3),
-        "speedup": round(baseline["latency_ms"]["8"]["p50"] / pruned["latency_ms"]["8"]["p50"], 3),
-        "heads": pruned["details"]["reason"].rpartition("; removed ")[2],
-        "cosine": pruned["metric"]["value"],
+        "params": [baseline.params, pruned.params],
+        "params_ratio": round(baseline.params / pruned.params, 3),
+        "speedup": round(baseline.figure(8).p50 / pruned.figure(8).p50, 3),
+        "heads": pruned.details.reason.rpartition("; removed ")[2],
+        "cosine": pruned.metric.value,
     }
 
 
@@ -203,16 +203,13 @@ def recovery(out: Path) -> dict:
         np.savez(folder / f"{name}.npz", input_ids=ids[part], attention_mask=mask[part])
     (folder / "recovery.yaml").write_text(RECOVERY_CONFIG)
     report = run(folder / "model.pt2", folder / "recovery.yaml", folder / "out", force=True)
-    baseline, pruned, distilled = report["stages"]
-    batch = "8"
+    baseline, pruned, distilled = report.stages
     return {
         "name": "all-MiniLM-L6-v2 (.pt2, real weights)",
-        "params_ratio": round(baseline["params"] / distilled["params"], 3),
-        "speedup": round(
-            baseline["latency_ms"][batch]["p50"] / distilled["latency_ms"][batch]["p50"], 3
-        ),
-        "cosine_pruned": pruned["metric"]["value"],
-        "cosine_distilled": distilled["metric"]["value"],
+        "params_ratio": round(baseline.params / distilled.params, 3),
+        "speedup": round(baseline.figure(8).p50 / distilled.figure(8).p50, 3),
+        "cosine_pruned": pruned.metric.value,
+        "cosine_distilled": distilled.metric.value,
     }
 
 

@@ -206,13 +206,13 @@ def compare(model: RealModel, folder: Path) -> dict:
         }
         for name, path in models.items()
     ]
-    details = report["stages"][-1].get("details") or {}
+    details = report.final.details
     return {
         "name": model.name,
         "batch": model.batch,
         "rows": rows,
         "seconds": round(seconds, 1),
-        "reason": details.get("reason", ""),
+        "reason": (details.reason if details else None) or "",
     }
 
 

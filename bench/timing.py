@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from compress.job.pipeline import run  # noqa: E402
+from compress.report.model import BenchResult, Report  # noqa: E402
 
 SAMPLES = [
     ("digits CNN", ROOT / "sample_models/digits_cnn.pt2", ROOT / "configs/auto-int8.yaml"),
@@ -39,11 +40,11 @@ RUNS = 5
 SAME_SPEEDUP, SAME_P50 = 0.05, 0.10
 
 
-def _run(model: Path, config: Path, out: Path) -> dict:
+def _run(model: Path, config: Path, out: Path) -> Report:
     return run(model, config, out, force=True)
 
 
-def _bench(model: Path, config: Path) -> dict:
+def _bench(model: Path, config: Path) -> BenchResult:
     """`compress bench MODEL -c CONFIG --json` as a user runs it: in a process of its own."""
     command = [
         sys.executable,
@@ -56,16 +57,15 @@ def _bench(model: Path, config: Path) -> dict:
         "--json",
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
-    return json.loads(done.stdout)
+    return BenchResult.read(json.loads(done.stdout))
 
 
-def _chosen(report: dict) -> str | None:
-    return (report["stages"][-1].get("details") or {}).get("chosen")
+def _chosen(report: Report) -> str | None:
+    return getattr(report.final.details, "chosen", None)
 
 
-def _busy(report: dict) -> bool:
-    machine = report["latency"].get("machine", {})
-    return any(figures["state"] == "busy" for figures in machine.values())
+def _busy(report: Report) -> bool:
+    return any(figures.state == "busy" for figures in (report.latency.machine or {}).values())
 
 
 def quiet_checks(name: str, model: Path, config: Path, folder: Path) -> tuple[list, list]:
@@ -73,10 +73,9 @@ def quiet_checks(name: str, model: Path, config: Path, folder: Path) -> tuple[li
     reports = [_run(model, config, folder / f"quiet{i}") for i in range(RUNS)]
     checks = []
     first, second = reports[0], reports[1]
-    base = first["stages"][0]["latency_ms"]
-    for batch in base:
+    for batch in first.baseline.latency_ms:
         one, two = (
-            r["stages"][0]["latency_ms"][batch]["p50"] / r["stages"][-1]["latency_ms"][batch]["p50"]
+            r.baseline.latency_ms[batch].p50 / r.final.latency_ms[batch].p50
             for r in (first, second)
         )
         checks.append(
@@ -87,13 +86,13 @@ def quiet_checks(name: str, model: Path, config: Path, folder: Path) -> tuple[li
             )
         )
     measured = _bench(folder / "quiet0" / "model.onnx", config)
-    for batch, figures in first["stages"][-1]["latency_ms"].items():
-        again = measured["latency_ms"][batch]["p50"]
+    for batch, figures in first.final.latency_ms.items():
+        again = measured.latency_ms[batch].p50
         checks.append(
             (
                 f"{name}: compress bench reproduces the final p50 within {SAME_P50:.0%} at batch "
-                f"{batch} ({figures['p50']:.3f} ms in the report, {again:.3f} ms again)",
-                abs(again - figures["p50"]) <= SAME_P50 * figures["p50"],
+                f"{batch} ({figures.p50:.3f} ms in the report, {again:.3f} ms again)",
+                abs(again - figures.p50) <= SAME_P50 * figures.p50,
             )
         )
     choices = [_chosen(r) for r in reports]

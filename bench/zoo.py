@@ -306,14 +306,13 @@ def prune_one(model: ZooModel, folder: Path, overrides: list[str]) -> dict:
         report = run(program, config, folder / "out", overrides=sets)
     except CompressError as e:
         return row | {"error": str(e)}
-    base, pruned = report["stages"][0], report["stages"][-1]
-    batch = str(BATCH)
+    base, pruned = report.baseline, report.final
     return row | {
-        "params_ratio": round(base["params"] / pruned["params"], 3),
-        "macs_ratio": round(base["macs"] / pruned["macs"], 3),
-        "speedup": round(base["latency_ms"][batch]["p50"] / pruned["latency_ms"][batch]["p50"], 3),
-        "base_ms": base["latency_ms"][batch]["p50"],
-        "reason": (pruned.get("details") or {}).get("reason", ""),
+        "params_ratio": round(base.params / pruned.params, 3),
+        "macs_ratio": round(base.macs / pruned.macs, 3),
+        "speedup": round(base.figure(BATCH).p50 / pruned.figure(BATCH).p50, 3),
+        "base_ms": base.figure(BATCH).p50,
+        "reason": (pruned.details.reason if pruned.details else None) or "",
     }
 
 
@@ -321,10 +320,10 @@ def _int8(program: Path, folder: Path, names: list[str]) -> dict:
     """Static int8 per channel on the unpruned model: its speedup and size ratio."""
     config = _config(folder, "int8.yaml", "{type: quantize.static, per_channel: true}", names)
     try:
-        summary = run(program, config, folder / "int8")["summary"]
+        summary = run(program, config, folder / "int8").summary
     except CompressError as e:
         return {"int8_error": str(e)}
-    return {"int8_speedup": summary["speedup"], "int8_size_ratio": summary["size_ratio"]}
+    return {"int8_speedup": summary.speedup, "int8_size_ratio": summary.size_ratio}
 
 
 def _config(folder: Path, name: str, entry: str, inputs: list[str]) -> Path:

@@ -41,11 +41,11 @@ def analyze(
 
         result = analyze_model(model, config, out, force, trust_pickle, log, overrides or ())
     if json_output:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.written(), indent=2) + "\n")
         return
     from compress.report import markdown_table
     from compress.sensitivity.render import analysis_summary, node_rows
 
-    headers, rows = node_rows(result["sensitivity"], limit=10)
+    headers, rows = node_rows(result.sensitivity, limit=10)
     typer.echo("\n".join([*analysis_summary(result), "", *markdown_table(headers, rows)]))
     typer.echo(f"\nwritten: {out}/sensitivity.json, sensitivity.md, sensitivity.html")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
@@ -15,6 +15,9 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from compress.batch.summary import BatchRow, BatchSummary
 
 STATUS_STYLE = {"ok": "green", "gate_failed": "yellow", "failed": "bold red", "timed_out": "red"}
 
@@ -68,16 +71,16 @@ def batch(
         with BarProgress(quiet) as progress:
             summary = run_batch(options, progress)
     if json_output:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.write(json.dumps(summary.written(), indent=2) + "\n")
     else:
         print_summary(summary, Console(highlight=False, width=None if sys.stdout.isatty() else 120))
-    if summary["exit_code"]:
+    if summary.exit_code:
         stderr.print(
-            f"error: {sum(n for s, n in summary['counts'].items() if s != 'ok')} of "
-            f"{len(summary['models'])} models did not pass (see {out / 'summary.md'})",
+            f"error: {sum(n for s, n in summary.counts.items() if s != 'ok')} of "
+            f"{len(summary.models)} models did not pass (see {out / 'summary.md'})",
             markup=False,
         )
-        raise typer.Exit(summary["exit_code"])
+        raise typer.Exit(summary.exit_code)
 
 
 class BarProgress:
@@ -100,20 +103,20 @@ class BarProgress:
     def planned(self, total: int) -> None:
         self.task = self.bar.add_task("compressing", total=total)
 
-    def finished(self, row: dict[str, Any]) -> None:
+    def finished(self, row: BatchRow) -> None:
         self.bar.advance(self.task)
         if self.quiet:
             return
-        style = STATUS_STYLE[row["status"]]
-        reused = " (reused)" if row["reused"] else ""
-        detail = f": {row['reason']}" if row["reason"] else ""
+        style = STATUS_STYLE[row.status]
+        reused = " (reused)" if row.reused else ""
+        detail = f": {row.reason}" if row.reason else ""
         self.bar.console.print(
-            f"[{style}]{row['status']}[/] " + escape(f"{row['model']}{reused}{detail}"),
+            f"[{style}]{row.status}[/] " + escape(f"{row.model}{reused}{detail}"),
             highlight=False,
         )
 
 
-def print_summary(summary: dict[str, Any], console: Console) -> None:
+def print_summary(summary: BatchSummary, console: Console) -> None:
     from compress.batch.summary import counts_line, table_rows, threads_line
 
     headers, rows = table_rows(summary)
@@ -121,9 +124,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for header in headers:
         numeric = header not in ("model", "status", "reason")
         table.add_column(header, justify="right" if numeric else "left", overflow="fold")
-    for row, cells in zip(summary["models"], rows, strict=True):
+    for row, cells in zip(summary.models, rows, strict=True):
         cells = [escape(cell) for cell in cells]
-        cells[1] = f"[{STATUS_STYLE[row['status']]}]{cells[1]}[/]"
+        cells[1] = f"[{STATUS_STYLE[row.status]}]{cells[1]}[/]"
         table.add_row(*cells)
     console.print(table)
     console.print(counts_line(summary), markup=False)

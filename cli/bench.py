@@ -38,7 +38,7 @@ def bench(
 
         measured = bench_onnx(model, config, overrides or (), compare)
     if json_output:
-        sys.stdout.write(json.dumps(measured, indent=2) + "\n")
+        sys.stdout.write(json.dumps(measured.written(), indent=2) + "\n")
         return
     from compress_cli.render import print_bench, stdout_console
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from compress_cli.terminal import color_system
 from rich import box
@@ -11,6 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.report import fmt_value, speedup_interval, stage_notes, table_rows
+
+if TYPE_CHECKING:
+    from compress.report.compare import Comparison
+    from compress.report.model import BenchResult, Report
 
 REPORT_WIDTH = 120
 
@@ -21,12 +25,12 @@ def stdout_console() -> Console:
     return Console(highlight=False, width=width, color_system=color_system())
 
 
-def report_table(report: dict[str, Any]) -> Table:
+def report_table(report: Report) -> Table:
     headers, rows = table_rows(report)
     return _table("compression report", headers, rows)
 
 
-def comparison_table(comparison: dict[str, Any]) -> Table:
+def comparison_table(comparison: Comparison) -> Table:
     from compress.report.compare import comparison_rows
 
     headers, rows = comparison_rows(comparison)
@@ -48,64 +52,63 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-def print_bench(measured: dict[str, Any], console: Console) -> None:
+def print_bench(measured: BenchResult, console: Console) -> None:
     """What `compress bench` measured: latency per batch size, the footprint, the settings."""
     from compress.report import human_count, measured_with
 
-    table = Table(title=measured["model"], title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=measured.model, title_justify="left", box=box.SIMPLE_HEAD)
     for header in ("batch", "p50 ms", "p90 ms", "p99 ms", "runs", "settled"):
         table.add_column(header, justify="right", no_wrap=True)
-    for batch, figures in measured["latency_ms"].items():
-        cells = [f"{figures[p]:.3f}" for p in ("p50", "p90", "p99")]
-        table.add_row(batch, *cells, str(figures["runs"]), "yes" if figures["stable"] else "no")
+    for batch, figures in measured.latency_ms.items():
+        cells = [f"{value:.3f}" for value in (figures.p50, figures.p90, figures.p99)]
+        table.add_row(batch, *cells, str(figures.runs), "yes" if figures.stable else "no")
     console.print(table)
     console.print(
-        f"size {measured['size_bytes'] / 1024:.1f} KB (gzipped {measured['gzip_bytes'] / 1024:.1f}"
-        f" KB)  params {human_count(measured['params'])}  MACs {human_count(measured['macs'])}",
+        f"size {measured.size_bytes / 1024:.1f} KB (gzipped {measured.gzip_bytes / 1024:.1f}"
+        f" KB)  params {human_count(measured.params)}  MACs {human_count(measured.macs)}",
     )
-    if "compare" in measured:
+    if measured.compare is not None:
         print_comparison(measured, console)
-    for warning in measured.get("warnings", []):
+    for warning in measured.warnings:
         console.print(f"warning: {warning}", markup=False)
     console.print(measured_with(measured) + ".", markup=False)
 
 
-def print_comparison(measured: dict[str, Any], console: Console) -> None:
+def print_comparison(measured: BenchResult, console: Console) -> None:
     """`compress bench A --compare B`: B against A per batch size, paired."""
-    other = measured["compare"]
+    other = measured.compare
     table = Table(
-        title=f"{other['model']} against {measured['model']} (timed in alternation)",
+        title=f"{other.model} against {measured.model} (timed in alternation)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
     for header in ("batch", "A p50 ms", "B p50 ms", "B speedup", "95% CI", "verdict"):
         table.add_column(header, justify="right", no_wrap=True)
-    for batch, paired in other["speedup"].items():
-        low, high = paired["ci"]
+    for batch, paired in other.speedup.items():
+        low, high = paired.ci
         table.add_row(
             batch,
-            f"{measured['latency_ms'][batch]['p50']:.3f}",
-            f"{other['latency_ms'][batch]['p50']:.3f}",
-            f"{paired['speedup']:.2f}x",
+            f"{measured.latency_ms[batch].p50:.3f}",
+            f"{other.latency_ms[batch].p50:.3f}",
+            f"{paired.speedup:.2f}x",
             f"{low:.2f}-{high:.2f}x",
-            {"faster": "B faster", "slower": "B slower", "tie": "tie"}[paired["verdict"]],
+            {"faster": "B faster", "slower": "B slower", "tie": "tie"}[paired.verdict],
         )
     console.print(table)
 
 
-def print_report(report: dict[str, Any], console: Console) -> None:
+def print_report(report: Report, console: Console) -> None:
     console.print(report_table(report))
-    s = report["summary"]
+    s = report.summary
     console.print(
-        f"size ratio {s['size_ratio']:.2f}x (gzipped {s['gzip_ratio']:.2f}x)  "
-        f"speedup {s['speedup']:.2f}x{speedup_interval(s)} "
-        f"(batch {s['speedup_batch']})  accuracy drop {fmt_value(s['accuracy_drop'], '.4f')}"
+        f"size ratio {s.size_ratio:.2f}x (gzipped {s.gzip_ratio:.2f}x)  "
+        f"speedup {s.speedup:.2f}x{speedup_interval(s)} "
+        f"(batch {s.speedup_batch})  accuracy drop {fmt_value(s.accuracy_drop, '.4f')}"
     )
     for note in stage_notes(report):
         console.print(note, markup=False)
-    for gate in report["gates"]:
-        verdict = "[green]pass[/]" if gate["passed"] else "[bold red]FAIL[/]"
+    for gate in report.gates:
+        verdict = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
         console.print(
-            f"gate {gate['name']}: {fmt_value(gate['value'], '.4f')} "
-            f"(limit {gate['limit']}) {verdict}"
+            f"gate {gate.name}: {fmt_value(gate.value, '.4f')} (limit {gate.limit:g}) {verdict}"
         )

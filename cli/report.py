@@ -83,7 +83,7 @@ def _render(named: dict, fmt: Format) -> str:
         return comparison_markdown(comparison)
     if fmt is Format.html:
         return comparison_to_html(comparison, named)
-    return json.dumps(comparison, indent=2) + "\n"
+    return json.dumps(comparison.written(), indent=2) + "\n"
 
 
 def _print_table(named: dict, console: Console) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
@@ -14,6 +14,9 @@ from compress_cli.process import private_tempdir
 
 from compress.errors import EXIT_GATE_FAILED, one_line
 from compress.report.ci import gate_failure
+
+if TYPE_CHECKING:
+    from compress.report.model import Report
 
 
 def run(
@@ -66,9 +69,9 @@ def run(
         from compress_cli.render import print_report, stdout_console
 
         print_report(report, stdout_console())
-    for warning in report["warnings"]:
+    for warning in report.warnings:
         stderr.print(f"warning: {one_line(warning)}", markup=False)
-    failed = [gate_failure(g) for g in report["gates"] if not g["passed"]]
+    failed = [gate_failure(g) for g in report.gates if not g.passed]
     if failed:  # each with its value and limit: the reason, not only the gate's name
         stderr.print(
             f"error: gate failed: {'; '.join(failed)} (outputs written to {out})", markup=False
@@ -76,7 +79,7 @@ def run(
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-def _append_step_summary(report: dict[str, Any]) -> None:
+def _append_step_summary(report: Report) -> None:
     """The Markdown report appended to a GitHub job summary, when GITHUB_STEP_SUMMARY is set."""
     from compress.report import to_markdown
     from compress.report.ci import append_step_summary

@@ -4,6 +4,7 @@ plugin included)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -75,7 +76,23 @@ def written_report(tmp_path_factory) -> dict:
     from tests.conftest import CNN_CONFIG, SAMPLES, write_config
 
     folder = tmp_path_factory.mktemp("report")
-    return run(SAMPLES / "digits_cnn.pt2", write_config(folder, CNN_CONFIG), folder / "o")
+    report = run(SAMPLES / "digits_cnn.pt2", write_config(folder, CNN_CONFIG), folder / "o")
+    written = json.loads((folder / "o" / "report.json").read_text())
+    assert written == report.written()  # report.json is the Report's serialization
+    return written
+
+
+def test_a_written_report_reads_back_into_the_same_records(written_report):
+    """Read back, every stage's details are its pass's own record again (chosen by the stage's
+    name), and writing it gives the same JSON."""
+    from compress.passes.quantize import QuantizeDetails
+    from compress.report.model import Report
+    from compress.sensitivity import NodeDetails
+
+    report = Report.read(written_report)
+    assert isinstance(report.final.details, QuantizeDetails)
+    assert isinstance(report.final.details.sensitivity.nodes[0], NodeDetails)
+    assert report.written() == written_report
 
 
 def test_schema_report_prints_the_schema_a_real_report_meets(written_report):
@@ -109,7 +126,7 @@ def test_a_reader_takes_any_minor_version_and_refuses_a_newer_major(
     changed = written_report | {"schema_version": version, "added_later": 1}
     path.write_text(json.dumps(changed))
     if accepted:
-        assert load_report(path)["schema_version"] == version
+        assert load_report(path).schema_version == version
         return
     with pytest.raises(ReportFileError, match="schema_version"):
         load_report(path)
@@ -146,13 +163,25 @@ def test_a_passs_checks_hand_their_state_to_apply_instead_of_keeping_it(tmp_path
 def test_no_test_module_imports_another():
     """Shared test helpers live in helper modules (conftest, onnx_builders, attention_models...),
     so a test module can move or go without breaking others."""
+    import re
+
+    importing = re.compile(r"^\s*(from|import) tests(\.\w+)*\.test_")
+    modules = list((ROOT / "tests").rglob("test_*.py"))
     offenders = [
-        path.name
-        for path in (ROOT / "tests").glob("test_*.py")
+        str(path.relative_to(ROOT))
+        for path in modules
         for line in path.read_text().splitlines()
-        if line.strip().startswith(("from tests.test_", "import tests.test_"))
+        if importing.match(line)
     ]
-    assert offenders == []
+    assert len(modules) > 50 and offenders == []
+
+
+def test_the_tests_are_laid_out_as_the_code_is():
+    """tests/<folder>/ for compress/<folder>/, plus tests/cli/ for the commands end to end."""
+    code = {p.name for p in (ROOT / "compress").iterdir() if (p / "__init__.py").exists()}
+    folders = {p.parent.name for p in (ROOT / "tests").rglob("test_*.py")} - {"tests"}
+    assert folders - code == {"cli"}
+    assert all((ROOT / "tests" / folder / "__init__.py").exists() for folder in folders)
 
 
 def test_the_packages_installed_are_the_packages_in_the_tree():
@@ -167,3 +196,54 @@ def test_the_packages_installed_are_the_packages_in_the_tree():
     }
     assert set(setuptools["packages"]) == in_tree | {"compress_cli"}
     assert setuptools["package-dir"] == {"compress_cli": "cli"}
+
+
+def test_every_built_in_pass_declares_its_details_with_defaults():
+    """One result type: a built-in pass's details are its own record, and every field has a
+    default (a stage's details may hold only what the speed guard found)."""
+    from compress.passes.base import OtherDetails, PassDetails
+
+    for name, cls in registry.all_passes().items():
+        if name.startswith("test."):
+            continue
+        assert issubclass(cls.Details, PassDetails) and cls.Details is not OtherDetails, name
+        assert cls.Details(speed_guard="kept").written()["speed_guard"] == "kept", name
+
+
+def test_a_record_refuses_unknown_keys_when_built_and_ignores_them_when_read():
+    from pydantic import ValidationError
+
+    from compress.passes.quantize import QuantizeDetails
+
+    with pytest.raises(ValidationError, match="float_node"):
+        QuantizeDetails(float_node=["conv"])  # misspelt: caught where it is written
+    attempt = {"round": 0, "kept_in_float": 0, "metric": 0.9, "drop": 0.02, "met": False}
+    attempt |= {"judged_on": "data.eval", "seconds": 1.0, "added_later": True}
+    read = QuantizeDetails.read({"float_nodes": ["conv"], "attempts": [attempt], "later": 1})
+    assert read.float_nodes == ["conv"] and read.attempts[0].drop == 0.02
+    assert "added_later" not in read.written()["attempts"][0]
+
+
+def test_a_plugins_details_given_as_a_dict_are_kept_and_read_back():
+    from types import SimpleNamespace
+
+    from compress.job.pipeline import _apply
+    from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+    from compress.report.model import Stage
+
+    class DictDetailsPass(OnnxPass):
+        name = "someone.dict_details"  # not registered: as a plugin this install lacks
+
+        def apply(self, given, ctx):
+            return PassResult(details={"reason": "did it", "merged_layers": 3})
+
+    ctx = SimpleNamespace(log=lambda message: None)
+    details = _apply(0, DictDetailsPass(OnnxPassParams()), ctx, PassInput()).details
+    assert details.reason == "did it" and details.merged_layers == 3
+    assert details.lines() == ["did it"]
+    figures = {"size_bytes": 1, "gzip_bytes": 1, "params": 1, "macs": 1, "sparsity": 0.0}
+    latency = {"8": {"p50": 1.0, "p90": 1.0, "p99": 1.0, "runs": 5, "stable": True}}
+    written = {"name": "someone.dict_details", **figures, "latency_ms": latency, "threads": 1}
+    written |= {"metric": None, "reverted": False, "details": details.written()}
+    written |= {"slower_than_input": False, "slower_at_batch_sizes": []}
+    assert Stage.read(written).written() == written

@@ -13,7 +13,6 @@ removed too: a worker stopped by SIGKILL cleans up nothing itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -151,16 +150,22 @@ def kill_running() -> None:
 def outcome_of(code: int, out_dir: Path) -> dict[str, Any]:
     """status, reason and the report's numbers, from the worker's exit code and its files."""
     if code in (EXIT_OK, EXIT_GATE_FAILED):
-        report = json.loads((out_dir / "report.json").read_text())
-        failed = [g["name"] for g in report["gates"] if not g["passed"]]
-        summary = report["summary"]
+        from compress.errors import ReportFileError
+        from compress.report.compare import load_report
+
+        try:
+            report = load_report(out_dir / "report.json")
+        except ReportFileError as e:
+            return {"status": "failed", "reason": f"its report: {e}", "exit_code": code}
+        failed = [g.name for g in report.gates if not g.passed]
+        summary = report.summary
         return {
             "status": "ok" if code == EXIT_OK else "gate_failed",
             "reason": f"gate failed: {', '.join(failed)}" if failed else None,
             "exit_code": code,
-            "size_ratio": summary["size_ratio"],
-            "speedup": summary["speedup"],
-            "accuracy_drop": summary["accuracy_drop"],
+            "size_ratio": summary.size_ratio,
+            "speedup": summary.speedup,
+            "accuracy_drop": summary.accuracy_drop,
         }
     if code < 0:
         name = signal.Signals(-code).name

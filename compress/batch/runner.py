@@ -23,7 +23,13 @@ from compress.batch.discover import ModelEntry, find_models
 from compress.batch.executors import LocalExecutor, RayExecutor
 from compress.batch.job import ModelJob
 from compress.batch.overrides import config_sha256, config_text, merged_config, with_threads
-from compress.batch.summary import build_summary, remove_summary, write_summary
+from compress.batch.summary import (
+    BatchRow,
+    BatchSummary,
+    build_summary,
+    remove_summary,
+    write_summary,
+)
 from compress.config import load_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
 from compress.job.outdir import OUTPUT_FILES, check_folder_path
@@ -59,11 +65,11 @@ class Progress:
     def planned(self, total: int) -> None:
         pass
 
-    def finished(self, row: dict[str, Any]) -> None:
+    def finished(self, row: BatchRow) -> None:
         pass
 
 
-def run_batch(options: BatchOptions, progress: Progress | None = None) -> dict[str, Any]:
+def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchSummary:
     """Run the batch; write and return the summary. InputError (exit 2) before any work when
     the arguments, the shared config or the output folder are bad, or no model is found."""
     started, progress = time.monotonic(), progress or Progress()
@@ -105,9 +111,9 @@ def _run_entries(
     threads: int,
     executor: LocalExecutor | RayExecutor,
     progress: Progress,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, BatchRow]:
     """Every model's row: reused from its done.json, refused before a run, or run now."""
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, BatchRow] = {}
     pending: dict[str, tuple[ModelJob, dict[str, Any]]] = {}
     progress.planned(len(entries))
 
@@ -115,10 +121,11 @@ def _run_entries(
         row = _row(job.relative, outcome, threads, hashes)
         try:
             make_folders(out_dir, Path(job.relative))
-            write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row, indent=2) + "\n")
+            marker = json.dumps(row.written(), indent=2) + "\n"
+            write_atomically(Path(job.out_dir) / DONE_NAME, marker)
         except OutputDirError as e:  # no marker: the summary lists the model, --resume redoes it
-            if row["status"] != "failed":
-                row |= {"status": "failed", "reason": str(e)}
+            if row.status != "failed":
+                row = row.model_copy(update={"status": "failed", "reason": str(e)})
         rows[job.relative] = row
         progress.finished(row)
 
@@ -160,7 +167,7 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
     out = Path(job.out_dir)
     previous = _read_marker(out / DONE_NAME)
     if options.resume and _still_done(previous, hashes, out):
-        return hashes, {**previous, "reused": True}
+        return hashes, previous.model_copy(update={"reused": True})
     (out / DONE_NAME).unlink(missing_ok=True)
     make_folders(root, Path(entry.relative))  # a link planted in OUTDIR is refused, not followed
     sources = [options.config.resolve(), *(o.resolve() for o in entry.overrides)]
@@ -168,30 +175,36 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
     return hashes, None
 
 
-def _still_done(previous: dict | None, hashes: dict[str, Any], out: Path) -> bool:
+def _still_done(previous: BatchRow | None, hashes: dict[str, Any], out: Path) -> bool:
     return (
         previous is not None
-        and previous.get("status") in COMPLETE
-        and all(previous.get(key) == value for key, value in hashes.items())
+        and previous.status in COMPLETE
+        and all(getattr(previous, key) == value for key, value in hashes.items())
         and all((out / name).is_file() for name in OUTPUT_FILES)
     )
 
 
-def _read_marker(path: Path) -> dict[str, Any] | None:
+def _read_marker(path: Path) -> BatchRow | None:
+    """The row a done.json holds; None for none, or for one that is not a row (redone)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return BatchRow.read(json.loads(path.read_text()))
+    except (OSError, ValueError, RecursionError):  # pydantic's ValidationError is a ValueError
         return None
 
 
-def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> dict[str, Any]:
-    """One model's summary row; every row has every key, in one order."""
-    row = {"model": relative, "status": outcome["status"], "reason": outcome.get("reason")}
-    for key in ("exit_code", "size_ratio", "speedup", "accuracy_drop", "seconds"):
-        row[key] = outcome.get(key)
-    row |= {"threads": threads, "output": relative, "reused": False}
-    row |= {key: hashes.get(key) for key in ("model_sha256", "config_sha256")}
-    return row
+def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> BatchRow:
+    """One model's summary row, from its worker's outcome."""
+    return BatchRow(
+        model=relative,
+        status=outcome["status"],
+        reason=outcome.get("reason"),
+        **{key: outcome.get(key) for key in ("exit_code", "size_ratio", "speedup")},
+        **{key: outcome.get(key) for key in ("accuracy_drop", "seconds")},
+        threads=threads,
+        output=relative,
+        reused=False,
+        **{key: hashes.get(key) for key in ("model_sha256", "config_sha256")},
+    )
 
 
 def make_executor(options: BatchOptions) -> LocalExecutor | RayExecutor:

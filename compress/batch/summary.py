@@ -7,82 +7,123 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK
 from compress.job.interrupts import uninterrupted
 from compress.job.staging import StagingArea
+from compress.records import Record
 from compress.report import fmt_value
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "gate_failed", "failed", "timed_out")
+Status = Literal["ok", "gate_failed", "failed", "timed_out"]
 CSV_COLUMNS = (
     *("model", "status", "size_ratio", "speedup", "accuracy_drop", "seconds", "threads"),
     *("reused", "output", "exit_code", "reason"),
 )
 
 
-def exit_code(rows: list[dict[str, Any]]) -> int:
+class BatchRow(Record):
+    """One model of the batch: its status and numbers (every row has every key; null where a
+    figure does not apply), as summary.json lists it and its done.json marker holds it."""
+
+    model: str = Field(description="its path under DIR")
+    status: Status
+    reason: str | None
+    exit_code: int | None = Field(description="the worker's; negative: killed by that signal")
+    size_ratio: float | None
+    speedup: float | None
+    accuracy_drop: float | None
+    seconds: float | None
+    threads: int
+    output: str = Field(description="its folder under OUTDIR")
+    reused: bool = Field(description="--resume found it done and kept it")
+    model_sha256: str | None
+    config_sha256: str | None
+
+
+class BatchSummary(Record):
+    """summary.json: how the batch ran, the count of each status, the exit code, every model."""
+
+    schema_version: int = SCHEMA_VERSION
+    directory: str
+    config: str
+    pattern: str | None
+    executor: str
+    jobs: int
+    cores: int
+    threads_per_job: int
+    timeout_per_model: float | None
+    seconds: float
+    counts: dict[str, int]
+    exit_code: int
+    models: list[BatchRow]
+
+
+def exit_code(rows: list[BatchRow]) -> int:
     """1 when some model failed or timed out, else 3 when some gate failed, else 0."""
-    statuses = {row["status"] for row in rows}
+    statuses = {row.status for row in rows}
     if statuses & {"failed", "timed_out"}:
         return EXIT_FAILED
     return EXIT_GATE_FAILED if "gate_failed" in statuses else EXIT_OK
 
 
-def build_summary(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
+def build_summary(rows: list[BatchRow], settings: dict[str, Any]) -> BatchSummary:
+    """`settings`: how the batch ran (BatchSummary's fields before `counts`)."""
+    return BatchSummary(
         **settings,
-        "counts": {status: sum(row["status"] == status for row in rows) for status in STATUSES},
-        "exit_code": exit_code(rows),
-        "models": rows,
-    }
+        counts={status: sum(row.status == status for row in rows) for status in STATUSES},
+        exit_code=exit_code(rows),
+        models=rows,
+    )
 
 
-def to_csv(summary: dict[str, Any]) -> str:
+def to_csv(summary: BatchSummary) -> str:
     text = io.StringIO()
     writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(summary["models"])
+    writer.writerows(row.written() for row in summary.models)
     return text.getvalue()
 
 
-def counts_line(summary: dict[str, Any]) -> str:
+def counts_line(summary: BatchSummary) -> str:
     """`5 models: 3 ok, 1 gate failed, 1 failed, 0 timed out`."""
-    counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in summary["counts"].items())
-    return f"{len(summary['models'])} models: {counts}"
+    counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in summary.counts.items())
+    return f"{len(summary.models)} models: {counts}"
 
 
-def threads_line(summary: dict[str, Any]) -> str:
+def threads_line(summary: BatchSummary) -> str:
     """How the cores were shared, which latency numbers depend on."""
-    threads = summary["threads_per_job"]
+    threads = summary.threads_per_job
     return (
-        f"{summary['jobs']} job(s) at once ({summary['executor']}) on {summary['cores']} cores: "
+        f"{summary.jobs} job(s) at once ({summary.executor}) on {summary.cores} cores: "
         f"each job's torch and OpenMP limited to {threads} thread(s), and report.threads (ONNX "
         f"Runtime latency) to at most {threads}"
     )
 
 
-def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table_rows(summary: BatchSummary) -> tuple[list[str], list[list[str]]]:
     """The per-model table as headers and cells (for Markdown and the terminal)."""
     headers = ["model", "status", "size ratio", "speedup", "acc. drop", "seconds", "reason"]
     rows = [
         [
-            row["model"] + (" (reused)" if row.get("reused") else ""),
-            row["status"].replace("_", " "),
-            fmt_value(row.get("size_ratio"), ".2f"),
-            fmt_value(row.get("speedup"), ".2f"),
-            fmt_value(row.get("accuracy_drop"), ".4f"),
-            fmt_value(row.get("seconds"), ".1f"),
-            row.get("reason") or "",
+            row.model + (" (reused)" if row.reused else ""),
+            row.status.replace("_", " "),
+            fmt_value(row.size_ratio, ".2f"),
+            fmt_value(row.speedup, ".2f"),
+            fmt_value(row.accuracy_drop, ".4f"),
+            fmt_value(row.seconds, ".1f"),
+            row.reason or "",
         ]
-        for row in summary["models"]
+        for row in summary.models
     ]
     return headers, rows
 
 
-def to_markdown(summary: dict[str, Any]) -> str:
+def to_markdown(summary: BatchSummary) -> str:
     headers, rows = table_rows(summary)
     lines = ["# Batch summary", "", counts_line(summary), "", threads_line(summary), ""]
     lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -100,10 +141,10 @@ def remove_summary(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+def write_summary(out_dir: Path, summary: BatchSummary) -> None:
     """The three files appear together, as the batch's last act: a signal while they are
     renamed into place leaves none of them (see compress.job.interrupts)."""
-    texts = (json.dumps(summary, indent=2) + "\n", to_csv(summary), to_markdown(summary))
+    texts = (json.dumps(summary.written(), indent=2) + "\n", to_csv(summary), to_markdown(summary))
     with StagingArea(out_dir, "-o") as area:
         for name, text in zip(SUMMARY_FILES, texts, strict=True):
             area.add_text(name, text)

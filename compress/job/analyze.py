@@ -19,14 +19,51 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, Field
+
 from compress.errors import ConfigError
 from compress.job.outdir import OutputFolder
 from compress.job.preflight import Job, prepare
 from compress.passes.base import Pass
 from compress.passes.fallback import AUTO_PREFERENCE
+from compress.records import Record
+from compress.sensitivity import SensitivityDetails
 
 ANALYZE_FILES = ("sensitivity.json", "sensitivity.md", "sensitivity.html")
 INT8_TYPES = ("quantize.static", "quantize.dynamic", "quantize.auto")
+
+
+class AnalysedPass(Record):
+    """The int8 pass whose quantization was analysed."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    type: str
+    origin: str = Field(alias="from", description="where it is in the config")
+    settings: dict[str, Any]
+
+
+class AnalysisMetric(Record):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    name: str
+    float_value: float = Field(alias="float")
+    quantized: float
+    drop: float
+
+
+class Analysis(Record):
+    """What sensitivity.json holds."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    schema_version: int = 1
+    model_file: str
+    config_file: str
+    analysed: AnalysedPass = Field(alias="pass")
+    notes: list[str]
+    sensitivity: SensitivityDetails
+    metric: AnalysisMetric | None = None
 
 
 def analyze(
@@ -37,7 +74,7 @@ def analyze(
     trust_pickle: bool = False,
     log: Callable[[str], None] = lambda m: None,
     overrides: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> Analysis:
     """Write OUT/sensitivity.json, .md and .html (all or none, like `compress run`'s results);
     returns what sensitivity.json holds."""
     from compress.job.inputs import run_inputs
@@ -55,7 +92,7 @@ def analyze(
             with temp_space_errors():
                 result = _analyze(job, index, int8)
             texts = {
-                "sensitivity.json": json.dumps(result, indent=2) + "\n",
+                "sensitivity.json": json.dumps(result.written(), indent=2) + "\n",
                 "sensitivity.md": analysis_markdown(result),
                 "sensitivity.html": analysis_html(result),
             }
@@ -79,7 +116,7 @@ def analysed_pass(passes: list[Pass]) -> tuple[int, Pass]:
     )
 
 
-def _analyze(job: Job, index: int, declared: Pass) -> dict[str, Any]:
+def _analyze(job: Job, index: int, declared: Pass) -> Analysis:
     from compress.job.pipeline import baseline_onnx, seed_everything
     from compress.measure.evaluate import Judge
     from compress.passes.quantize import excluded_nodes, preprocess, quiet_root_logger
@@ -97,26 +134,22 @@ def _analyze(job: Job, index: int, declared: Pass) -> dict[str, Any]:
         int8.settle(prepared, excluded, ctx)
         int8.quantize(prepared, quantized, excluded, ctx)
     sensitivity = shared_sensitivity(int8.job(baseline, prepared, excluded, ctx), quantized, ctx)
-    result: dict[str, Any] = {
-        "schema_version": 1,
-        "model_file": job.model.path.name,
-        "config_file": job.config.path.name,
-        "pass": {"type": int8.name, "from": origin, "settings": _settings(int8)},
-        "notes": _notes(job, index),
-        "sensitivity": sensitivity.details(limit=None),
-    }
+    result = Analysis(
+        model_file=job.model.path.name,
+        config_file=job.config.path.name,
+        analysed=AnalysedPass(type=int8.name, origin=origin, settings=_settings(int8)),
+        notes=_notes(job, index),
+        sensitivity=sensitivity.details(limit=None),
+    )
     if ctx.eval is not None:
         metric = job.config.config.report.metric
         output = ctx.judged_output
         reference = ctx.analysis.reference_outputs(baseline, ctx.eval, output)
         judge = Judge(reference, ctx.eval, metric, output)
         value = judge.score(quantized)
-        result["metric"] = {
-            "name": metric,
-            "float": judge.reference_value,
-            "quantized": value,
-            "drop": judge.drop(value),
-        }
+        result.metric = AnalysisMetric(
+            name=metric, float_value=judge.reference_value, quantized=value, drop=judge.drop(value)
+        )
     quantized.unlink()
     return result
 

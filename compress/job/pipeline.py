@@ -12,7 +12,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from compress import __version__
 from compress.errors import CompressError, InputError, PassError, first_line
@@ -26,10 +25,11 @@ from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.memory import check_batch_memory
 from compress.measure.size import footprint
-from compress.passes.base import Pass, PassInput, PassResult
+from compress.passes.base import Pass, PassDetails, PassInput, PassResult
 from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report.ci import junit_xml
 from compress.report.html import to_html
+from compress.report.model import Metric, Provenance, Report, Stage
 from compress.torch.export import (
     check_parity,
     export_to_onnx,
@@ -49,7 +49,7 @@ class StageFile:
     name: str
     path: Path
     reverted: bool = False
-    details: dict[str, Any] | None = None
+    details: PassDetails | None = None
     fix_if_slower: str = ""  # what the report's slower-stage warning suggests
 
 
@@ -63,7 +63,7 @@ def run(
     progress: ProgressDisplay = silent,
     overrides: Sequence[str] = (),
     junit: Path | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """Run the job and write OUTDIR/model.onnx, report.json, report.md, report.html (and the
     gates as JUnit XML to `junit`); returns the report. `overrides` are `--set KEY=VALUE` texts
     applied to the config. The outputs appear together once everything has succeeded; a run
@@ -88,13 +88,13 @@ def run(
         outputs.close()
 
 
-def _work(job: Job) -> tuple[dict[str, Any], Path]:
+def _work(job: Job) -> tuple[Report, Path]:
     """The report and the final ONNX file (in the job's work folder)."""
     seed_everything(job.config.config.seed)
     stage_files = _run_stages(job)
     provenance = _provenance(job)
     final = stage_files[-1].path
-    set_metadata(final, provenance)  # before measuring: the report sizes the file as written
+    set_metadata(final, provenance.written())  # before measuring: the report sizes it as written
     return _measure(job, stage_files, provenance), final
 
 
@@ -162,13 +162,17 @@ def _torch_stage(job: Job, index: int, p: Pass, source: Path) -> StageFile:
     return StageFile(p.name, onnx_file, reverted, details, fix_if_slower=p.fix_if_slower)
 
 
-def _guard(p: Pass, source: Path, target: Path, ctx, details) -> tuple[bool, dict | None]:
+def _guard(
+    p: Pass, source: Path, target: Path, ctx, details: PassDetails | None
+) -> tuple[bool, PassDetails | None]:
     """With `on_slower: revert`, the speed guard on the stage (`target` against `source`):
     whether it reverted, and the details with what it found (`speed_guard`)."""
     if p.on_slower != "revert":
         return False, details
     guarded = revert_if_slower(source, target, ctx, p.name)
-    return guarded.reverted, (details or {}) | {"speed_guard": guarded.note}
+    details = details if details is not None else p.Details()
+    details.speed_guard = guarded.note
+    return guarded.reverted, details
 
 
 def baseline_onnx(job: Job) -> Path:
@@ -190,10 +194,14 @@ def _baseline(job: Job) -> StageFile:
 
 
 def _apply(index: int, p: Pass, ctx: Context, given: PassInput) -> PassResult:
-    """Run one pass; an unexpected exception becomes a PassError that names the pass."""
+    """Run one pass; an unexpected exception becomes a PassError that names the pass. Details
+    given as a dict (a plugin's) become the pass's Details record."""
     ctx.log(f"pass {index}: {p.name}")
     try:
-        return p.apply(given, ctx)
+        result = p.apply(given, ctx)
+        if isinstance(result.details, dict):
+            result.details = p.Details.model_validate(result.details)
+        return result
     except CompressError:
         raise
     except Exception as e:
@@ -222,7 +230,7 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     return target
 
 
-def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str]) -> dict[str, Any]:
+def _measure(job: Job, stage_files: list[StageFile], provenance: Provenance) -> Report:
     ctx, settings = job.context, job.config.config.report
     ctx.log("measuring latency of " + ", ".join(stage.name for stage in stage_files))
     paths = {stage_key(i, stage.name): stage.path for i, stage in enumerate(stage_files)}
@@ -233,16 +241,18 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
     one_sample = ctx.samples(1)
     by_stage = latency.by_stage()
     stages = [
-        {
-            "name": stage.name,
+        Stage(
+            name=stage.name,
             **footprint(stage.path, one_sample),
-            "latency_ms": by_stage[key],
-            "threads": settings.threads,
-            "metric": metrics[i],
-            "reverted": stage.reverted,
-            **({"details": stage.details} if stage.details else {}),
-            **({"fix_if_slower": stage.fix_if_slower} if stage.fix_if_slower else {}),
-        }
+            latency_ms=by_stage[key],
+            threads=settings.threads,
+            metric=metrics[i],
+            reverted=stage.reverted,
+            details=stage.details,
+            fix_if_slower=stage.fix_if_slower or None,
+            slower_than_input=False,  # until build_report compares it with its input
+            slower_at_batch_sizes=[],
+        )
         for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
     ]
     return build_report(
@@ -256,13 +266,13 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: dict[str, str])
     )
 
 
-def _metrics(stage_files, ctx: Context, metric: str) -> list[dict[str, Any] | None]:
+def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
     if ctx.eval is None:
         return [None] * len(stage_files)
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
     judge = Judge(stage_files[0].path, ctx.eval, metric, ctx.judged_output)
     values = [judge.reference_value] + [judge.score(stage.path) for stage in stage_files[1:]]
-    return [{"name": metric, "value": value} for value in values]
+    return [Metric(name=metric, value=value) for value in values]
 
 
 def seed_everything(seed: int) -> None:
@@ -277,18 +287,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _provenance(job: Job) -> dict[str, str]:
+def _provenance(job: Job) -> Provenance:
     overrides = job.config.overrides
-    return {
-        "compress_version": __version__,
-        "model_file": job.model.path.name,
-        "config_file": job.config.path.name,
+    return Provenance(
+        compress_version=__version__,
+        model_file=job.model.path.name,
+        config_file=job.config.path.name,
         # the file's bytes plus the --set overrides applied to it
-        "config_sha256": hashlib.sha256(
-            "\n".join([job.config.text, *overrides]).encode()
-        ).hexdigest(),
-        **({"config_overrides": " ".join(overrides)} if overrides else {}),
-        "model_sha256": job.model.sha256,
-        "source_format": job.model.format,
-        "passes": ",".join(spec.type for spec in job.config.passes) or "none",
-    }
+        config_sha256=hashlib.sha256("\n".join([job.config.text, *overrides]).encode()).hexdigest(),
+        config_overrides=" ".join(overrides) or None,
+        model_sha256=job.model.sha256,
+        source_format=job.model.format,
+        passes=",".join(spec.type for spec in job.config.passes) or "none",
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from compress.config import LoadedConfig, ModelSection, load_config, parse_config
 from compress.errors import ConfigError, ModelLoadError
@@ -21,7 +20,8 @@ from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
 from compress.models import detect_format, load_model
 from compress.models.model_inputs import onnx_input_specs
-from compress.report import busy_latency
+from compress.report import busy_latency, paired_figures
+from compress.report.model import BenchComparison, BenchResult
 
 DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
 
@@ -31,7 +31,7 @@ def bench_onnx(
     config_path: Path | None = None,
     overrides: Sequence[str] = (),
     compare: Path | None = None,
-) -> dict[str, Any]:
+) -> BenchResult:
     """The file's footprint and latency per batch size, with the settings and the environment;
     with `compare`, a second file timed with it in alternation, and its speedup over the first
     per batch size (paired, with its 95% interval)."""
@@ -59,29 +59,24 @@ def bench_onnx(
     samples = ctx.samples(max(settings.batch_sizes))
     paths = {"model": model_path} | ({"compare": Path(compare)} if compare else {})
     latency = measure_latency(paths, samples, settings)
-    measured = {
-        "model": str(model_path),
+    measured = BenchResult(
+        model=str(model_path),
         **footprint(model_path, ctx.samples(1)),
-        "latency_ms": latency.by_stage()["model"],
-        "latency": latency_settings(settings, ctx.sample_source) | {"machine": latency.machine()},
-        "environment": environment(settings.threads, config.config.seed, settings.pin_threads),
-        "warnings": busy_latency(latency),
-    }
+        latency_ms=latency.by_stage()["model"],
+        latency=latency_settings(settings, ctx.sample_source) | {"machine": latency.machine()},
+        environment=environment(settings.threads, config.config.seed, settings.pin_threads),
+        warnings=busy_latency(latency),
+    )
     if compare:
-        measured["compare"] = {
-            "model": str(compare),
+        measured.compare = BenchComparison(
+            model=str(compare),
             **footprint(Path(compare), ctx.samples(1)),
-            "latency_ms": latency.by_stage()["compare"],
-            "speedup": {
-                str(batch): {
-                    "speedup": round(paired.ratio, 4),
-                    "ci": paired.interval(),
-                    "verdict": paired.verdict,
-                }
+            latency_ms=latency.by_stage()["compare"],
+            speedup={
+                str(batch): paired_figures(timings.speedup("model", "compare"))
                 for batch, timings in latency.batches.items()
-                for paired in [timings.speedup("model", "compare")]
             },
-        }
+        )
     return measured
 
 

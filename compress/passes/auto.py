@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from compress.measure.size import size_bytes
-from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.fallback import (
     AUTO_PREFERENCE,
+    FallbackRounds,
     accuracy_budget,
-    fallback_summary,
     shown_sensitivity,
 )
-from compress.passes.quantize import preprocess
+from compress.passes.quantize import QuantizeDetails, preprocess
 from compress.passes.registry import get_pass, register
+from compress.records import Record
+from compress.sensitivity import SensitivityDetails
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
@@ -36,6 +38,54 @@ class Candidate:
     pass_type: str
     settings: dict[str, Any] = field(default_factory=dict)
     float_nodes: list[str] = field(default_factory=list)  # kept in float besides `exclude`
+
+
+class InputFigures(Record):
+    """The pass's input, as the candidates are compared with it."""
+
+    size_bytes: int
+    metric: float
+    p50_ms: float
+
+
+class FullyQuantized(Record):
+    p50_ms: float
+    drop: float
+
+
+class CandidateEntry(Record):
+    """One candidate as the report lists it: what it is, what it measured, why it won or lost
+    (figures only for those that reached the final timing)."""
+
+    name: str
+    settings: dict[str, Any] = {}
+    fully_quantized: FullyQuantized | None = None
+    fallback: FallbackRounds | None = None
+    seconds: float | None = None
+    size_bytes: int | None = None
+    metric: float | None = None
+    drop: float | None = None
+    float_nodes: list[str] = []
+    p50_ms: float | None = None
+    verdict: str | None = None
+
+
+class AutoTiming(Record):
+    machine: str = Field(description="quiet, busy or unknown during the final timing")
+    retimed: int
+
+
+class AutoDetails(PassDetails):
+    """quantize.auto's details: every candidate with its verdict, the one chosen (none: the
+    input was kept) and why (`reason`)."""
+
+    accuracy_budget: float | None = None
+    input: InputFigures | None = None
+    candidates: list[CandidateEntry] = []
+    chosen: str | None = None
+    timing: AutoTiming | None = None
+    seconds: float | None = None
+    sensitivity: SensitivityDetails | None = None
 
 
 class AutoParams(OnnxPassParams):
@@ -72,6 +122,7 @@ class AutoQuantization(OnnxPass):
     """
 
     Params = AutoParams
+    Details = AutoDetails
 
     def check(self, config: LoadedConfig) -> None:
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
@@ -123,36 +174,43 @@ class AutoQuantization(OnnxPass):
             chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
         shutil.copyfile(timed[chosen] if chosen else source, target)
         ctx.log(f"  {reason} ({time.perf_counter() - started:.0f} s)")
-        details = {
-            "accuracy_budget": budget,
-            "input": figures,
-            "candidates": results,
-            "chosen": chosen,
-            "reason": reason,
-            "timing": {"machine": check.timings.machine.state, "retimed": check.retimed},
-            "seconds": round(time.perf_counter() - started, 2),
-            **self._sensitivity(trials, chosen, budget, source, folder, ctx),
-        }
+        details = AutoDetails(
+            accuracy_budget=budget,
+            input=InputFigures(**figures),
+            candidates=[CandidateEntry(**entry) for entry in results],
+            chosen=chosen,
+            reason=reason,
+            timing=AutoTiming(machine=check.timings.machine.state, retimed=check.retimed),
+            seconds=round(time.perf_counter() - started, 2),
+            sensitivity=self._sensitivity(trials, chosen, budget, source, folder, ctx),
+        )
         return PassResult(details=details)
 
-    def _sensitivity(self, trials, chosen, budget, source, folder, ctx) -> dict[str, Any]:
+    def _sensitivity(
+        self, trials, chosen, budget, source, folder, ctx
+    ) -> SensitivityDetails | None:
         """The node ranking the report shows: one a candidate's fallback measured (the chosen
         one's first), else the static per-channel (or dynamic) candidate's, measured now."""
-        shown = shown_sensitivity({t.name: t.details.get("sensitivity") for t in trials}, chosen)
+        measured = {t.name: t.details.sensitivity for t in trials if t.details is not None}
+        shown = shown_sensitivity(measured, chosen)
         if shown:
             return shown
         by_name = {t.name: t.candidate for t in trials if t.plain is not None}
         preferred = next((by_name[n] for n in AUTO_PREFERENCE if n in by_name), None)
         if preferred is None:
-            return {}
+            return None
         ranked = self._run_candidate(
             preferred, budget, 0, source, folder / "ranked.onnx", ctx, rank=True
         )
-        return shown_sensitivity({preferred.name: ranked.get("sensitivity")}, None)
+        return shown_sensitivity({preferred.name: ranked.sensitivity}, None)
 
     def _entry(self, trial, p50: dict[str, float], source: Path, ctx: Context) -> dict[str, Any]:
-        """The candidate as the report lists it: a finalist with its final model's figures."""
-        entry = trial.entry | fallback_summary(trial.details)
+        """The candidate as the report lists it (CandidateEntry's fields): a finalist with its
+        final model's figures."""
+        entry = dict(trial.entry)
+        rounds = trial.details.rounds() if trial.details is not None else None
+        if rounds is not None:
+            entry["fallback"] = rounds
         entry["seconds"] = round(trial.seconds, 2)
         if trial.name not in p50:
             return entry
@@ -162,7 +220,8 @@ class AutoQuantization(OnnxPass):
             "size_bytes": size_bytes(trial.final),
             "metric": metric,
             "drop": judge.drop(metric),
-            "float_nodes": trial.candidate.float_nodes + trial.details.get("float_nodes", []),
+            "float_nodes": trial.candidate.float_nodes
+            + (trial.details.float_nodes if trial.details is not None else []),
             "p50_ms": p50[trial.name],
         }
 
@@ -203,7 +262,7 @@ class AutoQuantization(OnnxPass):
 
     def _run_candidate(
         self, candidate, budget, steps, source, path, ctx, rank, float_mb=None
-    ) -> dict[str, Any]:
+    ) -> QuantizeDetails:
         """The candidate's int8 pass with at most `steps` fallback rounds keeping at most
         `float_mb` of weights in float; its nodes are ranked when `rank` or when the fallback
         needs it."""
@@ -218,7 +277,6 @@ class AutoQuantization(OnnxPass):
         )
         return (
             pass_class(params, self.key).apply(PassInput(source=source, target=path), ctx).details
-            or {}
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +28,15 @@ from compress.errors import CompressError, first_line
 if TYPE_CHECKING:
     from compress.job.context import Context
     from compress.passes.auto import Candidate
+    from compress.passes.quantize import QuantizeDetails
 
 SCREEN_RUNS = 20  # the brief first timing: enough to tell 1.5x apart, not 3%
 SCREEN_MARGIN = 1.10  # slower than this on the brief timing: not worth the final timing
 SIZE_TIE = 1.01  # sizes closer than 1% are a tie (not worth a search, nor a choice)
 
 # run(candidate, max_fallback_steps, target, max_float_weight_mb): the candidate's int8 pass on
-# the input -> details
-RunCandidate = Callable[["Candidate", int, Path, "float | None"], dict[str, Any]]
+# the input -> its details
+RunCandidate = Callable[["Candidate", int, Path, "float | None"], "QuantizeDetails"]
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Trial:
     final: Path | None = None  # within the budget: `plain` or the fallback's model
     final_ms: float | None = None  # estimated on the screening's time scale
     seconds: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
+    details: QuantizeDetails | None = None  # the last run of its int8 pass
 
     @property
     def name(self) -> str:
@@ -104,7 +105,7 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: Context) -> Tria
     finally:
         trial.seconds += time.perf_counter() - started
     trial.plain, trial.details = path, details
-    trial.plain_drop = details["attempts"][0]["drop"]
+    trial.plain_drop = details.attempts[0].drop
     return trial
 
 
@@ -181,8 +182,8 @@ def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
     finally:
         trial.seconds += time.perf_counter() - started
     trial.details = details
-    if not details.get("budget_met"):
-        trial.entry["verdict"] = f"over budget after the fallback: {details.get('verdict', '')}"
+    if not details.budget_met:
+        trial.entry["verdict"] = f"over budget after the fallback: {details.verdict or ''}"
         return
     p50 = _brief_timing({"input": source, "candidate": path}, ctx)
     trial.final, trial.final_ms = path, input_ms * p50["candidate"] / p50["input"]

@@ -10,7 +10,8 @@ Every pass has one lifecycle, in this order, once per run:
 3. `apply(given, ctx) -> PassResult`: the work, on `given` (`PassInput`: the torch module, or
    the ONNX file to read and the one to write, and what check_model returned). The result is
    the new module (torch passes; an ONNX pass's output is the file it wrote) and the details
-   the report's stage shows.
+   the report's stage shows: a record of the pass's own `Details` type, declared next to its
+   `Params` (report.json serializes it, and reads it back into the same type by stage name).
 
 A pass whose params are `SpeedGuardParams` has `on_slower`: the pipeline times the stage the pass
 wrote against its input, then warns (with the pass's `fix_if_slower`) or keeps the input.
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
@@ -49,6 +52,29 @@ class OnnxPassParams(SpeedGuardParams):
     """Parameters every ONNX-stage pass takes."""
 
 
+class PassDetails(Record):
+    """What a pass reports doing, for its stage in report.json. A pass declares a subclass with
+    its own fields next to its Params (`Pass.Details`); every field has a default, since a
+    stage's details may hold only what the speed guard found."""
+
+    reason: str | None = Field(default=None, description="what the pass did, in one line")
+    notes: list[str] = Field(default_factory=list, description="more lines for people")
+    speed_guard: str | None = Field(
+        default=None, description="on_slower: revert: what timing the stage against its input found"
+    )
+
+    def lines(self) -> list[str]:
+        """What the report shows people of these details, a line each."""
+        return [*self.notes, *([self.reason] if self.reason else [])]
+
+
+class OtherDetails(PassDetails):
+    """The details of a pass that declares no type for them (a plugin), or of a pass this
+    version does not know (a report read back): any keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 @dataclass
 class PassInput:
     """What a pass works on: the torch `module` (torch stage), or the ONNX file `source` it reads
@@ -66,16 +92,17 @@ class PassResult:
     is the file it wrote), and `details` for the report's stage (what was removed, chosen)."""
 
     module: Any = None
-    details: dict[str, Any] | None = None
+    details: PassDetails | None = None
 
 
 class Pass:
     """A step of the pipeline (see the module's docstring for its lifecycle). Subclasses set
-    `stage` and `Params` and implement `apply`."""
+    `stage`, `Params` and `Details` and implement `apply`."""
 
     name: ClassVar[str]
     stage: ClassVar[Literal["torch", "onnx"]]
     Params: ClassVar[type[PassParams]] = PassParams
+    Details: ClassVar[type[PassDetails]] = OtherDetails
     fix_if_slower: ClassVar[str] = ""  # what the slower-stage warning suggests, if anything
 
     def __init__(self, params: PassParams, key: str = "passes[0]"):

@@ -16,13 +16,20 @@ weights: symmetric int8 (+-127, +-64 with reduce_range), per output channel or p
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import numpy as np
 import onnx
 
 from compress.passes.activations import ChannelMean, collect
 from compress.passes.graph_edit import Graph, attribute
+from compress.records import Record
+
+
+class BiasCorrected(Record):
+    """What bias correction changed: how many layers, and the largest shift of a bias."""
+
+    layers: int
+    largest_shift: float
 
 
 class TapMeans:
@@ -125,7 +132,7 @@ def correct_biases(
     means: dict[str, np.ndarray],
     per_channel: bool,
     reduce_range: bool,
-) -> dict[str, Any]:
+) -> BiasCorrected:
     """Subtract E[dW x] from the bias of every node in `names` (a zero bias is added where there
     is none). Returns how many layers changed and the largest shift."""
     graph, largest, count = Graph(model), 0.0, 0
@@ -149,7 +156,7 @@ def correct_biases(
         graph.set_array(node.input[2], (bias.reshape(-1) - shift).reshape(bias.shape))
         largest = max(largest, float(np.abs(shift).max()))
         count += 1
-    return {"layers": count, "largest_shift": largest}
+    return BiasCorrected(layers=count, largest_shift=largest)
 
 
 def _channel_axis(node: onnx.NodeProto) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from compress.errors import ConfigError
-from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class WeightClustering(OnnxPass):
     """
 
     Params = ClusterParams
+    Details = PassDetails  # nothing to report beyond the stage's figures
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx

@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from compress.errors import ConfigError
-from compress.passes.base import PassInput, PassParams, PassResult, SpeedGuardParams, TorchPass
+from compress.passes.base import (
+    PassDetails,
+    PassInput,
+    PassParams,
+    PassResult,
+    SpeedGuardParams,
+    TorchPass,
+)
 from compress.passes.registry import register
+from compress.records import Record
 from compress.torch.distillation import (
     Teacher,
     check_module_names,
@@ -65,6 +73,29 @@ class DistillSettings(PassParams):
     feature_weight: float = Field(default=1.0, ge=0, description="weight of feature matching")
 
 
+class DistilledMetric(Record):
+    """The student judged during training, against the teacher."""
+
+    name: str
+    on: str = Field(description="where it was judged: data.eval, or part of data.train")
+    before: float
+    after: float
+    teacher: float
+    recovered: float | None = Field(description="the share of the gap to the teacher closed")
+    per_epoch: list[float]
+    best_epoch: int
+
+
+class DistillDetails(PassDetails):
+    teacher: str | None = None
+    student: str | None = None
+    epochs_run: int | None = None
+    stopped: str | None = None
+    train_seconds: float | None = None
+    losses: list[float] = []
+    metric: DistilledMetric | None = None
+
+
 @dataclass
 class DistillPlan:
     """What distill's check_model prepared for apply: the loaded teacher, the declared student
@@ -94,6 +125,8 @@ class Distill(TorchPass):
 
     class Params(SpeedGuardParams, TrainParams, DistillSettings):  # teacher, student, loss first
         pass
+
+    Details = DistillDetails
 
     @property
     def changes_input_model(self) -> bool:
@@ -241,7 +274,9 @@ class Distill(TorchPass):
         reference = torch_output(ctx.loaded_model.callable(), inputs, output)
         return Judge(reference, held_out, ctx.config.config.report.metric, output)
 
-    def _details(self, result: TrainResult, before, teacher_value, labelled, plan) -> dict:
+    def _details(
+        self, result: TrainResult, before, teacher_value, labelled, plan
+    ) -> DistillDetails:
         p, judge = self.params, plan.judge
         student = f"{p.student.arch} {p.student.arch_args}" if p.student else "the current model"
         teacher = plan.teacher.described
@@ -256,14 +291,14 @@ class Distill(TorchPass):
             f"distilled {student} from {teacher} ({loss}): {result.epochs_run} epoch(s) in "
             f"{result.seconds:.1f} s, {result.stopped}"
         )
-        details: dict[str, Any] = {
-            "teacher": teacher,
-            "student": student,
-            "epochs_run": result.epochs_run,
-            "stopped": result.stopped,
-            "train_seconds": result.seconds,
-            "losses": [round(v, 6) for v in result.losses],
-        }
+        details = DistillDetails(
+            teacher=teacher,
+            student=student,
+            epochs_run=result.epochs_run,
+            stopped=result.stopped,
+            train_seconds=result.seconds,
+            losses=[round(v, 6) for v in result.losses],
+        )
         if judge is not None:
             after = result.metrics[result.best_epoch - 1] if result.restored else result.metrics[-1]
             gap = teacher_value - before
@@ -278,14 +313,15 @@ class Distill(TorchPass):
             )
             if where == "data.eval":
                 reason += "; epochs were picked on data.eval, which the report also scores"
-            details["metric"] = {
-                "name": judge.metric,
-                "on": where,
-                "before": before,
-                "after": after,
-                "teacher": teacher_value,
-                "recovered": recovered,
-                "per_epoch": result.metrics,
-                "best_epoch": result.best_epoch,
-            }
-        return {"reason": reason, **details}
+            details.metric = DistilledMetric(
+                name=judge.metric,
+                on=where,
+                before=before,
+                after=after,
+                teacher=teacher_value,
+                recovered=recovered,
+                per_epoch=result.metrics,
+                best_epoch=result.best_epoch,
+            )
+        details.reason = reason
+        return details

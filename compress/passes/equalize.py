@@ -13,15 +13,16 @@ become 6 / s_i per channel; see `relu6` below. BatchNormalization after a Conv i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnx
 from pydantic import Field
 
-from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.graph_edit import Graph, attribute, load, save
 from compress.passes.registry import register
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.job.context import Context
@@ -182,7 +183,27 @@ def replace_clips(model: onnx.ModelProto, pairs: list[Pair]) -> int:
     return count
 
 
-def equalize(model: onnx.ModelProto, relu6: str, max_iterations: int) -> dict[str, Any]:
+class Spread(Record):
+    """How far the largest channel's range is from the median channel's, before and after."""
+
+    before: float
+    after: float
+
+
+class Equalized(Record):
+    """What cross-layer equalization changed (the equalize pass, quantize.static's equalize);
+    the defaults say nothing was."""
+
+    batchnorm_folded: int = 0
+    pairs: int = 0
+    relu6_pairs: int = 0
+    relu6: Literal["skip", "relu"] = "skip"
+    clips_replaced_by_relu: int = 0
+    iterations: int = 0
+    range_spread: Spread | None = None
+
+
+def equalize(model: onnx.ModelProto, relu6: str, max_iterations: int) -> Equalized:
     """Fold BatchNorm, then equalize every pair until the scales settle. Returns what changed."""
     folded = fold_batchnorm(model)
     graph = Graph(model)
@@ -199,15 +220,15 @@ def equalize(model: onnx.ModelProto, relu6: str, max_iterations: int) -> dict[st
         moved = max((np.abs(np.log(equalize_pair(graph, p))).max() for p in pairs), default=0.0)
         if moved < CONVERGED:
             break
-    return {
-        "batchnorm_folded": folded,
-        "pairs": len(pairs),
-        "relu6_pairs": len(clipped),
-        "relu6": relu6,
-        "clips_replaced_by_relu": replaced,
-        "iterations": rounds,
-        "range_spread": {"before": round(before, 3), "after": round(range_spread(graph, pairs), 3)},
-    }
+    return Equalized(
+        batchnorm_folded=folded,
+        pairs=len(pairs),
+        relu6_pairs=len(clipped),
+        relu6=relu6,
+        clips_replaced_by_relu=replaced,
+        iterations=rounds,
+        range_spread=Spread(before=round(before, 3), after=round(range_spread(graph, pairs), 3)),
+    )
 
 
 class EqualizeParams(OnnxPassParams):
@@ -220,6 +241,10 @@ class EqualizeParams(OnnxPassParams):
     max_iterations: int = Field(
         default=20, ge=1, le=1000, description="rounds over all pairs until the scales settle"
     )
+
+
+class EqualizeDetails(Equalized, PassDetails):
+    """The equalize pass's details: what it changed, and the line the report shows."""
 
 
 @register("equalize")
@@ -236,18 +261,19 @@ class CrossLayerEqualization(OnnxPass):
     """
 
     Params = EqualizeParams
+    Details = EqualizeDetails
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         source, target = given.source, given.target
         model = load(source)
-        details = equalize(model, self.params.relu6, self.params.max_iterations)
+        done = equalize(model, self.params.relu6, self.params.max_iterations)
         save(model, target)
-        spread = details["range_spread"]
+        spread = done.range_spread
         line = (
-            f"equalized {details['pairs']} conv pair(s) in {details['iterations']} round(s): "
-            f"channel range spread {spread['before']:g} -> {spread['after']:g}; "
-            f"{details['batchnorm_folded']} BatchNorm folded, {details['relu6_pairs']} ReLU6 "
+            f"equalized {done.pairs} conv pair(s) in {done.iterations} round(s): "
+            f"channel range spread {spread.before:g} -> {spread.after:g}; "
+            f"{done.batchnorm_folded} BatchNorm folded, {done.relu6_pairs} ReLU6 "
             f"pair(s) {'made ReLU' if self.params.relu6 == 'relu' else 'skipped'}"
         )
         ctx.log(f"  {line}")
-        return PassResult(details=details | {"notes": [line]})
+        return PassResult(details=EqualizeDetails(**dict(done), notes=[line]))

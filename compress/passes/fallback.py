@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from compress.passes.budget import BudgetJudge, Verdict
 from compress.passes.ranking import Ranking
 from compress.passes.search import SearchResult, guess_from_noise, smallest_passing
+from compress.records import Record
+from compress.sensitivity import RankingFailed, SensitivityDetails
 
 if TYPE_CHECKING:
     from compress.job.context import Context
@@ -35,6 +37,53 @@ AUTO_PREFERENCE = ("static-per-channel", "dynamic")
 
 # quantize(node names kept in float, target path): writes a quantized model
 Quantize = Callable[[list[str], Path], None]
+
+
+class Attempt(Record):
+    """One quantize + evaluate round of the fallback, as the report lists it."""
+
+    round: int
+    kept_in_float: int
+    metric: float
+    drop: float
+    judged_on: Literal["data.eval", "subset of data.eval"]
+    met: bool
+    seconds: float
+
+
+class SearchSummary(Record):
+    rounds: int
+    max_rounds: int
+    candidate_sets: int
+    order: list[str] = []  # round i kept the first attempts[i].kept_in_float of these
+    seconds: float
+
+
+class FallbackRounds(Record):
+    """What a quantize.auto candidate's entry shows of its fallback: the rounds and their time."""
+
+    verdict: str
+    attempts: list[Attempt]
+    search: SearchSummary
+
+
+class Fallback(Record):
+    """An int8 pass's ranking and accuracy-aware fallback, as its stage's details hold them:
+    the ranking (`sensitivity`, unless turned off), and with a budget the rounds it took."""
+
+    sensitivity: SensitivityDetails | RankingFailed | None = None
+    accuracy_budget: float | None = None
+    budget_met: bool | None = None
+    float_nodes: list[str] = []
+    verdict: str | None = None
+    attempts: list[Attempt] = []
+    search: SearchSummary | None = None
+
+    def rounds(self) -> FallbackRounds | None:
+        """The rounds, when a search was run."""
+        if self.search is None or self.verdict is None:
+            return None
+        return FallbackRounds(verdict=self.verdict, attempts=self.attempts, search=self.search)
 
 
 @dataclass
@@ -60,16 +109,16 @@ class Round:
     seconds: float
     path: Path
 
-    def details(self) -> dict[str, Any]:
-        return {
-            "round": self.index,
-            "kept_in_float": len(self.float_nodes),
-            "metric": self.verdict.metric,
-            "drop": self.verdict.drop,
-            "judged_on": "data.eval" if self.verdict.full else "subset of data.eval",
-            "met": self.verdict.met,
-            "seconds": round(self.seconds, 2),
-        }
+    def details(self) -> Attempt:
+        return Attempt(
+            round=self.index,
+            kept_in_float=len(self.float_nodes),
+            metric=self.verdict.metric,
+            drop=self.verdict.drop,
+            judged_on="data.eval" if self.verdict.full else "subset of data.eval",
+            met=self.verdict.met,
+            seconds=round(self.seconds, 2),
+        )
 
 
 def accuracy_budget(own: float | None, ctx: Context) -> float | None:
@@ -91,7 +140,7 @@ def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
 
 def quantize_within_budget(
     job: QuantizeJob, target: Path, budget: float | None, max_rounds: int, ctx: Context
-) -> dict[str, Any]:
+) -> Fallback:
     """Quantize to `target` and rank the nodes; with a `budget` (and data.eval), search for the
     fewest float nodes that meet it in at most `max_rounds` further rounds, and leave at
     `target` the first model found within it, else the closest. Returns the stage's details."""
@@ -100,7 +149,7 @@ def quantize_within_budget(
     seconds = time.perf_counter() - began
     ranking = Ranking(job, target, ctx)
     if budget is None or ctx.eval is None:
-        return ranking.details() if job.report_ranking else {}
+        return Fallback(sensitivity=ranking.details() if job.report_ranking else None)
     metric = ctx.config.config.report.metric
     reference = ctx.analysis.reference_outputs(job.source, ctx.eval, ctx.judged_output)
     judge = BudgetJudge(reference, ctx.eval, metric, budget, ctx.judged_output)
@@ -113,8 +162,10 @@ def quantize_within_budget(
         sensitivity = ranking.get()
         if sensitivity is not None:
             search.run(sensitivity, max_rounds)
-    shown = ranking.details() if job.report_ranking or ranking.measured else {}
-    return shown | search.finish(ranking.problem, max_rounds, time.perf_counter() - began)
+    outcome = search.finish(ranking.problem, max_rounds, time.perf_counter() - began)
+    if job.report_ranking or ranking.measured:
+        outcome.sensitivity = ranking.details()
+    return outcome
 
 
 class _Search:
@@ -155,7 +206,7 @@ class _Search:
             f"({'within' if entry.verdict.met else 'over'} budget, {entry.seconds:.1f} s)"
         )
 
-    def finish(self, problem: str | None, max_rounds: int, seconds: float) -> dict[str, Any]:
+    def finish(self, problem: str | None, max_rounds: int, seconds: float) -> Fallback:
         chosen = self._chosen()
         for entry in self.rounds:
             if entry.path not in (chosen.path, self.target):
@@ -163,20 +214,20 @@ class _Search:
         if chosen.path != self.target:
             shutil.move(chosen.path, self.target)
         largest = max(self.rounds, key=lambda r: len(r.float_nodes)).float_nodes
-        return {
-            "accuracy_budget": self.judge.budget,
-            "budget_met": chosen.verdict.met,
-            "float_nodes": chosen.float_nodes,
-            "verdict": self._verdict(chosen, problem, max_rounds),
-            "attempts": [entry.details() for entry in self.rounds],
-            "search": {
-                "rounds": len(self.rounds) - 1,
-                "max_rounds": max_rounds,
-                "candidate_sets": len(self.sets),
-                "order": largest,  # round i kept the first attempts[i].kept_in_float of these
-                "seconds": round(seconds, 2),
-            },
-        }
+        return Fallback(
+            accuracy_budget=self.judge.budget,
+            budget_met=chosen.verdict.met,
+            float_nodes=chosen.float_nodes,
+            verdict=self._verdict(chosen, problem, max_rounds),
+            attempts=[entry.details() for entry in self.rounds],
+            search=SearchSummary(
+                rounds=len(self.rounds) - 1,
+                max_rounds=max_rounds,
+                candidate_sets=len(self.sets),
+                order=largest,
+                seconds=round(seconds, 2),
+            ),
+        )
 
     def _chosen(self) -> Round:
         """The first round within the budget with the fewest float nodes, else the closest
@@ -233,25 +284,18 @@ class _Search:
         return f"max_fallback_steps ({max_rounds}) rounds ran out; more rounds may find a set"
 
 
-def fallback_summary(details: dict[str, Any]) -> dict[str, Any]:
-    """What a quantize.auto candidate's entry shows of its fallback: the rounds and their time."""
-    if "search" not in details:
-        return {}
-    return {"fallback": {key: details[key] for key in ("verdict", "attempts", "search")}}
-
-
 def shown_sensitivity(
-    rankings: dict[str, dict[str, Any] | None], first: str | None
-) -> dict[str, Any]:
+    rankings: dict[str, SensitivityDetails | RankingFailed | None], first: str | None
+) -> SensitivityDetails | None:
     """quantize.auto's `sensitivity` detail from the rankings its candidates measured: the
     `first` candidate's (the chosen one), else its static per-channel candidate's, else the
-    dynamic one's, else the first there is; {} when none was measured."""
+    dynamic one's, else the first there is; None when none was measured."""
     order = [first, *AUTO_PREFERENCE, *rankings]
     for name in [n for n in order if n in rankings]:
         ranking = rankings[name]
-        if ranking and "nodes" in ranking:
-            return {"sensitivity": ranking | {"candidate": name}}
-    return {}
+        if isinstance(ranking, SensitivityDetails):
+            return ranking.model_copy(update={"candidate": name})
+    return None
 
 
 def fitting_sets(prepared: Path, sets: list[list[str]], max_bytes: int) -> int:

@@ -17,13 +17,13 @@ Two fixes, both automatic in the int8 passes:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from pydantic import ConfigDict, Field
 
 from compress.passes.graph_edit import Graph
+from compress.records import Record
 
 MASK_VALUE = -1e4
 # The taint stops here: a Softmax turns masked scores into zeros; these ops make no float value.
@@ -45,7 +45,22 @@ def _clamped(array: np.ndarray) -> np.ndarray:
     return np.where(array < MASK_VALUE, np.asarray(MASK_VALUE, array.dtype), array)
 
 
-def clamp_mask_constants(model: onnx.ModelProto) -> list[dict[str, Any]]:
+class ClampedConstant(Record):
+    """An attention-mask constant raised to MASK_VALUE: the tensor, its lowest value before."""
+
+    model_config = ConfigDict(
+        serialize_by_alias=True,
+        validate_by_name=True,
+        allow_inf_nan=True,
+        ser_json_inf_nan="constants",
+    )
+
+    tensor: str
+    lowest: float = Field(alias="from")
+    to: float
+
+
+def clamp_mask_constants(model: onnx.ModelProto) -> list[ClampedConstant]:
     """Clamp every constant <= MASK_VALUE (initializers, Constant and ConstantOfShape values) to
     MASK_VALUE, in place. Returns what was changed: the tensor and its most negative value."""
     changed = []
@@ -53,7 +68,7 @@ def clamp_mask_constants(model: onnx.ModelProto) -> list[dict[str, Any]]:
     def clamp(tensor: onnx.TensorProto, where: str) -> None:
         array = numpy_helper.to_array(tensor)
         if array.dtype.kind == "f" and array.size and bool((array < MASK_VALUE).any()):
-            changed.append({"tensor": where, "from": float(array.min()), "to": MASK_VALUE})
+            changed.append(ClampedConstant(tensor=where, lowest=float(array.min()), to=MASK_VALUE))
             tensor.CopyFrom(numpy_helper.from_array(_clamped(array), tensor.name))
 
     for initializer in model.graph.initializer:
@@ -100,8 +115,3 @@ def mask_nodes(model: onnx.ModelProto) -> list[str]:
 
 def _attr_int(node: onnx.NodeProto, name: str) -> int | None:
     return next((a.i for a in node.attribute if a.name == name), None)
-
-
-def mask_details(clamped: list[dict[str, Any]], float_nodes: list[str]) -> dict[str, Any]:
-    """What the report says about the masks: the constants clamped, the nodes kept in float."""
-    return {"clamped_constants": clamped, "mask_float_nodes": float_nodes}

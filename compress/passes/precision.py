@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
-from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.fallback import accuracy_budget
 from compress.passes.quantize import excluded_nodes
 from compress.passes.registry import register
@@ -43,6 +43,7 @@ class Float16(OnnxPass):
     """
 
     Params = Float16Params
+    Details = PassDetails  # nothing to report beyond the stage's figures
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx
@@ -59,6 +60,22 @@ class Float16(OnnxPass):
         )
         onnx.save(converted, str(target))
         return PassResult()
+
+
+class Int4Details(PassDetails):
+    gemm_rewritten_as_matmul: int | None = None
+    embedding_tables_int8: list[str] = []
+    embeddings_drop: float | None = Field(
+        default=None, description="the drop the int8 embedding tables cost on data.eval"
+    )
+    embeddings_kept_float: list[str] = Field(
+        default_factory=list, description="tables kept in float32: int8 would miss the budget"
+    )
+
+    def lines(self) -> list[str]:
+        tables = self.embedding_tables_int8
+        stored = [f"embedding tables stored as int8: {', '.join(tables)}"] if tables else []
+        return super().lines() + stored
 
 
 class Int4Params(OnnxPassParams):
@@ -103,6 +120,7 @@ class Int4WeightOnly(OnnxPass):
     """
 
     Params = Int4Params
+    Details = Int4Details
 
     def check(self, config) -> None:
         self.require_eval_for_budget(config)
@@ -130,27 +148,28 @@ class Int4WeightOnly(OnnxPass):
         )
         quantizer.process()
         quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
-        details: dict[str, Any] = {"gemm_rewritten_as_matmul": len(rewritten)}
+        details = Int4Details(gemm_rewritten_as_matmul=len(rewritten))
         if self.params.embeddings_int8 is not False:
-            details |= self._embeddings(source, target, ctx)
+            self._embeddings(source, target, ctx, details)
         return PassResult(details=details)
 
-    def _embeddings(self, source: Path, target: Path, ctx: Context) -> dict[str, Any]:
-        """Store `target`'s embedding tables as int8, unless `auto` and the budget says no."""
+    def _embeddings(self, source: Path, target: Path, ctx: Context, details: Int4Details) -> None:
+        """Store `target`'s embedding tables as int8, unless `auto` and the budget says no; says
+        which in `details`."""
         import onnx
 
         model = onnx.load(str(target))
         tables = quantize_embeddings(model)
         if not tables:
-            return {}
+            return
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
         judged = self.params.embeddings_int8 == "auto" and budget is not None and ctx.eval
         candidate = target.with_suffix(".embeddings.onnx") if judged else target
         onnx.save(model, str(candidate))
-        details: dict[str, Any] = {"embedding_tables_int8": tables}
+        details.embedding_tables_int8 = tables
         if judged:
             verdict = _judge(source, candidate, budget, ctx)
-            details["embeddings_drop"] = verdict.drop
+            details.embeddings_drop = verdict.drop
             # Over budget, the tables are to blame if the model meets it without them, or if
             # they alone cost more than the whole budget.
             without = None if verdict.met else _judge(source, target, budget, ctx).drop
@@ -160,10 +179,10 @@ class Int4WeightOnly(OnnxPass):
                     f"  int8 embedding tables take the drop to {verdict.drop} (budget {budget}, "
                     f"{without} without them): kept in float32; embeddings_int8: true forces them"
                 )
-                return details | {"embedding_tables_int8": [], "embeddings_kept_float": tables}
+                details.embedding_tables_int8, details.embeddings_kept_float = [], tables
+                return
             candidate.replace(target)
         ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
-        return details
 
 
 def _judge(source: Path, candidate: Path, budget: float, ctx: Context):

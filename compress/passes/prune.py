@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from compress.errors import ConfigError, PassError, first_line
-from compress.passes.base import PassInput, PassResult, SpeedGuardParams, TorchPass
+from compress.passes.base import PassDetails, PassInput, PassResult, SpeedGuardParams, TorchPass
 from compress.passes.registry import register
 from compress.torch.channel_splits import channel_split_modules
 from compress.torch.depgraph import channel_counts, example_inputs, make_pruner, prune_step
@@ -42,6 +42,23 @@ class PruneParams(SpeedGuardParams):
         description="module names or fnmatch globs (`layers.*.attn`) left whole (the final "
         "classifier always is)",
     )
+
+
+class ChannelPruningDetails(PassDetails):
+    """prune.channels: the layers whose output channels changed, as [before, after]."""
+
+    channels: dict[str, list[int]] = {}
+    too_small_to_round: dict[str, int] = Field(
+        default_factory=dict, description="layers left whole: round_to would empty them"
+    )
+    finetune_losses: list[float] = []
+
+
+class MagnitudePruningDetails(PassDetails):
+    pruned_layer_sparsity: float | None = Field(
+        default=None, description="the share of zeros in the pruned layers' weights"
+    )
+    finetune_losses: list[float] = []
 
 
 class PruningPass(TorchPass):
@@ -120,6 +137,7 @@ class ChannelPruning(PruningPass):
         "keep channel counts multiples the CPU kernels suit (round_to: 8 or 16), lower amount, or "
         "set on_slower: revert to keep the unpruned model"
     )
+    Details = ChannelPruningDetails
 
     class Params(FinetuneParams, PruneParams):  # amount and ignore first, then fine-tuning
         importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
@@ -231,16 +249,16 @@ class ChannelPruning(PruningPass):
         left = f"; {_skipped_text(skipped, p.round_to)}" if skipped else ""
         return PassResult(
             model,
-            {
-                "reason": (
+            ChannelPruningDetails(
+                reason=(
                     f"removed {removed} of {total} output channels in {len(changed)} layers "
                     f"({p.importance} importance, {p.scope}{rounding}, {p.steps} step(s))"
                     f"{heads_removed(heads_before, head_counts(model))}{tuned}{left}"
                 ),
-                "channels": changed,
-                "too_small_to_round": skipped,
-                "finetune_losses": losses,
-            },
+                channels=changed,
+                too_small_to_round=skipped,
+                finetune_losses=losses,
+            ),
         )
 
 
@@ -287,6 +305,8 @@ class MagnitudePruning(PruningPass):
           amount: 0.5
     """
 
+    Details = MagnitudePruningDetails
+
     class Params(FinetuneParams, PruneParams):
         importance: Literal["l1", "l2"] = Field(
             default="l1", description="|w| ranks single weights; l1 and l2 rank them alike"
@@ -324,13 +344,13 @@ class MagnitudePruning(PruningPass):
         total = sum(m.weight.numel() for m, _ in targets)
         return PassResult(
             model,
-            {
-                "reason": (
+            MagnitudePruningDetails(
+                reason=(
                     f"zeroed {zeros / total:.0%} of the weights in {len(targets)} layers; they are "
                     "still stored and multiplied, so a dense runtime (ONNX Runtime on CPU) gets no "
                     "speedup: the gain is the compressed (gzip) size"
                 ),
-                "pruned_layer_sparsity": round(zeros / total, 4),
-                "finetune_losses": losses,
-            },
+                pruned_layer_sparsity=round(zeros / total, 4),
+                finetune_losses=losses,
+            ),
         )

@@ -13,14 +13,16 @@ from pydantic import Field
 from compress.errors import ConfigError, first_line
 from compress.measure.evaluate import onnx_output
 from compress.passes import recovery
-from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.fallback import (
+    Fallback,
     QuantizeJob,
     accuracy_budget,
     quantize_within_budget,
     relative_error,
     sensitivity_samples,
 )
+from compress.passes.recovery import Recovery
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
@@ -153,10 +155,31 @@ class QuantizeParams(OnnxPassParams):
     )
 
 
+class QuantizeDetails(Recovery, Fallback, PassDetails):
+    """What an int8 pass (quantize.static, quantize.dynamic) did: how it held accuracy
+    (Recovery), its node ranking and fallback (Fallback), and per_channel: auto's choice."""
+
+    per_channel: bool | None = Field(default=None, description="per_channel: auto's choice")
+    output_error: dict[str, float] | None = Field(
+        default=None, description="per_channel: auto: each way's output error"
+    )
+
+    def lines(self) -> list[str]:
+        lines = super().lines()
+        lines += [self.verdict] if self.verdict else []
+        lines += [f"kept in float: {', '.join(self.float_nodes)}"] if self.float_nodes else []
+        if self.per_channel is not None:
+            kind = "per-channel" if self.per_channel else "per-tensor"
+            lines.append(f"{kind} weight scales (closer to the float model's outputs)")
+        return lines
+
+
 class Int8Pass(OnnxPass):
-    """Shared by the int8 passes: pre-processing, `exclude`, and the accuracy-aware fallback."""
+    """Shared by the int8 passes: the accuracy-recovery rewrites, pre-processing, `exclude`, and
+    the accuracy-aware fallback."""
 
     params: QuantizeParams
+    Details = QuantizeDetails
 
     def check(self, config: LoadedConfig) -> None:
         self.require_eval_for_budget(config)
@@ -170,18 +193,23 @@ class Int8Pass(OnnxPass):
         return {}
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
-        source, target = given.source, given.target
+        target = given.target
+        source, rewrites = recovery.rewrite_source(given.source, target, self.params, ctx)
         with quiet_root_logger():
-            details = self._apply(source, target, ctx)
+            settled, fallback = self._apply(source, target, ctx)
         keep_shape_annotations(source, target)
+        details = QuantizeDetails(**rewrites, **settled, **dict(fallback))
+        details.notes = details.recovery_notes()
         return PassResult(details=details)
 
-    def _apply(self, source: Path, target: Path, ctx: Context) -> dict[str, Any] | None:
+    def _apply(self, source: Path, target: Path, ctx: Context) -> tuple[dict[str, Any], Fallback]:
+        """What was settled before quantizing (QuantizeDetails' fields), and the fallback's
+        outcome."""
         prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
         excluded = excluded_nodes(prepared, self.params.exclude, self.key)
-        details = self.settle(prepared, excluded, ctx)
+        settled = self.settle(prepared, excluded, ctx)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
-        return details | quantize_within_budget(
+        return settled, quantize_within_budget(
             self.job(source, prepared, excluded, ctx),
             target,
             budget,
@@ -242,12 +270,6 @@ class DynamicQuantization(Int8Pass):
     """
 
     Params = DynamicParams
-
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
-        source, target = given.source, given.target
-        rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
-        details |= super().apply(PassInput(source=rewritten, target=target), ctx).details or {}
-        return PassResult(details=details | {"notes": recovery.notes(details)} if details else None)
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
@@ -354,12 +376,6 @@ class StaticQuantization(Int8Pass):
     def check(self, config: LoadedConfig) -> None:
         super().check(config)
         self.require_data(config, "calibration", f"{self.key}: {self.name} needs data.calibration")
-
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
-        source, target = given.source, given.target
-        rewritten, details = recovery.rewrite_source(source, target, self.params, ctx)
-        details |= super().apply(PassInput(source=rewritten, target=target), ctx).details or {}
-        return PassResult(details=details | {"notes": recovery.notes(details)} if details else None)
 
     def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
         """Bias-correction statistics and the activation ranges, once for every quantization."""

@@ -5,14 +5,14 @@ file reuse it, and measured only when something asks for it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from compress.errors import first_line
 
 if TYPE_CHECKING:
     from compress.job.context import Context
     from compress.passes.fallback import QuantizeJob
-    from compress.sensitivity import Sensitivity
+    from compress.sensitivity import RankingFailed, Sensitivity, SensitivityDetails
 
 RANKING_SAMPLES = 32  # what the node ranking runs (its cost grows with them; see sensitivity)
 
@@ -70,6 +70,8 @@ class Ranking:
                 self.ctx.log(f"  sensitivity: could not rank the nodes: {self.problem}")
         return self._sensitivity
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> SensitivityDetails | RankingFailed:
+        from compress.sensitivity import RankingFailed
+
         sensitivity = self.get()
-        return {"sensitivity": sensitivity.details() if sensitivity else {"error": self.problem}}
+        return sensitivity.details() if sensitivity else RankingFailed(error=self.problem)

@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field
 
 from compress.passes import bias_correction, calibration, masks
-from compress.passes.equalize import equalize
+from compress.passes.bias_correction import BiasCorrected
+from compress.passes.equalize import Equalized, equalize
 from compress.passes.graph_edit import Graph, load, save
-from compress.passes.smooth import smooth, smoothed_nodes, stats_samples
+from compress.passes.masks import ClampedConstant
+from compress.passes.smooth import Smoothed, smooth, smoothed_nodes, stats_samples
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.job.context import Context
@@ -30,61 +34,86 @@ if TYPE_CHECKING:
 BIAS_STATS_SAMPLES = 64  # the mean input of a layer settles long before this
 
 
+class MaskClamps(Record):
+    clamped_constants: list[ClampedConstant]
+
+
+class CalibrationChoice(Record):
+    """The activation-range method `calibration: auto` kept, and why."""
+
+    method: str
+    why: str | None = None
+    output_error: dict[str, float] | None = Field(
+        default=None, description="by method, on held-out calibration samples"
+    )
+    fit_samples: int | None = None
+    held_out_samples: int | None = None
+
+
+class Recovery(Record):
+    """What an int8 pass did around the quantizer to hold accuracy, by technique."""
+
+    attention_masks: MaskClamps | None = None
+    mask_float_nodes: list[str] = []
+    equalize: Equalized | None = None
+    smooth: Smoothed | None = None
+    bias_correction: BiasCorrected | None = None
+    calibration: CalibrationChoice | None = None
+
+    def recovery_notes(self) -> list[str]:
+        """One line per technique that changed something, for the report's stage notes."""
+        lines = []
+        if self.attention_masks is not None or self.mask_float_nodes:
+            clamped = self.attention_masks.clamped_constants if self.attention_masks else []
+            lines.append(
+                f"attention masks: {len(clamped)} constant(s) clamped to {masks.MASK_VALUE:g}, "
+                f"{len(self.mask_float_nodes)} node(s) on the mask path kept in float"
+            )
+        if self.equalize is not None:
+            spread = self.equalize.range_spread
+            lines.append(
+                f"equalized {self.equalize.pairs} conv pair(s): channel range spread "
+                f"{spread.before:g} -> {spread.after:g}"
+            )
+        if self.smooth is not None:
+            lines.append(
+                f"SmoothQuant (alpha {self.smooth.alpha:g}) at {len(self.smooth.sites)} "
+                "LayerNorm -> MatMul site(s)"
+            )
+        if self.bias_correction is not None:
+            lines.append(f"bias correction in {self.bias_correction.layers} layer(s)")
+        chosen = self.calibration
+        if chosen is not None and chosen.output_error:
+            errors = ", ".join(f"{m} {e:.4g}" for m, e in chosen.output_error.items())
+            lines.append(
+                f"calibration {chosen.method} (output error on held-out calibration samples: "
+                f"{errors})"
+            )
+        return lines
+
+
 def rewrite_source(source: Path, target: Path, params, ctx: Context) -> tuple[Path, dict]:
-    """`source`, or a rewritten copy beside `target`, and what was changed, by technique."""
+    """`source`, or a rewritten copy beside `target`, and what was changed, by technique
+    (Recovery's fields)."""
     model, details = load(source), {}
     if params.attention_masks:
         clamped = masks.clamp_mask_constants(model)
         if clamped:
-            details["attention_masks"] = {"clamped_constants": clamped}
+            details["attention_masks"] = MaskClamps(clamped_constants=clamped)
             ctx.log(f"  {len(clamped)} attention-mask constant(s) clamped to {masks.MASK_VALUE}")
     if getattr(params, "equalize", False):
         # relu6 "skip": equalizing through Clip(0, 6) would change the float model (on
         # EfficientNet-Lite1 ReLU6 -> ReLU gave cosine 0.51 before any quantization).
         details["equalize"] = equalize(model, relu6="skip", max_iterations=20)
-        ctx.log(f"  equalized {details['equalize']['pairs']} conv pair(s)")
+        ctx.log(f"  equalized {details['equalize'].pairs} conv pair(s)")
     if getattr(params, "smooth_alpha", None) is not None:
         details["smooth"] = smooth(model, stats_samples(ctx), params.smooth_alpha)
-        ctx.log(f"  smoothed {len(details['smooth']['sites'])} LayerNorm -> MatMul site(s)")
+        ctx.log(f"  smoothed {len(details['smooth'].sites)} LayerNorm -> MatMul site(s)")
     if not details:
         return source, details
     rewritten = target.with_name(f"{target.stem}.rewritten.onnx")
     save(model, rewritten)
     return rewritten, details
-
-
-def notes(details: dict[str, Any]) -> list[str]:
-    """One line per recovery technique that changed something, for the report's stage notes."""
-    lines = []
-    if "attention_masks" in details or details.get("mask_float_nodes"):
-        clamped = details.get("attention_masks", {}).get("clamped_constants", [])
-        kept = details.get("mask_float_nodes", [])
-        lines.append(
-            f"attention masks: {len(clamped)} constant(s) clamped to {masks.MASK_VALUE:g}, "
-            f"{len(kept)} node(s) on the mask path kept in float"
-        )
-    if "equalize" in details:
-        spread = details["equalize"]["range_spread"]
-        lines.append(
-            f"equalized {details['equalize']['pairs']} conv pair(s): channel range spread "
-            f"{spread['before']:g} -> {spread['after']:g}"
-        )
-    if "smooth" in details:
-        smoothing = details["smooth"]
-        lines.append(
-            f"SmoothQuant (alpha {smoothing['alpha']:g}) at {len(smoothing['sites'])} "
-            "LayerNorm -> MatMul site(s)"
-        )
-    if "bias_correction" in details:
-        lines.append(f"bias correction in {details['bias_correction']['layers']} layer(s)")
-    calibration_details = details.get("calibration", {})
-    if "output_error" in calibration_details:
-        errors = ", ".join(f"{m} {e:.4g}" for m, e in calibration_details["output_error"].items())
-        lines.append(
-            f"calibration {calibration_details['method']} (output error on held-out "
-            f"calibration samples: {errors})"
-        )
-    return lines
 
 
 def float_nodes(
@@ -112,7 +141,7 @@ class StaticPlan:
     method: str = "minmax"
     ranges: Path | None = None
     bias_means: dict[str, np.ndarray] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # Recovery's fields, as settled
 
     def model_for(self, excluded: list[str], params, path: Path) -> Path:
         """The graph to quantize: `prepared` with bias correction on the layers that will be
@@ -204,7 +233,7 @@ def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, wor
 
     count = len(samples[0])
     if count < 4:  # nothing to hold out
-        plan.details["calibration"] = {"method": "minmax", "why": "fewer than 4 samples"}
+        plan.details["calibration"] = CalibrationChoice(method="minmax", why="fewer than 4 samples")
         collector = _collector(model, params, ("minmax",), work)
         return _finish(plan, collector, [samples], ctx, params, work)
     fit, held, rest = calibration.split_for_auto(count)
@@ -221,12 +250,12 @@ def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, wor
         trial_output = onnx_output(trial, judged, output)
         errors[method] = round(relative_error(reference, trial_output), 6)
     plan.method = min(errors, key=errors.get)
-    plan.details["calibration"] = {
-        "method": plan.method,
-        "output_error": errors,
-        "fit_samples": fit.stop - fit.start,
-        "held_out_samples": held.stop - held.start,
-    }
+    plan.details["calibration"] = CalibrationChoice(
+        method=plan.method,
+        output_error=errors,
+        fit_samples=fit.stop - fit.start,
+        held_out_samples=held.stop - held.start,
+    )
     ctx.log(
         "  calibration: "
         + ", ".join(f"{m} {e:.4g}" for m, e in errors.items())

@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from compress.passes.base import Pass
+    from compress.passes.base import Pass, PassDetails
 
 ENTRY_POINT_GROUP = "compress.passes"
 _REGISTRY: dict[str, type[Pass]] = {}
@@ -75,3 +75,16 @@ def get_pass(name: str) -> type[Pass]:
     hint = closest_names(name)
     suggestion = f"did you mean {hint[0]!r}?" if hint else "run `compress passes` to list them"
     raise KeyError(f"unknown pass {name!r}; {suggestion}")
+
+
+def details_type(name: str) -> type[PassDetails]:
+    """The type of the details a stage named `name` holds: its pass's `Details`, or any keys for
+    a pass this installation does not have (a report written elsewhere, a plugin that fails)."""
+    from compress.errors import ConfigError
+    from compress.passes.base import OtherDetails
+
+    try:
+        found = all_passes().get(name)
+    except ConfigError:
+        found = None
+    return found.Details if found is not None else OtherDetails

@@ -17,16 +17,18 @@ that keeps the channels last (GPT-2's Conv1D: Reshape -> Gemm); Shape readers ar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnx
 from pydantic import Field
 
 from compress.passes.activations import ChannelAbsMax, collect
-from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.equalize import Spread
 from compress.passes.graph_edit import Graph, attribute, load, save
 from compress.passes.registry import register
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
@@ -113,7 +115,21 @@ def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float) -
     return np.clip(scales, *SCALE_LIMITS)
 
 
-def smooth_site(graph: Graph, site: Site, x_absmax: np.ndarray, alpha: float) -> dict[str, Any]:
+class SmoothedSite(Record):
+    tensor: str
+    matmuls: int
+    folded_into: Literal["layernorm", "mul"]
+    channel_range_spread: Spread
+
+
+class Smoothed(Record):
+    """What SmoothQuant changed (the smooth pass, quantize.static's smooth_alpha)."""
+
+    alpha: float | None = None
+    sites: list[SmoothedSite] = []
+
+
+def smooth_site(graph: Graph, site: Site, x_absmax: np.ndarray, alpha: float) -> SmoothedSite:
     """Apply SmoothQuant at one site; says how, and how much flatter X's channels became."""
     rows = [_rows(m, graph.own_weight(m, 1)) for m in site.matmuls]
     w_absmax = np.max([np.abs(r).max(axis=1) for r in rows], axis=0)
@@ -134,15 +150,15 @@ def smooth_site(graph: Graph, site: Site, x_absmax: np.ndarray, alpha: float) ->
                 graph.set_array(site.norm.input[index], value / scales)
         how = "layernorm"
     smoothed = x_absmax / scales
-    return {
-        "tensor": site.tensor,
-        "matmuls": len(site.matmuls),
-        "folded_into": how,
-        "channel_range_spread": {
-            "before": round(float(x_absmax.max() / max(np.median(x_absmax), 1e-12)), 2),
-            "after": round(float(smoothed.max() / max(np.median(smoothed), 1e-12)), 2),
-        },
-    }
+    return SmoothedSite(
+        tensor=site.tensor,
+        matmuls=len(site.matmuls),
+        folded_into=how,
+        channel_range_spread=Spread(
+            before=round(float(x_absmax.max() / max(np.median(x_absmax), 1e-12)), 2),
+            after=round(float(smoothed.max() / max(np.median(smoothed), 1e-12)), 2),
+        ),
+    )
 
 
 def _insert_mul(graph: Graph, site: Site, inverse: np.ndarray) -> None:
@@ -157,13 +173,13 @@ def _insert_mul(graph: Graph, site: Site, inverse: np.ndarray) -> None:
         entry.input[0] = output
 
 
-def smooth(model: onnx.ModelProto, samples: list[np.ndarray], alpha: float) -> dict[str, Any]:
+def smooth(model: onnx.ModelProto, samples: list[np.ndarray], alpha: float) -> Smoothed:
     """SmoothQuant every site of `model` in place, with statistics from `samples`."""
     graph = Graph(model)
     sites = smoothing_sites(graph)
     absmax = activation_absmax(model, sites, samples) if sites else {}
     changed = [smooth_site(graph, site, absmax[site.tensor], alpha) for site in sites]
-    return {"alpha": alpha, "sites": changed}
+    return Smoothed(alpha=alpha, sites=changed)
 
 
 def smoothed_nodes(model: onnx.ModelProto) -> list[str]:
@@ -181,6 +197,10 @@ def smoothed_nodes(model: onnx.ModelProto) -> list[str]:
 
 def stats_samples(ctx: Context) -> list[np.ndarray]:
     return ctx.calibration.take(min(STATS_SAMPLES, len(ctx.calibration)))
+
+
+class SmoothDetails(Smoothed, PassDetails):
+    """The smooth pass's details: the sites it changed, and the line the report shows."""
 
 
 class SmoothParams(OnnxPassParams):
@@ -206,6 +226,7 @@ class SmoothQuant(OnnxPass):
     """
 
     Params = SmoothParams
+    Details = SmoothDetails
 
     def check(self, config: LoadedConfig) -> None:
         why = f"{self.key}: {self.name} measures activations on data.calibration"
@@ -214,12 +235,12 @@ class SmoothQuant(OnnxPass):
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         source, target = given.source, given.target
         model = load(source)
-        details = smooth(model, stats_samples(ctx), self.params.alpha)
+        done = smooth(model, stats_samples(ctx), self.params.alpha)
         save(model, target)
-        folded = sum(site["folded_into"] == "layernorm" for site in details["sites"])
+        folded = sum(site.folded_into == "layernorm" for site in done.sites)
         line = (
-            f"SmoothQuant (alpha {self.params.alpha:g}) at {len(details['sites'])} LayerNorm -> "
+            f"SmoothQuant (alpha {self.params.alpha:g}) at {len(done.sites)} LayerNorm -> "
             f"MatMul site(s), {folded} folded into the LayerNorm"
         )
         ctx.log(f"  {line}")
-        return PassResult(details=details | {"notes": [line]})
+        return PassResult(details=SmoothDetails(**dict(done), notes=[line]))

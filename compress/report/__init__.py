@@ -1,19 +1,31 @@
 """The report: measured stages, a summary against the baseline, gate verdicts, the environment.
 
-Written as report.json (for machines, `schema_version`ed) and report.md (for people and CI job
-summaries)."""
+Built as a typed `Report` (compress.report.model) and written as report.json (for machines,
+`schema_version`ed) and report.md (for people and CI job summaries)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from compress.config import Config, GatesSection
 from compress.measure.environment import environment
 from compress.measure.interference import BUSY_ADVICE, MachineLoad
 from compress.measure.latency import SPEED_TOLERANCE, Latency, latency_settings
 from compress.report.budget_warnings import budget_warnings
-from compress.report.model import SCHEMA_VERSION, Report
+from compress.report.model import (
+    SCHEMA_VERSION,
+    BenchResult,
+    Gate,
+    Paired,
+    Provenance,
+    Report,
+    Stage,
+    Summary,
+)
+
+if TYPE_CHECKING:
+    from compress.measure.latency import Speedup
 
 
 def stage_key(index: int, name: str) -> str:
@@ -21,80 +33,76 @@ def stage_key(index: int, name: str) -> str:
     return f"{index}:{name}"
 
 
-def summarize(
-    stages: list[dict[str, Any]], first_batch: int, latency: Latency | None = None
-) -> dict[str, Any]:
+def summarize(stages: list[Stage], first_batch: int, latency: Latency | None = None) -> Summary:
     base, final = stages[0], stages[-1]
-    key = str(first_batch)
-    speedup = base["latency_ms"][key]["p50"] / final["latency_ms"][key]["p50"]
-    interval = {}
+    speedup = base.figure(first_batch).p50 / final.figure(first_batch).p50
+    paired = None
     if latency is not None:
-        last = stage_key(len(stages) - 1, final["name"])
-        paired = latency.batches[first_batch].speedup(stage_key(0, base["name"]), last)
-        interval = {"speedup_ci": paired.interval(), "speedup_verdict": paired.verdict}
+        last = stage_key(len(stages) - 1, final.name)
+        paired = latency.batches[first_batch].speedup(stage_key(0, base.name), last)
     drop = (
-        base["metric"]["value"] - final["metric"]["value"]
-        if base["metric"] and final["metric"]
+        base.metric.value - final.metric.value
+        if base.metric and final.metric and None not in (base.metric.value, final.metric.value)
         else None
     )
-    return {
-        "size_ratio": round(base["size_bytes"] / final["size_bytes"], 4),
-        "gzip_ratio": round(base["gzip_bytes"] / final["gzip_bytes"], 4),
-        "speedup": round(speedup, 4),
-        **interval,
-        "speedup_batch": first_batch,
-        "accuracy_drop": None if drop is None else round(drop, 6),
-        "final_size_mb": round(final["size_bytes"] / 1e6, 4),
-    }
+    return Summary(
+        size_ratio=round(base.size_bytes / final.size_bytes, 4),
+        gzip_ratio=round(base.gzip_bytes / final.gzip_bytes, 4),
+        speedup=round(speedup, 4),
+        speedup_ci=paired.interval() if paired else None,
+        speedup_verdict=paired.verdict if paired else None,
+        speedup_batch=first_batch,
+        accuracy_drop=None if drop is None else round(drop, 6),
+        final_size_mb=round(final.size_bytes / 1e6, 4),
+    )
 
 
-def compare_stages(stages: list[dict[str, Any]], latency: Latency) -> None:
-    """Each stage's speed against its input at every batch size, paired over the rounds they
-    were timed in together: `vs_input` {"<batch>": {speedup, ci, verdict}}."""
+def paired_figures(paired: Speedup) -> Paired:
+    return Paired(speedup=round(paired.ratio, 4), ci=paired.interval(), verdict=paired.verdict)
+
+
+def compare_stages(stages: list[Stage], latency: Latency) -> list[Stage]:
+    """Each stage with its speed against its input at every batch size, paired over the rounds
+    they were timed in together: `vs_input` {"<batch>": {speedup, ci, verdict}}."""
+    compared = stages[:1]
     for index, (previous, stage) in enumerate(zip(stages, stages[1:], strict=False), 1):
-        reference, key = stage_key(index - 1, previous["name"]), stage_key(index, stage["name"])
-        stage["vs_input"] = {
-            str(batch): {
-                "speedup": round(paired.ratio, 4),
-                "ci": paired.interval(),
-                "verdict": paired.verdict,
-            }
+        reference, key = stage_key(index - 1, previous.name), stage_key(index, stage.name)
+        vs_input = {
+            str(batch): paired_figures(timings.speedup(reference, key))
             for batch, timings in latency.batches.items()
-            for paired in [timings.speedup(reference, key)]
         }
+        compared.append(stage.model_copy(update={"vs_input": vs_input}))
+    return compared
 
 
-def flag_slower_stages(stages: list[dict[str, Any]], batch_sizes: list[int]) -> list[str]:
-    """Mark each stage slower than its input: by the paired interval (`vs_input`, see
-    compare_stages) where it was measured, else by p50 beyond 3%. `slower_than_input` is the
-    first batch size's verdict (what the speed guard and quantize.auto judge by), every batch
-    size where it is slower is in `slower_at_batch_sizes`, and each slowdown is named in a
-    warning."""
-    warnings = []
+def flag_slower_stages(
+    stages: list[Stage], batch_sizes: list[int]
+) -> tuple[list[Stage], list[str]]:
+    """Each stage marked where it is slower than its input: by the paired interval
+    (`vs_input`, see compare_stages) where it was measured, else by p50 beyond 3%.
+    `slower_than_input` is the first batch size's verdict (what the speed guard and
+    quantize.auto judge by), every batch size where it is slower is in `slower_at_batch_sizes`;
+    and a warning naming each slowdown."""
+    flagged, warnings = stages[:1], []
     for previous, stage in zip(stages, stages[1:], strict=False):
         slower = []
         for batch in batch_sizes:
-            before = previous["latency_ms"][str(batch)]["p50"]
-            after = stage["latency_ms"][str(batch)]["p50"]
-            paired = stage.get("vs_input", {}).get(str(batch))
-            if paired is None:
-                is_slower = after > before * SPEED_TOLERANCE
-            else:
-                is_slower = paired["verdict"] == "slower"
+            before, after = previous.figure(batch).p50, stage.figure(batch).p50
+            paired = (stage.vs_input or {}).get(str(batch))
+            is_slower = (
+                after > before * SPEED_TOLERANCE if paired is None else (paired.verdict == "slower")
+            )
             if is_slower:
                 slower.append(batch)
-                ci = f", 95% CI {paired['ci'][0]:.2f}-{paired['ci'][1]:.2f}x" if paired else ""
+                ci = f", 95% CI {paired.ci[0]:.2f}-{paired.ci[1]:.2f}x" if paired else ""
                 warnings.append(
-                    f"stage {stage['name']} is slower than its input {previous['name']} at batch "
+                    f"stage {stage.name} is slower than its input {previous.name} at batch "
                     f"{batch}: p50 {after:.3f} ms vs {before:.3f} ms ({before / after:.2f}x{ci})"
-                    + (f"; {stage['fix_if_slower']}" if stage.get("fix_if_slower") else "")
+                    + (f"; {stage.fix_if_slower}" if stage.fix_if_slower else "")
                 )
-        stage["slower_than_input"] = batch_sizes[0] in slower
-        stage["slower_at_batch_sizes"] = slower
-    if stages:
-        stages[0]["slower_than_input"] = False
-        stages[0]["slower_at_batch_sizes"] = []
-    return warnings
+        update = {"slower_than_input": batch_sizes[0] in slower, "slower_at_batch_sizes": slower}
+        flagged.append(stage.model_copy(update=update))
+    return flagged, warnings
 
 
 def busy_latency(latency: Latency) -> list[str]:
@@ -106,40 +114,28 @@ def busy_latency(latency: Latency) -> list[str]:
     ]
 
 
-def evaluate_gates(gates: GatesSection, summary: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate_gates(gates: GatesSection, summary: Summary) -> list[Gate]:
     """One verdict per configured gate; a missing value (no metric) counts as a failure."""
     checks = [
-        ("max_accuracy_drop", "accuracy_drop", lambda v, lim: v <= lim),
-        ("min_speedup", "speedup", lambda v, lim: v >= lim),
-        ("min_size_ratio", "size_ratio", lambda v, lim: v >= lim),
-        ("max_size_mb", "final_size_mb", lambda v, lim: v <= lim),
+        ("max_accuracy_drop", summary.accuracy_drop, lambda v, lim: v <= lim),
+        ("min_speedup", summary.speedup, lambda v, lim: v >= lim),
+        ("min_size_ratio", summary.size_ratio, lambda v, lim: v >= lim),
+        ("max_size_mb", summary.final_size_mb, lambda v, lim: v <= lim),
     ]
-    verdicts = []
-    for gate, field, ok in checks:
-        limit = getattr(gates, gate)
-        if limit is None:
-            continue
-        value = summary.get(field)
-        verdicts.append(
-            {
-                "name": gate,
-                "limit": limit,
-                "value": value,
-                "passed": value is not None and ok(value, limit),
-            }
-        )
-    return verdicts
+    return [
+        Gate(name=gate, limit=limit, value=value, passed=value is not None and ok(value, limit))
+        for gate, value, ok in checks
+        if (limit := getattr(gates, gate)) is not None
+    ]
 
 
 def unsettled_latency(
-    stages: list[dict[str, Any]], batch_sizes: list[int], latency: Latency | None = None
+    stages: list[Stage], batch_sizes: list[int], latency: Latency | None = None
 ) -> list[str]:
     """A warning per batch size whose medians had not settled when the time budget ended
     (`latency`, where given, tells settling apart from a busy machine, warned of apart)."""
     unsettled = [
-        batch
-        for batch in batch_sizes
-        if not all(stage["latency_ms"][str(batch)].get("stable", True) for stage in stages)
+        batch for batch in batch_sizes if not all(stage.figure(batch).stable for stage in stages)
     ]
     if latency is not None:
         unsettled = [b for b in unsettled if not latency.batches[b].settled]
@@ -151,51 +147,48 @@ def unsettled_latency(
 
 
 def build_report(
-    stages: list[dict[str, Any]],
+    stages: list[Stage],
     config: Config,
-    provenance: dict[str, str],
+    provenance: Provenance,
     latency_input: str,
     outputs: list[str],
     judged: int,
     latency: Latency,
-) -> dict[str, Any]:
+) -> Report:
     """The report of measured `stages`; `latency_input` says where the timed samples came from,
     `outputs` names the model's outputs, of which the metric judged output `judged`; `latency`
     is the measurement the stages' figures come from."""
     settings = config.report
     batch_sizes = settings.batch_sizes
-    compare_stages(stages, latency)
+    stages, slower = flag_slower_stages(compare_stages(stages, latency), batch_sizes)
     summary = summarize(stages, batch_sizes[0], latency)
     gates = evaluate_gates(config.gates, summary)
-    warnings = flag_slower_stages(stages, batch_sizes) + busy_latency(latency)
-    warnings += unsettled_latency(stages, batch_sizes, latency)
+    warnings = slower + busy_latency(latency) + unsettled_latency(stages, batch_sizes, latency)
     warnings += budget_warnings(stages, gates, settings.metric)
-    report = {
-        "schema_version": SCHEMA_VERSION,
-        "stages": stages,
-        "summary": summary,
-        "gates": gates,
-        "passed": all(g["passed"] for g in gates),
-        "warnings": warnings,
-        "metric": settings.metric,
-        "judged_output": outputs[judged] if outputs else None,
-        "outputs": outputs,
-        "batch_sizes": batch_sizes,
-        "latency": latency_settings(settings, latency_input) | {"machine": latency.machine()},
-        "provenance": provenance,
-        "environment": environment(settings.threads, config.seed, settings.pin_threads),
-    }
-    Report.model_validate(report)  # report.json's contract (compress schema --report)
-    return report
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        stages=stages,
+        summary=summary,
+        gates=gates,
+        passed=all(g.passed for g in gates),
+        warnings=warnings,
+        metric=settings.metric,
+        judged_output=outputs[judged] if outputs else None,
+        outputs=outputs,
+        batch_sizes=batch_sizes,
+        latency=latency_settings(settings, latency_input) | {"machine": latency.machine()},
+        provenance=provenance,
+        environment=environment(settings.threads, config.seed, settings.pin_threads),
+    )
 
 
-def to_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2) + "\n"
+def to_json(report: Report) -> str:
+    return json.dumps(report.written(), indent=2) + "\n"
 
 
-def stage_label(stage: dict[str, Any]) -> str:
+def stage_label(stage: Stage) -> str:
     """A stage's name for people; says when the speed guard kept the pass's input."""
-    return stage["name"] + (" (reverted)" if stage.get("reverted") else "")
+    return stage.name + (" (reverted)" if stage.reverted else "")
 
 
 def fmt_value(value, spec: str) -> str:
@@ -211,9 +204,9 @@ def human_count(value: int) -> str:
     return str(value)
 
 
-def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     """The per-stage table, as headers and formatted cells (for Markdown and the terminal)."""
-    batches = [str(b) for b in report["batch_sizes"]]
+    batches = report.batch_sizes
     headers = [
         "stage",
         "size KB",
@@ -226,69 +219,59 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = [
         [
             stage_label(stage),
-            f"{stage['size_bytes'] / 1024:.1f}",
-            f"{stage['gzip_bytes'] / 1024:.1f}",
-            human_count(stage["params"]),
-            human_count(stage["macs"]),
-            f"{stage['sparsity']:.0%}",
-            *(f"{stage['latency_ms'][b]['p50']:.3f}" for b in batches),
-            fmt_value(stage["metric"]["value"] if stage["metric"] else None, ".4f"),
+            f"{stage.size_bytes / 1024:.1f}",
+            f"{stage.gzip_bytes / 1024:.1f}",
+            human_count(stage.params),
+            human_count(stage.macs),
+            f"{stage.sparsity:.0%}",
+            *(f"{stage.figure(b).p50:.3f}" for b in batches),
+            fmt_value(stage.metric.value if stage.metric else None, ".4f"),
         ]
-        for stage in report["stages"]
+        for stage in report.stages
     ]
-    return [*headers, report["metric"]], rows
+    return [*headers, report.metric], rows
 
 
-def stage_notes(report: dict[str, Any]) -> list[str]:
+def stage_notes(report: Report) -> list[str]:
     """One line per thing a pass reported doing: the candidate kept, nodes kept in float."""
-    notes = []
-    for stage in report["stages"]:
-        details, name = stage.get("details") or {}, stage["name"]
-        notes += [f"{name}: {line}" for line in details.get("notes", [])]
-        if "reason" in details:
-            notes.append(f"{name}: {details['reason']}")
-        if "verdict" in details:
-            notes.append(f"{name}: {details['verdict']}")
-        if details.get("float_nodes"):
-            notes.append(f"{name}: kept in float: {', '.join(details['float_nodes'])}")
-        if "per_channel" in details:
-            kind = "per-channel" if details["per_channel"] else "per-tensor"
-            notes.append(f"{name}: {kind} weight scales (closer to the float model's outputs)")
-        if details.get("embedding_tables_int8"):
-            tables = ", ".join(details["embedding_tables_int8"])
-            notes.append(f"{name}: embedding tables stored as int8: {tables}")
-    return notes
+    return [
+        f"{stage.name}: {line}"
+        for stage in report.stages
+        if stage.details is not None
+        for line in stage.details.lines()
+    ]
 
 
-def candidate_rows(stage: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
+def candidate_rows(stage: Stage, metric: str) -> tuple[list[str], list[list[str]]]:
     """The candidates quantize.auto measured, as headers and formatted cells (none: empty)."""
-    details = stage.get("details") or {}
-    if "candidates" not in details:
+    from compress.passes.auto import AutoDetails
+
+    details = stage.details
+    if not isinstance(details, AutoDetails) or not details.candidates or details.input is None:
         return [], []
     headers = ["candidate", "p50 ms", "size KB", metric, "drop", "kept in float", "verdict"]
-    source = details["input"]
+    source = details.input
     rows = [
         [
             "input",
-            f"{source['p50_ms']:.3f}",
-            f"{source['size_bytes'] / 1024:.1f}",
-            f"{source['metric']:.4f}",
+            f"{source.p50_ms:.3f}",
+            f"{source.size_bytes / 1024:.1f}",
+            f"{source.metric:.4f}",
             "",
             "",
             "",
         ]
     ]
-    for c in details["candidates"]:
-        size = c.get("size_bytes")
+    for c in details.candidates:
         rows.append(
             [
-                c["name"],
-                fmt_value(c.get("p50_ms"), ".3f"),
-                fmt_value(size / 1024 if size else None, ".1f"),
-                fmt_value(c.get("metric"), ".4f"),
-                fmt_value(c.get("drop"), ".4f"),
-                str(len(c.get("float_nodes", []))),
-                c["verdict"],
+                c.name,
+                fmt_value(c.p50_ms, ".3f"),
+                fmt_value(c.size_bytes / 1024 if c.size_bytes else None, ".1f"),
+                fmt_value(c.metric, ".4f"),
+                fmt_value(c.drop, ".4f"),
+                str(len(c.float_nodes)),
+                c.verdict or "",
             ]
         )
     return headers, rows
@@ -302,99 +285,94 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def candidates_table(stage: dict[str, Any], metric: str) -> list[str]:
+def candidates_table(stage: Stage, metric: str) -> list[str]:
     """Markdown rows for the candidates quantize.auto measured."""
     headers, rows = candidate_rows(stage, metric)
     if not rows:
         return []
-    budget = stage["details"]["accuracy_budget"]
-    title = f"### {stage['name']}: candidates (budget {budget})"
+    title = f"### {stage.name}: candidates (budget {stage.details.accuracy_budget})"
     return ["", title, "", *markdown_table(headers, rows)]
 
 
-def speedup_interval(summary: dict[str, Any]) -> str:
+def speedup_interval(summary: Summary) -> str:
     """' (95% CI 1.88-1.95x)', or '' for a report without one."""
-    low, high = summary.get("speedup_ci") or (None, None)
-    return "" if low is None else f" (95% CI {low:.2f}-{high:.2f}x)"
+    if not summary.speedup_ci:
+        return ""
+    low, high = summary.speedup_ci
+    return f" (95% CI {low:.2f}-{high:.2f}x)"
 
 
-def machine_words(report: dict[str, Any]) -> str:
+def machine_words(report: Report | BenchResult) -> str:
     """'; timed on a quiet machine', '; busy machine at batch 8 (...)', or '' (older reports)."""
-    machine = (report.get("latency") or {}).get("machine")
+    machine = report.latency.machine
     if not machine:
         return ""
     busy = [
-        f"batch {batch} ({MachineLoad(**figures).describe()})"
+        f"batch {batch} ({MachineLoad(**dict(figures)).describe()})"
         for batch, figures in machine.items()
-        if figures["state"] == "busy"
+        if figures.state == "busy"
     ]
     if busy:
         return "; timed on a busy machine at " + ", ".join(busy)
-    states = {figures["state"] for figures in machine.values()}
+    states = {figures.state for figures in machine.values()}
     return "; timed on a quiet machine" if states == {"quiet"} else ""
 
 
-def measured_with(report: dict[str, Any]) -> str:
+def measured_with(report: Report | BenchResult) -> str:
     """How and where the figures were measured (for a re-measure to match), without a full
     stop; `report` is a report or what `compress bench` measured."""
-    env, latency = report["environment"], report.get("latency")
-    cores = f" ({env['cpu_count']} cores)" if env.get("cpu_count") else ""
-    text = f"Measured with ONNX Runtime {env['onnxruntime']} on {env['cpu']}{cores}, "
-    text += f"{env['threads']} thread(s)" + (" pinned to cores" if env.get("pinned") else "")
-    if env.get("cpu_flags") is not None:
-        text += f", int8 instructions: {', '.join(env['cpu_flags']) or 'none of AVX2/VNNI/AMX'}"
-    text += f", governor {env['cpu_governor']}" if env.get("cpu_governor") else ""
-    text += f", seed {env['seed']}" if "seed" in env else ""
-    if latency:
-        source = latency["input"]
-        source = (
-            "ones shaped like model.inputs" if source == "model.inputs" else f"{source} samples"
-        )
-        same = ", the same for every stage" if "stages" in report else ""
-        text += (
-            f"; latency after {latency['warmup_runs']} warm-up runs, until each p50 is known "
-            f"within ±{latency['stable_within']:.0%} or {latency['max_seconds']:g} s per batch "
-            f"size, on {source}{same}{machine_words(report)}"
-        )
+    env, latency = report.environment, report.latency
+    cores = f" ({env.cpu_count} cores)" if env.cpu_count else ""
+    text = f"Measured with ONNX Runtime {env.onnxruntime} on {env.cpu}{cores}, "
+    text += f"{env.threads} thread(s)" + (" pinned to cores" if env.pinned else "")
+    if env.cpu_flags is not None:
+        text += f", int8 instructions: {', '.join(env.cpu_flags) or 'none of AVX2/VNNI/AMX'}"
+    text += f", governor {env.cpu_governor}" if env.cpu_governor else ""
+    text += f", seed {env.seed}" if env.seed is not None else ""
+    source = latency.input
+    source = "ones shaped like model.inputs" if source == "model.inputs" else f"{source} samples"
+    same = ", the same for every stage" if isinstance(report, Report) else ""
+    text += (
+        f"; latency after {latency.warmup_runs} warm-up runs, until each p50 is known "
+        f"within ±{latency.stable_within:.0%} or {latency.max_seconds:g} s per batch "
+        f"size, on {source}{same}{machine_words(report)}"
+    )
     return text
 
 
-def judged_output_line(report: dict[str, Any]) -> list[str]:
+def judged_output_line(report: Report) -> list[str]:
     """Which output the metric judged, when the model has more than one."""
-    outputs = report.get("outputs") or []
-    if len(outputs) < 2:
+    if len(report.outputs) < 2:
         return []
     return [
         "",
-        f"**{report['metric']}** judged on output `{report['judged_output']}` "
-        f"(the model's outputs: {', '.join(outputs)}; `report.output` picks another)",
+        f"**{report.metric}** judged on output `{report.judged_output}` "
+        f"(the model's outputs: {', '.join(report.outputs)}; `report.output` picks another)",
     ]
 
 
-def to_markdown(report: dict[str, Any]) -> str:
+def to_markdown(report: Report) -> str:
     headers, rows = table_rows(report)
     lines = ["# Compression report", "", *markdown_table(headers, rows)]
-    s = report["summary"]
+    s = report.summary
     lines += [
         "",
-        f"**Size ratio** {s['size_ratio']:.2f}x (gzipped {s['gzip_ratio']:.2f}x) · "
-        f"**speedup** {s['speedup']:.2f}x{speedup_interval(s)} at "
-        f"batch {s['speedup_batch']} · **accuracy drop** {fmt_value(s['accuracy_drop'], '.4f')}",
+        f"**Size ratio** {s.size_ratio:.2f}x (gzipped {s.gzip_ratio:.2f}x) · "
+        f"**speedup** {s.speedup:.2f}x{speedup_interval(s)} at "
+        f"batch {s.speedup_batch} · **accuracy drop** {fmt_value(s.accuracy_drop, '.4f')}",
     ]
-    if report["gates"]:
+    if report.gates:
         lines += ["", "| gate | limit | value | result |", "|---|---|---|---|"]
         lines += [
-            f"| {g['name']} | {g['limit']} | {fmt_value(g['value'], '.4f')} | "
-            f"{'pass' if g['passed'] else '**FAIL**'} |"
-            for g in report["gates"]
+            f"| {g.name} | {g.limit:g} | {fmt_value(g.value, '.4f')} | "
+            f"{'pass' if g.passed else '**FAIL**'} |"
+            for g in report.gates
         ]
     lines += judged_output_line(report)
     notes = stage_notes(report)
     lines += ["", *(f"- {note}" for note in notes)] if notes else []
-    for stage in report["stages"]:
-        lines += candidates_table(stage, report["metric"])
-    lines += (
-        ["", *(f"> **Warning:** {w}" for w in report["warnings"])] if report["warnings"] else []
-    )
+    for stage in report.stages:
+        lines += candidates_table(stage, report.metric)
+    lines += ["", *(f"> **Warning:** {w}" for w in report.warnings)] if report.warnings else []
     lines += ["", measured_with(report) + "; p50/p90/p99 in report.json.", ""]
     return "\n".join(lines) + "\n"

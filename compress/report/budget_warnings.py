@@ -10,69 +10,76 @@ a pass setting that changed the exit code would be a second, hidden gate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compress.passes.auto import AutoDetails
+    from compress.passes.quantize import QuantizeDetails
+    from compress.report.model import Gate, Stage
 
 
-def budget_warnings(
-    stages: list[dict[str, Any]], gates: list[dict[str, Any]], metric: str
-) -> list[str]:
+def budget_warnings(stages: list[Stage], gates: list[Gate], metric: str) -> list[str]:
     """One warning per stage that ended over its accuracy budget, or (quantize.auto) kept its
     input because no candidate held the budget."""
-    gate = next((g for g in gates if g["name"] == "max_accuracy_drop"), None)
+    from compress.passes.auto import AutoDetails
+    from compress.passes.quantize import QuantizeDetails
+
+    gate = next((g for g in gates if g.name == "max_accuracy_drop"), None)
     warnings = []
     for stage in stages[1:]:
-        details = stage.get("details") or {}
-        if stage.get("reverted") or "accuracy_budget" not in details:
-            continue  # reverted: the written model does not carry this pass's output
-        if details.get("budget_met") is False:
-            warnings.append(f"{_missed(stage['name'], details, metric)}; {_consequence(gate)}")
-        elif kept := _kept_input(stage["name"], details, metric):
+        details = stage.details
+        if stage.reverted:
+            continue  # the written model does not carry this pass's output
+        if isinstance(details, QuantizeDetails) and details.budget_met is False:
+            warnings.append(f"{_missed(stage.name, details, metric)}; {_consequence(gate)}")
+        elif isinstance(details, AutoDetails) and (
+            kept := _kept_input(stage.name, details, metric)
+        ):
             warnings.append(kept)
     return warnings
 
 
-def _missed(name: str, details: dict[str, Any], metric: str) -> str:
+def _missed(name: str, details: QuantizeDetails, metric: str) -> str:
     """A fallback's output over budget: the closest attempt was kept and written."""
-    drops = [a["drop"] for a in details.get("attempts", []) if "drop" in a]
+    drops = [attempt.drop for attempt in details.attempts]
     drop = f"{metric} drop {min(drops):.4f}" if drops else f"the {metric} drop"
-    count = len(details.get("float_nodes", []))
     return (
         f"stage {name} missed its accuracy budget: {drop} against its input, limit "
-        f"{details['accuracy_budget']}, with {count} node(s) in float; the model written carries "
-        "that drop"
+        f"{details.accuracy_budget}, with {len(details.float_nodes)} node(s) in float; the model "
+        "written carries that drop"
     )
 
 
-def _kept_input(name: str, details: dict[str, Any], metric: str) -> str | None:
+def _kept_input(name: str, details: AutoDetails, metric: str) -> str | None:
     """quantize.auto kept its input because every candidate it measured was over budget: no
     accuracy is lost, but the int8 model the recipe asked for is not there either."""
-    budget = details["accuracy_budget"]
-    measured = [c for c in details.get("candidates", []) if "drop" in c]
-    if details.get("chosen") is not None or not measured:
+    budget = details.accuracy_budget
+    measured = [c for c in details.candidates if c.drop is not None]
+    if details.chosen is not None or not measured or budget is None:
         return None
-    if any(c["drop"] <= budget for c in measured):
+    if any(c.drop <= budget for c in measured):
         return None
-    closest = min(measured, key=lambda c: c["drop"])
+    closest = min(measured, key=lambda c: c.drop)
     return (
         f"stage {name} kept its input: no int8 candidate held the accuracy budget {budget} "
-        f"(the closest, {closest['name']}, dropped {metric} by {closest['drop']:.4f}); raise "
+        f"(the closest, {closest.name}, dropped {metric} by {closest.drop:.4f}); raise "
         "max_accuracy_drop, or exclude the nodes that lose accuracy, to get an int8 model"
     )
 
 
-def _consequence(gate: dict[str, Any] | None) -> str:
+def _consequence(gate: Gate | None) -> str:
     if gate is None:
         return "set gates.max_accuracy_drop to fail the job (exit 3) when accuracy is lost"
-    if not gate["passed"]:
+    if not gate.passed:
         return (
             f"gate max_accuracy_drop fails: the final model's drop against the baseline is "
-            f"{_value(gate)}, limit {gate['limit']}"
+            f"{_value(gate)}, limit {gate.limit:g}"
         )
     return (
         f"gate max_accuracy_drop passes: the final model's drop against the baseline is "
-        f"{_value(gate)}, within {gate['limit']}"
+        f"{_value(gate)}, within {gate.limit:g}"
     )
 
 
-def _value(gate: dict[str, Any]) -> str:
-    return "not measured" if gate["value"] is None else f"{gate['value']:.4f}"
+def _value(gate: Gate) -> str:
+    return "not measured" if gate.value is None else f"{gate.value:.4f}"

@@ -6,18 +6,77 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from pydantic import ValidationError
 
 from compress.config.limits import MAX_REPORT_BYTES
 from compress.errors import ReportFileError
+from compress.records import Record
 from compress.report import fmt_value, markdown_table
-from compress.report.model import SCHEMA_VERSION, major_version
+from compress.report.model import (
+    SCHEMA_VERSION,
+    Environment,
+    Gate,
+    LatencyFigures,
+    Metric,
+    Report,
+    Stage,
+    Summary,
+    major_version,
+)
 
 REQUIRED_KEYS = ("stages", "summary", "gates", "batch_sizes", "metric", "environment")
-FIGURES = ("size_bytes", "gzip_bytes", "params", "macs", "latency_ms", "metric")
 
 
-def load_report(path: Path) -> dict[str, Any]:
+class StageFigures(Record):
+    """A stage's figures in a comparison (`stage`: the final stage's name)."""
+
+    stage: str | None = None
+    size_bytes: int
+    gzip_bytes: int
+    params: int
+    macs: int
+    latency_ms: dict[str, LatencyFigures]
+    metric: Metric | None
+
+    @classmethod
+    def of(cls, stage: Stage, named: bool = False) -> StageFigures:
+        return cls(
+            stage=stage.name if named else None,
+            size_bytes=stage.size_bytes,
+            gzip_bytes=stage.gzip_bytes,
+            params=stage.params,
+            macs=stage.macs,
+            latency_ms=stage.latency_ms,
+            metric=stage.metric,
+        )
+
+
+class ComparedReport(Record):
+    name: str
+    model_file: str | None
+    passes: str | None
+    metric: str
+    baseline: StageFigures
+    final: StageFigures
+    summary: Summary
+    gates: list[Gate]
+    passed: bool
+    warnings: int
+    environment: Environment
+
+
+class Comparison(Record):
+    """Several reports side by side: what `compress report A B --format json` writes."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["comparison"] = "comparison"
+    batch_sizes: list[int]
+    reports: list[ComparedReport]
+
+
+def load_report(path: Path) -> Report:
     """A report written by `compress run`; ReportFileError says what is wrong with the file."""
     path = Path(path)
     try:
@@ -54,7 +113,22 @@ def load_report(path: Path) -> dict[str, Any]:
             else f"{path}: report schema_version {version!r} is not a version; give the "
             "report.json that `compress run` wrote"
         )
-    return report
+    try:
+        return Report.read(report)
+    except (ValidationError, RecursionError) as e:
+        raise ReportFileError(
+            f"{path}: not a report this compress reads ({_first_error(e)}); "
+            "give the report.json that `compress run` wrote"
+        ) from None
+
+
+def _first_error(error: Exception) -> str:
+    """'stages.0.size_bytes: Field required', or the error's kind."""
+    if not isinstance(error, ValidationError):
+        return "nested too deeply"
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
 
 
 def report_names(paths: list[Path]) -> list[str]:
@@ -64,88 +138,82 @@ def report_names(paths: list[Path]) -> list[str]:
     return [str(p) if names.count(n) > 1 else n for n, p in zip(names, paths, strict=True)]
 
 
-def compare(named: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def compare(named: dict[str, Report]) -> Comparison:
     """The machine-readable comparison of reports, by name, in the order given."""
     batch_sizes: list[int] = []
     for report in named.values():
-        batch_sizes += [b for b in report["batch_sizes"] if b not in batch_sizes]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "comparison",
-        "batch_sizes": batch_sizes,
-        "reports": [_entry(name, report) for name, report in named.items()],
-    }
+        batch_sizes += [b for b in report.batch_sizes if b not in batch_sizes]
+    return Comparison(
+        batch_sizes=batch_sizes,
+        reports=[_entry(name, report) for name, report in named.items()],
+    )
 
 
-def _entry(name: str, report: dict[str, Any]) -> dict[str, Any]:
-    provenance = report.get("provenance", {})
-    baseline, final = report["stages"][0], report["stages"][-1]
-    return {
-        "name": name,
-        "model_file": provenance.get("model_file"),
-        "passes": provenance.get("passes"),
-        "metric": report["metric"],
-        "baseline": {key: baseline.get(key) for key in FIGURES},
-        "final": {"stage": final["name"], **{key: final.get(key) for key in FIGURES}},
-        "summary": report["summary"],
-        "gates": report["gates"],
-        "passed": all(g["passed"] for g in report["gates"]),
-        "warnings": len(report.get("warnings", [])),
-        "environment": report["environment"],
-    }
+def _entry(name: str, report: Report) -> ComparedReport:
+    return ComparedReport(
+        name=name,
+        model_file=report.provenance.model_file,
+        passes=report.provenance.passes,
+        metric=report.metric,
+        baseline=StageFigures.of(report.baseline),
+        final=StageFigures.of(report.final, named=True),
+        summary=report.summary,
+        gates=report.gates,
+        passed=all(g.passed for g in report.gates),
+        warnings=len(report.warnings),
+        environment=report.environment,
+    )
 
 
-def comparison_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """Side by side: one column per report (its final stage against its own baseline), one row
     per figure, so that a few runs fit a terminal however many figures there are."""
-    entries = comparison["reports"]
+    entries = comparison.reports
 
     def row(label: str, cell) -> list[str]:
         return [label, *(cell(entry) for entry in entries)]
 
-    def metric(entry: dict[str, Any]) -> str:
-        value = entry["final"]["metric"]
-        return f"{entry['metric']} {value['value']:.4f}" if value else "n/a"
+    def metric(entry: ComparedReport) -> str:
+        value = entry.final.metric
+        return f"{entry.metric} {value.value:.4f}" if value and value.value is not None else "n/a"
 
     rows = [
-        row("model", lambda e: e["model_file"] or "?"),
-        row("passes", lambda e: e["passes"] or "?"),
-        row("size KB", lambda e: f"{e['final']['size_bytes'] / 1024:.1f}"),
-        row("size ratio", lambda e: f"{e['summary']['size_ratio']:.2f}x"),
-        row("gzip ratio", lambda e: f"{e['summary']['gzip_ratio']:.2f}x"),
+        row("model", lambda e: e.model_file or "?"),
+        row("passes", lambda e: e.passes or "?"),
+        row("size KB", lambda e: f"{e.final.size_bytes / 1024:.1f}"),
+        row("size ratio", lambda e: f"{e.summary.size_ratio:.2f}x"),
+        row("gzip ratio", lambda e: f"{e.summary.gzip_ratio:.2f}x"),
         *(
-            row(f"p50 ms @{b}", lambda e, b=b: p50_cell(e["final"]["latency_ms"], b))
-            for b in comparison["batch_sizes"]
+            row(f"p50 ms @{b}", lambda e, b=b: p50_cell(e.final.latency_ms, b))
+            for b in comparison.batch_sizes
         ),
-        row(
-            "speedup", lambda e: f"{e['summary']['speedup']:.2f}x @{e['summary']['speedup_batch']}"
-        ),
+        row("speedup", lambda e: f"{e.summary.speedup:.2f}x @{e.summary.speedup_batch}"),
         row("metric", metric),
-        row("accuracy drop", lambda e: fmt_value(e["summary"]["accuracy_drop"], ".4f")),
-        row("gates", lambda e: gates_cell(e["gates"])),
+        row("accuracy drop", lambda e: fmt_value(e.summary.accuracy_drop, ".4f")),
+        row("gates", lambda e: gates_cell(e.gates)),
     ]
-    return ["", *(entry["name"] for entry in entries)], rows
+    return ["", *(entry.name for entry in entries)], rows
 
 
-def p50_cell(latency: dict[str, Any], batch: int) -> str:
+def p50_cell(latency: dict[str, LatencyFigures], batch: int) -> str:
     figures = latency.get(str(batch))
-    return f"{figures['p50']:.3f}" if figures else "n/a"
+    return f"{figures.p50:.3f}" if figures else "n/a"
 
 
-def gates_cell(gates: list[dict[str, Any]]) -> str:
-    failed = [g["name"] for g in gates if not g["passed"]]
+def gates_cell(gates: list[Gate]) -> str:
+    failed = [g.name for g in gates if not g.passed]
     if not gates:
         return "none"
     return f"{len(gates)} pass" if not failed else "FAIL: " + ", ".join(failed)
 
 
-def comparison_markdown(comparison: dict[str, Any]) -> str:
+def comparison_markdown(comparison: Comparison) -> str:
     headers, rows = comparison_rows(comparison)
     lines = ["# Compression reports compared", "", *markdown_table(headers, rows), ""]
     lines.append(
         "Each column is a run's final stage; ratios and speedup are against its own baseline."
     )
-    cpus = {entry["environment"].get("cpu") for entry in comparison["reports"]}
+    cpus = {entry.environment.cpu for entry in comparison.reports}
     if len(cpus) > 1:
         lines.append(f"> **Note:** measured on different CPUs ({', '.join(sorted(cpus))}).")
     return "\n".join(lines) + "\n"

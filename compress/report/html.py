@@ -6,7 +6,6 @@ notes, the warnings, and how and where everything was measured."""
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 
 from compress.report import (
     candidate_rows,
@@ -18,7 +17,8 @@ from compress.report import (
     stage_notes,
     table_rows,
 )
-from compress.report.compare import comparison_rows
+from compress.report.compare import Comparison, comparison_rows
+from compress.report.model import Gate, LatencyFigures, Metric, Report
 from compress.report.svg import Bar, Chart, Group, render
 from compress.sensitivity.render import stage_charts
 
@@ -53,25 +53,26 @@ section.report{border-top:2px solid #d1d9e0;margin-top:2rem}
 POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
-def to_html(report: dict[str, Any]) -> str:
-    title = "Compression report: " + report.get("provenance", {}).get("model_file", "model")
+def to_html(report: Report) -> str:
+    title = "Compression report: " + report.provenance.model_file
     return page(title, report_body(report))
 
 
-def comparison_to_html(comparison: dict[str, Any], named: dict[str, dict[str, Any]]) -> str:
+def comparison_to_html(comparison: Comparison, named: dict[str, Report]) -> str:
     """The comparison's table and charts (each run's baseline and final stage), then every
     report in full."""
-    entries = comparison["reports"]
+    entries = comparison.reports
     series = ["baseline", "final stage"]
 
     def chart(title: str, bar, figure: str, unit: str = "") -> Chart:
         groups = [
-            Group(e["name"], [bar(e["baseline"][figure]), bar(e["final"][figure])]) for e in entries
+            Group(e.name, [bar(getattr(e.baseline, figure)), bar(getattr(e.final, figure))])
+            for e in entries
         ]
         return Chart(title, groups, series, unit)
 
     out = [render(chart("Size (KB)", lambda b: _kb_bar(b), "size_bytes", " KB"), "size")]
-    for batch in comparison["batch_sizes"]:
+    for batch in comparison.batch_sizes:
         latency = chart(
             f"Latency at batch {batch} (ms): bar p50, line to p99, tick p90",
             lambda figures, batch=batch: latency_bar(figures.get(str(batch))),
@@ -79,7 +80,7 @@ def comparison_to_html(comparison: dict[str, Any], named: dict[str, dict[str, An
             " ms",
         )
         out.append(render(latency, f"latency-{batch}"))
-    metrics = ", ".join(sorted({e["metric"] for e in entries}))
+    metrics = ", ".join(sorted({e.metric for e in entries}))
     out.append(render(chart(f"Metric ({metrics})", metric_bar, "metric"), "metric"))
     headers, rows = comparison_rows(comparison)
     body = [
@@ -106,26 +107,26 @@ def page(title: str, body: str) -> str:
     )
 
 
-def report_body(report: dict[str, Any], heading: int = 2) -> str:
+def report_body(report: Report, heading: int = 2) -> str:
     """Everything about one report, its section headings at level `heading`."""
     h = f"h{heading}"
     parts = [f'<p class="sub">{escape(subtitle(report))}</p>', summary_cards(report)]
     parts.append(f'<{h}>Charts</{h}><div class="charts">{charts(report)}</div>')
     headers, rows = table_rows(report)
     parts.append(f"<{h}>Stages</{h}>{html_table(headers, rows)}")
-    if report["gates"]:
-        parts.append(f"<{h}>Gates</{h}>{gates_table(report['gates'])}")
+    if report.gates:
+        parts.append(f"<{h}>Gates</{h}>{gates_table(report.gates)}")
     notes = stage_notes(report)
     if notes:
         items = "".join(f"<li>{escape(note)}</li>" for note in notes)
         parts.append(f"<{h}>What the passes did</{h}><ul>{items}</ul>")
-    for stage in report["stages"]:
-        headers, rows = candidate_rows(stage, report["metric"])
+    for stage in report.stages:
+        headers, rows = candidate_rows(stage, report.metric)
         if rows:
-            name = escape(stage["name"])
+            name = escape(stage.name)
             parts.append(f"<{h}>{name}: candidates</{h}>{html_table(headers, rows)}")
-    if report["warnings"]:
-        warnings = "".join(f'<p class="warning">{escape(w)}</p>' for w in report["warnings"])
+    if report.warnings:
+        warnings = "".join(f'<p class="warning">{escape(w)}</p>' for w in report.warnings)
         parts.append(f"<{h}>Warnings</{h}>{warnings}")
     parts.append(f"<{h}>Measured with</{h}><p>{escape(measured_with(report))}.</p>")
     facts = html_table(["environment", ""], [[k, str(v)] for k, v in environment(report)])
@@ -133,34 +134,32 @@ def report_body(report: dict[str, Any], heading: int = 2) -> str:
     return "".join(parts)
 
 
-def subtitle(report: dict[str, Any]) -> str:
-    provenance = report.get("provenance", {})
-    model = provenance.get("model_file", "model")
-    config = provenance.get("config_file", "")
-    passes = provenance.get("passes", "")
-    overrides = provenance.get("config_overrides")
+def subtitle(report: Report) -> str:
+    provenance = report.provenance
+    model, config, passes = provenance.model_file, provenance.config_file, provenance.passes
+    overrides = provenance.config_overrides
     return (
-        f"{model} ({provenance.get('source_format', '?')})"
+        f"{model} ({provenance.source_format})"
         + (f" with {config}" if config else "")
         + (f" --set {overrides}" if overrides else "")
         + (f": {passes}" if passes else "")
     )
 
 
-def environment(report: dict[str, Any]) -> list[tuple[str, Any]]:
-    return list(report["environment"].items()) + list(report.get("provenance", {}).items())
+def environment(report: Report) -> list[tuple[str, object]]:
+    return list(report.environment.written().items()) + list(report.provenance.written().items())
 
 
-def summary_cards(report: dict[str, Any]) -> str:
-    s, gates = report["summary"], report["gates"]
+def summary_cards(report: Report) -> str:
+    s, gates = report.summary, report.gates
     cards = [
-        (f"{s['size_ratio']:.2f}x", "smaller", ""),
-        (f"{s['gzip_ratio']:.2f}x", "smaller gzipped", ""),
-        (f"{s['speedup']:.2f}x", f"faster at batch {s['speedup_batch']}{speedup_interval(s)}", ""),
-        (fmt_value(s["accuracy_drop"], ".4f"), f"{report['metric']} drop", ""),
+        (f"{s.size_ratio:.2f}x", "smaller", ""),
+        (f"{s.gzip_ratio:.2f}x", "smaller gzipped", ""),
+        (f"{s.speedup:.2f}x", f"faster at batch {s.speedup_batch}{speedup_interval(s)}", ""),
+        (fmt_value(s.accuracy_drop, ".4f"), f"{report.metric} drop", ""),
     ]
     if gates:
-        failed = [g["name"] for g in gates if not g["passed"]]
+        failed = [g.name for g in gates if not g.passed]
         verdict = "all gates pass" if not failed else "failed: " + ", ".join(failed)
         cards.append(
             (f"{len(gates) - len(failed)}/{len(gates)}", verdict, "fail" if failed else "pass")
@@ -175,14 +174,14 @@ def summary_cards(report: dict[str, Any]) -> str:
     )
 
 
-def charts(report: dict[str, Any]) -> str:
+def charts(report: Report) -> str:
     """Every chart of one report, each in its <figure>."""
-    stages = report["stages"]
+    stages = report.stages
     labels = [stage_label(stage) for stage in stages]
     size = Chart(
         "Size per stage (KB)",
         [
-            Group(label, [_kb_bar(stage["size_bytes"]), _kb_bar(stage["gzip_bytes"])])
+            Group(label, [_kb_bar(stage.size_bytes), _kb_bar(stage.gzip_bytes)])
             for label, stage in zip(labels, stages, strict=True)
         ],
         ["on disk", "gzipped"],
@@ -190,25 +189,24 @@ def charts(report: dict[str, Any]) -> str:
     )
     out = [render(size, "size")]
     macs = [
-        Group(lb, [Bar(s["macs"], human_count(s["macs"]))])
-        for lb, s in zip(labels, stages, strict=True)
+        Group(lb, [Bar(s.macs, human_count(s.macs))]) for lb, s in zip(labels, stages, strict=True)
     ]
     out.append(render(Chart("MACs per sample", macs), "macs"))
-    for batch in report["batch_sizes"]:
+    for batch in report.batch_sizes:
         groups = [
-            Group(label, [latency_bar(stage["latency_ms"].get(str(batch)))])
+            Group(label, [latency_bar(stage.latency_ms.get(str(batch)))])
             for label, stage in zip(labels, stages, strict=True)
         ]
         title = f"Latency at batch {batch} (ms): bar p50, line to p99, tick p90"
         out.append(render(Chart(title, groups, unit=" ms"), f"latency-{batch}"))
-    if any(stage["metric"] for stage in stages):
+    if any(stage.metric for stage in stages):
         groups = [
-            Group(label, [metric_bar(stage["metric"])])
+            Group(label, [metric_bar(stage.metric)])
             for label, stage in zip(labels, stages, strict=True)
         ]
-        out.append(render(Chart(f"{report['metric']} per stage", groups), "metric"))
+        out.append(render(Chart(f"{report.metric} per stage", groups), "metric"))
     out += stage_charts(stages)  # the nodes int8 hurts most
-    out += [render(gate_chart(gate), f"gate-{gate['name']}") for gate in report["gates"]]
+    out += [render(gate_chart(gate), f"gate-{gate.name}") for gate in report.gates]
     return "".join(out)
 
 
@@ -216,41 +214,38 @@ def _kb_bar(size_bytes: int) -> Bar:
     return Bar(size_bytes / 1024, f"{size_bytes / 1024:.1f} KB")
 
 
-def latency_bar(latency: dict[str, float] | None) -> Bar:
+def latency_bar(latency: LatencyFigures | None) -> Bar:
     if latency is None:
         return Bar(None, "not measured")
-    p50, p90, p99 = latency["p50"], latency["p90"], latency["p99"]
+    p50, p90, p99 = latency.p50, latency.p90, latency.p99
     return Bar(
         p50,
         f"{p50:.3f} ms",
         low=p50,
         high=p99,
         tick=p90,
-        tooltip=f"p50 {p50:.3f} ms, p90 {p90:.3f} ms, p99 {p99:.3f} ms, {latency['runs']} runs",
+        tooltip=f"p50 {p50:.3f} ms, p90 {p90:.3f} ms, p99 {p99:.3f} ms, {latency.runs} runs",
     )
 
 
-def metric_bar(metric: dict[str, Any] | None) -> Bar:
-    value = metric["value"] if metric else None
+def metric_bar(metric: Metric | None) -> Bar:
+    value = metric.value if metric else None
     return Bar(value, fmt_value(value, ".4f"))
 
 
-def gate_chart(gate: dict[str, Any]) -> Chart:
-    verdict = "pass" if gate["passed"] else "FAIL"
+def gate_chart(gate: Gate) -> Chart:
+    verdict = "pass" if gate.passed else "FAIL"
     bar = Bar(
-        gate["value"],
-        f"{fmt_value(gate['value'], '.4g')} (limit {gate['limit']:g})",
-        marker=gate["limit"],
-        css="pass" if gate["passed"] else "fail",
+        gate.value,
+        f"{fmt_value(gate.value, '.4g')} (limit {gate.limit:g})",
+        marker=gate.limit,
+        css="pass" if gate.passed else "fail",
     )
-    return Chart(f"Gate {gate['name']}: {verdict}", [Group("value vs limit", [bar])])
+    return Chart(f"Gate {gate.name}: {verdict}", [Group("value vs limit", [bar])])
 
 
-def gates_table(gates: list[dict[str, Any]]) -> str:
-    rows = [
-        [g["name"], f"{g['limit']:g}", fmt_value(g["value"], ".4f"), badge(g["passed"])]
-        for g in gates
-    ]
+def gates_table(gates: list[Gate]) -> str:
+    rows = [[g.name, f"{g.limit:g}", fmt_value(g.value, ".4f"), badge(g.passed)] for g in gates]
     return html_table(["gate", "limit", "value", "result"], rows, raw_last=True)
 
 

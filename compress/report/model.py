@@ -1,9 +1,10 @@
-"""What a run produces, typed: the pydantic models whose serialization is report.json.
+"""What a run produces, typed: the records whose serialization is report.json.
 
-`build_report` validates every report it builds against `Report` (a key added, renamed or of
-another type is an error at once, not a surprise for a CI job), `compress schema --report`
-prints its JSON Schema, and `compress report` reads a report.json through it. A pass's own
-`details` stay a free-form object here: each pass documents them in the README.
+The pipeline builds a `Report`; report.md, report.html, JUnit, the terminal table, `compress
+report` and compare, the batch summary and the benchmarks read it. `compress schema --report`
+prints its JSON Schema, and `compress report` reads a report.json back into it (`read_report`).
+A stage's `details` are its pass's own record (`Pass.Details`, declared next to its Params),
+chosen by the stage's name when a report is read back.
 
 Versions: `schema_version` is MAJOR (an int, today 1) or "MAJOR.MINOR". A reader accepts any
 minor version of its major: a newer minor only adds keys, which it ignores. A newer major is
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
+
+from compress.passes.base import PassDetails
+from compress.records import Record
 
 SCHEMA_VERSION = 1  # report.json's major version; a minor one only adds optional keys
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Verdict = Literal["faster", "slower", "tie"]
 
 
-class LatencyFigures(Strict):
+class LatencyFigures(Record):
     """One stage at one batch size, in milliseconds."""
 
     p50: float
@@ -33,20 +35,20 @@ class LatencyFigures(Strict):
     stable: bool = Field(description="its median settled, on a machine not found busy")
 
 
-class Metric(Strict):
+class Metric(Record):
     name: str
     value: float | None
 
 
-class Paired(Strict):
+class Paired(Record):
     """A stage against its input at one batch size, from the rounds they were timed in."""
 
     speedup: float
     ci: list[float] = Field(description="95% confidence interval of the speedup")
-    verdict: Literal["faster", "slower", "tie"]
+    verdict: Verdict
 
 
-class Stage(Strict):
+class Stage(Record):
     name: str
     size_bytes: int
     gzip_bytes: int
@@ -57,32 +59,48 @@ class Stage(Strict):
     threads: int
     metric: Metric | None
     reverted: bool
-    details: dict[str, Any] | None = Field(default=None, description="what the pass did")
+    details: SerializeAsAny[PassDetails] | None = Field(
+        default=None, description="what the pass did: its pass's Details record"
+    )
     fix_if_slower: str | None = None
     vs_input: dict[str, Paired] | None = Field(default=None, description="by batch size")
-    slower_than_input: bool
+    slower_than_input: bool = Field(description="at the first batch size, by vs_input")
     slower_at_batch_sizes: list[int]
 
+    @field_validator("details", mode="before")
+    @classmethod
+    def _details_of_its_pass(cls, value: Any, info: ValidationInfo) -> Any:
+        """Read back from JSON: the record of the pass this stage is named after."""
+        if isinstance(value, dict):
+            from compress.passes.registry import details_type
 
-class Summary(Strict):
+            record = details_type(info.data.get("name", ""))
+            return record.model_validate(value, context=info.context)
+        return value
+
+    def figure(self, batch: int) -> LatencyFigures:
+        return self.latency_ms[str(batch)]
+
+
+class Summary(Record):
     size_ratio: float
     gzip_ratio: float
     speedup: float
     speedup_ci: list[float] | None = None
-    speedup_verdict: Literal["faster", "slower", "tie"] | None = None
+    speedup_verdict: Verdict | None = None
     speedup_batch: int
     accuracy_drop: float | None
     final_size_mb: float
 
 
-class Gate(Strict):
+class Gate(Record):
     name: str
     limit: float
     value: float | None
     passed: bool
 
 
-class MachineLoad(Strict):
+class MachineLoad(Record):
     state: Literal["quiet", "busy", "unknown"]
     other_cpu_cores: float | None
     preemptions_per_s: float | None
@@ -90,7 +108,7 @@ class MachineLoad(Strict):
     seconds: float
 
 
-class LatencySettings(Strict):
+class LatencySettings(Record):
     batch_sizes: list[int]
     threads: int
     warmup_runs: int
@@ -102,7 +120,7 @@ class LatencySettings(Strict):
     machine: dict[str, MachineLoad] | None = Field(default=None, description="by batch size")
 
 
-class Environment(Strict):
+class Environment(Record):
     compress: str
     python: str
     torch: str
@@ -120,7 +138,47 @@ class Environment(Strict):
     seed: int | None = None
 
 
-class Report(Strict):
+class Provenance(Record):
+    """What the run was made from."""
+
+    compress_version: str
+    model_file: str
+    config_file: str
+    config_sha256: str = Field(description="the config file's bytes plus the --set overrides")
+    config_overrides: str | None = None
+    model_sha256: str
+    source_format: str
+    passes: str = Field(description="the pass types, comma-separated, or none")
+
+
+class Footprint(Record):
+    """A model file's size and compute."""
+
+    size_bytes: int
+    gzip_bytes: int
+    params: int
+    macs: int
+    sparsity: float
+
+
+class BenchComparison(Footprint):
+    model: str
+    latency_ms: dict[str, LatencyFigures] = Field(description="by batch size")
+    speedup: dict[str, Paired] = Field(description="over the first model, by batch size")
+
+
+class BenchResult(Footprint):
+    """What `compress bench` measured of one ONNX file (and, with --compare, of a second)."""
+
+    model: str
+    latency_ms: dict[str, LatencyFigures] = Field(description="by batch size")
+    latency: LatencySettings
+    environment: Environment
+    warnings: list[str]
+    compare: BenchComparison | None = None
+
+
+class Report(Record):
     schema_version: int | str
     stages: list[Stage] = Field(min_length=1)
     summary: Summary
@@ -132,8 +190,16 @@ class Report(Strict):
     outputs: list[str]
     batch_sizes: list[int]
     latency: LatencySettings
-    provenance: dict[str, str]
+    provenance: Provenance
     environment: Environment
+
+    @property
+    def baseline(self) -> Stage:
+        return self.stages[0]
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
 
 
 def major_version(version: object) -> int | None:
@@ -144,7 +210,18 @@ def major_version(version: object) -> int | None:
 
 
 def report_schema() -> dict[str, Any]:
-    """report.json's JSON Schema (`compress schema --report`)."""
-    schema = Report.model_json_schema()
-    schema["title"] = f"compress report.json, schema_version {SCHEMA_VERSION}"
-    return schema
+    """report.json's JSON Schema (`compress schema --report`): a stage's details are any of the
+    installed passes' Details records."""
+    from pydantic.json_schema import models_json_schema
+
+    from compress.passes.registry import all_passes
+
+    details = list(dict.fromkeys(p.Details for p in all_passes().values()))
+    models = [(Report, "validation"), *((d, "validation") for d in details)]
+    keys, schema = models_json_schema(models, ref_template="#/$defs/{model}")
+    stage = schema["$defs"]["Stage"]["properties"]["details"]
+    stage["anyOf"] = [keys[(d, "validation")] for d in details] + [{"type": "null"}]
+    return schema["$defs"].pop("Report") | {
+        "title": f"compress report.json, schema_version {SCHEMA_VERSION}",
+        "$defs": schema["$defs"],
+    }

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
+from compress.records import Record
 from compress.sensitivity.nodes import NodeScore, changed_nodes, ranked, score_nodes
 
 SHOWN_IN_REPORT = 50
@@ -59,29 +60,79 @@ class Sensitivity:
         """Nodes that add error, worst first, leaving out the ones in `skip`."""
         return [n for n in self.nodes if n.score > 0 and n.node not in skip]
 
-    def details(self, limit: int | None = SHOWN_IN_REPORT) -> dict[str, Any]:
+    def details(self, limit: int | None = SHOWN_IN_REPORT) -> SensitivityDetails:
         """For report.json and sensitivity.json: the worst `limit` nodes (None: all)."""
         shown = self.nodes if limit is None else self.nodes[:limit]
-        return {
-            "ranked_by": self.ranked_by,
-            "method": METHODS[self.ranked_by],
-            "isolated": self.isolated,
-            "samples": self.samples,
-            "quantized_nodes": len(self.quantized),
-            "scored": self.scored,
-            "unscored": self.unscored,
-            "shown": len(shown),
-            "seconds": round(self.seconds, 2),
-            "nodes": [_node_details(n) for n in shown],
-        }
+        return SensitivityDetails(
+            ranked_by=self.ranked_by,
+            method=METHODS[self.ranked_by],
+            isolated=self.isolated,
+            samples=self.samples,
+            quantized_nodes=len(self.quantized),
+            scored=self.scored,
+            unscored=self.unscored,
+            shown=len(shown),
+            seconds=round(self.seconds, 2),
+            nodes=[NodeDetails.of(n) for n in shown],
+        )
 
 
-def _node_details(score: NodeScore) -> dict[str, Any]:
-    entry = asdict(score)
-    for key in ("fused", "broken", "input_sqnr_db", "output_error"):
-        if entry[key] in (None, False, []):
-            del entry[key]
-    return entry
+class NodeDetails(Record):
+    """One scored node as report.json and sensitivity.json list it (see NodeScore)."""
+
+    node: str
+    op_type: str
+    tensor: str
+    added_error: float
+    sqnr_db: float
+    input_sqnr_db: float | None = None
+    output_error: float | None = None
+    fused: list[str] = []
+    group: list[str] = []
+    broken: bool | None = None  # only when true
+
+    @classmethod
+    def of(cls, score: NodeScore) -> NodeDetails:
+        return cls(
+            node=score.node,
+            op_type=score.op_type,
+            tensor=score.tensor,
+            added_error=score.added_error,
+            sqnr_db=score.sqnr_db,
+            input_sqnr_db=score.input_sqnr_db,
+            output_error=score.output_error,
+            fused=score.fused,
+            group=score.group,
+            broken=score.broken or None,
+        )
+
+    @property
+    def score(self) -> float:
+        """What the ranking ordered by (see SensitivityDetails.ranked_by)."""
+        return self.added_error if self.output_error is None else self.output_error
+
+
+class SensitivityDetails(Record):
+    """A ranking of quantized nodes, worst first: a stage's `details.sensitivity`, and
+    sensitivity.json's `sensitivity`."""
+
+    ranked_by: Literal["output_error", "added_error"]
+    method: str
+    isolated: bool
+    samples: int
+    quantized_nodes: int
+    scored: int
+    unscored: int
+    shown: int
+    seconds: float
+    nodes: list[NodeDetails]
+    candidate: str | None = None  # quantize.auto: the candidate whose ranking this is
+
+
+class RankingFailed(Record):
+    """A stage's `details.sensitivity` when the nodes could not be ranked."""
+
+    error: str | None
 
 
 def _with_output_impact(nodes, float_path, comparison, samples) -> list[NodeScore]:

@@ -94,7 +94,17 @@ def test_config_hash_follows_content_not_layout(tmp_path):
     ],
 )
 def test_exit_code_of_a_batch(found, code):
-    assert exit_code([{"status": status} for status in found]) == code
+    from compress.batch.summary import BatchRow
+
+    def row(status: str) -> BatchRow:
+        figures = ("reason", "exit_code", "size_ratio", "speedup", "accuracy_drop", "seconds")
+        hashes = {"model_sha256": None, "config_sha256": None}
+        return BatchRow(
+            model="m", status=status, threads=1, output="m", reused=False,
+            **dict.fromkeys(figures), **hashes,
+        )  # fmt: skip
+
+    assert exit_code([row(status) for status in found]) == code
 
 
 def test_a_worker_outcome_names_its_reason(tmp_path):
@@ -106,13 +116,23 @@ def test_a_worker_outcome_names_its_reason(tmp_path):
     }
     killed = outcome_of(-signal.SIGKILL, tmp_path)
     assert killed["status"] == "failed" and "SIGKILL (out of memory?" in killed["reason"]
-    report = {
-        "gates": [{"name": "max_size_mb", "passed": False}],
-        "summary": {"size_ratio": 3.7, "speedup": 2.5, "accuracy_drop": 0.0},
-    }
-    (tmp_path / "report.json").write_text(json.dumps(report))
+    from compress.report.model import Summary
+    from tests.report_builders import hand_made_report, stage
+
+    summary = Summary(
+        size_ratio=3.7, gzip_ratio=4, speedup=2.5, speedup_batch=8, accuracy_drop=0.0,
+        final_size_mb=0.3,
+    )  # fmt: skip
+    gate = {"name": "max_size_mb", "limit": 0.1, "value": 0.3, "passed": False}
+    stages = [stage("baseline", 1000, {"8": 2.5}, 0.9), stage("q", 270, {"8": 1.0}, 0.9)]
+    report = hand_made_report(stages, summary, gates=[gate], passed=False)
+    (tmp_path / "report.json").write_text(json.dumps(report.written()))
     gated = outcome_of(3, tmp_path)
     assert gated["status"] == "gate_failed" and gated["reason"] == "gate failed: max_size_mb"
+    assert gated["size_ratio"] == 3.7
+    (tmp_path / "report.json").write_text('{"stages": []}')  # a worker that wrote nonsense
+    broken = outcome_of(0, tmp_path)
+    assert broken["status"] == "failed" and "not a compress report" in broken["reason"]
     assert gated["size_ratio"] == 3.7
 
 

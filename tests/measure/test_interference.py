@@ -127,7 +127,7 @@ def test_pinned_threads_are_recorded_and_the_cores_given_back(tmp_path):
     from compress.job.pipeline import run
 
     report = run(small_onnx(tmp_path / "m.onnx"), write_config(tmp_path, text), tmp_path / "o")
-    assert report["environment"]["pinned"] is True
+    assert report.environment.pinned is True
     assert os.sched_getaffinity(0) == before
 
 
@@ -171,7 +171,7 @@ def test_the_speed_guard_reverts_nothing_on_a_machine_that_stays_busy(tmp_path, 
     monkeypatch.setattr(speed_guard, "measure_latency", busy)
     text = CONFIG + "passes: [{type: quantize.dynamic, on_slower: revert}]\n"
     report = run(small_onnx(tmp_path / "m.onnx"), write_config(tmp_path, text), tmp_path / "o")
-    stage = report["stages"][-1]
-    assert stage["reverted"] is False
-    assert "could not judge" in stage["details"]["speed_guard"]
-    assert "stayed busy through 3 timing(s)" in stage["details"]["speed_guard"]
+    stage = report.final
+    assert stage.reverted is False
+    assert "could not judge" in stage.details.speed_guard
+    assert "stayed busy through 3 timing(s)" in stage.details.speed_guard

@@ -59,9 +59,12 @@ def test_sampling_stops_once_settled_and_at_the_budget_otherwise(tmp_path, monke
 
 def test_a_batch_size_that_did_not_settle_is_named_in_the_warnings():
     from compress.report import unsettled_latency
+    from tests.report_builders import stage as made_stage
 
     def stage(stable_at_1):
-        return {"latency_ms": {"32": {"stable": True}, "1": {"stable": stable_at_1}}}
+        made = made_stage("s", 100, {"32": 1.0, "1": 1.0}, None)  # stable at every batch size
+        made.latency_ms["1"].stable = stable_at_1
+        return made
 
     assert unsettled_latency([stage(True), stage(True)], [32, 1]) == []
     [warning] = unsettled_latency([stage(True), stage(False)], [32, 1])

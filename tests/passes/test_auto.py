@@ -1,5 +1,5 @@
 """quantize.auto's candidates, the accuracy-aware fallback's pieces, and the int8 pass options
-(the choice among candidates: test_auto_choice.py)."""
+(the choice among candidates: tests/passes/test_auto_choice.py)."""
 
 import json
 
@@ -102,50 +102,41 @@ def test_embedding_tables_become_int8_and_lookups_still_match(tmp_path):
 
 
 def test_markdown_lists_the_candidates_auto_tried():
-    stage = {
-        "name": "quantize.auto",
-        "size_bytes": 500,
-        "gzip_bytes": 400,
-        "params": 10,
-        "macs": 100,
-        "sparsity": 0.0,
-        "metric": {"value": 0.99},
-        "latency_ms": {"8": {"p50": 1.0}},
-        "details": {
-            "accuracy_budget": 0.01,
-            "input": {"p50_ms": 2.0, "size_bytes": 2000, "metric": 1.0},
-            "candidates": [
-                {
-                    "name": "dynamic",
-                    "p50_ms": 1.0,
-                    "size_bytes": 500,
-                    "metric": 0.99,
-                    "drop": 0.01,
-                    "float_nodes": [],
-                    "verdict": "chosen",
-                },
-                {"name": "static-per-channel", "verdict": "failed: boom"},
-            ],
-            "chosen": "dynamic",
-            "reason": "chose dynamic",
-        },
-    }
-    base = dict(stage, name="baseline", details=None)
-    report = {
-        "stages": [base, stage],
-        "batch_sizes": [8],
-        "metric": "top1",
-        "gates": [],
-        "warnings": [],
-        "environment": {"onnxruntime": "x", "cpu": "y", "threads": 1},
-        "summary": {
-            "size_ratio": 4,
-            "gzip_ratio": 5,
-            "speedup": 2,
-            "speedup_batch": 8,
-            "accuracy_drop": 0.01,
-        },
-    }
+    from compress.passes.auto import AutoDetails
+    from compress.report.model import Summary
+    from tests.report_builders import hand_made_report, stage
+
+    details = AutoDetails(
+        accuracy_budget=0.01,
+        input={"p50_ms": 2.0, "size_bytes": 2000, "metric": 1.0},
+        candidates=[
+            {
+                "name": "dynamic",
+                "p50_ms": 1.0,
+                "size_bytes": 500,
+                "metric": 0.99,
+                "drop": 0.01,
+                "float_nodes": [],
+                "verdict": "chosen",
+            },
+            {"name": "static-per-channel", "verdict": "failed: boom"},
+        ],
+        chosen="dynamic",
+        reason="chose dynamic",
+    )
+    summary = Summary(
+        size_ratio=4,
+        gzip_ratio=5,
+        speedup=2,
+        speedup_batch=8,
+        accuracy_drop=0.01,
+        final_size_mb=0.0005,
+    )
+    stages = [
+        stage("baseline", 2000, {"8": 2.0}, 1.0),
+        stage("quantize.auto", 500, {"8": 1.0}, 0.99, details=details),
+    ]
+    report = hand_made_report(stages, summary)
     text = to_markdown(report)
     assert "| dynamic | 1.000 | 0.5 | 0.9900 | 0.0100 | 0 | chosen |" in text
     assert "| static-per-channel | n/a |" in text and "failed: boom" in text

@@ -9,6 +9,8 @@ import pytest
 
 from compress.passes import auto_trials
 from compress.passes.auto import Candidate
+from compress.passes.fallback import Attempt
+from compress.passes.quantize import QuantizeDetails
 
 
 def fake_context():
@@ -17,6 +19,15 @@ def fake_context():
             pass
 
     return Ctx()
+
+
+def _details(drop: float, met: bool, float_nodes: list[str] = ()) -> QuantizeDetails:
+    """What an int8 pass reports: its first round's drop, whether the budget was met."""
+    first = Attempt(
+        round=0, kept_in_float=0, metric=1 - drop, drop=drop, judged_on="data.eval", met=met,
+        seconds=0.0,
+    )  # fmt: skip
+    return QuantizeDetails(attempts=[first], budget_met=met, float_nodes=list(float_nodes))
 
 
 class FakePasses:
@@ -28,14 +39,16 @@ class FakePasses:
         self.searched: list[str] = []
         self.rooms: dict[str, float | None] = {}  # the float weight (MB) each search could keep
 
-    def run(self, candidate: Candidate, steps: int, path: Path, room: float | None) -> dict:
+    def run(
+        self, candidate: Candidate, steps: int, path: Path, room: float | None
+    ) -> QuantizeDetails:
         drop, _, size = self.plain[candidate.name]
         path.write_bytes(b"x" * size)
         if steps == 0:
-            return {"attempts": [{"drop": drop}], "budget_met": drop <= 0.005}
+            return _details(drop, met=drop <= 0.005)
         self.searched.append(candidate.name)
         self.rooms[candidate.name] = room
-        return {"attempts": [{"drop": drop}], "budget_met": True, "float_nodes": ["n"]}
+        return _details(drop, met=True, float_nodes=["n"])
 
     def timing(self, paths: dict[str, Path], ctx, min_runs=None):
         p50 = {"input": 100.0}

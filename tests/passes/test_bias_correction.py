@@ -43,7 +43,7 @@ def test_corrected_bias_cancels_the_mean_error_of_int8_weights_exactly(groups, s
     weight = graph.array("w")
     means = input_means(original, [original.graph.node[0]], [x])
     details = correct_biases(quantized, {"conv"}, means, per_channel=False, reduce_range=False)
-    assert details["layers"] == 1
+    assert details.layers == 1
     graph.set_array("w", int8_weight(weight, None, reduce_range=False))
     corrected = run(quantized, {"x": x})
 
@@ -86,7 +86,7 @@ def test_bias_correction_in_static_int8_shrinks_the_mean_output_error(tmp_path):
         report = run_pipeline(source, config, out)
         quantized = run(out / "model.onnx", {"x": x[64:]})
         errors[corrected] = np.abs((quantized - reference).mean(axis=(0, 2, 3))).mean()
-        details = report["stages"][-1].get("details") or {}
-        assert ("bias_correction" in details) == corrected
-    assert report["stages"][-1]["details"]["bias_correction"]["layers"] == 1
+        details = report.final.details
+        assert (getattr(details, "bias_correction", None) is not None) == corrected
+    assert report.final.details.bias_correction.layers == 1
     assert errors[True] < errors[False] / 2, errors

@@ -53,8 +53,8 @@ def test_pass_runs_and_the_model_still_agrees(tmp_path, name):
         "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0}\n"
     )
     report = run(SAMPLES / model, write_config(tmp_path, text), tmp_path / "out")
-    assert [s["name"] for s in report["stages"]] == ["baseline", name]
-    assert report["stages"][-1]["metric"]["value"] >= 0.95
+    assert [s.name for s in report.stages] == ["baseline", name]
+    assert report.final.metric.value >= 0.95
 
 
 def test_registry_refuses_a_duplicate_name():

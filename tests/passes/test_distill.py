@@ -59,13 +59,13 @@ EARLY = "epochs: 30, lr: 0.005, patience: 2"
 
 def test_distillation_wins_back_what_pruning_cost(tmp_path_factory):
     report, out = distill_run(tmp_path_factory, EARLY)
-    baseline, pruned, distilled = (s["metric"]["value"] for s in report["stages"])
+    baseline, pruned, distilled = (s.metric.value for s in report.stages)
     assert pruned < baseline - 0.2  # half the channels gone, no training yet
     assert distilled > baseline - 0.03
-    details = report["stages"][2]["details"]
-    assert details["metric"]["before"] == pytest.approx(pruned, abs=0.01)
-    assert details["metric"]["recovered"] > 0.9
-    assert details["train_seconds"] > 0 and details["epochs_run"] == len(details["losses"])
+    details = report.stages[2].details
+    assert details.metric.before == pytest.approx(pruned, abs=0.01)
+    assert details.metric.recovered > 0.9
+    assert details.train_seconds > 0 and details.epochs_run == len(details.losses)
     text = (out / "report.md").read_text()
     assert re.search(r"distill: distilled the current model from the model as loaded", text)
     assert "of the gap recovered" in text and "epochs were picked on data.eval" in text
@@ -73,22 +73,22 @@ def test_distillation_wins_back_what_pruning_cost(tmp_path_factory):
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path_factory):
     report, _ = distill_run(tmp_path_factory, EARLY)
-    stage = report["stages"][2]
-    details, per_epoch = stage["details"], stage["details"]["metric"]["per_epoch"]
-    assert details["epochs_run"] < 30 and details["stopped"].startswith("early stop")
-    best = details["metric"]["best_epoch"]
-    assert per_epoch[best - 1] == max(per_epoch) == details["metric"]["after"]
+    stage = report.stages[2]
+    details, per_epoch = stage.details, stage.details.metric.per_epoch
+    assert details.epochs_run < 30 and details.stopped.startswith("early stop")
+    best = details.metric.best_epoch
+    assert per_epoch[best - 1] == max(per_epoch) == details.metric.after
     assert all(value <= max(per_epoch[:-2]) for value in per_epoch[-2:])  # patience ran out
     # The written model is the restored best epoch: scored on the same data, it agrees.
-    assert stage["metric"]["value"] == pytest.approx(details["metric"]["after"], abs=1 / 397)
+    assert stage.metric.value == pytest.approx(details.metric.after, abs=1 / 397)
 
 
 def test_the_same_seed_gives_the_same_model(tmp_path_factory):
     first, first_out = distill_run(tmp_path_factory, EARLY)
     again, again_out = distill_run(tmp_path_factory, EARLY + ", seed: 0")
     other, other_out = distill_run(tmp_path_factory, EARLY + ", seed: 1")
-    assert first["stages"][2]["metric"] == again["stages"][2]["metric"]
-    assert first["stages"][2]["details"]["losses"] == again["stages"][2]["details"]["losses"]
+    assert first.stages[2].metric == again.stages[2].metric
+    assert first.stages[2].details.losses == again.stages[2].details.losses
     same, changed = weights(first_out), weights(other_out)
     assert all(np.array_equal(same[k], v) for k, v in weights(again_out).items())
     assert any(not np.array_equal(same[k], changed[k]) for k in same)
@@ -104,12 +104,12 @@ def test_a_declared_student_learns_features_through_a_projection(tmp_path):
         "    epochs: 8\n    lr: 0.01\n",
     )
     report = run(CNN, write_config(tmp_path, text), tmp_path / "out")
-    baseline, student = report["stages"]
-    details = student["details"]
-    assert "1 feature pair(s)" in details["reason"] and "DigitsCNN" in details["student"]
-    assert student["params"] < baseline["params"] / 8  # the small student was exported
-    assert details["metric"]["before"] < 0.3 < details["metric"]["after"]
-    assert student["metric"]["value"] > 0.4  # 4x chance after a few epochs from scratch
+    baseline, student = report.stages
+    details = student.details
+    assert "1 feature pair(s)" in details.reason and "DigitsCNN" in details.student
+    assert student.params < baseline.params / 8  # the small student was exported
+    assert details.metric.before < 0.3 < details.metric.after
+    assert student.metric.value > 0.4  # 4x chance after a few epochs from scratch
 
 
 def test_a_slower_student_is_reverted_with_on_slower_revert(tmp_path, monkeypatch):
@@ -142,10 +142,10 @@ def test_a_teacher_from_a_file_in_another_format(tmp_path, teacher):
         spec = f"teacher: {{path: {SAMPLES / 'digits_cnn_state.pt'}, arch: arch.py:DigitsCNN}}"
     text = PRUNE_THEN_DISTILL.format(distill=f"{spec}, epochs: 2, lr: 0.005")
     report = run(CNN, write_config(tmp_path, text, "d.yaml"), tmp_path / "out")
-    details = report["stages"][2]["details"]
-    assert details["teacher"] == ("model.onnx" if teacher == "onnx" else "digits_cnn_state.pt")
-    assert details["metric"]["teacher"] == pytest.approx(report["stages"][0]["metric"]["value"])
-    assert details["metric"]["after"] > details["metric"]["before"] + 0.2
+    details = report.stages[2].details
+    assert details.teacher == ("model.onnx" if teacher == "onnx" else "digits_cnn_state.pt")
+    assert details.metric.teacher == pytest.approx(report.baseline.metric.value)
+    assert details.metric.after > details.metric.before + 0.2
 
 
 def test_without_labels_the_student_learns_from_the_teacher_alone(tmp_path):
@@ -153,9 +153,9 @@ def test_without_labels_the_student_learns_from_the_teacher_alone(tmp_path):
         ", labels: y, limit", ", limit"
     )
     report = run(CNN, write_config(tmp_path, text), tmp_path / "out")
-    details = report["stages"][2]["details"]
-    assert "teacher only (data.train has no labels)" in details["reason"]
-    assert details["metric"]["after"] > details["metric"]["before"] + 0.2
+    details = report.stages[2].details
+    assert "teacher only (data.train has no labels)" in details.reason
+    assert details.metric.after > details.metric.before + 0.2
 
 
 EVAL_ONLY = (

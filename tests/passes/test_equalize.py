@@ -30,11 +30,11 @@ def test_equalization_keeps_the_float_outputs_and_flattens_the_ranges():
 
     equalized = _copy(original)
     details = equalize(equalized, relu6="skip", max_iterations=50)
-    assert details["pairs"] == 2 and details["batchnorm_folded"] == 1
+    assert details.pairs == 2 and details.batchnorm_folded == 1
     assert "BatchNormalization" not in {n.op_type for n in equalized.graph.node}
     onnx.checker.check_model(equalized, full_check=True)
-    assert details["range_spread"]["before"] == round(before, 3)
-    assert details["range_spread"]["after"] < details["range_spread"]["before"] / 10
+    assert details.range_spread.before == round(before, 3)
+    assert details.range_spread.after < details.range_spread.before / 10
     output = run(equalized, x)
     np.testing.assert_allclose(output, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
 
@@ -47,12 +47,12 @@ def test_relu6_pairs_are_skipped_by_default_and_become_relu_when_asked():
 
     skipped = _copy(original)
     details = equalize(skipped, relu6="skip", max_iterations=20)
-    assert details["relu6_pairs"] == 2 and details["pairs"] == 0
+    assert details.relu6_pairs == 2 and details.pairs == 0
     np.testing.assert_allclose(run(skipped, x), reference, rtol=1e-5, atol=1e-5)
 
     replaced = _copy(original)
     details = equalize(replaced, relu6="relu", max_iterations=20)
-    assert details["clips_replaced_by_relu"] == 2 and details["pairs"] == 2
+    assert details.clips_replaced_by_relu == 2 and details.pairs == 2
     assert "Clip" not in {n.op_type for n in replaced.graph.node}
     # ReLU6 -> ReLU is not the same function: activations above 6 pass through now
     assert not np.allclose(run(replaced, x), reference, atol=1e-3)

@@ -113,11 +113,11 @@ def test_the_fallback_keeps_what_an_exhaustive_search_over_the_ranking_keeps(
 
     sets, _ = fallback.float_sets(ranking, set())
     exhaustive = next(s for s in [[], *sets] if judge.base - sum(weights[n] for n in s) <= budget)
-    assert details["float_nodes"] == exhaustive and details["budget_met"]
+    assert details.float_nodes == exhaustive and details.budget_met
     assert json.loads(target.read_text()) == exhaustive  # the kept model is the one judged
-    assert len(rounds) - 1 == details["search"]["rounds"] <= 2 * math.ceil(math.log2(12)) + 1
-    assert len(details["attempts"]) == len(rounds)
-    assert all(a["seconds"] >= 0 for a in details["attempts"])
+    assert len(rounds) - 1 == details.search.rounds <= 2 * math.ceil(math.log2(12)) + 1
+    assert len(details.attempts) == len(rounds)
+    assert all(a.seconds >= 0 for a in details.attempts)
     assert not list(tmp_path.glob("*.fallback*"))  # the other rounds' files are gone
 
 
@@ -131,10 +131,10 @@ def test_the_fallback_says_how_close_it_came_when_the_budget_cannot_be_met(tmp_p
     )
     ctx = _stand_in_context()
     details = fallback.quantize_within_budget(job, tmp_path / "out.onnx", 0.001, 8, ctx)
-    assert not details["budget_met"]
-    assert details["verdict"].startswith("budget not met: the closest was a cosine drop of 0.3800")
-    assert "keeping all 16 nodes that add error in float did not meet it" in details["verdict"]
-    assert len(details["float_nodes"]) == 16
+    assert not details.budget_met
+    assert details.verdict.startswith("budget not met: the closest was a cosine drop of 0.3800")
+    assert "keeping all 16 nodes that add error in float did not meet it" in details.verdict
+    assert len(details.float_nodes) == 16
 
 
 def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
@@ -149,7 +149,7 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     ctx = Context(config, datasets, input_names_for(config), tmp_path)
     int8 = StaticQuantization(StaticParams(per_channel=True, max_accuracy_drop=0.002))
     details = int8.apply(PassInput(source=source, target=tmp_path / "q.onnx"), ctx).details
-    assert details["budget_met"] and details["search"]["rounds"] <= 4
+    assert details.budget_met and details.search.rounds <= 4
 
     prepared = tmp_path / "q.pre.onnx"
     job = int8.job(source, prepared, [], ctx)
@@ -165,8 +165,8 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
         if judge.full(path).met:
             exhaustive = nodes
             break
-    assert exhaustive and details["float_nodes"] == exhaustive
-    assert details["attempts"][0]["drop"] > 0.01  # it did need the fallback
+    assert exhaustive and details.float_nodes == exhaustive
+    assert details.attempts[0].drop > 0.01  # it did need the fallback
 
 
 def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
@@ -187,7 +187,7 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
         .apply(PassInput(source=source, target=tmp_path / "a.onnx"), ctx)
         .details
     )
-    needed = unlimited["float_nodes"]
+    needed = unlimited.float_nodes
     prepared = onnx.load(str(tmp_path / "a.pre.onnx")).graph
     weights = {t.name: int(np.prod(t.dims)) for t in prepared.initializer if len(t.dims) >= 2}
     reads = [i for n in prepared.node if n.name in needed for i in n.input]
@@ -200,7 +200,7 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
         .apply(PassInput(source=source, target=tmp_path / "b.onnx"), ctx)
         .details
     )
-    assert details["budget_met"] and details["float_nodes"] == needed
+    assert details.budget_met and details.float_nodes == needed
 
     short = StaticParams(**params, max_float_weight_mb=(3 * kept - 1) / 1e6)
     details = (
@@ -208,6 +208,6 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
         .apply(PassInput(source=source, target=tmp_path / "c.onnx"), ctx)
         .details
     )
-    assert not details["budget_met"]
-    assert all(a["kept_in_float"] < len(needed) for a in details["attempts"])
-    assert "of weights" in details["verdict"]
+    assert not details.budget_met
+    assert all(a.kept_in_float < len(needed) for a in details.attempts)
+    assert "of weights" in details.verdict

@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
-from compress.passes.masks import MASK_VALUE, clamp_mask_constants, mask_nodes
+from compress.passes.masks import MASK_VALUE, ClampedConstant, clamp_mask_constants, mask_nodes
 from tests.onnx_builders import (
     ATTENTION_SEQ,
     ATTENTION_WIDTH,
@@ -31,7 +31,7 @@ def test_clamp_makes_mask_constants_finite_and_keeps_the_float_outputs():
     clamped = onnx.ModelProto()
     clamped.CopyFrom(original)
     changed = clamp_mask_constants(clamped)
-    assert changed == [{"tensor": "minus", "from": -np.inf, "to": MASK_VALUE}]
+    assert changed == [ClampedConstant(tensor="minus", lowest=-np.inf, to=MASK_VALUE)]
     feeds = {"x": x, "attention_mask": mask}
     np.testing.assert_allclose(run(clamped, feeds), run(original, feeds), rtol=1e-6, atol=1e-6)
     # the nodes that carry the mask, up to the Softmax that absorbs it; not the MatMuls
@@ -58,7 +58,7 @@ def _static_int8(tmp_path, source, attention_masks: bool):
     out = tmp_path / f"out-{attention_masks}"
     config = write_config(tmp_path, text, f"{attention_masks}.yaml")
     report = run_pipeline(source, config, out)
-    return report["stages"][-1], onnx.load(str(out / "model.onnx")).graph
+    return report.final, onnx.load(str(out / "model.onnx")).graph
 
 
 def _scales(graph) -> np.ndarray:
@@ -72,11 +72,11 @@ def _scales(graph) -> np.ndarray:
 def test_static_int8_with_a_mask_has_finite_scales_and_keeps_the_softmax(tmp_path, mask_value):
     source = save(attention_graph(np.random.default_rng(2), mask_value), tmp_path / "att.onnx")
     stage, graph = _static_int8(tmp_path, source, attention_masks=True)
-    details = stage["details"]
-    assert details["attention_masks"]["clamped_constants"][0]["to"] == MASK_VALUE
-    assert details["mask_float_nodes"] == ["mask_bias", "mask_add", "softmax"]
+    details = stage.details
+    assert details.attention_masks.clamped_constants[0].to == MASK_VALUE
+    assert details.mask_float_nodes == ["mask_bias", "mask_add", "softmax"]
     assert np.isfinite(_scales(graph)).all()
-    assert stage["metric"]["value"] > 0.99
+    assert stage.metric.value > 0.99
     quantized_matmuls = {
         n.name
         for n in graph.node
@@ -86,7 +86,7 @@ def test_static_int8_with_a_mask_has_finite_scales_and_keeps_the_softmax(tmp_pat
 
     # turned off, the same graph quantizes the mask with the scores: infinite or useless scales
     stage, graph = _static_int8(tmp_path, source, attention_masks=False)
-    value = stage["metric"]["value"]
+    value = stage.metric.value
     assert not np.isfinite(_scales(graph)).all() or not np.isfinite(value) or value < 0.9
 
 
@@ -105,7 +105,7 @@ def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tm
         "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
-    stage = report["stages"][-1]
-    assert stage["details"]["attention_masks"]["clamped_constants"][0]["from"] == -np.inf
-    assert "mask_float_nodes" not in stage["details"]  # Where, Add, Softmax: not dynamic ops
-    assert stage["metric"]["value"] > 0.99
+    stage = report.final
+    assert stage.details.attention_masks.clamped_constants[0].lowest == -np.inf
+    assert stage.details.mask_float_nodes == []  # Where, Add, Softmax: not dynamic ops
+    assert stage.metric.value > 0.99

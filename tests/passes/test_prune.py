@@ -45,23 +45,23 @@ def conv_channels(path) -> list[int]:
 def test_channel_pruning_removes_channels_from_the_exported_cnn(tmp_path):
     config = prune_config(tmp_path, "amount: 0.5")
     report = run(SAMPLES / "digits_cnn.pt2", config, tmp_path / "out")
-    baseline, pruned = report["stages"]
-    assert pruned["name"] == "prune.channels"
-    assert 3.5 <= baseline["macs"] / pruned["macs"] <= 4.5  # half the channels in and out
-    assert 3.5 <= baseline["params"] / pruned["params"] <= 4.5
+    baseline, pruned = report.stages
+    assert pruned.name == "prune.channels"
+    assert 3.5 <= baseline.macs / pruned.macs <= 4.5  # half the channels in and out
+    assert 3.5 <= baseline.params / pruned.params <= 4.5
     assert conv_channels(tmp_path / "out" / "model.onnx") == [32, 32, 64]
     session = open_session(tmp_path / "out" / "model.onnx", threads=1)
     x = np.load(SAMPLES / "digits_eval.npz")["x"][:5]
     assert session.run(None, {"x": x})[0].shape == (5, 10)  # the classifier keeps its 10 classes
-    assert pruned["details"]["channels"]["features.0"] == [64, 32]
-    assert "removed 160 of 330 output channels" in pruned["details"]["reason"]
+    assert pruned.details.channels["features.0"] == [64, 32]
+    assert "removed 160 of 330 output channels" in pruned.details.reason
 
 
 def test_residual_depthwise_model_prunes_consistently(tmp_path):
     config = prune_config(tmp_path, "amount: 0.5, round_to: 8")
     report = run(SAMPLES / "digits_resnet.pt2", config, tmp_path / "out")
-    baseline, pruned = report["stages"]
-    assert pruned["params"] < baseline["params"] / 2.5
+    baseline, pruned = report.stages
+    assert pruned.params < baseline.params / 2.5
     graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
     depthwise = [n for n in graph.node if n.op_type == "Conv" and _group(n) > 1]
     assert depthwise and all(_group(n) == 32 for n in depthwise)  # groups follow the channels
@@ -76,7 +76,7 @@ def test_state_dict_and_trusted_pickle_prune_too(tmp_path):
     (tmp_path / "arch.py").write_bytes((SAMPLES / "arch.py").read_bytes())
     config = prune_config(tmp_path, "amount: 0.5", model="model: {arch: arch.py:DigitsCNN}\n")
     report = run(SAMPLES / "digits_cnn_state.pt", config, tmp_path / "a")
-    assert report["stages"][1]["params"] < report["stages"][0]["params"] / 3.5
+    assert report.stages[1].params < report.stages[0].params / 3.5
 
     layers = torch.nn.Sequential(
         torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -108,20 +108,20 @@ def test_iterative_steps_with_fine_tuning_reach_the_amount(tmp_path):
         params="amount: 0.5, steps: 2, finetune_epochs: 1, importance: taylor",
     ).replace("data:\n", "data:\n  train: {path: digits_train.npz, inputs: [x], labels: y}\n")
     report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
-    details = report["stages"][1]["details"]
-    assert details["channels"]["features.0"] == [64, 32]
-    assert len(details["finetune_losses"]) == 2  # one epoch after each step
-    assert report["stages"][1]["metric"]["value"] >= 0.9
+    details = report.stages[1].details
+    assert details.channels["features.0"] == [64, 32]
+    assert len(details.finetune_losses) == 2  # one epoch after each step
+    assert report.stages[1].metric.value >= 0.9
 
 
 def test_magnitude_pruning_zeroes_weights_but_keeps_them(tmp_path):
     config = prune_config(tmp_path, "amount: 0.7", pass_type="prune.magnitude")
     report = run(SAMPLES / "digits_cnn.pt2", config, tmp_path / "out")
-    baseline, sparse = report["stages"]
-    assert sparse["params"] == baseline["params"] and sparse["macs"] == baseline["macs"]
-    assert sparse["sparsity"] >= 0.65  # the classifier and biases stay dense
-    assert sparse["gzip_bytes"] < baseline["gzip_bytes"] * 0.6
-    assert sparse["details"]["pruned_layer_sparsity"] == pytest.approx(0.7, abs=0.01)
+    baseline, sparse = report.stages
+    assert sparse.params == baseline.params and sparse.macs == baseline.macs
+    assert sparse.sparsity >= 0.65  # the classifier and biases stay dense
+    assert sparse.gzip_bytes < baseline.gzip_bytes * 0.6
+    assert sparse.details.pruned_layer_sparsity == pytest.approx(0.7, abs=0.01)
     assert "no speedup" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -187,12 +187,12 @@ def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
     assert "add layers.1.attn, layers.0.attn to ignore" in result.stderr
     ignore = ", ignore: ['layers.*.attn']"
     config = write_config(tmp_path, text.replace("IGNORE", ignore), "ignored.yaml")
-    baseline, pruned = run(model, config, tmp_path / "b")["stages"]
-    assert pruned["details"]["channels"] == {
+    baseline, pruned = run(model, config, tmp_path / "b").stages
+    assert pruned.details.channels == {
         "layers.0.ffn.0": [128, 64],
         "layers.1.ffn.0": [128, 64],
     }
-    assert pruned["macs"] < baseline["macs"] and pruned["params"] < baseline["params"]
+    assert pruned.macs < baseline.macs and pruned.params < baseline.params
 
 
 class SqueezeExcitationCnn(torch.nn.Module):
@@ -268,8 +268,8 @@ def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "measure_latency", slower_after_the_first_stage)
     report = run(SAMPLES / "digits_cnn.pt2", prune_config(tmp_path, "amount: 0.5"), tmp_path / "o")
-    assert not report["stages"][1]["reverted"]
-    (warning,) = [w for w in report["warnings"] if "stage prune.channels is slower" in w]
+    assert not report.stages[1].reverted
+    (warning,) = [w for w in report.warnings if "stage prune.channels is slower" in w]
     assert "(0.50x, 95% CI 0.50-0.50x)" in warning and "round_to: 8 or 16" in warning
 
 

@@ -78,7 +78,7 @@ def test_static_calibration_methods_quantize_the_cnn_without_losing_accuracy(tmp
     report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
     graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 4
-    assert report["summary"]["accuracy_drop"] <= 0.01
+    assert report.summary.accuracy_drop <= 0.01
 
 
 def test_fp16_exclude_keeps_named_op_types_computing_in_float32(tmp_path):

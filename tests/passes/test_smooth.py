@@ -29,11 +29,11 @@ def test_smoothing_keeps_the_float_outputs_and_flattens_the_channels(residual):
     smoothed.CopyFrom(original)
     details = smooth(smoothed, [x], alpha=0.5)
     onnx.checker.check_model(smoothed, full_check=True)
-    [site] = details["sites"]
-    assert site["matmuls"] == 2  # the MatMul and the Gemm behind the Reshape
-    assert site["folded_into"] == ("mul" if residual else "layernorm")
-    spread = site["channel_range_spread"]
-    assert spread["after"] < spread["before"] / 3
+    [site] = details.sites
+    assert site.matmuls == 2  # the MatMul and the Gemm behind the Reshape
+    assert site.folded_into == ("mul" if residual else "layernorm")
+    spread = site.channel_range_spread
+    assert spread.after < spread.before / 3
     names = smoothed_nodes(smoothed)
     # the Mul, and the LayerNorm and residual Add around it, stay float in int8
     assert names == ([f"{SMOOTH_PREFIX}t", "norm", "residual"] if residual else [])
@@ -66,15 +66,15 @@ def test_static_int8_keeps_smoothquants_mul_in_float(tmp_path):
         "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
-    details = report["stages"][-1]["details"]
-    assert len(details["smooth"]["sites"]) == 1
+    details = report.final.details
+    assert len(details.smooth.sites) == 1
     graph = onnx.load(str(tmp_path / "out" / "model.onnx")).graph
     [mul] = [n for n in graph.node if n.op_type == "Mul" and n.name.startswith(SMOOTH_PREFIX)]
     producers = {o: n for n in graph.node for o in n.output}
     assert producers[mul.input[0]].op_type != "DequantizeLinear"  # reads the float tensor
     reader = next(n for n in graph.node if mul.output[0] in n.input)
     assert reader.op_type == "QuantizeLinear"  # what the MatMul reads is quantized after it
-    assert report["stages"][-1]["metric"]["value"] > 0.99
+    assert report.final.metric.value > 0.99
     assert run(tmp_path / "out" / "model.onnx", {"x": x[:2]}).shape == (2, SEQ, 8)
 
 
@@ -100,7 +100,7 @@ def test_layernorms_that_share_their_scale_are_smoothed_apart():
     smoothed = onnx.ModelProto()
     smoothed.CopyFrom(original)
     details = smooth(smoothed, [x], alpha=0.5)
-    assert [s["folded_into"] for s in details["sites"]] == ["layernorm", "layernorm"]
+    assert [s.folded_into for s in details.sites] == ["layernorm", "layernorm"]
     scales = {n.name: n.input[1] for n in smoothed.graph.node if n.op_type == "LayerNormalization"}
     assert len(set(scales.values())) == 2
     for expected, got in zip(run_all(original, x), run_all(smoothed, x), strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from compress.report.compare import load_report
 from compress.report.html import to_html
 from tests.conftest import invoke
 
@@ -15,8 +16,8 @@ def _report(out):
 
 
 def test_the_page_needs_nothing_from_outside_and_escapes_names(two_runs):
-    report = _report(two_runs[0])
-    report["stages"][-1]["name"] = "<script>alert(1)</script>"
+    report = load_report(two_runs[0] / "report.json")
+    report.final.name = "<script>alert(1)</script>"
     page = to_html(report)
     assert "<script" not in page and "&lt;script&gt;" in page
     assert "default-src 'none'" in page  # the browser refuses any load, should one creep in

@@ -63,9 +63,9 @@ def test_the_layer_that_reads_an_outlier_tensor_ranks_first(tmp_path, quantize):
     if quantize is _static:  # the producer rounds the tensor: it goes back to float too
         assert LAYERS[2] in worst.group and worst.fused == ["/7/Relu"]
     details = sensitivity.details(limit=3)
-    assert details["shown"] == 3 and details["scored"] == len(sensitivity.nodes)
-    assert [n["node"] for n in details["nodes"]] == [n.node for n in sensitivity.nodes[:3]]
-    json.dumps(details, allow_nan=False)  # no NaN or infinity in report.json
+    assert details.shown == 3 and details.scored == len(sensitivity.nodes)
+    assert [n.node for n in details.nodes] == [n.node for n in sensitivity.nodes[:3]]
+    json.dumps(details.written(), allow_nan=False)  # no NaN or infinity in report.json
 
 
 def test_a_node_kept_in_float_is_not_scored(tmp_path):
@@ -186,6 +186,7 @@ def test_analyze_refuses_a_model_it_cannot_read(tmp_path):
 
 
 def test_report_json_and_html_show_the_sensitivity_of_an_int8_stage(two_runs):
+    from compress.report.compare import load_report
     from compress.report.html import to_html
 
     report = json.loads((two_runs[0] / "report.json").read_text())
@@ -194,5 +195,5 @@ def test_report_json_and_html_show_the_sensitivity_of_an_int8_stage(two_runs):
     assert errors == sorted(errors, reverse=True) and len(errors) == details["shown"]
     assert details["scored"] >= details["shown"] and details["samples"] > 0
     assert {"node", "op_type", "added_error", "sqnr_db", "group"} <= set(details["nodes"][0])
-    page = to_html(report)
+    page = to_html(load_report(two_runs[0] / "report.json"))
     assert 'data-chart="sensitivity-1"' in page and details["nodes"][0]["node"][-10:] in page

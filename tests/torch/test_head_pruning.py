@@ -40,14 +40,14 @@ def test_attention_loses_whole_heads_and_still_runs(
     model = "" if program else f'model: {{arch: "tests.attention_models:{arch}"}}\n'
     config = write_config(tmp_path, CONFIG.format(model=model))
     path = saved_model(tmp_path, fused, program)
-    baseline, pruned = run(path, config, tmp_path / "out")["stages"]
+    baseline, pruned = run(path, config, tmp_path / "out").stages
     head_size = HIDDEN // HEADS
-    before, after = pruned["details"]["channels"][projection]
+    before, after = pruned.details.channels[projection]
     assert (before, after) == (width, width // 2)  # half the heads, each whole
     assert after % head_size == 0
-    assert f"removed {2 * HEADS // 2} of {2 * HEADS} attention heads" in pruned["details"]["reason"]
-    assert pruned["params"] < baseline["params"] / 1.3
-    assert any("ffn.0" in name for name in pruned["details"]["channels"])  # feed-forward too
+    assert f"removed {2 * HEADS // 2} of {2 * HEADS} attention heads" in pruned.details.reason
+    assert pruned.params < baseline.params / 1.3
+    assert any("ffn.0" in name for name in pruned.details.channels)  # feed-forward too
 
 
 class RotatedAttention(SelfAttention):
@@ -103,11 +103,11 @@ def test_steps_and_high_amounts_leave_the_heads_they_should(tmp_path, params, he
     tokens(tmp_path)
     model = 'model: {arch: "tests.attention_models:HFStyleEncoder"}\n'
     text = CONFIG.format(model=model).replace("amount: 0.5", params)
-    _, pruned = run(saved_model(tmp_path, False), write_config(tmp_path, text), tmp_path / "o")[
-        "stages"
-    ]
+    _, pruned = run(
+        saved_model(tmp_path, False), write_config(tmp_path, text), tmp_path / "o"
+    ).stages
     removed = 2 * (HEADS - heads_left)
-    assert f"removed {removed} of {2 * HEADS} attention heads" in pruned["details"]["reason"]
+    assert f"removed {removed} of {2 * HEADS} attention heads" in pruned.details.reason
 
 
 def test_the_key_value_cache_is_off_only_while_tracing():

@@ -56,10 +56,10 @@ def test_a_tied_lm_program_prunes_its_width_and_keeps_its_vocabulary(tmp_path):
     tokens(tmp_path)
     path = saved_model(tmp_path, False, program=True, model=TiedLM().eval())
     config = write_config(tmp_path, CONFIG.format(model=""))
-    baseline, pruned = run(path, config, tmp_path / "out")["stages"]
-    assert pruned["details"]["channels"]["layers.0.ffn.2"] == [HIDDEN, HIDDEN // 2]  # the width
-    assert "lm_head" not in pruned["details"]["channels"]  # the vocabulary stays whole
-    assert pruned["params"] < baseline["params"] / 1.5
+    baseline, pruned = run(path, config, tmp_path / "out").stages
+    assert pruned.details.channels["layers.0.ffn.2"] == [HIDDEN, HIDDEN // 2]  # the width
+    assert "lm_head" not in pruned.details.channels  # the vocabulary stays whole
+    assert pruned.params < baseline.params / 1.5
 
 
 class PooledEncoder(HFStyleEncoder):
@@ -77,9 +77,9 @@ def test_pruning_keeps_an_output_no_layer_makes_at_its_width(tmp_path):
     tokens(tmp_path)
     path = saved_model(tmp_path, False, program=True, model=PooledEncoder().eval())
     out = tmp_path / "out"
-    _, pruned = run(path, write_config(tmp_path, CONFIG.format(model="")), out)["stages"]
-    assert pruned["details"]["channels"]["layers.0.attention.query"] == [HIDDEN, HIDDEN // 2]
-    assert "layers.0.ffn.2" not in pruned["details"]["channels"]  # the width is the output
+    _, pruned = run(path, write_config(tmp_path, CONFIG.format(model="")), out).stages
+    assert pruned.details.channels["layers.0.attention.query"] == [HIDDEN, HIDDEN // 2]
+    assert "layers.0.ffn.2" not in pruned.details.channels  # the width is the output
     written = onnx.load(out / "model.onnx").graph.output[0].type.tensor_type.shape
     assert written.dim[1].dim_value == HIDDEN
 
