@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
+from bench.iterate import iterate_table  # noqa: E402
+from bench.iterate import main as iterate_main  # noqa: E402
 from bench.peer import peer_table, print_table  # noqa: E402
 from bench.prune_transformers import recovery, recovery_goal, transformer_table  # noqa: E402
 from bench.real import main as real_main  # noqa: E402
@@ -44,22 +46,19 @@ def recipe_rows() -> list[dict]:
     for config, model in recipes():
         with tempfile.TemporaryDirectory() as out:
             report = run(model, config, Path(out) / "o")
-        base, final = report["stages"][0], report["stages"][-1]
-        speedups = {
-            b: base["latency_ms"][b]["p50"] / final["latency_ms"][b]["p50"]
-            for b in base["latency_ms"]
-        }
+        base, final = report.baseline, report.final
+        speedups = {b: base.latency_ms[b].p50 / final.latency_ms[b].p50 for b in base.latency_ms}
         rows.append(
             {
                 "recipe": config.name,
                 "model": model.name,
-                "size_ratio": report["summary"]["size_ratio"],
-                "gzip_ratio": report["summary"]["gzip_ratio"],
+                "size_ratio": report.summary.size_ratio,
+                "gzip_ratio": report.summary.gzip_ratio,
                 "speedup_p50": {b: round(s, 3) for b, s in speedups.items()},
-                "macs_ratio": round(base["macs"] / final["macs"], 3),
-                "accuracy_drop": report["summary"]["accuracy_drop"],
-                "cpu": report["environment"]["cpu"],
-                "threads": report["environment"]["threads"],
+                "macs_ratio": round(base.macs / final.macs, 3),
+                "accuracy_drop": report.summary.accuracy_drop,
+                "cpu": report.environment.cpu,
+                "threads": report.environment.threads,
             }
         )
     for row in rows:
@@ -144,7 +143,8 @@ def main(argv: list[str]) -> int:
     side-by-side with plain onnxruntime; `run.py batch` only the batch row (--jobs 2 against
     --jobs 1); `run.py real` only the real pretrained models (bench/real.py); `run.py zoo
     [ARGS]` only the pruned architectures (bench/zoo.py); `run.py timing` only the timing
-    goals (bench/timing.py)."""
+    goals (bench/timing.py); `run.py iterate` only the stage cache and sweep rows
+    (bench/iterate.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'NOT MET'}] {text}")
@@ -155,6 +155,8 @@ def main(argv: list[str]) -> int:
         return zoo_main(argv[2:])
     if argv[1:] == ["timing"]:
         return timing_main()
+    if argv[1:] == ["iterate"]:
+        return iterate_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
@@ -171,6 +173,8 @@ def main(argv: list[str]) -> int:
             transformer_rows.append(recovered)
             transformer_checks.append(recovery_goal(recovered))
     timing = timing_checks() if rows else []
+    iterate, iterate_checks = iterate_table() if rows else ({}, [])
+    timing += iterate_checks
     print_table(peer_rows, checks)
     for text, met in timing:
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -187,6 +191,7 @@ def main(argv: list[str]) -> int:
         "real_models": real_rows,
         "pruned_architectures": zoo_rows,
         "pruned_transformers": transformer_rows,
+        "iterate": iterate,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")

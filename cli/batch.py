@@ -84,12 +84,13 @@ def batch(
 
 
 class BarProgress:
-    """A progress bar on stderr (drawn on a terminal only) and one line per finished model."""
+    """A progress bar on stderr (drawn on a terminal only) and one line per finished model (or
+    sweep variant: `named` says how a row is named)."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, named=lambda row: row.model):
         from rich.progress import Progress
 
-        self.quiet = quiet
+        self.quiet, self.named = quiet, named
         self.bar = Progress(console=stderr, transient=True, disable=quiet)
         self.task = None
 
@@ -111,7 +112,7 @@ class BarProgress:
         reused = " (reused)" if row.reused else ""
         detail = f": {row.reason}" if row.reason else ""
         self.bar.console.print(
-            f"[{style}]{row.status}[/] " + escape(f"{row.model}{reused}{detail}"),
+            f"[{style}]{row.status}[/] " + escape(f"{self.named(row)}{reused}{detail}"),
             highlight=False,
         )
 

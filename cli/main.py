@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import typer
-from compress_cli import analyze, batch, bench, init, passes, report, run, schema, validate
+from compress_cli import (
+    analyze,
+    batch,
+    bench,
+    init,
+    passes,
+    report,
+    run,
+    schema,
+    sweep,
+    validate,
+)
+from compress_cli.cache import cache_app
 from compress_cli.process import signals_handled
 
 
@@ -32,6 +44,8 @@ app.command("bench")(bench.bench)
 app.command("init")(init.init)
 app.command("batch")(batch.batch)
 app.command("analyze")(analyze.analyze)
+app.command("sweep")(sweep.sweep)
+app.add_typer(cache_app, name="cache")
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,3 +21,18 @@ JsonOutput = Annotated[
     bool, typer.Option("--json", help="Print only JSON on stdout (for machines and CI).")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages on stderr.")]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="The stage cache's folder (default: $COMPRESS_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/compress, else ~/.cache/compress).",
+    ),
+]
+NoCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Compute every stage, and read and write no cache (or COMPRESS_NO_CACHE=1).",
+    ),
+]

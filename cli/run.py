@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import Debug, JsonOutput, Overrides, Quiet
+from compress_cli.options import CacheDir, Debug, JsonOutput, NoCache, Overrides, Quiet
 from compress_cli.process import private_tempdir
 
 from compress.errors import EXIT_GATE_FAILED, one_line
@@ -34,15 +34,19 @@ def run(
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
     ),
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Compress MODEL with the passes in CONFIG; write OUT/model.onnx and the reports.
 
     The reports are OUT/report.json, report.md and report.html. With GITHUB_STEP_SUMMARY set,
-    the Markdown report is appended to that file.
+    the Markdown report is appended to that file. Stages an earlier run computed from the same
+    model, data, settings and versions are reused from the stage cache (see `compress cache`).
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
         from compress_cli.progress import terminal_progress
 
+        from compress.cache.store import open_cache
         from compress.job.pipeline import run as run_job
         from compress.job.progress import silent
         from compress.report import to_json
@@ -61,6 +65,7 @@ def run(
             silent if quiet else terminal_progress,
             overrides=overrides or (),
             junit=junit,
+            cache=open_cache(cache_dir, no_cache),
         )
         _append_step_summary(report)
     if json_output:

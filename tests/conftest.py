@@ -94,6 +94,25 @@ STATE_DICT_CONFIG = CNN_CONFIG.replace(  # the digits CNN given as a state_dict
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_stage_cache():
+    """Every run computes its stages (as `--no-cache`), so a test sees the passes it sets up run;
+    the stage cache's own tests turn it on with a folder of their own (`stage_cache`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPRESS_NO_CACHE", "1")
+        patch.delenv("COMPRESS_CACHE_DIR", raising=False)
+        yield
+
+
+@pytest.fixture
+def stage_cache(tmp_path, monkeypatch) -> Path:
+    """A stage cache of the test's own, on for `compress run` in-process and in workers."""
+    folder = tmp_path / "stage-cache"
+    monkeypatch.delenv("COMPRESS_NO_CACHE")
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
 def every_report_matches_its_schema(tmp_path_factory):
     """After the whole session: every report.json a run wrote (under pytest's temp folders)
     validates against `compress schema --report`. Hand-made reports (no provenance) and those

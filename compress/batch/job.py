@@ -48,6 +48,7 @@ class ModelJob:
     timeout: float | None = None
     trust_pickle: bool = False
     debug: bool = False  # tracebacks in the job's log.txt
+    options: tuple[str, ...] = ()  # more `compress run` options (a sweep's --set, --cache-dir)
 
 
 def worker_command(job: ModelJob) -> list[str]:
@@ -64,6 +65,7 @@ def worker_command(job: ModelJob) -> list[str]:
     ]
     run += ["--force", "--json"] + (["--trust-pickle"] if job.trust_pickle else [])
     run += ["--debug"] if job.debug else []
+    run += list(job.options)
     return [sys.executable, "-m", "compress.batch.launch", str(os.getpid()), *run]
 
 

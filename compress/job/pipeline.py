@@ -10,10 +10,10 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from compress import __version__
+from compress.cache.store import StageCache
 from compress.errors import CompressError, InputError, PassError, first_line
 from compress.job.context import Context
 from compress.job.inputs import run_inputs
@@ -21,6 +21,7 @@ from compress.job.outdir import OutputFolder
 from compress.job.preflight import Job, prepare
 from compress.job.progress import ProgressDisplay, silent
 from compress.job.speed_guard import revert_if_slower
+from compress.job.stage_reuse import CacheMiss, StageFile, StageReuse
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.memory import check_batch_memory
@@ -41,18 +42,6 @@ PARITY_SAMPLES = 64
 EXAMPLE_BATCH = 4  # >= 2: an example batch of 1 makes torch.export fix the batch dimension
 
 
-@dataclass
-class StageFile:
-    """The ONNX file of one stage; `reverted` when the speed guard kept the pass's input;
-    `details` what the pass says it did (candidates tried, nodes kept in float)."""
-
-    name: str
-    path: Path
-    reverted: bool = False
-    details: PassDetails | None = None
-    fix_if_slower: str = ""  # what the report's slower-stage warning suggests
-
-
 def run(
     model_path: Path,
     config_path: Path,
@@ -63,11 +52,14 @@ def run(
     progress: ProgressDisplay = silent,
     overrides: Sequence[str] = (),
     junit: Path | None = None,
+    cache: StageCache | None = None,
 ) -> Report:
     """Run the job and write OUTDIR/model.onnx, report.json, report.md, report.html (and the
     gates as JUnit XML to `junit`); returns the report. `overrides` are `--set KEY=VALUE` texts
-    applied to the config. The outputs appear together once everything has succeeded; a run
-    that fails or is interrupted leaves none (see compress.job.outdir)."""
+    applied to the config; with a `cache`, stages stored there by an earlier run with the same
+    inputs are reused, and the stages computed are stored. The outputs appear together once
+    everything has succeeded; a run that fails or is interrupted leaves none (see
+    compress.job.outdir)."""
     outputs = OutputFolder(Path(out_dir), force, junit)
     outputs.check()
     try:
@@ -76,7 +68,7 @@ def run(
             outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
             outputs.clear_previous()
             with temp_space_errors():
-                report, final = _work(job)
+                report, final = _work(job, Path(model_path), cache)
             texts = {"report.json": to_json(report), "report.md": to_markdown(report)}
             texts["report.html"] = to_html(report)
             outputs.stage(final, texts, junit_xml(report) if junit is not None else "")
@@ -88,14 +80,14 @@ def run(
         outputs.close()
 
 
-def _work(job: Job) -> tuple[Report, Path]:
+def _work(job: Job, model_path: Path, cache: StageCache | None) -> tuple[Report, Path]:
     """The report and the final ONNX file (in the job's work folder)."""
-    seed_everything(job.config.config.seed)
-    stage_files = _run_stages(job)
+    reuse = StageReuse.plan(job, model_path, cache)
+    stage_files = _run_stages(job, reuse)
     provenance = _provenance(job)
     final = stage_files[-1].path
     set_metadata(final, provenance.written())  # before measuring: the report sizes it as written
-    return _measure(job, stage_files, provenance), final
+    return _measure(job, stage_files, provenance, reuse), final
 
 
 @contextlib.contextmanager
@@ -129,22 +121,51 @@ def _disk_full(error: BaseException | None) -> BaseException | None:
     return found
 
 
-def _run_stages(job: Job) -> list[StageFile]:
-    """The ONNX file of every stage: baseline, one per torch pass, one per ONNX pass."""
-    ctx, work = job.context, job.context.workdir
-    stages = [_baseline(job)]
-    check_batch_memory(stages[0].path, ctx.samples(1), job.config.config.report.batch_sizes)
-    for index, p in enumerate(job.passes):  # an ONNX input has none: preflight refuses them
-        if p.stage == "torch":
-            stages.append(_torch_stage(job, index, p, stages[-1].path))
-    for index, p in enumerate(job.passes):
-        if p.stage == "onnx":
-            target = work / f"stage{index}.onnx"
-            given = PassInput(source=stages[-1].path, target=target)
-            details = _apply(index, p, ctx, given).details
-            reverted, details = _guard(p, stages[-1].path, target, ctx, details)
-            stages.append(StageFile(p.name, target, reverted, details, p.fix_if_slower))
+def _run_stages(job: Job, reuse: StageReuse) -> list[StageFile]:
+    """The ONNX file of every stage: baseline, one per torch pass, one per ONNX pass. Every
+    stage starts from the run's seed, so a stage computes the same whether the ones before it
+    were computed or reused from the cache."""
+    try:
+        return _stages(job, reuse)
+    except CacheMiss:  # evicted by another process before any stage was computed: compute all
+        reuse.skip_to = -1
+        return _stages(job, reuse)
+
+
+def _stages(job: Job, reuse: StageReuse) -> list[StageFile]:
+    ctx = job.context
+    stages: list[StageFile] = []
+    for step, index in enumerate(reuse.order):
+        seed_everything(job.config.config.seed)
+        stages.append(_stage(job, reuse, step, index, stages))
+        if step == 0:  # the batch sizes fit in memory, before any pass works
+            check_batch_memory(stages[0].path, ctx.samples(1), job.config.config.report.batch_sizes)
     return stages
+
+
+def _stage(job: Job, reuse: StageReuse, step: int, index: int | None, before: list[StageFile]):
+    """Stage `step` (the baseline, or pass `index`'s): from the cache, or computed and stored."""
+    work = job.context.workdir
+    if step <= reuse.skip_to:
+        return reuse.reused(step, work)
+    with reuse.computing(step, work) as found:
+        if found is not None:
+            return found
+        if index is None:
+            stage = _baseline(job)
+        elif job.passes[index].stage == "torch":
+            stage = _torch_stage(job, index, job.passes[index], before[-1].path)
+        else:
+            stage = _onnx_stage(job, index, job.passes[index], before[-1].path)
+        reuse.store(step, stage)
+        return stage
+
+
+def _onnx_stage(job: Job, index: int, p: Pass, source: Path) -> StageFile:
+    target = job.context.workdir / f"stage{index}.onnx"
+    details = _apply(index, p, job.context, PassInput(source=source, target=target)).details
+    reverted, details = _guard(p, source, target, job.context, details)
+    return StageFile(p.name, target, reverted, details, p.fix_if_slower)
 
 
 def _torch_stage(job: Job, index: int, p: Pass, source: Path) -> StageFile:
@@ -230,7 +251,12 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     return target
 
 
-def _measure(job: Job, stage_files: list[StageFile], provenance: Provenance) -> Report:
+def _measure(
+    job: Job, stage_files: list[StageFile], provenance: Provenance, reuse: StageReuse
+) -> Report:
+    """Every stage's figures: latency always measured now, all stages together (so the report's
+    comparisons are paired); sizes and the metric of a reused stage as the cache has them, and
+    the ones measured now stored there for the next run."""
     ctx, settings = job.context, job.config.config.report
     ctx.log("measuring latency of " + ", ".join(stage.name for stage in stage_files))
     paths = {stage_key(i, stage.name): stage.path for i, stage in enumerate(stage_files)}
@@ -238,16 +264,21 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: Provenance) -> 
     for timings in latency.busy():
         ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
     metrics = _metrics(stage_files, ctx, settings.metric)
-    one_sample = ctx.samples(1)
+    prints = _footprints(stage_files, ctx.samples(1))
+    for step, (stage, print_, metric) in enumerate(zip(stage_files, prints, metrics, strict=True)):
+        if stage.figures is None:  # the final file carries the run's metadata: its own size
+            final = step == len(stage_files) - 1
+            reuse.annotate(step, {"footprint": None if final else print_, "metric": metric})
     by_stage = latency.by_stage()
     stages = [
         Stage(
             name=stage.name,
-            **footprint(stage.path, one_sample),
+            **prints[i],
             latency_ms=by_stage[key],
             threads=settings.threads,
             metric=metrics[i],
             reverted=stage.reverted,
+            from_cache=stage.from_cache or None,
             details=stage.details,
             fix_if_slower=stage.fix_if_slower or None,
             slower_than_input=False,  # until build_report compares it with its input
@@ -266,12 +297,32 @@ def _measure(job: Job, stage_files: list[StageFile], provenance: Provenance) -> 
     )
 
 
+def _footprints(stage_files: list[StageFile], one_sample) -> list[dict]:
+    """Each stage's size, params, MACs and sparsity; a reused stage's from the cache, but the
+    final file's always (it carries this run's metadata)."""
+    last = len(stage_files) - 1
+    return [
+        stage.figures["footprint"]
+        if i < last and stage.figures and stage.figures.get("footprint")
+        else footprint(stage.path, one_sample)
+        for i, stage in enumerate(stage_files)
+    ]
+
+
 def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
+    """The metric of every stage on data.eval against the baseline's outputs; a reused stage's
+    value from the cache (its key covers the data, the metric and the judged output)."""
     if ctx.eval is None:
         return [None] * len(stage_files)
+    known = [(stage.figures or {}).get("metric") for stage in stage_files]
+    if all(known):
+        return [Metric.read(value) for value in known]
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
     judge = Judge(stage_files[0].path, ctx.eval, metric, ctx.judged_output)
-    values = [judge.reference_value] + [judge.score(stage.path) for stage in stage_files[1:]]
+    values = [judge.reference_value] + [
+        value["value"] if value else judge.score(stage.path)
+        for stage, value in zip(stage_files[1:], known[1:], strict=True)
+    ]
     return [Metric(name=metric, value=value) for value in values]
 
 

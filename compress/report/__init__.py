@@ -187,8 +187,13 @@ def to_json(report: Report) -> str:
 
 
 def stage_label(stage: Stage) -> str:
-    """A stage's name for people; says when the speed guard kept the pass's input."""
-    return stage.name + (" (reverted)" if stage.reverted else "")
+    """A stage's name for people; says when the speed guard kept the pass's input, and when the
+    stage was reused from the cache."""
+    return (
+        stage.name
+        + (" (reverted)" if stage.reverted else "")
+        + (" (cached)" if stage.from_cache else "")
+    )
 
 
 def fmt_value(value, spec: str) -> str:

@@ -59,6 +59,9 @@ class Stage(Record):
     threads: int
     metric: Metric | None
     reverted: bool
+    from_cache: bool | None = Field(
+        default=None, description="true: reused from the stage cache, not computed in this run"
+    )
     details: SerializeAsAny[PassDetails] | None = Field(
         default=None, description="what the pass did: its pass's Details record"
     )

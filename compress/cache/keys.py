@@ -1,0 +1,74 @@
+"""Stage keys: a hash of everything a stage's output depends on.
+
+The baseline's key covers the versions of compress (its code, not only its version number, so
+an edited checkout never reuses a stale stage), torch, onnx and onnxruntime; the bytes of the
+model and of every data and architecture file the run reads; and the whole config but its passes
+(model, data, export, report and gates sections, the seed). Each pass's stage chains its own
+type and params, and the bytes of the files that pass alone reads (a distill teacher), onto the
+key of the stage before it. So a stage's key changes with anything before or at it, and with
+nothing after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from compress.config import LoadedConfig
+from compress.job.inputs import InputFile, run_inputs
+from compress.models import file_sha256
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """The versions the stages depend on, and a hash of compress's own source files."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    import compress
+
+    root = Path(compress.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    versions = {
+        "compress": compress.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    return _digest({"versions": versions, "code": digest.hexdigest()})
+
+
+def _file_hashes(files: list[InputFile]) -> dict[str, str]:
+    return {item.label: file_sha256(item.path) for item in files}
+
+
+def stage_keys(model_path: Path, config: LoadedConfig, order: list[int]) -> list[str]:
+    """The key of every stage: the baseline's, then one per pass in the order the pipeline runs
+    them (`order`: indexes into config.passes)."""
+    inputs = run_inputs(model_path, config)
+    shared = [i for i in inputs if not i.label.startswith("passes[") and i.label != "the config"]
+    settings = config.config.model_dump(mode="json", exclude={"passes"})
+    key = _digest({"code": code_fingerprint(), "files": _file_hashes(shared), "config": settings})
+    keys = [key]
+    for index in order:
+        spec = config.passes[index]
+        own = [i for i in inputs if i.label.startswith(f"passes[{index}].")]
+        step = {
+            "type": spec.type,
+            "params": spec.params.model_dump(mode="json"),
+            "files": {label.split(".", 1)[1]: sha for label, sha in _file_hashes(own).items()},
+        }
+        key = _digest({"before": key, "pass": step})
+        keys.append(key)
+    return keys

@@ -1,0 +1,126 @@
+"""Which stages of a run come from the stage cache (compress.cache), and storing the others.
+
+A stage is reused only where the run can go on from it: the baseline (the loaded model is the
+torch passes' input anyway), or a stage at or after the last torch pass (only ONNX passes, which
+read the stage's file, follow). A torch stage before another torch pass is recomputed, since
+the next one needs the module in memory and the cache holds ONNX files, never pickles. The
+longest prefix of stages all found in the cache, ending at a stage that can be reused, is
+skipped; from there each stage is computed under its key's lock, so a second process waiting on
+the same stage reuses it instead of computing it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compress.cache.store import StageCache
+from compress.passes.base import PassDetails
+
+
+@dataclass
+class StageFile:
+    """The ONNX file of one stage; `reverted` when the speed guard kept the pass's input;
+    `details` what the pass says it did (candidates tried, nodes kept in float)."""
+
+    name: str
+    path: Path
+    reverted: bool = False
+    details: PassDetails | None = None
+    fix_if_slower: str = ""  # what the report's slower-stage warning suggests
+    from_cache: bool = False  # reused from the stage cache, not computed in this run
+    figures: dict | None = None  # reused: its footprint and metric as an earlier run measured
+
+    def meta(self) -> dict:
+        """What the stage cache keeps of it besides the file."""
+        details = self.details.written() if self.details is not None else None
+        return {"name": self.name, "reverted": self.reverted, "details": details} | {
+            "fix_if_slower": self.fix_if_slower
+        }
+
+
+class CacheMiss(Exception):
+    """A stage planned from the cache went missing (evicted by another process meanwhile)."""
+
+
+@dataclass
+class StageReuse:
+    """The run's stages in order (`order`: None for the baseline, else the pass's index: torch
+    passes first), their keys, and the last stage taken from the cache (`skip_to`; -1: none)."""
+
+    order: list[int | None]
+    torch_stages: int = 0
+    cache: StageCache | None = None
+    keys: list[str] = field(default_factory=list)
+    skip_to: int = -1
+    log: Callable[[str], None] = lambda message: None
+
+    @classmethod
+    def plan(cls, job, model_path: Path, cache: StageCache | None) -> StageReuse:
+        torch_first = [i for i, p in enumerate(job.passes) if p.stage == "torch"]
+        onnx_after = [i for i, p in enumerate(job.passes) if p.stage == "onnx"]
+        reuse = cls([None, *torch_first, *onnx_after], len(torch_first))
+        if cache is None:
+            return reuse
+        from compress.cache.keys import stage_keys
+
+        reuse.cache, reuse.log = cache, job.context.log
+        reuse.keys = stage_keys(model_path, job.config, torch_first + onnx_after)
+        present = 0
+        while present < len(reuse.keys) and cache.has(reuse.keys[present]):
+            present += 1
+        reuse.skip_to = max((s for s in range(present) if reuse.resumable(s)), default=-1)
+        return reuse
+
+    def resumable(self, step: int) -> bool:
+        """Whether the run can go on from stage `step` without the module in memory."""
+        return step == 0 or step >= self.torch_stages
+
+    def reused(self, step: int, work: Path) -> StageFile:
+        """Stage `step` from the cache (planned: it was there)."""
+        found = self._get(step, work)
+        if found is None:
+            raise CacheMiss(step)
+        return found
+
+    @contextlib.contextmanager
+    def computing(self, step: int, work: Path) -> Iterator[StageFile | None]:
+        """Around computing stage `step`: yields it from the cache when another process stored
+        it meanwhile (only where the run can go on from it), else None."""
+        if self.cache is None or not self.resumable(step):
+            yield None
+            return
+        with self.cache.computing(self.keys[step]):
+            yield self._get(step, work)
+
+    def store(self, step: int, stage: StageFile) -> None:
+        if self.cache is not None:
+            self.cache.put(self.keys[step], stage.path, stage.meta())
+
+    def annotate(self, step: int, figures: dict) -> None:
+        """Keep the figures measured for stage `step` (its footprint, its metric record) with
+        its entry, for a later run that reuses it."""
+        if self.cache is not None:
+            metric = figures.get("metric")
+            written = {**figures, "metric": metric.written() if metric is not None else None}
+            self.cache.annotate(self.keys[step], {"figures": written})
+
+    def _get(self, step: int, work: Path) -> StageFile | None:
+        from compress.passes.registry import details_type
+
+        hit = self.cache.get(self.keys[step], work / f"cached{step}.onnx") if self.cache else None
+        if hit is None:
+            return None
+        meta, details = hit.meta, hit.meta.get("details")
+        try:
+            record = details_type(meta["name"]).read(details) if details is not None else None
+        except (KeyError, ValueError):  # details this version cannot read: recompute
+            return None
+        self.log(f"stage {step} ({meta['name']}): reused from the stage cache")
+        figures = meta.get("figures") if isinstance(meta.get("figures"), dict) else None
+        return StageFile(
+            meta["name"], hit.path, bool(meta.get("reverted")), record,
+            meta.get("fix_if_slower") or "", from_cache=True, figures=figures,
+        )  # fmt: skip

@@ -1,0 +1,299 @@
+"""Running a sweep: each variant is `compress run MODEL -c CONFIG --set ...` in a worker process
+of its own (the batch's workers and executors: locally with --jobs, or on Ray), writing
+OUT/variants/<name>/. The variants share the stage cache, so the stages they have in common are
+computed once. Each finished variant leaves done.json (its row, with the hashes of the model
+and the config); --resume keeps the finished ones whose hashes and outputs still match and runs
+the rest. When every variant has ended, OUT/sweep.json, sweep.md and sweep.html are written, and
+the best variant's model.onnx and reports are copied to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from compress.batch.executors import LocalExecutor, RayExecutor
+from compress.batch.job import ModelJob
+from compress.batch.runner import COMPLETE, EXECUTORS, LOCK_NAME, _locked
+from compress.batch.summary import Status
+from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK, InputError, OutputDirError
+from compress.job.outdir import OUTPUT_FILES, check_folder_path
+from compress.job.staging import StagingArea, make_folders, write_atomically
+from compress.models import file_sha256
+from compress.records import Record
+from compress.sweep.grid import Variant, check_variants, grid
+from compress.sweep.pareto import OBJECTIVES, Objective, Point, best, front
+
+DONE_NAME = "done.json"
+SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.html")
+SCHEMA_VERSION = 1
+
+
+class VariantRow(Record):
+    """One variant of the sweep: its settings, how its run ended, and its final stage's
+    figures (size, p50 at the first batch size, metric) where it produced a model."""
+
+    name: str
+    settings: dict[str, str] = Field(description="the --set KEY: VALUE texts of this variant")
+    status: Status
+    reason: str | None
+    exit_code: int | None
+    seconds: float | None
+    size_bytes: int | None
+    p50_ms: float | None
+    metric: float | None
+    accuracy_drop: float | None
+    speedup: float | None
+    failed_gates: list[str]
+    front: list[Literal["latency", "size"]] = Field(
+        description="the Pareto fronts it is on: accuracy against latency, against size"
+    )
+    reused: bool = Field(description="--resume found it done and kept it")
+    model_sha256: str
+    config_sha256: str
+
+
+class SweepSummary(Record):
+    """sweep.json."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    config: str
+    objective: Objective
+    metric: str | None = Field(description="the metric the variants were judged by")
+    batch: int = Field(description="the batch size p50_ms is at")
+    executor: str
+    jobs: int
+    seconds: float
+    variants: list[VariantRow]
+    fronts: dict[str, list[str]] = Field(description="latency, size: the names on each front")
+    best: str | None = Field(description="copied to OUT/model.onnx; none: no variant passed")
+    exit_code: int
+
+
+@dataclass
+class SweepOptions:
+    model: Path
+    config: Path
+    out_dir: Path
+    vary: list[str]
+    jobs: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    objective: str = "latency"
+    resume: bool = False
+    force: bool = False
+    timeout: float | None = None  # seconds per variant
+    cache_dir: Path | None = None
+    no_cache: bool = False
+    trust_pickle: bool = False
+    debug: bool = False
+
+
+def run_sweep(options: SweepOptions, variants: list[Variant], progress=None) -> SweepSummary:
+    """Run the `variants` (from check_sweep), write the outputs, return the summary."""
+    started = time.monotonic()
+    out = options.out_dir.resolve()
+    with _executor(options) as executor, _locked(out):
+        cores, largest = executor.cores()
+        threads = max(1, min(cores // options.jobs, largest))
+        for name in (*SWEEP_FILES, *OUTPUT_FILES):
+            (out / name).unlink(missing_ok=True)
+        rows = _run_variants(variants, options, out, threads, executor, progress)
+        summary = _summary(rows, options, executor.name, time.monotonic() - started, out)
+        _write(out, summary)
+    return summary
+
+
+def check_sweep(options: SweepOptions) -> list[Variant]:
+    """The variants to run; InputError (exit 2) before any work for bad arguments, a bad --vary,
+    or a model and config that do not fit together."""
+    from compress.cache.store import open_cache
+    from compress.job.preflight import prepare
+
+    problems = [
+        (not options.model.is_file(), f"model file not found: {options.model}"),
+        (options.jobs < 1, f"--jobs must be 1 or more, not {options.jobs}"),
+        (options.timeout is not None and options.timeout <= 0, "--timeout-per-variant must be > 0"),
+        (
+            options.executor not in EXECUTORS,
+            f"--executor {options.executor!r}: choose local or ray",
+        ),
+        (options.ray_address is not None and options.executor != "ray", "--ray-address needs ray"),
+        (options.objective not in OBJECTIVES, f"--objective: choose {', '.join(OBJECTIVES)}"),
+        (options.resume and options.force, "--resume and --force: pass one of them"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise InputError(message)
+    out = options.out_dir
+    check_folder_path(out, "-o")
+    leftovers = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
+    if leftovers and not (options.resume or options.force):
+        raise OutputDirError(
+            f"output folder {out} is not empty; pass --resume to finish the sweep there, "
+            "--force to redo every variant, or choose another -o"
+        )
+    variants = grid(options.vary)
+    check_variants(options.config, variants)
+    open_cache(options.cache_dir, options.no_cache)  # a bad --cache-dir, before any work
+    job = prepare(options.model, options.config, options.trust_pickle, lambda m: None)
+    shutil.rmtree(job.context.workdir, ignore_errors=True)  # the model and config fit
+    return variants
+
+
+def _executor(options: SweepOptions) -> LocalExecutor | RayExecutor:
+    if options.executor == "ray":
+        return RayExecutor(options.jobs, options.ray_address)
+    return LocalExecutor(options.jobs)
+
+
+def _run_variants(
+    variants, options, out: Path, threads: int, executor, progress
+) -> list[VariantRow]:
+    hashes = {
+        "model_sha256": file_sha256(options.model),
+        "config_sha256": file_sha256(options.config),
+    }
+    cache = ["--no-cache"] if options.no_cache else []
+    cache += ["--cache-dir", str(options.cache_dir)] if options.cache_dir else []
+    rows: dict[str, VariantRow] = {}
+    pending: dict[str, tuple[ModelJob, Variant]] = {}
+    for variant in variants:
+        folder = make_folders(out, Path("variants") / variant.name)
+        previous = _finished(folder, variant, hashes) if options.resume else None
+        if previous is not None:
+            rows[variant.name] = previous.model_copy(update={"reused": True})
+            continue
+        (folder / DONE_NAME).unlink(missing_ok=True)
+        sets = [part for text in variant.overrides for part in ("--set", text)]
+        job = ModelJob(
+            variant.name,
+            str(options.model.resolve()),
+            str(options.config.resolve()),
+            str(folder),
+            threads,
+            options.timeout,
+            options.trust_pickle,
+            options.debug,
+            options=(*sets, *cache),
+        )
+        pending[variant.name] = (job, variant)
+    if progress is not None:
+        progress.planned(len(variants))
+        for row in rows.values():
+            progress.finished(row)
+
+    def done(job: ModelJob, outcome: dict) -> None:
+        row = _row(pending[job.relative][1], outcome, Path(job.out_dir), hashes)
+        write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row.written(), indent=2) + "\n")
+        rows[job.relative] = row
+        if progress is not None:
+            progress.finished(row)
+
+    executor.run([job for job, _ in pending.values()], done)
+    return [rows[variant.name] for variant in variants]
+
+
+def _finished(folder: Path, variant: Variant, hashes: dict[str, str]) -> VariantRow | None:
+    """The variant's row when its done.json says it finished with these settings and inputs, and
+    its outputs are all there."""
+    try:
+        row = VariantRow.read(json.loads((folder / DONE_NAME).read_text()))
+    except (OSError, ValueError, RecursionError):
+        return None
+    same = row.settings == dict(variant.settings) and all(
+        getattr(row, key) == value for key, value in hashes.items()
+    )
+    complete = all((folder / name).is_file() for name in OUTPUT_FILES)
+    return row if same and complete and row.status in COMPLETE else None
+
+
+def _row(variant: Variant, outcome: dict, folder: Path, hashes: dict[str, str]) -> VariantRow:
+    """The variant's row, from its worker's outcome and its report."""
+    figures: dict = {"size_bytes": None, "p50_ms": None, "metric": None, "failed_gates": []}
+    if outcome["status"] in COMPLETE:
+        from compress.report.compare import load_report
+
+        report = load_report(folder / "report.json")
+        final = report.final
+        figures = {
+            "size_bytes": final.size_bytes,
+            "p50_ms": final.figure(report.batch_sizes[0]).p50,
+            "metric": final.metric.value if final.metric else None,
+            "failed_gates": [g.name for g in report.gates if not g.passed],
+        }
+    return VariantRow(
+        name=variant.name,
+        settings=dict(variant.settings),
+        status=outcome["status"],
+        reason=outcome.get("reason"),
+        exit_code=outcome.get("exit_code"),
+        seconds=outcome.get("seconds"),
+        accuracy_drop=outcome.get("accuracy_drop"),
+        speedup=outcome.get("speedup"),
+        front=[],
+        reused=False,
+        **figures,
+        **hashes,
+    )
+
+
+def _summary(rows: list[VariantRow], options, executor: str, seconds: float, out: Path):
+    from compress.config import load_config
+
+    settings = load_config(options.config).config.report
+    measured = [r for r in rows if r.status in COMPLETE and r.p50_ms is not None]
+    points = [
+        Point(r.name, r.p50_ms, r.size_bytes, r.metric, passed=r.status == "ok") for r in measured
+    ]
+    fronts = {"latency": front(points, "p50_ms"), "size": front(points, "size_bytes")}
+    rows = [
+        row.model_copy(update={"front": [f for f, names in fronts.items() if row.name in names]})
+        for row in rows
+    ]
+    chosen = best(points, options.objective)
+    if chosen is not None:
+        code = EXIT_OK
+    elif measured:
+        code = EXIT_GATE_FAILED
+    else:
+        code = EXIT_FAILED
+    return SweepSummary(
+        model=str(options.model),
+        config=str(options.config),
+        objective=options.objective,
+        metric=settings.metric if any(r.metric is not None for r in measured) else None,
+        batch=settings.batch_sizes[0],
+        executor=executor,
+        jobs=options.jobs,
+        seconds=round(seconds, 2),
+        variants=rows,
+        fronts=fronts,
+        best=chosen,
+        exit_code=code,
+    )
+
+
+def _write(out: Path, summary: SweepSummary) -> None:
+    """sweep.json, .md and .html, and the best variant's model and reports, placed together."""
+    from compress.job.interrupts import uninterrupted
+    from compress.sweep.render import sweep_html, sweep_markdown
+
+    with StagingArea(out, "-o") as area:
+        area.add_text("sweep.json", json.dumps(summary.written(), indent=2) + "\n")
+        area.add_text("sweep.md", sweep_markdown(summary))
+        area.add_text("sweep.html", sweep_html(summary))
+        if summary.best is not None:
+            chosen = out / "variants" / summary.best
+            for name in OUTPUT_FILES:
+                if (chosen / name).is_file():
+                    area.add_copy(name, chosen / name)
+        with uninterrupted(commit=True):
+            area.place()

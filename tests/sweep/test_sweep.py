@@ -1,0 +1,111 @@
+"""`compress sweep`: the grid from --vary, checked before any work; the Pareto fronts and the
+best variant; the outputs, exit codes and --resume of a real sweep on the digits CNN."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compress.errors import ConfigError
+from compress.sweep.grid import grid, split_values
+from compress.sweep.pareto import Point, best, front
+from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+
+POINTS = [
+    Point("fast", p50_ms=1.0, size_bytes=900, metric=0.90, passed=True),
+    Point("accurate", p50_ms=3.0, size_bytes=500, metric=0.99, passed=True),
+    Point("middle", p50_ms=2.0, size_bytes=700, metric=0.95, passed=False),
+    Point("worse", p50_ms=2.5, size_bytes=950, metric=0.94, passed=True),  # middle beats it
+    Point("tied", p50_ms=1.02, size_bytes=400, metric=0.90, passed=True),  # fast within 3%
+]
+
+
+def test_the_fronts_hold_the_variants_no_other_beats_on_both_axes():
+    assert front(POINTS, "p50_ms") == ["fast", "accurate", "middle"]  # tied: fast beats it
+    assert front(POINTS, "size_bytes") == ["accurate", "tied"]
+    assert front([Point("a", 1.0, 1, None, True), Point("b", 2.0, 1, None, True)], "p50_ms") == [
+        "a"
+    ]
+
+
+def test_the_best_variant_passes_its_gates_by_the_objective():
+    assert best(POINTS) == "tied"  # within 3% of the fastest, and smaller
+    assert best(POINTS, "size") == "tied"
+    assert best(POINTS, "accuracy") == "accurate"
+    assert best([p for p in POINTS if p.name == "middle"]) is None  # failed its gates
+
+
+def test_vary_values_split_outside_brackets_and_earlier_passes_vary_fastest():
+    assert split_values("[32,1],[8], 'a,b'") == ["[32,1]", "[8]", "'a,b'"]
+    variants = grid(["passes[1].per_channel=true,false", "passes[0].amount=0.3,0.5"])
+    assert [v.settings[1][1] for v in variants] == ["0.3", "0.5", "0.3", "0.5"]
+    assert variants[0].overrides == ["passes[1].per_channel=true", "passes[0].amount=0.3"]
+    for bad in (["passes[0].amount"], ["passes[0].amount=0.3,,0.5"], ["x=1", "x=2"], []):
+        with pytest.raises(ConfigError):
+            grid(bad)
+
+
+def sweep(config, out, *args: str):
+    return invoke("sweep", SAMPLES / "digits_cnn.pt2", "-c", config, "-o", out, *args)
+
+
+@pytest.mark.parametrize(
+    ("vary", "needle"),
+    [
+        ("passes[0].per_chanel=true,false", "per_chanel"),
+        ("passes[0].calibration=minmax,sometimes", "sometimes"),
+        ("passes[3].per_channel=true", "passes[3]"),
+    ],
+)
+def test_a_bad_vary_is_refused_before_any_work(tmp_path, vary, needle):
+    result = sweep(write_config(tmp_path, CNN_CONFIG), tmp_path / "o", "--vary", vary)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("error: --vary") and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_a_sweep_writes_every_variant_the_fronts_and_the_best(tmp_path, stage_cache):
+    config = write_config(tmp_path, CNN_CONFIG)
+    out = tmp_path / "o"
+    result = sweep(config, out, "--vary", "passes[0].per_channel=true,false", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary == json.loads((out / "sweep.json").read_text())
+    rows = {row["name"]: row for row in summary["variants"]}
+    assert {r["settings"]["passes[0].per_channel"] for r in rows.values()} == {"true", "false"}
+    assert all(r["status"] == "ok" and r["p50_ms"] > 0 for r in rows.values())
+    chosen = summary["best"]
+    assert chosen in rows and "latency" in rows[chosen]["front"]
+    best_model = out / "variants" / chosen / "model.onnx"
+    assert (out / "model.onnx").read_bytes() == best_model.read_bytes()
+    report = json.loads((out / "report.json").read_text())
+    per_channel = rows[chosen]["settings"]["passes[0].per_channel"]
+    assert report["provenance"]["config_overrides"] == f"passes[0].per_channel={per_channel}"
+    html = (out / "sweep.html").read_text()
+    assert 'data-chart="pareto-latency"' in html and 'data-chart="pareto-size"' in html
+    assert f"Best: **{chosen}**" in (out / "sweep.md").read_text()
+    second = json.loads((out / "variants" / "v02" / "report.json").read_text())
+    assert second["stages"][0].get("from_cache") is True  # the baseline was computed once
+
+    # a sweep killed after its first variant resumes with the second alone
+    (out / "variants" / "v02" / "done.json").unlink()
+    resumed = sweep(config, out, "--vary", "passes[0].per_channel=true,false", "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = {row["name"]: row["reused"] for row in json.loads(resumed.stdout)["variants"]}
+    assert again == {"v01": True, "v02": False}
+
+
+def test_exit_3_when_no_variant_passes_and_1_when_every_one_failed(tmp_path):
+    gated = write_config(tmp_path, CNN_CONFIG + "gates: {min_size_ratio: 100}\n")
+    result = sweep(gated, tmp_path / "gated", "--vary", "passes[0].per_channel=true,false")
+    assert result.exit_code == 3, result.stderr
+    summary = json.loads((tmp_path / "gated" / "sweep.json").read_text())
+    assert summary["best"] is None and not (tmp_path / "gated" / "model.onnx").exists()
+    failed = sweep(
+        gated, tmp_path / "failed", "--vary", "passes[0].per_channel=true,false",
+        "--timeout-per-variant", "0.5",
+    )  # fmt: skip
+    assert failed.exit_code == 1, failed.stderr
+    rows = json.loads((tmp_path / "failed" / "sweep.json").read_text())["variants"]
+    assert {row["status"] for row in rows} == {"timed_out"}
