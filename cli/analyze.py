@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import Debug, JsonOutput, Overrides, Quiet
+from compress_cli.options import Debug, JsonOutput, Overrides, Quiet, TrustPickle
 from compress_cli.process import private_tempdir
 
 
@@ -23,9 +23,7 @@ def analyze(
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     debug: Debug = False,
-    trust_pickle: bool = typer.Option(
-        False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
-    ),
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Quantize MODEL once as CONFIG's int8 pass would and rank every quantized node by the
     error it adds; write OUT/sensitivity.json, sensitivity.md and sensitivity.html.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import Debug, JsonOutput, Quiet
+from compress_cli.options import Debug, Executor, JsonOutput, Quiet, RayAddress, TrustPickle
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -39,13 +39,9 @@ def batch(
     timeout_per_model: float = typer.Option(
         None, "--timeout-per-model", help="Stop a model's job after this many seconds."
     ),
-    executor: str = typer.Option("local", "--executor", help="local (processes here) or ray."),
-    ray_address: str = typer.Option(
-        None, "--ray-address", help="Ray cluster to use (host:port, ray://host:port, auto)."
-    ),
-    trust_pickle: bool = typer.Option(
-        False, "--trust-pickle", help="Allow whole pickled modules (runs code from the files)."
-    ),
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
+    trust_pickle: TrustPickle = False,
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     debug: Debug = False,

@@ -36,3 +36,16 @@ NoCache = Annotated[
         help="Compute every stage, and read and write no cache (or COMPRESS_NO_CACHE=1).",
     ),
 ]
+TrustPickle = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle", help="Allow a whole pickled module (runs code from the model file)."
+    ),
+]
+Executor = Annotated[
+    str, typer.Option("--executor", help="Where the jobs run: local (processes here) or ray.")
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to use (host:port, ray://host:port, auto)."),
+]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import CacheDir, Debug, JsonOutput, NoCache, Overrides, Quiet
+from compress_cli.options import CacheDir, Debug, JsonOutput, NoCache, Overrides, Quiet, TrustPickle
 from compress_cli.process import private_tempdir
 
 from compress.errors import EXIT_GATE_FAILED, one_line
@@ -31,9 +31,7 @@ def run(
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     debug: Debug = False,
-    trust_pickle: bool = typer.Option(
-        False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
-    ),
+    trust_pickle: TrustPickle = False,
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
 ) -> None:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import CacheDir, Debug, JsonOutput, NoCache, Quiet
+from compress_cli.options import (
+    CacheDir,
+    Debug,
+    Executor,
+    JsonOutput,
+    NoCache,
+    Quiet,
+    RayAddress,
+    TrustPickle,
+)
 
 
 def sweep(
@@ -32,10 +41,8 @@ def sweep(
     jobs: int = typer.Option(
         1, "--jobs", "-j", help="Variants at once; each gets cores/N threads."
     ),
-    executor: str = typer.Option("local", "--executor", help="local (processes here) or ray."),
-    ray_address: str = typer.Option(
-        None, "--ray-address", help="Ray cluster to use (host:port, ray://host:port, auto)."
-    ),
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     resume: bool = typer.Option(
         False, "--resume", help="Keep the variants a killed sweep finished; run the rest."
     ),
@@ -45,9 +52,7 @@ def sweep(
     ),
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
-    trust_pickle: bool = typer.Option(
-        False, "--trust-pickle", help="Allow a whole pickled module (runs code from the file)."
-    ),
+    trust_pickle: TrustPickle = False,
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     debug: Debug = False,

@@ -247,3 +247,19 @@ def test_a_plugins_details_given_as_a_dict_are_kept_and_read_back():
     written |= {"metric": None, "reverted": False, "details": details.written()}
     written |= {"slower_than_input": False, "slower_at_batch_sizes": []}
     assert Stage.read(written).written() == written
+
+
+def test_details_from_another_version_of_a_pass_are_read_as_they_are():
+    """A report whose stage details do not fit its pass's record now (another version wrote
+    them) still loads: the details are kept as they are, not refused."""
+    from compress.passes.base import OtherDetails
+    from compress.report.model import Stage
+
+    figures = {"size_bytes": 1, "gzip_bytes": 1, "params": 1, "macs": 1, "sparsity": 0.0}
+    latency = {"8": {"p50": 1.0, "p90": 1.0, "p99": 1.0, "runs": 5, "stable": True}}
+    written = {"name": "quantize.static", **figures, "latency_ms": latency, "threads": 1}
+    written |= {"metric": None, "reverted": False, "details": {"float_nodes": "conv, fc"}}
+    written |= {"slower_than_input": False, "slower_at_batch_sizes": []}
+    stage = Stage.read(written)
+    assert isinstance(stage.details, OtherDetails)
+    assert stage.written()["details"] == {"float_nodes": "conv, fc"}

@@ -83,7 +83,7 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchS
             + (f" matching --pattern {options.pattern!r}" if options.pattern else "")
             + "; point at the folder that holds them or change --pattern"
         )
-    with make_executor(options) as executor, _locked(out_dir):
+    with make_executor(options) as executor, one_writer(out_dir):
         total_cores, largest_node = executor.cores()
         threads = max(1, min(total_cores // options.jobs, largest_node))
         remove_summary(out_dir)
@@ -232,24 +232,34 @@ def check_options(options: BatchOptions) -> None:
             "--resume keeps finished models and --force redoes them all; pass one of them",
         ),
     ]
+    refuse_first(problems)
+    if options.out_dir.resolve() == options.models_dir.resolve():
+        raise OutputDirError("-o must not be the models' folder itself; choose another folder")
+    check_resumable_folder(options.out_dir, options.resume, options.force, "batch", "model")
+
+
+def refuse_first(problems: list[tuple[bool, str]]) -> None:
+    """InputError (exit 2) with the message of the first (failed, message) that failed."""
     for failed, message in problems:
         if failed:
             raise InputError(message)
-    out = options.out_dir
+
+
+def check_resumable_folder(out: Path, resume: bool, force: bool, run: str, item: str) -> None:
+    """An output folder a batch or sweep (`run`) of `item`s may write: usable, and empty
+    unless --resume or --force says what to do with what is there."""
     check_folder_path(out, "-o")
-    if out.resolve() == options.models_dir.resolve():
-        raise OutputDirError("-o must not be the models' folder itself; choose another folder")
     leftovers = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
-    if leftovers and not (options.resume or options.force):
+    if leftovers and not (resume or force):
         raise OutputDirError(
-            f"output folder {out} is not empty; pass --resume to finish the batch there, "
-            "--force to redo every model, or choose another -o"
+            f"output folder {out} is not empty; pass --resume to finish the {run} there, "
+            f"--force to redo every {item}, or choose another -o"
         )
 
 
 @contextlib.contextmanager
-def _locked(out_dir: Path):
-    """One batch at a time per output folder (the kernel drops the lock if the batch dies)."""
+def one_writer(out_dir: Path):
+    """One batch or sweep at a time per output folder (the kernel drops the lock if it dies)."""
     import fcntl
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +275,8 @@ def _locked(out_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputDirError(
-                f"another batch is writing to {out_dir}; wait for it to end or choose another -o"
+                f"another batch or sweep is writing to {out_dir}; wait for it to end or choose "
+                "another -o"
             ) from None
         yield
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -27,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from compress.models import file_sha256
 
 ENTRY = "entry.json"
 MODEL = "model.onnx"
@@ -82,14 +83,6 @@ def default_max_bytes() -> int:
     return int(max(megabytes, 0) * 1e6)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class Hit:
     """A stage found in the cache: its ONNX file (copied to where the run asked) and the rest of
@@ -123,7 +116,7 @@ class StageCache:
             if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("key") != key:
                 raise ValueError("not an entry of this version")
             shutil.copyfile(entry / MODEL, target)
-            if sha256_of(target) != meta.get("sha256"):
+            if file_sha256(target) != meta.get("sha256"):
                 raise ValueError("model.onnx does not match its hash")
         except FileNotFoundError:
             return None  # none, or removed meanwhile
@@ -146,7 +139,7 @@ class StageCache:
         try:
             building = self._tmp_folder()
             shutil.copyfile(model, building / MODEL)
-            record = {"format": FORMAT, "key": key, "sha256": sha256_of(building / MODEL)}
+            record = {"format": FORMAT, "key": key, "sha256": file_sha256(building / MODEL)}
             record |= {"created": time.time(), **meta}
             with open(building / ENTRY, "w") as f:
                 json.dump(record, f)
@@ -172,22 +165,11 @@ class StageCache:
         except (OSError, ValueError, RecursionError):
             return
 
-    @contextlib.contextmanager
-    def computing(self, key: str) -> Iterator[None]:
+    def computing(self, key: str) -> contextlib.AbstractContextManager[None]:
         """Held while a stage is computed: another process asking for the same key waits, then
         finds the entry."""
-        locks = self.folder / "locks"
-        try:
-            locks.mkdir(parents=True, exist_ok=True)
-            fd = os.open(locks / f"{key}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError:
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        self._entry(key)  # a key, not a path
+        return _held(self.folder / "locks" / f"{key}.lock")
 
     # -- managing -----------------------------------------------------------------------------
 
@@ -256,16 +238,23 @@ class StageCache:
             if doomed is not None:
                 shutil.rmtree(doomed, ignore_errors=True)
 
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / "lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError:
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Held while entries are evicted or cleared: one process at a time."""
+        return _held(self.folder / "lock")
+
+
+@contextlib.contextmanager
+def _held(lock: Path) -> Iterator[None]:
+    """An exclusive flock on `lock` (created if needed; the kernel drops it if the process
+    dies); where the file cannot be made, nothing is held and the caller goes on unlocked."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -73,12 +73,20 @@ class Stage(Record):
     @field_validator("details", mode="before")
     @classmethod
     def _details_of_its_pass(cls, value: Any, info: ValidationInfo) -> Any:
-        """Read back from JSON: the record of the pass this stage is named after."""
+        """Read back from JSON: the record of the pass this stage is named after; details that
+        do not fit it (a report from another version of that pass) are kept as they are."""
         if isinstance(value, dict):
+            from pydantic import ValidationError
+
+            from compress.passes.base import OtherDetails
             from compress.passes.registry import details_type
 
-            record = details_type(info.data.get("name", ""))
-            return record.model_validate(value, context=info.context)
+            try:
+                return details_type(info.data.get("name", "")).model_validate(
+                    value, context=info.context
+                )
+            except ValidationError:
+                return OtherDetails.model_validate(value)
         return value
 
     def figure(self, batch: int) -> LatencyFigures:

@@ -20,10 +20,16 @@ from pydantic import Field
 
 from compress.batch.executors import LocalExecutor, RayExecutor
 from compress.batch.job import ModelJob
-from compress.batch.runner import COMPLETE, EXECUTORS, LOCK_NAME, _locked
+from compress.batch.runner import (
+    COMPLETE,
+    EXECUTORS,
+    check_resumable_folder,
+    one_writer,
+    refuse_first,
+)
 from compress.batch.summary import Status
-from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK, InputError, OutputDirError
-from compress.job.outdir import OUTPUT_FILES, check_folder_path
+from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK
+from compress.job.outdir import OUTPUT_FILES
 from compress.job.staging import StagingArea, make_folders, write_atomically
 from compress.models import file_sha256
 from compress.records import Record
@@ -100,7 +106,7 @@ def run_sweep(options: SweepOptions, variants: list[Variant], progress=None) -> 
     """Run the `variants` (from check_sweep), write the outputs, return the summary."""
     started = time.monotonic()
     out = options.out_dir.resolve()
-    with _executor(options) as executor, _locked(out):
+    with _executor(options) as executor, one_writer(out):
         cores, largest = executor.cores()
         threads = max(1, min(cores // options.jobs, largest))
         for name in (*SWEEP_FILES, *OUTPUT_FILES):
@@ -129,17 +135,8 @@ def check_sweep(options: SweepOptions) -> list[Variant]:
         (options.objective not in OBJECTIVES, f"--objective: choose {', '.join(OBJECTIVES)}"),
         (options.resume and options.force, "--resume and --force: pass one of them"),
     ]
-    for failed, message in problems:
-        if failed:
-            raise InputError(message)
-    out = options.out_dir
-    check_folder_path(out, "-o")
-    leftovers = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
-    if leftovers and not (options.resume or options.force):
-        raise OutputDirError(
-            f"output folder {out} is not empty; pass --resume to finish the sweep there, "
-            "--force to redo every variant, or choose another -o"
-        )
+    refuse_first(problems)
+    check_resumable_folder(options.out_dir, options.resume, options.force, "sweep", "variant")
     variants = grid(options.vary)
     check_variants(options.config, variants)
     open_cache(options.cache_dir, options.no_cache)  # a bad --cache-dir, before any work

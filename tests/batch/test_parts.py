@@ -176,7 +176,7 @@ def test_one_batch_at_a_time_per_output_folder(tmp_path):
     with open(out / ".batch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = invoke("batch", tmp_path / "models", "-c", config, "-o", out, "--resume")
-    assert result.exit_code == 2 and "another batch is writing to" in result.stderr
+    assert result.exit_code == 2 and "another batch or sweep is writing to" in result.stderr
 
 
 def test_an_unreadable_override_fails_its_model_only(tmp_path):
