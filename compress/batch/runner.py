@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.batch.discover import ModelEntry, find_models
 from compress.batch.executors import LocalExecutor, RayExecutor
@@ -35,6 +35,9 @@ from compress.errors import CompressError, InputError, ModelLoadError, OutputDir
 from compress.job.outdir import OUTPUT_FILES, check_folder_path
 from compress.job.staging import make_folders, write_atomically
 from compress.models import file_sha256
+
+if TYPE_CHECKING:
+    from compress.sweep.runner import SweepOptions
 
 DONE_NAME = "done.json"
 CONFIG_NAME = "config.yaml"
@@ -207,7 +210,8 @@ def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> 
     )
 
 
-def make_executor(options: BatchOptions) -> LocalExecutor | RayExecutor:
+def make_executor(options: BatchOptions | SweepOptions) -> LocalExecutor | RayExecutor:
+    """Where the jobs of a batch or a sweep run: `options.executor`, `jobs` at a time."""
     if options.executor == "ray":
         return RayExecutor(options.jobs, options.ray_address)
     return LocalExecutor(options.jobs)

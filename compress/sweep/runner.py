@@ -18,16 +18,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.batch.executors import LocalExecutor, RayExecutor
 from compress.batch.job import ModelJob
 from compress.batch.runner import (
     COMPLETE,
     EXECUTORS,
     check_resumable_folder,
+    make_executor,
     one_writer,
     refuse_first,
 )
 from compress.batch.summary import Status
+from compress.config import load_config
 from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK
 from compress.job.outdir import OUTPUT_FILES
 from compress.job.staging import StagingArea, make_folders, write_atomically
@@ -106,7 +107,7 @@ def run_sweep(options: SweepOptions, variants: list[Variant], progress=None) -> 
     """Run the `variants` (from check_sweep), write the outputs, return the summary."""
     started = time.monotonic()
     out = options.out_dir.resolve()
-    with _executor(options) as executor, one_writer(out):
+    with make_executor(options) as executor, one_writer(out):
         cores, largest = executor.cores()
         threads = max(1, min(cores // options.jobs, largest))
         for name in (*SWEEP_FILES, *OUTPUT_FILES):
@@ -131,7 +132,10 @@ def check_sweep(options: SweepOptions) -> list[Variant]:
             options.executor not in EXECUTORS,
             f"--executor {options.executor!r}: choose local or ray",
         ),
-        (options.ray_address is not None and options.executor != "ray", "--ray-address needs ray"),
+        (
+            options.ray_address is not None and options.executor != "ray",
+            "--ray-address needs --executor ray",
+        ),
         (options.objective not in OBJECTIVES, f"--objective: choose {', '.join(OBJECTIVES)}"),
         (options.resume and options.force, "--resume and --force: pass one of them"),
     ]
@@ -145,12 +149,6 @@ def check_sweep(options: SweepOptions) -> list[Variant]:
     return variants
 
 
-def _executor(options: SweepOptions) -> LocalExecutor | RayExecutor:
-    if options.executor == "ray":
-        return RayExecutor(options.jobs, options.ray_address)
-    return LocalExecutor(options.jobs)
-
-
 def _run_variants(
     variants, options, out: Path, threads: int, executor, progress
 ) -> list[VariantRow]:
@@ -158,8 +156,10 @@ def _run_variants(
         "model_sha256": file_sha256(options.model),
         "config_sha256": file_sha256(options.config),
     }
-    cache = ["--no-cache"] if options.no_cache else []
-    cache += ["--cache-dir", str(options.cache_dir)] if options.cache_dir else []
+    run_options = ["--no-cache"] if options.no_cache else []
+    run_options += ["--cache-dir", str(options.cache_dir)] if options.cache_dir else []
+    if load_config(options.config).config.report.threads > threads:  # jobs share the cores
+        run_options += ["--set", f"report.threads={threads}"]
     rows: dict[str, VariantRow] = {}
     pending: dict[str, tuple[ModelJob, Variant]] = {}
     for variant in variants:
@@ -179,7 +179,7 @@ def _run_variants(
             options.timeout,
             options.trust_pickle,
             options.debug,
-            options=(*sets, *cache),
+            options=(*sets, *run_options),
         )
         pending[variant.name] = (job, variant)
     if progress is not None:
@@ -243,8 +243,6 @@ def _row(variant: Variant, outcome: dict, folder: Path, hashes: dict[str, str]) 
 
 
 def _summary(rows: list[VariantRow], options, executor: str, seconds: float, out: Path):
-    from compress.config import load_config
-
     settings = load_config(options.config).config.report
     measured = [r for r in rows if r.status in COMPLETE and r.p50_ms is not None]
     points = [

@@ -98,10 +98,11 @@ def test_a_sweep_writes_every_variant_the_fronts_and_the_best(tmp_path, stage_ca
 
 def test_exit_3_when_no_variant_passes_and_1_when_every_one_failed(tmp_path):
     gated = write_config(tmp_path, CNN_CONFIG + "gates: {min_size_ratio: 100}\n")
-    result = sweep(gated, tmp_path / "gated", "--vary", "passes[0].per_channel=true,false")
+    result = sweep(gated, tmp_path / "gated", "--vary", "passes[0].per_channel=true")
     assert result.exit_code == 3, result.stderr
     summary = json.loads((tmp_path / "gated" / "sweep.json").read_text())
     assert summary["best"] is None and not (tmp_path / "gated" / "model.onnx").exists()
+    assert summary["variants"][0]["failed_gates"] == ["min_size_ratio"]
     failed = sweep(
         gated, tmp_path / "failed", "--vary", "passes[0].per_channel=true,false",
         "--timeout-per-variant", "0.5",
