@@ -15,9 +15,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from compress.cache.store import StageCache
 from compress.passes.base import PassDetails
+from compress.passes.registry import details_type
+from compress.records import Record
+from compress.report.model import Footprint, Metric
 
 
 @dataclass
@@ -108,19 +112,39 @@ class StageReuse:
             self.cache.annotate(self.keys[step], {"figures": written})
 
     def _get(self, step: int, work: Path) -> StageFile | None:
-        from compress.passes.registry import details_type
-
+        """Stage `step` from the cache, or None: none there, or an entry.json this version cannot
+        read (another version wrote it, or someone edited it): then the stage is computed."""
         hit = self.cache.get(self.keys[step], work / f"cached{step}.onnx") if self.cache else None
         if hit is None:
             return None
-        meta, details = hit.meta, hit.meta.get("details")
         try:
-            record = details_type(meta["name"]).read(details) if details is not None else None
-        except (KeyError, ValueError):  # details this version cannot read: recompute
+            entry = CachedStage.read(hit.meta)
+            record = (
+                details_type(entry.name).read(entry.details) if entry.details is not None else None
+            )
+        except ValueError:  # pydantic's ValidationError is one
+            hit.path.unlink(missing_ok=True)
             return None
-        self.log(f"stage {step} ({meta['name']}): reused from the stage cache")
-        figures = meta.get("figures") if isinstance(meta.get("figures"), dict) else None
+        self.log(f"stage {step} ({entry.name}): reused from the stage cache")
+        figures = entry.figures.model_dump() if entry.figures is not None else None
         return StageFile(
-            meta["name"], hit.path, bool(meta.get("reverted")), record,
-            meta.get("fix_if_slower") or "", from_cache=True, figures=figures,
+            entry.name, hit.path, entry.reverted, record, entry.fix_if_slower or "",
+            from_cache=True, figures=figures,
         )  # fmt: skip
+
+
+class CachedFigures(Record):
+    """What was measured of a stage that does not change between runs."""
+
+    footprint: Footprint | None = None
+    metric: Metric | None = None
+
+
+class CachedStage(Record):
+    """A cache entry's entry.json, as this version reads it."""
+
+    name: str
+    reverted: bool = False
+    fix_if_slower: str | None = None
+    details: dict[str, Any] | None = None
+    figures: CachedFigures | None = None

@@ -162,3 +162,16 @@ def test_a_cache_dir_that_cannot_be_one_is_refused_in_one_line(tmp_path, stage_c
     assert result.stderr.startswith("error: --cache-dir") and "not a folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
     shutil.rmtree(stage_cache, ignore_errors=True)
+
+
+def test_an_edited_entry_json_is_a_miss_not_a_crash(tmp_path, stage_cache):
+    """entry.json is checked like any input: one whose fields are not what this version wrote
+    (hand-edited, or another version's) makes the stage be computed again."""
+    config = write_config(tmp_path, CNN_CONFIG)
+    assert run(config, tmp_path / "first").exit_code == 0
+    for entry in stage_cache.rglob("entry.json"):
+        meta = json.loads(entry.read_text())
+        entry.write_text(json.dumps(meta | {"name": ["not", "a", "name"]}))
+    again = run(config, tmp_path / "again")
+    assert again.exit_code == 0, again.stderr
+    assert "reused from the stage cache" not in again.stderr
