@@ -221,16 +221,7 @@ def check_options(options: BatchOptions) -> None:
     """Arguments and the output folder, before anything is read or started."""
     problems = [
         (not options.models_dir.is_dir(), f"{options.models_dir} is not a folder of models"),
-        (options.jobs < 1, f"--jobs must be 1 or more, not {options.jobs}"),
-        (options.timeout is not None and options.timeout <= 0, "--timeout-per-model must be > 0"),
-        (
-            options.executor not in EXECUTORS,
-            f"--executor {options.executor!r}: choose {' or '.join(EXECUTORS)}",
-        ),
-        (
-            options.ray_address is not None and options.executor != "ray",
-            "--ray-address needs --executor ray",
-        ),
+        *job_problems(options, "--timeout-per-model"),
         (
             options.resume and options.force,
             "--resume keeps finished models and --force redoes them all; pass one of them",
@@ -240,6 +231,23 @@ def check_options(options: BatchOptions) -> None:
     if options.out_dir.resolve() == options.models_dir.resolve():
         raise OutputDirError("-o must not be the models' folder itself; choose another folder")
     check_resumable_folder(options.out_dir, options.resume, options.force, "batch", "model")
+
+
+def job_problems(options, timeout_option: str) -> list[tuple[bool, str]]:
+    """(failed, message) for the options a batch and a sweep share: jobs, the timeout per job,
+    the executor and its Ray address."""
+    return [
+        (options.jobs < 1, f"--jobs must be 1 or more, not {options.jobs}"),
+        (options.timeout is not None and options.timeout <= 0, f"{timeout_option} must be > 0"),
+        (
+            options.executor not in EXECUTORS,
+            f"--executor {options.executor!r}: choose {' or '.join(EXECUTORS)}",
+        ),
+        (
+            options.ray_address is not None and options.executor != "ray",
+            "--ray-address needs --executor ray",
+        ),
+    ]
 
 
 def refuse_first(problems: list[tuple[bool, str]]) -> None:

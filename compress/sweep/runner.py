@@ -21,8 +21,8 @@ from pydantic import Field
 from compress.batch.job import ModelJob
 from compress.batch.runner import (
     COMPLETE,
-    EXECUTORS,
     check_resumable_folder,
+    job_problems,
     make_executor,
     one_writer,
     refuse_first,
@@ -126,16 +126,7 @@ def check_sweep(options: SweepOptions) -> list[Variant]:
 
     problems = [
         (not options.model.is_file(), f"model file not found: {options.model}"),
-        (options.jobs < 1, f"--jobs must be 1 or more, not {options.jobs}"),
-        (options.timeout is not None and options.timeout <= 0, "--timeout-per-variant must be > 0"),
-        (
-            options.executor not in EXECUTORS,
-            f"--executor {options.executor!r}: choose local or ray",
-        ),
-        (
-            options.ray_address is not None and options.executor != "ray",
-            "--ray-address needs --executor ray",
-        ),
+        *job_problems(options, "--timeout-per-variant"),
         (options.objective not in OBJECTIVES, f"--objective: choose {', '.join(OBJECTIVES)}"),
         (options.resume and options.force, "--resume and --force: pass one of them"),
     ]
