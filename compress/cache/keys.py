@@ -49,17 +49,22 @@ def code_fingerprint() -> str:
     return _digest({"versions": versions, "code": digest.hexdigest()})
 
 
-def _file_hashes(files: list[InputFile]) -> dict[str, str]:
-    return {item.label: file_sha256(item.path) for item in files}
+def _file_hashes(files: list[InputFile], known: dict[str, str]) -> dict[str, str]:
+    """sha256 by label; `known` ones (the model, hashed when it was loaded) are not read again."""
+    return {item.label: known.get(item.label) or file_sha256(item.path) for item in files}
 
 
-def stage_keys(model_path: Path, config: LoadedConfig, order: list[int]) -> list[str]:
+def stage_keys(
+    model_path: Path, config: LoadedConfig, order: list[int], model_sha256: str | None = None
+) -> list[str]:
     """The key of every stage: the baseline's, then one per pass in the order the pipeline runs
-    them (`order`: indexes into config.passes)."""
+    them (`order`: indexes into config.passes). `model_sha256`: the model's, when it is known."""
     inputs = run_inputs(model_path, config)
+    known = {"the model": model_sha256} if model_sha256 else {}
     shared = [i for i in inputs if not i.label.startswith("passes[") and i.label != "the config"]
     settings = config.config.model_dump(mode="json", exclude={"passes"})
-    key = _digest({"code": code_fingerprint(), "files": _file_hashes(shared), "config": settings})
+    files = _file_hashes(shared, known)
+    key = _digest({"code": code_fingerprint(), "files": files, "config": settings})
     keys = [key]
     for index in order:
         spec = config.passes[index]
@@ -67,7 +72,9 @@ def stage_keys(model_path: Path, config: LoadedConfig, order: list[int]) -> list
         step = {
             "type": spec.type,
             "params": spec.params.model_dump(mode="json"),
-            "files": {label.split(".", 1)[1]: sha for label, sha in _file_hashes(own).items()},
+            "files": {
+                label.split(".", 1)[1]: sha for label, sha in _file_hashes(own, known).items()
+            },
         }
         key = _digest({"before": key, "pass": step})
         keys.append(key)

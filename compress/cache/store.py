@@ -122,7 +122,7 @@ class StageCache:
             return None  # none, or removed meanwhile
         except (OSError, ValueError, RecursionError):
             target.unlink(missing_ok=True)
-            self._remove(entry)
+            self.discard(key)
             return None
         with contextlib.suppress(OSError):
             os.utime(entry / ENTRY)  # recently used
@@ -130,6 +130,10 @@ class StageCache:
 
     def has(self, key: str) -> bool:
         return (self._entry(key) / ENTRY).is_file()
+
+    def discard(self, key: str) -> None:
+        """Remove the entry for `key` (one its reader found it cannot use)."""
+        self._remove(self._entry(key))
 
     # -- writing ------------------------------------------------------------------------------
 

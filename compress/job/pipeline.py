@@ -21,7 +21,7 @@ from compress.job.outdir import OutputFolder
 from compress.job.preflight import Job, prepare
 from compress.job.progress import ProgressDisplay, silent
 from compress.job.speed_guard import revert_if_slower
-from compress.job.stage_reuse import CacheMiss, StageFile, StageReuse
+from compress.job.stage_reuse import CachedFigures, CacheMiss, StageFile, StageReuse
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.memory import check_batch_memory
@@ -268,7 +268,7 @@ def _measure(
     for step, (stage, print_, metric) in enumerate(zip(stage_files, prints, metrics, strict=True)):
         if stage.figures is None:  # the final file carries the run's metadata: its own size
             final = step == len(stage_files) - 1
-            reuse.annotate(step, {"footprint": None if final else print_, "metric": metric})
+            reuse.annotate(step, CachedFigures(footprint=None if final else print_, metric=metric))
     by_stage = latency.by_stage()
     stages = [
         Stage(
@@ -302,8 +302,8 @@ def _footprints(stage_files: list[StageFile], one_sample) -> list[dict]:
     final file's always (it carries this run's metadata)."""
     last = len(stage_files) - 1
     return [
-        stage.figures["footprint"]
-        if i < last and stage.figures and stage.figures.get("footprint")
+        stage.figures.footprint.model_dump()
+        if i < last and stage.figures and stage.figures.footprint
         else footprint(stage.path, one_sample)
         for i, stage in enumerate(stage_files)
     ]
@@ -314,14 +314,14 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
     value from the cache (its key covers the data, the metric and the judged output)."""
     if ctx.eval is None:
         return [None] * len(stage_files)
-    known = [(stage.figures or {}).get("metric") for stage in stage_files]
+    known = [stage.figures.metric if stage.figures else None for stage in stage_files]
     if all(known):
-        return [Metric.read(value) for value in known]
+        return known
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
     judge = Judge(stage_files[0].path, ctx.eval, metric, ctx.judged_output)
     values = [judge.reference_value] + [
-        value["value"] if value else judge.score(stage.path)
-        for stage, value in zip(stage_files[1:], known[1:], strict=True)
+        found.value if found else judge.score(stage.path)
+        for stage, found in zip(stage_files[1:], known[1:], strict=True)
     ]
     return [Metric(name=metric, value=value) for value in values]
 

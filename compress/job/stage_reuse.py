@@ -35,13 +35,16 @@ class StageFile:
     details: PassDetails | None = None
     fix_if_slower: str = ""  # what the report's slower-stage warning suggests
     from_cache: bool = False  # reused from the stage cache, not computed in this run
-    figures: dict | None = None  # reused: its footprint and metric as an earlier run measured
+    figures: CachedFigures | None = None  # reused: its footprint and metric, measured before
 
     def meta(self) -> dict:
         """What the stage cache keeps of it besides the file."""
         details = self.details.written() if self.details is not None else None
-        return {"name": self.name, "reverted": self.reverted, "details": details} | {
-            "fix_if_slower": self.fix_if_slower
+        return {
+            "name": self.name,
+            "reverted": self.reverted,
+            "details": details,
+            "fix_if_slower": self.fix_if_slower,
         }
 
 
@@ -71,7 +74,8 @@ class StageReuse:
         from compress.cache.keys import stage_keys
 
         reuse.cache, reuse.log = cache, job.context.log
-        reuse.keys = stage_keys(model_path, job.config, torch_first + onnx_after)
+        order = torch_first + onnx_after
+        reuse.keys = stage_keys(model_path, job.config, order, job.model.sha256)
         present = 0
         while present < len(reuse.keys) and cache.has(reuse.keys[present]):
             present += 1
@@ -103,13 +107,10 @@ class StageReuse:
         if self.cache is not None:
             self.cache.put(self.keys[step], stage.path, stage.meta())
 
-    def annotate(self, step: int, figures: dict) -> None:
-        """Keep the figures measured for stage `step` (its footprint, its metric record) with
-        its entry, for a later run that reuses it."""
+    def annotate(self, step: int, figures: CachedFigures) -> None:
+        """Keep the figures measured for stage `step` with its entry, for a later run."""
         if self.cache is not None:
-            metric = figures.get("metric")
-            written = {**figures, "metric": metric.written() if metric is not None else None}
-            self.cache.annotate(self.keys[step], {"figures": written})
+            self.cache.annotate(self.keys[step], {"figures": figures.written()})
 
     def _get(self, step: int, work: Path) -> StageFile | None:
         """Stage `step` from the cache, or None: none there, or an entry.json this version cannot
@@ -122,14 +123,14 @@ class StageReuse:
             record = (
                 details_type(entry.name).read(entry.details) if entry.details is not None else None
             )
-        except ValueError:  # pydantic's ValidationError is one
+        except ValueError:  # pydantic's ValidationError is one: drop it, so it is written anew
             hit.path.unlink(missing_ok=True)
+            self.cache.discard(self.keys[step])
             return None
         self.log(f"stage {step} ({entry.name}): reused from the stage cache")
-        figures = entry.figures.model_dump() if entry.figures is not None else None
         return StageFile(
             entry.name, hit.path, entry.reverted, record, entry.fix_if_slower or "",
-            from_cache=True, figures=figures,
+            from_cache=True, figures=entry.figures,
         )  # fmt: skip
 
 

@@ -175,3 +175,5 @@ def test_an_edited_entry_json_is_a_miss_not_a_crash(tmp_path, stage_cache):
     again = run(config, tmp_path / "again")
     assert again.exit_code == 0, again.stderr
     assert "reused from the stage cache" not in again.stderr
+    third = run(config, tmp_path / "third")  # the edited entries were replaced by good ones
+    assert third.stderr.count("reused from the stage cache") == 2
