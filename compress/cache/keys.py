@@ -22,31 +22,24 @@ from compress.job.inputs import InputFile, run_inputs
 from compress.models import file_sha256
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @functools.cache
 def code_fingerprint() -> str:
     """The versions the stages depend on, and a hash of compress's own source files."""
-    import onnx
-    import onnxruntime
-    import torch
-
     import compress
+    from compress.measure.environment import package_version
 
     root = Path(compress.__file__).parent
-    digest = hashlib.sha256()
+    source = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    versions = {
-        "compress": compress.__version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-    return _digest({"versions": versions, "code": digest.hexdigest()})
+        source.update(str(path.relative_to(root)).encode())
+        source.update(path.read_bytes())
+    versions = {"compress": compress.__version__}
+    versions |= {name: package_version(name) for name in ("torch", "onnx", "onnxruntime")}
+    return digest({"versions": versions, "code": source.hexdigest()})
 
 
 def _file_hashes(files: list[InputFile], known: dict[str, str]) -> dict[str, str]:
@@ -64,7 +57,7 @@ def stage_keys(
     shared = [i for i in inputs if not i.label.startswith("passes[") and i.label != "the config"]
     settings = config.config.model_dump(mode="json", exclude={"passes"})
     files = _file_hashes(shared, known)
-    key = _digest({"code": code_fingerprint(), "files": files, "config": settings})
+    key = digest({"code": code_fingerprint(), "files": files, "config": settings})
     keys = [key]
     for index in order:
         spec = config.passes[index]
@@ -76,6 +69,6 @@ def stage_keys(
                 label.split(".", 1)[1]: sha for label, sha in _file_hashes(own, known).items()
             },
         }
-        key = _digest({"before": key, "pass": step})
+        key = digest({"before": key, "pass": step})
         keys.append(key)
     return keys

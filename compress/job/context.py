@@ -16,6 +16,7 @@ from compress.job.progress import ProgressDisplay, silent
 from compress.sensitivity.cache import AnalysisCache
 
 if TYPE_CHECKING:
+    from compress.cache.store import StageCache
     from compress.models import LoadedModel
 
 DTYPES = {
@@ -44,6 +45,7 @@ class Context:
     analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
     output_names: list[str] = field(default_factory=list)  # the model's, in order
     judged_output: int = 0  # the index of the output the metric judges (report.output)
+    cache: StageCache | None = None  # the stage cache, where passes keep what they derive
 
     @property
     def calibration(self) -> Dataset | None:

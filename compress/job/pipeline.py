@@ -18,19 +18,26 @@ from compress.errors import CompressError, InputError, PassError, first_line
 from compress.job.context import Context
 from compress.job.inputs import run_inputs
 from compress.job.outdir import OutputFolder
-from compress.job.preflight import Job, prepare
+from compress.job.preflight import Checked, Job, check_config, job_from_facts, prepare_model
 from compress.job.progress import ProgressDisplay, silent
 from compress.job.speed_guard import revert_if_slower
-from compress.job.stage_reuse import CachedFigures, CacheMiss, StageFile, StageReuse
+from compress.job.stage_reuse import (
+    CachedFigures,
+    CachedLatency,
+    CacheMiss,
+    StageFile,
+    StageReuse,
+)
 from compress.measure.evaluate import Judge
-from compress.measure.latency import measure_latency
+from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
 from compress.measure.size import footprint
+from compress.models import file_sha256
 from compress.passes.base import Pass, PassDetails, PassInput, PassResult
 from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report.ci import junit_xml
 from compress.report.html import to_html
-from compress.report.model import Metric, Provenance, Report, Stage
+from compress.report.model import Footprint, Metric, Provenance, Report, Stage
 from compress.torch.export import (
     check_parity,
     export_to_onnx,
@@ -63,12 +70,15 @@ def run(
     outputs = OutputFolder(Path(out_dir), force, junit)
     outputs.check()
     try:
-        job = prepare(Path(model_path), Path(config_path), trust_pickle, log, progress, overrides)
+        checked = check_config(Path(config_path), overrides)
+        reuse = _plan(Path(model_path), checked, cache, log)
+        job = _job(Path(model_path), checked, reuse, trust_pickle, log, progress)
+        job.context.cache = reuse.cache
         try:
             outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
             outputs.clear_previous()
             with temp_space_errors():
-                report, final = _work(job, Path(model_path), cache)
+                report, final = _work(job, reuse)
             texts = {"report.json": to_json(report), "report.md": to_markdown(report)}
             texts["report.html"] = to_html(report)
             outputs.stage(final, texts, junit_xml(report) if junit is not None else "")
@@ -80,9 +90,45 @@ def run(
         outputs.close()
 
 
-def _work(job: Job, model_path: Path, cache: StageCache | None) -> tuple[Report, Path]:
+def _plan(
+    model_path: Path, checked: Checked, cache: StageCache | None, log: Callable[[str], None]
+) -> StageReuse:
+    """Which stages come from the cache (none without one, or without the model file: loading
+    it says what is wrong)."""
+    config, passes, _ = checked
+    if cache is None or not model_path.is_file():
+        return StageReuse.plan(config, passes, model_path, None, None)
+    return StageReuse.plan(config, passes, model_path, file_sha256(model_path), cache, log)
+
+
+def _job(
+    model_path: Path,
+    checked: Checked,
+    reuse: StageReuse,
+    trust_pickle: bool,
+    log: Callable[[str], None],
+    progress: ProgressDisplay,
+) -> Job:
+    """The job: without loading the model where the cache holds every torch stage and what the
+    checks learned of the model, else loaded and checked."""
+    if reuse.cache is None:
+        return prepare_model(model_path, checked, trust_pickle, log, progress)
+    workdir = Path(tempfile.mkdtemp(prefix="compress-"))
+    try:
+        facts = reuse.model_facts(workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    sha256 = reuse.model_sha256
+    if facts is not None:
+        log("every torch stage is in the stage cache: the model is not loaded")
+        known = (facts, sha256, trust_pickle, workdir)
+        return job_from_facts(model_path, checked, *known, log, progress)
+    return prepare_model(model_path, checked, trust_pickle, log, progress, workdir, sha256)
+
+
+def _work(job: Job, reuse: StageReuse) -> tuple[Report, Path]:
     """The report and the final ONNX file (in the job's work folder)."""
-    reuse = StageReuse.plan(job, model_path, cache)
     stage_files = _run_stages(job, reuse)
     provenance = _provenance(job)
     final = stage_files[-1].path
@@ -129,6 +175,15 @@ def _run_stages(job: Job, reuse: StageReuse) -> list[StageFile]:
         return _stages(job, reuse)
     except CacheMiss:  # evicted by another process before any stage was computed: compute all
         reuse.skip_to = -1
+        if not job.loaded:  # planned from the cache: load and check the model after all
+            checked = (job.config, job.passes, job.context.datasets)
+            context = job.context
+            full = prepare_model(
+                job.model.path, checked, context.trust_pickle, context.log, context.progress,
+                context.workdir, job.model.sha256,
+            )  # fmt: skip
+            full.context.cache = context.cache
+            vars(job).update(vars(full))
         return _stages(job, reuse)
 
 
@@ -208,10 +263,9 @@ def _baseline(job: Job) -> StageFile:
 
         path = job.context.workdir / "baseline.onnx"
         onnx.save(job.model.model, str(path))
-        return StageFile("baseline", path)
-    return StageFile(
-        "baseline", _export_stage(job, job.model.callable(), "baseline", job.model.format)
-    )
+        return StageFile("baseline", path, model=job.facts)
+    exported = _export_stage(job, job.model.callable(), "baseline", job.model.format)
+    return StageFile("baseline", exported, model=job.facts)
 
 
 def _apply(index: int, p: Pass, ctx: Context, given: PassInput) -> PassResult:
@@ -254,27 +308,35 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
 def _measure(
     job: Job, stage_files: list[StageFile], provenance: Provenance, reuse: StageReuse
 ) -> Report:
-    """Every stage's figures: latency always measured now, all stages together (so the report's
-    comparisons are paired); sizes and the metric of a reused stage as the cache has them, and
-    the ones measured now stored there for the next run."""
+    """Every stage's figures. Sizes and the metric of a reused stage as the cache has them; its
+    latency too where it was timed on this machine, else timed now. The baseline is always timed
+    now, with every stage computed in this run, so the report's speedups stay paired (through
+    the baseline for a stage timed in an earlier run). What is measured now is stored with each
+    stage's cache entry for the next run."""
     ctx, settings = job.context, job.config.config.report
-    ctx.log("measuring latency of " + ", ".join(stage.name for stage in stage_files))
     paths = {stage_key(i, stage.name): stage.path for i, stage in enumerate(stage_files)}
-    latency = measure_latency(paths, ctx.samples(max(settings.batch_sizes)), settings)
+    keys = list(paths)
+    carried = _carried_timings(stage_files, keys, settings.batch_sizes)
+    timed = {key: path for key, path in paths.items() if key not in carried}
+    names = {key: stage.name for key, stage in zip(keys, stage_files, strict=True)}
+    ctx.log("measuring latency of " + ", ".join(names[key] for key in timed))
+    if carried:
+        again = ", ".join(names[key] for key in carried)
+        ctx.log(f"latency of {again}: as timed in an earlier run on this machine")
+    samples = ctx.samples(max(settings.batch_sizes))
+    latency = measure_latency(timed, samples, settings, carried, anchor=keys[0])
     for timings in latency.busy():
         ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
     metrics = _metrics(stage_files, ctx, settings.metric)
     prints = _footprints(stage_files, ctx.samples(1))
-    for step, (stage, print_, metric) in enumerate(zip(stage_files, prints, metrics, strict=True)):
-        if stage.figures is None:  # the final file carries the run's metadata: its own size
-            final = step == len(stage_files) - 1
-            reuse.annotate(step, CachedFigures(footprint=None if final else print_, metric=metric))
+    _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency)
     by_stage = latency.by_stage()
     stages = [
         Stage(
             name=stage.name,
             **prints[i],
             latency_ms=by_stage[key],
+            latency_from_cache=(key in carried) or None,
             threads=settings.threads,
             metric=metrics[i],
             reverted=stage.reverted,
@@ -284,7 +346,7 @@ def _measure(
             slower_than_input=False,  # until build_report compares it with its input
             slower_at_batch_sizes=[],
         )
-        for i, (stage, key) in enumerate(zip(stage_files, paths, strict=True))
+        for i, (stage, key) in enumerate(zip(stage_files, keys, strict=True))
     ]
     return build_report(
         stages,
@@ -295,6 +357,36 @@ def _measure(
         ctx.judged_output,
         latency,
     )
+
+
+def _carried_timings(
+    stage_files: list[StageFile], keys: list[str], batch_sizes: list[int]
+) -> dict[str, dict[int, Carried]]:
+    """The reused stages (never the baseline, the anchor) whose cache entry has a timing valid
+    on this machine at these batch sizes."""
+    carried = {}
+    for stage, key in zip(stage_files[1:], keys[1:], strict=True):
+        cached = stage.figures.latency if stage.figures else None
+        if cached is not None and (timing := cached.carried(batch_sizes)) is not None:
+            carried[key] = timing
+    return carried
+
+
+def _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency) -> None:
+    """Store what was measured now with each stage's cache entry: a computed stage's footprint
+    (not the final file's: it carries this run's metadata), metric and timing; a reused stage's
+    timing where it was timed again."""
+    last = len(stage_files) - 1
+    for step, (stage, key) in enumerate(zip(stage_files, keys, strict=True)):
+        timing = None if step == 0 or key in carried else CachedLatency.of(latency, key)
+        if stage.figures is None:
+            footprint_ = None if step == last else Footprint.model_validate(prints[step])
+            figures = CachedFigures(footprint=footprint_, metric=metrics[step], latency=timing)
+        elif timing is not None:
+            figures = stage.figures.model_copy(update={"latency": timing})
+        else:
+            continue
+        reuse.annotate(step, figures)
 
 
 def _footprints(stage_files: list[StageFile], one_sample) -> list[dict]:
@@ -329,13 +421,16 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's generators, so that a run can be repeated."""
     import random
+    import sys
 
     import numpy as np
-    import torch
 
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    # torch only where it is imported: a run whose torch stages all come from the cache never
+    # imports it (its generator starts from a fixed seed when something imports it later)
+    if (torch := sys.modules.get("torch")) is not None:
+        torch.manual_seed(seed)
 
 
 def _provenance(job: Job) -> Provenance:

@@ -25,12 +25,24 @@ from compress.job.context import (
     load_datasets,
 )
 from compress.job.progress import ProgressDisplay, silent
-from compress.models import LoadedModel, load_model
+from compress.models import Format, LoadedModel, load_model
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
+from compress.records import Record
 from compress.torch.editable import editable_module
 from compress.torch.export import fixed_batch_sizes, graph_inputs, named_torch_outputs
 from compress.torch.outputs import judged_output
+
+
+class ModelFacts(Record):
+    """What the checks before a run learned about the model, kept with the baseline in the stage
+    cache: a later run whose torch stages are all cached goes on from them without loading the
+    model (no torch import, no unpickling, no check run again on the same bytes)."""
+
+    format: Format
+    input_names: list[str]
+    output_names: list[str]
+    judged_output: int
 
 
 @dataclass
@@ -41,6 +53,15 @@ class Job:
     context: Context
     module: Any = None  # the torch module that torch passes change (None: no torch pass)
     prepared: dict[str, Any] = field(default_factory=dict)  # check_model's results, by pass key
+    facts: ModelFacts | None = None  # None where a later run could not go on without the model
+
+    @property
+    def loaded(self) -> bool:
+        """False for a job planned from the stage cache (job_from_facts): no model in memory."""
+        return self.model.model is not None
+
+
+Checked = tuple[LoadedConfig, list[Pass], dict[str, Dataset]]
 
 
 def prepare(
@@ -52,19 +73,37 @@ def prepare(
     overrides: Sequence[str] = (),
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
-    config, passes, datasets = check_config(config_path, overrides)
-    model = load_model(model_path, config.config.model, config.base_dir, trust_pickle)
-    if not datasets and not config.config.model.inputs:
+    checked = check_config(config_path, overrides)
+    return prepare_model(model_path, checked, trust_pickle, log, progress)
+
+
+def prepare_model(
+    model_path: Path,
+    checked: Checked,
+    trust_pickle: bool,
+    log: Callable[[str], None],
+    progress: ProgressDisplay = silent,
+    workdir: Path | None = None,
+    sha256: str | None = None,
+) -> Job:
+    """Load the model and check it against the checked config and data (`workdir`: the job's
+    work folder, when it has one already; `sha256`: the model file's, when it is known)."""
+    config, passes, datasets = checked
+    section = config.config.model
+    model = load_model(model_path, section, config.base_dir, trust_pickle, sha256=sha256)
+    made_up_inputs = not datasets and not config.config.model.inputs
+    if made_up_inputs:
         inputs_from_model(model, config, log)
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)
         check_onnx_batch(model.model, config.config.report.batch_sizes)
-    if model.fixed_batch:
+    fixed = model.fixed_batch
+    if fixed:
         fit_fixed_batch(model, config, passes, log)
     names = (
         [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
     )
-    workdir = Path(tempfile.mkdtemp(prefix="compress-"))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="compress-"))
     context = Context(config, datasets, names, workdir, log, progress, model, trust_pickle)
     try:
         if model.is_onnx:
@@ -76,7 +115,37 @@ def prepare(
     except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return Job(config, model, passes, context, module, prepared)
+    facts = None  # a fixed batch or made-up inputs change the config: the model is needed
+    if not fixed and not made_up_inputs:
+        facts = ModelFacts(
+            format=model.format,
+            input_names=names,
+            output_names=context.output_names,
+            judged_output=context.judged_output,
+        )
+    return Job(config, model, passes, context, module, prepared, facts)
+
+
+def job_from_facts(
+    model_path: Path,
+    checked: Checked,
+    facts: ModelFacts,
+    sha256: str,
+    trust_pickle: bool,
+    workdir: Path,
+    log: Callable[[str], None],
+    progress: ProgressDisplay = silent,
+) -> Job:
+    """A job whose torch stages all come from the stage cache: the model is not loaded, and
+    what the checks learned of it when those stages were computed (same model bytes, same config
+    and data: the cache key covers them) stands in. No code in the model file runs."""
+    config, passes, datasets = checked
+    model = LoadedModel(Path(model_path), facts.format, sha256, None)
+    context = Context(
+        config, datasets, facts.input_names, workdir, log, progress, None, trust_pickle
+    )
+    context.output_names, context.judged_output = facts.output_names, facts.judged_output
+    return Job(config, model, passes, context, facts=facts)
 
 
 def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[str], None]):

@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from compress.cache.store import StageCache
-from compress.passes.base import PassDetails
+from compress.config import LoadedConfig
+from compress.job.preflight import ModelFacts
+from compress.measure.environment import machine_fingerprint
+from compress.measure.latency import Carried, Latency, RoundSpread
+from compress.passes.base import Pass, PassDetails
 from compress.passes.registry import details_type
 from compress.records import Record
-from compress.report.model import Footprint, Metric
+from compress.report.model import Footprint, LatencyFigures, Metric
 
 
 @dataclass
@@ -36,16 +40,18 @@ class StageFile:
     fix_if_slower: str = ""  # what the report's slower-stage warning suggests
     from_cache: bool = False  # reused from the stage cache, not computed in this run
     figures: CachedFigures | None = None  # reused: its footprint and metric, measured before
+    model: ModelFacts | None = None  # the baseline's: what the checks learned of the model
 
     def meta(self) -> dict:
         """What the stage cache keeps of it besides the file."""
         details = self.details.written() if self.details is not None else None
-        return {
+        meta = {
             "name": self.name,
             "reverted": self.reverted,
             "details": details,
             "fix_if_slower": self.fix_if_slower,
         }
+        return meta | ({"model": self.model.written()} if self.model is not None else {})
 
 
 class CacheMiss(Exception):
@@ -63,19 +69,29 @@ class StageReuse:
     keys: list[str] = field(default_factory=list)
     skip_to: int = -1
     log: Callable[[str], None] = lambda message: None
+    fetched: dict[int, StageFile] = field(default_factory=dict)  # taken out before the run
+    model_sha256: str | None = None  # the model file's, hashed for the keys
 
     @classmethod
-    def plan(cls, job, model_path: Path, cache: StageCache | None) -> StageReuse:
-        torch_first = [i for i, p in enumerate(job.passes) if p.stage == "torch"]
-        onnx_after = [i for i, p in enumerate(job.passes) if p.stage == "onnx"]
+    def plan(
+        cls,
+        config: LoadedConfig,
+        passes: list[Pass],
+        model_path: Path,
+        model_sha256: str | None,
+        cache: StageCache | None,
+        log: Callable[[str], None] = lambda message: None,
+    ) -> StageReuse:
+        torch_first = [i for i, p in enumerate(passes) if p.stage == "torch"]
+        onnx_after = [i for i, p in enumerate(passes) if p.stage == "onnx"]
         reuse = cls([None, *torch_first, *onnx_after], len(torch_first))
         if cache is None:
             return reuse
         from compress.cache.keys import stage_keys
 
-        reuse.cache, reuse.log = cache, job.context.log
+        reuse.cache, reuse.log, reuse.model_sha256 = cache, log, model_sha256
         order = torch_first + onnx_after
-        reuse.keys = stage_keys(model_path, job.config, order, job.model.sha256)
+        reuse.keys = stage_keys(model_path, config, order, model_sha256)
         present = 0
         while present < len(reuse.keys) and cache.has(reuse.keys[present]):
             present += 1
@@ -86,8 +102,21 @@ class StageReuse:
         """Whether the run can go on from stage `step` without the module in memory."""
         return step == 0 or step >= self.torch_stages
 
+    def model_facts(self, work: Path) -> ModelFacts | None:
+        """What the checks learned of the model, where every torch stage comes from the cache
+        (so the run needs no model in memory) and the baseline's entry keeps them; else None."""
+        if self.skip_to < self.torch_stages:
+            return None
+        try:
+            self.fetched[0] = self.reused(0, work)
+        except CacheMiss:
+            return None
+        return self.fetched[0].model
+
     def reused(self, step: int, work: Path) -> StageFile:
         """Stage `step` from the cache (planned: it was there)."""
+        if step in self.fetched:
+            return self.fetched.pop(step)
         found = self._get(step, work)
         if found is None:
             raise CacheMiss(step)
@@ -130,15 +159,67 @@ class StageReuse:
         self.log(f"stage {step} ({entry.name}): reused from the stage cache")
         return StageFile(
             entry.name, hit.path, entry.reverted, record, entry.fix_if_slower or "",
-            from_cache=True, figures=entry.figures,
+            from_cache=True, figures=entry.figures, model=entry.model,
         )  # fmt: skip
 
 
+class CachedTiming(Record):
+    """A stage timed at one batch size: its figures, and its speed against the baseline timed
+    in the same rounds (see compress.measure.latency's docstring)."""
+
+    figures: LatencyFigures
+    vs_baseline: float
+    log_sd: float
+    rounds: int
+
+
+class CachedLatency(Record):
+    """A stage's timing at every batch size, and the machine it is valid on."""
+
+    machine: dict[str, Any]
+    batches: dict[str, CachedTiming]
+
+    @classmethod
+    def of(cls, latency: Latency, key: str) -> CachedLatency | None:
+        """`key`'s timing in `latency`, where it is worth carrying: settled, on a quiet machine,
+        at every batch size; else None."""
+        batches = {}
+        for batch, timings in latency.batches.items():
+            carried = timings.carry(key)
+            if not carried.stats["stable"]:
+                return None
+            batches[str(batch)] = CachedTiming(
+                figures=LatencyFigures.model_validate(carried.stats),
+                vs_baseline=carried.vs_anchor,
+                log_sd=carried.spread.log_sd,
+                rounds=carried.spread.rounds,
+            )
+        return cls(machine=machine_fingerprint(), batches=batches)
+
+    def carried(self, batch_sizes: list[int]) -> dict[int, Carried] | None:
+        """The timing to carry into this run at these batch sizes; None where it was taken on
+        another machine or lacks one of them."""
+        if self.machine != machine_fingerprint() or any(
+            str(b) not in self.batches for b in batch_sizes
+        ):
+            return None
+        return {
+            b: Carried(
+                (timing := self.batches[str(b)]).figures.model_dump(),
+                timing.vs_baseline,
+                RoundSpread(timing.log_sd, timing.rounds),
+            )
+            for b in batch_sizes
+        }
+
+
 class CachedFigures(Record):
-    """What was measured of a stage that does not change between runs."""
+    """What was measured of a stage: its footprint and metric, which do not change between
+    runs, and its latency, valid on the machine that timed it."""
 
     footprint: Footprint | None = None
     metric: Metric | None = None
+    latency: CachedLatency | None = None
 
 
 class CachedStage(Record):
@@ -149,3 +230,4 @@ class CachedStage(Record):
     fix_if_slower: str | None = None
     details: dict[str, Any] | None = None
     figures: CachedFigures | None = None
+    model: ModelFacts | None = None  # the baseline's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 from typing import Any
@@ -14,22 +15,20 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int
 INT8_FLAGS += ("i8mm",)
 
 
+def package_version(name: str) -> str:
+    """An installed package's version, read from its metadata: no import (torch's takes seconds,
+    and a run whose torch stages come from the stage cache never needs it)."""
+    return importlib.metadata.version(name)
+
+
 def environment(threads: int, seed: int | None = None, pinned: bool = False) -> dict[str, Any]:
     """Versions, the CPU (model, int8 instruction sets, frequency governor) and cores, the ONNX
     Runtime thread count, whether the timing was pinned to cores, and the run's seed."""
-    import numpy
-    import onnx
-    import onnxruntime
-    import torch
-
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "compress": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
+        **{name: package_version(name) for name in ("torch", "onnx", "onnxruntime", "numpy")},
         "platform": platform.platform(),
         "cpu": _cpu_name(),
         "cpu_flags": _cpu_flags(),
@@ -39,6 +38,18 @@ def environment(threads: int, seed: int | None = None, pinned: bool = False) -> 
         "threads": threads,
         "pinned": pinned and hasattr(os, "sched_setaffinity"),
         **({"seed": seed} if seed is not None else {}),
+    }
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What a latency figure is only valid on: this host, its CPU, the cores this process may
+    use. A stage timed in an earlier run is carried into a later one only where it matches."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "host": platform.node(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
     }
 
 

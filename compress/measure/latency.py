@@ -9,6 +9,12 @@ Two models timed together are compared paired: each round gives a ratio of their
 the speedup's 95% interval comes from those ratios (`Speedup`), so drift that slows a whole
 round cancels out. While a batch size is timed, the machine is watched (`CpuWatch`): a timing
 taken while other processes used the CPU is marked busy, and is not called stable.
+
+A stage timed in an earlier run on this machine (a stage reused from the cache) can be carried
+into a measurement instead of timed again (`Carried`): its figures as they were, and its speed
+against the anchor (the baseline) timed in the same rounds then. The anchor is timed again now,
+so a speedup between a carried stage and one timed now goes through the anchor: the ratio of
+their two speeds against it, each paired in its own run, with both runs' spreads in its interval.
 """
 
 from __future__ import annotations
@@ -66,15 +72,47 @@ def paired_speedup(
     per-round log ratios (their spread, so drift that slows a whole round cancels), centred on
     that ratio so the figure and its interval always agree. `point`: the ratio to centre on
     instead (the report's, from the p50s of every run)."""
-    ratios = np.log(np.asarray(reference) / np.asarray(model))
-    n = len(ratios)
     point = point if point is not None else float(np.median(reference) / np.median(model))
-    if n < 2:
-        return Speedup(point, 0.0, math.inf, n)
-    df = n - 1
+    spread = RoundSpread.of(reference, model)
+    return _interval(point, spread.variance_of_mean(), spread.rounds)
+
+
+@dataclass(frozen=True)
+class RoundSpread:
+    """How one model's speed against another varied from round to round: the standard
+    deviation of the per-round log ratios of their medians, over `rounds` rounds."""
+
+    log_sd: float
+    rounds: int
+
+    @classmethod
+    def of(cls, reference: list[float], model: list[float]) -> RoundSpread:
+        ratios = np.log(np.asarray(reference) / np.asarray(model))
+        n = len(ratios)
+        return cls(float(np.std(ratios, ddof=1)) if n >= 2 else 0.0, n)
+
+    def variance_of_mean(self) -> float:
+        return self.log_sd**2 / self.rounds if self.rounds else math.inf
+
+
+def _interval(point: float, variance: float, rounds: int) -> Speedup:
+    """`point` with the 95% t interval of a mean log ratio of this variance (df: rounds - 1)."""
+    if rounds < 2 or not math.isfinite(variance):
+        return Speedup(point, 0.0, math.inf, rounds)
+    df = rounds - 1
     t = T_95.get(df) or next((T_95[k] for k in sorted(T_95) if k >= df), Z_95)
-    half = t * float(np.std(ratios, ddof=1)) / math.sqrt(n)
-    return Speedup(point, point * math.exp(-half), point * math.exp(half), n)
+    half = t * math.sqrt(variance)
+    return Speedup(point, point * math.exp(-half), point * math.exp(half), rounds)
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A stage timed at one batch size in an earlier run: its figures (`BatchTimings.stats`),
+    and its speed against the anchor timed in the same rounds (anchor p50 / its p50)."""
+
+    stats: dict[str, Any]
+    vs_anchor: float
+    spread: RoundSpread
 
 
 @dataclass
@@ -86,10 +124,14 @@ class BatchTimings:
     rounds: dict[str, list[float]]  # each round's median ms, per stage
     settled: bool  # every median was known within stable_within before max_seconds
     machine: MachineLoad
+    anchor: str | None = None  # what carried stages' speeds are against (timed now too)
+    carried: dict[str, Carried] = field(default_factory=dict)  # timed in an earlier run
 
     def stats(self, name: str) -> dict[str, Any]:
         """The report's figures for one stage: p50, p90, p99 (ms), runs, and `stable` (its median
         settled, on a machine not found busy)."""
+        if name in self.carried:
+            return self.carried[name].stats
         p50, p90, p99 = np.percentile(self.runs[name], [50, 90, 99])
         return {
             "p50": round(float(p50), 4),
@@ -100,9 +142,34 @@ class BatchTimings:
         }
 
     def speedup(self, reference: str, name: str) -> Speedup:
-        """`name`'s speedup over `reference`: the ratio of their p50s, the interval paired."""
-        point = self.stats(reference)["p50"] / self.stats(name)["p50"]
-        return paired_speedup(self.rounds[reference], self.rounds[name], point)
+        """`name`'s speedup over `reference`: the ratio of their p50s, the interval paired; where
+        one of them was carried from an earlier run, through the anchor (see the module's
+        docstring)."""
+        if reference in self.rounds and name in self.rounds:
+            point = self.stats(reference)["p50"] / self.stats(name)["p50"]
+            return paired_speedup(self.rounds[reference], self.rounds[name], point)
+        (before, before_spread), (after, after_spread) = map(self.against_anchor, (reference, name))
+        spreads = [s for s in (before_spread, after_spread) if s is not None]
+        variance = sum(s.variance_of_mean() for s in spreads)
+        return _interval(after / before, variance, min(s.rounds for s in spreads))
+
+    def against_anchor(self, name: str) -> tuple[float, RoundSpread | None]:
+        """`name`'s speed against the anchor (anchor p50 / its p50) and the rounds' spread (None
+        for the anchor itself: 1, exactly)."""
+        if name in self.carried:
+            return self.carried[name].vs_anchor, self.carried[name].spread
+        anchor = self.anchor
+        if anchor is None or anchor not in self.rounds:
+            raise ValueError(f"no anchor timed with {name!r} to compare carried stages through")
+        if name == anchor:
+            return 1.0, None
+        ratio = self.stats(anchor)["p50"] / self.stats(name)["p50"]
+        return ratio, RoundSpread.of(self.rounds[anchor], self.rounds[name])
+
+    def carry(self, name: str) -> Carried:
+        """What a later run needs to carry `name`'s timing at this batch size."""
+        ratio, spread = self.against_anchor(name)
+        return Carried(self.stats(name), ratio, spread or RoundSpread(0.0, 0))
 
 
 @dataclass
@@ -115,7 +182,7 @@ class Latency:
         """{stage: {"<batch>": {p50, p90, p99, runs, stable}}}: the report's `latency_ms`."""
         stages: dict[str, dict[str, dict[str, Any]]] = {}
         for batch, timings in self.batches.items():
-            for name in timings.runs:
+            for name in [*timings.runs, *timings.carried]:
                 stages.setdefault(name, {})[str(batch)] = timings.stats(name)
         return stages
 
@@ -128,9 +195,16 @@ class Latency:
 
 
 def measure_latency(
-    paths: dict[str, Path], samples: list[np.ndarray], settings: ReportSection
+    paths: dict[str, Path],
+    samples: list[np.ndarray],
+    settings: ReportSection,
+    carried: dict[str, dict[int, Carried]] | None = None,
+    anchor: str | None = None,
 ) -> Latency:
-    """Every model timed at each report batch size, interleaved, with the machine watched."""
+    """Every model timed at each report batch size, interleaved, with the machine watched;
+    `carried` stages (timed in an earlier run, by batch size) are not timed again, and speedups
+    against them go through `anchor` (one of `paths`)."""
+    carried = carried or {}
     sessions = {name: open_session(path, settings.threads) for name, path in paths.items()}
     for name, session in sessions.items():
         fixed = fixed_batch(session)
@@ -145,7 +219,9 @@ def measure_latency(
             arrays = repeat_to(samples, batch)
             with CpuWatch() as watch:
                 runs, rounds, settled = _interleaved(sessions, arrays, settings)
-            latency.batches[batch] = BatchTimings(batch, runs, rounds, settled, watch.load)
+            here = {name: by_batch[batch] for name, by_batch in carried.items()}
+            timed = BatchTimings(batch, runs, rounds, settled, watch.load, anchor, here)
+            latency.batches[batch] = timed
     return latency
 
 

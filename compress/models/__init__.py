@@ -122,9 +122,11 @@ def load_model(
     base_dir: Path,
     trust_pickle: bool = False,
     key: str = "model",
+    sha256: str | None = None,
 ) -> LoadedModel:
     """Load `path`; `base_dir` is the config's folder, against which `model.arch` resolves.
-    `key` is where `section` sits in the config, for messages (a teacher's is its pass's)."""
+    `key` is where `section` sits in the config, for messages (a teacher's is its pass's);
+    `sha256` the file's, when the caller hashed it already."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -139,7 +141,7 @@ def load_model(
         model = _load_onnx(path)
     else:
         fmt, model = _load_pickle(path, section, base_dir, trust_pickle, key)
-    return LoadedModel(path, fmt, file_sha256(path), model)
+    return LoadedModel(path, fmt, sha256 or file_sha256(path), model)
 
 
 def _load_torchscript(path: Path):

@@ -36,8 +36,17 @@ def preprocess(source: Path, target: Path, ctx: Context) -> Path:
     Symbolic shape inference crashes on some exported graphs; then it is skipped, and if
     pre-processing still fails the graph is quantized as exported. When it gives up, ONNX
     Runtime saves `sym_shape_infer_temp.onnx` in the current directory: it runs from `target`'s
-    folder (the run's private one), so that file does not land in the user's.
+    folder (the run's private one), so that file does not land in the user's. With a stage
+    cache, the result is kept there for the next run that quantizes the same file.
     """
+    from compress.cache.derived import derived_file
+
+    return derived_file(
+        ctx.cache, "ort-quant-pre-process", source, target, lambda: _preprocess(source, target, ctx)
+    )
+
+
+def _preprocess(source: Path, target: Path, ctx: Context) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     for skip_symbolic in (False, True):

@@ -37,9 +37,10 @@ def summarize(stages: list[Stage], first_batch: int, latency: Latency | None = N
     base, final = stages[0], stages[-1]
     speedup = base.figure(first_batch).p50 / final.figure(first_batch).p50
     paired = None
-    if latency is not None:
+    if latency is not None:  # the ratio of the p50s, or through the baseline for a carried stage
         last = stage_key(len(stages) - 1, final.name)
         paired = latency.batches[first_batch].speedup(stage_key(0, base.name), last)
+        speedup = paired.ratio
     drop = (
         base.metric.value - final.metric.value
         if base.metric and final.metric and None not in (base.metric.value, final.metric.value)

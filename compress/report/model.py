@@ -56,6 +56,11 @@ class Stage(Record):
     macs: int
     sparsity: float
     latency_ms: dict[str, LatencyFigures] = Field(description="by batch size")
+    latency_from_cache: bool | None = Field(
+        default=None,
+        description="true: timed in an earlier run on this machine (a stage reused from the "
+        "stage cache); its speedups go through the baseline, timed in both runs",
+    )
     threads: int
     metric: Metric | None
     reverted: bool

@@ -8,11 +8,14 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from compress.cache.keys import stage_keys
 from compress.cache.store import StageCache
 from compress.config import load_config
+from compress.measure.interference import MachineLoad
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
 
 TWO_PASSES = CNN_CONFIG.replace(
@@ -177,3 +180,74 @@ def test_an_edited_entry_json_is_a_miss_not_a_crash(tmp_path, stage_cache):
     assert "reused from the stage cache" not in again.stderr
     third = run(config, tmp_path / "third")  # the edited entries were replaced by good ones
     assert third.stderr.count("reused from the stage cache") == 2
+
+
+class QuietWatch:
+    """CpuWatch on a machine found quiet: a test's timings are worth carrying whatever else the
+    machine runs (a timing taken while it is busy is never carried)."""
+
+    load = MachineLoad("quiet", 0.0, 0.0, None, 1.0)
+
+    def __enter__(self) -> QuietWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_a_rerun_carries_the_latency_of_reused_stages_and_times_the_baseline_again(
+    tmp_path, stage_cache, monkeypatch
+):
+    monkeypatch.setattr("compress.measure.latency.CpuWatch", QuietWatch)
+    settles = TWO_PASSES.replace("warmup_runs: 1}", "warmup_runs: 1, stable_within: 0.9}")
+    config = write_config(tmp_path, settles)
+    assert run(config, tmp_path / "cold").exit_code == 0
+    changed = run(config, tmp_path / "changed", "--set", "passes[1].per_channel=false")
+    assert changed.exit_code == 0, changed.stderr
+    assert "measuring latency of baseline, quantize.static\n" in changed.stderr
+    assert "latency of prune.channels: as timed in an earlier run on this machine" in changed.stderr
+    cold, warm = (
+        json.loads((tmp_path / n / "report.json").read_text()) for n in ("cold", "changed")
+    )
+    assert [s.get("latency_from_cache") for s in warm["stages"]] == [None, True, None]
+    assert warm["stages"][1]["latency_ms"] == cold["stages"][1]["latency_ms"]  # as timed then
+    paired = warm["stages"][2]["vs_input"]["8"]  # against the carried stage: through the baseline
+    assert paired["ci"][0] <= paired["speedup"] <= paired["ci"][1] and paired["ci"][1] < 1e6
+    base, final = (warm["stages"][i]["latency_ms"]["8"]["p50"] for i in (0, 2))
+    assert abs(warm["summary"]["speedup"] - base / final) < 1e-3  # both timed in this run
+
+    monkeypatch.setattr(  # another machine's timing is never carried
+        "compress.job.stage_reuse.machine_fingerprint", lambda: {"host": "another"}
+    )
+    moved = run(config, tmp_path / "moved", "--set", "passes[1].per_channel=false")
+    assert moved.exit_code == 0, moved.stderr
+    assert "measuring latency of baseline, prune.channels, quantize.static" in moved.stderr
+    assert "latency_from_cache" not in (tmp_path / "moved" / "report.json").read_text()
+
+
+NO_TORCH = """\
+import sys
+from compress_cli.main import app
+try:
+    app(sys.argv[1:], prog_name="compress")
+except SystemExit as e:
+    print(f"exit {e.code}")
+print("torch imported" if "torch" in sys.modules else "torch not imported")
+"""
+
+
+def test_a_rerun_whose_torch_stages_are_all_cached_never_loads_the_model(tmp_path, stage_cache):
+    """No torch import, no model load: a changed int8 setting after a cached prune reads the
+    model's facts and the pre-processed stage from the cache."""
+    config = write_config(tmp_path, TWO_PASSES)
+    assert run(config, tmp_path / "cold").exit_code == 0
+    command = [sys.executable, "-c", NO_TORCH, "run", str(SAMPLES / "digits_cnn.pt2"), "-c"]
+    command += [str(config), "-o", str(tmp_path / "again"), "--set", "passes[1].per_channel=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-2:] == ["exit 0", "torch not imported"], done.stderr[-2000:]
+    assert "the model is not loaded" in done.stderr
+    report = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert report["provenance"]["source_format"] == "exported_program"
+    assert report["environment"]["torch"]  # its version, from the package's metadata
+    changed = json.loads((tmp_path / "cold" / "report.json").read_text())
+    assert report["provenance"]["model_sha256"] == changed["provenance"]["model_sha256"]

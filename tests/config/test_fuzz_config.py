@@ -196,14 +196,14 @@ def stop_after_checks(monkeypatch):
     """`compress run` that stops (exit 0) once everything before the work has been checked."""
     import compress.job.pipeline
 
-    real_prepare = compress.job.pipeline.prepare
+    real_job = compress.job.pipeline._job
 
     def prepare_then_stop(*args, **kwargs):
-        job = real_prepare(*args, **kwargs)
+        job = real_job(*args, **kwargs)
         shutil.rmtree(job.context.workdir, ignore_errors=True)
         raise typer.Exit(0)
 
-    monkeypatch.setattr(compress.job.pipeline, "prepare", prepare_then_stop)
+    monkeypatch.setattr(compress.job.pipeline, "_job", prepare_then_stop)
 
 
 @settings(FUZZ, max_examples=RUN_EXAMPLES)

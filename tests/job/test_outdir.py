@@ -207,7 +207,7 @@ def _no_work(*args, **kwargs):
 
 @pytest.mark.parametrize("case", ["a file", "a dangling link", "read-only", "read-only parent"])
 def test_an_unusable_out_is_refused_before_any_work(tmp_path, monkeypatch, case):
-    monkeypatch.setattr("compress.job.pipeline.prepare", _no_work)
+    monkeypatch.setattr("compress.job.pipeline.check_config", _no_work)
     model, config = fast_job(tmp_path / "job")
     out = tmp_path / "out"
     expected = {

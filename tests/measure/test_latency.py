@@ -69,3 +69,31 @@ def test_a_batch_size_that_did_not_settle_is_named_in_the_warnings():
     assert unsettled_latency([stage(True), stage(True)], [32, 1]) == []
     [warning] = unsettled_latency([stage(True), stage(False)], [32, 1])
     assert warning.startswith("latency at batch 1 had not settled within report.max_seconds")
+
+
+def test_a_stage_timed_in_an_earlier_run_is_compared_through_the_anchor():
+    """Speeds against a carried stage are the ratio of both stages' speeds against the anchor,
+    each paired in its own run, and the interval holds both runs' spreads."""
+    from compress.measure.interference import MachineLoad
+    from compress.measure.latency import BatchTimings, Carried, RoundSpread, paired_speedup
+
+    rng = np.random.default_rng(0)
+    anchor = list(4.0 * (1 + 0.01 * rng.standard_normal(12)))  # per-round medians, ms
+    now = [a / 2 * (1 + 0.01 * e) for a, e in zip(anchor, rng.standard_normal(12), strict=True)]
+    earlier = Carried({"p50": 1.0, "p90": 1.1, "p99": 1.2, "runs": 80, "stable": True}, 4.0,
+                      RoundSpread(0.02, 8))  # fmt: skip
+    quiet = MachineLoad("quiet", 0.0, 0.0, None, 1.0)
+    runs = {"a": anchor, "n": now}
+    timings = BatchTimings(8, runs, runs, True, quiet, anchor="a", carried={"c": earlier})
+    assert timings.stats("c")["p50"] == 1.0  # as it was timed
+    assert timings.speedup("a", "c").ratio == 4.0  # against the anchor: as it was paired then
+    through = timings.speedup("c", "n")
+    direct = timings.speedup("a", "n")
+    assert math.isclose(through.ratio, direct.ratio / 4.0)  # n is 2x faster than a, c 4x
+    assert through.verdict == "slower" and direct.verdict == "faster"
+    width = [math.log(s.high / s.low) for s in (through, direct)]
+    assert width[0] > width[1]  # two runs' noise, not one
+    assert math.isclose(timings.speedup("n", "c").ratio, 1 / through.ratio)
+    assert direct == paired_speedup(anchor, now, direct.ratio)  # both timed now: paired directly
+    carried = timings.carry("n")  # what the next run gets of n
+    assert math.isclose(carried.vs_anchor, direct.ratio) and carried.spread.rounds == 12
