@@ -239,12 +239,17 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 def stage_notes(report: Report) -> list[str]:
-    """One line per thing a pass reported doing: the candidate kept, nodes kept in float."""
+    """One line per thing a pass reported doing (the candidate kept, nodes kept in float), and
+    per stage whose latency was timed in an earlier run."""
+    carried = "latency as timed in an earlier run on this machine (stage cache); its speedups "
+    carried += "go through the baseline, timed in both runs"
     return [
         f"{stage.name}: {line}"
         for stage in report.stages
-        if stage.details is not None
-        for line in stage.details.lines()
+        for line in [
+            *(stage.details.lines() if stage.details is not None else []),
+            *([carried] if stage.latency_from_cache else []),
+        ]
     ]
 
 
