@@ -188,7 +188,8 @@ def fixed_latency(p50: dict[str, float], batch_sizes: list[int], state: str = "q
     )
 
 
-def slower_after_the_first_stage(paths, samples, settings):
-    """Latencies fixed by the test: every stage after the first (a pass's output) twice as slow."""
+def slower_after_the_first_stage(paths, samples, settings, carried=None, anchor=None):
+    """Latencies fixed by the test: every stage after the first (a pass's output) twice as slow
+    (measure_latency's signature; nothing is carried with the cache off)."""
     p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}
     return fixed_latency(p50, settings.batch_sizes)

@@ -376,6 +376,8 @@ def _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency) -
     """Store what was measured now with each stage's cache entry: a computed stage's footprint
     (not the final file's: it carries this run's metadata), metric and timing; a reused stage's
     timing where it was timed again."""
+    if reuse.cache is None:
+        return
     last = len(stage_files) - 1
     for step, (stage, key) in enumerate(zip(stage_files, keys, strict=True)):
         timing = None if step == 0 or key in carried else CachedLatency.of(latency, key)

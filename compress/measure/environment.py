@@ -24,7 +24,6 @@ def package_version(name: str) -> str:
 def environment(threads: int, seed: int | None = None, pinned: bool = False) -> dict[str, Any]:
     """Versions, the CPU (model, int8 instruction sets, frequency governor) and cores, the ONNX
     Runtime thread count, whether the timing was pinned to cores, and the run's seed."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "compress": __version__,
         "python": platform.python_version(),
@@ -34,7 +33,7 @@ def environment(threads: int, seed: int | None = None, pinned: bool = False) -> 
         "cpu_flags": _cpu_flags(),
         "cpu_governor": _governor(),
         "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,  # what this process may run on (containers often allow fewer)
+        "cpus_usable": _usable_cpus(),
         "threads": threads,
         "pinned": pinned and hasattr(os, "sched_setaffinity"),
         **({"seed": seed} if seed is not None else {}),
@@ -44,13 +43,17 @@ def environment(threads: int, seed: int | None = None, pinned: bool = False) -> 
 def machine_fingerprint() -> dict[str, Any]:
     """What a latency figure is only valid on: this host, its CPU, the cores this process may
     use. A stage timed in an earlier run is carried into a later one only where it matches."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "host": platform.node(),
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
+        "cpus_usable": _usable_cpus(),
     }
+
+
+def _usable_cpus() -> int | None:
+    """The cores this process may run on (containers often allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _cpu_name() -> str:
