@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -76,21 +74,3 @@ def summary_of(out: Path) -> dict:
 
 def statuses(summary: dict) -> dict[str, tuple[str, str | None]]:
     return {row["model"]: (row["status"], row["reason"]) for row in summary["models"]}
-
-
-def live_workers(out: Path, grace: float = 5.0) -> list[int]:
-    """Processes (not zombies) whose command line names `out`, after up to `grace` seconds."""
-    deadline = time.monotonic() + grace
-    while True:
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if str(out) in command and state != "Z" and int(pid) != os.getpid():
-                found.append(int(pid))
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)

@@ -1,8 +1,12 @@
 """Where a batch's jobs run: worker threads on this machine, or Ray tasks on a cluster.
 
 Both run the same `run_job` (a worker process per model) and hand each row back as it
-finishes; `--jobs` is how many run at once either way. Ray is an optional extra
-(`pip install .[ray]`), imported only when asked for.
+finishes; `--jobs` is how many run at once either way. Locally the workers are forked from this
+process's warm server where there is one (Linux: compress.batch.warm). A Ray task starts a fresh
+worker: a warm server lives as long as the process that started it, and a Ray worker process is
+Ray's, reused by other tasks and kept after the batch on a cluster, so a server there would hold
+torch's memory on every node long after the batch. Ray is an optional extra (`pip install
+.[ray]`), imported only when asked for.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+from compress.batch import warm
 from compress.batch.job import ModelJob, kill_running, run_job
 from compress.errors import InputError, first_line
 
@@ -30,7 +35,8 @@ def local_cpus() -> int:
 
 
 class LocalExecutor:
-    """Jobs as worker processes on this machine, `jobs` at a time (a thread waits on each)."""
+    """Jobs as worker processes on this machine, `jobs` at a time (a thread waits on each),
+    forked from the warm server where there is one."""
 
     name = "local"
 
@@ -50,7 +56,8 @@ class LocalExecutor:
 
     def run(self, jobs: list[ModelJob], done: Done) -> None:
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="compress-job")
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        forked = warm.available()
+        futures = {pool.submit(run_job, job, forked): job for job in jobs}
         try:
             for future in as_completed(futures):
                 done(futures[future], future.result())

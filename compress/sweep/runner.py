@@ -1,10 +1,12 @@
 """Running a sweep: each variant is `compress run MODEL -c CONFIG --set ...` in a worker process
 of its own (the batch's workers and executors: locally with --jobs, or on Ray), writing
-OUT/variants/<name>/. The variants share the stage cache, so the stages they have in common are
-computed once. Each finished variant leaves done.json (its row, with the hashes of the model
-and the config); --resume keeps the finished ones whose hashes and outputs still match and runs
-the rest. When every variant has ended, OUT/sweep.json, sweep.md and sweep.html are written, and
-the best variant's model.onnx and reports are copied to OUT.
+OUT/variants/<name>/. That the model and config fit is checked first, in a child forked from
+the warm server the local workers come from, so the sweep's own process never imports torch.
+The variants share the stage cache, so the stages they have in common are computed once. Each
+finished variant leaves done.json (its row, with the hashes of the model and the config);
+--resume keeps the finished ones whose hashes and outputs still match and runs the rest. When
+every variant has ended, OUT/sweep.json, sweep.md and sweep.html are written, and the best
+variant's model.onnx and reports are copied to OUT.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from compress.batch import warm
+from compress.batch.executors import local_cpus
 from compress.batch.job import ModelJob
 from compress.batch.runner import (
     COMPLETE,
@@ -29,7 +33,7 @@ from compress.batch.runner import (
 )
 from compress.batch.summary import Status
 from compress.config import load_config
-from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK
+from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK, ModelLoadError
 from compress.job.outdir import OUTPUT_FILES
 from compress.job.staging import StagingArea, make_folders, write_atomically
 from compress.models import file_sha256
@@ -122,7 +126,6 @@ def check_sweep(options: SweepOptions) -> list[Variant]:
     """The variants to run; InputError (exit 2) before any work for bad arguments, a bad --vary,
     or a model and config that do not fit together."""
     from compress.cache.store import open_cache
-    from compress.job.preflight import prepare
 
     problems = [
         (not options.model.is_file(), f"model file not found: {options.model}"),
@@ -135,9 +138,35 @@ def check_sweep(options: SweepOptions) -> list[Variant]:
     variants = grid(options.vary)
     check_variants(options.config, variants)
     open_cache(options.cache_dir, options.no_cache)  # a bad --cache-dir, before any work
-    job = prepare(options.model, options.config, options.trust_pickle, lambda m: None)
-    shutil.rmtree(job.context.workdir, ignore_errors=True)  # the model and config fit
+    check_fit(options)
     return variants
+
+
+def check_fit(options: SweepOptions) -> None:
+    """Refuse a model and config that do not fit, as `compress run` would before any work.
+    Loading the model imports torch: that happens in a warm child, and the child's error is
+    raised here. It gets the threads a local variant will get, so that the variants are forked
+    from the same server, already started."""
+    arguments = [str(options.model), str(options.config), options.trust_pickle]
+    if not warm.available():
+        model_fits(*arguments)
+        return
+    threads = max(1, local_cpus() // options.jobs)
+    try:
+        warm.call("compress.sweep.runner:model_fits", arguments, threads)
+    except warm.ChildDied as e:  # a model whose loading crashes the process, say
+        raise ModelLoadError(
+            f"cannot check {options.model} against {options.config}: {e}; `compress run` with "
+            "--debug shows where"
+        ) from None
+
+
+def model_fits(model: str, config: str, trust_pickle: bool) -> None:
+    """The InputError that `compress run MODEL -c CONFIG` would refuse them with, if any."""
+    from compress.job.preflight import prepare
+
+    job = prepare(Path(model), Path(config), trust_pickle, lambda m: None)
+    shutil.rmtree(job.context.workdir, ignore_errors=True)
 
 
 def _run_variants(

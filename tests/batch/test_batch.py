@@ -12,11 +12,11 @@ import time
 
 import yaml
 
+from tests.batch.probes import processes_using
 from tests.batch_helpers import (
     batch_config,
     corrupt_model,
     good_models,
-    live_workers,
     misbehaving_model,
     statuses,
     summary_of,
@@ -87,7 +87,7 @@ def test_a_killed_batch_resumes_to_the_uninterrupted_result(tmp_path):
         time.sleep(0.05)
     batch.send_signal(signal.SIGKILL)
     batch.wait()
-    assert not live_workers(out), "the killed batch left its worker running"
+    assert not processes_using(out), "the killed batch left its worker running"
     assert not (out / "summary.json").exists()
     marker = first.read_bytes()
 
@@ -121,7 +121,7 @@ def test_a_hanging_model_is_stopped_at_the_timeout_with_its_process(tmp_path):
     assert result.exit_code == 1
     status, reason = statuses(summary_of(out))["hang.pt"]
     assert status == "timed_out" and "still running after 4 s" in reason
-    assert not live_workers(out, grace=0)
+    assert not processes_using(out, grace=0)
 
 
 def test_the_jobs_run_as_tasks_on_a_local_ray_runtime(tmp_path):

@@ -4,13 +4,19 @@ best variant; the outputs, exit codes and --resume of a real sweep on the digits
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
+from compress.batch import warm
 from compress.errors import ConfigError
 from compress.sweep.grid import grid, split_values
 from compress.sweep.pareto import Point, best, front
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.batch_helpers import misbehaving_model
+from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, assert_refused, invoke, write_config
+
+VARY = "passes[0].per_channel=true,false"
 
 POINTS = [
     Point("fast", p50_ms=1.0, size_bytes=900, metric=0.90, passed=True),
@@ -110,3 +116,33 @@ def test_exit_3_when_no_variant_passes_and_1_when_every_one_failed(tmp_path):
     assert failed.exit_code == 1, failed.stderr
     rows = json.loads((tmp_path / "failed" / "sweep.json").read_text())["variants"]
     assert {row["status"] for row in rows} == {"timed_out"}
+
+
+def test_a_model_that_does_not_fit_is_refused_before_any_variant(tmp_path):
+    config = write_config(tmp_path, CNN_CONFIG)
+    corrupt = tmp_path / "cut.pt2"
+    corrupt.write_bytes((SAMPLES / "digits_cnn.pt2").read_bytes()[:3000])
+    out = tmp_path / "o"
+    result = invoke("sweep", corrupt, "-c", config, "-o", out, "--vary", VARY)
+    assert_refused(result, out, "truncated or corrupt")
+    crash = misbehaving_model(tmp_path, "crash.pt", "segfault")  # loading it kills the check
+    result = invoke("sweep", crash, "-c", config, "-o", out, "--vary", VARY, "--trust-pickle")
+    assert_refused(result, out, "cannot check", "died from SIGSEGV")
+
+
+CHECK_ONLY = """
+import sys
+from pathlib import Path
+from compress.sweep.runner import SweepOptions, check_sweep
+options = SweepOptions(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), [sys.argv[4]])
+print(len(check_sweep(options)), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(not warm.available(), reason="the check runs in the sweep's process there")
+def test_the_sweeps_own_process_checks_the_model_without_importing_torch(tmp_path):
+    config = write_config(tmp_path, CNN_CONFIG)
+    model, out = SAMPLES / "digits_cnn.pt2", tmp_path / "o"
+    command = [sys.executable, "-c", CHECK_ONLY, model, config, out, VARY]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False"]  # two variants; torch loaded in the child only
