@@ -146,3 +146,25 @@ def test_the_sweeps_own_process_checks_the_model_without_importing_torch(tmp_pat
     command = [sys.executable, "-c", CHECK_ONLY, model, config, out, VARY]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["2", "False"]  # two variants; torch loaded in the child only
+
+
+def test_a_sweep_runs_its_variants_as_tasks_on_a_local_ray_runtime(tmp_path, stage_cache):
+    """Ray's workers share the stage cache as local ones do: the baseline is computed once."""
+    config = write_config(tmp_path, CNN_CONFIG)
+    out = tmp_path / "o"
+    command = [sys.executable, "-m", "compress_cli", "sweep", str(SAMPLES / "digits_cnn.pt2")]
+    command += ["-c", str(config), "-o", str(out), "--vary", VARY, "--executor", "ray", "-j", "2"]
+    command += ["--json"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["executor"] == "ray" and summary["jobs"] == 2
+    assert [row["status"] for row in summary["variants"]] == ["ok", "ok"]
+    assert (out / "model.onnx").read_bytes() == (
+        out / "variants" / summary["best"] / "model.onnx"
+    ).read_bytes()
+    reports = [
+        json.loads((out / "variants" / v / "report.json").read_text()) for v in ("v01", "v02")
+    ]
+    baselines = [report["stages"][0] for report in reports]
+    assert sum(bool(stage.get("from_cache")) for stage in baselines) == 1
