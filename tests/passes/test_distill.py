@@ -248,7 +248,9 @@ def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(tmp_path):
     assert len(lines) == 4 and re.search(r"epoch 4/4, loss [\d.]+, top1 [\d.]+$", lines[-1])
     assert "\x1b[" not in piped_err and "━" not in piped_err  # no colours, no bar
 
-    assert quiet.returncode == 0 and quiet_err == ""
+    assert quiet.returncode == 0, quiet_err
+    # no progress, no log; only warnings (timed at once, each run may find the machine busy)
+    assert all(line.startswith("warning: ") for line in quiet_err.splitlines()), quiet_err
     assert json.loads(quiet_out)["stages"][2]["details"]["epochs_run"] == 4
 
 
