@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,17 +40,24 @@ class Misbehaving(torch.nn.Module):
 def misbehaving_model(folder: Path, name: str, how: str) -> Path:
     """`folder/name`, a pickled Misbehaving(how); its class file sits beside it, where the
     loader looks for it."""
-    source = folder / "misbehaving.py"
-    source.write_text(MISBEHAVING)
-    spec = importlib.util.spec_from_file_location("misbehaving", source)
+    return pickled_model(folder / name, "misbehaving", MISBEHAVING, lambda m: m.Misbehaving(how))
+
+
+def pickled_model(path: Path, module_name: str, source: str, build: Callable) -> Path:
+    """`path`, torch.save of `build(module)`: `module` is `source` written beside it as
+    MODULE_NAME.py, where the loader looks for the class pickle names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = path.parent / f"{module_name}.py"
+    written.write_text(source)
+    spec = importlib.util.spec_from_file_location(module_name, written)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["misbehaving"] = module  # pickle records the class by this module name
+    sys.modules[module_name] = module  # pickle records the class by this module name
     try:
         spec.loader.exec_module(module)
-        torch.save(module.Misbehaving(how), folder / name)
+        torch.save(build(module), path)
     finally:
-        del sys.modules["misbehaving"]
-    return folder / name
+        del sys.modules[module_name]
+    return path
 
 
 def corrupt_model(path: Path) -> Path:

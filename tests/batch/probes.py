@@ -3,13 +3,11 @@ the tests of the warm workers, whose command line is their server's, not `compre
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 from pathlib import Path
 
-import torch
+from tests.batch_helpers import pickled_model
 
 # A whole pickled module (loaded with --trust-pickle) whose forward, which the run's first check
 # calls, writes what its process sees to a JSON file, then fails the run, hangs or crashes.
@@ -61,18 +59,7 @@ class Probe(torch.nn.Module):
 def probe_model(folder: Path, name: str, how: str, facts: Path) -> Path:
     """`folder/name`, a pickled Probe(how) that writes to `facts`; its class file sits beside it,
     where the loader looks for it. how: record (then fail), hang, hang_with_child, segfault."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "warm_probe.py"
-    source.write_text(PROBE)
-    spec = importlib.util.spec_from_file_location("warm_probe", source)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["warm_probe"] = module  # pickle records the class by this module name
-    try:
-        spec.loader.exec_module(module)
-        torch.save(module.Probe(how, str(facts)), folder / name)
-    finally:
-        del sys.modules["warm_probe"]
-    return folder / name
+    return pickled_model(folder / name, "warm_probe", PROBE, lambda m: m.Probe(how, str(facts)))
 
 
 def wait_for_file(path: Path, process=None, timeout: float = 120) -> None:
