@@ -2,8 +2,9 @@
 
 Each run is the real command in its own process (`python -m compress_cli batch`), timed from
 outside.
-The goal is a 1.7x shorter wall clock on 2 cores. Also timed: what a worker process costs
-before it does any work (Python start and the torch import), paid once per model.
+The goal is a 1.7x shorter wall clock on 2 cores. Also timed: what a fresh Python costs before
+it does any work (its start and the torch import): on Linux the warm server pays it once per
+batch and thread count, and each model's worker is forked from it.
 Run alone with `python bench/run.py batch`.
 """
 
@@ -40,7 +41,8 @@ def batch_seconds(models: Path, out: Path, jobs: int) -> float:
 
 
 def worker_start_seconds() -> float:
-    """Median of 3: a fresh interpreter importing the CLI and torch, as every worker does."""
+    """Median of 3: a fresh interpreter importing the CLI and torch, as the warm server does
+    once (and every worker where there is none)."""
     command = [sys.executable, "-c", "import compress_cli.main, torch"]
     return statistics.median(timed(command) for _ in range(3))
 
@@ -64,8 +66,8 @@ def batch_row() -> tuple[dict, tuple[str, bool]]:
     }
     print(
         f"batch: {MODELS} x {MODEL.name} ({CONFIG.name}): --jobs 1 {serial:.1f} s, --jobs 2 "
-        f"{parallel:.1f} s, {row['ratio']:.2f}x; a worker's start-up (python + torch import) "
-        f"{row['worker_start_seconds']:.2f} s per model"
+        f"{parallel:.1f} s, {row['ratio']:.2f}x; a fresh Python's start-up (python + torch "
+        f"import) {row['worker_start_seconds']:.2f} s, paid once by the warm server"
     )
     check = (
         f"batch: --jobs 2 at least {GOAL}x faster than --jobs 1 on {MODELS} models "

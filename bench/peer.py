@@ -240,4 +240,4 @@ def print_table(rows: list[dict], checks: list[tuple[str, bool]]) -> None:
         )
     print()
     for text, met in checks:
-        print(f"[{'met' if met else 'NOT MET'}] {text}")
+        print(f"[{'met' if met else 'missed'}] {text}")

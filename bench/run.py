@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
     (bench/iterate.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
-        print(f"[{'met' if met else 'NOT MET'}] {text}")
+        print(f"[{'met' if met else 'missed'}] {text}")
         return 0 if met else 1
     if argv[1:] == ["real"]:
         return real_main()
