@@ -173,7 +173,10 @@ def fixed_latency(p50: dict[str, float], batch_sizes: list[int], state: str = "q
     from compress.measure.interference import MachineLoad
     from compress.measure.latency import ROUNDS, BatchTimings, Latency
 
-    machine = MachineLoad(state, 0.0 if state == "quiet" else 1.0, 0.0, None, 1.0)
+    others = 0.0 if state == "quiet" else 1.0
+    machine = MachineLoad(
+        state=state, other_cpu_cores=others, preemptions_per_s=0.0, load_1m=None, seconds=1.0
+    )
     return Latency(
         {
             batch: BatchTimings(

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
 from typing import Literal
+
+from pydantic import Field
+
+from compress.records import Record
 
 BUSY_CORES = 0.25  # other processes' CPU, in cores, from which timings are not trusted
 BUSY_PREEMPTIONS = 200.0  # involuntary context switches of this process per second
@@ -25,22 +28,29 @@ BUSY_ADVICE = (
 )
 
 
-@dataclass(frozen=True)
-class MachineLoad:
-    """The machine while one batch size was timed."""
+class MachineLoad(Record):
+    """The machine while one batch size was timed (report.json's `latency.machine`)."""
 
     state: Literal["quiet", "busy", "unknown"]
-    other_cpu_cores: float | None  # CPU other processes used, in cores (1.0 = one core's worth)
-    preemptions_per_s: float | None  # times this process was descheduled against its will
-    load_1m: float | None  # the OS's 1-minute load average, where it has one
+    other_cpu_cores: float | None = Field(
+        description="CPU other processes used, in cores (1.0 = one core's worth)"
+    )
+    preemptions_per_s: float | None = Field(
+        description="times this process was descheduled against its will, per second"
+    )
+    load_1m: float | None = Field(description="the OS's 1-minute load average, where it has one")
     seconds: float
 
     @property
     def busy(self) -> bool:
         return self.state == "busy"
 
-    def as_dict(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+    def rounded(self) -> MachineLoad:
+        """As the report keeps it: three decimals."""
+        figures = self.model_dump()
+        return self.model_copy(
+            update={k: round(v, 3) for k, v in figures.items() if isinstance(v, float)}
+        )
 
     def describe(self) -> str:
         """'other processes used 0.93 cores, 120 preemptions/s'."""
@@ -89,7 +99,13 @@ class CpuWatch:
         busy = others >= BUSY_CORES or preemptions >= BUSY_PREEMPTIONS
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         if seconds < MIN_SECONDS:  # a few ticks: the figures would be noise
-            self.load = MachineLoad("unknown", None, None, load, seconds)
+            self.load = MachineLoad(
+                state="unknown", other_cpu_cores=None, preemptions_per_s=None, load_1m=load,
+                seconds=seconds,
+            )  # fmt: skip
         else:
             state = "busy" if busy else "quiet"
-            self.load = MachineLoad(state, others, preemptions, load, seconds)
+            self.load = MachineLoad(
+                state=state, other_cpu_cores=others, preemptions_per_s=preemptions, load_1m=load,
+                seconds=seconds,
+            )  # fmt: skip

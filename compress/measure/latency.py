@@ -186,9 +186,9 @@ class Latency:
                 stages.setdefault(name, {})[str(batch)] = timings.stats(name)
         return stages
 
-    def machine(self) -> dict[str, dict[str, Any]]:
+    def machine(self) -> dict[str, MachineLoad]:
         """{"<batch>": the machine's load while it was timed}: report.json's `latency.machine`."""
-        return {str(b): t.machine.as_dict() for b, t in self.batches.items()}
+        return {str(b): t.machine.rounded() for b, t in self.batches.items()}
 
     def busy(self) -> list[BatchTimings]:
         return [t for t in self.batches.values() if t.machine.busy]

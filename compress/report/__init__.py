@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from compress.config import Config, GatesSection
 from compress.measure.environment import environment
-from compress.measure.interference import BUSY_ADVICE, MachineLoad
+from compress.measure.interference import BUSY_ADVICE
 from compress.measure.latency import SPEED_TOLERANCE, Latency, latency_settings
 from compress.report.budget_warnings import budget_warnings
 from compress.report.model import (
@@ -319,7 +319,7 @@ def machine_words(report: Report | BenchResult) -> str:
     if not machine:
         return ""
     busy = [
-        f"batch {batch} ({MachineLoad(**dict(figures)).describe()})"
+        f"batch {batch} ({figures.describe()})"
         for batch, figures in machine.items()
         if figures.state == "busy"
     ]

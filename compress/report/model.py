@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 
+from compress.measure.interference import MachineLoad
 from compress.passes.base import PassDetails
 from compress.records import Record
 
@@ -114,14 +115,6 @@ class Gate(Record):
     limit: float
     value: float | None
     passed: bool
-
-
-class MachineLoad(Record):
-    state: Literal["quiet", "busy", "unknown"]
-    other_cpu_cores: float | None
-    preemptions_per_s: float | None
-    load_1m: float | None
-    seconds: float
 
 
 class LatencySettings(Record):

@@ -186,7 +186,9 @@ class QuietWatch:
     """CpuWatch on a machine found quiet: a test's timings are worth carrying whatever else the
     machine runs (a timing taken while it is busy is never carried)."""
 
-    load = MachineLoad("quiet", 0.0, 0.0, None, 1.0)
+    load = MachineLoad(
+        state="quiet", other_cpu_cores=0.0, preemptions_per_s=0.0, load_1m=None, seconds=1.0
+    )
 
     def __enter__(self) -> QuietWatch:
         return self

@@ -82,7 +82,9 @@ def test_a_stage_timed_in_an_earlier_run_is_compared_through_the_anchor():
     now = [a / 2 * (1 + 0.01 * e) for a, e in zip(anchor, rng.standard_normal(12), strict=True)]
     earlier = Carried({"p50": 1.0, "p90": 1.1, "p99": 1.2, "runs": 80, "stable": True}, 4.0,
                       RoundSpread(0.02, 8))  # fmt: skip
-    quiet = MachineLoad("quiet", 0.0, 0.0, None, 1.0)
+    quiet = MachineLoad(
+        state="quiet", other_cpu_cores=0.0, preemptions_per_s=0.0, load_1m=None, seconds=1.0
+    )
     runs = {"a": anchor, "n": now}
     timings = BatchTimings(8, runs, runs, True, quiet, anchor="a", carried={"c": earlier})
     assert timings.stats("c")["p50"] == 1.0  # as it was timed
