@@ -111,10 +111,10 @@ def compare(sample: Sample, folder: Path) -> list[dict]:
             "model": name,
             "size_ratio": round(fp32_size / size_bytes(path), 3),
             "speedup": {
-                str(b): round(latency["fp32"][str(b)]["p50"] / latency[name][str(b)]["p50"], 3)
+                str(b): round(latency["fp32"][str(b)].p50 / latency[name][str(b)].p50, 3)
                 for b in BATCHES
             },
-            "p50_ms": {str(b): latency[name][str(b)]["p50"] for b in BATCHES},
+            "p50_ms": {str(b): latency[name][str(b)].p50 for b in BATCHES},
             "metric": sample.metric,
             "value": judge.score(path),
         }

@@ -195,12 +195,12 @@ def compare(model: RealModel, folder: Path) -> dict:
     settings = ReportSection(batch_sizes=[model.batch], threads=1)
     latency = measure_latency(models, evaluation.take(model.batch), settings).by_stage()
     judge = Judge(models["fp32"], evaluation, "cosine")
-    fp32_ms, fp32_size = latency["fp32"][str(model.batch)]["p50"], size_bytes(models["fp32"])
+    fp32_ms, fp32_size = latency["fp32"][str(model.batch)].p50, size_bytes(models["fp32"])
     rows = [
         {
             "model": name,
-            "p50_ms": latency[name][str(model.batch)]["p50"],
-            "speedup": round(fp32_ms / latency[name][str(model.batch)]["p50"], 3),
+            "p50_ms": latency[name][str(model.batch)].p50,
+            "speedup": round(fp32_ms / latency[name][str(model.batch)].p50, 3),
             "size_ratio": round(fp32_size / size_bytes(path), 3),
             "cosine": judge.score(path),
         }

@@ -31,13 +31,13 @@ from compress.job.stage_reuse import (
 from compress.measure.evaluate import Judge
 from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
-from compress.measure.size import footprint
+from compress.measure.size import Footprint, footprint
 from compress.models import file_sha256
 from compress.passes.base import Pass, PassDetails, PassInput, PassResult
 from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report.ci import junit_xml
 from compress.report.html import to_html
-from compress.report.model import Footprint, Metric, Provenance, Report, Stage
+from compress.report.model import Metric, Provenance, Report, Stage
 from compress.torch.export import (
     check_parity,
     export_to_onnx,
@@ -334,7 +334,7 @@ def _measure(
     stages = [
         Stage(
             name=stage.name,
-            **prints[i],
+            **prints[i].model_dump(),
             latency_ms=by_stage[key],
             latency_from_cache=(key in carried) or None,
             threads=settings.threads,
@@ -382,7 +382,7 @@ def _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency) -
     for step, (stage, key) in enumerate(zip(stage_files, keys, strict=True)):
         timing = None if step == 0 or key in carried else CachedLatency.of(latency, key)
         if stage.figures is None:
-            footprint_ = None if step == last else Footprint.model_validate(prints[step])
+            footprint_ = None if step == last else prints[step]
             figures = CachedFigures(footprint=footprint_, metric=metrics[step], latency=timing)
         elif timing is not None:
             figures = stage.figures.model_copy(update={"latency": timing})
@@ -391,12 +391,12 @@ def _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency) -
         reuse.annotate(step, figures)
 
 
-def _footprints(stage_files: list[StageFile], one_sample) -> list[dict]:
+def _footprints(stage_files: list[StageFile], one_sample) -> list[Footprint]:
     """Each stage's size, params, MACs and sparsity; a reused stage's from the cache, but the
     final file's always (it carries this run's metadata)."""
     last = len(stage_files) - 1
     return [
-        stage.figures.footprint.model_dump()
+        stage.figures.footprint
         if i < last and stage.figures and stage.figures.footprint
         else footprint(stage.path, one_sample)
         for i, stage in enumerate(stage_files)

@@ -61,7 +61,7 @@ def bench_onnx(
     latency = measure_latency(paths, samples, settings)
     measured = BenchResult(
         model=str(model_path),
-        **footprint(model_path, ctx.samples(1)),
+        **footprint(model_path, ctx.samples(1)).model_dump(),
         latency_ms=latency.by_stage()["model"],
         latency=latency_settings(settings, ctx.sample_source) | {"machine": latency.machine()},
         environment=environment(settings.threads, config.config.seed, settings.pin_threads),
@@ -70,7 +70,7 @@ def bench_onnx(
     if compare:
         measured.compare = BenchComparison(
             model=str(compare),
-            **footprint(Path(compare), ctx.samples(1)),
+            **footprint(Path(compare), ctx.samples(1)).model_dump(),
             latency_ms=latency.by_stage()["compare"],
             speedup={
                 str(batch): paired_figures(timings.speedup("model", "compare"))

@@ -37,7 +37,7 @@ class SpeedCheck:
 
     @property
     def p50(self) -> dict[str, float]:
-        return {name: self.timings.stats(name)["p50"] for name in self.timings.runs}
+        return {name: self.timings.stats(name).p50 for name in self.timings.runs}
 
     def verdict(self, name: str, reference: str) -> Literal["faster", "slower", "tie"]:
         """`name` against `reference`, paired; a tie on a machine that stayed busy."""

@@ -21,11 +21,12 @@ from compress.cache.store import StageCache
 from compress.config import LoadedConfig
 from compress.job.preflight import ModelFacts
 from compress.measure.environment import machine_fingerprint
-from compress.measure.latency import Carried, Latency, RoundSpread
+from compress.measure.latency import Carried, Latency, LatencyFigures, RoundSpread
+from compress.measure.size import Footprint
 from compress.passes.base import Pass, PassDetails
 from compress.passes.registry import details_type
 from compress.records import Record
-from compress.report.model import Footprint, LatencyFigures, Metric
+from compress.report.model import Metric
 
 
 @dataclass
@@ -186,10 +187,10 @@ class CachedLatency(Record):
         batches = {}
         for batch, timings in latency.batches.items():
             carried = timings.carry(key)
-            if not carried.stats["stable"]:
+            if not carried.stats.stable:
                 return None
             batches[str(batch)] = CachedTiming(
-                figures=LatencyFigures.model_validate(carried.stats),
+                figures=carried.stats,
                 vs_baseline=carried.vs_anchor,
                 log_sd=carried.spread.log_sd,
                 rounds=carried.spread.rounds,
@@ -205,7 +206,7 @@ class CachedLatency(Record):
             return None
         return {
             b: Carried(
-                (timing := self.batches[str(b)]).figures.model_dump(),
+                (timing := self.batches[str(b)]).figures,
                 timing.vs_baseline,
                 RoundSpread(timing.log_sd, timing.rounds),
             )

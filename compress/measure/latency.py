@@ -28,18 +28,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from compress.config import ReportSection
 from compress.data import repeat_to
 from compress.errors import ConfigError
 from compress.measure.interference import CpuWatch, MachineLoad
 from compress.measure.runtime import feeds, fixed_batch, open_session
+from compress.records import Record
 
 ROUNDS = 8  # each stage's runs are split over at least this many rounds, alternating
 Z_95 = 1.96  # the normal quantile of a two-sided 95% interval
 T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 T_95 |= {10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}  # Student's t, by degrees of freedom
 SPEED_TOLERANCE = 1.03  # a speed change smaller than 3% is a tie, however sure the interval
+
+
+class LatencyFigures(Record):
+    """One stage at one batch size, in milliseconds (report.json's `latency_ms`)."""
+
+    p50: float
+    p90: float
+    p99: float
+    runs: int
+    stable: bool = Field(description="its median settled, on a machine not found busy")
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,7 @@ class Carried:
     """A stage timed at one batch size in an earlier run: its figures (`BatchTimings.stats`),
     and its speed against the anchor timed in the same rounds (anchor p50 / its p50)."""
 
-    stats: dict[str, Any]
+    stats: LatencyFigures
     vs_anchor: float
     spread: RoundSpread
 
@@ -127,26 +139,26 @@ class BatchTimings:
     anchor: str | None = None  # what carried stages' speeds are against (timed now too)
     carried: dict[str, Carried] = field(default_factory=dict)  # timed in an earlier run
 
-    def stats(self, name: str) -> dict[str, Any]:
+    def stats(self, name: str) -> LatencyFigures:
         """The report's figures for one stage: p50, p90, p99 (ms), runs, and `stable` (its median
         settled, on a machine not found busy)."""
         if name in self.carried:
             return self.carried[name].stats
         p50, p90, p99 = np.percentile(self.runs[name], [50, 90, 99])
-        return {
-            "p50": round(float(p50), 4),
-            "p90": round(float(p90), 4),
-            "p99": round(float(p99), 4),
-            "runs": len(self.runs[name]),
-            "stable": self.settled and not self.machine.busy,
-        }
+        return LatencyFigures(
+            p50=round(float(p50), 4),
+            p90=round(float(p90), 4),
+            p99=round(float(p99), 4),
+            runs=len(self.runs[name]),
+            stable=self.settled and not self.machine.busy,
+        )
 
     def speedup(self, reference: str, name: str) -> Speedup:
         """`name`'s speedup over `reference`: the ratio of their p50s, the interval paired; where
         one of them was carried from an earlier run, through the anchor (see the module's
         docstring)."""
         if reference in self.rounds and name in self.rounds:
-            point = self.stats(reference)["p50"] / self.stats(name)["p50"]
+            point = self.stats(reference).p50 / self.stats(name).p50
             return paired_speedup(self.rounds[reference], self.rounds[name], point)
         (before, before_spread), (after, after_spread) = map(self.against_anchor, (reference, name))
         spreads = [s for s in (before_spread, after_spread) if s is not None]
@@ -163,7 +175,7 @@ class BatchTimings:
             raise ValueError(f"no anchor timed with {name!r} to compare carried stages through")
         if name == anchor:
             return 1.0, None
-        ratio = self.stats(anchor)["p50"] / self.stats(name)["p50"]
+        ratio = self.stats(anchor).p50 / self.stats(name).p50
         return ratio, RoundSpread.of(self.rounds[anchor], self.rounds[name])
 
     def carry(self, name: str) -> Carried:
@@ -178,9 +190,9 @@ class Latency:
 
     batches: dict[int, BatchTimings] = field(default_factory=dict)
 
-    def by_stage(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """{stage: {"<batch>": {p50, p90, p99, runs, stable}}}: the report's `latency_ms`."""
-        stages: dict[str, dict[str, dict[str, Any]]] = {}
+    def by_stage(self) -> dict[str, dict[str, LatencyFigures]]:
+        """{stage: {"<batch>": its figures}}: the report's `latency_ms`."""
+        stages: dict[str, dict[str, LatencyFigures]] = {}
         for batch, timings in self.batches.items():
             for name in [*timings.runs, *timings.carried]:
                 stages.setdefault(name, {})[str(batch)] = timings.stats(name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from compress.records import Record
 
 # Inputs that carry quantization scales and zero points rather than weights, by op and position.
 _QUANT_PARAM_INPUTS = {
@@ -67,21 +68,31 @@ def size_bytes(path: Path) -> int:
     return Path(path).stat().st_size
 
 
-def footprint(path: Path, one_sample: list[np.ndarray]) -> dict[str, Any]:
-    """size_bytes, gzip_bytes, params, macs and sparsity of an ONNX file, from one read of it;
+class Footprint(Record):
+    """A model file's size and compute."""
+
+    size_bytes: int
+    gzip_bytes: int
+    params: int
+    macs: int
+    sparsity: float
+
+
+def footprint(path: Path, one_sample: list[np.ndarray]) -> Footprint:
+    """An ONNX file's size, gzipped size, params, MACs and sparsity, from one read of it;
     `one_sample` (a batch of 1) gives MACs their shapes."""
     import onnx
 
     from compress.measure.macs import count_macs
 
     proto = onnx.load(str(path))
-    return {
-        "size_bytes": size_bytes(path),
-        "gzip_bytes": gzip_bytes(path),
-        "params": count_params(proto),
-        "macs": count_macs(proto, one_sample),
-        "sparsity": round(weight_sparsity(proto), 4),
-    }
+    return Footprint(
+        size_bytes=size_bytes(path),
+        gzip_bytes=gzip_bytes(path),
+        params=count_params(proto),
+        macs=count_macs(proto, one_sample),
+        sparsity=round(weight_sparsity(proto), 4),
+    )
 
 
 def gzip_bytes(path: Path) -> int:

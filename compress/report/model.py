@@ -18,22 +18,14 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 
 from compress.measure.interference import MachineLoad
+from compress.measure.latency import LatencyFigures
+from compress.measure.size import Footprint
 from compress.passes.base import PassDetails
 from compress.records import Record
 
 SCHEMA_VERSION = 1  # report.json's major version; a minor one only adds optional keys
 
 Verdict = Literal["faster", "slower", "tie"]
-
-
-class LatencyFigures(Record):
-    """One stage at one batch size, in milliseconds."""
-
-    p50: float
-    p90: float
-    p99: float
-    runs: int
-    stable: bool = Field(description="its median settled, on a machine not found busy")
 
 
 class Metric(Record):
@@ -158,16 +150,6 @@ class Provenance(Record):
     model_sha256: str
     source_format: str
     passes: str = Field(description="the pass types, comma-separated, or none")
-
-
-class Footprint(Record):
-    """A model file's size and compute."""
-
-    size_bytes: int
-    gzip_bytes: int
-    params: int
-    macs: int
-    sparsity: float
 
 
 class BenchComparison(Footprint):

@@ -45,16 +45,16 @@ def test_sampling_stops_once_settled_and_at_the_budget_otherwise(tmp_path, monke
     settled = measure_latency(paths, samples, easy)
     assert settled.batches[4].settled
     for stage in settled.by_stage().values():
-        assert stage["4"]["runs"] == ROUNDS * per_round >= 50  # the minimum rounds: no more
-        assert stage["4"]["p50"] == 1.0
+        assert stage["4"].runs == ROUNDS * per_round >= 50  # the minimum rounds: no more
+        assert stage["4"].p50 == 1.0
     spread = [0.001 * (1 + i / 97) for i in range(97)]  # 1 to 2 ms: never within 1e-9
     monkeypatch.setattr(latency, "time", FakeClock(*spread))
     never = easy.model_copy(update={"stable_within": 1e-9, "max_seconds": 1.0})  # fake seconds
     budget = measure_latency(paths, samples, never)
     assert not budget.batches[4].settled
     for stage in budget.by_stage().values():
-        assert stage["4"]["stable"] is False
-        assert stage["4"]["runs"] > ROUNDS * per_round and stage["4"]["runs"] % per_round == 0
+        assert stage["4"].stable is False
+        assert stage["4"].runs > ROUNDS * per_round and stage["4"].runs % per_round == 0
 
 
 def test_a_batch_size_that_did_not_settle_is_named_in_the_warnings():
@@ -75,19 +75,25 @@ def test_a_stage_timed_in_an_earlier_run_is_compared_through_the_anchor():
     """Speeds against a carried stage are the ratio of both stages' speeds against the anchor,
     each paired in its own run, and the interval holds both runs' spreads."""
     from compress.measure.interference import MachineLoad
-    from compress.measure.latency import BatchTimings, Carried, RoundSpread, paired_speedup
+    from compress.measure.latency import (
+        BatchTimings,
+        Carried,
+        LatencyFigures,
+        RoundSpread,
+        paired_speedup,
+    )
 
     rng = np.random.default_rng(0)
     anchor = list(4.0 * (1 + 0.01 * rng.standard_normal(12)))  # per-round medians, ms
     now = [a / 2 * (1 + 0.01 * e) for a, e in zip(anchor, rng.standard_normal(12), strict=True)]
-    earlier = Carried({"p50": 1.0, "p90": 1.1, "p99": 1.2, "runs": 80, "stable": True}, 4.0,
-                      RoundSpread(0.02, 8))  # fmt: skip
+    figures = LatencyFigures(p50=1.0, p90=1.1, p99=1.2, runs=80, stable=True)
+    earlier = Carried(figures, 4.0, RoundSpread(0.02, 8))
     quiet = MachineLoad(
         state="quiet", other_cpu_cores=0.0, preemptions_per_s=0.0, load_1m=None, seconds=1.0
     )
     runs = {"a": anchor, "n": now}
     timings = BatchTimings(8, runs, runs, True, quiet, anchor="a", carried={"c": earlier})
-    assert timings.stats("c")["p50"] == 1.0  # as it was timed
+    assert timings.stats("c") == figures  # as it was timed
     assert timings.speedup("a", "c").ratio == 4.0  # against the anchor: as it was paired then
     through = timings.speedup("c", "n")
     direct = timings.speedup("a", "n")
