@@ -21,7 +21,7 @@ from compress.cache.store import StageCache
 from compress.config import LoadedConfig
 from compress.job.preflight import ModelFacts
 from compress.measure.environment import machine_fingerprint
-from compress.measure.latency import Carried, Latency, LatencyFigures, RoundSpread
+from compress.measure.latency import Carried, Latency
 from compress.measure.size import Footprint
 from compress.passes.base import Pass, PassDetails
 from compress.passes.registry import details_type
@@ -164,21 +164,12 @@ class StageReuse:
         )  # fmt: skip
 
 
-class CachedTiming(Record):
-    """A stage timed at one batch size: its figures, and its speed against the baseline timed
-    in the same rounds (see compress.measure.latency's docstring)."""
-
-    figures: LatencyFigures
-    vs_baseline: float
-    log_sd: float
-    rounds: int
-
-
 class CachedLatency(Record):
-    """A stage's timing at every batch size, and the machine it is valid on."""
+    """A stage's timing at every batch size (its speed against the baseline timed with it, see
+    compress.measure.latency's docstring), and the machine it is valid on."""
 
     machine: dict[str, Any]
-    batches: dict[str, CachedTiming]
+    batches: dict[str, Carried]
 
     @classmethod
     def of(cls, latency: Latency, key: str) -> CachedLatency | None:
@@ -189,12 +180,7 @@ class CachedLatency(Record):
             carried = timings.carry(key)
             if not carried.stats.stable:
                 return None
-            batches[str(batch)] = CachedTiming(
-                figures=carried.stats,
-                vs_baseline=carried.vs_anchor,
-                log_sd=carried.spread.log_sd,
-                rounds=carried.spread.rounds,
-            )
+            batches[str(batch)] = carried
         return cls(machine=machine_fingerprint(), batches=batches)
 
     def carried(self, batch_sizes: list[int]) -> dict[int, Carried] | None:
@@ -204,14 +190,7 @@ class CachedLatency(Record):
             str(b) not in self.batches for b in batch_sizes
         ):
             return None
-        return {
-            b: Carried(
-                (timing := self.batches[str(b)]).figures,
-                timing.vs_baseline,
-                RoundSpread(timing.log_sd, timing.rounds),
-            )
-            for b in batch_sizes
-        }
+        return {b: self.batches[str(b)] for b in batch_sizes}
 
 
 class CachedFigures(Record):

@@ -117,10 +117,10 @@ def _interval(point: float, variance: float, rounds: int) -> Speedup:
     return Speedup(point, point * math.exp(-half), point * math.exp(half), rounds)
 
 
-@dataclass(frozen=True)
-class Carried:
-    """A stage timed at one batch size in an earlier run: its figures (`BatchTimings.stats`),
-    and its speed against the anchor timed in the same rounds (anchor p50 / its p50)."""
+class Carried(Record):
+    """A stage timed at one batch size, as a later run carries it (and the stage cache keeps
+    it): its figures (`BatchTimings.stats`), and its speed against the anchor timed in the same
+    rounds (anchor p50 / its p50)."""
 
     stats: LatencyFigures
     vs_anchor: float
@@ -181,7 +181,9 @@ class BatchTimings:
     def carry(self, name: str) -> Carried:
         """What a later run needs to carry `name`'s timing at this batch size."""
         ratio, spread = self.against_anchor(name)
-        return Carried(self.stats(name), ratio, spread or RoundSpread(0.0, 0))
+        return Carried(
+            stats=self.stats(name), vs_anchor=ratio, spread=spread or RoundSpread(0.0, 0)
+        )
 
 
 @dataclass

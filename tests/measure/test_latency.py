@@ -87,7 +87,7 @@ def test_a_stage_timed_in_an_earlier_run_is_compared_through_the_anchor():
     anchor = list(4.0 * (1 + 0.01 * rng.standard_normal(12)))  # per-round medians, ms
     now = [a / 2 * (1 + 0.01 * e) for a, e in zip(anchor, rng.standard_normal(12), strict=True)]
     figures = LatencyFigures(p50=1.0, p90=1.1, p99=1.2, runs=80, stable=True)
-    earlier = Carried(figures, 4.0, RoundSpread(0.02, 8))
+    earlier = Carried(stats=figures, vs_anchor=4.0, spread=RoundSpread(0.02, 8))
     quiet = MachineLoad(
         state="quiet", other_cpu_cores=0.0, preemptions_per_s=0.0, load_1m=None, seconds=1.0
     )
