@@ -34,6 +34,12 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_job(cores: int, largest: int, jobs: int) -> int:
+    """Each job's share of the cores (an executor's `cores()`): the cores over the jobs that run
+    at once, and no more than the largest node has."""
+    return max(1, min(cores // jobs, largest))
+
+
 class LocalExecutor:
     """Jobs as worker processes on this machine, `jobs` at a time (a thread waits on each),
     forked from the warm server where there is one."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress.batch.discover import ModelEntry, find_models
-from compress.batch.executors import LocalExecutor, RayExecutor
+from compress.batch.executors import LocalExecutor, RayExecutor, threads_per_job
 from compress.batch.job import ModelJob
 from compress.batch.overrides import config_sha256, config_text, merged_config, with_threads
 from compress.batch.summary import (
@@ -88,7 +88,7 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchS
         )
     with make_executor(options) as executor, one_writer(out_dir):
         total_cores, largest_node = executor.cores()
-        threads = max(1, min(total_cores // options.jobs, largest_node))
+        threads = threads_per_job(total_cores, largest_node, options.jobs)
         remove_summary(out_dir)
         rows = _run_entries(entries, options, out_dir, threads, executor, progress)
         settings = {

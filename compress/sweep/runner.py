@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from compress.batch import warm
-from compress.batch.executors import local_cpus
+from compress.batch.executors import LocalExecutor, threads_per_job
 from compress.batch.job import ModelJob
 from compress.batch.runner import (
     COMPLETE,
@@ -112,8 +112,7 @@ def run_sweep(options: SweepOptions, variants: list[Variant], progress=None) -> 
     started = time.monotonic()
     out = options.out_dir.resolve()
     with make_executor(options) as executor, one_writer(out):
-        cores, largest = executor.cores()
-        threads = max(1, min(cores // options.jobs, largest))
+        threads = threads_per_job(*executor.cores(), options.jobs)
         for name in (*SWEEP_FILES, *OUTPUT_FILES):
             (out / name).unlink(missing_ok=True)
         rows = _run_variants(variants, options, out, threads, executor, progress)
@@ -151,7 +150,7 @@ def check_fit(options: SweepOptions) -> None:
     if not warm.available():
         model_fits(*arguments)
         return
-    threads = max(1, local_cpus() // options.jobs)
+    threads = threads_per_job(*LocalExecutor(options.jobs).cores(), options.jobs)
     try:
         warm.call("compress.sweep.runner:model_fits", arguments, threads)
     except warm.ChildDied as e:  # a model whose loading crashes the process, say
