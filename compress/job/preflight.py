@@ -44,6 +44,18 @@ class ModelFacts(Record):
     output_names: list[str]
     judged_output: int
 
+    def fit(self, baseline: Path) -> bool:
+        """Whether they agree with the baseline's ONNX file they were kept with: its inputs and
+        outputs by name, and the judged output among them. entry.json is not covered by the
+        entry's hash, so an edited one is caught here and the model is loaded instead."""
+        import onnx
+
+        proto = onnx.load(str(baseline), load_external_data=False)
+        outputs = [o.name for o in proto.graph.output]
+        inputs = [i.name for i in graph_inputs(proto)]
+        in_range = 0 <= self.judged_output < len(outputs)
+        return inputs == self.input_names and outputs == self.output_names and in_range
+
 
 @dataclass
 class Job:

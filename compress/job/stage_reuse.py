@@ -109,10 +109,11 @@ class StageReuse:
         if self.skip_to < self.torch_stages:
             return None
         try:
-            self.fetched[0] = self.reused(0, work)
+            baseline = self.fetched[0] = self.reused(0, work)
         except CacheMiss:
             return None
-        return self.fetched[0].model
+        facts = baseline.model
+        return facts if facts is not None and facts.fit(baseline.path) else None
 
     def reused(self, step: int, work: Path) -> StageFile:
         """Stage `step` from the cache (planned: it was there)."""

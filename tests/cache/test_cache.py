@@ -253,3 +253,19 @@ def test_a_rerun_whose_torch_stages_are_all_cached_never_loads_the_model(tmp_pat
     assert report["environment"]["torch"]  # its version, from the package's metadata
     changed = json.loads((tmp_path / "cold" / "report.json").read_text())
     assert report["provenance"]["model_sha256"] == changed["provenance"]["model_sha256"]
+
+
+def test_model_facts_that_do_not_fit_their_baseline_load_the_model(tmp_path, stage_cache):
+    """entry.json is not under the entry's hash: facts edited to name another output are not
+    believed, and the run loads and checks the model as without a cache."""
+    config = write_config(tmp_path, TWO_PASSES)
+    assert run(config, tmp_path / "cold").exit_code == 0
+    for entry in stage_cache.rglob("entry.json"):
+        meta = json.loads(entry.read_text())
+        if "model" in meta:
+            meta["model"]["judged_output"] = 7
+            entry.write_text(json.dumps(meta))
+    again = run(config, tmp_path / "again", "--set", "passes[1].per_channel=false")
+    assert again.exit_code == 0, again.stderr
+    assert "the model is not loaded" not in again.stderr
+    assert "stage 0 (baseline): reused from the stage cache" in again.stderr
