@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"  # ray: the batch executor's test runs it
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,hf]"  # ray: the batch executor's test runs it; hf: model folders
 	touch $(STAMP)
 
 demo: install
