@@ -8,12 +8,23 @@ from pathlib import Path
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import Debug, JsonOutput, Overrides, Quiet, TrustPickle
+from compress_cli.options import (
+    Debug,
+    JsonOutput,
+    Overrides,
+    Quiet,
+    TrustPickle,
+    TrustRemoteCode,
+)
 from compress_cli.process import private_tempdir
 
 
 def analyze(
-    model: Path = typer.Argument(..., help="Saved model: TorchScript, .pt2, state_dict or ONNX."),
+    model: Path = typer.Argument(
+        ...,
+        help="Saved model: a model folder (save_pretrained), .pt2, TorchScript, state_dict "
+        "(torch.save or .safetensors) or ONNX.",
+    ),
     config: Path = typer.Option(
         ..., "--config", "-c", help="A recipe with a quantize.static, .dynamic or .auto pass."
     ),
@@ -24,6 +35,7 @@ def analyze(
     quiet: Quiet = False,
     debug: Debug = False,
     trust_pickle: TrustPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Quantize MODEL once as CONFIG's int8 pass would and rank every quantized node by the
     error it adds; write OUT/sensitivity.json, sensitivity.md and sensitivity.html.
@@ -37,7 +49,9 @@ def analyze(
             if not quiet:
                 stderr.print(f"[dim]·[/] {message}", highlight=False)
 
-        result = analyze_model(model, config, out, force, trust_pickle, log, overrides or ())
+        result = analyze_model(
+            model, config, out, force, trust_pickle, log, overrides or (), trust_remote_code
+        )
     if json_output:
         sys.stdout.write(json.dumps(result.written(), indent=2) + "\n")
         return

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import Debug, Executor, JsonOutput, Quiet, RayAddress, TrustPickle
+from compress_cli.options import (
+    Debug,
+    Executor,
+    JsonOutput,
+    Quiet,
+    RayAddress,
+    TrustPickle,
+    TrustRemoteCode,
+)
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -42,6 +50,7 @@ def batch(
     executor: Executor = "local",
     ray_address: RayAddress = None,
     trust_pickle: TrustPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -62,6 +71,7 @@ def batch(
             executor=executor,
             ray_address=ray_address,
             trust_pickle=trust_pickle,
+            trust_remote_code=trust_remote_code,
             debug=debug,
         )
         with BarProgress(quiet) as progress:

@@ -8,26 +8,34 @@ from pathlib import Path
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import Debug
+from compress_cli.options import Debug, TrustRemoteCode
 
 
 def init(
-    model: Path = typer.Argument(..., help="Saved model: ONNX, .pt2, TorchScript or state_dict."),
+    model: Path = typer.Argument(
+        ...,
+        help="Saved model: a model folder (save_pretrained), ONNX, .pt2, TorchScript or "
+        "state_dict (torch.save or .safetensors).",
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (default: stdout)."),
     data: Path | None = typer.Option(
         None,
         "--data",
         help="Samples for calibration and evaluation: an .npz (keys named as the model's "
-        "inputs), a .csv or a folder of images; checked against the model.",
+        "inputs), a .csv, a folder of images, or text for a model folder (.txt: one example "
+        "per line, .jsonl, .csv); checked against the model.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
     debug: Debug = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Write a commented starter config for MODEL.
 
-    Its inputs are read from the model where it tells them (ONNX, .pt2); TODO comments say what
-    to fill in where it does not. The passes fit what the model is made of: static int8 for a
-    convolutional model (it needs calibration data: --data fills it in), dynamic int8 otherwise.
+    Its inputs are read from the model where it tells them (ONNX, .pt2, a model folder); TODO
+    comments say what to fill in where it does not. The passes fit what the model is made of:
+    static int8 for a convolutional model (it needs calibration data: --data fills it in),
+    quantize.auto for a model folder's encoder or classifier given --data, dynamic int8
+    otherwise.
     """
     with reported_errors(debug):
         from compress.config.starter import check_starter_runs, starter_config
@@ -42,9 +50,9 @@ def init(
             if os.path.lexists(out) and not force:
                 raise OutputDirError(f"-o {out}: the file exists; pass --force to replace it")
         config_dir = out.parent if out is not None else Path.cwd()
-        text = starter_config(model, data, config_dir)
+        text = starter_config(model, data, config_dir, trust_remote_code)
         if data is not None:
-            check_starter_runs(model, text, config_dir, data)
+            check_starter_runs(model, text, config_dir, data, trust_remote_code)
         if out is None:
             sys.stdout.write(text)
             return

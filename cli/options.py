@@ -42,6 +42,14 @@ TrustPickle = Annotated[
         "--trust-pickle", help="Allow a whole pickled module (runs code from the model file)."
     ),
 ]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow a model folder's own code (auto_map in config.json): transformers imports "
+        "and runs the Python files in the folder.",
+    ),
+]
 Executor = Annotated[
     str, typer.Option("--executor", help="Where the jobs run: local (processes here) or ray.")
 ]

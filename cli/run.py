@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 import typer
 from compress_cli.errors import reported_errors, stderr
-from compress_cli.options import CacheDir, Debug, JsonOutput, NoCache, Overrides, Quiet, TrustPickle
+from compress_cli.options import (
+    CacheDir,
+    Debug,
+    JsonOutput,
+    NoCache,
+    Overrides,
+    Quiet,
+    TrustPickle,
+    TrustRemoteCode,
+)
 from compress_cli.process import private_tempdir
 
 from compress.errors import EXIT_GATE_FAILED, one_line
@@ -20,7 +29,11 @@ if TYPE_CHECKING:
 
 
 def run(
-    model: Path = typer.Argument(..., help="Saved model: TorchScript, .pt2, state_dict or ONNX."),
+    model: Path = typer.Argument(
+        ...,
+        help="Saved model: a model folder (save_pretrained), .pt2, TorchScript, state_dict "
+        "(torch.save or .safetensors) or ONNX.",
+    ),
     config: Path = typer.Option(..., "--config", "-c", help="The YAML recipe."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (must be empty)."),
     overrides: Overrides = None,
@@ -32,6 +45,7 @@ def run(
     quiet: Quiet = False,
     debug: Debug = False,
     trust_pickle: TrustPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
 ) -> None:
@@ -64,6 +78,7 @@ def run(
             overrides=overrides or (),
             junit=junit,
             cache=open_cache(cache_dir, no_cache),
+            trust_remote_code=trust_remote_code,
         )
         _append_step_summary(report)
     if json_output:

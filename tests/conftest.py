@@ -139,6 +139,15 @@ def every_report_matches_its_schema(tmp_path_factory):
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.fixture(scope="session")
+def hf_folders(tmp_path_factory) -> dict[str, Path]:
+    """Tiny model folders written by save_pretrained (tests/hf_folders.py), made once for the
+    session: tests read them and copy one to break it."""
+    from tests.hf_folders import write_folders
+
+    return write_folders(tmp_path_factory.mktemp("hf_folders"))
+
+
 @pytest.fixture
 def cnn_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, CNN_CONFIG)

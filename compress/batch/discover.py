@@ -5,7 +5,9 @@ Decided by suffix and content together:
   put a model there, so one the loader cannot read is listed with the loader's reason and fails
   (a corrupt file must not vanish from the summary);
 - a suffix of another known kind (YAML, npz, Python, text, images, archives) never does;
-- any other file (no suffix, .bin, ...) is a model when the loader recognises its content.
+- any other file (no suffix, .bin, ...) is a model when the loader recognises its content;
+- a folder holding config.json (or a sentence-transformers modules.json) is one model, a model
+  folder as save_pretrained writes it: its files are not searched for more models.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path, PurePosixPath
 
 from compress.errors import ModelLoadError
 from compress.models import detect_format
+from compress.models.hf_folder import is_model_folder, read_layout
 
-MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".onnx", ".jit", ".torchscript"}
+MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".onnx", ".jit", ".torchscript", ".safetensors"}
 OTHER_SUFFIXES = {
     *(".yaml", ".yml", ".json", ".toml", ".ini", ".cfg", ".lock"),
     *(".npz", ".npy", ".csv", ".tsv", ".data"),
@@ -45,8 +48,9 @@ def find_models(root: Path, pattern: str | None, skip: tuple[Path, ...] = ()) ->
     if pattern:  # matching from the right already reaches any depth; `**/` would ask for one more
         pattern = pattern.removeprefix("**/")
     entries = []
-    for path in _files(root, skipped):
-        relative = path.relative_to(root).as_posix()
+    candidates = [root] if is_model_folder(root) else _files(root, skipped)
+    for path in candidates:
+        relative = path.relative_to(root).as_posix() if path != root else root.name
         if pattern and not PurePosixPath(relative).match(pattern):
             continue
         is_model, problem = _classify(path)
@@ -57,10 +61,14 @@ def find_models(root: Path, pattern: str | None, skip: tuple[Path, ...] = ()) ->
 
 
 def _files(root: Path, skipped: set[Path]):
+    """Every file that may be a model, and every model folder (whose files are not searched)."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and Path(folder, d).resolve() not in skipped
         )
+        for name in [d for d in dirs if is_model_folder(Path(folder, d))]:
+            dirs.remove(name)
+            yield Path(folder, name)
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(folder, name)
@@ -68,6 +76,12 @@ def _files(root: Path, skipped: set[Path]):
 
 def _classify(path: Path) -> tuple[bool, str | None]:
     """(is it a model, why the loader cannot read it); see the module docstring."""
+    if path.is_dir():  # a model folder: its files checked as the load checks them
+        try:
+            read_layout(path, trust_remote_code=True)  # the remote-code check is the run's
+        except (ModelLoadError, OSError) as e:
+            return True, str(e)
+        return True, None
     suffix = path.suffix.lower()
     if suffix in OTHER_SUFFIXES:
         return False, None

@@ -34,7 +34,7 @@ from compress.config import load_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
 from compress.job.outdir import OUTPUT_FILES, check_folder_path
 from compress.job.staging import make_folders, write_atomically
-from compress.models import file_sha256
+from compress.models import model_sha256
 
 if TYPE_CHECKING:
     from compress.sweep.runner import SweepOptions
@@ -59,6 +59,7 @@ class BatchOptions:
     executor: str = "local"
     ray_address: str | None = None
     trust_pickle: bool = False
+    trust_remote_code: bool = False  # model folders' own code (auto_map)
     debug: bool = False
 
 
@@ -142,6 +143,7 @@ def _run_entries(
             options.timeout,
             options.trust_pickle,
             options.debug,
+            ("--trust-remote-code",) if options.trust_remote_code else (),
         )
         try:
             hashes, previous = _prepare(entry, job, options, out_dir)
@@ -166,7 +168,7 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
     if entry.problem:
         raise ModelLoadError(entry.problem)
     config = merged_config(options.config, entry.overrides)
-    hashes = {"model_sha256": file_sha256(entry.path), "config_sha256": config_sha256(config)}
+    hashes = {"model_sha256": model_sha256(entry.path), "config_sha256": config_sha256(config)}
     out = Path(job.out_dir)
     previous = _read_marker(out / DONE_NAME)
     if options.resume and _still_done(previous, hashes, out):

@@ -67,10 +67,34 @@ class InputSpec(Strict):
         return self
 
 
+# What a model folder is built for (the head and the outputs exported); compress.models.hf_tasks
+# says how each is built. Optimum's task names, and sentence-transformers' pooled embedding.
+TASKS = (
+    "text-classification",
+    "token-classification",
+    "image-classification",
+    "question-answering",
+    "text-generation",
+    "fill-mask",
+    "feature-extraction",
+    "sentence-embedding",
+)
+
+
 class ModelSection(Strict):
     arch: str | None = None  # "path/to/file.py:Factory" or "package.module:Factory"
     arch_args: dict[str, Any] = Field(default_factory=dict)
     inputs: list[InputSpec] | None = None
+    task: Literal[TASKS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="a model folder: the head built and the outputs exported (default: "
+        "inferred from config.json's architectures, as Optimum's task=auto does)",
+    )
+    tokenizer: Path | None = Field(
+        default=None,
+        description="the tokenizer text data is tokenized with: a folder (save_pretrained) or "
+        "a tokenizer.json, relative to this file (default: the model folder's own)",
+    )
 
 
 class ImageSpec(Strict):
@@ -106,13 +130,43 @@ class Augment(Strict):
     )
 
 
+TEXT_SUFFIXES = (".txt", ".jsonl")
+
+
 class DataSource(Strict):
     path: Path
-    format: Literal["npz", "csv", "images"] | None = Field(
-        default=None, description="default: a folder is images, *.csv is csv, else npz"
+    format: Literal["npz", "csv", "images", "text"] | None = Field(
+        default=None,
+        description="default: a folder is images, *.txt and *.jsonl are text, *.csv is csv "
+        "(text when `text` names a column), else npz",
     )
-    inputs: list[str] = Field(min_length=1)
+    inputs: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="the arrays in the model's input order (npz keys; csv and images: the one "
+        "input's name; text: the tokenizer's arrays to feed, default all it makes)",
+    )
     labels: str | None = None
+    text: str | None = Field(
+        default=None, description="jsonl / csv: the field holding the text (jsonl default: text)"
+    )
+    text_pair: str | None = Field(
+        default=None, description="jsonl / csv: the field holding each example's second text"
+    )
+    max_length: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="text: tokens per example (default: a sentence-transformers folder's "
+        "max_seq_length, else the most the model takes)",
+    )
+    padding: Literal["longest", "max_length"] | None = Field(
+        default=None,
+        description="text: pad every example to the longest one (default) or to max_length",
+    )
+    truncation: bool | None = Field(
+        default=None, description="text: cut examples longer than max_length (default true)"
+    )
     columns: list[str] | None = Field(
         default=None, min_length=1, description="csv: feature columns (default: all but labels)"
     )
@@ -127,9 +181,17 @@ class DataSource(Strict):
     def kind(self) -> str:
         if self.format:
             return self.format
-        if self.path.suffix.lower() == ".csv":
+        suffix = self.path.suffix.lower()
+        if suffix in TEXT_SUFFIXES or (suffix == ".csv" and self.text is not None):
+            return "text"
+        if suffix == ".csv":
             return "csv"
-        return "npz" if self.path.suffix else "images"
+        return "npz" if suffix else "images"
+
+    @property
+    def input_names(self) -> list[str]:
+        """The arrays named in `inputs` (a text source that leaves them to its tokenizer: none)."""
+        return list(self.inputs or [])
 
     @property
     def has_labels(self) -> bool:
@@ -139,8 +201,11 @@ class DataSource(Strict):
     @model_validator(mode="after")
     def _fits_format(self) -> DataSource:
         kind = self.kind
-        if kind != "npz" and len(self.inputs) != 1:
+        if kind != "text" and self.inputs is None:
+            raise ValueError("inputs: name the model's inputs the data feeds, in order")
+        if kind not in ("npz", "text") and len(self.inputs) != 1:
             raise ValueError(f"{kind} data feeds one model input: give inputs one name")
+        self._fits_text(kind)
         if kind == "images" and self.image is None:
             raise ValueError("images need `image: {size: [height, width], channels: 1 or 3}`")
         if kind == "images" and self.labels:
@@ -151,6 +216,25 @@ class DataSource(Strict):
         if self.classes is not None and kind == "npz":
             raise ValueError("classes names csv labels or image folders; npz labels are numbers")
         return self
+
+    def _fits_text(self, kind: str) -> None:
+        """Text settings only on text; a .txt holds one example per line and nothing else."""
+        if kind != "text":
+            for key in ("text", "text_pair", "max_length", "padding", "truncation"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is for text data (.txt, .jsonl, or a .csv with text)")
+            return
+        if self.path.suffix.lower() == ".txt":
+            for key in ("text", "text_pair", "labels"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key}: a .txt file holds one example per line and nothing else; use a "
+                        ".jsonl or .csv file for fields"
+                    )
+        elif self.text is None and self.path.suffix.lower() != ".jsonl":
+            raise ValueError("text: name the field that holds the text")
+        if self.padding == "max_length" and self.max_length is None:
+            raise ValueError("padding: max_length needs max_length")
 
 
 class DataSection(Strict):

@@ -16,6 +16,7 @@ MAX_BATCH_BYTES = 4 << 30  # the inputs of the largest latency batch, held in me
 # --- data files ------------------------------------------------------------------------------
 MAX_IMAGE_SIDE = 8192  # image.size: what every image is resized to
 MAX_IMAGE_PIXELS = 100_000_000  # a source image's width x height, checked before decoding it
+MAX_TEXT_DATA_BYTES = 1 << 30  # a .txt / .jsonl / .csv of text examples, read whole
 MAX_REPORT_BYTES = 64 << 20  # a report.json read back by `compress report`
 
 # --- model and data archives (zip files, ONNX tensors) -----------------------------------------

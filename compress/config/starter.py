@@ -20,6 +20,7 @@ from compress.config.starter_data import CALIBRATION_LIMIT, StarterData, starter
 from compress.errors import ModelLoadError
 from compress.models import detect_format
 
+RUNNABLE = ("onnx", "exported_program", "torchscript", "hf_folder")  # starters that run as written
 PLACEHOLDER_DATA = "eval.npz"
 PLACEHOLDER_CALIBRATION = "calib.npz"
 KINDS = {
@@ -27,7 +28,9 @@ KINDS = {
     "exported_program": "a torch.export program",
     "torchscript": "a TorchScript archive",
     "state_dict": "a state_dict",
+    "safetensors": "a .safetensors state_dict",
     "pickled_module": "a whole pickled module",
+    "hf_folder": "a model folder",
 }
 
 
@@ -50,7 +53,7 @@ class ModelFacts:
     @property
     def torch_stage(self) -> bool:
         """Torch-stage passes (pruning) need a module they can change."""
-        return self.format in ("exported_program", "state_dict", "pickled_module")
+        return self.format in ("exported_program", "state_dict", "safetensors", "pickled_module")
 
 
 def inspect_model(path: Path) -> ModelFacts:
@@ -68,6 +71,10 @@ def inspect_model(path: Path) -> ModelFacts:
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     fmt = detect_format(path)
+    if fmt == "safetensors":
+        from compress.models.safetensors_file import load_state_dict
+
+        return ModelFacts(fmt, makeup=weights_makeup(load_state_dict(path)))
     if fmt not in ("onnx", "exported_program", "torchscript"):
         state = _safe_state(path)
         if state is None:
@@ -108,37 +115,54 @@ def _safe_state(path: Path) -> dict | None:
 
 
 def starter_config(
-    model_path: Path, data_path: Path | None = None, config_dir: Path = Path()
+    model_path: Path,
+    data_path: Path | None = None,
+    config_dir: Path = Path(),
+    trust_remote_code: bool = False,
 ) -> str:
     """The commented YAML for `model_path`; with `data_path`, its data sections use that data
-    (paths written relative to `config_dir`, where the config will be)."""
+    (paths written relative to `config_dir`, where the config will be). A model folder's own
+    code runs only with `trust_remote_code`."""
+    name = Path(model_path).name
+    if Path(model_path).is_dir():
+        from compress.config.starter_folder import folder_data, folder_facts, folder_starter
+
+        found = folder_facts(Path(model_path), trust_remote_code)
+        given = folder_data(found, Path(data_path), config_dir) if data_path else None
+        return _text(name, "hf_folder", folder_starter(found, given))
     facts = inspect_model(Path(model_path))
     data = None
     if data_path is not None:
         data = starter_data(Path(data_path), config_dir, facts.input_names, facts.inputs)
-    name = Path(model_path).name
     lines = [
-        f"# compress recipe for {name} ({KINDS[facts.format]}), written by `compress init`.",
-        f"# Check: compress validate THIS.yaml   Run: compress run {name} -c THIS.yaml -o out/",
-        "# Every key: `compress schema` (JSON Schema for editors); pass parameters: `compress "
-        "passes`.",
-        "version: 1",
         *_model_section(facts),
         *(_given_data(data) if data else _data_section(facts)),
         *_passes_section(facts),
         *_export_report_gates(facts, labelled=bool(data and data.labelled)),
     ]
-    return "\n".join(lines) + "\n"
+    return _text(name, facts.format, lines)
 
 
-def _flow(value) -> str:
+def _text(name: str, fmt: str, lines: list[str]) -> str:
+    """The starter: a header naming the model and the commands, then `lines`."""
+    header = [
+        f"# compress recipe for {name} ({KINDS[fmt]}), written by `compress init`.",
+        f"# Check: compress validate THIS.yaml   Run: compress run {name} -c THIS.yaml -o out/",
+        "# Every key: `compress schema` (JSON Schema for editors); pass parameters: `compress "
+        "passes`.",
+        "version: 1",
+    ]
+    return "\n".join(header + lines) + "\n"
+
+
+def flow(value) -> str:
     """A value as one line of YAML (names with odd characters get quoted)."""
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).strip()
 
 
 def _model_section(facts: ModelFacts) -> list[str]:
     lines = ["model:"]
-    if facts.format == "state_dict":
+    if facts.format in ("state_dict", "safetensors"):
         lines += [
             "  # TODO: a state_dict holds weights only: name the code that builds the model",
             "  arch: arch.py:Model  # a file relative to this one, or package.module:Factory",
@@ -153,7 +177,7 @@ def _model_section(facts: ModelFacts) -> list[str]:
             "  # read from the model (the first dim is the batch); used when no data is set"
         )
         lines.append("  inputs:")
-        lines += [f"    - {_flow(spec)}" for spec in facts.inputs]
+        lines += [f"    - {flow(spec)}" for spec in facts.inputs]
     if lines == ["model:"]:
         return ["model: {}"]
     return lines
@@ -164,13 +188,13 @@ def _given_data(data: StarterData) -> list[str]:
     calibration = unlabelled | {"limit": CALIBRATION_LIMIT}
     return [
         "data:  # from `compress init --data`; paths are relative to this file",
-        f"  calibration: {_flow(calibration)}",
-        f"  eval: {_flow(data.source)}",
+        f"  calibration: {flow(calibration)}",
+        f"  eval: {flow(data.source)}",
     ]
 
 
 def _data_section(facts: ModelFacts) -> list[str]:
-    names = _flow(facts.input_names or ["x"])
+    names = flow(facts.input_names or ["x"])
     calibration = (
         f"{{path: {PLACEHOLDER_CALIBRATION}, inputs: {names}, limit: {CALIBRATION_LIMIT}}}"
     )
@@ -250,7 +274,7 @@ def _export_report_gates(facts: ModelFacts, labelled: bool) -> list[str]:
     return [
         f"export: {{opset: 18, dynamic_batch: {dynamic}}}",
         "report:",
-        f"  batch_sizes: {_flow(batches)}  # the first is the one speedup and gates use",
+        f"  batch_sizes: {flow(batches)}  # the first is the one speedup and gates use",
         "  threads: 1",
         f"  metric: {metric}",
         "gates:  # a gate that fails makes the run exit 3",
@@ -266,7 +290,9 @@ def _size_gate(facts: ModelFacts) -> float:
     return 3 if facts.convolutional else 2
 
 
-def check_starter_runs(model_path: Path, text: str, config_dir: Path, data_path: Path) -> None:
+def check_starter_runs(
+    model_path: Path, text: str, config_dir: Path, data_path: Path, trust_remote_code: bool = False
+) -> None:
     """Load the starter and its data the way `compress run` would (the model runs on two
     samples), so data that does not fit the model is refused before the config is written.
     A state_dict's or pickled module's starter cannot run yet: there the data is only read."""
@@ -281,8 +307,11 @@ def check_starter_runs(model_path: Path, text: str, config_dir: Path, data_path:
     ) as handle:
         handle.write(text)
     try:
-        if detect_format(Path(model_path)) in ("onnx", "exported_program", "torchscript"):
-            job = prepare(Path(model_path), Path(handle.name), False, lambda message: None)
+        if detect_format(Path(model_path)) in RUNNABLE:
+            job = prepare(
+                Path(model_path), Path(handle.name), False, lambda message: None,
+                trust_remote_code=trust_remote_code,
+            )  # fmt: skip
             shutil.rmtree(job.context.workdir, ignore_errors=True)
         else:  # its arch is still a TODO (or it needs --trust-pickle): the data is read only
             check_config(Path(handle.name))

@@ -1,5 +1,6 @@
 """Datasets: named input arrays (in the model's order) and optional labels, read from an .npz
-file, a CSV file or a folder of images (one subfolder per class)."""
+file, a CSV file, a folder of images (one subfolder per class), or text (compress.data.text:
+read with the config, tokenized with the model's tokenizer once it is known)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from compress.errors import DataError
 
 if TYPE_CHECKING:
     from compress.config import Augment, DataSource
+    from compress.data.text import TextExamples
+    from compress.models.hf_provenance import TextTokenizer
 
 
 @dataclass
@@ -26,8 +29,17 @@ class Dataset:
     labels: np.ndarray | None
     classes: list[str] | None = None  # label names, when labels came from names (csv, folders)
     augment: Augment | None = None  # data.train only: applied by training, batch by batch
+    text: TextExamples | None = None  # text data: its examples, tokenized into `inputs` later
+    tokenizer: TextTokenizer | None = None  # text data, tokenized: by what, and how
+
+    @property
+    def untokenized(self) -> bool:
+        """Text whose tokenizer is not known yet (its `inputs` are still empty)."""
+        return self.text is not None and not self.inputs
 
     def __len__(self) -> int:
+        if self.untokenized:
+            return len(self.text.texts)
         return len(next(iter(self.inputs.values())))
 
     def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
@@ -58,6 +70,8 @@ def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
         raise DataError(
             f"{where}.path: {what} not found: {path} (paths are relative to the config file)"
         )
+    if kind == "text":
+        return _text_dataset(source, where, path)
     reader = {"npz": npz.read, "csv": csv_table.read, "images": images.read}[kind]
     inputs, labels, classes = reader(source, where, path)
     checked_inputs(inputs, where, path)
@@ -66,6 +80,22 @@ def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
     if source.augment is not None:
         check_augmentable(inputs, where)
     return Dataset(where, path, inputs, labels, classes, source.augment)
+
+
+def _text_dataset(source: DataSource, where: str, path: Path) -> Dataset:
+    """The examples of a text file, and its labels; tokenized later (see the module docstring)."""
+    from compress.data import text
+    from compress.data.checks import checked_labels
+    from compress.data.csv_table import labels_from_names
+
+    if source.augment is not None:
+        raise DataError(f"{where}.augment: flips and crops are for images, not text; remove it")
+    examples, names = text.read(source, where, path)
+    labels, classes = None, None
+    if names is not None:
+        labels, classes = labels_from_names(names, source.classes, where, path, source.labels)
+        labels = checked_labels(labels, where, path, source.labels)
+    return Dataset(where, path, {}, labels, classes, text=examples)
 
 
 def check_augmentable(inputs: dict[str, np.ndarray], where: str) -> None:

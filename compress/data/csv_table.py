@@ -35,7 +35,7 @@ def read(source: DataSource, where: str, path: Path):
     labels, classes = None, None
     if source.labels:
         names = [row[header.index(source.labels)].strip() for row in rows]
-        labels, classes = _labels(names, source.classes, where, path, source.labels)
+        labels, classes = labels_from_names(names, source.classes, where, path, source.labels)
     return {source.inputs[0]: features}, labels, classes
 
 
@@ -73,7 +73,9 @@ def _number(cell: str, where: str, path: Path, row: int, column: str) -> float:
         ) from None
 
 
-def _labels(names: list[str], classes: list[str] | None, where: str, path: Path, column: str):
+def labels_from_names(
+    names: list[str], classes: list[str] | None, where: str, path: Path, column: str
+):
     """Integer labels as numbers; any other label as a class name."""
     numbers = [_is_int(n) for n in names]
     if classes is None and all(numbers):

@@ -74,9 +74,11 @@ def analyze(
     trust_pickle: bool = False,
     log: Callable[[str], None] = lambda m: None,
     overrides: Sequence[str] = (),
+    trust_remote_code: bool = False,
 ) -> Analysis:
     """Write OUT/sensitivity.json, .md and .html (all or none, like `compress run`'s results);
-    returns what sensitivity.json holds."""
+    returns what sensitivity.json holds. A model folder runs its own code only with
+    `trust_remote_code`."""
     from compress.job.inputs import run_inputs
     from compress.job.pipeline import temp_space_errors
     from compress.sensitivity.render import analysis_html, analysis_markdown
@@ -84,7 +86,10 @@ def analyze(
     outputs = OutputFolder(Path(out_dir), force, files=ANALYZE_FILES)
     outputs.check()
     try:
-        job = prepare(Path(model_path), Path(config_path), trust_pickle, log, False, overrides)
+        job = prepare(
+            Path(model_path), Path(config_path), trust_pickle, log, False, overrides,
+            trust_remote_code,
+        )  # fmt: skip
         try:
             outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
             index, int8 = analysed_pass(job.passes)

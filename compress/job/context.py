@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress.config import LoadedConfig
+from compress.config.limits import MAX_BATCH_BYTES
 from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
 from compress.job.progress import ProgressDisplay, silent
@@ -42,6 +43,7 @@ class Context:
     progress: ProgressDisplay = silent  # how long steps (training) show how far they are
     loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
     trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
+    trust_remote_code: bool = False  # ... or model folders that bring code (auto_map)
     analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
     output_names: list[str] = field(default_factory=list)  # the model's, in order
     judged_output: int = 0  # the index of the output the metric judges (report.output)
@@ -75,26 +77,56 @@ class Context:
 
 
 def load_datasets(config: LoadedConfig) -> dict[str, Dataset]:
-    """Load every data source in the config, cast to the declared input dtypes."""
-    section, specs = config.config.data, config.config.model.inputs
+    """Load every data source in the config, cast to the declared input dtypes (text is read
+    here and fitted once it is tokenized: compress.job.text_data)."""
+    section = config.config.data
     datasets = {}
     for role in DATA_ROLES:
         source = getattr(section, role)
         if source is None:
             continue
         dataset = load_dataset(source, f"data.{role}", config.base_dir)
-        if specs:
-            if len(specs) != len(source.inputs):
-                raise ConfigError(
-                    f"data.{role}.inputs lists {len(source.inputs)} arrays but "
-                    f"model.inputs declares {len(specs)}"
-                )
-            for key, spec in zip(source.inputs, specs, strict=True):
-                _check_shape(dataset.inputs[key], spec, f"data.{role}", key)
-                dataset.inputs[key] = dataset.inputs[key].astype(DTYPES[spec.dtype], copy=False)
+        if not dataset.untokenized:
+            fit_input_specs(dataset, config, role)
         datasets[role] = dataset
     check_same_classes(datasets)
     return datasets
+
+
+def fit_input_specs(dataset: Dataset, config: LoadedConfig, role: str) -> None:
+    """A dataset's arrays against model.inputs, when it declares them: as many, fixed dims
+    matching, cast to the declared dtypes."""
+    specs = config.config.model.inputs
+    if not specs:
+        return
+    if len(specs) != len(dataset.inputs):
+        raise ConfigError(
+            f"data.{role}.inputs lists {len(dataset.inputs)} arrays but "
+            f"model.inputs declares {len(specs)}"
+        )
+    for key, spec in zip(list(dataset.inputs), specs, strict=True):
+        _check_shape(dataset.inputs[key], spec, f"data.{role}", key)
+        dataset.inputs[key] = dataset.inputs[key].astype(DTYPES[spec.dtype], copy=False)
+
+
+def check_batch_bytes(config: LoadedConfig, datasets: dict[str, Dataset]) -> None:
+    """The largest latency batch is built in memory (and run by every stage): refuse one that
+    could not fit before anything is loaded or exported (text not tokenized yet is checked once
+    it is)."""
+    largest = max(config.config.report.batch_sizes)
+    role = next((r for r in SAMPLE_ROLES if r in datasets), None)
+    if role and datasets[role].untokenized:
+        return
+    if role:
+        per_sample = sum(a[:1].nbytes for a in datasets[role].inputs.values())
+    else:
+        per_sample = sum(spec.sample_bytes for spec in config.config.model.inputs or [])
+    total = largest * per_sample
+    if total > MAX_BATCH_BYTES:
+        raise ConfigError(
+            f"report.batch_sizes: a batch of {largest} is {total / 1e9:.1f} GB of inputs, over "
+            f"the limit of {MAX_BATCH_BYTES / 1e9:.1f} GB; measure smaller batches"
+        )
 
 
 def _check_shape(array: np.ndarray, spec, where: str, key: str) -> None:
@@ -112,15 +144,15 @@ def _check_shape(array: np.ndarray, spec, where: str, key: str) -> None:
         )
 
 
-def input_names_for(config: LoadedConfig) -> list[str]:
-    """Model input names: model.inputs, else the npz keys of the first data source."""
+def input_names_for(config: LoadedConfig, datasets: dict[str, Dataset]) -> list[str]:
+    """Model input names: model.inputs, else the arrays of the first data source (npz keys, a
+    tokenizer's arrays)."""
     cfg = config.config
     if cfg.model.inputs:
         return [spec.name for spec in cfg.model.inputs]
     for role in SAMPLE_ROLES:
-        source = getattr(cfg.data, role)
-        if source is not None:
-            return list(source.inputs)
+        if role in datasets:
+            return list(datasets[role].inputs)
     raise ConfigError(
         "the model's inputs are unknown: add data.eval (or data.calibration) or "
         "model.inputs: [{name, shape, dtype}]"

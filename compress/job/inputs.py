@@ -36,7 +36,9 @@ def identities(path: Path) -> set[tuple[int, int]]:
 def run_inputs(model_path: Path, config: LoadedConfig) -> list[InputFile]:
     """Every file a run reads: the model, the config, the data, teachers and architecture files."""
     base, cfg = config.base_dir, config.config
-    inputs = [InputFile("the model", Path(model_path)), InputFile("the config", config.path)]
+    inputs = [*_model_files("the model", Path(model_path)), InputFile("the config", config.path)]
+    if cfg.model.tokenizer is not None:
+        inputs += _model_files("model.tokenizer", base / cfg.model.tokenizer)
     for role in ("calibration", "eval", "train", "validation"):
         source = getattr(cfg.data, role)
         if source is not None:
@@ -52,13 +54,23 @@ def _pass_files(key: str, params, base: Path) -> list[InputFile]:
     found: list[InputFile] = []
     teacher = getattr(params, "teacher", None)
     if isinstance(teacher, (str, Path)):
-        found.append(InputFile(f"{key}.teacher", base / teacher))
+        found += _model_files(f"{key}.teacher", base / teacher)
     elif teacher is not None and getattr(teacher, "path", None) is not None:
-        found.append(InputFile(f"{key}.teacher.path", base / teacher.path))
+        found += _model_files(f"{key}.teacher.path", base / teacher.path)
         found += _arch_file(f"{key}.teacher.arch", getattr(teacher, "arch", None), base)
     student = getattr(params, "student", None)
     found += _arch_file(f"{key}.student.arch", getattr(student, "arch", None), base)
     return found
+
+
+def _model_files(label: str, path: Path) -> list[InputFile]:
+    """A model file; or every file that loading the model folder (or tokenizer folder) at `path`
+    reads, each labelled with its name in the folder."""
+    if not path.is_dir():
+        return [InputFile(label, path)]
+    from compress.models.hf_folder import files_read
+
+    return [InputFile(f"{label} ({name})", file) for name, file in files_read(path)]
 
 
 def _arch_file(key: str, spec: str | None, base: Path) -> list[InputFile]:

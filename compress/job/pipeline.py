@@ -28,11 +28,13 @@ from compress.job.stage_reuse import (
     StageFile,
     StageReuse,
 )
+from compress.job.text_data import with_tokens
 from compress.measure.evaluate import Judge
 from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
 from compress.measure.size import Footprint, footprint
-from compress.models import file_sha256
+from compress.models import model_sha256
+from compress.models.hf_folder import is_model_folder
 from compress.passes.base import Pass, PassDetails, PassInput, PassResult
 from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report.ci import junit_xml
@@ -60,19 +62,22 @@ def run(
     overrides: Sequence[str] = (),
     junit: Path | None = None,
     cache: StageCache | None = None,
+    trust_remote_code: bool = False,
 ) -> Report:
     """Run the job and write OUTDIR/model.onnx, report.json, report.md, report.html (and the
     gates as JUnit XML to `junit`); returns the report. `overrides` are `--set KEY=VALUE` texts
     applied to the config; with a `cache`, stages stored there by an earlier run with the same
     inputs are reused, and the stages computed are stored. The outputs appear together once
     everything has succeeded; a run that fails or is interrupted leaves none (see
-    compress.job.outdir)."""
+    compress.job.outdir). A model folder runs code of its own only with `trust_remote_code`."""
     outputs = OutputFolder(Path(out_dir), force, junit)
     outputs.check()
     try:
         checked = check_config(Path(config_path), overrides)
+        checked = with_tokens(checked, Path(model_path), trust_remote_code)
         reuse = _plan(Path(model_path), checked, cache, log)
-        job = _job(Path(model_path), checked, reuse, trust_pickle, log, progress)
+        trust = (trust_pickle, trust_remote_code)
+        job = _job(Path(model_path), checked, reuse, trust, log, progress)
         job.context.cache = reuse.cache
         try:
             outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
@@ -96,23 +101,26 @@ def _plan(
     """Which stages come from the cache (none without one, or without the model file: loading
     it says what is wrong)."""
     config, passes, _ = checked
-    if cache is None or not model_path.is_file():
+    if cache is None or not (model_path.is_file() or is_model_folder(model_path)):
         return StageReuse.plan(config, passes, model_path, None, None)
-    return StageReuse.plan(config, passes, model_path, file_sha256(model_path), cache, log)
+    return StageReuse.plan(config, passes, model_path, model_sha256(model_path), cache, log)
 
 
 def _job(
     model_path: Path,
     checked: Checked,
     reuse: StageReuse,
-    trust_pickle: bool,
+    trust: tuple[bool, bool],
     log: Callable[[str], None],
     progress: ProgressDisplay,
 ) -> Job:
     """The job: without loading the model where the cache holds every torch stage and what the
-    checks learned of the model, else loaded and checked."""
+    checks learned of the model, else loaded and checked. `trust`: (pickles, remote code)."""
+    trust_pickle, trust_remote_code = trust
     if reuse.cache is None:
-        return prepare_model(model_path, checked, trust_pickle, log, progress)
+        return prepare_model(
+            model_path, checked, trust_pickle, log, progress, trust_remote_code=trust_remote_code
+        )
     workdir = Path(tempfile.mkdtemp(prefix="compress-"))
     try:
         facts = reuse.model_facts(workdir)
@@ -123,8 +131,10 @@ def _job(
     if facts is not None:
         log("every torch stage is in the stage cache: the model is not loaded")
         known = (facts, sha256, trust_pickle, workdir)
-        return job_from_facts(model_path, checked, *known, log, progress)
-    return prepare_model(model_path, checked, trust_pickle, log, progress, workdir, sha256)
+        return job_from_facts(model_path, checked, *known, log, progress, trust_remote_code)
+    return prepare_model(
+        model_path, checked, trust_pickle, log, progress, workdir, sha256, trust_remote_code
+    )
 
 
 def _work(job: Job, reuse: StageReuse) -> tuple[Report, Path]:
@@ -180,7 +190,7 @@ def _run_stages(job: Job, reuse: StageReuse) -> list[StageFile]:
             context = job.context
             full = prepare_model(
                 job.model.path, checked, context.trust_pickle, context.log, context.progress,
-                context.workdir, job.model.sha256,
+                context.workdir, job.model.sha256, context.trust_remote_code,
             )  # fmt: skip
             full.context.cache = context.cache
             vars(job).update(vars(full))
@@ -447,4 +457,6 @@ def _provenance(job: Job) -> Provenance:
         model_sha256=job.model.sha256,
         source_format=job.model.format,
         passes=",".join(spec.type for spec in job.config.passes) or "none",
+        model_folder=job.model.folder,
+        tokenizer=next((d.tokenizer for d in job.context.datasets.values() if d.tokenizer), None),
     )

@@ -14,18 +14,19 @@ from typing import Any
 import numpy as np
 
 from compress.config import LoadedConfig, load_config
-from compress.config.limits import MAX_BATCH_BYTES
 from compress.data import Dataset
 from compress.data.checks import check_labels_fit
 from compress.errors import ConfigError, DataError, ModelLoadError, first_line
 from compress.job.context import (
-    SAMPLE_ROLES,
     Context,
+    check_batch_bytes,
     input_names_for,
     load_datasets,
 )
 from compress.job.progress import ProgressDisplay, silent
+from compress.job.text_data import with_tokens
 from compress.models import Format, LoadedModel, load_model
+from compress.models.hf_provenance import ModelFolder
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
 from compress.records import Record
@@ -43,6 +44,7 @@ class ModelFacts(Record):
     input_names: list[str]
     output_names: list[str]
     judged_output: int
+    folder: ModelFolder | None = None  # a model folder's files and task, for the report
 
     def fit(self, baseline: Path) -> bool:
         """Whether they agree with the baseline's ONNX file they were kept with: its inputs and
@@ -83,10 +85,13 @@ def prepare(
     log: Callable[[str], None],
     progress: ProgressDisplay = silent,
     overrides: Sequence[str] = (),
+    trust_remote_code: bool = False,
 ) -> Job:
     """Load and check everything a run needs; raises InputError before any work is done."""
-    checked = check_config(config_path, overrides)
-    return prepare_model(model_path, checked, trust_pickle, log, progress)
+    checked = with_tokens(check_config(config_path, overrides), model_path, trust_remote_code)
+    return prepare_model(
+        model_path, checked, trust_pickle, log, progress, trust_remote_code=trust_remote_code
+    )
 
 
 def prepare_model(
@@ -97,13 +102,22 @@ def prepare_model(
     progress: ProgressDisplay = silent,
     workdir: Path | None = None,
     sha256: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Job:
     """Load the model and check it against the checked config and data (`workdir`: the job's
-    work folder, when it has one already; `sha256`: the model file's, when it is known)."""
+    work folder, when it has one already; `sha256`: the model file's, when it is known; text
+    data already tokenized: compress.job.text_data). A model folder takes the data's arrays in
+    the data's order, and runs its own code only with `trust_remote_code`."""
     config, passes, datasets = checked
     section = config.config.model
-    model = load_model(model_path, section, config.base_dir, trust_pickle, sha256=sha256)
     made_up_inputs = not datasets and not config.config.model.inputs
+    wanted = None  # the arrays a model folder is fed, in order; else its tokenizer's
+    if Path(model_path).is_dir() and not made_up_inputs:
+        wanted = input_names_for(config, datasets)
+    model = load_model(
+        model_path, section, config.base_dir, trust_pickle, sha256=sha256,
+        trust_remote_code=trust_remote_code, inputs=wanted,
+    )  # fmt: skip
     if made_up_inputs:
         inputs_from_model(model, config, log)
     if model.is_onnx:
@@ -112,11 +126,13 @@ def prepare_model(
     fixed = model.fixed_batch
     if fixed:
         fit_fixed_batch(model, config, passes, log)
-    names = (
-        [i.name for i in graph_inputs(model.model)] if model.is_onnx else input_names_for(config)
-    )
+    if model.is_onnx:
+        names = [i.name for i in graph_inputs(model.model)]
+    else:
+        names = input_names_for(config, datasets)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="compress-"))
     context = Context(config, datasets, names, workdir, log, progress, model, trust_pickle)
+    context.trust_remote_code = trust_remote_code
     try:
         if model.is_onnx:
             check_onnx_data_fits(model.path, context)
@@ -134,6 +150,7 @@ def prepare_model(
             input_names=names,
             output_names=context.output_names,
             judged_output=context.judged_output,
+            folder=model.folder,
         )
     return Job(config, model, passes, context, module, prepared, facts)
 
@@ -147,29 +164,34 @@ def job_from_facts(
     workdir: Path,
     log: Callable[[str], None],
     progress: ProgressDisplay = silent,
+    trust_remote_code: bool = False,
 ) -> Job:
     """A job whose torch stages all come from the stage cache: the model is not loaded, and
     what the checks learned of it when those stages were computed (same model bytes, same config
     and data: the cache key covers them) stands in. No code in the model file runs."""
     config, passes, datasets = checked
-    model = LoadedModel(Path(model_path), facts.format, sha256, None)
+    model = LoadedModel(Path(model_path), facts.format, sha256, None, facts.folder)
     context = Context(
         config, datasets, facts.input_names, workdir, log, progress, None, trust_pickle
     )
+    context.trust_remote_code = trust_remote_code
     context.output_names, context.judged_output = facts.output_names, facts.judged_output
     return Job(config, model, passes, context, facts=facts)
 
 
 def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[str], None]):
     """Without data or model.inputs, the inputs an ONNX graph or a torch.export program declares
-    become model.inputs (samples shaped like them stand in for data); other formats record no
-    shapes, and input_names_for says what to add."""
+    become model.inputs (samples shaped like them stand in for data), and a model folder's token
+    inputs (or images) at a default size; other formats record no shapes, and input_names_for
+    says what to add."""
     from compress.models.model_inputs import onnx_input_specs, program_input_specs
 
     if model.is_onnx:
         specs = onnx_input_specs(model.model)
     elif model.format == "exported_program":
         specs = program_input_specs(model.model)
+    elif model.format == "hf_folder":
+        specs = model.model.input_specs()
     else:
         return
     if specs is None:
@@ -233,23 +255,6 @@ def check_no_torch_pass(passes: list[Pass], onnx_input: str) -> None:
                 f"passes[{index}].type: {p.name} works on a torch model, but {onnx_input} is "
                 "ONNX; remove the pass or start from the torch model"
             )
-
-
-def check_batch_bytes(config: LoadedConfig, datasets: dict[str, Dataset]) -> None:
-    """The largest latency batch is built in memory (and run by every stage): refuse one that
-    could not fit before anything is loaded or exported."""
-    largest = max(config.config.report.batch_sizes)
-    role = next((r for r in SAMPLE_ROLES if r in datasets), None)
-    if role:
-        per_sample = sum(a[:1].nbytes for a in datasets[role].inputs.values())
-    else:
-        per_sample = sum(spec.sample_bytes for spec in config.config.model.inputs or [])
-    total = largest * per_sample
-    if total > MAX_BATCH_BYTES:
-        raise ConfigError(
-            f"report.batch_sizes: a batch of {largest} is {total / 1e9:.1f} GB of inputs, over "
-            f"the limit of {MAX_BATCH_BYTES / 1e9:.1f} GB; measure smaller batches"
-        )
 
 
 def check_order(passes: list[Pass]) -> None:

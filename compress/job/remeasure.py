@@ -15,6 +15,7 @@ from compress.config import LoadedConfig, ModelSection, load_config, parse_confi
 from compress.errors import ConfigError, ModelLoadError
 from compress.job.context import Context, input_names_for, load_datasets
 from compress.job.preflight import check_onnx_batch, check_onnx_data_fits
+from compress.job.text_data import with_tokens
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
@@ -37,7 +38,7 @@ def bench_onnx(
     per batch size (paired, with its 95% interval)."""
     model_path = Path(model_path)
     for path in (model_path, *([Path(compare)] if compare else [])):
-        if path.is_file() and detect_format(path) != "onnx":
+        if (path.is_file() or path.is_dir()) and detect_format(path) != "onnx":
             raise ModelLoadError(
                 f"{path}: compress bench measures ONNX files; this is a torch model: "
                 "`compress run` exports it, then bench OUTDIR/model.onnx"
@@ -49,10 +50,10 @@ def bench_onnx(
     config = _config(config_path, overrides, proto, model_path.name)
     settings = config.config.report
     check_onnx_batch(proto, settings.batch_sizes)
+    # text data: tokenized with model.tokenizer (an ONNX file holds no tokenizer)
+    _, _, datasets = with_tokens((config, [], load_datasets(config)), None, False)
     # bench writes nothing: the context's workdir is never used
-    ctx = Context(
-        config, load_datasets(config), input_names_for(config), Path(tempfile.gettempdir())
-    )
+    ctx = Context(config, datasets, input_names_for(config, datasets), Path(tempfile.gettempdir()))
     check_onnx_data_fits(model_path, ctx)
     if compare:
         check_onnx_data_fits(Path(compare), ctx)

@@ -1,17 +1,20 @@
 """Load saved models; the format is detected from the file's content, never from its name.
 
-Formats: TorchScript archives, torch.export programs (.pt2), state_dicts (+ `model.arch`),
-whole pickled modules (only with trust_pickle), and ONNX files. A model file is untrusted input:
-every zip passes the archive limits (archives.py) when its format is detected, a .pt2 is
-inspected so that torch runs no code from it (program_archive.py), and an ONNX file's tensors
-are sized from their declarations before anything is allocated (onnx_tensors.py).
+Formats: TorchScript archives, torch.export programs (.pt2), state_dicts (+ `model.arch`) saved
+by torch.save or as .safetensors, whole pickled modules (only with trust_pickle), ONNX files, and
+model folders written by `save_pretrained` (built with transformers). A model is untrusted
+input: every zip passes the archive limits (archives.py) when its format is detected, a .pt2 is
+inspected so that torch runs no code from it (program_archive.py), a safetensors header is
+checked before a tensor is read (safetensors_file.py), a model folder's files before
+transformers reads them (hf_folder.py), and an ONNX file's tensors are sized from their
+declarations before anything is allocated (onnx_tensors.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import sys
+import os
+import stat
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -19,19 +22,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compress.config import ModelSection
-from compress.errors import ConfigError, ModelLoadError, first_line
-from compress.models.arch import build_arch
+from compress.errors import ModelLoadError, first_line
 from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
+from compress.models.hf_folder import is_model_folder, read_layout
+from compress.models.hf_provenance import ModelFolder
+from compress.models.regular_files import kind_of
+from compress.models.safetensors_file import load_state_dict, looks_like_safetensors
+from compress.models.state_dicts import build_from_state_dict, load_pickle
 
-Format = Literal["torchscript", "exported_program", "state_dict", "pickled_module", "onnx"]
+Format = Literal[
+    "torchscript", "exported_program", "state_dict", "safetensors", "pickled_module", "onnx",
+    "hf_folder",
+]  # fmt: skip
 
 
 @dataclass
 class LoadedModel:
     path: Path
     format: Format
-    sha256: str
+    sha256: str  # a folder's: one digest of the sha256 of every file its load read
     model: Any  # nn.Module, ScriptModule, ExportedProgram, or onnx.ModelProto
+    folder: ModelFolder | None = None  # a model folder: its files, architecture and task
 
     @property
     def is_onnx(self) -> bool:
@@ -66,10 +77,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_sha256(path: Path) -> str:
+    """A model file's sha256; a model folder's digest of the files its load reads."""
+    if Path(path).is_dir():
+        from compress.models.hf_folder import folder_hashes
+
+        return folder_hashes(read_layout(Path(path), trust_remote_code=True))[0]
+    return file_sha256(path)
+
+
 def detect_format(path: Path) -> Format:
-    """Look inside the file: torch archives are zips with telltale members; else try ONNX."""
+    """Look inside the file: torch archives are zips with telltale members, safetensors starts
+    with its header's length and `{`; else try ONNX. A model folder is one by its config.json."""
+    if is_model_folder(path):
+        return "hf_folder"
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if looks_like_safetensors(head):
+        return "safetensors"
     if head.startswith(b"PK\x03\x04"):
         names = _archive_names(path)
         if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
@@ -86,7 +111,7 @@ def detect_format(path: Path) -> Format:
         return "onnx"
     raise ModelLoadError(
         f"{path}: not a recognised model file (expected a TorchScript archive, "
-        "a torch.export .pt2, a torch.save state_dict, or ONNX); it may be "
+        "a torch.export .pt2, a torch.save or .safetensors state_dict, or ONNX); it may be "
         "truncated or corrupt"
     )
 
@@ -123,13 +148,18 @@ def load_model(
     trust_pickle: bool = False,
     key: str = "model",
     sha256: str | None = None,
+    trust_remote_code: bool = False,
+    inputs: list[str] | None = None,
 ) -> LoadedModel:
     """Load `path`; `base_dir` is the config's folder, against which `model.arch` resolves.
     `key` is where `section` sits in the config, for messages (a teacher's is its pass's);
-    `sha256` the file's, when the caller hashed it already."""
+    `sha256` the file's, when the caller hashed it already. A model folder's module takes
+    `inputs` (the data's arrays, in order) and runs code from the folder only with
+    `trust_remote_code`."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
+    check_model_path(path)
+    if path.is_dir():
+        return _load_folder(path, section, trust_remote_code, inputs)
     fmt = detect_format(path)
     if fmt == "torchscript":
         model = _load_torchscript(path)
@@ -139,9 +169,39 @@ def load_model(
         model = load_program(path, trust_pickle)
     elif fmt == "onnx":
         model = _load_onnx(path)
+    elif fmt == "safetensors":
+        state = load_state_dict(path)
+        model = build_from_state_dict(path, state, section, base_dir, key)
     else:
-        fmt, model = _load_pickle(path, section, base_dir, trust_pickle, key)
+        fmt, model = load_pickle(path, section, base_dir, trust_pickle, key)
     return LoadedModel(path, fmt, sha256 or file_sha256(path), model)
+
+
+def check_model_path(path: Path) -> None:
+    """A model is a regular file or a model folder; anything else is named for what it is."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file not found: {path}") from None
+    except OSError as e:
+        raise ModelLoadError(f"cannot read the model {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        if not is_model_folder(path):
+            read_layout(path, trust_remote_code=False)  # says what the folder lacks
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelLoadError(
+            f"the model {path} is {kind_of(info.st_mode)}, not a file; give a saved model file "
+            "or a model folder"
+        )
+
+
+def _load_folder(path: Path, section: ModelSection, trust: bool, inputs: list[str] | None):
+    from compress.models.hf_load import load_folder
+
+    layout = read_layout(path, trust)
+    module, record, digest = load_folder(layout, section, inputs, trust)
+    return LoadedModel(path, "hf_folder", digest, module, record)
 
 
 def _load_torchscript(path: Path):
@@ -183,102 +243,3 @@ def _load_onnx(path: Path):
     except Exception as e:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
     return proto
-
-
-def _load_pickle(path: Path, section: ModelSection, base_dir: Path, trust_pickle: bool, key: str):
-    """A torch.save file: a state_dict (safe unpickler) or, with trust, a whole module."""
-    import pickle
-
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" ({found.group(1)})" if found else ""
-        if not trust_pickle:
-            raise ModelLoadError(
-                f"{path}: is a whole pickled object{what}; unpickling it would run code from the "
-                "file, so it was not loaded. Save a state_dict (torch.save(model.state_dict())) "
-                f"and set {key}.arch, or use torch.jit.save / torch.export.save, or pass "
-                "--trust-pickle if you trust where the file came from"
-            ) from None
-        return "pickled_module", _load_trusted_module(path, base_dir)
-    except Exception as e:
-        raise ModelLoadError(
-            f"{path}: cannot read the torch.save file ({first_line(e)}); it may "
-            "be truncated or corrupt"
-        ) from None
-    return "state_dict", _build_from_state_dict(
-        path, _unwrap_state_dict(obj, path), section, base_dir, key
-    )
-
-
-def _load_trusted_module(path: Path, base_dir: Path):
-    import torch
-
-    sys.path[:0] = [str(path.parent), str(base_dir)]  # where the module's classes likely live
-    try:
-        module = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ModelLoadError(
-            f"{path}: cannot unpickle the module ({first_line(e)}); its classes must be importable"
-        ) from None
-    finally:
-        del sys.path[:2]
-    if not isinstance(module, torch.nn.Module):
-        raise ModelLoadError(f"{path}: the pickle holds a {type(module).__name__}, not a module")
-    return module.eval()
-
-
-def _unwrap_state_dict(obj: Any, path: Path) -> dict:
-    import torch
-
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
-    return obj
-
-
-def _build_from_state_dict(
-    path: Path, state: dict, section: ModelSection, base_dir: Path, key: str
-):
-    if not section.arch:
-        raise ConfigError(
-            f"{path.name} is a state_dict, which has no architecture: set "
-            f"{key}.arch: 'path/to/file.py:Factory' (or 'package.module:Factory') "
-            f"and {key}.arch_args in the config"
-        )
-    model = build_arch(section.arch, section.arch_args, base_dir, key)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing, unexpected = sorted(expected.keys() - got), sorted(got.keys() - expected)
-    wrong = [
-        f"{k} {got[k]} vs {expected[k]}"
-        for k in expected.keys() & got.keys()
-        if got[k] != expected[k]
-    ]
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-            for label, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatch", wrong),
-            )
-            if items
-        )
-        raise ModelLoadError(
-            f"{path.name} does not fit {key}.arch {section.arch} with "
-            f"arch_args {section.arch_args}: {detail}"
-        )
-    try:  # the keys and shapes fit; a dtype or a tensor kind may still not
-        model.load_state_dict(state)
-    except Exception as e:
-        raise ModelLoadError(
-            f"{path.name}: cannot load its tensors into {key}.arch {section.arch}: "
-            + " ".join(str(e).split())[:300]  # torch puts the reason on the second line
-        ) from None
-    return model.eval()

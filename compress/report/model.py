@@ -20,6 +20,7 @@ from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 from compress.measure.interference import MachineLoad
 from compress.measure.latency import LatencyFigures
 from compress.measure.size import Footprint
+from compress.models.hf_provenance import ModelFolder, TextTokenizer
 from compress.passes.base import PassDetails
 from compress.records import Record
 
@@ -147,9 +148,15 @@ class Provenance(Record):
     config_file: str
     config_sha256: str = Field(description="the config file's bytes plus the --set overrides")
     config_overrides: str | None = None
-    model_sha256: str
+    model_sha256: str = Field(description="a model folder's: of its files' sha256 together")
     source_format: str
     passes: str = Field(description="the pass types, comma-separated, or none")
+    model_folder: ModelFolder | None = Field(
+        default=None, description="a model folder: the files read, its architecture and task"
+    )
+    tokenizer: TextTokenizer | None = Field(
+        default=None, description="text data: the tokenizer and its settings"
+    )
 
 
 class BenchComparison(Footprint):

@@ -89,8 +89,9 @@ def load_teacher(path: Path, arch: str | None, arch_args: dict, ctx, key: str) -
 
     section = ModelSection(arch=arch, arch_args=arch_args)
     loaded = load_model(
-        ctx.config.resolve(path), section, ctx.config.base_dir, ctx.trust_pickle, key
-    )
+        ctx.config.resolve(path), section, ctx.config.base_dir, ctx.trust_pickle, key,
+        trust_remote_code=ctx.trust_remote_code, inputs=ctx.input_names,
+    )  # fmt: skip
     if loaded.is_onnx:
         return Teacher(None, path.name, onnx_path=loaded.path)
     return Teacher(hookable_copy(loaded), path.name)

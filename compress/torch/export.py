@@ -15,6 +15,7 @@ from compress.errors import ExportError, first_line
 from compress.torch.outputs import named_tensors, with_tensor_outputs
 
 BATCH_DIM = "batch"
+TOKEN_DIM = "sequence"
 
 
 def export_to_onnx(
@@ -52,8 +53,7 @@ def export_to_onnx(
                 program = torch.onnx.export(model, (), dynamo=True, **common)
                 program.save(str(target), external_data=False)
             else:
-                batch = torch.export.Dim(BATCH_DIM)
-                shapes = tuple({0: batch} for _ in args) if section.dynamic_batch else None
+                shapes = dynamic_shapes(model, args, section.dynamic_batch)
                 exported = with_tensor_outputs(model, args)
                 if exported is not model and shapes:  # its forward takes `*inputs`: one tuple
                     shapes = (shapes,)
@@ -73,6 +73,27 @@ def export_to_onnx(
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+
+
+def dynamic_shapes(model, args: tuple, dynamic_batch: bool) -> tuple | None:
+    """torch.export's dynamic_shapes: the batch axis of every input (unless
+    export.dynamic_batch is false) and, for a model that declares a token axis (a model folder,
+    compress.models.hf_module), the token axis of its token inputs (integer [batch, tokens]
+    arrays: input_ids, attention_mask, ...), up to the positions the model has."""
+    import torch
+
+    batch = torch.export.Dim(BATCH_DIM) if dynamic_batch else None
+    tokens = None
+    if getattr(model, "dynamic_tokens", False):
+        limit = getattr(model, "max_tokens", None)
+        tokens = torch.export.Dim(TOKEN_DIM, max=limit) if limit else torch.export.Dim(TOKEN_DIM)
+    shapes = []
+    for arg in args:
+        axes = {0: batch} if batch is not None else {}
+        if tokens is not None and arg.ndim == 2 and not arg.is_floating_point():
+            axes[1] = tokens
+        shapes.append(axes or None)
+    return tuple(shapes) if any(shapes) else None
 
 
 def graph_inputs(proto) -> list:

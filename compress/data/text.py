@@ -1,0 +1,187 @@
+"""Text data given as text: a .txt (one example per line), a .jsonl (one JSON object per line) or
+a .csv with a header, whose `text` field (and `text_pair`, for pairs) is tokenized with the
+model's own tokenizer into the token arrays the model takes; labels come from a field as in any
+CSV. The file is read whole, within MAX_TEXT_DATA_BYTES, as UTF-8: an undecodable byte, a line
+that is not JSON, a missing field or a file of empty lines is refused naming the file and line.
+
+Reading and tokenizing are two steps: the text is read and checked with the config (so `compress
+validate` checks it), and tokenized once the model's tokenizer is known (compress.job.text_data).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compress.config.limits import MAX_TEXT_DATA_BYTES
+from compress.errors import DataError
+from compress.models.hf_provenance import TextTokenizer
+
+if TYPE_CHECKING:
+    from compress.config import DataSource
+    from compress.data import Dataset
+    from compress.models.hf_tokenizer import LoadedTokenizer
+
+DEFAULT_MAX_LENGTH = 512  # when neither the data, the folder nor the tokenizer says
+
+
+@dataclass(frozen=True)
+class TextExamples:
+    texts: list[str]
+    pairs: list[str] | None  # the second text of each example (text_pair)
+
+
+def read(source: DataSource, where: str, path: Path):
+    """(the examples, label names or numbers as text, or None)."""
+    lines = _lines(path, where)
+    suffix = path.suffix.lower()
+    if suffix == ".txt" and source.format in (None, "text"):
+        texts = [line for line in lines if line.strip()][: source.limit]
+        rows = None
+    else:
+        parse = _jsonl_rows if suffix == ".jsonl" else _csv_rows
+        rows = parse(lines, where, path)[: source.limit]
+        texts = _field(rows, source.text or "text", where, path)
+    if not texts:
+        raise DataError(
+            f"{where}: {path.name} has no text (every line is empty); put one example per line"
+        )
+    pairs = _field(rows, source.text_pair, where, path) if rows and source.text_pair else None
+    labels = [str(value) for value in _field(rows, source.labels, where, path, str, int)] if (
+        rows and source.labels
+    ) else None  # fmt: skip
+    return TextExamples(texts, pairs), labels
+
+
+def _lines(path: Path, where: str) -> list[str]:
+    """The file's lines: a regular file of at most MAX_TEXT_DATA_BYTES, UTF-8 throughout."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            from compress.models.regular_files import kind_of
+
+            raise DataError(f"{where}.path: {path} is {kind_of(info.st_mode)}, not a text file")
+        if info.st_size > MAX_TEXT_DATA_BYTES:
+            raise DataError(
+                f"{where}.path: {path} is {info.st_size:,} bytes, over the limit of "
+                f"{MAX_TEXT_DATA_BYTES:,} for text data; use a part of it (`limit` reads the "
+                "first examples of a file within the limit)"
+            )
+        with open(path, "rb") as f:
+            data = f.read(MAX_TEXT_DATA_BYTES + 1)
+    except OSError as e:
+        raise DataError(f"{where}.path: cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_TEXT_DATA_BYTES:
+        raise DataError(f"{where}.path: {path} grew past {MAX_TEXT_DATA_BYTES:,} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{where}: {path.name} line {line} is not UTF-8 text (byte {data[e.start]:#04x}); "
+            "save the file as UTF-8"
+        ) from None
+    return text.splitlines()
+
+
+def _jsonl_rows(lines: list[str], where: str, path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise DataError(
+                f"{where}: {path.name} line {number} is not JSON; a .jsonl file holds one JSON "
+                "object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: {path.name} line {number} is not a JSON object")
+        rows.append((number, row))
+    return rows
+
+
+def _csv_rows(lines: list[str], where: str, path: Path) -> list[tuple[int, dict]]:
+    try:
+        reader = csv.reader(io.StringIO("\n".join(lines)))
+        header = [name.strip() for name in next(reader, [])]
+        rows = []
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{where}: {path.name} line {reader.line_num} has {len(row)} fields but "
+                        f"the header has {len(header)}"
+                    )
+                rows.append((reader.line_num, dict(zip(header, row, strict=True))))
+    except csv.Error as e:
+        raise DataError(f"{where}: {path.name} is not a readable CSV file ({e})") from None
+    return rows
+
+
+def _field(rows, name: str, where: str, path: Path, *kinds: type) -> list:
+    """Every row's `name` field, which must be there and be one of `kinds` (default: text)."""
+    kinds = kinds or (str,)
+    values = []
+    for number, row in rows:
+        if name not in row:
+            raise DataError(
+                f"{where}: {path.name} line {number} has no field {name!r} (it has: "
+                f"{', '.join(map(str, row)) or 'nothing'}); name the field in the config"
+            )
+        value = row[name]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise DataError(
+                f"{where}: {path.name} line {number}: {name!r} holds {type(value).__name__} "
+                f"{str(value)[:40]!r}, not {' or '.join(k.__name__ for k in kinds)}"
+            )
+        values.append(value)
+    return values
+
+
+def tokenized(
+    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str
+) -> Dataset:
+    """`dataset` with its text tokenized into the model's token arrays (`named`: where the
+    tokenizer came from, for the report)."""
+    examples = dataset.text
+    assert examples is not None
+    limit = tokenizer.max_length
+    length = source.max_length or tokenizer.default_length or limit or DEFAULT_MAX_LENGTH
+    if limit and length > limit:
+        raise DataError(
+            f"{dataset.where}.max_length: {length} tokens is more than the {limit} the model "
+            "takes; lower it"
+        )
+    padding, truncation = source.padding or "longest", source.truncation is not False
+    try:
+        arrays = tokenizer.encode(examples.texts, examples.pairs, length, padding, truncation)
+    except Exception as e:  # a tokenizer without a padding token, say
+        from compress.errors import first_line
+
+        raise DataError(
+            f"{dataset.where}: the tokenizer of {named} cannot tokenize {dataset.path.name} "
+            f"({first_line(e, 200)})"
+        ) from None
+    names = source.input_names or tokenizer.input_names
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise DataError(
+            f"{dataset.where}.inputs: the tokenizer makes {', '.join(arrays)}, not "
+            f"{missing[0]!r}; name those"
+        )
+    record = TextTokenizer(
+        source=named, tokenizer_class=tokenizer.class_name, max_length=length,
+        padding=padding, truncation=truncation, inputs=names,
+    )  # fmt: skip
+    inputs = {name: np.ascontiguousarray(arrays[name]) for name in names}
+    return replace(dataset, inputs=inputs, tokenizer=record)

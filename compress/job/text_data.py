@@ -1,0 +1,55 @@
+"""Text data tokenized with the model's own tokenizer, once the model is known.
+
+`check_config` reads and checks text with the config (that is what `compress validate` can do
+without a model); a run then tokenizes it here, before anything else uses the data, with
+`model.tokenizer` when the config names one, else the tokenizer of the model folder being
+compressed. A model file (.pt2, TorchScript, ONNX) holds no tokenizer: its text data needs
+`model.tokenizer`, and its absence is one line saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.config import LoadedConfig
+from compress.data import Dataset
+from compress.data.text import tokenized
+from compress.errors import DataError
+from compress.job.context import check_batch_bytes, fit_input_specs
+from compress.models.hf_folder import is_model_folder
+
+Checked = tuple[LoadedConfig, list, dict[str, Dataset]]
+
+
+def with_tokens(checked: Checked, model_path: Path | None, trust_remote_code: bool) -> Checked:
+    """The checked config, passes and datasets, its text datasets tokenized; `model_path` is the
+    model being compressed (None: `compress bench`, which measures an ONNX file)."""
+    from compress.models.hf_tokenizer import load_tokenizer
+
+    config, passes, datasets = checked
+    text = [role for role, dataset in datasets.items() if dataset.untokenized]
+    if not text:
+        return checked
+    source, named = tokenizer_source(config, model_path, f"data.{text[0]}")
+    tokenizer = load_tokenizer(source, trust_remote_code, named)
+    tokens = dict(datasets)
+    for role in text:
+        data_source = getattr(config.config.data, role)
+        tokens[role] = tokenized(datasets[role], data_source, tokenizer, named)
+        fit_input_specs(tokens[role], config, role)
+    check_batch_bytes(config, tokens)
+    return config, passes, tokens
+
+
+def tokenizer_source(config: LoadedConfig, model_path: Path | None, key: str) -> tuple[Path, str]:
+    """(the tokenizer's folder, how the report names it): model.tokenizer, else the model
+    folder; DataError saying what to set when there is neither."""
+    if config.config.model.tokenizer is not None:
+        return config.resolve(config.config.model.tokenizer), "model.tokenizer"
+    if model_path is not None and is_model_folder(Path(model_path)):
+        return Path(model_path), Path(model_path).name
+    what = "the model is a file" if model_path is not None else "compress bench has no model"
+    raise DataError(
+        f"{key} is text, which is tokenized with the model's tokenizer, but {what} that holds "
+        "none; set model.tokenizer: PATH (the folder save_pretrained wrote the tokenizer to)"
+    )
