@@ -58,10 +58,21 @@ def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
                 ignored_layers=[m for m in kept_whole if m is not None] + plan.ignored,
                 round_to=params.round_to,
                 num_heads=heads | plan.num_heads,
+                output_transform=outputs_as_ops,
                 **plan.pruner_options(params.amount),
             )
     except Exception as e:
         raise PassError(f"{key}: torch-pruning cannot trace the model: {first_line(e)}") from e
+
+
+def outputs_as_ops(output) -> list:
+    """The model's output tensors, each through an op of its own, so that DepGraph marks the
+    channels of every output as the model's (an OUTPUT node), also where an output comes
+    straight from a layer (a base transformer's last LayerNorm gives last_hidden_state):
+    `_reaches_output` then keeps them, and the outputs keep their shape."""
+    from torch_pruning.utils import flatten_as_list
+
+    return [tensor * 1 for tensor in flatten_as_list(output)]
 
 
 def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
