@@ -30,6 +30,14 @@ class ModelFolder(Record):
     transformers_version: str
     remote_code: bool | None = Field(default=None, description="true: run with auto_map code")
 
+    def describe(self) -> str:
+        what = ", ".join(self.architectures) or self.model_type or "a model"
+        pooling = f" ({self.pooling})" if self.pooling else ""
+        return (
+            f"{what}, task {self.task}{pooling} from {self.task_from}; {len(self.files)} files "
+            f"read (sha256 in report.json); transformers {self.transformers_version}"
+        )
+
 
 class TextTokenizer(Record):
     """The tokenizer text data was tokenized with, and how."""
@@ -40,3 +48,10 @@ class TextTokenizer(Record):
     padding: str
     truncation: bool
     inputs: list[str] = Field(description="the arrays it made, in the model's input order")
+
+    def describe(self) -> str:
+        cut = ", truncation" if self.truncation else ""
+        return (
+            f"{self.tokenizer_class} from {self.source}: max_length {self.max_length}, padding "
+            f"{self.padding}{cut} -> {', '.join(self.inputs)}"
+        )

@@ -385,5 +385,8 @@ def to_markdown(report: Report) -> str:
     for stage in report.stages:
         lines += candidates_table(stage, report.metric)
     lines += ["", *(f"> **Warning:** {w}" for w in report.warnings)] if report.warnings else []
+    folder, tokenizer = report.provenance.model_folder, report.provenance.tokenizer
+    lines += ["", f"Model folder: {folder.describe()}."] if folder else []
+    lines += ["", f"Text tokenized by {tokenizer.describe()}."] if tokenizer else []
     lines += ["", measured_with(report) + "; p50/p90/p99 in report.json.", ""]
     return "\n".join(lines) + "\n"

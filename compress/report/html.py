@@ -147,7 +147,11 @@ def subtitle(report: Report) -> str:
 
 
 def environment(report: Report) -> list[tuple[str, object]]:
-    return list(report.environment.written().items()) + list(report.provenance.written().items())
+    provenance = report.provenance.written()
+    for key in ("model_folder", "tokenizer"):  # records: one line each (files in report.json)
+        if (record := getattr(report.provenance, key)) is not None:
+            provenance[key] = record.describe()
+    return list(report.environment.written().items()) + list(provenance.items())
 
 
 def summary_cards(report: Report) -> str:
