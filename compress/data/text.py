@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ import numpy as np
 from compress.config.limits import MAX_TEXT_DATA_BYTES
 from compress.errors import DataError
 from compress.models.hf_provenance import TextTokenizer
+from compress.models.regular_files import read_bounded
 
 if TYPE_CHECKING:
     from compress.config import DataSource
@@ -63,24 +62,7 @@ def read(source: DataSource, where: str, path: Path):
 
 def _lines(path: Path, where: str) -> list[str]:
     """The file's lines: a regular file of at most MAX_TEXT_DATA_BYTES, UTF-8 throughout."""
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            from compress.models.regular_files import kind_of
-
-            raise DataError(f"{where}.path: {path} is {kind_of(info.st_mode)}, not a text file")
-        if info.st_size > MAX_TEXT_DATA_BYTES:
-            raise DataError(
-                f"{where}.path: {path} is {info.st_size:,} bytes, over the limit of "
-                f"{MAX_TEXT_DATA_BYTES:,} for text data; use a part of it (`limit` reads the "
-                "first examples of a file within the limit)"
-            )
-        with open(path, "rb") as f:
-            data = f.read(MAX_TEXT_DATA_BYTES + 1)
-    except OSError as e:
-        raise DataError(f"{where}.path: cannot read {path}: {e.strerror or e}") from None
-    if len(data) > MAX_TEXT_DATA_BYTES:
-        raise DataError(f"{where}.path: {path} grew past {MAX_TEXT_DATA_BYTES:,} bytes")
+    data = read_bounded(path, MAX_TEXT_DATA_BYTES, f"{where}.path", DataError)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -13,7 +13,6 @@ declarations before anything is allocated (onnx_tensors.py).
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 import warnings
 import zipfile
@@ -26,7 +25,7 @@ from compress.errors import ModelLoadError, first_line
 from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.models.hf_folder import is_model_folder, read_layout
 from compress.models.hf_provenance import ModelFolder
-from compress.models.regular_files import kind_of
+from compress.models.regular_files import kind_of, stat_of
 from compress.models.safetensors_file import load_state_dict, looks_like_safetensors
 from compress.models.state_dicts import build_from_state_dict, load_pickle
 
@@ -179,12 +178,7 @@ def load_model(
 
 def check_model_path(path: Path) -> None:
     """A model is a regular file or a model folder; anything else is named for what it is."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise ModelLoadError(f"model file not found: {path}") from None
-    except OSError as e:
-        raise ModelLoadError(f"cannot read the model {path}: {e.strerror or e}") from None
+    info = stat_of(path, "model file")
     if stat.S_ISDIR(info.st_mode):
         if not is_model_folder(path):
             read_layout(path, trust_remote_code=False)  # says what the folder lacks

@@ -1,7 +1,8 @@
-"""Files of a model folder read within limits: regular files only (a FIFO or a device could be
-endless, and is named for what it is), of at most a given size, decoded as UTF-8 JSON where
-that is what they hold. A symbolic link is followed: the Hugging Face cache's snapshot folders
-are links into its blob store."""
+"""Untrusted files read within limits (a model folder's files, text data): regular files only (a
+FIFO or a device could be endless, and is named for what it is), of at most a given size,
+decoded as UTF-8 JSON where that is what they hold. A symbolic link is followed: the Hugging Face
+cache's snapshot folders are links into its blob store. Errors are of the caller's domain
+(ModelLoadError, DataError: exit 2)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from compress.errors import ModelLoadError
+from compress.errors import InputError, ModelLoadError
 
 _KINDS = {
     stat.S_ISDIR: "a folder",
@@ -27,36 +28,44 @@ def kind_of(mode: int) -> str:
     return next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
 
 
-def regular_size(path: Path, what: str) -> int:
-    """The size of the regular file at `path`; ModelLoadError when it is missing or is a FIFO,
-    a device or a folder (`what` names it in the message, e.g. "config.json of FOLDER")."""
+def stat_of(path: Path, what: str, error: type[InputError] = ModelLoadError) -> os.stat_result:
+    """os.stat of `path` (links followed); `error` naming `what` when it is missing or unreadable
+    (a path that exists is never called "not found")."""
     try:
-        info = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
-        raise ModelLoadError(f"{what}: not found: {path}") from None
+        raise error(f"{what} not found: {path}") from None
     except OSError as e:
-        raise ModelLoadError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+        raise error(f"{what}: cannot read {path}: {e.strerror or e}") from None
+
+
+def regular_size(path: Path, what: str, error: type[InputError] = ModelLoadError) -> int:
+    """The size of the regular file at `path`; `error` when it is missing or is a FIFO, a device
+    or a folder (`what` names it in the message, e.g. "config.json of FOLDER")."""
+    info = stat_of(path, what, error)
     if not stat.S_ISREG(info.st_mode):
-        raise ModelLoadError(f"{what}: {path} is {kind_of(info.st_mode)}, not a regular file")
+        raise error(f"{what}: {path} is {kind_of(info.st_mode)}, not a regular file")
     return info.st_size
 
 
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(
+    path: Path, limit: int, what: str, error: type[InputError] = ModelLoadError
+) -> bytes:
     """The bytes of a regular file of at most `limit` bytes (checked before and while reading:
     a file that grows meanwhile is refused too)."""
-    size = regular_size(path, what)
+    size = regular_size(path, what, error)
     if size > limit:
-        raise ModelLoadError(
+        raise error(
             f"{what}: {path} is {size:,} bytes, over the limit of {limit:,} for this file; "
-            "it is not the file its name says"
+            "it is not the file its name says, or use a part of it"
         )
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except OSError as e:
-        raise ModelLoadError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+        raise error(f"{what}: cannot read {path}: {e.strerror or e}") from None
     if len(data) > limit:
-        raise ModelLoadError(f"{what}: {path} grew past {limit:,} bytes while it was read")
+        raise error(f"{what}: {path} grew past {limit:,} bytes while it was read")
     return data
 
 
