@@ -48,8 +48,8 @@ def tokenizer_source(config: LoadedConfig, model_path: Path | None, key: str) ->
         return config.resolve(config.config.model.tokenizer), "model.tokenizer"
     if model_path is not None and is_model_folder(Path(model_path)):
         return Path(model_path), Path(model_path).name
-    what = "the model is a file" if model_path is not None else "compress bench has no model"
+    what = f"{Path(model_path).name} is a model file" if model_path else "bench measures ONNX"
     raise DataError(
-        f"{key} is text, which is tokenized with the model's tokenizer, but {what} that holds "
-        "none; set model.tokenizer: PATH (the folder save_pretrained wrote the tokenizer to)"
+        f"{key} is text, tokenized with the model's tokenizer, but {what}, which holds no "
+        "tokenizer; set model.tokenizer: PATH (the folder save_pretrained wrote it to)"
     )
