@@ -104,7 +104,7 @@ def init_and_run(model: Path, folder: Path) -> dict:
     return {
         "config": (folder / "minilm.yaml").read_text(),
         "seconds": round(time.perf_counter() - started, 1),
-        "chosen": (final.get("details") or {}).get("chosen"),
+        "chosen": (final.get("details") or {}).get("chosen") or "the input kept",
         "tokens": report["provenance"]["tokenizer"]["max_length"],
         "size_ratio": report["summary"]["size_ratio"],
         "speedup": report["summary"]["speedup"],

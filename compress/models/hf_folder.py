@@ -22,7 +22,7 @@ from compress.errors import ModelLoadError
 from compress.models.hf_provenance import FolderFile
 from compress.models.regular_files import read_json, regular_size
 from compress.models.safetensors_file import check_file
-from compress.models.sentence_pooling import SentenceModules, read_sentence_modules
+from compress.models.sentence_modules import SentenceModules, read_sentence_modules
 
 MAX_JSON_BYTES = 16 << 20  # config.json with a large id2label, a shard index of 10,000s names
 MAX_TOKENIZER_BYTES = 512 << 20  # tokenizer.json of a 256k vocabulary is ~35 MB

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from compress.errors import ModelLoadError
-from compress.models.sentence_pooling import SentencePooling, read_sentence_modules
+from compress.models.sentence_modules import read_sentence_modules
+from compress.models.sentence_pooling import SentencePooling
 
 TOKENS = torch.randn(3, 5, 4)
 MASK = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # right, left, none

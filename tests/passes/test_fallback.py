@@ -146,7 +146,7 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
 
     source = outlier_mlp(tmp_path / "m.onnx", [(1, 300.0), (3, 40.0)])
     config, _, datasets = check_config(static_config(tmp_path))
-    ctx = Context(config, datasets, input_names_for(config), tmp_path)
+    ctx = Context(config, datasets, input_names_for(config, datasets), tmp_path)
     int8 = StaticQuantization(StaticParams(per_channel=True, max_accuracy_drop=0.002))
     details = int8.apply(PassInput(source=source, target=tmp_path / "q.onnx"), ctx).details
     assert details.budget_met and details.search.rounds <= 4
@@ -180,7 +180,7 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
 
     source = outlier_mlp(tmp_path / "m.onnx", [(1, 300.0), (3, 40.0)])
     config, _, datasets = check_config(static_config(tmp_path))
-    ctx = Context(config, datasets, input_names_for(config), tmp_path)
+    ctx = Context(config, datasets, input_names_for(config, datasets), tmp_path)
     params = {"per_channel": True, "max_accuracy_drop": 0.002}
     unlimited = (
         StaticQuantization(StaticParams(**params))
