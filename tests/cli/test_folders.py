@@ -57,51 +57,66 @@ def test_init_writes_a_config_that_fits_the_folder(hf_folders, tmp_path):
     assert [i["name"] for i in decoder["model"]["inputs"]] == ["input_ids", "attention_mask"]
 
 
-def test_run_prunes_and_quantizes_a_base_model_keeping_its_output(hf_folders, tmp_path):
-    (tmp_path / "s.txt").write_text("\n".join(sentences(24)) + "\n")
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        "version: 1\ndata:\n  calibration: {path: s.txt}\n  eval: {path: s.txt}\n"
-        "passes:\n  - {type: prune.channels, amount: 0.5}\n  - {type: quantize.dynamic}\n"
-        + QUICK
-        % "cosine"
-    )
-    result = invoke("run", hf_folders["base"], "-c", config, "-o", tmp_path / "out", "--json")
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
-    baseline, pruned, _ = report["stages"]
-    assert pruned["params"] < 0.8 * baseline["params"]
-    assert "attention heads" in json.dumps(pruned["details"])
-    assert report["outputs"] == ["last_hidden_state"]
-    provenance = report["provenance"]
-    assert provenance["source_format"] == "hf_folder"
-    assert provenance["model_folder"]["task"] == "feature-extraction"
-    assert {f["path"] for f in provenance["model_folder"]["files"]} >= {"config.json"}
-    assert provenance["tokenizer"]["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
-    model = onnx.load(str(tmp_path / "out" / "model.onnx"))
-    assert [dims(i) for i in model.graph.input] == [["batch", "sequence"]] * 3
-    assert dims(model.graph.output[0]) == ["batch", "sequence", 32]  # hidden width kept
-    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
-    ids = np.full((3, 7), 9, dtype=np.int64)  # another batch and length than the data's
-    feeds = {"input_ids": ids, "token_type_ids": ids * 0, "attention_mask": ids * 0 + 1}
-    assert session.run(None, feeds)[0].shape == (3, 7, 32)
-
-
-def test_run_fine_tunes_and_distills_a_classifier(hf_folders, tmp_path):
+def test_run_trains_prunes_and_quantizes_a_classifier_folder(hf_folders, tmp_path):
+    """prune.channels (with a fine-tune), distill and int8 on the model transformers builds;
+    the ONNX file takes any batch and length; the report says what the folder and tokenizer
+    were."""
     labelled(tmp_path)
     data = "{path: d.jsonl, text: sentence, labels: label, max_length: 16, padding: max_length}"
     config = tmp_path / "c.yaml"
     config.write_text(
-        f"version: 1\ndata:\n  train: {data}\n  eval: {data}\npasses:\n"
+        f"version: 1\ndata:\n  train: {data}\n  eval: {data}\n  calibration: {data}\npasses:\n"
         "  - {type: prune.channels, amount: 0.3, finetune_epochs: 1}\n"
-        "  - {type: distill, epochs: 1, batch_size: 8}\n" + QUICK % "top1"
+        "  - {type: distill, epochs: 1, batch_size: 8}\n  - {type: quantize.dynamic}\n"
+        + QUICK
+        % "top1"
     )
     result = invoke("run", hf_folders["classifier"], "-c", config, "-o", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [s["name"] for s in report["stages"]] == ["baseline", "prune.channels", "distill"]
-    assert report["stages"][1]["params"] < report["stages"][0]["params"]
-    assert report["stages"][2]["details"]["epochs_run"] == 1
+    baseline, pruned, distilled, _ = report["stages"]
+    assert pruned["params"] < 0.8 * baseline["params"] and "attention heads" in json.dumps(pruned)
+    assert "fine-tuned 1 epoch" in pruned["details"]["reason"]
+    assert distilled["details"]["epochs_run"] == 1
+    assert report["outputs"] == ["logits"]
+    provenance = report["provenance"]
+    assert provenance["source_format"] == "hf_folder"
+    assert provenance["model_folder"]["task"] == "text-classification"
+    assert {f["path"] for f in provenance["model_folder"]["files"]} >= {"config.json"}
+    assert provenance["tokenizer"]["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
+    model = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert [dims(i) for i in model.graph.input] == [["batch", "sequence"]] * 3
+    assert dims(model.graph.output[0]) == ["batch", 3]
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    ids = np.full((3, 7), 9, dtype=np.int64)  # another batch and length than the data's
+    feeds = {"input_ids": ids, "token_type_ids": ids * 0, "attention_mask": ids * 0 + 1}
+    assert session.run(None, feeds)[0].shape == (3, 3)
+
+
+def test_pruning_a_base_model_keeps_its_output_shape(hf_folders, tmp_path):
+    """last_hidden_state comes straight from a LayerNorm: its width is the model's output and
+    stays, while heads and feed-forward width go (and the unused pooler still runs)."""
+    from compress.job.preflight import prepare
+    from compress.passes.base import PassInput
+    from compress.torch.export import named_torch_outputs
+
+    (tmp_path / "s.txt").write_text("\n".join(sentences(8)) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "version: 1\ndata:\n  eval: {path: s.txt}\npasses: [{type: prune.channels, amount: 0.5}]\n"
+        + QUICK % "cosine"
+    )
+    job = prepare(hf_folders["base"], config, False, lambda message: None)
+    try:
+        step = job.passes[0]
+        given = PassInput(module=job.module, prepared=job.prepared.get(step.key))
+        result = step.apply(given, job.context)
+        samples = job.context.samples(4)
+        output = named_torch_outputs(result.module, samples)["last_hidden_state"]
+    finally:
+        shutil.rmtree(job.context.workdir, ignore_errors=True)
+    assert output.shape == (4, samples[0].shape[1], 32)
+    assert "removed 4 of 8 attention heads" in result.details.reason
 
 
 def test_the_stage_key_and_the_overwrite_guard_cover_the_folders_files(hf_folders, tmp_path):
