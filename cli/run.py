@@ -53,6 +53,9 @@ def run(
             if not quiet:
                 stderr.print(f"[dim]·[/] {message}", highlight=False)
 
+        def warn(message: str) -> None:
+            stderr.print(f"warning: {one_line(message)}", markup=False)
+
         report = run_job(
             model,
             config,
@@ -63,7 +66,7 @@ def run(
             silent if quiet else terminal_progress,
             overrides=overrides or (),
             junit=junit,
-            cache=open_cache(cache_dir, no_cache),
+            cache=open_cache(cache_dir, no_cache, warn),
         )
         _append_step_summary(report)
     if json_output:

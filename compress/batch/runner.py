@@ -32,9 +32,9 @@ from compress.batch.summary import (
 )
 from compress.config import load_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
+from compress.files import file_sha256
 from compress.job.outdir import OUTPUT_FILES, check_folder_path
 from compress.job.staging import make_folders, write_atomically
-from compress.models import file_sha256
 
 if TYPE_CHECKING:
     from compress.sweep.runner import SweepOptions

@@ -14,7 +14,7 @@ from pathlib import Path
 from compress.config import LoadedConfig, ModelSection, load_config, parse_config
 from compress.errors import ConfigError, ModelLoadError
 from compress.job.context import Context, input_names_for, load_datasets
-from compress.job.preflight import check_onnx_batch, check_onnx_data_fits
+from compress.job.preflight import check_batches_fit, check_onnx_data_fits
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
@@ -22,6 +22,7 @@ from compress.models import detect_format, load_model
 from compress.models.model_inputs import onnx_input_specs
 from compress.report import busy_latency, paired_figures
 from compress.report.model import BenchComparison, BenchResult
+from compress.torch.export import fixed_batch_sizes
 
 DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
 
@@ -48,7 +49,7 @@ def bench_onnx(
         check_same_inputs(proto, other, model_path, Path(compare))
     config = _config(config_path, overrides, proto, model_path.name)
     settings = config.config.report
-    check_onnx_batch(proto, settings.batch_sizes)
+    check_batches_fit(fixed_batch_sizes(proto), settings.batch_sizes)
     # bench writes nothing: the context's workdir is never used
     ctx = Context(
         config, load_datasets(config), input_names_for(config), Path(tempfile.gettempdir())

@@ -9,7 +9,6 @@ are sized from their declarations before anything is allocated (onnx_tensors.py)
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 import warnings
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 from compress.config import ModelSection
 from compress.errors import ConfigError, ModelLoadError, first_line
+from compress.files import file_sha256
 from compress.models.arch import build_arch
 from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 
@@ -56,14 +56,6 @@ class LoadedModel:
 
             return FixedBatchModule(self.model.module(), fixed)
         return self.model.module()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def detect_format(path: Path) -> Format:

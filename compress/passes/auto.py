@@ -123,6 +123,7 @@ class AutoQuantization(OnnxPass):
 
     Params = AutoParams
     Details = AutoDetails
+    reads = ("report", "gates")  # candidates are timed as the report times, chosen by the gates
 
     def check(self, config: LoadedConfig) -> None:
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")

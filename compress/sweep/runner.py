@@ -34,9 +34,9 @@ from compress.batch.runner import (
 from compress.batch.summary import Status
 from compress.config import load_config
 from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK, ModelLoadError
+from compress.files import file_sha256
 from compress.job.outdir import OUTPUT_FILES
 from compress.job.staging import StagingArea, make_folders, write_atomically
-from compress.models import file_sha256
 from compress.records import Record
 from compress.sweep.grid import Variant, check_variants, grid
 from compress.sweep.pareto import OBJECTIVES, Objective, Point, best, front
