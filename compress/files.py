@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import stat
 from collections.abc import Iterator
@@ -92,11 +93,49 @@ def read_bounded(
     """The bytes of regular file `path`, refused (`error`) when more than `limit` are there,
     counted as read."""
     with open_regular(path, label, error, expected) as handle:
-        data = handle.read(limit + 1)
+        try:
+            data = handle.read(limit + 1)
+        except OSError as e:
+            raise error(f"{label} {path}: cannot be read ({e.strerror or e})") from None
     if len(data) > limit:
         fix = f"; {fix}" if fix else ""
-        raise error(f"{label} {path}: larger than the limit of {limit:,} bytes{fix}")
+        raise error(f"{label} {path}: over the limit of {limit:,} bytes{fix}")
     return data
+
+
+class _Bounded(io.RawIOBase):
+    """A binary stream that raises `over` once more than `limit` bytes have been read."""
+
+    def __init__(self, handle: BinaryIO, limit: int, over: Exception):
+        self._handle, self._left, self._over = handle, limit, over
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self._handle.readinto(buffer)
+        self._left -= count
+        if self._left < 0:
+            raise self._over
+        return count
+
+
+@contextlib.contextmanager
+def open_text_bounded(
+    path: Path,
+    limit: int,
+    label: str,
+    error: type[InputError] = InputError,
+    expected: str = "a file",
+    encoding: str = "utf-8",
+) -> Iterator[io.TextIOBase]:
+    """Regular file `path` as text, refused (`error`) once more than `limit` bytes are read:
+    for files read line by line (a CSV table), whose size is counted as they are read."""
+    over = error(f"{label} {path}: over the limit of {limit:,} bytes")
+    with open_regular(path, label, error, expected) as handle:
+        raw = io.BufferedReader(_Bounded(handle, limit, over))
+        with io.TextIOWrapper(raw, encoding=encoding, newline="") as text:
+            yield text
 
 
 def sha256_of(path: Path, label: str, error: type[InputError] = InputError) -> str:

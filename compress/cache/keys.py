@@ -136,6 +136,16 @@ def stage_keys(
     return keys
 
 
+def inputs_digest(model_path: Path, config: LoadedConfig) -> str:
+    """Everything a run reads but its config, as one hash: the code that runs (compress's and
+    the libraries' versions), the bytes of every file (model, data, architectures, teachers) and
+    the source of module-style architectures. A batch's model or a sweep's variant finished
+    under another digest is run again by --resume (which compares the config itself)."""
+    read = [item for item in run_inputs(model_path, config) if item.label != "the config"]
+    files = _file_hashes(read, {})
+    return digest({"code": code_fingerprint(), "files": files, "archs": _module_archs(config)})
+
+
 def measure_key(config: LoadedConfig) -> str:
     """What a stage's figures (footprint, metric, latency) were measured under besides the
     stage's file: the report settings and the evaluation data (its bytes are in the baseline's

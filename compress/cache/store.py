@@ -59,7 +59,7 @@ _OPEN_OWN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def open_cache(
-    folder: Path | None = None, disabled: bool = False, warn: Callable[[str], None] = print
+    folder: Path | None, disabled: bool, warn: Callable[[str], None]
 ) -> StageCache | None:
     """The stage cache a run uses: None with --no-cache or COMPRESS_NO_CACHE=1. A folder the
     user named (--cache-dir, COMPRESS_CACHE_DIR) that cannot be a cache is bad input; the

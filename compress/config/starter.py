@@ -18,6 +18,7 @@ import yaml
 from compress.config.model_makeup import ModelMakeup
 from compress.config.starter_data import CALIBRATION_LIMIT, StarterData, starter_data
 from compress.errors import ModelLoadError
+from compress.files import path_problem
 from compress.models import detect_format
 
 PLACEHOLDER_DATA = "eval.npz"
@@ -65,8 +66,9 @@ def inspect_model(path: Path) -> ModelFacts:
     )
     from compress.torch.export import fixed_batch_sizes, program_fixed_batch
 
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
+    problem = path_problem(path, "a model file")
+    if problem:
+        raise ModelLoadError(f"model {path}: {problem}")
     fmt = detect_format(path)
     if fmt not in ("onnx", "exported_program", "torchscript"):
         state = _safe_state(path)

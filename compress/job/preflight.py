@@ -15,6 +15,7 @@ import numpy as np
 
 from compress.config import LoadedConfig, load_config
 from compress.config.limits import MAX_BATCH_BYTES
+from compress.config.overrides import Override
 from compress.data import Dataset
 from compress.data.checks import check_labels_fit
 from compress.errors import ConfigError, DataError, ModelLoadError, first_line
@@ -213,17 +214,24 @@ def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Conte
 
 
 def check_config(
-    config_path: Path, overrides: Sequence[str] = (), archs: bool = True
+    config_path: Path, overrides: Sequence[str | Override] = (), archs: bool = True
 ) -> tuple[LoadedConfig, list[Pass], dict[str, Dataset]]:
     """Every check that needs only the config and its data files: what `compress validate` does
     and what `compress run` does first (`archs`: that the architectures it names are there).
     Returns the config, its passes and its datasets."""
-    config = load_config(config_path, overrides)
+    return check_loaded_config(load_config(config_path, overrides), archs)
+
+
+def check_loaded_config(
+    config: LoadedConfig, archs: bool = True, datasets: dict[str, Dataset] | None = None
+) -> Checked:
+    """check_config's checks on a config already loaded; `datasets`: its data, when the caller
+    loaded the same data sections already (a sweep's variants)."""
     for key, spec in arch_specs(config).items() if archs else ():
         check_arch(spec, config.base_dir, key)
     passes = build_passes(config)
     check_metric(config)
-    datasets = load_datasets(config)
+    datasets = load_datasets(config) if datasets is None else datasets
     check_batch_bytes(config, datasets)
     return config, passes, datasets
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from compress.config import ModelSection
 from compress.errors import ConfigError, ModelLoadError, first_line
-from compress.files import file_sha256
+from compress.files import file_sha256, path_problem
 from compress.models.arch import build_arch
 from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 
@@ -120,8 +120,9 @@ def load_model(
     `key` is where `section` sits in the config, for messages (a teacher's is its pass's);
     `sha256` the file's, when the caller hashed it already."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
+    problem = path_problem(path, "a model file")
+    if problem:
+        raise ModelLoadError(f"model {path}: {problem}")
     fmt = detect_format(path)
     if fmt == "torchscript":
         model = _load_torchscript(path)

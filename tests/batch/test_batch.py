@@ -16,6 +16,7 @@ from tests.batch.probes import processes_using
 from tests.batch_helpers import (
     batch_config,
     corrupt_model,
+    fewer_samples,
     good_models,
     misbehaving_model,
     statuses,
@@ -139,3 +140,12 @@ def test_the_jobs_run_as_tasks_on_a_local_ray_runtime(tmp_path):
     assert (out / "net" / "a.onnx" / "model.onnx").is_file()
     ran_with = yaml.safe_load((out / "net" / "a.onnx" / "config.yaml").read_text())
     assert ran_with["report"]["threads"] <= summary["threads_per_job"]
+
+    # Changed data is redone too (done.json covers every file a model's run read), and the jobs
+    # use the batch's stage cache.
+    fewer_samples(tmp_path / "cfg" / "digits_eval.npz")
+    cache = tmp_path / "cache"
+    data = invoke("batch", models, "-c", config, "-o", out, "--resume", "--cache-dir", cache)
+    assert data.exit_code == 1, data.stderr
+    assert not any(row["reused"] for row in summary_of(out)["models"])
+    assert len(list((cache / "stages").iterdir())) >= 3  # each good model's baseline at least

@@ -23,15 +23,15 @@ def cache_on(monkeypatch):
 
 
 def test_a_new_or_empty_folder_becomes_a_private_cache(tmp_path):
-    made = open_cache(tmp_path / "new" / "cache", warn=pytest.fail)
+    made = open_cache(tmp_path / "new" / "cache", False, pytest.fail)
     assert stat.S_IMODE(os.stat(made.folder).st_mode) == 0o700
     assert json.loads((made.folder / MARKER).read_text())["layout"] == 2
     assert stat.S_IMODE(os.stat(made.folder / SECRET).st_mode) == 0o600
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert open_cache(empty, warn=pytest.fail).folder == empty and (empty / MARKER).exists()
-    again = open_cache(empty, warn=pytest.fail)  # the same key: its entries stay believed
-    assert again._secret == open_cache(empty, warn=pytest.fail)._secret
+    assert open_cache(empty, False, pytest.fail).folder == empty and (empty / MARKER).exists()
+    again = open_cache(empty, False, pytest.fail)  # the same key: its entries stay believed
+    assert again._secret == open_cache(empty, False, pytest.fail)._secret
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_a_folder_compress_cannot_trust_is_refused_by_name(tmp_path, planted, ne
         (folder / MARKER).write_text('{"layout": 3}')
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(CacheFolderError, match=needle) as refused:
-        open_cache(folder, warn=pytest.fail)
+        open_cache(folder, False, pytest.fail)
     assert str(refused.value).startswith(f"--cache-dir {folder}: ")
     result = invoke("cache", "clear", "--cache-dir", folder)
     assert result.exit_code == 2 and needle in result.stderr
