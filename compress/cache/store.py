@@ -61,10 +61,11 @@ _OPEN_OWN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 def open_cache(
     folder: Path | None, disabled: bool, warn: Callable[[str], None]
 ) -> StageCache | None:
-    """The stage cache a run uses: None with --no-cache or COMPRESS_NO_CACHE=1. A folder the
-    user named (--cache-dir, COMPRESS_CACHE_DIR) that cannot be a cache is bad input; the
-    default one turns the cache off, with a warning that says why."""
-    if disabled or cache_disabled():
+    """The stage cache a run uses: None with --no-cache, or COMPRESS_NO_CACHE=1 unless
+    --cache-dir names one (an option wins over the environment). A folder the user named
+    (--cache-dir, COMPRESS_CACHE_DIR) that cannot be a cache is bad input; the default one
+    turns the cache off, with a warning that says why."""
+    if disabled or (cache_disabled() and folder is None):
         return None
     location = locate(folder)
     max_bytes = max_bytes_from_env()

@@ -110,6 +110,15 @@ def test_a_killed_batch_resumes_to_the_uninterrupted_result(tmp_path):
     report = json.loads((out / "m3.onnx" / "report.json").read_text())
     assert report["batch_sizes"] == [4]
 
+    # Changed data is redone too (done.json covers every file a model's run read), and the jobs
+    # use the batch's stage cache.
+    fewer_samples(tmp_path / "cfg" / "digits_eval.npz")
+    cache = tmp_path / "cache"
+    data = invoke("batch", models, "-c", config, "-o", out, "--resume", "--cache-dir", cache)
+    assert data.exit_code == 1, data.stderr
+    assert not any(row["reused"] for row in summary_of(out)["models"])
+    assert len(list((cache / "stages").iterdir())) >= 3  # each good model's baseline at least
+
 
 def test_a_hanging_model_is_stopped_at_the_timeout_with_its_process(tmp_path):
     models, out = tmp_path / "models", tmp_path / "out"
@@ -140,12 +149,3 @@ def test_the_jobs_run_as_tasks_on_a_local_ray_runtime(tmp_path):
     assert (out / "net" / "a.onnx" / "model.onnx").is_file()
     ran_with = yaml.safe_load((out / "net" / "a.onnx" / "config.yaml").read_text())
     assert ran_with["report"]["threads"] <= summary["threads_per_job"]
-
-    # Changed data is redone too (done.json covers every file a model's run read), and the jobs
-    # use the batch's stage cache.
-    fewer_samples(tmp_path / "cfg" / "digits_eval.npz")
-    cache = tmp_path / "cache"
-    data = invoke("batch", models, "-c", config, "-o", out, "--resume", "--cache-dir", cache)
-    assert data.exit_code == 1, data.stderr
-    assert not any(row["reused"] for row in summary_of(out)["models"])
-    assert len(list((cache / "stages").iterdir())) >= 3  # each good model's baseline at least

@@ -13,7 +13,7 @@ import pytest
 
 from compress.cache.folder import MARKER, SECRET, CacheFolderError
 from compress.cache.store import open_cache
-from tests.cache.test_store import entry, key
+from tests.cache_helpers import entry, key
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
 
 
@@ -133,7 +133,7 @@ def test_a_default_cache_that_cannot_be_used_turns_the_cache_off_with_a_warning(
         (home / ".cache").write_text("not a folder")
     result = run(tmp_path)
     assert result.exit_code == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.stderr.splitlines() if "stage cache" in line]
     assert len(warnings) == 1 and "running without the stage cache" in warnings[0]
     assert warnings[0].startswith(f"warning: the stage cache {home}/.cache/compress: ")
 

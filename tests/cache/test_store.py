@@ -16,26 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.cache.folder import CacheLocation, open_folder
-from compress.cache.store import StageCache
-
-
-def key(name: str) -> str:
-    """A cache key (64 hex digits) named for the test's reader."""
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def cache_in(folder: Path, max_bytes: int = 10**9) -> StageCache:
-    secret = open_folder(CacheLocation(folder, "--cache-dir"), create=True)
-    return StageCache(folder, max_bytes, secret)
-
-
-def entry(folder: Path, name: str, content: bytes, max_bytes: int = 10**9) -> StageCache:
-    cache = cache_in(folder, max_bytes)
-    source = folder.parent / f"{name}.onnx"
-    source.write_bytes(content)
-    cache.put(key(name), source, {"name": "baseline", "reverted": False})
-    return cache
+from tests.cache_helpers import cache_in, entry, key
 
 
 def test_a_damaged_entry_is_dropped_never_used(tmp_path):

@@ -16,9 +16,9 @@ import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.cache.test_store import entry, key
-from tests.config.test_fuzz_config import FUZZ, ODD_TEXT, VALUES, override_texts
+from tests.cache_helpers import entry, key
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.fuzz_helpers import FUZZ, ODD_TEXT, VALUES, override_texts
 
 REPORT_EXAMPLES = 150
 VARY_EXAMPLES = 150
