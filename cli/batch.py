@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 import typer
 from compress_cli.errors import reported_errors, stderr
 from compress_cli.options import (
+    CacheDir,
     Debug,
     Executor,
     JsonOutput,
+    NoCache,
     Quiet,
     RayAddress,
     TrustPickle,
@@ -49,13 +51,17 @@ def batch(
     ),
     executor: Executor = "local",
     ray_address: RayAddress = None,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
     trust_pickle: TrustPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Compress every model under MODELS_DIR with CONFIG; exit 1 if one failed, 3 if a gate did."""
+    """Compress every model under MODELS_DIR with CONFIG; exit 1 if one failed, 3 if a gate did.
+
+    The models' runs share the stage cache (--cache-dir, --no-cache as `compress run`)."""
     with reported_errors(debug):
         from compress.batch.runner import BatchOptions, run_batch
 
@@ -70,6 +76,8 @@ def batch(
             timeout=timeout_per_model,
             executor=executor,
             ray_address=ray_address,
+            cache_dir=cache_dir,
+            no_cache=no_cache,
             trust_pickle=trust_pickle,
             trust_remote_code=trust_remote_code,
             debug=debug,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -39,16 +38,14 @@ def init(
     """
     with reported_errors(debug):
         from compress.config.starter import check_starter_runs, starter_config
-        from compress.errors import OutputDirError
-        from compress.job.inputs import InputFile, refuse_overwriting
-        from compress.job.outdir import check_writable
+        from compress.job.inputs import InputFile
+        from compress.job.outdir import check_output_file
         from compress.job.staging import write_atomically
 
         if out is not None:
-            check_writable(out, "-o")
-            refuse_overwriting(out, [InputFile("the model", model)], "-o", "choose another file")
-            if os.path.lexists(out) and not force:
-                raise OutputDirError(f"-o {out}: the file exists; pass --force to replace it")
+            read = [InputFile("the model", model)]
+            read += [InputFile("--data", data)] if data is not None else []
+            check_output_file(out, force, read)
         config_dir = out.parent if out is not None else Path.cwd()
         text = starter_config(model, data, config_dir, trust_remote_code)
         if data is not None:

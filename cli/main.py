@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from compress_cli import (
     analyze,
@@ -17,6 +19,30 @@ from compress_cli import (
 )
 from compress_cli.cache import cache_app
 from compress_cli.process import signals_handled
+from typer.core import TyperGroup
+
+from compress.errors import EXIT_BAD_INPUT, EXIT_FAILED, one_line
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown command or option, a missing argument) as one `error:` line and
+    exit 2, as every other bad input is told, instead of click's usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # typer's own click's usage errors
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one printed the help already
+                ctx = getattr(e, "ctx", None)
+                see = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+                sys.stderr.write(f"error: {one_line(e.format_message())}{see}\n")
+            sys.exit(getattr(e, "exit_code", EXIT_BAD_INPUT))
+        except typer.Abort:
+            sys.stderr.write("error: aborted\n")
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 class App(typer.Typer):
@@ -34,6 +60,7 @@ app = App(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 app.command("run")(run.run)
 app.command("validate")(validate.validate)

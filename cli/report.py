@@ -33,6 +33,7 @@ def report(
         help="table, md, html or json (default: from -o's suffix, else table).",
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
     debug: Debug = False,
 ) -> None:
     """Render one report again, or compare several side by side.
@@ -43,15 +44,13 @@ def report(
     with reported_errors(debug):
         from compress_cli.render import stdout_console
 
-        from compress.job.inputs import InputFile, refuse_overwriting
-        from compress.job.outdir import check_writable
+        from compress.job.inputs import InputFile
+        from compress.job.outdir import check_output_file
         from compress.job.staging import write_atomically
         from compress.report.compare import load_report, report_names
 
         if out is not None:
-            check_writable(out, "-o")
-            inputs = [InputFile("an input report", path) for path in reports]
-            refuse_overwriting(out, inputs, "-o", "choose another file")
+            check_output_file(out, force, [InputFile("an input report", p) for p in reports])
         chosen = fmt or SUFFIX_FORMATS.get(out.suffix.lower() if out else "", Format.table)
         named = dict(zip(report_names(reports), (load_report(p) for p in reports), strict=True))
         if chosen is Format.table and out is None:

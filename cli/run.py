@@ -67,6 +67,9 @@ def run(
             if not quiet:
                 stderr.print(f"[dim]·[/] {message}", highlight=False)
 
+        def warn(message: str) -> None:
+            stderr.print(f"warning: {one_line(message)}", markup=False)
+
         report = run_job(
             model,
             config,
@@ -77,7 +80,7 @@ def run(
             silent if quiet else terminal_progress,
             overrides=overrides or (),
             junit=junit,
-            cache=open_cache(cache_dir, no_cache),
+            cache=open_cache(cache_dir, no_cache, warn),
             trust_remote_code=trust_remote_code,
         )
         _append_step_summary(report)

@@ -50,6 +50,9 @@ def sweep(
     timeout_per_variant: float = typer.Option(
         None, "--timeout-per-variant", help="Stop a variant's run after this many seconds."
     ),
+    max_variants: int = typer.Option(
+        100, "--max-variants", help="Refuse a grid of more variants than this (each is a run)."
+    ),
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     trust_pickle: TrustPickle = False,
@@ -85,6 +88,7 @@ def sweep(
             no_cache=no_cache,
             trust_pickle=trust_pickle,
             debug=debug,
+            max_variants=max_variants,
         )
         variants = check_sweep(options)
         with BarProgress(quiet, _named) as progress:

@@ -13,11 +13,12 @@ wrote; a required field is always there, null where it has no value.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     SerializerFunctionWrapHandler,
     ValidationInfo,
     model_serializer,
@@ -25,6 +26,13 @@ from pydantic import (
 )
 
 READING = "reading"  # the validation context key that makes a record tolerant of unknown keys
+MAX_INT = 2**63 - 1  # any integer read back: files (sizes, counts) hold nothing larger
+
+# Figures that cannot be negative: a file that says otherwise was not written by compress.
+Count = Annotated[int, Field(ge=0)]
+Amount = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[int, Field(ge=1)]
 
 
 class Record(BaseModel):
@@ -43,7 +51,10 @@ class Record(BaseModel):
     @classmethod
     def read(cls, data: Any) -> Self:
         """The record in `data` (parsed JSON), ignoring keys a newer minor version added;
-        pydantic's ValidationError when it does not fit."""
+        pydantic's ValidationError (a ValueError) when it does not fit, ValueError for an
+        integer beyond 64 bits anywhere in it (no figure is that large; arithmetic on one
+        overflows a float)."""
+        _check_integers(data)
         return cls.model_validate(data, context={READING: True})
 
     @model_serializer(mode="wrap")
@@ -63,3 +74,16 @@ class Record(BaseModel):
     def written(self) -> dict[str, Any]:
         """The record as JSON values (see the module's docstring)."""
         return self.model_dump(mode="json")
+
+
+def _check_integers(data: Any) -> None:
+    """Every integer in parsed JSON within +-MAX_INT, walked without recursion."""
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, dict):
+            pending += [(f"{where}.{key}" if where else str(key), v) for key, v in value.items()]
+        elif isinstance(value, list):
+            pending += [(f"{where}.{index}", v) for index, v in enumerate(value)]
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ValueError(f"{where or 'the value'}: an integer of {len(str(value))} digits")

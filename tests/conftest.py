@@ -107,7 +107,7 @@ def no_stage_cache():
 def stage_cache(tmp_path, monkeypatch) -> Path:
     """A stage cache of the test's own, on for `compress run` in-process and in workers."""
     folder = tmp_path / "stage-cache"
-    monkeypatch.delenv("COMPRESS_NO_CACHE")
+    monkeypatch.delenv("COMPRESS_NO_CACHE", raising=False)
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(folder))
     return folder
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from compress.batch.discover import ModelEntry, find_models
 from compress.batch.executors import LocalExecutor, RayExecutor, threads_per_job
 from compress.batch.job import ModelJob
@@ -30,10 +32,10 @@ from compress.batch.summary import (
     remove_summary,
     write_summary,
 )
-from compress.config import load_config
+from compress.config import load_config, parse_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
 from compress.job.outdir import OUTPUT_FILES, check_folder_path
-from compress.job.staging import make_folders, write_atomically
+from compress.job.staging import is_regular, make_folders, write_atomically
 from compress.models import model_sha256
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ class BatchOptions:
     timeout: float | None = None  # seconds per model
     executor: str = "local"
     ray_address: str | None = None
+    cache_dir: Path | None = None
+    no_cache: bool = False
     trust_pickle: bool = False
     trust_remote_code: bool = False  # model folders' own code (auto_map)
     debug: bool = False
@@ -143,7 +147,8 @@ def _run_entries(
             options.timeout,
             options.trust_pickle,
             options.debug,
-            ("--trust-remote-code",) if options.trust_remote_code else (),
+            options=tuple(cache_options(options))
+            + (("--trust-remote-code",) if options.trust_remote_code else ()),
         )
         try:
             hashes, previous = _prepare(entry, job, options, out_dir)
@@ -168,7 +173,11 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
     if entry.problem:
         raise ModelLoadError(entry.problem)
     config = merged_config(options.config, entry.overrides)
-    hashes = {"model_sha256": model_sha256(entry.path), "config_sha256": config_sha256(config)}
+    hashes = {
+        "model_sha256": model_sha256(entry.path),
+        "config_sha256": config_sha256(config),
+        "inputs_sha256": inputs_sha256(entry.path, config, Path(job.config)),
+    }
     out = Path(job.out_dir)
     previous = _read_marker(out / DONE_NAME)
     if options.resume and _still_done(previous, hashes, out):
@@ -185,8 +194,17 @@ def _still_done(previous: BatchRow | None, hashes: dict[str, Any], out: Path) ->
         previous is not None
         and previous.status in COMPLETE
         and all(getattr(previous, key) == value for key, value in hashes.items())
-        and all((out / name).is_file() for name in OUTPUT_FILES)
+        and all(is_regular(out / name) for name in OUTPUT_FILES)
     )
+
+
+def inputs_sha256(model: Path, config: dict[str, Any], path: Path) -> str:
+    """The digest of everything the model's run reads but its config (data, architectures,
+    code versions), its merged `config` read as if from `path` (its paths are absolute)."""
+    from compress.cache.keys import inputs_digest
+
+    loaded = parse_config(yaml.safe_dump(config, sort_keys=False), path)
+    return inputs_digest(model, loaded)
 
 
 def _read_marker(path: Path) -> BatchRow | None:
@@ -208,8 +226,15 @@ def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> 
         threads=threads,
         output=relative,
         reused=False,
-        **{key: hashes.get(key) for key in ("model_sha256", "config_sha256")},
+        **{key: hashes.get(key) for key in ("model_sha256", "config_sha256", "inputs_sha256")},
     )
+
+
+def cache_options(options: BatchOptions | SweepOptions) -> list[str]:
+    """The `compress run` options that give each job the batch's or sweep's stage cache."""
+    if options.no_cache:
+        return ["--no-cache"]
+    return ["--cache-dir", str(Path(options.cache_dir).resolve())] if options.cache_dir else []
 
 
 def make_executor(options: BatchOptions | SweepOptions) -> LocalExecutor | RayExecutor:
@@ -233,6 +258,15 @@ def check_options(options: BatchOptions) -> None:
     if options.out_dir.resolve() == options.models_dir.resolve():
         raise OutputDirError("-o must not be the models' folder itself; choose another folder")
     check_resumable_folder(options.out_dir, options.resume, options.force, "batch", "model")
+    check_cache_options(options)
+
+
+def check_cache_options(options: BatchOptions | SweepOptions) -> None:
+    """A --cache-dir that cannot be a cache, refused before any work (each job's run warns
+    about a default cache it cannot use itself)."""
+    from compress.cache.store import open_cache
+
+    open_cache(options.cache_dir, options.no_cache, warn=lambda message: None)
 
 
 def job_problems(options, timeout_option: str) -> list[tuple[bool, str]]:

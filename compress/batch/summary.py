@@ -43,6 +43,9 @@ class BatchRow(Record):
     reused: bool = Field(description="--resume found it done and kept it")
     model_sha256: str | None
     config_sha256: str | None
+    inputs_sha256: str | None = Field(
+        default=None, description="everything else its run read: data, architectures, versions"
+    )
 
 
 class BatchSummary(Record):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compress.cache.keys import code_fingerprint, digest
 from compress.cache.store import StageCache
-from compress.models import file_sha256
+from compress.files import file_sha256
 
 
 def derived_file(

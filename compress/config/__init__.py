@@ -207,7 +207,12 @@ class DataSource(Strict):
             raise ValueError(f"{kind} data feeds one model input: give inputs one name")
         self._fits_text(kind)
         if kind == "images" and self.image is None:
-            raise ValueError("images need `image: {size: [height, width], channels: 1 or 3}`")
+            guessed = "" if self.format else " (it has no .npz or .csv suffix and no format)"
+            raise ValueError(
+                f"{self.path} is read as a folder of images{guessed}, which needs `image: "
+                "{size: [height, width], channels: 1 or 3}`; for a data file give format: npz "
+                "or csv"
+            )
         if kind == "images" and self.labels:
             raise ValueError("images are labelled by their class folder; remove labels")
         for key, allowed in (("image", "images"), ("columns", "csv")):
@@ -355,7 +360,7 @@ def _locator(root: yaml.Node | None, overrides: list[Override]) -> Callable[[tup
     def locate(loc: tuple) -> str:
         override = source_of(loc, overrides)
         if override is not None:
-            return f" (from --set {override.text})"
+            return f" (from {override.named})"
         line = _line_of(root, loc)
         return f" (line {line})" if line else ""
 
@@ -398,16 +403,16 @@ def _validate_passes(raw: list[dict[str, Any]], locate: Callable[[tuple], str]) 
     return specs
 
 
-def load_config(path: Path | str, overrides: Sequence[str] = ()) -> LoadedConfig:
+def load_config(path: Path | str, overrides: Sequence[str | Override] = ()) -> LoadedConfig:
     """Read and validate a YAML config as a whole, with `--set KEY=VALUE` `overrides` applied
     first; ConfigError names every problem found."""
     path = Path(path)
     return parse_config(read_config_text(path), path, overrides)
 
 
-def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> LoadedConfig:
+def parse_config(text: str, path: Path, overrides: Sequence[str | Override] = ()) -> LoadedConfig:
     """Validate config `text` as if read from `path` (its folder anchors relative paths)."""
-    parsed = [parse_override(override) for override in overrides]
+    parsed = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
     root, raw = load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping with `version: 1` at the top")
@@ -428,4 +433,4 @@ def parse_config(text: str, path: Path, overrides: Sequence[str] = ()) -> Loaded
             problems.append(str(e))
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
-    return LoadedConfig(config, passes, path.resolve(), text, tuple(overrides))
+    return LoadedConfig(config, passes, path.resolve(), text, tuple(o.text for o in parsed))

@@ -18,6 +18,8 @@ MAX_IMAGE_SIDE = 8192  # image.size: what every image is resized to
 MAX_IMAGE_PIXELS = 100_000_000  # a source image's width x height, checked before decoding it
 MAX_TEXT_DATA_BYTES = 1 << 30  # a .txt / .jsonl / .csv of text examples, read whole
 MAX_REPORT_BYTES = 64 << 20  # a report.json read back by `compress report`
+MAX_TABLE_BYTES = 4 << 30  # a .csv data file, counted as it is read
+MAX_IMAGE_FILE_BYTES = 1 << 30  # one image file, before it is decoded
 
 # --- model and data archives (zip files, ONNX tensors) -----------------------------------------
 # A zip declares each member's uncompressed size; a bomb declares gigabytes in a small file.

@@ -25,27 +25,35 @@ class Override:
     loc: tuple[str | int, ...]
     value: Any
     text: str
+    option: str = "--set"  # what the user typed it with: --set, or a sweep's --vary
+
+    @property
+    def named(self) -> str:
+        """`--set passes[0].amount=0.3`, as messages name it."""
+        return f"{self.option} {self.text}"
 
 
-def parse_override(text: str) -> Override:
-    """`passes[0].amount=0.3` -> Override(("passes", 0, "amount"), 0.3, text)."""
+def parse_override(text: str, option: str = "--set") -> Override:
+    """`passes[0].amount=0.3` -> Override(("passes", 0, "amount"), 0.3, text); `option` is how
+    messages name it (`--set`, or `--vary` for a sweep's values)."""
     key, sep, raw_value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. {EXAMPLE}")
-    loc = _parse_key(key, text)
-    value = load_yaml(raw_value, f"--set {text}")[1] if raw_value.strip() else ""
-    return Override(loc, value, text)
+        example = EXAMPLE.replace("--set", option)
+        raise ConfigError(f"{option} {text}: expected KEY=VALUE, e.g. {example}")
+    loc = _parse_key(key, text, option)
+    value = load_yaml(raw_value, f"{option} {text}")[1] if raw_value.strip() else ""
+    return Override(loc, value, text, option)
 
 
-def _parse_key(key: str, text: str) -> tuple[str | int, ...]:
+def _parse_key(key: str, text: str, option: str) -> tuple[str | int, ...]:
     loc: list[str | int] = []
     for part in key.split("."):
         matches = list(_PART.finditer(part))
         consumed = "".join(m.group(0) for m in matches)
         if not matches or consumed != part or matches[0].group(1) is None:
             raise ConfigError(
-                f"--set {text}: {key!r} is not a config key; write it like {EXAMPLE} "
+                f"{option} {text}: {key!r} is not a config key; write it like {EXAMPLE} "
                 "(names joined by dots, list items as [index])"
             )
         loc += [m.group(1) if m.group(1) is not None else int(m.group(2)) for m in matches]
@@ -75,12 +83,12 @@ def _check_container(node: Any, part: str | int, override: Override, depth: int)
     where = dotted_key(override.loc[:depth]) or "the config"
     if isinstance(part, int):
         if not isinstance(node, list):
-            raise ConfigError(f"--set {override.text}: {where} is not a list")
+            raise ConfigError(f"{override.named}: {where} is not a list")
         if part >= len(node):
             has = f"indexes run from 0 to {len(node) - 1}" if node else "it is empty"
-            raise ConfigError(f"--set {override.text}: {where} has no item {part}; {has}")
+            raise ConfigError(f"{override.named}: {where} has no item {part}; {has}")
     elif not isinstance(node, dict):
-        raise ConfigError(f"--set {override.text}: {where} is not a mapping")
+        raise ConfigError(f"{override.named}: {where} is not a mapping")
 
 
 def dotted_key(loc: tuple) -> str:

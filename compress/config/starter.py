@@ -223,7 +223,7 @@ def check_starter_runs(
             )  # fmt: skip
             shutil.rmtree(job.context.workdir, ignore_errors=True)
         else:  # its arch is still a TODO (or it needs --trust-pickle): the data is read only
-            check_config(Path(handle.name))
+            check_config(Path(handle.name), archs=False)
     except InputError as e:
         raise type(e)(f"--data {data_path}: {e}") from None
     finally:

@@ -32,12 +32,15 @@ def starter_data(path: Path, config_dir: Path, input_names: list[str], inputs) -
     """Describe `path` for a config written in `config_dir`; `inputs` are the model's input
     specs (dicts with name / shape) when the model records them."""
     from compress.config import DataSource
+    from compress.data import data_path_problem
 
-    if not path.exists():
+    kind = "images" if path.is_dir() else DataSource.model_construct(path=path, format=None).kind
+    kind = "npz" if kind == "images" and not path.is_dir() else kind  # a file: read as one
+    problem = data_path_problem(path, kind)
+    if problem:
         raise DataError(
-            f"--data {path}: not found; give an .npz file, a .csv file or a folder of images"
+            f"--data {path}: {problem}; give an .npz file, a .csv file or a folder of images"
         )
-    kind = DataSource.model_construct(path=path, format=None).kind  # as data: tells them apart
     readers = {"npz": _npz_source, "csv": _csv_source, "images": _image_source}
     source = readers[kind](path, input_names, inputs)
     labelled = kind == "images" or "labels" in source

@@ -9,9 +9,7 @@ and in one pass, against `compress.config.limits`; only then is the document com
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import yaml
 
 from compress.config.limits import MAX_CONFIG_BYTES, MAX_CONFIG_INT, MAX_YAML_DEPTH, MAX_YAML_NODES
 from compress.errors import ConfigError
+from compress.files import read_bounded
 
 # A plain scalar that YAML 1.1 would read as an integer or a float with many digits.
 _LONG_NUMBER = re.compile(
@@ -29,27 +28,14 @@ _LONG_NUMBER = re.compile(
 def read_config_text(path: Path, what: str = "config") -> str:
     """The text of a YAML file: a regular file (not a device or a pipe, which could be endless)
     of at most MAX_CONFIG_BYTES, in UTF-8."""
+    data = read_bounded(
+        path, MAX_CONFIG_BYTES, what, ConfigError, "a YAML file",
+        "a config is a short YAML recipe (put data in data files)",
+    )  # fmt: skip
     try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file not found: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{what} {path} is not a regular file; give the path of a YAML file")
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"{what} {path} is {info.st_size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}; "
-            "a config is a short YAML recipe (put data in data files)"
-        )
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"cannot read {what} {path}: it is not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from None
+        raise ConfigError(f"{what} {path}: not UTF-8 text; save it as UTF-8") from None
 
 
 def yaml_error(source: str, error: yaml.YAMLError) -> ConfigError:
@@ -70,6 +56,7 @@ def load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     try:
         check_yaml_limits(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        check_unique_keys(root, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise yaml_error(source, e) from None
@@ -121,6 +108,32 @@ def check_yaml_limits(text: str, source: str) -> None:
             raise _limit(
                 source, event, f"more than {MAX_YAML_NODES:,} values once aliases are expanded"
             )
+
+
+def check_unique_keys(root: yaml.Node | None, source: str) -> None:
+    """Refuse a mapping that gives a key twice: YAML keeps the last one silently, so a second
+    `passes:` would drop the first list without a word. Both lines are named."""
+    pending = [root] if root is not None else []
+    seen_nodes: set[int] = set()  # an alias shares its node: walk each once
+    while pending:
+        node = pending.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, value in node.value:
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in lines:
+                        raise ConfigError(
+                            f"{source}: the key {key.value!r} is given twice (lines "
+                            f"{lines[key.value]} and {line}); keep one"
+                        )
+                    lines[key.value] = line
+                pending += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
 
 
 def _limit(source: str, event: yaml.Event, problem: str) -> ConfigError:

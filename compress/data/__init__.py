@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress.errors import DataError
+from compress.files import path_problem
 
 if TYPE_CHECKING:
     from compress.config import Augment, DataSource
@@ -64,12 +65,9 @@ def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
 
     path = (base_dir / source.path).resolve()
     kind = source.kind
-    exists = path.is_dir() if kind == "images" else path.is_file()
-    if not exists:
-        what = "folder of class subfolders" if kind == "images" else f"{kind} file"
-        raise DataError(
-            f"{where}.path: {what} not found: {path} (paths are relative to the config file)"
-        )
+    problem = data_path_problem(path, kind)
+    if problem:
+        raise DataError(f"{where}.path: {path}: {problem} (paths are relative to the config file)")
     if kind == "text":
         return _text_dataset(source, where, path)
     reader = {"npz": npz.read, "csv": csv_table.read, "images": images.read}[kind]
@@ -80,6 +78,29 @@ def load_dataset(source: DataSource, where: str, base_dir: Path) -> Dataset:
     if source.augment is not None:
         check_augmentable(inputs, where)
     return Dataset(where, path, inputs, labels, classes, source.augment)
+
+
+EXPECTED = {
+    "npz": "an .npz file",
+    "csv": "a .csv file",
+    "images": "a folder of class subfolders",
+    "text": "a text file (.txt, .jsonl, .csv)",
+}
+
+
+def data_path_problem(path: Path, kind: str) -> str | None:
+    """Why `path` cannot be read as data of `kind`, naming the kind expected; None if it can."""
+    if kind != "images":
+        return path_problem(path, EXPECTED[kind])
+    if path.is_dir():
+        return None
+    problem = path_problem(path, EXPECTED[kind])
+    if problem is None:  # a regular file
+        return (
+            "is a file, not a folder of class subfolders (images); for a data file give "
+            "format: npz or csv"
+        )
+    return problem
 
 
 def _text_dataset(source: DataSource, where: str, path: Path) -> Dataset:

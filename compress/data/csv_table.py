@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compress.config.limits import MAX_TABLE_BYTES
 from compress.data import class_index
 from compress.errors import DataError
+from compress.files import open_text_bounded
 
 if TYPE_CHECKING:
     from compress.config import DataSource
@@ -41,7 +43,10 @@ def read(source: DataSource, where: str, path: Path):
 
 def _rows(path: Path, where: str, limit: int | None) -> tuple[list[str], list[list[str]]]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        label = f"{where}.path"
+        with open_text_bounded(
+            path, MAX_TABLE_BYTES, label, DataError, "a .csv file", "utf-8-sig"
+        ) as f:
             reader = csv.reader(f)
             header = [name.strip() for name in next(reader, [])]
             rows = []

@@ -3,15 +3,17 @@ each image resized and scaled to 0..1, then normalized per channel, into [N, C, 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compress.config.limits import MAX_IMAGE_PIXELS
+from compress.config.limits import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS
 from compress.data import class_index
 from compress.errors import DataError
+from compress.files import open_regular
 
 if TYPE_CHECKING:
     from compress.config import DataSource, ImageSpec
@@ -54,11 +56,14 @@ def _pixels(file: Path, spec: ImageSpec, where: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # Pillow's own bomb warning: our limit is the one
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
-                _check_pixels(image.size, file, where)  # from the header, before decoding
-                image = image.convert("L" if spec.channels == 1 else "RGB")
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.float32) / 255.0
+            # a regular file (a FIFO named x.png would block the read), of a bounded size
+            with open_regular(file, f"{where}: the image", DataError, "an image file") as handle:
+                _check_file_size(os.fstat(handle.fileno()).st_size, file, where)
+                with Image.open(handle) as image:
+                    _check_pixels(image.size, file, where)  # from the header, before decoding
+                    image = image.convert("L" if spec.channels == 1 else "RGB")
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                    array = np.asarray(image, dtype=np.float32) / 255.0
     except DataError:
         raise
     except Image.DecompressionBombError as e:  # Pillow refuses at twice its own limit
@@ -72,6 +77,14 @@ def _pixels(file: Path, spec: ImageSpec, where: str) -> np.ndarray:
             f"{where}: cannot decode the image {file} ({type(e).__name__}: {e}); fix or remove it"
         ) from None
     return array[None] if spec.channels == 1 else array.transpose(2, 0, 1)
+
+
+def _check_file_size(size: int, file: Path, where: str) -> None:
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise DataError(
+            f"{where}: the image {file} is {size:,} bytes, over the limit of "
+            f"{MAX_IMAGE_FILE_BYTES:,}; scale it down or remove it"
+        )
 
 
 def _check_pixels(size: tuple[int, int], file: Path, where: str) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 
 from compress.config.limits import MAX_TEXT_DATA_BYTES
 from compress.errors import DataError
+from compress.files import read_bounded
 from compress.models.hf_provenance import TextTokenizer
-from compress.models.regular_files import read_bounded
 
 if TYPE_CHECKING:
     from compress.config import DataSource
@@ -62,7 +62,10 @@ def read(source: DataSource, where: str, path: Path):
 
 def _lines(path: Path, where: str) -> list[str]:
     """The file's lines: a regular file of at most MAX_TEXT_DATA_BYTES, UTF-8 throughout."""
-    data = read_bounded(path, MAX_TEXT_DATA_BYTES, f"{where}.path", DataError)
+    data = read_bounded(
+        path, MAX_TEXT_DATA_BYTES, f"{where}.path", DataError, "a text file",
+        "use a part of it (`limit` reads the first examples)",
+    )  # fmt: skip
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -47,6 +47,7 @@ class Context:
     analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
     output_names: list[str] = field(default_factory=list)  # the model's, in order
     judged_output: int = 0  # the index of the output the metric judges (report.output)
+    output_sizes: list[int] = field(default_factory=list)  # each output's values per sample
     cache: StageCache | None = None  # the stage cache, where passes keep what they derive
 
     @property

@@ -43,24 +43,34 @@ def run_inputs(model_path: Path, config: LoadedConfig) -> list[InputFile]:
         source = getattr(cfg.data, role)
         if source is not None:
             inputs.append(InputFile(f"data.{role}.path", base / source.path))
-    inputs += _arch_file("model.arch", cfg.model.arch, base)
     for index, spec in enumerate(config.passes):
-        inputs += _pass_files(f"passes[{index}]", spec.params, base)
+        inputs += _teacher_files(f"passes[{index}]", spec.params, base)
+    for key, spec in arch_specs(config).items():
+        target = spec.rsplit(":", 1)[0]
+        if target.endswith(".py"):  # 'package.module:Name' is found on the Python path
+            inputs.append(InputFile(key, base / target))
     return inputs
 
 
-def _pass_files(key: str, params, base: Path) -> list[InputFile]:
-    """A distill pass's teacher (a path, or {path, arch}) and student architecture files."""
-    found: list[InputFile] = []
+def arch_specs(config: LoadedConfig) -> dict[str, str]:
+    """Every architecture the config names, by its key: model.arch, and a distill pass's
+    teacher.arch and student.arch ('path/to/file.py:Factory' or 'package.module:Factory')."""
+    specs = {"model.arch": config.config.model.arch}
+    for index, spec in enumerate(config.passes):
+        for role in ("teacher", "student"):
+            section = getattr(spec.params, role, None)
+            specs[f"passes[{index}].{role}.arch"] = getattr(section, "arch", None)
+    return {key: spec for key, spec in specs.items() if isinstance(spec, str)}
+
+
+def _teacher_files(key: str, params, base: Path) -> list[InputFile]:
+    """A distill pass's teacher model file (a path, or {path, arch})."""
     teacher = getattr(params, "teacher", None)
     if isinstance(teacher, (str, Path)):
-        found += _model_files(f"{key}.teacher", base / teacher)
-    elif teacher is not None and getattr(teacher, "path", None) is not None:
-        found += _model_files(f"{key}.teacher.path", base / teacher.path)
-        found += _arch_file(f"{key}.teacher.arch", getattr(teacher, "arch", None), base)
-    student = getattr(params, "student", None)
-    found += _arch_file(f"{key}.student.arch", getattr(student, "arch", None), base)
-    return found
+        return _model_files(f"{key}.teacher", base / teacher)
+    if teacher is not None and getattr(teacher, "path", None) is not None:
+        return _model_files(f"{key}.teacher.path", base / teacher.path)
+    return []
 
 
 def _model_files(label: str, path: Path) -> list[InputFile]:
@@ -71,12 +81,6 @@ def _model_files(label: str, path: Path) -> list[InputFile]:
     from compress.models.hf_folder import files_read
 
     return [InputFile(f"{label} ({name})", file) for name, file in files_read(path)]
-
-
-def _arch_file(key: str, spec: str | None, base: Path) -> list[InputFile]:
-    """The file of a 'path/to/file.py:Factory' architecture (none for 'package.module:Name')."""
-    target = spec.rsplit(":", 1)[0] if isinstance(spec, str) else ""
-    return [InputFile(key, base / target)] if target.endswith(".py") else []
 
 
 def refuse_overwriting(target: Path, inputs: list[InputFile], action: str, fix: str) -> None:

@@ -85,6 +85,15 @@ def check_writable(path: Path, option: str) -> None:
         )
 
 
+def check_output_file(path: Path, force: bool, inputs: list[InputFile], option: str = "-o") -> None:
+    """Refuse, before any work, a single output file (init's config, a rendered report) that
+    cannot be written, is one of the command's `inputs`, or exists without --force."""
+    check_writable(path, option)
+    refuse_overwriting(path, inputs, option, "choose another file")
+    if os.path.lexists(path) and not force:
+        raise OutputDirError(f"{option} {path}: the file exists; pass --force to replace it")
+
+
 def _why_not_writable(folder: Path) -> str:
     read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
     return "read-only file system" if read_only else "permission denied"

@@ -383,22 +383,21 @@ def _carried_timings(
 
 
 def _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency) -> None:
-    """Store what was measured now with each stage's cache entry: a computed stage's footprint
-    (not the final file's: it carries this run's metadata), metric and timing; a reused stage's
-    timing where it was timed again."""
+    """Store the figures of each stage with its cache entry, where they differ from what the
+    entry holds: its footprint (not the final file's: it carries this run's metadata), its
+    metric, and its timing where it was timed now (or carried: still valid)."""
     if reuse.cache is None:
         return
     last = len(stage_files) - 1
     for step, (stage, key) in enumerate(zip(stage_files, keys, strict=True)):
-        timing = None if step == 0 or key in carried else CachedLatency.of(latency, key)
-        if stage.figures is None:
-            footprint_ = None if step == last else prints[step]
-            figures = CachedFigures(footprint=footprint_, metric=metrics[step], latency=timing)
-        elif timing is not None:
-            figures = stage.figures.model_copy(update={"latency": timing})
-        else:
-            continue
-        reuse.annotate(step, figures)
+        old = stage.figures or CachedFigures()
+        timing = old.latency if key in carried else None
+        if step > 0 and key not in carried:
+            timing = CachedLatency.of(latency, key)
+        footprint_ = prints[step] if step < last else old.footprint
+        figures = CachedFigures(footprint=footprint_, metric=metrics[step], latency=timing)
+        if figures != old.model_copy(update={"measured_under": None}):
+            reuse.annotate(step, figures)
 
 
 def _footprints(stage_files: list[StageFile], one_sample) -> list[Footprint]:
@@ -415,7 +414,7 @@ def _footprints(stage_files: list[StageFile], one_sample) -> list[Footprint]:
 
 def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
     """The metric of every stage on data.eval against the baseline's outputs; a reused stage's
-    value from the cache (its key covers the data, the metric and the judged output)."""
+    value from the cache, where it was measured under the same report settings and data."""
     if ctx.eval is None:
         return [None] * len(stage_files)
     known = [stage.figures.metric if stage.figures else None for stage in stage_files]

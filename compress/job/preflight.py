@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from compress.config import LoadedConfig, load_config
+from compress.config.overrides import Override
 from compress.data import Dataset
 from compress.data.checks import check_labels_fit
 from compress.errors import ConfigError, DataError, ModelLoadError, first_line
@@ -23,9 +24,11 @@ from compress.job.context import (
     input_names_for,
     load_datasets,
 )
+from compress.job.inputs import arch_specs
 from compress.job.progress import ProgressDisplay, silent
 from compress.job.text_data import with_tokens
 from compress.models import Format, LoadedModel, load_model
+from compress.models.arch import check_arch
 from compress.models.hf_provenance import ModelFolder
 from compress.passes.base import Pass, TorchPass
 from compress.passes.registry import get_pass
@@ -43,20 +46,20 @@ class ModelFacts(Record):
     format: Format
     input_names: list[str]
     output_names: list[str]
-    judged_output: int
+    output_sizes: list[int]  # each output's values per sample: the classes labels index
+    fixed_batches: list[int] = []  # an ONNX model's fixed batch sizes, if it has any
     folder: ModelFolder | None = None  # a model folder's files and task, for the report
 
     def fit(self, baseline: Path) -> bool:
         """Whether they agree with the baseline's ONNX file they were kept with: its inputs and
-        outputs by name, and the judged output among them. entry.json is not covered by the
-        entry's hash, so an edited one is caught here and the model is loaded instead."""
+        outputs by name (a check that the entry is whole; the cache authenticates it)."""
         import onnx
 
         proto = onnx.load(str(baseline), load_external_data=False)
         outputs = [o.name for o in proto.graph.output]
         inputs = [i.name for i in graph_inputs(proto)]
-        in_range = 0 <= self.judged_output < len(outputs)
-        return inputs == self.input_names and outputs == self.output_names and in_range
+        sized = len(self.output_sizes) == len(outputs)
+        return inputs == self.input_names and outputs == self.output_names and sized
 
 
 @dataclass
@@ -120,9 +123,10 @@ def prepare_model(
     )  # fmt: skip
     if made_up_inputs:
         inputs_from_model(model, config, log)
+    fixed_batches = fixed_batch_sizes(model.model) if model.is_onnx else set()
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)
-        check_onnx_batch(model.model, config.config.report.batch_sizes)
+        check_batches_fit(fixed_batches, config.config.report.batch_sizes)
     fixed = model.fixed_batch
     if fixed:
         fit_fixed_batch(model, config, passes, log)
@@ -149,7 +153,8 @@ def prepare_model(
             format=model.format,
             input_names=names,
             output_names=context.output_names,
-            judged_output=context.judged_output,
+            output_sizes=context.output_sizes,
+            fixed_batches=sorted(fixed_batches),
             folder=model.folder,
         )
     return Job(config, model, passes, context, module, prepared, facts)
@@ -175,7 +180,14 @@ def job_from_facts(
         config, datasets, facts.input_names, workdir, log, progress, None, trust_pickle
     )
     context.trust_remote_code = trust_remote_code
-    context.output_names, context.judged_output = facts.output_names, facts.judged_output
+    context.output_names, context.output_sizes = facts.output_names, facts.output_sizes
+    check_batches_fit(set(facts.fixed_batches), config.config.report.batch_sizes)
+    judge_outputs(context)  # report.output and the labels, as check_data_fits checks them
+    for role, dataset in datasets.items():
+        if dataset.labels is not None:
+            check_labels_fit(
+                dataset.labels, facts.output_sizes[context.judged_output], f"data.{role}"
+            )
     return Job(config, model, passes, context, facts=facts)
 
 
@@ -224,14 +236,24 @@ def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Conte
 
 
 def check_config(
-    config_path: Path, overrides: Sequence[str] = ()
+    config_path: Path, overrides: Sequence[str | Override] = (), archs: bool = True
 ) -> tuple[LoadedConfig, list[Pass], dict[str, Dataset]]:
     """Every check that needs only the config and its data files: what `compress validate` does
-    and what `compress run` does first. Returns the config, its passes and its datasets."""
-    config = load_config(config_path, overrides)
+    and what `compress run` does first (`archs`: that the architectures it names are there).
+    Returns the config, its passes and its datasets."""
+    return check_loaded_config(load_config(config_path, overrides), archs)
+
+
+def check_loaded_config(
+    config: LoadedConfig, archs: bool = True, datasets: dict[str, Dataset] | None = None
+) -> Checked:
+    """check_config's checks on a config already loaded; `datasets`: its data, when the caller
+    loaded the same data sections already (a sweep's variants)."""
+    for key, spec in arch_specs(config).items() if archs else ():
+        check_arch(spec, config.base_dir, key)
     passes = build_passes(config)
     check_metric(config)
-    datasets = load_datasets(config)
+    datasets = load_datasets(config) if datasets is None else datasets
     check_batch_bytes(config, datasets)
     return config, passes, datasets
 
@@ -278,9 +300,8 @@ def check_metric(config: LoadedConfig) -> None:
         )
 
 
-def check_onnx_batch(proto, batch_sizes: list[int]) -> None:
-    """An ONNX input with a fixed batch size can only be measured at that size."""
-    fixed = fixed_batch_sizes(proto)
+def check_batches_fit(fixed: set[int], batch_sizes: list[int]) -> None:
+    """An ONNX input with a fixed batch size (`fixed`) can only be measured at that size."""
     if fixed and any(b not in fixed for b in batch_sizes):
         raise ConfigError(
             f"report.batch_sizes: the ONNX model's batch size is fixed at {fixed.pop()}; set "
@@ -358,8 +379,15 @@ def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
                 f"({first_line(e, 200)}); check {key} and the arrays' shapes"
             ) from None
         ctx.output_names = list(outputs)
-        ctx.judged_output = judged_output(ctx.output_names, ctx.config.config.report.output)
+        ctx.output_sizes = [int(np.prod(a.shape[1:], dtype=np.int64)) for a in outputs.values()]
+        judge_outputs(ctx)
         _check_outputs(list(outputs.values()), ctx.judged_output, labels, key)
+
+
+def judge_outputs(ctx: Context) -> None:
+    """The output the metric judges, by report.output among the model's outputs (ConfigError
+    for one it does not have)."""
+    ctx.judged_output = judged_output(ctx.output_names, ctx.config.config.report.output)
 
 
 def _check_outputs(
@@ -373,5 +401,4 @@ def _check_outputs(
                 "samples; check the model and that the data is scaled as it expects"
             )
     if labels is not None and outputs:
-        classes = int(np.prod(outputs[judged].shape[1:], dtype=np.int64))
-        check_labels_fit(labels, classes, key)
+        check_labels_fit(labels, int(np.prod(outputs[judged].shape[1:], dtype=np.int64)), key)

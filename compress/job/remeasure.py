@@ -13,16 +13,19 @@ from pathlib import Path
 
 from compress.config import LoadedConfig, ModelSection, load_config, parse_config
 from compress.errors import ConfigError, ModelLoadError
+from compress.files import path_problem
 from compress.job.context import Context, input_names_for, load_datasets
-from compress.job.preflight import check_onnx_batch, check_onnx_data_fits
+from compress.job.preflight import check_batches_fit, check_onnx_data_fits
 from compress.job.text_data import with_tokens
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
 from compress.models import detect_format, load_model
+from compress.models.hf_folder import is_model_folder
 from compress.models.model_inputs import onnx_input_specs
 from compress.report import busy_latency, paired_figures
 from compress.report.model import BenchComparison, BenchResult
+from compress.torch.export import fixed_batch_sizes
 
 DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
 
@@ -38,18 +41,20 @@ def bench_onnx(
     per batch size (paired, with its 95% interval)."""
     model_path = Path(model_path)
     for path in (model_path, *([Path(compare)] if compare else [])):
-        if (path.is_file() or path.is_dir()) and detect_format(path) != "onnx":
+        if is_model_folder(path) or (path.is_file() and detect_format(path) != "onnx"):
             raise ModelLoadError(
                 f"{path}: compress bench measures ONNX files; this is a torch model: "
                 "`compress run` exports it, then bench OUTDIR/model.onnx"
             )
+        if problem := path_problem(path, "a model file"):  # a folder, a FIFO: said as such
+            raise ModelLoadError(f"model {path}: {problem}")
     proto = load_model(model_path, ModelSection(), Path.cwd()).model
     if compare:
         other = load_model(Path(compare), ModelSection(), Path.cwd()).model
         check_same_inputs(proto, other, model_path, Path(compare))
     config = _config(config_path, overrides, proto, model_path.name)
     settings = config.config.report
-    check_onnx_batch(proto, settings.batch_sizes)
+    check_batches_fit(fixed_batch_sizes(proto), settings.batch_sizes)
     # text data: tokenized with model.tokenizer (an ONNX file holds no tokenizer)
     _, _, datasets = with_tokens((config, [], load_datasets(config)), None, False)
     # bench writes nothing: the context's workdir is never used

@@ -72,6 +72,7 @@ class StageReuse:
     log: Callable[[str], None] = lambda message: None
     fetched: dict[int, StageFile] = field(default_factory=dict)  # taken out before the run
     model_sha256: str | None = None  # the model file's, hashed for the keys
+    measure_key: str = ""  # what figures are measured under (compress.cache.keys.measure_key)
 
     @classmethod
     def plan(
@@ -88,11 +89,12 @@ class StageReuse:
         reuse = cls([None, *torch_first, *onnx_after], len(torch_first))
         if cache is None:
             return reuse
-        from compress.cache.keys import stage_keys
+        from compress.cache.keys import measure_key, stage_keys
 
         reuse.cache, reuse.log, reuse.model_sha256 = cache, log, model_sha256
         order = torch_first + onnx_after
-        reuse.keys = stage_keys(model_path, config, order, model_sha256)
+        reuse.keys = stage_keys(model_path, config, passes, order, model_sha256)
+        reuse.measure_key = measure_key(config)
         present = 0
         while present < len(reuse.keys) and cache.has(reuse.keys[present]):
             present += 1
@@ -141,6 +143,7 @@ class StageReuse:
     def annotate(self, step: int, figures: CachedFigures) -> None:
         """Keep the figures measured for stage `step` with its entry, for a later run."""
         if self.cache is not None:
+            figures = figures.model_copy(update={"measured_under": self.measure_key})
             self.cache.annotate(self.keys[step], {"figures": figures.written()})
 
     def _get(self, step: int, work: Path) -> StageFile | None:
@@ -159,9 +162,12 @@ class StageReuse:
             self.cache.discard(self.keys[step])
             return None
         self.log(f"stage {step} ({entry.name}): reused from the stage cache")
+        figures = entry.figures
+        if figures is not None and figures.measured_under != self.measure_key:
+            figures = CachedFigures(footprint=figures.footprint)  # other report settings or data
         return StageFile(
             entry.name, hit.path, entry.reverted, record, entry.fix_if_slower or "",
-            from_cache=True, figures=entry.figures, model=entry.model,
+            from_cache=True, figures=figures, model=entry.model,
         )  # fmt: skip
 
 
@@ -195,12 +201,15 @@ class CachedLatency(Record):
 
 
 class CachedFigures(Record):
-    """What was measured of a stage: its footprint and metric, which do not change between
-    runs, and its latency, valid on the machine that timed it."""
+    """What was measured of a stage: its footprint, which depends on the stage's file alone; its
+    metric, valid under the report settings and eval data it was measured with
+    (`measured_under`, compress.cache.keys.measure_key); and its latency, valid under those
+    and on the machine that timed it."""
 
     footprint: Footprint | None = None
     metric: Metric | None = None
     latency: CachedLatency | None = None
+    measured_under: str | None = None
 
 
 class CachedStage(Record):

@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,19 @@ class StagingArea:
             file.write(text.encode())
 
     def add_copy(self, final: str, source: Path) -> None:
-        with self._create(final) as file, open(source, "rb") as src:
-            shutil.copyfileobj(src, file, _COPY_CHUNK)
+        """A copy of regular file `source`; a link there is refused, never followed."""
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise OutputDirError(
+                f"{source}: cannot be copied ({e.strerror or e}: a link is never followed); "
+                "remove it and run again"
+            ) from None
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputDirError(f"{source}: not a regular file; remove it and run again")
+            with self._create(final) as file:
+                shutil.copyfileobj(src, file, _COPY_CHUNK)
 
     @contextlib.contextmanager
     def _create(self, final: str) -> Iterator[BinaryIO]:
@@ -195,6 +207,33 @@ def make_folders(root: Path, relative: Path, option: str = "-o") -> Path:
     finally:
         os.close(fd)
     return Path(root) / relative
+
+
+def check_folders(root: Path, relative: Path, option: str = "-o") -> None:
+    """What make_folders would refuse, found without creating anything: a link or a file where
+    a folder of root/relative should be."""
+    path = Path(root)
+    for part in Path(relative).parts:
+        path = path / part
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise write_error(path, e, option) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise OutputDirError(
+                f"{Path(root) / relative}: {part} is a link or a file, not a folder; remove it "
+                f"or choose another {option}"
+            )
+
+
+def is_regular(path: Path) -> bool:
+    """A regular file itself, not a link to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def remove_leftovers(folder: Path) -> None:

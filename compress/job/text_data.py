@@ -16,6 +16,7 @@ from compress.data import Dataset
 from compress.data.text import tokenized
 from compress.errors import DataError
 from compress.job.context import check_batch_bytes, fit_input_specs
+from compress.models import check_model_path
 from compress.models.hf_folder import is_model_folder
 
 Checked = tuple[LoadedConfig, list, dict[str, Dataset]]
@@ -48,6 +49,8 @@ def tokenizer_source(config: LoadedConfig, model_path: Path | None, key: str) ->
         return config.resolve(config.config.model.tokenizer), "model.tokenizer"
     if model_path is not None and is_model_folder(Path(model_path)):
         return Path(model_path), Path(model_path).name
+    if model_path is not None:
+        check_model_path(Path(model_path))  # a folder that is no model, a FIFO: said as such
     what = f"{Path(model_path).name} is a model file" if model_path else "bench measures ONNX"
     raise DataError(
         f"{key} is text, tokenized with the model's tokenizer, but {what}, which holds no "

@@ -35,7 +35,7 @@ from compress.data import repeat_to
 from compress.errors import ConfigError
 from compress.measure.interference import CpuWatch, MachineLoad
 from compress.measure.runtime import feeds, fixed_batch, open_session
-from compress.records import Record
+from compress.records import Amount, Count, Record
 
 ROUNDS = 8  # each stage's runs are split over at least this many rounds, alternating
 Z_95 = 1.96  # the normal quantile of a two-sided 95% interval
@@ -47,10 +47,10 @@ SPEED_TOLERANCE = 1.03  # a speed change smaller than 3% is a tie, however sure 
 class LatencyFigures(Record):
     """One stage at one batch size, in milliseconds (report.json's `latency_ms`)."""
 
-    p50: float
-    p90: float
-    p99: float
-    runs: int
+    p50: Amount
+    p90: Amount
+    p99: Amount
+    runs: Count
     stable: bool = Field(description="its median settled, on a machine not found busy")
 
 

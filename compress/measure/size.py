@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.records import Record
+from compress.records import Count, Record, Share
 
 # Inputs that carry quantization scales and zero points rather than weights, by op and position.
 _QUANT_PARAM_INPUTS = {
@@ -71,11 +71,11 @@ def size_bytes(path: Path) -> int:
 class Footprint(Record):
     """A model file's size and compute."""
 
-    size_bytes: int
-    gzip_bytes: int
-    params: int
-    macs: int
-    sparsity: float
+    size_bytes: Count
+    gzip_bytes: Count
+    params: Count
+    macs: Count
+    sparsity: Share
 
 
 def footprint(path: Path, one_sample: list[np.ndarray]) -> Footprint:

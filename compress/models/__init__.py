@@ -12,8 +12,6 @@ declarations before anything is allocated (onnx_tensors.py).
 
 from __future__ import annotations
 
-import hashlib
-import stat
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -22,10 +20,10 @@ from typing import Any, Literal
 
 from compress.config import ModelSection
 from compress.errors import ModelLoadError, first_line
+from compress.files import file_sha256, path_problem
 from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.models.hf_folder import is_model_folder, read_layout
 from compress.models.hf_provenance import ModelFolder
-from compress.models.regular_files import kind_of, stat_of
 from compress.models.safetensors_file import load_state_dict, looks_like_safetensors
 from compress.models.state_dicts import build_from_state_dict, load_pickle
 
@@ -66,14 +64,6 @@ class LoadedModel:
 
             return FixedBatchModule(self.model.module(), fixed)
         return self.model.module()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_sha256(path: Path) -> str:
@@ -178,16 +168,13 @@ def load_model(
 
 def check_model_path(path: Path) -> None:
     """A model is a regular file or a model folder; anything else is named for what it is."""
-    info = stat_of(path, "model file")
-    if stat.S_ISDIR(info.st_mode):
+    if path.is_dir():
         if not is_model_folder(path):
             read_layout(path, trust_remote_code=False)  # says what the folder lacks
         return
-    if not stat.S_ISREG(info.st_mode):
-        raise ModelLoadError(
-            f"the model {path} is {kind_of(info.st_mode)}, not a file; give a saved model file "
-            "or a model folder"
-        )
+    problem = path_problem(path, "a model file or a model folder")
+    if problem:
+        raise ModelLoadError(f"model {path}: {problem}")
 
 
 def _load_folder(path: Path, section: ModelSection, trust: bool, inputs: list[str] | None):

@@ -178,7 +178,7 @@ def files_read(path: Path) -> list[tuple[str, Path]]:
 def folder_hashes(layout: FolderLayout) -> tuple[str, list[FolderFile]]:
     """The sha256 of every file the load reads, and one digest of them all (names included),
     which stands for the folder where a model file's sha256 would."""
-    from compress.models import file_sha256
+    from compress.files import file_sha256
 
     files = [
         FolderFile(path=layout.relative(p), sha256=file_sha256(p), bytes=p.stat().st_size)

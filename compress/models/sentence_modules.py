@@ -7,8 +7,9 @@ sentence-transformers saves a model as a list of modules in `modules.json`: the 
 its settings in `<path>/config.json`, and often a Normalize module. The sentence embedding is
 the pooled token embeddings, L2-normalized when Normalize is listed. compress reads those files
 as their format documents (the embedding is computed by compress.models.sentence_pooling), so a
-sentence embedder needs no sentence-transformers installed and runs no code named by the folder. A module type it cannot
-compute (Dense, a custom one) is refused by name rather than left out silently.
+sentence embedder needs no sentence-transformers installed and runs no code named by the folder.
+A module type it cannot compute (Dense, a custom one) is refused by name rather than left out
+silently.
 """
 
 from __future__ import annotations

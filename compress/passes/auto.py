@@ -21,7 +21,7 @@ from compress.passes.fallback import (
 )
 from compress.passes.quantize import QuantizeDetails, preprocess
 from compress.passes.registry import get_pass, register
-from compress.records import Record
+from compress.records import Amount, Count, Record
 from compress.sensitivity import SensitivityDetails
 
 if TYPE_CHECKING:
@@ -43,13 +43,13 @@ class Candidate:
 class InputFigures(Record):
     """The pass's input, as the candidates are compared with it."""
 
-    size_bytes: int
+    size_bytes: Count
     metric: float
-    p50_ms: float
+    p50_ms: Amount
 
 
 class FullyQuantized(Record):
-    p50_ms: float
+    p50_ms: Amount
     drop: float
 
 
@@ -61,12 +61,12 @@ class CandidateEntry(Record):
     settings: dict[str, Any] = {}
     fully_quantized: FullyQuantized | None = None
     fallback: FallbackRounds | None = None
-    seconds: float | None = None
-    size_bytes: int | None = None
+    seconds: Amount | None = None
+    size_bytes: Count | None = None
     metric: float | None = None
     drop: float | None = None
     float_nodes: list[str] = []
-    p50_ms: float | None = None
+    p50_ms: Amount | None = None
     verdict: str | None = None
 
 
@@ -123,6 +123,7 @@ class AutoQuantization(OnnxPass):
 
     Params = AutoParams
     Details = AutoDetails
+    reads = ("report", "gates")  # candidates are timed as the report times, chosen by the gates
 
     def check(self, config: LoadedConfig) -> None:
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")

@@ -104,6 +104,10 @@ class Pass:
     Params: ClassVar[type[PassParams]] = PassParams
     Details: ClassVar[type[PassDetails]] = OtherDetails
     fix_if_slower: ClassVar[str] = ""  # what the slower-stage warning suggests, if anything
+    # The config keys the pass reads besides its params (dotted: `report.metric`, `gates`): the
+    # stage cache key covers their values, and a change to any other key reuses the stage. A
+    # pass that does not say (a plugin) is taken to read the report settings and the gates.
+    reads: ClassVar[tuple[str, ...]] = ("report", "gates")
 
     def __init__(self, params: PassParams, key: str = "passes[0]"):
         self.params = params
@@ -113,6 +117,11 @@ class Pass:
     def on_slower(self) -> Literal["warn", "revert"]:
         """What the pipeline does when this pass's stage is slower than its input."""
         return self.params.on_slower if isinstance(self.params, SpeedGuardParams) else "warn"
+
+    def config_read(self) -> tuple[str, ...]:
+        """`reads`, and the report's timing settings when the speed guard may revert the stage."""
+        timed = ("report",) if self.on_slower == "revert" else ()
+        return tuple(dict.fromkeys((*self.reads, *timed)))
 
     def check(self, config: LoadedConfig) -> None:
         """Raise ConfigError if the config lacks something this pass needs (before any work)."""

@@ -59,6 +59,7 @@ class WeightClustering(OnnxPass):
 
     Params = ClusterParams
     Details = PassDetails  # nothing to report beyond the stage's figures
+    reads = ()
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx

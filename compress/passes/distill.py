@@ -127,6 +127,7 @@ class Distill(TorchPass):
         pass
 
     Details = DistillDetails
+    reads = ("report.metric", "report.output")  # the best epoch is picked by the report's metric
 
     @property
     def changes_input_model(self) -> bool:

@@ -262,6 +262,7 @@ class CrossLayerEqualization(OnnxPass):
 
     Params = EqualizeParams
     Details = EqualizeDetails
+    reads = ()
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         source, target = given.source, given.target

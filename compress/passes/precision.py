@@ -44,6 +44,7 @@ class Float16(OnnxPass):
 
     Params = Float16Params
     Details = PassDetails  # nothing to report beyond the stage's figures
+    reads = ()
 
     def apply(self, given: PassInput, ctx: Context) -> PassResult:
         import onnx
@@ -121,6 +122,8 @@ class Int4WeightOnly(OnnxPass):
 
     Params = Int4Params
     Details = Int4Details
+    # the embedding tables' int8 is judged on the report's output against the budget
+    reads = ("report.metric", "report.output", "gates.max_accuracy_drop")
 
     def check(self, config) -> None:
         self.require_eval_for_budget(config)

@@ -64,6 +64,8 @@ class MagnitudePruningDetails(PassDetails):
 class PruningPass(TorchPass):
     """What both pruning passes share: `ignore` names checked against the model, fine-tuning."""
 
+    reads = ()  # fine-tuning reads data.train, which every stage's key covers
+
     def check(self, config) -> None:
         check_train_data(self.params, config, self.key)
 

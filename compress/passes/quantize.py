@@ -189,6 +189,8 @@ class Int8Pass(OnnxPass):
 
     params: QuantizeParams
     Details = QuantizeDetails
+    # per_channel: auto and the fallback judge the report's output, the budget is the gate's
+    reads = ("report.metric", "report.output", "gates.max_accuracy_drop")
 
     def check(self, config: LoadedConfig) -> None:
         self.require_eval_for_budget(config)

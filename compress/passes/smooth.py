@@ -227,6 +227,7 @@ class SmoothQuant(OnnxPass):
 
     Params = SmoothParams
     Details = SmoothDetails
+    reads = ()  # data.calibration, which every stage's key covers
 
     def check(self, config: LoadedConfig) -> None:
         why = f"{self.key}: {self.name} measures activations on data.calibration"

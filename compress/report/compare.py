@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from compress.config.limits import MAX_REPORT_BYTES
 from compress.errors import ReportFileError
+from compress.files import read_bounded
 from compress.records import Record
 from compress.report import fmt_value, markdown_table
 from compress.report.model import (
@@ -79,17 +80,14 @@ class Comparison(Record):
 def load_report(path: Path) -> Report:
     """A report written by `compress run`; ReportFileError says what is wrong with the file."""
     path = Path(path)
+    data = read_bounded(
+        path, MAX_REPORT_BYTES, "report", ReportFileError, "a report.json file",
+        "a report.json is far smaller; give the report.json of a run",
+    )  # fmt: skip
     try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise ReportFileError(
-                f"{path}: {path.stat().st_size:,} bytes, larger than any report.json "
-                f"(limit {MAX_REPORT_BYTES:,}); give the report.json of a run"
-            )
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ReportFileError(f"report file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportFileError(f"cannot read {path}: {e}") from None
+        report = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ReportFileError(f"{path}: not UTF-8 text; give the report.json of a run") from None
     except json.JSONDecodeError as e:
         raise ReportFileError(
             f"{path}: not JSON ({e.msg}, line {e.lineno}); give the report.json of a run"
@@ -115,7 +113,7 @@ def load_report(path: Path) -> Report:
         )
     try:
         return Report.read(report)
-    except (ValidationError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # pydantic's ValidationError is a ValueError
         raise ReportFileError(
             f"{path}: not a report this compress reads ({_first_error(e)}); "
             "give the report.json that `compress run` wrote"
@@ -124,8 +122,10 @@ def load_report(path: Path) -> Report:
 
 def _first_error(error: Exception) -> str:
     """'stages.0.size_bytes: Field required', or the error's kind."""
-    if not isinstance(error, ValidationError):
+    if isinstance(error, RecursionError):
         return "nested too deeply"
+    if not isinstance(error, ValidationError):
+        return str(error)
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     return f"{where}: {first['msg']}" if where else first["msg"]

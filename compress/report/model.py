@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from compress.measure.interference import MachineLoad
 from compress.measure.latency import LatencyFigures
 from compress.measure.size import Footprint
 from compress.models.hf_provenance import ModelFolder, TextTokenizer
 from compress.passes.base import PassDetails
-from compress.records import Record
+from compress.records import Amount, Count, Positive, Record, Share
 
 SCHEMA_VERSION = 1  # report.json's major version; a minor one only adds optional keys
 
@@ -37,25 +37,27 @@ class Metric(Record):
 class Paired(Record):
     """A stage against its input at one batch size, from the rounds they were timed in."""
 
-    speedup: float
-    ci: list[float] = Field(description="95% confidence interval of the speedup")
+    speedup: Amount
+    ci: list[Amount] = Field(
+        min_length=2, max_length=2, description="95% confidence interval of the speedup"
+    )
     verdict: Verdict
 
 
 class Stage(Record):
     name: str
-    size_bytes: int
-    gzip_bytes: int
-    params: int
-    macs: int
-    sparsity: float
+    size_bytes: Count
+    gzip_bytes: Count
+    params: Count
+    macs: Count
+    sparsity: Share
     latency_ms: dict[str, LatencyFigures] = Field(description="by batch size")
     latency_from_cache: bool | None = Field(
         default=None,
         description="true: timed in an earlier run on this machine (a stage reused from the "
         "stage cache); its speedups go through the baseline, timed in both runs",
     )
-    threads: int
+    threads: Positive
     metric: Metric | None
     reverted: bool
     from_cache: bool | None = Field(
@@ -67,7 +69,7 @@ class Stage(Record):
     fix_if_slower: str | None = None
     vs_input: dict[str, Paired] | None = Field(default=None, description="by batch size")
     slower_than_input: bool = Field(description="at the first batch size, by vs_input")
-    slower_at_batch_sizes: list[int]
+    slower_at_batch_sizes: list[Positive]
 
     @field_validator("details", mode="before")
     @classmethod
@@ -93,14 +95,14 @@ class Stage(Record):
 
 
 class Summary(Record):
-    size_ratio: float
-    gzip_ratio: float
-    speedup: float
-    speedup_ci: list[float] | None = None
+    size_ratio: Amount
+    gzip_ratio: Amount
+    speedup: Amount
+    speedup_ci: list[Amount] | None = Field(default=None, min_length=2, max_length=2)
     speedup_verdict: Verdict | None = None
-    speedup_batch: int
+    speedup_batch: Positive
     accuracy_drop: float | None
-    final_size_mb: float
+    final_size_mb: Amount
 
 
 class Gate(Record):
@@ -111,13 +113,13 @@ class Gate(Record):
 
 
 class LatencySettings(Record):
-    batch_sizes: list[int]
-    threads: int
-    warmup_runs: int
-    min_runs: int
-    min_seconds: float
-    max_seconds: float
-    stable_within: float
+    batch_sizes: list[Positive] = Field(min_length=1)
+    threads: Positive
+    warmup_runs: Count
+    min_runs: Count
+    min_seconds: Amount
+    max_seconds: Amount
+    stable_within: Amount
     input: str
     machine: dict[str, MachineLoad] | None = Field(default=None, description="by batch size")
 
@@ -186,10 +188,21 @@ class Report(Record):
     metric: str
     judged_output: str | None
     outputs: list[str]
-    batch_sizes: list[int]
+    batch_sizes: list[Positive] = Field(min_length=1)
     latency: LatencySettings
     provenance: Provenance
     environment: Environment
+
+    @model_validator(mode="after")
+    def _timed_at_its_batch_sizes(self) -> Report:
+        """Every stage has figures at every batch size, which every view reads."""
+        for index, stage in enumerate(self.stages):
+            missing = [b for b in self.batch_sizes if str(b) not in stage.latency_ms]
+            if missing:
+                raise ValueError(f"stages.{index}.latency_ms has no batch {missing[0]}")
+        if self.summary.speedup_batch not in self.batch_sizes:
+            raise ValueError(f"summary.speedup_batch {self.summary.speedup_batch} is not timed")
+        return self
 
     @property
     def baseline(self) -> Stage:

@@ -78,7 +78,7 @@ class AnalysisCache:
         """The activation ranges of `model` calibrated with `settings`: collected once for a
         model's content, then shared (quantize.auto's static candidates calibrate the same
         pre-processed graph, each in a file of its own)."""
-        from compress.models import file_sha256
+        from compress.files import file_sha256
 
         key = (file_sha256(model), settings)
         if key not in self._ranges:

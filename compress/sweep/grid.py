@@ -10,14 +10,17 @@ instead of waiting on the same one.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from compress.config.overrides import parse_override
-from compress.errors import ConfigError
+from compress.errors import ConfigError, InputError
 
 EXAMPLE = "--vary passes[0].amount=0.3,0.5"
+MAX_VARIANTS = 100  # a default ceiling: each variant is a whole run (--max-variants raises it)
+MAX_VARY_CHARS = 1 << 16
 _PASS_INDEX = re.compile(r"^passes\[(\d+)\]")
 
 
@@ -64,6 +67,11 @@ def split_values(text: str) -> list[str]:
 
 def parse_axis(text: str) -> Axis:
     """One `--vary KEY=V1,V2,...`; ConfigError (exit 2) names what is wrong."""
+    if len(text) > MAX_VARY_CHARS:
+        raise ConfigError(
+            f"--vary {text[:40]}...: {len(text):,} characters, over the limit of "
+            f"{MAX_VARY_CHARS:,}; vary fewer values"
+        )
     key, sep, raw = text.partition("=")
     key = key.strip()
     values = split_values(raw) if sep else []
@@ -72,14 +80,15 @@ def parse_axis(text: str) -> Axis:
     if any(not value for value in values):
         raise ConfigError(f"--vary {text}: an empty value; separate values with single commas")
     for value in values:
-        parse_override(f"{key}={value}")  # the key's form, and each value as YAML
+        parse_override(f"{key}={value}", "--vary")  # the key's form, and each value as YAML
     if len(set(values)) != len(values):
         raise ConfigError(f"--vary {text}: a value is given twice; give each once")
     return Axis(key, tuple(values))
 
 
-def grid(texts: list[str]) -> list[Variant]:
-    """Every combination of the axes, keys of earlier passes varying fastest."""
+def grid(texts: list[str], max_variants: int = MAX_VARIANTS) -> list[Variant]:
+    """Every combination of the axes, keys of earlier passes varying fastest; refused before
+    anything is read when there would be more than `max_variants`."""
     if not texts:
         raise ConfigError(f"compress sweep needs at least one --vary, e.g. {EXAMPLE}")
     axes = [parse_axis(text) for text in texts]
@@ -87,6 +96,13 @@ def grid(texts: list[str]) -> list[Variant]:
     if len(set(keys)) != len(keys):
         twice = next(k for k in keys if keys.count(k) > 1)
         raise ConfigError(f"--vary {twice} is given twice; give its values in one --vary")
+    count = math.prod(len(axis.values) for axis in axes)
+    if count > max_variants:
+        sizes = " x ".join(str(len(axis.values)) for axis in axes)
+        raise ConfigError(
+            f"--vary: {sizes} values make {count:,} variants, more than --max-variants "
+            f"{max_variants}; vary fewer values, or raise --max-variants"
+        )
     slowest_first = sorted(axes, key=_stage_order, reverse=True)
     combos = itertools.product(*(axis.values for axis in slowest_first))
     variants = []
@@ -104,12 +120,18 @@ def _stage_order(axis: Axis) -> int:
 
 
 def check_variants(config: Path, variants: list[Variant]) -> None:
-    """Every variant's config as `compress validate` checks it, before any work: an unknown key
-    or a bad value in --vary is refused naming the variant."""
-    from compress.job.preflight import check_config
+    """Every variant's config as `compress validate` checks it, before any work: an unknown key,
+    a bad value or data that does not load is refused naming the variant. Data is read once
+    for all the variants that share their data sections."""
+    from compress.config import load_config
+    from compress.job.preflight import check_loaded_config
 
+    data: dict[str, dict] = {}
     for variant in variants:
+        overrides = [parse_override(text, "--vary") for text in variant.overrides]
         try:
-            check_config(config, variant.overrides)
-        except ConfigError as e:
-            raise ConfigError(f"--vary ({variant.label()}): {e}") from None
+            loaded = load_config(config, overrides)
+            sections = loaded.config.model_dump_json(include={"data", "model"})
+            data[sections] = check_loaded_config(loaded, datasets=data.get(sections))[2]
+        except InputError as e:
+            raise type(e)(f"--vary ({variant.label()}): {e}") from None

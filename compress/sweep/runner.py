@@ -12,6 +12,7 @@ variant's model.onnx and reports are copied to OUT.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from compress.batch.executors import LocalExecutor, threads_per_job
 from compress.batch.job import ModelJob
 from compress.batch.runner import (
     COMPLETE,
+    cache_options,
+    check_cache_options,
     check_resumable_folder,
     job_problems,
     make_executor,
@@ -32,13 +35,20 @@ from compress.batch.runner import (
     refuse_first,
 )
 from compress.batch.summary import Status
+from compress.cache.keys import inputs_digest
 from compress.config import load_config
 from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK, ModelLoadError
+from compress.files import file_sha256, path_problem
 from compress.job.outdir import OUTPUT_FILES
-from compress.job.staging import StagingArea, make_folders, write_atomically
-from compress.models import file_sha256
+from compress.job.staging import (
+    StagingArea,
+    check_folders,
+    is_regular,
+    make_folders,
+    write_atomically,
+)
 from compress.records import Record
-from compress.sweep.grid import Variant, check_variants, grid
+from compress.sweep.grid import MAX_VARIANTS, Variant, check_variants, grid
 from compress.sweep.pareto import OBJECTIVES, Objective, Point, best, front
 
 DONE_NAME = "done.json"
@@ -68,6 +78,9 @@ class VariantRow(Record):
     reused: bool = Field(description="--resume found it done and kept it")
     model_sha256: str
     config_sha256: str
+    inputs_sha256: str = Field(
+        description="everything else the variant read: data, architectures, code versions"
+    )
 
 
 class SweepSummary(Record):
@@ -105,6 +118,7 @@ class SweepOptions:
     no_cache: bool = False
     trust_pickle: bool = False
     debug: bool = False
+    max_variants: int = MAX_VARIANTS
 
 
 def run_sweep(options: SweepOptions, variants: list[Variant], progress=None) -> SweepSummary:
@@ -124,19 +138,22 @@ def run_sweep(options: SweepOptions, variants: list[Variant], progress=None) -> 
 def check_sweep(options: SweepOptions) -> list[Variant]:
     """The variants to run; InputError (exit 2) before any work for bad arguments, a bad --vary,
     or a model and config that do not fit together."""
-    from compress.cache.store import open_cache
 
+    model_problem = path_problem(options.model, "a model file")
     problems = [
-        (not options.model.is_file(), f"model file not found: {options.model}"),
+        (model_problem is not None, f"model {options.model}: {model_problem}"),
         *job_problems(options, "--timeout-per-variant"),
         (options.objective not in OBJECTIVES, f"--objective: choose {', '.join(OBJECTIVES)}"),
         (options.resume and options.force, "--resume and --force: pass one of them"),
+        (options.max_variants < 1, "--max-variants must be 1 or more"),
     ]
     refuse_first(problems)
     check_resumable_folder(options.out_dir, options.resume, options.force, "sweep", "variant")
-    variants = grid(options.vary)
+    variants = grid(options.vary, options.max_variants)
     check_variants(options.config, variants)
-    open_cache(options.cache_dir, options.no_cache)  # a bad --cache-dir, before any work
+    for variant in variants:  # a link planted in OUT is refused before anything is written
+        check_folders(options.out_dir, Path("variants") / variant.name)
+    check_cache_options(options)
     check_fit(options)
     return variants
 
@@ -171,19 +188,22 @@ def model_fits(model: str, config: str, trust_pickle: bool) -> None:
 def _run_variants(
     variants, options, out: Path, threads: int, executor, progress
 ) -> list[VariantRow]:
-    hashes = {
+    shared = {
         "model_sha256": file_sha256(options.model),
         "config_sha256": file_sha256(options.config),
     }
-    run_options = ["--no-cache"] if options.no_cache else []
-    run_options += ["--cache-dir", str(options.cache_dir)] if options.cache_dir else []
+    run_options = cache_options(options)
     if load_config(options.config).config.report.threads > threads:  # jobs share the cores
         run_options += ["--set", f"report.threads={threads}"]
     rows: dict[str, VariantRow] = {}
     pending: dict[str, tuple[ModelJob, Variant]] = {}
+    hashes: dict[str, dict[str, str]] = {}
     for variant in variants:
         folder = make_folders(out, Path("variants") / variant.name)
-        previous = _finished(folder, variant, hashes) if options.resume else None
+        config = load_config(options.config, variant.overrides)
+        read = {"inputs_sha256": inputs_digest(options.model, config)}
+        hashes[variant.name] = shared | read
+        previous = _finished(folder, variant, hashes[variant.name]) if options.resume else None
         if previous is not None:
             rows[variant.name] = previous.model_copy(update={"reused": True})
             continue
@@ -207,7 +227,7 @@ def _run_variants(
             progress.finished(row)
 
     def done(job: ModelJob, outcome: dict) -> None:
-        row = _row(pending[job.relative][1], outcome, Path(job.out_dir), hashes)
+        row = _row(pending[job.relative][1], outcome, Path(job.out_dir), hashes[job.relative])
         write_atomically(Path(job.out_dir) / DONE_NAME, json.dumps(row.written(), indent=2) + "\n")
         rows[job.relative] = row
         if progress is not None:
@@ -227,7 +247,7 @@ def _finished(folder: Path, variant: Variant, hashes: dict[str, str]) -> Variant
     same = row.settings == dict(variant.settings) and all(
         getattr(row, key) == value for key, value in hashes.items()
     )
-    complete = all((folder / name).is_file() for name in OUTPUT_FILES)
+    complete = all(is_regular(folder / name) for name in OUTPUT_FILES)
     return row if same and complete and row.status in COMPLETE else None
 
 
@@ -307,7 +327,7 @@ def _write(out: Path, summary: SweepSummary) -> None:
         if summary.best is not None:
             chosen = out / "variants" / summary.best
             for name in OUTPUT_FILES:
-                if (chosen / name).is_file():
+                if os.path.lexists(chosen / name):  # a link there is refused, not followed
                     area.add_copy(name, chosen / name)
         with uninterrupted(commit=True):
             area.place()

@@ -16,6 +16,7 @@ from tests.batch.probes import processes_using
 from tests.batch_helpers import (
     batch_config,
     corrupt_model,
+    fewer_samples,
     good_models,
     misbehaving_model,
     statuses,
@@ -108,6 +109,15 @@ def test_a_killed_batch_resumes_to_the_uninterrupted_result(tmp_path):
     assert {m for m, row in rows.items() if not row["reused"]} == {"m3.onnx", "cut.pt"}
     report = json.loads((out / "m3.onnx" / "report.json").read_text())
     assert report["batch_sizes"] == [4]
+
+    # Changed data is redone too (done.json covers every file a model's run read), and the jobs
+    # use the batch's stage cache.
+    fewer_samples(tmp_path / "cfg" / "digits_eval.npz")
+    cache = tmp_path / "cache"
+    data = invoke("batch", models, "-c", config, "-o", out, "--resume", "--cache-dir", cache)
+    assert data.exit_code == 1, data.stderr
+    assert not any(row["reused"] for row in summary_of(out)["models"])
+    assert len(list((cache / "stages").iterdir())) >= 3  # each good model's baseline at least
 
 
 def test_a_hanging_model_is_stopped_at_the_timeout_with_its_process(tmp_path):

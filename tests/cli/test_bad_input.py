@@ -52,7 +52,7 @@ def test_torch_pass_on_onnx_input(tmp_path, cnn_config):
 
 def test_missing_model_file(tmp_path, cnn_config):
     out = tmp_path / "out"
-    assert_refused(run_cli(tmp_path / "nope.pt2", cnn_config, out), out, "model file not found")
+    assert_refused(run_cli(tmp_path / "nope.pt2", cnn_config, out), out, ": not found")
 
 
 def test_missing_data_file(tmp_path, cnn_config):
@@ -171,7 +171,7 @@ def test_missing_calibration_for_static(tmp_path):
 @pytest.mark.parametrize("command", [["validate"], ["run", CNN, "-o", "x", "-c"]])
 def test_missing_config(tmp_path, command):
     result = invoke(*command, tmp_path / "none.yaml")
-    assert result.exit_code == 2 and "config file not found" in result.stderr
+    assert result.exit_code == 2 and ": not found" in result.stderr
 
 
 def test_declared_input_shape_that_the_data_does_not_have(tmp_path):
@@ -262,3 +262,49 @@ def test_exclude_naming_a_node_the_model_lacks_lists_close_names(tmp_path, pass_
     # Found in the exported graph, after progress lines: --quiet leaves the error alone.
     result = run_cli(CNN, config, out, "--quiet")
     assert_refused(result, out, "passes[0].exclude: 'Convv'", "close names: Conv")
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (("run", "/dev/zero", "-c", "{config}", "-o", "{out}"), "is a character device"),
+        (("run", "{fifo}", "-c", "{config}", "-o", "{out}"), "is a named pipe (FIFO)"),
+        (("run", "{folder}", "-c", "{config}", "-o", "{out}"), "is a folder without config.json"),
+        (("bench", "{folder}"), "is a folder, not a model file"),
+        (("init", CNN, "--data", "/dev/zero"), "--data /dev/zero: is a character device"),
+        (("init", CNN, "--data", "{fifo}"), "is a named pipe (FIFO), not an .npz file"),
+        (
+            ("run", CNN, "-c", "{config}", "-o", "{out}", "--set", "data.eval.path=/etc/hostname"),
+            "/etc/hostname is read as a folder of images (it has no .npz or .csv suffix",
+        ),
+        (
+            ("run", CNN, "-c", "{config}", "-o", "{out}", "--set", "data.eval.path={folder}.npz"),
+            "is a folder, not an .npz file",
+        ),
+    ],
+)
+def test_a_path_that_exists_is_never_called_not_found(tmp_path, cnn_config, command, needle):
+    """A folder, a FIFO or a device where a file should be is named as what it is (and a FIFO
+    is never opened: the command would hang)."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder.npz").mkdir()
+    places = {"config": cnn_config, "out": tmp_path / "out", "fifo": tmp_path / "pipe"}
+    places["folder"] = tmp_path / "folder"
+    result = invoke(*(str(part).format(**places) for part in command))
+    assert_refused(result, tmp_path / "out", needle)
+    assert "not found" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("nosuch",), "No such command 'nosuch'. (see: compress --help)"),
+        (("cache", "nosuch"), "No such command 'nosuch'. (see: compress cache --help)"),
+        (("run", CNN, "--bogus"), "No such option: --bogus"),
+        (("sweep", CNN, "-c", "c.yaml", "-o", "o", "--jobs", "x"), "Invalid value for '--jobs'"),
+    ],
+)
+def test_usage_errors_are_one_line_like_every_bad_input(tmp_path, args, needle):
+    result = invoke(*args)
+    assert_refused(result, tmp_path / "o", needle)

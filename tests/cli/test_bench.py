@@ -48,7 +48,7 @@ def test_bench_with_the_run_config_matches_the_reports_final_stage(two_runs):
 def test_bench_refuses_what_it_cannot_measure(tmp_path):
     for args, needle in [
         ((SAMPLES / "digits_cnn.pt2",), "compress bench measures ONNX files"),
-        ((tmp_path / "absent.onnx",), "model file not found"),
+        ((tmp_path / "absent.onnx",), ": not found"),
         ((small_onnx(tmp_path / "m.onnx"), "--set", "report.threads=0"), "from --set"),
         ((small_onnx(tmp_path / "f.onnx", dynamic=False), *QUICK), "fixed at 2"),
     ]:

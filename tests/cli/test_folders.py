@@ -128,9 +128,9 @@ def test_the_stage_key_and_the_overwrite_guard_cover_the_folders_files(hf_folder
     config = load_config(config_path)
     labels = {item.label for item in run_inputs(folder, config)}
     assert {"the model (config.json)", "the model (tokenizer.json)"} <= labels
-    before = stage_keys(folder, config, [])
+    before = stage_keys(folder, config, [], [])
     (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text() + " ")
-    assert stage_keys(folder, config, []) != before  # the tokenizer makes the data
+    assert stage_keys(folder, config, [], []) != before  # the tokenizer makes the data
     junit = folder / "config.json"
     result = invoke("run", folder, "-c", config_path, "-o", tmp_path / "out", "--junit", junit)
     assert_refused(result, tmp_path / "out", "is the model (config.json)")
@@ -141,7 +141,7 @@ def test_the_stage_key_and_the_overwrite_guard_cover_the_folders_files(hf_folder
     [
         ("empty folder", ["is a folder without config.json", "save_pretrained"]),
         ("auto_map", ["asks for code from the folder", "--trust-remote-code"]),
-        ("fifo", ["is a FIFO (named pipe), not a file"]),
+        ("fifo", ["is a named pipe (FIFO), not a model file or a model folder"]),
     ],
 )
 def test_bad_folders_are_refused_in_one_line(hf_folders, tmp_path, make, needles):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -71,19 +73,38 @@ def test_output_file_takes_its_format_from_the_suffix(two_runs, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert out.read_text().startswith("# Compression reports compared")
     assert not list(tmp_path.glob(".*partial"))
+    again = invoke("report", *_reports(two_runs), "-o", out, "--format", "json")
+    assert again.exit_code == 2 and "the file exists; pass --force" in again.stderr
+    assert out.read_text().startswith("# Compression reports compared")  # left as it was
+    forced = invoke("report", *_reports(two_runs), "-o", out, "--format", "json", "--force")
+    assert forced.exit_code == 0 and out.read_text().startswith("{")
 
 
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
-        (None, "report file not found"),
+        (None, "given.json: not found"),
         ("{not json", "not JSON"),
         ('{"stages": []}', "not a compress report (no summary"),
+        ("fifo", "is a named pipe (FIFO), not a report.json file"),
+        ("/dev/zero", "is a character device"),
+        ("large", "over the limit of 67,108,864 bytes"),
     ],
 )
 def test_bad_report_files_are_refused(tmp_path, content, needle):
-    path = tmp_path / "report.json"
-    if content is not None:
+    """Never read until memory runs out, never blocked on a pipe: only a regular file, and only
+    as much of it as a report can be. (Not named report.json: the session's schema check would
+    read them.)"""
+    path = tmp_path / "given.json"
+    if content == "fifo":
+        os.mkfifo(path)
+    elif content == "large":
+        with open(path, "wb") as f:
+            f.truncate(65 << 20)
+        path.chmod(0o644)
+    elif content == "/dev/zero":
+        path = Path(content)
+    elif content is not None:
         path.write_text(content)
     result = invoke("report", path)
     assert result.exit_code == 2
@@ -134,3 +155,28 @@ def test_markdown_report_is_appended_to_the_github_step_summary(cnn_config, tmp_
     result = invoke("run", SAMPLES / "digits_cnn.pt2", "-c", cnn_config, "-o", out, "--quiet")
     assert result.exit_code == 0, result.stderr
     assert summary.read_text() == "## earlier step\n" + (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "needle"),
+    [
+        (("stages", 0, "size_bytes"), "1" + "0" * 400, "an integer of 401 digits"),
+        (("stages", 0, "size_bytes"), "-5", "greater than or equal to 0"),
+        (("stages", 0, "size_bytes"), "1e400", "finite number"),
+        (("batch_sizes", 0), "7", "no batch 7"),
+    ],
+)
+def test_a_report_with_figures_compress_never_writes_is_refused(
+    two_runs, tmp_path, where, value, needle
+):
+    report = json.loads((two_runs[0] / "report.json").read_text())
+    node = report
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = "__VALUE__"
+    path = tmp_path / "given.json"  # not report.json: the session's schema check reads those
+    path.write_text(json.dumps(report).replace('"__VALUE__"', value))
+    for fmt in ("table", "md", "html", "json"):
+        result = invoke("report", path, "--format", fmt)
+        assert result.exit_code == 2, result.stderr
+        assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from compress.models import file_sha256
+from compress.files import file_sha256
 from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, fixed_latency, invoke, write_config
 
 

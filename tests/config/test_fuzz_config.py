@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from compress.batch.overrides import absolute_paths, read_yaml
 from tests.conftest import CONFIGS, ROOT, invoke
+from tests.fuzz_helpers import FUZZ, KEYS, PLAUSIBLE_TEXT, VALUES, override_texts
 
 VALIDATE_EXAMPLES = 1000
 RUN_EXAMPLES = 400
@@ -31,35 +32,6 @@ RECIPES = [
     )
     for path in sorted(CONFIGS.glob("*.yaml"))
 ]
-
-KEYS = [
-    *("version", "seed", "model", "data", "passes", "export", "report", "gates", "type"),
-    *("amount", "per_channel", "calibration", "eval", "train", "path", "inputs", "labels"),
-    *("limit", "batch_sizes", "threads", "metric", "opset", "epochs", "max_accuracy_drop"),
-    *("teacher", "student", "image", "size", "classes", "augment", "round_to", "exclude"),
-]
-ODD_TEXT = [
-    *("", "../../etc/passwd", "/dev/zero", "/", ".", "nope.npz", "*a", "&a", "[", "{"),
-    *("1e26", "-1", "0x7fffffffffffffffffff", ".nan", "top1", "quantize.static", "prune.channels"),
-    *("x", "input_ids", "NaN", "\x00", "é" * 3),
-]
-SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.integers(min_value=-3, max_value=300),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(ODD_TEXT),
-    st.text(max_size=12),
-)
-VALUES = st.recursive(
-    SCALARS,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(st.sampled_from(KEYS), children, max_size=4),
-    ),
-    max_leaves=12,
-)
 
 
 def paths_of(node: Any, prefix: tuple = ()) -> list[tuple]:
@@ -121,32 +93,6 @@ def nudged(value: Any) -> st.SearchStrategy:
     return st.just(value)
 
 
-PLAUSIBLE_TEXT = [
-    *("top1", "agreement", "cosine", "l1", "l2", "global", "minmax", "entropy", "percentile"),
-    *("float32", "int64", "bool", "x", "y", "input_ids", "attention_mask", "auto", "revert"),
-    *("quantize.static", "quantize.dynamic", "quantize.auto", "prune.channels", "distill"),
-    *(str(ROOT / "sample_models" / name) for name in ("digits_train.npz", "text_eval.npz")),
-    "features.0",
-]
-
-
-@st.composite
-def override_texts(draw) -> str:
-    key = draw(
-        st.one_of(
-            st.sampled_from(KEYS),
-            st.sampled_from(["passes[0].amount", "report.batch_sizes", "data.eval.limit"]),
-            st.text(max_size=10),
-        )
-    )
-    value = draw(st.one_of(st.sampled_from(ODD_TEXT), st.text(max_size=12), VALUES.map(_flow)))
-    return f"{key}={value}"
-
-
-def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...")
-
-
 def write_yaml(folder: Path, config: Any) -> Path:
     path = folder / "fuzzed.yaml"
     try:
@@ -172,13 +118,6 @@ def fresh_folder(base: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     return folder
-
-
-FUZZ = settings(
-    deadline=None,
-    derandomize=True,  # the same examples in every CI run: a failure can be reproduced
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 
 @settings(FUZZ, max_examples=VALIDATE_EXAMPLES)

@@ -75,14 +75,14 @@ def test_out_of_range_values_are_refused_by_key(tmp_path, override, needle):
 
 def test_a_device_is_not_read_as_a_config(tmp_path):
     result = invoke("validate", "/dev/zero")
-    assert result.exit_code == 2 and "not a regular file" in result.stderr
+    assert result.exit_code == 2 and "is a character device, not a YAML file" in result.stderr
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)  # opening it to read would wait for a writer forever
     result = invoke("validate", fifo)
-    assert result.exit_code == 2 and "not a regular file" in result.stderr
+    assert result.exit_code == 2 and "is a named pipe (FIFO), not a YAML file" in result.stderr
 
 
 def test_an_oversized_config_is_refused_before_it_is_parsed(tmp_path):
@@ -110,3 +110,14 @@ def test_a_bomb_in_a_set_value_names_the_override():
         from compress.config.overrides import parse_override
 
         parse_override("model.arch_args=" + bomb)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    text = "version: 1\npasses:\n  - {type: quantize.dynamic}\nreport: {threads: 1}\npasses: []\n"
+    with pytest.raises(ConfigError, match=r"'passes' is given twice \(lines 2 and 5\)"):
+        load_yaml(text, "config.yaml")
+    nested = "report:\n  threads: 1\n  threads: 2\n"
+    with pytest.raises(ConfigError, match=r"'threads' is given twice \(lines 2 and 3\)"):
+        load_yaml(nested, "config.yaml")
+    merged = "base: &b {threads: 1}\nreport:\n  <<: *b\n  batch_sizes: [1]\n"
+    assert load_yaml(merged, "config.yaml")[1]["report"] == {"threads": 1, "batch_sizes": [1]}

@@ -184,7 +184,10 @@ def test_unusable_data_is_named(tmp_path):
             "eval: {path: e.csv, inputs: [x], labels: digit, augment: {hflip: true}}",
             ["data.eval: only data.train is augmented; remove augment (line 3)"],
         ),
-        ("eval: {path: imgs, inputs: [x]}", ["data.eval", "images need `image:"]),
+        (
+            "eval: {path: imgs, inputs: [x]}",
+            ["data.eval", "imgs is read as a folder of images", "which needs `image:"],
+        ),
         ("eval: {path: e.csv, inputs: [a, b]}", ["csv data feeds one model input"]),
         ("eval: {path: e.npz, inputs: [x], columns: [a]}", ["columns is for csv data"]),
         ("eval: {path: imgs, inputs: [x], image: {size: [8, 8], mean: [1, 2]}}", ["mean needs"]),
@@ -229,3 +232,21 @@ def test_npz_archives_within_limits(tmp_path):
         bad_source(tmp_path, path="lying.npz")
     mask = DataSource(path=SAMPLES / "text_train.npz", inputs=["attention_mask"])
     assert load_dataset(mask, "data.train", tmp_path)  # deflated 119x: within the limit
+
+
+def test_data_files_are_read_as_regular_files_bounded_as_they_are_read(tmp_path, monkeypatch):
+    """A FIFO among the images is named, never opened for reading (it would block); a CSV is
+    counted as it is read, not only by its size on disk."""
+    import os
+
+    x, y = digits("eval")
+    folder = write_images(tmp_path / "eval", x[:4], y[:4])
+    os.mkfifo(folder / str(y[0]) / "blocking.png")
+    source = DataSource(path=folder, inputs=["x"], image={"size": [8, 8], "channels": 1})
+    with pytest.raises(DataError, match="blocking.png: is a named pipe"):
+        load_dataset(source, "data.eval", tmp_path)
+    path = write_csv(tmp_path / "eval.csv", x, y)
+    monkeypatch.setattr("compress.data.csv_table.MAX_TABLE_BYTES", 1000)
+    table = DataSource(path=path, inputs=["x"], labels="digit")
+    with pytest.raises(DataError, match="eval.csv: over the limit of 1,000 bytes"):
+        load_dataset(table, "data.eval", tmp_path)

@@ -63,7 +63,8 @@ def test_init_and_report_replace_links_at_their_output(tmp_path, two_runs):
     before = contents(outside)
     assert invoke("init", model, "-o", starter, "--force").exit_code == 0
     reports = [run / "report.json" for run in two_runs]
-    assert invoke("report", *reports, "-o", both).exit_code == 0
+    assert invoke("report", *reports, "-o", both).exit_code == 2  # it exists: --force
+    assert invoke("report", *reports, "-o", both, "--force").exit_code == 0
     assert contents(outside) == before
     assert "version: 1" in starter.read_text() and both.read_text().startswith("# Compression")
 

@@ -183,7 +183,7 @@ BROKEN = [
     ("classifier", remote_code, ["modeling_evil.EvilModel", "--trust-remote-code"]),
     ("classifier", tokenizer_remote_code, ["tokenizer_config.json asks for code", "evil.Tok"]),
     ("classifier", config_not_json, ["config.json", "is not valid JSON"]),
-    ("classifier", config_fifo, ["is a FIFO (named pipe), not a regular file"]),
+    ("classifier", config_fifo, ["config.json", "is a named pipe (FIFO), not a file"]),
     ("classifier", truncated_weights, ["model.safetensors: not a valid safetensors file"]),
     ("sharded", missing_shard, ["names the shard model-00002", "which is missing"]),
     ("sharded", shard_outside, ["'../evil.safetensors' is not a file name inside the folder"]),

@@ -9,6 +9,7 @@ from compress.job.pipeline import run
 from compress.passes.base import PassParams
 from compress.passes.registry import all_passes, get_pass, register
 from tests.conftest import SAMPLES, write_config
+from tests.passes.config_reads import declared, watching
 
 PASSES = sorted(all_passes())
 
@@ -40,8 +41,13 @@ SAMPLE_FOR = {"quantize.int4": TRANSFORMER, "smooth": TRANSFORMER}
 
 
 @pytest.mark.parametrize("name", PASSES)
-def test_pass_runs_and_the_model_still_agrees(tmp_path, name):
-    entry = sample_yaml(get_pass(name))
+def test_pass_runs_and_the_model_still_agrees(tmp_path, monkeypatch, name):
+    """... and reads no config key besides its params that its `reads` does not declare (the
+    stage cache would reuse its stage after that key changed)."""
+    cls, seen = get_pass(name), set()
+    for method in ("check_model", "apply"):
+        monkeypatch.setattr(cls, method, watched(getattr(cls, method), seen))
+    entry = sample_yaml(cls)
     model, data, inputs = SAMPLE_FOR.get(name, CNN)
     text = (
         "version: 1\n"
@@ -55,6 +61,16 @@ def test_pass_runs_and_the_model_still_agrees(tmp_path, name):
     report = run(SAMPLES / model, write_config(tmp_path, text), tmp_path / "out")
     assert [s.name for s in report.stages] == ["baseline", name]
     assert report.final.metric.value >= 0.95
+    [params] = [{k: v for k, v in e.items() if k != "type"} for e in entry]
+    assert not declared(cls(cls.Params.model_validate(params)).config_read(), seen), seen
+
+
+def watched(method, seen: set[str]):
+    def wrapper(self, given, ctx):
+        with watching(ctx, seen):
+            return method(self, given, ctx)
+
+    return wrapper
 
 
 def test_registry_refuses_a_duplicate_name():

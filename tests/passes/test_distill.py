@@ -181,7 +181,7 @@ EVAL_ONLY = (
             "student: {arch: arch.py:DigitsCNN}, features: [[features.0, features.5]]",
             ["[2, 128, 4, 4] (student) and [2, 64, 8, 8] (teacher)", "differ beyond their width"],
         ),
-        ("teacher: nowhere.pt2", ["model file not found", "nowhere.pt2"]),
+        ("teacher: nowhere.pt2", [": not found", "nowhere.pt2"]),
         (
             f"teacher: {SAMPLES / 'digits_cnn.ts'}, features: [[features.0, features.0]]",
             ["TorchScript teacher's modules cannot be hooked"],

@@ -13,7 +13,7 @@ from compress.batch import warm
 from compress.errors import ConfigError
 from compress.sweep.grid import grid, split_values
 from compress.sweep.pareto import Point, best, front
-from tests.batch_helpers import misbehaving_model
+from tests.batch_helpers import fewer_samples, misbehaving_model
 from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, assert_refused, invoke, write_config
 
 VARY = "passes[0].per_channel=true,false"
@@ -62,6 +62,9 @@ def sweep(config, out, *args: str):
         ("passes[0].per_chanel=true,false", "per_chanel"),
         ("passes[0].calibration=minmax,sometimes", "sometimes"),
         ("passes[3].per_channel=true", "passes[3]"),
+        ("passes[0].per_channel=[1,", "--vary passes[0].per_channel=[1,: not valid YAML"),
+        ("report.min_runs=" + ",".join(map(str, range(5, 106))), "101 variants"),
+        ("data.eval.path=missing.npz", "missing.npz"),
     ],
 )
 def test_a_bad_vary_is_refused_before_any_work(tmp_path, vary, needle):
@@ -100,6 +103,41 @@ def test_a_sweep_writes_every_variant_the_fronts_and_the_best(tmp_path, stage_ca
     assert resumed.exit_code == 0, resumed.stderr
     again = {row["name"]: row["reused"] for row in json.loads(resumed.stdout)["variants"]}
     assert again == {"v01": True, "v02": False}
+
+    # a resume refused (a link where a variant's folder should be) leaves OUT as it was
+    (out / "variants" / "v02").rename(tmp_path / "v02")
+    (out / "variants" / "v02").symlink_to(tmp_path / "v02")
+    before = snapshot(out)
+    refused = sweep(config, out, "--vary", "passes[0].per_channel=true,false", "--resume")
+    assert_refused(refused, tmp_path / "nothing", "v02 is a link or a file")
+    assert snapshot(out) == before
+    (out / "variants" / "v02").unlink()
+    (tmp_path / "v02").rename(out / "variants" / "v02")
+
+    # other data, and a link planted in a finished variant: both are run again, and the link
+    # is never copied (or followed)
+    fewer_samples(tmp_path / "digits_eval.npz")
+    private = tmp_path / "private.onnx"
+    private.write_bytes(b"not for the sweep")
+    private.chmod(0o600)
+    (out / "variants" / "v01" / "model.onnx").unlink()
+    (out / "variants" / "v01" / "model.onnx").symlink_to(private)
+    rerun = sweep(config, out, "--vary", "passes[0].per_channel=true,false", "--resume", "--json")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert not any(row["reused"] for row in json.loads(rerun.stdout)["variants"])
+    assert not (out / "model.onnx").is_symlink()
+    assert (out / "model.onnx").read_bytes() != private.read_bytes()
+
+
+def snapshot(folder):
+    """Every entry under `folder` with its kind and bytes (links as their target)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            found[str(path)] = ("link", str(path.readlink()))
+        elif path.is_file():
+            found[str(path)] = ("file", path.read_bytes())
+    return found
 
 
 def test_exit_3_when_no_variant_passes_and_1_when_every_one_failed(tmp_path):
