@@ -108,6 +108,7 @@ def test_a_sentence_folder_tokenizes_to_its_max_seq_length(hf_folders, tmp_path)
 
 def test_a_tokenizer_is_needed(hf_folders, tmp_path):
     (tmp_path / "s.txt").write_text("a b c\n")
+    (tmp_path / "model.pt2").write_bytes(b"a model file holds no tokenizer")
     with pytest.raises(DataError, match="set model.tokenizer"):
         checked(tmp_path, "{path: s.txt}", tmp_path / "model.pt2")
     bare = tmp_path / "bare"
