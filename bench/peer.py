@@ -21,7 +21,7 @@ from compress.job.pipeline import run
 from compress.measure.evaluate import Judge
 from compress.measure.latency import measure_latency
 from compress.measure.size import size_bytes
-from compress.passes.quantize import quiet_root_logger
+from compress.quant.int8 import quiet_root_logger
 from compress.report.model import Report
 
 ROOT = Path(__file__).resolve().parent.parent

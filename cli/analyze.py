@@ -43,7 +43,7 @@ def analyze(
     No model is kept. quantize.auto: its static per-channel candidate, else its dynamic one.
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
-        from compress.job.analyze import analyze as analyze_model
+        from compress.quant.analyze import analyze as analyze_model
 
         def log(message: str) -> None:
             if not quiet:
@@ -56,7 +56,7 @@ def analyze(
         sys.stdout.write(json.dumps(result.written(), indent=2) + "\n")
         return
     from compress.report import markdown_table
-    from compress.sensitivity.render import analysis_summary, node_rows
+    from compress.report.sensitivity import analysis_summary, node_rows
 
     headers, rows = node_rows(result.sensitivity, limit=10)
     typer.echo("\n".join([*analysis_summary(result), "", *markdown_table(headers, rows)]))

@@ -2,10 +2,12 @@
 
 The folders are the architecture: `config/` (the config's models, overrides, schema, starter),
 `models/` (loading every saved format, untrusted), `job/` (one run: preflight, context, pipeline,
-speed guard, safe output), `passes/`, `torch/` (editable modules, export, training, pruning
-glue), `measure/`, `sensitivity/`, `data/`, `report/` (report.json's models, md, html, compare,
-CI), `batch/`. The library never imports typer or rich; heavy dependencies (torch, onnxruntime)
-are imported where used, so that listing passes or validating a config stays fast.
+speed guard, safe output), `passes/` (the pass contract, the registry, pruning, distillation,
+weight sharing), `quant/` (all quantization: int8, auto, fp16, int4, sensitivity), `torch/`
+(editable modules, export, training, pruning glue), `measure/`, `data/`, `report/`
+(report.json's models and its views), `cache/`, `batch/`, `sweep/`. The library never imports
+typer or rich; heavy dependencies (torch, onnxruntime) are imported where used, so that
+listing passes or validating a config stays fast.
 """
 
 __version__ = "0.1.0"

@@ -85,9 +85,9 @@ def written_report(tmp_path_factory) -> dict:
 def test_a_written_report_reads_back_into_the_same_records(written_report):
     """Read back, every stage's details are its pass's own record again (chosen by the stage's
     name), and writing it gives the same JSON."""
-    from compress.passes.quantize import QuantizeDetails
+    from compress.quant.int8 import QuantizeDetails
+    from compress.quant.sensitivity import NodeDetails
     from compress.report.model import Report
-    from compress.sensitivity import NodeDetails
 
     report = Report.read(written_report)
     assert isinstance(report.final.details, QuantizeDetails)
@@ -213,7 +213,7 @@ def test_every_built_in_pass_declares_its_details_with_defaults():
 def test_a_record_refuses_unknown_keys_when_built_and_ignores_them_when_read():
     from pydantic import ValidationError
 
-    from compress.passes.quantize import QuantizeDetails
+    from compress.quant.int8 import QuantizeDetails
 
     with pytest.raises(ValidationError, match="float_node"):
         QuantizeDetails(float_node=["conv"])  # misspelt: caught where it is written

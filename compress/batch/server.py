@@ -57,8 +57,8 @@ PRELOAD = (
     "psutil",
     "compress.job.pipeline",
     "compress.job.preflight",
-    "compress.passes.quantize",
-    "compress.passes.fallback",
+    "compress.quant.int8",
+    "compress.quant.fallback",
     "compress.cache.store",
     "compress.report",
 )

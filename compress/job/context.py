@@ -14,7 +14,7 @@ from compress.config.limits import MAX_BATCH_BYTES
 from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
 from compress.job.progress import ProgressDisplay, silent
-from compress.sensitivity.cache import AnalysisCache
+from compress.quant.sensitivity.cache import AnalysisCache
 
 if TYPE_CHECKING:
     from compress.cache.store import StageCache

@@ -53,7 +53,7 @@ def _load_builtin() -> None:
     from compress.passes import BUILTIN
 
     for module in BUILTIN:
-        importlib.import_module(f"compress.passes.{module}")
+        importlib.import_module(module)
 
 
 def all_passes() -> dict[str, type[Pass]]:

@@ -255,7 +255,7 @@ def stage_notes(report: Report) -> list[str]:
 
 def candidate_rows(stage: Stage, metric: str) -> tuple[list[str], list[list[str]]]:
     """The candidates quantize.auto measured, as headers and formatted cells (none: empty)."""
-    from compress.passes.auto import AutoDetails
+    from compress.quant.auto import AutoDetails
 
     details = stage.details
     if not isinstance(details, AutoDetails) or not details.candidates or details.input is None:

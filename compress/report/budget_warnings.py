@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from compress.passes.auto import AutoDetails
-    from compress.passes.quantize import QuantizeDetails
+    from compress.quant.auto import AutoDetails
+    from compress.quant.int8 import QuantizeDetails
     from compress.report.model import Gate, Stage
 
 
 def budget_warnings(stages: list[Stage], gates: list[Gate], metric: str) -> list[str]:
     """One warning per stage that ended over its accuracy budget, or (quantize.auto) kept its
     input because no candidate held the budget."""
-    from compress.passes.auto import AutoDetails
-    from compress.passes.quantize import QuantizeDetails
+    from compress.quant.auto import AutoDetails
+    from compress.quant.int8 import QuantizeDetails
 
     gate = next((g for g in gates if g.name == "max_accuracy_drop"), None)
     warnings = []

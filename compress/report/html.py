@@ -19,8 +19,8 @@ from compress.report import (
 )
 from compress.report.compare import Comparison, comparison_rows
 from compress.report.model import Gate, LatencyFigures, Metric, Report
+from compress.report.sensitivity import stage_charts
 from compress.report.svg import Bar, Chart, Group, render
-from compress.sensitivity.render import stage_charts
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;

@@ -78,7 +78,7 @@ def test_auto_never_keeps_a_candidate_slower_than_its_input(tmp_path_factory, co
         [pick] = chosen
         assert pick["name"] == details["chosen"]
         assert 0 <= stage["size_bytes"] - pick["size_bytes"] < 1024
-        # faster, or as fast within noise and smaller (compress.passes.auto_choice)
+        # faster, or as fast within noise and smaller (compress.quant.auto_choice)
         assert pick["p50_ms"] <= details["input"]["p50_ms"] * SPEED_TOLERANCE
         assert pick["size_bytes"] < details["input"]["size_bytes"]
         assert pick["drop"] <= details["accuracy_budget"]

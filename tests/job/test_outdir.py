@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from compress.errors import DataError
-from compress.passes.quantize import DynamicQuantization
+from compress.quant.int8 import DynamicQuantization
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, small_onnx, write_config
 from tests.output_helpers import (
     RESULTS,

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from compress.passes.auto import AutoDetails, CandidateEntry
-from compress.passes.fallback import Attempt
-from compress.passes.quantize import QuantizeDetails
+from compress.quant.auto import AutoDetails, CandidateEntry
+from compress.quant.fallback import Attempt
+from compress.quant.int8 import QuantizeDetails
 from compress.report.budget_warnings import budget_warnings
 from compress.report.model import Gate
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config

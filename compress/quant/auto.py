@@ -1,0 +1,370 @@
+"""quantize.auto: try the int8 settings that fit the model, measure each, keep the one a user
+would (the rules are in auto_choice), and never one slower than the input."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from compress.measure.size import size_bytes
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.registry import get_pass, register
+from compress.quant.fallback import (
+    AUTO_PREFERENCE,
+    FallbackRounds,
+    accuracy_budget,
+    shown_sensitivity,
+)
+from compress.quant.int8 import QuantizeDetails, preprocess
+from compress.quant.sensitivity import SensitivityDetails
+from compress.records import Amount, Count, Record
+
+if TYPE_CHECKING:
+    from compress.config import LoadedConfig
+    from compress.job.context import Context
+
+DEFAULT_BUDGET = 0.01
+CLEAR_WIN = 1.25  # a choice this much faster than the input is not timed again: noise is ~3%
+
+
+@dataclass
+class Candidate:
+    name: str
+    pass_type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    float_nodes: list[str] = field(default_factory=list)  # kept in float besides `exclude`
+
+
+class InputFigures(Record):
+    """The pass's input, as the candidates are compared with it."""
+
+    size_bytes: Count
+    metric: float
+    p50_ms: Amount
+
+
+class FullyQuantized(Record):
+    p50_ms: Amount
+    drop: float
+
+
+class CandidateEntry(Record):
+    """One candidate as the report lists it: what it is, what it measured, why it won or lost
+    (figures only for those that reached the final timing)."""
+
+    name: str
+    settings: dict[str, Any] = {}
+    fully_quantized: FullyQuantized | None = None
+    fallback: FallbackRounds | None = None
+    seconds: Amount | None = None
+    size_bytes: Count | None = None
+    metric: float | None = None
+    drop: float | None = None
+    float_nodes: list[str] = []
+    p50_ms: Amount | None = None
+    verdict: str | None = None
+
+
+class AutoTiming(Record):
+    machine: str = Field(description="quiet, busy or unknown during the final timing")
+    retimed: int
+
+
+class AutoDetails(PassDetails):
+    """quantize.auto's details: every candidate with its verdict, the one chosen (none: the
+    input was kept) and why (`reason`)."""
+
+    accuracy_budget: float | None = None
+    input: InputFigures | None = None
+    candidates: list[CandidateEntry] = []
+    chosen: str | None = None
+    timing: AutoTiming | None = None
+    seconds: float | None = None
+    sensitivity: SensitivityDetails | None = None
+
+
+class AutoParams(OnnxPassParams):
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="budget on data.eval (default: gates.max_accuracy_drop, else 0.01)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="node names or op types every candidate keeps in float"
+    )
+    max_fallback_steps: int = Field(
+        default=4, ge=0, description="per candidate: groups of costly nodes put back in float"
+    )
+
+
+@register("quantize.auto")
+class AutoQuantization(OnnxPass):
+    """Tries static and dynamic int8 variants, keeps the fastest within the accuracy budget.
+
+    Every candidate that fits the model (static per-channel / per-tensor, static with depthwise
+    convolutions in float, the recovery candidates, dynamic) is quantized fully and judged, all
+    are timed briefly together, and the accuracy-aware fallback runs only where it can still
+    produce the choice (compress.quant.auto_trials); each is listed in the report with why it
+    won or lost. Within
+    the budget, faster wins, and candidates as fast within noise go by size; one as fast as the
+    input and smaller beats it; candidates meeting gates.min_size_ratio / min_speedup (against
+    the pass's input) are preferred. A candidate slower than the input beyond noise is never
+    kept; when none beats the input, the input model is kept.
+
+    Sample YAML:
+        - type: quantize.auto
+          max_accuracy_drop: 0.01
+    """
+
+    Params = AutoParams
+    Details = AutoDetails
+    reads = ("report", "gates")  # candidates are timed as the report times, chosen by the gates
+
+    def check(self, config: LoadedConfig) -> None:
+        self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
+
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        from compress.job.speed_guard import first_batch_timing
+        from compress.quant.auto_choice import choose  # imports the speed guard: not at load
+        from compress.quant.auto_trials import finalists, try_candidates
+
+        source, target = given.source, given.target
+        started = time.perf_counter()
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
+        folder = ctx.workdir / f"auto-{target.stem}"
+        folder.mkdir(exist_ok=True)
+        # Candidates name nodes of the pre-processed graph: each int8 pass pre-processes `source`
+        # the same way before it quantizes, so the names are found there.
+        prepared = preprocess(source, folder / "prepared.onnx", ctx)
+        candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
+        # candidates rank their nodes only if their fallback runs; see _sensitivity
+        trials = try_candidates(
+            candidates,
+            lambda c, steps, path, room: self._run_candidate(
+                c, budget, steps, source, path, ctx, rank=False, float_mb=room
+            ),
+            source,
+            folder,
+            budget,
+            self.params.max_fallback_steps,
+            ctx,
+        )
+        timed = finalists(trials)
+        check = first_batch_timing({"input": source, **timed}, ctx)
+        batch, p50 = check.batch, check.p50
+        results = [self._entry(t, p50, source, ctx) for t in trials]
+        figures = {
+            "size_bytes": size_bytes(source),
+            "metric": self._judge(source, ctx).reference_value,
+            "p50_ms": p50["input"],
+        }
+        if check.busy:  # no speed can be trusted, and size alone could pick a slower model
+            chosen, reason = None, f"{check.machine_note()}; the input model is kept"
+            for entry in results:
+                entry.setdefault("verdict", f"not judged: {check.machine_note()}")
+        else:
+            gates = ctx.config.config.gates
+            chosen, reason = choose(results, figures, budget, batch, gates, paired(check))
+        if chosen:
+            paths = {"input": source, "chosen": timed[chosen]}
+            chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
+        shutil.copyfile(timed[chosen] if chosen else source, target)
+        ctx.log(f"  {reason} ({time.perf_counter() - started:.0f} s)")
+        details = AutoDetails(
+            accuracy_budget=budget,
+            input=InputFigures(**figures),
+            candidates=[CandidateEntry(**entry) for entry in results],
+            chosen=chosen,
+            reason=reason,
+            timing=AutoTiming(machine=check.timings.machine.state, retimed=check.retimed),
+            seconds=round(time.perf_counter() - started, 2),
+            sensitivity=self._sensitivity(trials, chosen, budget, source, folder, ctx),
+        )
+        return PassResult(details=details)
+
+    def _sensitivity(
+        self, trials, chosen, budget, source, folder, ctx
+    ) -> SensitivityDetails | None:
+        """The node ranking the report shows: one a candidate's fallback measured (the chosen
+        one's first), else the static per-channel (or dynamic) candidate's, measured now."""
+        measured = {t.name: t.details.sensitivity for t in trials if t.details is not None}
+        shown = shown_sensitivity(measured, chosen)
+        if shown:
+            return shown
+        by_name = {t.name: t.candidate for t in trials if t.plain is not None}
+        preferred = next((by_name[n] for n in AUTO_PREFERENCE if n in by_name), None)
+        if preferred is None:
+            return None
+        ranked = self._run_candidate(
+            preferred, budget, 0, source, folder / "ranked.onnx", ctx, rank=True
+        )
+        return shown_sensitivity({preferred.name: ranked.sensitivity}, None)
+
+    def _entry(self, trial, p50: dict[str, float], source: Path, ctx: Context) -> dict[str, Any]:
+        """The candidate as the report lists it (CandidateEntry's fields): a finalist with its
+        final model's figures."""
+        entry = dict(trial.entry)
+        rounds = trial.details.rounds() if trial.details is not None else None
+        if rounds is not None:
+            entry["fallback"] = rounds
+        entry["seconds"] = round(trial.seconds, 2)
+        if trial.name not in p50:
+            return entry
+        judge = self._judge(source, ctx)
+        metric = judge.score(trial.final)
+        return entry | {
+            "size_bytes": size_bytes(trial.final),
+            "metric": metric,
+            "drop": judge.drop(metric),
+            "float_nodes": trial.candidate.float_nodes
+            + (trial.details.float_nodes if trial.details is not None else []),
+            "p50_ms": p50[trial.name],
+        }
+
+    @staticmethod
+    def _judge(source: Path, ctx: Context):
+        """Scores against the float model's outputs, shared by every candidate (ctx.analysis)."""
+        from compress.measure.evaluate import Judge
+
+        return Judge(
+            ctx.analysis.reference_outputs(source, ctx.eval, ctx.judged_output),
+            ctx.eval,
+            ctx.config.config.report.metric,
+            ctx.judged_output,
+        )
+
+    def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:
+        """Time the choice against the input (`paths`: input, chosen) once more, by the rules it
+        was chosen by: a win that does not repeat was noise; a re-timed tie keeps a smaller
+        candidate."""
+        from compress.job.speed_guard import first_batch_timing
+        from compress.quant.auto_choice import confirm
+
+        entry = next(e for e in results if e["name"] == chosen)
+        if entry["p50_ms"] * CLEAR_WIN <= figures["p50_ms"]:
+            return chosen, f"{reason}; a clear win: not timed again"
+        check = first_batch_timing(paths, ctx)
+        batch, p50 = check.batch, check.p50
+        if check.busy:  # the choice was made on a quiet timing; this one cannot overturn it
+            return chosen, f"{reason}; not confirmed: {check.machine_note()}"
+        rejection = confirm(
+            {**entry, "name": "chosen"}, figures, p50["chosen"], p50["input"], batch, paired(check)
+        )
+        if rejection is None:
+            retimed = f"{p50['chosen']:.3f} ms vs {p50['input']:.3f} ms"
+            return chosen, f"{reason}; timed again: {retimed}"
+        entry["verdict"] = rejection
+        return None, f"{chosen} looked best, but {rejection}; the input model is kept"
+
+    def _run_candidate(
+        self, candidate, budget, steps, source, path, ctx, rank, float_mb=None
+    ) -> QuantizeDetails:
+        """The candidate's int8 pass with at most `steps` fallback rounds keeping at most
+        `float_mb` of weights in float; its nodes are ranked when `rank` or when the fallback
+        needs it."""
+        pass_class = get_pass(candidate.pass_type)
+        params = pass_class.Params(
+            **candidate.settings,
+            exclude=self.params.exclude + candidate.float_nodes,
+            max_accuracy_drop=budget,
+            max_fallback_steps=steps,
+            max_float_weight_mb=float_mb,
+            sensitivity=rank,
+        )
+        return (
+            pass_class(params, self.key).apply(PassInput(source=source, target=path), ctx).details
+        )
+
+
+def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
+    """The int8 variants worth trying on this graph."""
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    op_types = {n.op_type for n in nodes}
+    depthwise = [n.name for n in nodes if n.op_type == "Conv" and _groups(n) > 1]
+    candidates = []
+    if has_calibration and op_types & {"Conv", "MatMul", "Gemm"}:
+        candidates.append(Candidate("static-per-channel", "quantize.static", {"per_channel": True}))
+        candidates.append(Candidate("static-per-tensor", "quantize.static", {"per_channel": False}))
+        # Signed activations (S8S8) fuse and run fast on some graphs (the plain digits CNN) and
+        # very slowly on others (ORT leaves convolutions on residual branches unfused).
+        candidates.append(
+            Candidate(
+                "static-int8-activations",
+                "quantize.static",
+                {"per_channel": True, "activation_type": "int8"},
+            )
+        )
+        candidates.append(
+            Candidate(
+                "static-compute-ops",
+                "quantize.static",
+                {"per_channel": True, "op_types": ["Conv", "MatMul", "Gemm"]},
+            )
+        )
+        if depthwise:
+            candidates.append(
+                Candidate(
+                    "static-depthwise-float", "quantize.static", {"per_channel": True}, depthwise
+                )
+            )
+        candidates += recovery_candidates(model_path, op_types)
+    if op_types & {"MatMul", "Gather", "LSTM", "Attention"}:
+        candidates.append(Candidate("dynamic", "quantize.dynamic", {"per_channel": "auto"}))
+    return candidates
+
+
+def recovery_candidates(model_path: Path, op_types: set[str]) -> list[Candidate]:
+    """AIMET's order of recovering int8 accuracy, where the graph has what each needs: CLE and
+    bias correction with per-tensor weights where Conv -> ReLU -> Conv pairs hold at least a
+    quarter of the convolutions, bias correction with per-channel weights on convolutions,
+    SmoothQuant on LayerNorm -> MatMul (with float MatMul outputs). The first and the last
+    pick their calibration method on held-out calibration samples."""
+    from compress.quant.equalize import conv_pairs
+    from compress.quant.graph_edit import Graph, load
+    from compress.quant.smooth import smoothing_sites
+
+    graph = Graph(load(model_path))
+    candidates = []
+    recovered = {"bias_correction": True, "calibration": "auto"}
+    pairs = [p for p in conv_pairs(graph) if p.activation is None or p.activation.op_type != "Clip"]
+    paired = {n.name for p in pairs for n in (p.first, p.second)}
+    convs = sum(n.op_type == "Conv" for n in graph.graph.node)
+    # Where ReLU6 leaves few pairs (EfficientNet-Lite1: 4 of 64 convolutions), CLE changes
+    # little and the candidate would only cost time.
+    if pairs and 4 * len(paired) >= convs:
+        settings = {"per_channel": False, "equalize": True} | recovered
+        candidates.append(Candidate("static-equalized", "quantize.static", settings))
+    if "Conv" in op_types:
+        # No calibration: auto here: on EfficientNet-Lite1 the three methods' errors were within
+        # 0.1% of each other, and the trials cost 30-50 s of the time auto has.
+        settings = {"per_channel": True, "bias_correction": True}
+        candidates.append(Candidate("static-bias-corrected", "quantize.static", settings))
+    if smoothing_sites(graph):
+        # int8 MatMul inputs and weights, float outputs: quantizing the residual stream (the
+        # MatMul outputs and the Adds after them) took all-MiniLM-L6-v2 from cosine 0.990 to 0.94.
+        # Embedding tables (Gather) in int8: all-MiniLM-L6-v2 1.57x -> 4.0x smaller, cosine drop
+        # 0.0043 -> 0.0045.
+        compute = ["MatMul", "Gemm"]
+        settings = {"per_channel": True, "smooth_alpha": 0.5, "op_types": [*compute, "Gather"]}
+        settings |= {"float_outputs": compute, "calibration": "auto"}
+        candidates.append(Candidate("static-smoothed", "quantize.static", settings))
+    return candidates
+
+
+def _groups(node) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def paired(check):
+    """quantize.auto's `compare` for candidates timed together: their paired verdict (the
+    input's figures have no name: it was timed as "input")."""
+    return lambda entry, other: check.verdict(
+        entry.get("name", "input"), other.get("name", "input")
+    )

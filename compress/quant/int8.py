@@ -1,0 +1,429 @@
+"""int8 quantization of the exported ONNX graph with onnxruntime.quantization."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from compress.errors import ConfigError, first_line
+from compress.measure.evaluate import onnx_output
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.registry import register
+from compress.quant import recovery
+from compress.quant.fallback import (
+    Fallback,
+    QuantizeJob,
+    accuracy_budget,
+    quantize_within_budget,
+    relative_error,
+    sensitivity_samples,
+)
+from compress.quant.recovery import Recovery
+
+if TYPE_CHECKING:
+    from compress.config import LoadedConfig
+    from compress.job.context import Context
+
+
+def preprocess(source: Path, target: Path, ctx: Context) -> Path:
+    """ORT's pre-processing (optimise + shape inference), so quantization sees shaped tensors.
+
+    Symbolic shape inference crashes on some exported graphs; then it is skipped, and if
+    pre-processing still fails the graph is quantized as exported. When it gives up, ONNX
+    Runtime saves `sym_shape_infer_temp.onnx` in the current directory: it runs from `target`'s
+    folder (the run's private one), so that file does not land in the user's. With a stage
+    cache, the result is kept there for the next run that quantizes the same file.
+    """
+    from compress.cache.derived import derived_file
+
+    return derived_file(
+        ctx.cache, "ort-quant-pre-process", source, target, lambda: _preprocess(source, target, ctx)
+    )
+
+
+def _preprocess(source: Path, target: Path, ctx: Context) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for skip_symbolic in (False, True):
+        try:
+            with working_directory(target.parent):
+                quant_pre_process(
+                    str(source.resolve()), str(target.resolve()), skip_symbolic_shape=skip_symbolic
+                )
+            return target
+        except Exception as e:  # noqa: PERF203 - a fallback, not a loop over data
+            ctx.log(
+                f"pre-processing (skip_symbolic_shape={skip_symbolic}) failed: {first_line(e, 120)}"
+            )
+    return source
+
+
+@contextmanager
+def working_directory(folder: Path):
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextmanager
+def quiet_root_logger():
+    """onnxruntime.quantization warns through the root logger about things that are fine
+    (e.g. no per-channel axis on a LayerNorm weight); keep those off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def excluded_nodes(model_path: Path, exclude: list[str], key: str) -> list[str]:
+    """Node names for `exclude`, whose entries are node names or op types of the graph."""
+    import difflib
+
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    names, op_types = {n.name for n in nodes}, {n.op_type for n in nodes}
+    for entry in exclude:
+        if entry not in names and entry not in op_types:
+            close = difflib.get_close_matches(entry, sorted(names | op_types), n=3, cutoff=0.4)
+            hint = f"close names: {', '.join(close)}" if close else "see the model's node names"
+            raise ConfigError(
+                f"{key}.exclude: {entry!r} is neither a node nor an op type of the model; {hint}"
+            )
+    return [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
+
+
+def keep_shape_annotations(source: Path, target: Path) -> None:
+    """Drop the value_info (inferred shapes) that pre-processing and the quantizer leave in
+    `target` when `source` had none, so quantization does not change what ONNX Runtime fuses.
+
+    With those shapes ORT fuses Add + LayerNormalization into SkipLayerNormalization, which ran
+    slower here: the int8 transformer sample took 4.11 ms with the annotations and 3.54 ms without
+    (the fp32 graph with shapes added: 5.84 vs 5.33 ms). Static int8 CNNs time the same either way.
+    """
+    import onnx
+
+    if onnx.load(str(source), load_external_data=False).graph.value_info:
+        return
+    model = onnx.load(str(target))
+    if model.graph.value_info:
+        del model.graph.value_info[:]
+        onnx.save(model, str(target))
+
+
+def attention_masks_field():
+    return Field(
+        default=True,
+        description="clamp -inf / huge negative mask constants to -1e4 and keep the masked "
+        "attention scores (mask Where/Add and Softmax) in float",
+    )
+
+
+class QuantizeParams(OnnxPassParams):
+    per_channel: bool = False
+    op_types: list[str] | None = Field(
+        default=None, description="op types to quantize (default: see the pass)"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="node names or op types to keep in float"
+    )
+    reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI")
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="keep the costliest nodes in float until the drop on data.eval is within "
+        "this (default: gates.max_accuracy_drop)",
+    )
+    max_fallback_steps: int = Field(
+        default=8,
+        ge=0,
+        description="at most this many more quantize + evaluate rounds to find the nodes to "
+        "keep in float",
+    )
+    max_float_weight_mb: float | None = Field(
+        default=None,
+        ge=0,
+        description="the fallback keeps in float only node sets whose weights, stored in float "
+        "instead of int8, add at most this many MB to the model (default: no limit)",
+    )
+    sensitivity: bool = Field(
+        default=True,
+        description="rank the quantized nodes by the error they add, for the report; when "
+        "false they are ranked only if the fallback needs it",
+    )
+
+
+class QuantizeDetails(Recovery, Fallback, PassDetails):
+    """What an int8 pass (quantize.static, quantize.dynamic) did: how it held accuracy
+    (Recovery), its node ranking and fallback (Fallback), and per_channel: auto's choice."""
+
+    per_channel: bool | None = Field(default=None, description="per_channel: auto's choice")
+    output_error: dict[str, float] | None = Field(
+        default=None, description="per_channel: auto: each way's output error"
+    )
+
+    def lines(self) -> list[str]:
+        lines = super().lines()
+        lines += [self.verdict] if self.verdict else []
+        lines += [f"kept in float: {', '.join(self.float_nodes)}"] if self.float_nodes else []
+        if self.per_channel is not None:
+            kind = "per-channel" if self.per_channel else "per-tensor"
+            lines.append(f"{kind} weight scales (closer to the float model's outputs)")
+        return lines
+
+
+class Int8Pass(OnnxPass):
+    """Shared by the int8 passes: the accuracy-recovery rewrites, pre-processing, `exclude`, and
+    the accuracy-aware fallback."""
+
+    params: QuantizeParams
+    Details = QuantizeDetails
+    # per_channel: auto and the fallback judge the report's output, the budget is the gate's
+    reads = ("report.metric", "report.output", "gates.max_accuracy_drop")
+
+    def check(self, config: LoadedConfig) -> None:
+        self.require_eval_for_budget(config)
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        """Write `prepared` quantized to `target`, keeping `excluded` node names in float."""
+        raise NotImplementedError
+
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """Choose settings that depend on the model, before quantizing; returns them."""
+        return {}
+
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        target = given.target
+        source, rewrites = recovery.rewrite_source(given.source, target, self.params, ctx)
+        with quiet_root_logger():
+            settled, fallback = self._apply(source, target, ctx)
+        keep_shape_annotations(source, target)
+        details = QuantizeDetails(**rewrites, **settled, **dict(fallback))
+        details.notes = details.recovery_notes()
+        return PassResult(details=details)
+
+    def _apply(self, source: Path, target: Path, ctx: Context) -> tuple[dict[str, Any], Fallback]:
+        """What was settled before quantizing (QuantizeDetails' fields), and the fallback's
+        outcome."""
+        prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
+        excluded = excluded_nodes(prepared, self.params.exclude, self.key)
+        settled = self.settle(prepared, excluded, ctx)
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
+        return settled, quantize_within_budget(
+            self.job(source, prepared, excluded, ctx),
+            target,
+            budget,
+            self.params.max_fallback_steps,
+            ctx,
+        )
+
+    def job(self, source: Path, prepared: Path, excluded: list[str], ctx: Context) -> QuantizeJob:
+        """This pass's quantization of `prepared` (pre-processed `source`), for the fallback."""
+        return QuantizeJob(
+            lambda keep_float, path: self.quantize(prepared, path, keep_float, ctx),
+            source,
+            prepared,
+            excluded,
+            scheme=f"{self.name} {self.params.model_dump_json(exclude=SCHEME_NEUTRAL)}",
+            report_ranking=self.params.sensitivity,
+            max_float_bytes=_bytes(self.params.max_float_weight_mb),
+        )
+
+
+# Settings that do not change how a given node is quantized, so sensitivities measured with
+# other values still rank it (compress.quant.sensitivity.cache).
+SCHEME_NEUTRAL = {
+    *("exclude", "op_types", "max_accuracy_drop", "max_fallback_steps", "on_slower"),
+    *("sensitivity", "max_float_weight_mb"),
+}
+
+
+def _bytes(megabytes: float | None) -> int | None:
+    return None if megabytes is None else int(megabytes * 1e6)
+
+
+# ConvInteger (dynamic int8 convolution) runs several times slower than float Conv in ONNX Runtime
+# on CPU (measured here: 5x on the digits CNN), so convolutions are quantized only when asked.
+DYNAMIC_DEFAULT_OPS = ["MatMul", "Attention", "LSTM", "Gather"]
+
+
+class DynamicParams(QuantizeParams):
+    per_channel: bool | Literal["auto"] = Field(
+        default="auto",
+        description="per-channel weight scales; auto: the one closer to the float model",
+    )
+    attention_masks: bool = attention_masks_field()
+
+
+@register("quantize.dynamic")
+class DynamicQuantization(Int8Pass):
+    """int8 weights, activations quantized on the fly; best for MatMul-heavy (transformer) models.
+
+    By default MatMul, Attention, LSTM and Gather are quantized; Conv only if op_types names it
+    (dynamic int8 convolutions are slower than float ones in ONNX Runtime). per_channel: auto
+    quantizes both ways and keeps the one whose outputs are closer to the float model's.
+
+    Sample YAML:
+        - type: quantize.dynamic
+          per_channel: auto
+          op_types: [MatMul]
+    """
+
+    Params = DynamicParams
+
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
+        self._keep_float, details = recovery.float_nodes(prepared, self.params, self._op_types)
+        if self.params.per_channel != "auto":
+            self._per_channel = self.params.per_channel
+            return details
+        samples = sensitivity_samples(ctx)
+        reference = onnx_output(prepared, samples, ctx.judged_output)
+        errors = {}
+        for per_channel in (False, True):
+            trial = ctx.workdir / f"dynamic-per-channel-{per_channel}.onnx"
+            self._quantize(prepared, trial, excluded, per_channel)
+            trial_output = onnx_output(trial, samples, ctx.judged_output)
+            errors[per_channel] = relative_error(reference, trial_output)
+        self._per_channel = errors[True] < errors[False]
+        ctx.log(
+            f"  per-channel: output error {errors[True]:.4g} vs per-tensor {errors[False]:.4g}; "
+            f"keeping {'per-channel' if self._per_channel else 'per-tensor'}"
+        )
+        return details | {
+            "per_channel": self._per_channel,
+            "output_error": {"per_channel": errors[True], "per_tensor": errors[False]},
+        }
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        self._quantize(prepared, target, excluded, self._per_channel)
+
+    @property
+    def _op_types(self) -> list[str]:
+        return DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
+
+    def _quantize(self, prepared: Path, target: Path, excluded: list[str], per_channel: bool):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(prepared),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=self._op_types,
+            nodes_to_exclude=excluded + self._keep_float,
+            reduce_range=self.params.reduce_range,
+        )
+
+
+class StaticParams(QuantizeParams):
+    calibration: Literal["minmax", "entropy", "percentile", "auto"] = Field(
+        default="minmax",
+        description="activation ranges; auto: fit all three on part of data.calibration, keep "
+        "the one closest to the float model on held-out calibration samples",
+    )
+    percentile: float = Field(
+        default=99.999, gt=0, le=100, description="with calibration: percentile"
+    )
+    calibration_samples: int | None = Field(
+        default=None, ge=1, description="calibrate on the first N samples (default: all)"
+    )
+    symmetric_activations: bool = False
+    activation_type: Literal["int8", "uint8"] = "uint8"
+    batch_size: int = Field(default=32, ge=1, description="calibration batch size")
+    bias_correction: bool = Field(
+        default=False,
+        description="subtract the mean error int8 weights cause (from data.calibration) from "
+        "each Conv / Gemm bias",
+    )
+    equalize: bool = Field(
+        default=False,
+        description="cross-layer equalization of Conv -> ReLU -> Conv chains first (as the "
+        "equalize pass, relu6: skip)",
+    )
+    smooth_alpha: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="SmoothQuant LayerNorm -> MatMul first, with this alpha (as the smooth pass)",
+    )
+    float_outputs: list[str] = Field(
+        default_factory=list,
+        description="op types whose outputs stay float (inputs and weights int8): [MatMul, Gemm] "
+        "keeps a transformer's residual stream out of int8",
+    )
+    attention_masks: bool = attention_masks_field()
+
+
+@register("quantize.static")
+class StaticQuantization(Int8Pass):
+    """int8 weights and activations (QDQ), scales calibrated on data.calibration.
+
+    Holding accuracy: attention masks stay finite and in float (attention_masks, on by default);
+    bias_correction, equalize (CLE) and smooth_alpha (SmoothQuant) rewrite the float model for
+    int8 first; calibration: auto picks the method; float_outputs keeps e.g. MatMul outputs
+    float. Activation ranges are computed once per pass and reused by the fallback.
+
+    Sample YAML:
+        - type: quantize.static
+          per_channel: true
+          calibration: minmax
+          calibration_samples: 128
+    """
+
+    Params = StaticParams
+
+    def check(self, config: LoadedConfig) -> None:
+        super().check(config)
+        self.require_data(config, "calibration", f"{self.key}: {self.name} needs data.calibration")
+
+    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+        """Bias-correction statistics and the activation ranges, once for every quantization."""
+
+        def trial(model: Path, ranges: Path, method: str, path: Path, keep_float) -> None:
+            self._quantize(model, path, excluded + keep_float, ranges, method)
+
+        self._plan = recovery.plan_static(prepared, excluded, self.params, ctx, trial)
+        return self._plan.details
+
+    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
+        plan = self._plan
+        model = plan.model_for(excluded, self.params, target.with_suffix(".corrected.onnx"))
+        self._quantize(model, target, excluded + plan.keep_float, plan.ranges, plan.method)
+
+    def _quantize(self, model: Path, target: Path, excluded, ranges: Path, method: str) -> None:
+        """quantize_static with activation ranges computed beforehand (its calibration cache)."""
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        from compress.quant.calibration import ort_method
+
+        activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        quantize_static(
+            str(model),
+            str(target),
+            None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=self.params.per_channel,
+            op_types_to_quantize=self.params.op_types,
+            nodes_to_exclude=excluded,
+            reduce_range=self.params.reduce_range,
+            activation_type=activation[self.params.activation_type],
+            weight_type=QuantType.QInt8,
+            calibrate_method=ort_method(method),
+            extra_options={
+                "ActivationSymmetric": self.params.symmetric_activations,
+                "OpTypesToExcludeOutputQuantization": self.params.float_outputs,
+            },
+            calibration_cache_path=str(ranges),
+        )

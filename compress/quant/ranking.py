@@ -1,0 +1,77 @@
+"""The ranking of a quantized model's nodes by the error each adds (compress.quant.sensitivity),
+shared through the run's Context so that quantize.auto's candidates and later passes on the same
+file reuse it, and measured only when something asks for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from compress.errors import first_line
+
+if TYPE_CHECKING:
+    from compress.job.context import Context
+    from compress.quant.fallback import QuantizeJob
+    from compress.quant.sensitivity import RankingFailed, Sensitivity, SensitivityDetails
+
+RANKING_SAMPLES = 32  # what the node ranking runs (its cost grows with them; see sensitivity)
+
+
+def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensitivity:
+    """The ranking of the nodes `quantized` (made by `job`) changed: from ctx.analysis when an
+    earlier quantization of the same source under the same scheme scored them all, else
+    measured now and remembered there."""
+    import onnx
+
+    from compress.quant.sensitivity import measure_sensitivity, restricted_to
+    from compress.quant.sensitivity.nodes import changed_nodes
+
+    changed = changed_nodes(
+        onnx.load(str(job.prepared), load_external_data=False).graph,
+        onnx.load(str(quantized), load_external_data=False).graph,
+    ) - set(job.excluded)
+    cached = ctx.analysis.sensitivity(job.source, job.scheme, changed)
+    if cached is not None:
+        ctx.log("  sensitivity: reusing the ranking measured for this model and scheme")
+        return restricted_to(cached, changed)
+    from compress.quant.fallback import sensitivity_samples
+
+    samples = [a[:RANKING_SAMPLES] for a in sensitivity_samples(ctx)]
+    sensitivity = measure_sensitivity(
+        job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
+    )
+    ctx.analysis.remember(job.source, job.scheme, sensitivity)
+    worst = ", ".join(f"{n.node} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
+    ctx.log(
+        f"  sensitivity: {sensitivity.scored} node(s) scored on {sensitivity.samples} samples in "
+        f"{sensitivity.seconds:.1f} s"
+        + (f"; worst ({sensitivity.ranked_by}): {worst}" if worst else "")
+    )
+    return sensitivity
+
+
+class Ranking:
+    """The node ranking of one quantized model, measured when first asked for (the report asks
+    unless `sensitivity: false`; the search asks when the first round misses the budget)."""
+
+    def __init__(self, job: QuantizeJob, quantized: Path, ctx: Context):
+        self.job, self.quantized, self.ctx = job, quantized, ctx
+        self.measured = False
+        self.problem: str | None = None
+        self._sensitivity: Sensitivity | None = None
+
+    def get(self) -> Sensitivity | None:
+        if not self.measured:
+            self.measured = True
+            try:
+                self._sensitivity = shared_sensitivity(self.job, self.quantized, self.ctx)
+            except Exception as e:  # the ranking helps; a graph it cannot read must not fail
+                self.problem = first_line(e, 160)
+                self.ctx.log(f"  sensitivity: could not rank the nodes: {self.problem}")
+        return self._sensitivity
+
+    def details(self) -> SensitivityDetails | RankingFailed:
+        from compress.quant.sensitivity import RankingFailed
+
+        sensitivity = self.get()
+        return sensitivity.details() if sensitivity else RankingFailed(error=self.problem)

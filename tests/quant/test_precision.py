@@ -1,0 +1,150 @@
+"""quantize.int4: Gemm with constant weights becomes 4-bit MatMul, embedding tables int8 unless
+that misses the accuracy budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from compress.quant.precision import gemms_as_matmul
+from tests import onnx_builders
+from tests.conftest import assert_refused, invoke, run_cli
+
+VOCAB, WIDTH, HIDDEN, CLASSES = 200, 64, 64, 8
+
+
+def gemm_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """x [batch, 16] -> Gemm (transB, alpha 0.5, bias * beta 2) -> Gemm (no bias)."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], "first", transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Gemm", ["h", "w2"], ["y"], "second"),
+    ]
+    return onnx_builders.model(
+        nodes,
+        [onnx_builders.float_input("x", ["batch", 16])],
+        [onnx_builders.float_input("y", ["batch", 4])],
+        {
+            "w1": rng.normal(size=(32, 16)),
+            "b1": rng.normal(size=32),
+            "w2": rng.normal(size=(32, 4)),
+        },
+    )
+
+
+def test_gemms_become_matmul_plus_bias_with_the_same_outputs():
+    rng = np.random.default_rng(0)
+    built = gemm_model(rng)
+    x = rng.normal(size=(3, 16)).astype(np.float32)
+    expected = onnx_builders.run(built, {"x": x})
+    assert gemms_as_matmul(built) == ["first", "second"]
+    onnx.checker.check_model(built, full_check=True)
+    assert [n.op_type for n in built.graph.node] == ["MatMul", "Add", "MatMul"]
+    assert {i.name for i in built.graph.initializer}.isdisjoint({"w1", "w2"})  # no float copies
+    np.testing.assert_allclose(onnx_builders.run(built, {"x": x}), expected, rtol=1e-5, atol=1e-5)
+
+
+def embedding_classifier(path, rng: np.random.Generator):
+    """ids [batch] -> Gather from a [VOCAB, WIDTH] table -> Gemm + Relu -> Gemm -> logits."""
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["embedded"], "embed"),
+        helper.make_node("Gemm", ["embedded", "w1", "b1"], ["h"], "hidden", transB=1),
+        helper.make_node("Relu", ["h"], ["a"], "relu"),
+        helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], "head", transB=1),
+    ]
+    built = onnx_builders.model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+        [onnx_builders.float_input("y", ["batch", CLASSES])],
+        {
+            "table": rng.normal(size=(VOCAB, WIDTH)),
+            "w1": rng.normal(size=(HIDDEN, WIDTH)) / 8,
+            "b1": rng.normal(size=HIDDEN),
+            "w2": rng.normal(size=(CLASSES, HIDDEN)) / 8,
+            "b2": rng.normal(size=CLASSES),
+        },
+    )
+    return onnx_builders.save(built, path)
+
+
+def run_int4(tmp_path, entry: str = "{type: quantize.int4}"):
+    rng = np.random.default_rng(0)
+    model = embedding_classifier(tmp_path / "m.onnx", rng)
+    ids = rng.integers(0, VOCAB, size=64)
+    np.savez(tmp_path / "eval.npz", ids=ids)
+    config = tmp_path / "int4.yaml"
+    config.write_text(
+        "version: 1\n"
+        "data: {eval: {path: eval.npz, inputs: [ids]}}\n"
+        f"passes:\n  - {entry}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.1}\n"
+    )
+    out = tmp_path / "out"
+    result = invoke("run", model, "-c", config, "-o", out, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    written = onnx.load(str(out / "model.onnx"))
+    float_out = onnx_builders.run(onnx.load(str(model)), {"ids": ids})
+    int4_out = onnx_builders.run(written, {"ids": ids})
+    details = json.loads(result.stdout)["stages"][-1]["details"]
+    return written, float_out, int4_out, details
+
+
+def ops(model: onnx.ModelProto) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+def int8_tables(model: onnx.ModelProto) -> list[str]:
+    return [
+        i.name
+        for i in model.graph.initializer
+        if i.data_type == TensorProto.INT8 and len(i.dims) == 2
+    ]
+
+
+def test_int4_quantizes_gemm_and_embedding_tables_by_default(tmp_path):
+    written, float_out, int4_out, details = run_int4(tmp_path)
+    assert "Gemm" not in ops(written) and "MatMulNBits" in ops(written)
+    assert details["gemm_rewritten_as_matmul"] == 2
+    assert details["embedding_tables_int8"] == ["table"]
+    assert int8_tables(written) == ["table_int8"]
+    cosine = np.sum(float_out * int4_out) / np.linalg.norm(float_out) / np.linalg.norm(int4_out)
+    assert cosine > 0.99
+
+
+def test_int4_keeps_float_embeddings_when_they_miss_the_budget(tmp_path):
+    entry = "{type: quantize.int4, max_accuracy_drop: 0.0}"  # any rounding at all misses it
+    written, _, _, details = run_int4(tmp_path, entry)
+    assert details["embeddings_kept_float"] == ["table"] and details["embeddings_drop"] > 0
+    assert int8_tables(written) == [] and "MatMulNBits" in ops(written)
+    assert "table" in {i.name for i in written.graph.initializer}
+
+
+def test_int4_refuses_a_model_without_matmul_or_gemm(tmp_path):
+    rng = np.random.default_rng(0)
+    model = onnx_builders.save(onnx_builders.conv_chain(rng), tmp_path / "c.onnx")
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(8, 3, 8, 8)).astype(np.float32))
+    config = tmp_path / "int4.yaml"
+    config.write_text(
+        "version: 1\ndata: {eval: {path: eval.npz, inputs: [x]}}\n"
+        "passes:\n  - type: quantize.int4\nreport: {metric: cosine}\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli(model, config, out, "--quiet")
+    assert_refused(result, out, "passes[0]", "no MatMul or Gemm", "quantize.static")
+
+
+def test_int4_keeps_int8_embeddings_within_the_budget(tmp_path):
+    written, _, _, details = run_int4(tmp_path, "{type: quantize.int4, max_accuracy_drop: 0.5}")
+    assert details["embedding_tables_int8"] == ["table"] and details["embeddings_drop"] <= 0.5
+    assert int8_tables(written) == ["table_int8"]
+
+
+def test_int4_budget_without_eval_data_is_refused(tmp_path):
+    config = tmp_path / "int4.yaml"
+    config.write_text("version: 1\npasses:\n  - {type: quantize.int4, max_accuracy_drop: 0.01}\n")
+    result = invoke("validate", config)
+    assert result.exit_code == 2
+    assert "passes[0].max_accuracy_drop needs data.eval" in result.stderr
