@@ -1,7 +1,8 @@
 """Tiny model folders written the way users get them, with `save_pretrained` from transformers
 configs and random weights (hidden 32, 2 layers, a vocabulary of ~130 words): a BERT classifier,
-a BERT base model, GPT-2, a sentence-transformers layout and sharded safetensors, each with a
-WordPiece tokenizer made with the tokenizers library. Nothing is downloaded."""
+a BERT base model, GPT-2, LLaMA (grouped key/value heads), a sentence-transformers layout and
+sharded safetensors, each with a WordPiece tokenizer made with the tokenizers library. Nothing
+is downloaded."""
 
 from __future__ import annotations
 
@@ -82,6 +83,13 @@ def write_folders(root: Path) -> dict[str, Path]:
     gpt2_model = transformers.GPT2LMHeadModel(gpt2).eval()
     folders["gpt2"] = save(gpt2_model, root / "gpt2", ("input_ids", "attention_mask"))
     folders["sentence"] = sentence_folder(folders["base"], root / "sentence")
+    llama = transformers.LlamaConfig(
+        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
+    )  # fmt: skip
+    llama_model = transformers.LlamaForCausalLM(llama).eval()
+    folders["llama"] = save(llama_model, root / "llama", ("input_ids", "attention_mask"))
     return folders
 
 

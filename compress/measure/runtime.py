@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.measure.decoder_feeds import completed_feeds, session_inputs
 from compress.measure.fixed_batch import chunks
 
 
@@ -29,7 +30,9 @@ def fixed_batch(session) -> int | None:
 
 
 def feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-    return {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
+    """The session's inputs by name, from `arrays` in their order; a decoder's position ids and
+    empty cache filled in from its token ids and mask (compress.measure.decoder_feeds)."""
+    return completed_feeds(session_inputs(session), arrays)
 
 
 def run_batched(session, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:

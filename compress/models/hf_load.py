@@ -86,7 +86,12 @@ def load_folder(
         )
     sentence = layout.sentence if task.pooled else None
     pooling = SentencePooling(sentence.modes, sentence.normalize) if sentence else None
-    module = FolderModule(model, names, task.outputs, pooling).eval()
+    if task.name == "text-generation":  # exported with its key/value cache
+        from compress.models.decoder import decoder_module
+
+        module = decoder_module(model, names, where)
+    else:
+        module = FolderModule(model, names, task.outputs, pooling).eval()
     digest, files = folder_hashes(layout)
     record = ModelFolder(
         files=files,

@@ -34,7 +34,7 @@ class FolderModule(nn.Module):
         # the export makes the token axis dynamic (compress.torch.export.dynamic_shapes), up to
         # the positions the model has
         self.dynamic_tokens = True
-        self.max_tokens = _positions(model.config)
+        self.max_tokens = model_positions(model.config)
         self._extra = {"use_cache": False} if "use_cache" in accepted_inputs(model) else {}
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -67,7 +67,8 @@ def accepted_inputs(model: nn.Module) -> list[str]:
     return list(inspect.signature(model.forward).parameters)
 
 
-def _positions(config) -> int | None:
+def model_positions(config) -> int | None:
+    """The most tokens the model has positions for (None: it does not say)."""
     for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 1:

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import onnx
 
+from compress.measure.decoder_feeds import completed_feeds, session_inputs
 from compress.measure.fixed_batch import chunks
 from compress.measure.runtime import fixed_batch
 
@@ -78,11 +79,11 @@ def collect(
     session = ort.InferenceSession(
         exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    inputs = [i.name for i in session.get_inputs()]
+    declared = session_inputs(session)
     names = list(reducers)
     fixed = fixed_batch(session)  # padded with copies of a real sample: its maxima stay put
     for part, _ in chunks(samples, batch_size, fixed):
-        feed = dict(zip(inputs, part, strict=True))
+        feed = completed_feeds(declared, part)
         for name, value in zip(names, session.run(names, feed), strict=True):
             for reducer in reducers[name]:
                 reducer.update(value)

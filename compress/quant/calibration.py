@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.measure.decoder_feeds import completed_feeds, session_inputs
 from compress.measure.fixed_batch import chunks
 from compress.measure.runtime import fixed_batch
 
@@ -93,6 +94,8 @@ class RangeCollector:
         self._highest: dict[str, np.ndarray] = {}
 
     def update(self, feeds: dict[str, np.ndarray]) -> None:
+        # a decoder's data feeds its token ids and mask: its cache starts empty
+        feeds = completed_feeds(session_inputs(self._session), list(feeds.values()))
         values = dict(zip(self.tensors, self._session.run(self.tensors, feeds), strict=True))
         for name, value in values.items():
             if value.size:

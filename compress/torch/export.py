@@ -31,6 +31,11 @@ def export_to_onnx(
     import onnx
     import torch
 
+    from compress.torch.kv_export import export_decoder, is_decoder
+
+    if is_decoder(model):  # its own inputs and outputs: the cache's
+        export_decoder(model, example, target, section)
+        return
     args = tuple(torch.from_numpy(a) for a in example)
     common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.measure.decoder_feeds import completed_feeds, graph_declared
 from compress.measure.runtime import fixed_batch
 from compress.quant.sensitivity.isolate import PREFIX
 from compress.quant.sensitivity.tensors import RUINED
@@ -48,13 +49,13 @@ def output_impact(
 
     float_model = onnx.load(str(float_path))
     output = float_model.graph.output[0].name
-    inputs = [i.name for i in float_model.graph.input][: len(samples)]
+    declared = graph_declared(float_model)
     session = _session(onnx.load(str(combined_path)), [output] + _names(tensors, twins))
     fixed = fixed_batch(session)
     wanted = max(MIN_SAMPLES, min(MAX_SAMPLES, FORWARDS // max(len(tensors), 1)))
     count = fixed or min(wanted, len(samples[0]))
     part = [np.concatenate([a[:count]] * -(-count // len(a)))[:count] for a in samples]
-    values = session.run(None, dict(zip(inputs, part, strict=True)))
+    values = session.run(None, completed_feeds(declared, part))
     reference = values[0]
     deltas = {t: twins.get(t, Twin(t)).clamp(q) - f for t, f, q in _triples(tensors, values[1:])}
     impact = {t: _ratio(reference, reference + d) for t, d in deltas.items() if t == output}
@@ -62,7 +63,7 @@ def output_impact(
     if injected:
         dtypes = {t: deltas[t].dtype for t in injected}
         session = _session(_with_injections(float_model, dtypes), [output])
-        runs = _Runs(session, dict(zip(inputs, part, strict=True)), reference, fixed)
+        runs = _Runs(session, completed_feeds(declared, part), reference, fixed)
         impact |= runs.measure({t: deltas[t] for t in injected})
     return impact
 

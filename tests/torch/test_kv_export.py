@@ -1,0 +1,95 @@
+"""A decoder folder exports with its key/value cache: one graph with the cache's inputs and
+outputs on dynamic axes, whose greedy generation in ONNX Runtime (a prefill, then one token at a
+time against the cache it wrote) gives the tokens transformers' generate gives; a model without
+an exportable cache is one ModelLoadError."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compress.config import ExportSection, ModelSection
+from compress.errors import ExportError, ModelLoadError
+from compress.measure.decoder_feeds import completed_feeds, session_inputs
+from compress.measure.runtime import open_session
+from compress.models import load_model
+from compress.models.decoder import probe_layout
+from compress.torch.export import export_to_onnx
+from compress.torch.kv_export import check_decode_parity
+from tests.hf_folders import token_arrays
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def exported(request, hf_folders, tmp_path_factory):
+    folder = hf_folders[request.param]
+    module = load_model(folder, ModelSection(), folder.parent).model
+    target = tmp_path_factory.mktemp("kv") / f"{request.param}.onnx"
+    tokens = token_arrays(4)
+    example = [tokens["input_ids"], tokens["attention_mask"]]
+    export_to_onnx(module, "hf_folder", example, [], [], target, ExportSection())
+    return module, target
+
+
+def dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_the_graph_has_the_cache_on_dynamic_axes(exported):
+    module, path = exported
+    graph = onnx.load(str(path)).graph
+    layout = module.layout
+    assert [i.name for i in graph.input] == layout.input_names
+    assert [o.name for o in graph.output] == ["logits", *layout.present_names]
+    past = dims(graph.input[3])
+    assert past[0] == "batch" and past[2] == "past_sequence" and past[1] == layout.kv_heads
+    assert dims(graph.input[1]) == ["batch", "total_sequence"]
+
+
+def test_greedy_generation_over_the_cache_matches_transformers(exported):
+    module, path = exported
+    prompt = np.array([[7, 12, 40, 9, 5], [3, 8, 8, 100, 2]], np.int64)
+    with torch.no_grad():
+        expected = module.model.generate(
+            torch.from_numpy(prompt), attention_mask=torch.ones(2, 5, dtype=torch.long),
+            max_new_tokens=6, do_sample=False, pad_token_id=0,
+        )[:, 5:].numpy()  # fmt: skip
+    session = open_session(path, threads=1)
+    declared = session_inputs(session)
+    names = [name for name, _, _ in declared]
+    mask = np.ones_like(prompt)
+    outputs = session.run(None, completed_feeds(declared, [prompt, mask]))
+    tokens = []
+    for _ in range(6):
+        chosen = outputs[0][:, -1].argmax(-1)[:, None]
+        tokens.append(chosen)
+        position = np.full_like(chosen, mask.shape[1])
+        mask = np.ones((2, mask.shape[1] + 1), np.int64)
+        feed = dict(zip(names, [chosen, mask, position, *outputs[1:]], strict=True))
+        outputs = session.run(None, feed)
+    np.testing.assert_array_equal(np.concatenate(tokens, axis=1), expected)
+
+
+def test_a_cache_that_computes_otherwise_fails_decode_parity(exported, tmp_path):
+    module, path = exported
+    ids = token_arrays(2)["input_ids"]
+    assert check_decode_parity(module, path, ids, 1e-4) < 1e-4
+    broken = onnx.load(str(path))
+    graph = broken.graph
+    concat = next(n for n in graph.node if n.op_type == "Concat" and n.output[0].startswith("p"))
+    concat.input[0], concat.input[1] = concat.input[1], concat.input[0]  # new entries first
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ExportError, match="decode parity check failed"):
+        check_decode_parity(module, tmp_path / "broken.onnx", ids, 1e-4)
+
+
+def test_a_model_without_a_cache_is_refused():
+    class NoCache(torch.nn.Module):
+        config = None
+
+        def forward(self, input_ids, attention_mask=None, use_cache=None, **options):
+            return {"logits": torch.zeros(1, 2, 5)}
+
+    with pytest.raises(ModelLoadError, match="keeps no key/value cache compress can export"):
+        probe_layout(NoCache(), "tiny")
