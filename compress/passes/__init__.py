@@ -12,6 +12,7 @@ BUILTIN = (
     "compress.passes.prune",
     "compress.quant.auto",
     "compress.quant.equalize",
+    "compress.quant.int4",
     "compress.quant.int8",
     "compress.quant.precision",
     "compress.quant.smooth",

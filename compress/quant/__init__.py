@@ -7,7 +7,11 @@ The passes (each registers under the name the YAML uses):
 - auto           quantize.auto: tries the int8 settings that fit the model, measures each, keeps
                  the one a user would (auto_choice: the rules; auto_trials: trying candidates
                  without paying for every fallback)
-- precision      quantize.fp16 and quantize.int4 (4-bit weight-only MatMulNBits)
+- precision      quantize.fp16
+- int4           quantize.int4: weight-only MatMulNBits at 4 (or 8) bits, the head and embeddings
+                 at 8 (nbits: what ORT's MatMulNBitsQuantizer is asked, node by node;
+                 int4_speed: accuracy_level chosen by timing; weight_rewrites: Gemm as MatMul,
+                 int8 embedding tables)
 - smooth         SmoothQuant: activation outliers moved into the weights
 - equalize       cross-layer equalization of Conv -> activation -> Conv chains
 

@@ -10,7 +10,7 @@ import pytest
 from compress.measure.runtime import open_session
 from compress.quant import int8 as quantize
 from compress.quant.auto import candidates_for
-from compress.quant.precision import quantize_embeddings
+from compress.quant.weight_rewrites import quantize_embeddings
 from compress.report import to_markdown
 from tests.conftest import SAMPLES, invoke, write_config
 

@@ -1,5 +1,5 @@
-"""quantize.int4: Gemm with constant weights becomes 4-bit MatMul, embedding tables int8 unless
-that misses the accuracy budget."""
+"""quantize.int4: Gemm with constant weights becomes 4-bit MatMul, the head 8-bit, embedding
+tables int8 unless that misses the accuracy budget, accuracy_level as asked or timed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from compress.quant.precision import gemms_as_matmul
+from compress.quant.int4_speed import level_for
+from compress.quant.weight_rewrites import gemms_as_matmul
 from tests import onnx_builders
 from tests.conftest import assert_refused, invoke, run_cli
 
@@ -104,10 +105,22 @@ def int8_tables(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+def bits(model: onnx.ModelProto) -> dict[str, int]:
+    return {
+        n.name: helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits"))
+        for n in model.graph.node
+        if n.op_type == "MatMulNBits"
+    }
+
+
 def test_int4_quantizes_gemm_and_embedding_tables_by_default(tmp_path):
     written, float_out, int4_out, details = run_int4(tmp_path)
     assert "Gemm" not in ops(written) and "MatMulNBits" in ops(written)
     assert details["gemm_rewritten_as_matmul"] == 2
+    # the head writes the model's output: 8 bits; accuracy_level: auto timed both levels
+    assert bits(written) == {"hidden_Q4": 4, "head_Q8": 8}
+    assert details["eight_bit"] == ["head"] and details["four_bit"] == 1
+    assert details["accuracy_level"] in (0, 4) and "level 0" in details["accuracy_level_timing"]
     assert details["embedding_tables_int8"] == ["table"]
     assert int8_tables(written) == ["table_int8"]
     cosine = np.sum(float_out * int4_out) / np.linalg.norm(float_out) / np.linalg.norm(int4_out)
@@ -148,3 +161,22 @@ def test_int4_budget_without_eval_data_is_refused(tmp_path):
     result = invoke("validate", config)
     assert result.exit_code == 2
     assert "passes[0].max_accuracy_drop needs data.eval" in result.stderr
+
+
+def test_int4_takes_the_algorithm_level_and_head_bits_asked(tmp_path):
+    entry = "{type: quantize.int4, algorithm: rtn_symmetric, accuracy_level: 1, head_bits: 4}"
+    written, _, _, details = run_int4(tmp_path, entry)
+    assert bits(written) == {"hidden_Q4": 4, "head_Q4": 4} and not details.get("eight_bit")
+    levels = {
+        helper.get_attribute_value(a)
+        for n in written.graph.node
+        for a in n.attribute
+        if a.name == "accuracy_level"
+    }
+    assert levels == {1} and details.get("accuracy_level_timing") is None
+    heads = [n for n in written.graph.node if n.name == "head_Q4"]
+    assert len(heads[0].input) == 3  # symmetric: no zero points
+
+
+def test_a_tie_keeps_level_4_and_a_slower_level_4_is_dropped():
+    assert (level_for("faster"), level_for("tie"), level_for("slower")) == (4, 4, 0)

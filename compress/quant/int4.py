@@ -1,0 +1,289 @@
+"""quantize.int4: weight-only MatMulNBits (4 bits, or 8), with the head and embeddings at 8 bits.
+
+Gemm nodes with constant weights are rewritten as MatMul first (compress.quant.weight_rewrites),
+the MatMuls quantized as compress.quant.nbits plans them, the embedding tables stored as int8
+unless that misses the accuracy budget, and accuracy_level chosen by timing (int4_speed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator
+
+from compress.errors import ConfigError
+from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.registry import register
+from compress.quant.fallback import accuracy_budget
+from compress.quant.int8 import excluded_nodes
+from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan
+
+if TYPE_CHECKING:
+    from compress.job.context import Context
+
+
+class Int4Details(PassDetails):
+    algorithm: str | None = None
+    bits: int | None = None
+    block_size: int | None = None
+    smaller_blocks: dict[str, int] = Field(
+        default_factory=dict,
+        description="k_quant: nodes whose width is an odd number of blocks, with the block used",
+    )
+    accuracy_level: int | None = Field(default=None, description="what the MatMulNBits run at")
+    accuracy_level_timing: str | None = Field(
+        default=None, description="accuracy_level: auto: the timing it was chosen by"
+    )
+    eight_bit: list[str] = Field(
+        default_factory=list, description="MatMuls held at 8 bits (the head, the mix)"
+    )
+    four_bit: int | None = Field(default=None, description="how many MatMuls are at 4 bits")
+    gemm_rewritten_as_matmul: int | None = None
+    embedding_tables_int8: list[str] = []
+    embeddings_drop: float | None = Field(
+        default=None, description="the drop the int8 embedding tables cost on data.eval"
+    )
+    embeddings_kept_float: list[str] = Field(
+        default_factory=list, description="tables kept in float32: int8 would miss the budget"
+    )
+
+    def lines(self) -> list[str]:
+        lines = super().lines()
+        if self.algorithm is not None:
+            level = f", accuracy_level {self.accuracy_level}"
+            lines.append(
+                f"{self.algorithm}, block {self.block_size}{level}: {self.four_bit} MatMul(s) "
+                f"at {self.bits} bits, {len(self.eight_bit)} at 8 bits"
+                + (f" ({', '.join(self.eight_bit)})" if self.eight_bit else "")
+            )
+        if self.accuracy_level_timing:
+            lines.append(self.accuracy_level_timing)
+        if self.smaller_blocks:
+            lines.append(f"smaller blocks (odd block counts): {self.smaller_blocks}")
+        tables = self.embedding_tables_int8
+        lines += [f"embedding tables stored as int8: {', '.join(tables)}"] if tables else []
+        return lines
+
+
+class Int4Params(OnnxPassParams):
+    algorithm: Algorithm = Field(
+        default="rtn_asymmetric",
+        description="rtn_asymmetric (round to nearest with a zero point per block), "
+        "rtn_symmetric, hqq (better codes, slower kernels on CPU), k_quant",
+    )
+    bits: Literal[4, 8] = Field(default=4, description="bits per weight of the MatMuls")
+    block_size: int = Field(default=32, ge=16, description="weights per scale (a power of 2)")
+    accuracy_level: Literal[0, 1, 2, 3, 4, "auto"] = Field(
+        default="auto",
+        description="MatMulNBits' compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, "
+        "4 int8 activations; auto: 0 or 4, whichever runs the report's first batch size faster",
+    )
+    head_bits: Literal[4, 8] = Field(
+        default=8,
+        description="bits of a MatMul that writes a model output (a language model's head: a "
+        "4-bit head is a known accuracy trap)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="MatMul or Gemm node names (or op types) to skip"
+    )
+    embeddings_int8: bool | Literal["auto"] = Field(
+        default="auto",
+        description="also store embedding tables (constant Gather) as int8; auto: yes, unless "
+        "an accuracy budget and data.eval show they make the model miss it",
+    )
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="budget on data.eval for embeddings_int8: auto (default: "
+        "gates.max_accuracy_drop)",
+    )
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of 2 (16, 32, 64, 128, ...)")
+        return value
+
+
+@register("quantize.int4")
+class Int4WeightOnly(OnnxPass):
+    """Weight-only MatMul/Gemm at 4 bits (ONNX Runtime's MatMulNBits): their weights shrink ~6x.
+
+    The head (a MatMul writing a model output) stays at 8 bits unless head_bits: 4; embedding
+    tables (Gather from a constant) are stored as int8 with one scale per column and
+    dequantized after the lookup, unless a budget (max_accuracy_drop or
+    gates.max_accuracy_drop) and data.eval show the model meets it only without them.
+    accuracy_level: auto times the report's first batch size with int8 activations (4) and
+    without (0) and keeps the faster: level 4 made a one-token decode step 2x faster here and a
+    batch-8 prefill 30% slower, so no one level is right for every shape.
+
+    Sample YAML:
+        - type: quantize.int4
+          algorithm: rtn_asymmetric
+          block_size: 32
+    """
+
+    Params = Int4Params
+    Details = Int4Details
+    # the embedding tables' int8 is judged on the report's output against the budget, and
+    # accuracy_level: auto by the report's timing
+    reads = ("report", "gates.max_accuracy_drop")
+
+    def check(self, config) -> None:
+        self.require_eval_for_budget(config)
+        if self.params.algorithm == "hqq" and self.params.bits == 8:
+            raise ConfigError(f"{self.key}.bits: 8 takes rtn_symmetric or rtn_asymmetric")
+
+    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+        import onnx
+
+        from compress.quant.weight_rewrites import gemms_as_matmul
+
+        source, target = given.source, given.target
+        proto = onnx.load(str(source))
+        rewritten = gemms_as_matmul(proto)
+        prepared = target.with_suffix(".matmul.onnx")
+        onnx.save(proto, str(prepared))
+        if rewritten:
+            ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
+        plan = self._plan(proto, prepared)
+        details = Int4Details(
+            algorithm=plan.algorithm,
+            bits=plan.bits,
+            block_size=plan.block_size,
+            smaller_blocks=plan.blocks,
+            gemm_rewritten_as_matmul=len(rewritten),
+        )
+        plan = self._write(prepared, target, plan, ctx, details)
+        prepared.unlink(missing_ok=True)
+        if self.params.embeddings_int8 is not False:
+            self._embeddings(source, target, ctx, details)
+        return PassResult(details=details)
+
+    def _plan(self, proto, prepared: Path) -> WeightPlan:
+        """The weight plan for `proto` (its Gemms already MatMuls), before the level is known."""
+        from compress.quant.nbits import fitting_blocks, odd_blocks, output_heads, weight_matmuls
+
+        matmuls = weight_matmuls(proto)
+        if not matmuls:
+            raise ConfigError(
+                f"{self.key}: {self.name} found no MatMul or Gemm with constant weights in the "
+                "model (Conv is not 4-bit quantized); use quantize.static or quantize.dynamic"
+            )
+        p = self.params
+        blocks = fitting_blocks(matmuls, p.block_size) if p.algorithm == "k_quant" else {}
+        odd = odd_blocks(matmuls, blocks, p.block_size) if p.algorithm == "k_quant" else []
+        if odd:
+            raise ConfigError(
+                f"{self.key}.algorithm: k_quant cannot pack {odd[0]} (its width is an odd number "
+                "of blocks at every block size); use rtn_asymmetric or exclude it"
+            )
+        heads = output_heads(proto) if p.head_bits == 8 and p.bits == 4 else []
+        return WeightPlan(
+            algorithm=p.algorithm,
+            block_size=p.block_size,
+            bits=p.bits,
+            eight_bit=frozenset(heads),
+            excluded=frozenset(excluded_nodes(prepared, p.exclude, self.key)),
+            blocks=blocks,
+        )
+
+    def _write(self, prepared: Path, target: Path, plan: WeightPlan, ctx, details) -> WeightPlan:
+        """Quantize `prepared` to `target` as `plan` says, at the accuracy_level asked or timed;
+        fills `details`, returns the plan with its level."""
+        from dataclasses import replace
+
+        from compress.quant.int4_speed import choose_accuracy_level
+
+        write(prepared, target, plan)
+        level = self.params.accuracy_level
+        if level == "auto":
+            level, details.accuracy_level_timing = choose_accuracy_level(target, ctx)
+        plan = replace(plan, accuracy_level=level)
+        relevel(target, level)
+        details.accuracy_level = level
+        counts = bits_of(target)
+        details.four_bit = counts.count(4)
+        details.eight_bit = sorted(plan.eight_bit) if plan.bits == 4 else []
+        return plan
+
+    def _embeddings(self, source: Path, target: Path, ctx: Context, details: Int4Details) -> None:
+        """Store `target`'s embedding tables as int8, unless `auto` and the budget says no; says
+        which in `details`."""
+        import onnx
+
+        from compress.quant.weight_rewrites import quantize_embeddings
+
+        model = onnx.load(str(target))
+        tables = quantize_embeddings(model)
+        if not tables:
+            return
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
+        judged = self.params.embeddings_int8 == "auto" and budget is not None and ctx.eval
+        candidate = target.with_suffix(".embeddings.onnx") if judged else target
+        onnx.save(model, str(candidate))
+        details.embedding_tables_int8 = tables
+        if judged:
+            verdict = _judge(source, candidate, budget, ctx)
+            details.embeddings_drop = verdict.drop
+            # Over budget, the tables are to blame if the model meets it without them, or if
+            # they alone cost more than the whole budget.
+            without = None if verdict.met else _judge(source, target, budget, ctx).drop
+            if without is not None and (without <= budget or verdict.drop - without > budget):
+                candidate.unlink()
+                ctx.log(
+                    f"  int8 embedding tables take the drop to {verdict.drop} (budget {budget}, "
+                    f"{without} without them): kept in float32; embeddings_int8: true forces them"
+                )
+                details.embedding_tables_int8, details.embeddings_kept_float = [], tables
+                return
+            candidate.replace(target)
+        ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
+
+
+def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
+    """`prepared` with its MatMuls quantized as `plan` says, written to `target`."""
+    import onnx
+
+    from compress.quant.nbits import copy_node_metadata, quantize_weights
+
+    source = onnx.load(str(prepared))
+    quantized = quantize_weights(onnx.load(str(prepared)), plan)
+    copy_node_metadata(source, quantized)
+    onnx.save(quantized, str(target))
+
+
+def relevel(path: Path, level: int) -> None:
+    import onnx
+
+    from compress.quant.nbits import set_accuracy_level
+
+    model = onnx.load(str(path))
+    set_accuracy_level(model, level)
+    onnx.save(model, str(path))
+
+
+def bits_of(path: Path) -> list[int]:
+    """The bits of every MatMulNBits in `path`."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        next((a.i for a in n.attribute if a.name == "bits"), 4)
+        for n in graph.node
+        if n.op_type == "MatMulNBits"
+    ]
+
+
+def _judge(source: Path, candidate: Path, budget: float, ctx: Context):
+    """The drop of `candidate` against the float `source` on data.eval."""
+    from compress.quant.budget import BudgetJudge
+
+    output, metric = ctx.judged_output, ctx.config.config.report.metric
+    reference = ctx.analysis.reference_outputs(source, ctx.eval, output)
+    return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
+
+
+__all__ = ["ALGORITHMS", "Int4Details", "Int4Params", "Int4WeightOnly"]

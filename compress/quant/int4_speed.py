@@ -1,0 +1,56 @@
+"""accuracy_level: auto for quantize.int4: the MatMulNBits kernels timed with int8 activations
+(level 4) and without (0) at the shape the report times, the faster kept.
+
+Neither level is right everywhere (ORT 1.32, AVX-512 VNNI, 55M decoder): level 4 made a batch-1
+one-token step 2x faster than level 0 and a batch-8 64-token prefill 30% slower. A tie keeps 4,
+ONNX Runtime GenAI's CPU default (ort-genai#1265): the decode steps it speeds up are the shape a
+language model spends its time in, and a tie says the timed shape does not care.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from compress.job.context import Context
+
+TIE_LEVEL = 4
+TIMING_RUNS = 10  # a brief timing: the choice needs a clear difference, not a precise one
+
+
+def level_for(verdict: Literal["faster", "slower", "tie"]) -> int:
+    """The level to keep when level 4 was `verdict` against level 0."""
+    return {"faster": 4, "slower": 0, "tie": TIE_LEVEL}[verdict]
+
+
+def choose_accuracy_level(quantized: Path, ctx: Context) -> tuple[int, str]:
+    """The accuracy_level `quantized` runs faster at (0 or 4), and the timing it was chosen by;
+    `quantized` is left as it was."""
+    from compress.job.speed_guard import first_batch_timing
+    from compress.quant.int4 import relevel
+
+    copies = {}
+    for level in (0, 4):
+        copies[level] = quantized.with_suffix(f".level{level}.onnx")
+        shutil.copyfile(quantized, copies[level])
+        relevel(copies[level], level)
+    try:
+        check = first_batch_timing(
+            {f"level {level}": path for level, path in copies.items()}, ctx, TIMING_RUNS
+        )
+    finally:
+        for path in copies.values():
+            path.unlink(missing_ok=True)
+    verdict = check.verdict("level 4", "level 0")
+    chosen = level_for(verdict)
+    p50 = check.p50
+    timing = (
+        f"accuracy_level {chosen}: level 4 {p50['level 4']:.2f} ms, level 0 "
+        f"{p50['level 0']:.2f} ms at batch {check.batch}"
+        + (" (a tie keeps 4)" if verdict == "tie" else "")
+        + (f"; {check.machine_note()}" if check.busy else "")
+    )
+    ctx.log(f"  {timing}")
+    return chosen, timing
