@@ -97,6 +97,7 @@ class QuantizeJob:
     scheme: str  # the settings a node's quantization error depends on (see sensitivity.cache)
     report_ranking: bool = True  # rank the nodes for the report even when no search needs it
     max_float_bytes: int | None = None  # the most a float set's weights may add to the model
+    held: str = "in float"  # where the search puts a node (quantize.int4's mix: "at 8 bits")
 
 
 @dataclass
@@ -201,7 +202,7 @@ class _Search:
     def log(self, entry: Round) -> None:
         on = "" if entry.verdict.full else " on a subset"
         self.ctx.log(
-            f"  round {entry.index}: {len(entry.float_nodes)} node(s) in float: "
+            f"  round {entry.index}: {len(entry.float_nodes)} node(s) {self.job.held}: "
             f"{self.judge.metric} {entry.verdict.metric:.4f}, drop {entry.verdict.drop:.4f}{on} "
             f"({'within' if entry.verdict.met else 'over'} budget, {entry.seconds:.1f} s)"
         )
@@ -248,7 +249,7 @@ class _Search:
 
     def _verdict(self, chosen: Round, problem: str | None, max_rounds: int) -> str:
         metric, budget = self.judge.metric, self.judge.budget
-        count, drop = len(chosen.float_nodes), chosen.verdict.drop
+        count, drop, held = len(chosen.float_nodes), chosen.verdict.drop, self.job.held
         rounds = f"{len(self.rounds) - 1} round(s) after the first"
         if chosen.verdict.met and not count:
             return (
@@ -256,31 +257,37 @@ class _Search:
             )
         if chosen.verdict.met:
             return (
-                f"kept {count} node(s) in float to bring the {metric} drop to {drop:.4f} <= "
+                f"kept {count} node(s) {held} to bring the {metric} drop to {drop:.4f} <= "
                 f"{budget} ({rounds})"
             )
         return (
             f"budget not met: the closest was a {metric} drop of {drop:.4f} (limit {budget}) "
-            f"with {count} node(s) in float; {self._why_not(problem, max_rounds)}"
+            f"with {count} node(s) {held}; {self._why_not(problem, max_rounds)}"
         )
 
     def _why_not(self, problem: str | None, max_rounds: int) -> str:
         if max_rounds == 0:
-            return "max_fallback_steps is 0, so no node was tried in float"
+            return f"max_fallback_steps is 0, so no node was tried {self.job.held}"
         if problem is not None:
             return f"the nodes could not be ranked ({problem})"
         limit = f"{self.job.max_float_bytes / 1e6:g} MB" if self.too_large else ""
         if not self.sets and limit:
             return f"the costliest node alone keeps more than {limit} of weights in float"
         if not self.sets:
-            return "no quantized node adds measurable error, so keeping nodes in float cannot help"
+            return (
+                f"no quantized node adds measurable error, so keeping nodes {self.job.held} "
+                "cannot help"
+            )
         if self.result is not None and self.result.exhausted and limit:
             return (
                 f"keeping the {len(self.sets[-1])} costliest nodes in float (as many as "
                 f"{limit} of weights allows) did not meet it"
             )
         if self.result is not None and self.result.exhausted:
-            return f"keeping all {len(self.sets[-1])} nodes that add error in float did not meet it"
+            return (
+                f"keeping all {len(self.sets[-1])} nodes that add error {self.job.held} did not "
+                "meet it"
+            )
         return f"max_fallback_steps ({max_rounds}) rounds ran out; more rounds may find a set"
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from compress.errors import ConfigError
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
-from compress.quant.fallback import accuracy_budget
+from compress.quant.fallback import Fallback, accuracy_budget
 from compress.quant.int8 import excluded_nodes
 from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan
 
@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from compress.job.context import Context
 
 
-class Int4Details(PassDetails):
+class Int4Details(Fallback, PassDetails):
+    """What quantize.int4 did; with a budget, the 4-bit MatMuls' ranking and the search for the
+    mix (Fallback: `float_nodes` is empty, the MatMuls it moved to 8 bits are in `eight_bit`)."""
+
     algorithm: str | None = None
     bits: int | None = None
     block_size: int | None = None
@@ -36,7 +39,8 @@ class Int4Details(PassDetails):
         default=None, description="accuracy_level: auto: the timing it was chosen by"
     )
     eight_bit: list[str] = Field(
-        default_factory=list, description="MatMuls held at 8 bits (the head, the mix)"
+        default_factory=list,
+        description="MatMuls held at 8 bits (the head, and those the budget moved there)",
     )
     four_bit: int | None = Field(default=None, description="how many MatMuls are at 4 bits")
     gemm_rewritten_as_matmul: int | None = None
@@ -57,6 +61,7 @@ class Int4Details(PassDetails):
                 f"at {self.bits} bits, {len(self.eight_bit)} at 8 bits"
                 + (f" ({', '.join(self.eight_bit)})" if self.eight_bit else "")
             )
+        lines += [self.verdict] if self.verdict else []
         if self.accuracy_level_timing:
             lines.append(self.accuracy_level_timing)
         if self.smaller_blocks:
@@ -95,8 +100,15 @@ class Int4Params(OnnxPassParams):
     max_accuracy_drop: float | None = Field(
         default=None,
         ge=0,
-        description="budget on data.eval for embeddings_int8: auto (default: "
+        description="move the MatMuls whose 4-bit weights cost most to 8 bits until the drop on "
+        "data.eval is within this; also judges embeddings_int8: auto (default: "
         "gates.max_accuracy_drop)",
+    )
+    max_fallback_steps: int = Field(
+        default=8,
+        ge=0,
+        description="at most this many more quantize + evaluate rounds to find the MatMuls to "
+        "hold at 8 bits",
     )
 
     @field_validator("block_size")
@@ -157,10 +169,46 @@ class Int4WeightOnly(OnnxPass):
             gemm_rewritten_as_matmul=len(rewritten),
         )
         plan = self._write(prepared, target, plan, ctx, details)
-        prepared.unlink(missing_ok=True)
-        if self.params.embeddings_int8 is not False:
+        budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
+        if budget is not None and ctx.eval is not None and plan.bits == 4:
+            self._mix(source, prepared, target, plan, budget, ctx, details)
+        elif self.params.embeddings_int8 is not False:
             self._embeddings(source, target, ctx, details)
+        prepared.unlink(missing_ok=True)
         return PassResult(details=details)
+
+    def _mix(self, source, prepared, target, plan, budget: float, ctx, details) -> None:
+        """The fewest MatMuls at 8 bits that meet `budget`, the embedding tables int8 in every
+        round unless embeddings_int8: false; with auto, a mix that misses the budget is tried
+        again without them."""
+        from compress.quant.int4_mix import MixJob, mix_within_budget
+
+        tables = self.params.embeddings_int8 is not False
+        mix = MixJob(prepared, plan, tables)
+        steps = self.params.max_fallback_steps
+        found = mix_within_budget(mix, source, target, budget, steps, ctx)
+        details.eight_bit = sorted(plan.eight_bit | set(found.float_nodes))
+        for name, value in found:
+            if name != "float_nodes":
+                setattr(details, name, value)
+        details.four_bit = bits_of(target).count(4)
+        details.embedding_tables_int8 = _tables(prepared) if tables else []
+        if (
+            details.embedding_tables_int8
+            and self.params.embeddings_int8 == "auto"
+            and not found.budget_met
+        ):
+            without = target.with_suffix(".float-tables.onnx")
+            MixJob(prepared, plan, False).write(details.eight_bit, without)
+            drop = _judge(source, without, budget, ctx).drop
+            closest = min(a.drop for a in found.attempts if a.judged_on == "data.eval")
+            details.embeddings_drop = round(closest - drop, 6)
+            if drop <= budget or closest - drop > budget:
+                without.replace(target)
+                details.embedding_tables_int8, details.embeddings_kept_float = [], _tables(prepared)
+                ctx.log(f"  int8 embedding tables kept in float32 ({drop} without them)")
+                return
+            without.unlink()
 
     def _plan(self, proto, prepared: Path) -> WeightPlan:
         """The weight plan for `proto` (its Gemms already MatMuls), before the level is known."""
@@ -263,6 +311,22 @@ def relevel(path: Path, level: int) -> None:
     model = onnx.load(str(path))
     set_accuracy_level(model, level)
     onnx.save(model, str(path))
+
+
+def _tables(prepared: Path) -> list[str]:
+    """The embedding tables (constant Gather tables of 2 dimensions) of `prepared`."""
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    tables = {i.name: i for i in graph.initializer}
+    return [
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in tables
+        and len(tables[n.input[0]].dims) == 2
+        and tables[n.input[0]].data_type == onnx.TensorProto.FLOAT
+    ]
 
 
 def bits_of(path: Path) -> list[int]:

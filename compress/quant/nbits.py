@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Algorithm = Literal["rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant")
 SMALLEST_BLOCK = 16  # MatMulNBits' smallest block
+EIGHT_BIT_BLOCK = 128  # the longest block an 8-bit node gets (eight_bit_block)
 
 
 @dataclass(frozen=True)
@@ -126,19 +127,35 @@ def odd_blocks(matmuls: list[WeightMatMul], blocks: dict[str, int], block_size: 
 def quantize_weights(model, plan: WeightPlan):
     """`model` (a ModelProto, changed in place) with its MatMuls quantized as `plan` says;
     returns the quantized ModelProto."""
-    matmuls = [m.node for m in weight_matmuls(model)]
-    eight = set(plan.eight_bit) if plan.bits == 4 else set(matmuls) - set(plan.excluded)
+    matmuls = weight_matmuls(model)
+    names = [m.node for m in matmuls]
+    eight = set(plan.eight_bit) if plan.bits == 4 else set(names)
     eight -= set(plan.excluded)
-    if eight:
-        skip = [n for n in matmuls if n not in eight]
-        model = _default(
-            model, plan, bits=8, symmetric=plan.algorithm == "rtn_symmetric", skip=skip
-        )
+    by_block: dict[int, set[str]] = {}
+    for matmul in matmuls:
+        if matmul.node in eight:
+            by_block.setdefault(eight_bit_block(matmul.rows, plan.block_size), set()).add(
+                matmul.node
+            )
+    for block, nodes in sorted(by_block.items()):
+        skip = [n for n in names if n not in nodes]
+        symmetric = plan.algorithm == "rtn_symmetric"
+        model = _default(model, replace(plan, block_size=block), 8, symmetric, skip)
     if plan.bits == 4:
         skip = sorted(set(plan.excluded) | eight)
         model = _four_bits(model, plan, skip)
     set_accuracy_level(model, plan.accuracy_level)
     return model
+
+
+def eight_bit_block(rows: int, block_size: int) -> int:
+    """The block of an 8-bit node: the largest power of 2 up to EIGHT_BIT_BLOCK that divides its
+    rows (none: `block_size`). 8-bit rounding error is 16x smaller than 4-bit's, so a longer block
+    costs nothing measurable, and its scales take 3% of the weight instead of 12% at 32."""
+    block = EIGHT_BIT_BLOCK
+    while block > block_size and rows % block:
+        block //= 2
+    return max(block, block_size) if rows % block == 0 else block_size
 
 
 def set_accuracy_level(model, level: int) -> None:

@@ -111,6 +111,7 @@ def test_8_bits_everywhere_and_excluded_nodes_stay_float():
     plan = WeightPlan("rtn_asymmetric", 32, bits=8, excluded=frozenset({"head"}))
     quantized = quantize_weights(two_matmuls(np.random.default_rng(0)), plan)
     assert {name: n["bits"] for name, n in nbits(quantized).items()} == {"hidden_Q8": 8}
+    assert nbits(quantized)["hidden_Q8"]["block_size"] == 128  # 8 bits: long blocks (384 rows)
     assert "head" in {n.name for n in quantized.graph.node if n.op_type == "MatMul"}
 
 

@@ -62,6 +62,10 @@ def isolated_model(float_model, quant_model):
     combined = onnx.ModelProto()
     combined.CopyFrom(float_model)
     combined.ir_version = max(float_model.ir_version, quant_model.ir_version)
+    imported = {o.domain or "ai.onnx" for o in combined.opset_import}
+    for opset in quant_model.opset_import:  # a domain only the quantizer uses (com.microsoft)
+        if (opset.domain or "ai.onnx") not in imported:
+            combined.opset_import.add().CopyFrom(opset)
     combined.graph.node.extend(nodes)
     for tensor in quant_graph.initializer:
         renamed = combined.graph.initializer.add()
@@ -74,6 +78,8 @@ def _combinable(float_model, quant_model) -> bool:
     def opsets(model):
         return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
+    # a domain both import must be at one version; one only the quantized model imports (the
+    # com.microsoft of MatMulNBits) is added to the combined model
     float_ops, quant_ops = opsets(float_model), opsets(quant_model)
     if any(float_ops.get(d, v) != v for d, v in quant_ops.items()):
         return False
@@ -84,7 +90,7 @@ def _combinable(float_model, quant_model) -> bool:
         for graph in (float_model.graph, quant_model.graph)
         for n in graph.node
         for a in n.attribute
-    ) and set(quant_ops) <= set(float_ops)
+    )
 
 
 def _quantize_pairs(quant_graph, shared: set[str]) -> dict[str, tuple]:

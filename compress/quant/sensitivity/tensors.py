@@ -118,10 +118,14 @@ def compare_tensors(
     float_model, quant_model = onnx.load(str(float_path)), onnx.load(str(quant_path))
     twins = quantized_twins(quant_model.graph)
     combined = isolated_model(float_model, quant_model)
+    typed = None if combined is not None else typed_contrib_outputs(quant_model)
     del float_model, quant_model
+    if typed is not None:  # the quantized graph, with its contrib ops' outputs typed
+        quant_path = workdir / "sensitivity-typed.onnx"
+        onnx.save(typed, str(quant_path))
     if combined is not None:
         path = workdir / "sensitivity-combined.onnx"
-        onnx.save(combined, str(path))
+        onnx.save(typed_contrib_outputs(combined) or combined, str(path))
         del combined
         session = _augmented_session(path, workdir)
         pairs = _pairs(session, session, twins, PREFIX)
@@ -129,9 +133,40 @@ def compare_tensors(
         return Comparison(errors, True, path, twins)
     float_session = _augmented_session(float_path, workdir)
     quant_session = _augmented_session(quant_path, workdir)
+    if typed is not None:
+        quant_path.unlink()
     pairs = _pairs(float_session, quant_session, twins, "")
     run = _two_runs(float_session, quant_session, pairs)
     return Comparison(_accumulate(samples, pairs, run, float_session), False)
+
+
+def typed_contrib_outputs(model):
+    """`model` with a type declared for each output of an ONNX Runtime contrib op (MatMulNBits)
+    that shape inference leaves untyped: its first input's. Untyped, the tensors are not exposed
+    (nor anything computed from them), so the nodes could not be scored. None when every output
+    was typed already."""
+    import onnx
+    from onnx import helper
+
+    changed = False
+    for _ in range(3):  # a declared output lets inference type the nodes after it
+        inferred = onnx.shape_inference.infer_shapes(model)
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+        types |= {v.name: v.type.tensor_type.elem_type for v in inferred.graph.input}
+        types |= {i.name: i.data_type for i in inferred.graph.initializer}
+        added = [
+            helper.make_tensor_value_info(output, types[node.input[0]], None)
+            for node in inferred.graph.node
+            if node.domain == "com.microsoft" and node.input and node.input[0] in types
+            for output in node.output[:1]
+            if output and output not in types
+        ]
+        if not added:
+            return inferred if changed else None
+        model = inferred
+        model.graph.value_info.extend(added)
+        changed = True
+    return model
 
 
 def _augmented_session(path: Path, workdir: Path | None = None):
