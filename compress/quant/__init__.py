@@ -10,8 +10,9 @@ The passes (each registers under the name the YAML uses):
 - precision      quantize.fp16
 - int4           quantize.int4: weight-only MatMulNBits at 4 (or 8) bits, the head and embeddings
                  at 8 (nbits: what ORT's MatMulNBitsQuantizer is asked, node by node;
-                 int4_speed: accuracy_level chosen by timing; weight_rewrites: Gemm as MatMul,
-                 int8 embedding tables)
+                 int4_speed: accuracy_level chosen by timing; int4_mix: with a budget, the fewest
+                 MatMuls at 8 bits, found by the fallback's search; weight_rewrites: Gemm as
+                 MatMul, int8 embedding tables)
 - smooth         SmoothQuant: activation outliers moved into the weights
 - equalize       cross-layer equalization of Conv -> activation -> Conv chains
 
@@ -27,5 +28,7 @@ What the int8 passes share:
 - budget         judging a quantized model against the budget, cheaply where it is safe
 - activations, graph_edit   intermediate tensors' statistics; editing a graph's weights in place
 - sensitivity/   per-node sensitivity: quantize once, score every node by the error it adds
+- module_names   the torch module each node came from (rankings and reports name it), and
+                 `exclude` lists of node names, op types, module names and globs
 - analyze        `compress analyze`: the sensitivity ranking of a model, without keeping a model
 """

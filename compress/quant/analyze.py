@@ -133,7 +133,7 @@ def _analyze(job: Job, index: int, declared: Pass) -> Analysis:
     prepared = preprocess(baseline, ctx.workdir / "analyze.pre.onnx", ctx)
     int8, origin = _int8_pass(declared, index, prepared, ctx)
     ctx.log(f"quantizing once as {origin} would ({int8.name})")
-    excluded = excluded_nodes(prepared, int8.params.exclude, int8.key)
+    excluded = excluded_nodes(prepared, int8.params.exclude, int8.key, baseline)
     quantized = ctx.workdir / "analyze.int8.onnx"
     with quiet_root_logger():
         int8.settle(prepared, excluded, ctx)

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import Field
 
 from compress.quant.budget import BudgetJudge, Verdict
-from compress.quant.ranking import Ranking
+from compress.quant.ranking import Ranking, job_modules
 from compress.quant.search import SearchResult, guess_from_noise, smallest_passing
 from compress.quant.sensitivity import RankingFailed, SensitivityDetails
 from compress.records import Record
@@ -78,6 +79,10 @@ class Fallback(Record):
     verdict: str | None = None
     attempts: list[Attempt] = []
     search: SearchSummary | None = None
+    modules: dict[str, str] = Field(
+        default_factory=dict,
+        description="the torch module each node named here came from, where the export recorded it",
+    )
 
     def rounds(self) -> FallbackRounds | None:
         """The rounds, when a search was run."""
@@ -166,6 +171,9 @@ def quantize_within_budget(
     outcome = search.finish(ranking.problem, max_rounds, time.perf_counter() - began)
     if job.report_ranking or ranking.measured:
         outcome.sensitivity = ranking.details()
+    modules = job_modules(job)
+    named = [*outcome.float_nodes, *(outcome.search.order if outcome.search else [])]
+    outcome.modules = {n: modules[n] for n in named if n in modules}
     return outcome
 
 

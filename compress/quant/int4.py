@@ -17,6 +17,7 @@ from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInpu
 from compress.passes.registry import register
 from compress.quant.fallback import Fallback, accuracy_budget
 from compress.quant.int8 import excluded_nodes
+from compress.quant.module_names import shown
 from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan
 
 if TYPE_CHECKING:
@@ -59,7 +60,11 @@ class Int4Details(Fallback, PassDetails):
             lines.append(
                 f"{self.algorithm}, block {self.block_size}{level}: {self.four_bit} MatMul(s) "
                 f"at {self.bits} bits, {len(self.eight_bit)} at 8 bits"
-                + (f" ({', '.join(self.eight_bit)})" if self.eight_bit else "")
+                + (
+                    f" ({', '.join(shown(n, self.modules) for n in self.eight_bit)})"
+                    if self.eight_bit
+                    else ""
+                )
             )
         lines += [self.verdict] if self.verdict else []
         if self.accuracy_level_timing:
@@ -90,7 +95,9 @@ class Int4Params(OnnxPassParams):
         "4-bit head is a known accuracy trap)",
     )
     exclude: list[str] = Field(
-        default_factory=list, description="MatMul or Gemm node names (or op types) to skip"
+        default_factory=list,
+        description="MatMul or Gemm nodes to keep in float: node names, op types, torch module "
+        "names (encoder.layer.3.output.dense) or globs (encoder.layer.*.attention.*)",
     )
     embeddings_int8: bool | Literal["auto"] = Field(
         default="auto",
@@ -160,7 +167,7 @@ class Int4WeightOnly(OnnxPass):
         onnx.save(proto, str(prepared))
         if rewritten:
             ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
-        plan = self._plan(proto, prepared)
+        plan = self._plan(proto, prepared, source)
         details = Int4Details(
             algorithm=plan.algorithm,
             bits=plan.bits,
@@ -189,9 +196,11 @@ class Int4WeightOnly(OnnxPass):
         found = mix_within_budget(mix, source, target, budget, steps, ctx)
         details.eight_bit = sorted(plan.eight_bit | set(found.float_nodes))
         for name, value in found:
-            if name != "float_nodes":
+            if name not in ("float_nodes", "modules"):
                 setattr(details, name, value)
+        details.modules = found.modules
         details.four_bit = bits_of(target).count(4)
+        details.modules |= named_modules(prepared, details.eight_bit)
         details.embedding_tables_int8 = _tables(prepared) if tables else []
         if (
             details.embedding_tables_int8
@@ -210,7 +219,7 @@ class Int4WeightOnly(OnnxPass):
                 return
             without.unlink()
 
-    def _plan(self, proto, prepared: Path) -> WeightPlan:
+    def _plan(self, proto, prepared: Path, source: Path) -> WeightPlan:
         """The weight plan for `proto` (its Gemms already MatMuls), before the level is known."""
         from compress.quant.nbits import fitting_blocks, odd_blocks, output_heads, weight_matmuls
 
@@ -234,7 +243,7 @@ class Int4WeightOnly(OnnxPass):
             block_size=p.block_size,
             bits=p.bits,
             eight_bit=frozenset(heads),
-            excluded=frozenset(excluded_nodes(prepared, p.exclude, self.key)),
+            excluded=frozenset(excluded_nodes(prepared, p.exclude, self.key, source)),
             blocks=blocks,
         )
 
@@ -255,6 +264,7 @@ class Int4WeightOnly(OnnxPass):
         counts = bits_of(target)
         details.four_bit = counts.count(4)
         details.eight_bit = sorted(plan.eight_bit) if plan.bits == 4 else []
+        details.modules = named_modules(prepared, details.eight_bit)
         return plan
 
     def _embeddings(self, source: Path, target: Path, ctx: Context, details: Int4Details) -> None:
@@ -311,6 +321,14 @@ def relevel(path: Path, level: int) -> None:
     model = onnx.load(str(path))
     set_accuracy_level(model, level)
     onnx.save(model, str(path))
+
+
+def named_modules(path: Path, nodes: list[str]) -> dict[str, str]:
+    """Node -> torch module for those of `nodes` whose module `path` recorded."""
+    from compress.quant.module_names import module_names
+
+    modules = module_names(path)
+    return {n: modules[n] for n in nodes if n in modules}
 
 
 def _tables(prepared: Path) -> list[str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from compress.errors import ConfigError, first_line
+from compress.errors import first_line
 from compress.measure.evaluate import onnx_output
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
@@ -23,6 +23,7 @@ from compress.quant.fallback import (
     relative_error,
     sensitivity_samples,
 )
+from compress.quant.module_names import shown
 from compress.quant.recovery import Recovery
 
 if TYPE_CHECKING:
@@ -86,22 +87,23 @@ def quiet_root_logger():
         root.setLevel(level)
 
 
-def excluded_nodes(model_path: Path, exclude: list[str], key: str) -> list[str]:
-    """Node names for `exclude`, whose entries are node names or op types of the graph."""
-    import difflib
-
+def excluded_nodes(
+    model_path: Path, exclude: list[str], key: str, names_from: Path | None = None
+) -> list[str]:
+    """Node names for `exclude`, whose entries are node names, op types, torch module names or
+    globs (compress.quant.module_names); modules as `names_from` (the pass's input, whose nodes
+    still carry the export's metadata) and `model_path` record them."""
     import onnx
 
-    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
-    names, op_types = {n.name for n in nodes}, {n.op_type for n in nodes}
-    for entry in exclude:
-        if entry not in names and entry not in op_types:
-            close = difflib.get_close_matches(entry, sorted(names | op_types), n=3, cutoff=0.4)
-            hint = f"close names: {', '.join(close)}" if close else "see the model's node names"
-            raise ConfigError(
-                f"{key}.exclude: {entry!r} is neither a node nor an op type of the model; {hint}"
-            )
-    return [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
+    from compress.quant.module_names import module_names, resolve_exclude
+
+    if not exclude:
+        return []
+    modules = module_names(model_path)
+    if names_from is not None and names_from != model_path:
+        modules |= module_names(names_from)
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return resolve_exclude(graph, exclude, key, modules)
 
 
 def keep_shape_annotations(source: Path, target: Path) -> None:
@@ -136,7 +138,9 @@ class QuantizeParams(OnnxPassParams):
         default=None, description="op types to quantize (default: see the pass)"
     )
     exclude: list[str] = Field(
-        default_factory=list, description="node names or op types to keep in float"
+        default_factory=list,
+        description="nodes to keep in float: node names, op types, torch module names "
+        "(blocks.15.conv_pwl) or globs (blocks.1*)",
     )
     reduce_range: bool = Field(default=False, description="7-bit weights, for CPUs without VNNI")
     max_accuracy_drop: float | None = Field(
@@ -176,7 +180,8 @@ class QuantizeDetails(Recovery, Fallback, PassDetails):
     def lines(self) -> list[str]:
         lines = super().lines()
         lines += [self.verdict] if self.verdict else []
-        lines += [f"kept in float: {', '.join(self.float_nodes)}"] if self.float_nodes else []
+        kept = [shown(n, self.modules) for n in self.float_nodes]
+        lines += [f"kept in float: {', '.join(kept)}"] if kept else []
         if self.per_channel is not None:
             kind = "per-channel" if self.per_channel else "per-tensor"
             lines.append(f"{kind} weight scales (closer to the float model's outputs)")
@@ -217,7 +222,7 @@ class Int8Pass(OnnxPass):
         """What was settled before quantizing (QuantizeDetails' fields), and the fallback's
         outcome."""
         prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
-        excluded = excluded_nodes(prepared, self.params.exclude, self.key)
+        excluded = excluded_nodes(prepared, self.params.exclude, self.key, source)
         settled = self.settle(prepared, excluded, ctx)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
         return settled, quantize_within_budget(

@@ -19,7 +19,8 @@ class Float16Params(OnnxPassParams):
         default=True, description="keep float32 inputs and outputs (casts inside the graph)"
     )
     exclude: list[str] = Field(
-        default_factory=list, description="node names or op types to keep in float32"
+        default_factory=list,
+        description="nodes to keep in float32: node names, op types, torch module names or globs",
     )
 
 

@@ -23,6 +23,7 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensi
     measured now and remembered there."""
     import onnx
 
+    from compress.quant.module_names import shown
     from compress.quant.sensitivity import measure_sensitivity, restricted_to
     from compress.quant.sensitivity.nodes import changed_nodes
 
@@ -41,13 +42,23 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensi
         job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
     )
     ctx.analysis.remember(job.source, job.scheme, sensitivity)
-    worst = ", ".join(f"{n.node} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
+    modules = job_modules(job)
+    worst = ", ".join(f"{shown(n.node, modules)} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
     ctx.log(
         f"  sensitivity: {sensitivity.scored} node(s) scored on {sensitivity.samples} samples in "
         f"{sensitivity.seconds:.1f} s"
         + (f"; worst ({sensitivity.ranked_by}): {worst}" if worst else "")
     )
     return sensitivity
+
+
+def job_modules(job: QuantizeJob) -> dict[str, str]:
+    """Node -> torch module for the nodes of the job's graph, as its source recorded them (none
+    for a file that is not there: a job that writes its graphs elsewhere)."""
+    from compress.quant.module_names import module_names
+
+    paths = [p for p in (job.prepared, job.source) if Path(p).is_file()]
+    return {node: module for path in paths for node, module in module_names(path).items()}
 
 
 class Ranking:
@@ -74,4 +85,6 @@ class Ranking:
         from compress.quant.sensitivity import RankingFailed
 
         sensitivity = self.get()
-        return sensitivity.details() if sensitivity else RankingFailed(error=self.problem)
+        if sensitivity is None:
+            return RankingFailed(error=self.problem)
+        return sensitivity.details(modules=job_modules(self.job))

@@ -35,14 +35,16 @@ def gemms_as_matmul(model) -> list[str]:
             matrix = matrix.T
         stored = graph.add_initializer(f"{weight.name}_matmul", np.ascontiguousarray(matrix))
         product = f"{node.output[0]}_matmul" if bias else node.output[0]
-        new_nodes.append(helper.make_node("MatMul", [node.input[0], stored], [product], node.name))
+        matmul = helper.make_node("MatMul", [node.input[0], stored], [product], node.name)
+        matmul.metadata_props.extend(node.metadata_props)  # the torch module it came from
+        new_nodes.append(matmul)
         if bias:
             if beta != 1.0:
                 scaled = numpy_helper.to_array(graph.initializers[bias]) * beta
                 bias = graph.add_initializer(f"{bias}_beta", scaled.astype(np.float32))
-            new_nodes.append(
-                helper.make_node("Add", [product, bias], node.output, f"{node.name}_bias")
-            )
+            add = helper.make_node("Add", [product, bias], node.output, f"{node.name}_bias")
+            add.metadata_props.extend(node.metadata_props)
+            new_nodes.append(add)
         rewritten.append(node.name)
     if rewritten:
         del model.graph.node[:]

@@ -29,9 +29,9 @@ def node_bar(node: NodeDetails) -> Bar:
     return Bar(
         error * 100,
         f"{error:.2%}",
-        tooltip=f"{node.node} ({node.op_type}{fused}): {error:.3%} relative error at the "
-        f"model's output alone; its own output: {node.added_error:.3%} error, SQNR "
-        f"{node.sqnr_db:.1f} dB",
+        tooltip=f"{node.module or node.node} ({node.node}, {node.op_type}{fused}): {error:.3%} "
+        f"relative error at the model's output alone; its own output: {node.added_error:.3%} "
+        f"error, SQNR {node.sqnr_db:.1f} dB",
     )
 
 
@@ -40,7 +40,8 @@ def sensitivity_chart(details: SensitivityDetails, name: str, title: str = "") -
     nodes = [n for n in details.nodes if n.score > 0][:CHARTED]
     if not nodes:
         return ""
-    groups = [Group(short_name(n.node), [node_bar(n)]) for n in nodes]  # op type: tooltip
+    # the torch module where the export recorded it; the node and op type are in the tooltip
+    groups = [Group(short_name(n.module or n.node), [node_bar(n)]) for n in nodes]
     heading = title or "Nodes that add the most error"
     measure = {
         "output_error": "relative error each causes alone at the model's output, %",
@@ -66,10 +67,20 @@ def stage_charts(stages: list[Stage]) -> list[str]:
 def node_rows(
     details: SensitivityDetails, limit: int = LISTED
 ) -> tuple[list[str], list[list[str]]]:
-    headers = ["rank", "node", "op", "output error", "own error", "own SQNR dB", "kept with it"]
+    headers = [
+        "rank",
+        "module",
+        "node",
+        "op",
+        "output error",
+        "own error",
+        "own SQNR dB",
+        "kept with it",
+    ]
     rows = [
         [
             str(rank),
+            n.module or "",
             n.node,
             n.op_type,
             f"{n.output_error:.3%}" if n.output_error is not None else "",

@@ -60,8 +60,11 @@ class Sensitivity:
         """Nodes that add error, worst first, leaving out the ones in `skip`."""
         return [n for n in self.nodes if n.score > 0 and n.node not in skip]
 
-    def details(self, limit: int | None = SHOWN_IN_REPORT) -> SensitivityDetails:
-        """For report.json and sensitivity.json: the worst `limit` nodes (None: all)."""
+    def details(
+        self, limit: int | None = SHOWN_IN_REPORT, modules: dict[str, str] | None = None
+    ) -> SensitivityDetails:
+        """For report.json and sensitivity.json: the worst `limit` nodes (None: all), each with
+        the torch module it came from where `modules` (node -> module) knows it."""
         shown = self.nodes if limit is None else self.nodes[:limit]
         return SensitivityDetails(
             ranked_by=self.ranked_by,
@@ -73,7 +76,7 @@ class Sensitivity:
             unscored=self.unscored,
             shown=len(shown),
             seconds=round(self.seconds, 2),
-            nodes=[NodeDetails.of(n) for n in shown],
+            nodes=[NodeDetails.of(n, (modules or {}).get(n.node)) for n in shown],
         )
 
 
@@ -81,6 +84,7 @@ class NodeDetails(Record):
     """One scored node as report.json and sensitivity.json list it (see NodeScore)."""
 
     node: str
+    module: str | None = None  # the torch module it came from, where the export recorded it
     op_type: str
     tensor: str
     added_error: float
@@ -92,9 +96,10 @@ class NodeDetails(Record):
     broken: bool | None = None  # only when true
 
     @classmethod
-    def of(cls, score: NodeScore) -> NodeDetails:
+    def of(cls, score: NodeScore, module: str | None = None) -> NodeDetails:
         return cls(
             node=score.node,
+            module=module,
             op_type=score.op_type,
             tensor=score.tensor,
             added_error=score.added_error,
