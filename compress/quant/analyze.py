@@ -125,7 +125,7 @@ def _analyze(job: Job, index: int, declared: Pass) -> Analysis:
     from compress.job.pipeline import baseline_onnx, seed_everything
     from compress.measure.evaluate import Judge
     from compress.quant.int8 import excluded_nodes, preprocess, quiet_root_logger
-    from compress.quant.ranking import shared_sensitivity
+    from compress.quant.ranking import job_modules, shared_sensitivity
 
     ctx = job.context
     seed_everything(job.config.config.seed)
@@ -138,13 +138,14 @@ def _analyze(job: Job, index: int, declared: Pass) -> Analysis:
     with quiet_root_logger():
         int8.settle(prepared, excluded, ctx)
         int8.quantize(prepared, quantized, excluded, ctx)
-    sensitivity = shared_sensitivity(int8.job(baseline, prepared, excluded, ctx), quantized, ctx)
+    quantize_job = int8.job(baseline, prepared, excluded, ctx)
+    sensitivity = shared_sensitivity(quantize_job, quantized, ctx)
     result = Analysis(
         model_file=job.model.path.name,
         config_file=job.config.path.name,
         analysed=AnalysedPass(type=int8.name, origin=origin, settings=_settings(int8)),
         notes=_notes(job, index),
-        sensitivity=sensitivity.details(limit=None),
+        sensitivity=sensitivity.details(limit=None, modules=job_modules(quantize_job)),
     )
     if ctx.eval is not None:
         metric = job.config.config.report.metric

@@ -180,7 +180,17 @@ class Int4WeightOnly(OnnxPass):
         if budget is not None and ctx.eval is not None and plan.bits == 4:
             self._mix(source, prepared, target, plan, budget, ctx, details)
         elif self.params.embeddings_int8 is not False:
-            self._embeddings(source, target, ctx, details)
+            from compress.quant.int4_tables import store_tables
+
+            auto = self.params.embeddings_int8 == "auto"
+            store_tables(
+                source,
+                target,
+                auto,
+                accuracy_budget(self.params.max_accuracy_drop, ctx),
+                ctx,
+                details,
+            )
         prepared.unlink(missing_ok=True)
         return PassResult(details=details)
 
@@ -201,23 +211,13 @@ class Int4WeightOnly(OnnxPass):
         details.modules = found.modules
         details.four_bit = bits_of(target).count(4)
         details.modules |= named_modules(prepared, details.eight_bit)
-        details.embedding_tables_int8 = _tables(prepared) if tables else []
-        if (
-            details.embedding_tables_int8
-            and self.params.embeddings_int8 == "auto"
-            and not found.budget_met
-        ):
-            without = target.with_suffix(".float-tables.onnx")
-            MixJob(prepared, plan, False).write(details.eight_bit, without)
-            drop = _judge(source, without, budget, ctx).drop
-            closest = min(a.drop for a in found.attempts if a.judged_on == "data.eval")
-            details.embeddings_drop = round(closest - drop, 6)
-            if drop <= budget or closest - drop > budget:
-                without.replace(target)
-                details.embedding_tables_int8, details.embeddings_kept_float = [], _tables(prepared)
-                ctx.log(f"  int8 embedding tables kept in float32 ({drop} without them)")
-                return
-            without.unlink()
+        if tables:
+            from compress.quant.int4_tables import tables_after_mix
+
+            auto = self.params.embeddings_int8 == "auto"
+            tables_after_mix(
+                MixJob(prepared, plan, False), source, target, found, auto, ctx, details
+            )
 
     def _plan(self, proto, prepared: Path, source: Path) -> WeightPlan:
         """The weight plan for `proto` (its Gemms already MatMuls), before the level is known."""
@@ -267,39 +267,6 @@ class Int4WeightOnly(OnnxPass):
         details.modules = named_modules(prepared, details.eight_bit)
         return plan
 
-    def _embeddings(self, source: Path, target: Path, ctx: Context, details: Int4Details) -> None:
-        """Store `target`'s embedding tables as int8, unless `auto` and the budget says no; says
-        which in `details`."""
-        import onnx
-
-        from compress.quant.weight_rewrites import quantize_embeddings
-
-        model = onnx.load(str(target))
-        tables = quantize_embeddings(model)
-        if not tables:
-            return
-        budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
-        judged = self.params.embeddings_int8 == "auto" and budget is not None and ctx.eval
-        candidate = target.with_suffix(".embeddings.onnx") if judged else target
-        onnx.save(model, str(candidate))
-        details.embedding_tables_int8 = tables
-        if judged:
-            verdict = _judge(source, candidate, budget, ctx)
-            details.embeddings_drop = verdict.drop
-            # Over budget, the tables are to blame if the model meets it without them, or if
-            # they alone cost more than the whole budget.
-            without = None if verdict.met else _judge(source, target, budget, ctx).drop
-            if without is not None and (without <= budget or verdict.drop - without > budget):
-                candidate.unlink()
-                ctx.log(
-                    f"  int8 embedding tables take the drop to {verdict.drop} (budget {budget}, "
-                    f"{without} without them): kept in float32; embeddings_int8: true forces them"
-                )
-                details.embedding_tables_int8, details.embeddings_kept_float = [], tables
-                return
-            candidate.replace(target)
-        ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
-
 
 def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
     """`prepared` with its MatMuls quantized as `plan` says, written to `target`."""
@@ -331,22 +298,6 @@ def named_modules(path: Path, nodes: list[str]) -> dict[str, str]:
     return {n: modules[n] for n in nodes if n in modules}
 
 
-def _tables(prepared: Path) -> list[str]:
-    """The embedding tables (constant Gather tables of 2 dimensions) of `prepared`."""
-    import onnx
-
-    graph = onnx.load(str(prepared), load_external_data=False).graph
-    tables = {i.name: i for i in graph.initializer}
-    return [
-        n.input[0]
-        for n in graph.node
-        if n.op_type == "Gather"
-        and n.input[0] in tables
-        and len(tables[n.input[0]].dims) == 2
-        and tables[n.input[0]].data_type == onnx.TensorProto.FLOAT
-    ]
-
-
 def bits_of(path: Path) -> list[int]:
     """The bits of every MatMulNBits in `path`."""
     import onnx
@@ -357,15 +308,6 @@ def bits_of(path: Path) -> list[int]:
         for n in graph.node
         if n.op_type == "MatMulNBits"
     ]
-
-
-def _judge(source: Path, candidate: Path, budget: float, ctx: Context):
-    """The drop of `candidate` against the float `source` on data.eval."""
-    from compress.quant.budget import BudgetJudge
-
-    output, metric = ctx.judged_output, ctx.config.config.report.metric
-    reference = ctx.analysis.reference_outputs(source, ctx.eval, output)
-    return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
 
 
 __all__ = ["ALGORITHMS", "Int4Details", "Int4Params", "Int4WeightOnly"]

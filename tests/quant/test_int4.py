@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from compress.quant.int4 import Int4Details
-from compress.quant.int4_speed import level_for
+from compress.quant.int4_speed import level_for, unpaired_verdict
 from compress.quant.weight_rewrites import gemms_as_matmul
 from tests import onnx_builders
 from tests.conftest import assert_refused, invoke, run_cli
@@ -183,6 +183,12 @@ def test_int4_takes_the_algorithm_level_and_head_bits_asked(tmp_path):
 
 def test_a_tie_keeps_level_4_and_a_slower_level_4_is_dropped():
     assert (level_for("faster"), level_for("tie"), level_for("slower")) == (4, 4, 0)
+    # a busy machine gives no paired verdict: p50s beyond the speed guard's 3% decide
+    assert [unpaired_verdict(ms, 100.0) for ms in (120.0, 101.0, 80.0)] == [
+        "slower",
+        "tie",
+        "faster",
+    ]
 
 
 def three_layers(path, rng: np.random.Generator):

@@ -1,0 +1,100 @@
+"""quantize.int4's embedding tables (constant Gather tables) stored as int8, one scale per
+column, unless an accuracy budget on data.eval shows the model meets it only without them, or
+that they alone cost more than it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compress.job.context import Context
+    from compress.quant.int4 import Int4Details
+    from compress.quant.int4_mix import MixJob
+
+
+def store_tables(
+    source: Path, target: Path, auto: bool, budget: float | None, ctx: Context, details: Int4Details
+) -> None:
+    """Store `target`'s embedding tables as int8, unless `auto` and the budget says no; says
+    which in `details`."""
+    import onnx
+
+    from compress.quant.weight_rewrites import quantize_embeddings
+
+    model = onnx.load(str(target))
+    tables = quantize_embeddings(model)
+    if not tables:
+        return
+    judged = auto and budget is not None and ctx.eval is not None
+    candidate = target.with_suffix(".embeddings.onnx") if judged else target
+    onnx.save(model, str(candidate))
+    details.embedding_tables_int8 = tables
+    if judged:
+        verdict = judge(source, candidate, budget, ctx)
+        details.embeddings_drop = verdict.drop
+        # Over budget, the tables are to blame if the model meets it without them, or if
+        # they alone cost more than the whole budget.
+        without = None if verdict.met else judge(source, target, budget, ctx).drop
+        if without is not None and (without <= budget or verdict.drop - without > budget):
+            candidate.unlink()
+            ctx.log(
+                f"  int8 embedding tables take the drop to {verdict.drop} (budget {budget}, "
+                f"{without} without them): kept in float32; embeddings_int8: true forces them"
+            )
+            details.embedding_tables_int8, details.embeddings_kept_float = [], tables
+            return
+        candidate.replace(target)
+    ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
+
+
+def tables_after_mix(
+    without_tables: MixJob, source: Path, target: Path, found, auto: bool, ctx: Context, details
+) -> None:
+    """The mix at `target` carries int8 tables; with `auto`, a mix that missed the budget is
+    judged again without them, and kept so when the tables are to blame."""
+    prepared, budget = without_tables.prepared, found.accuracy_budget
+    details.embedding_tables_int8 = embedding_tables(prepared)
+    if not details.embedding_tables_int8 or not auto or found.budget_met:
+        return
+    without = target.with_suffix(".float-tables.onnx")
+    without_tables.write(details.eight_bit, without)
+    drop = judge(source, without, budget, ctx).drop
+    closest = min(a.drop for a in found.attempts if a.judged_on == "data.eval")
+    details.embeddings_drop = round(closest - drop, 6)
+    # the tables are to blame if the mix meets the budget without them, or if they alone cost
+    # more than the whole budget
+    if drop <= budget or closest - drop > budget:
+        without.replace(target)
+        details.embedding_tables_int8, details.embeddings_kept_float = (
+            [],
+            embedding_tables(prepared),
+        )
+        ctx.log(f"  int8 embedding tables kept in float32 ({drop} without them)")
+        return
+    without.unlink()
+
+
+def embedding_tables(prepared: Path) -> list[str]:
+    """The embedding tables (constant Gather tables of 2 dimensions) of `prepared`."""
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    tables = {i.name: i for i in graph.initializer}
+    return [
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in tables
+        and len(tables[n.input[0]].dims) == 2
+        and tables[n.input[0]].data_type == onnx.TensorProto.FLOAT
+    ]
+
+
+def judge(source: Path, candidate: Path, budget: float, ctx: Context):
+    """The drop of `candidate` against the float `source` on data.eval."""
+    from compress.quant.budget import BudgetJudge
+
+    output, metric = ctx.judged_output, ctx.config.config.report.metric
+    reference = ctx.analysis.reference_outputs(source, ctx.eval, output)
+    return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
