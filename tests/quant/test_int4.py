@@ -236,3 +236,25 @@ def test_a_budget_moves_the_costliest_matmul_to_8_bits_and_shows_the_mix(tmp_pat
     lines = Int4Details.model_validate(details).lines()
     assert any("2 MatMul(s) at 4 bits, 2 at 8 bits (b, head)" in line for line in lines)
     assert any("kept 1 node(s) at 8 bits" in line for line in lines)
+
+
+def test_k_quant_refuses_a_width_odd_at_every_block_in_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], "narrow")]
+    built = onnx_builders.model(
+        nodes,
+        [onnx_builders.float_input("x", ["batch", 48])],
+        [onnx_builders.float_input("y", ["batch", 8])],
+        {"w": rng.normal(size=(48, 8))},  # 3 blocks of 16, the smallest block
+    )
+    model = onnx_builders.save(built, tmp_path / "narrow.onnx")
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(8, 48)).astype(np.float32))
+    config = tmp_path / "int4.yaml"
+    config.write_text(
+        "version: 1\ndata: {eval: {path: eval.npz, inputs: [x]}}\n"
+        "passes:\n  - {type: quantize.int4, algorithm: k_quant, block_size: 16, head_bits: 4}\n"
+        "report: {metric: cosine}\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli(model, config, out, "--quiet")
+    assert_refused(result, out, "passes[0].algorithm", "k_quant cannot pack narrow")
