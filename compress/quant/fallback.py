@@ -103,6 +103,10 @@ class QuantizeJob:
     report_ranking: bool = True  # rank the nodes for the report even when no search needs it
     max_float_bytes: int | None = None  # the most a float set's weights may add to the model
     held: str = "in float"  # where the search puts a node (quantize.int4's mix: "at 8 bits")
+    # what holding each node costs (its weight's size): the search then tries the nodes in the
+    # order of the noise each removes per unit of that cost, so the set it finds is small in
+    # bytes, not only in count
+    costs: dict[str, float] | None = None
 
 
 @dataclass
@@ -188,7 +192,7 @@ class _Search:
         self.too_large = 0  # ranked sets left out for the weight they would keep in float
 
     def run(self, sensitivity: Sensitivity, max_rounds: int) -> None:
-        self.sets, noise = float_sets(sensitivity, set(self.job.excluded))
+        self.sets, noise = float_sets(sensitivity, set(self.job.excluded), self.job.costs)
         if self.job.max_float_bytes is not None:
             fitting = fitting_sets(self.job.prepared, self.sets, self.job.max_float_bytes)
             self.too_large = len(self.sets) - fitting
@@ -333,14 +337,19 @@ def fitting_sets(prepared: Path, sets: list[list[str]], max_bytes: int) -> int:
     return len(sets)
 
 
-def float_sets(sensitivity: Sensitivity, skip: set[str]) -> tuple[list[list[str]], list[float]]:
+def float_sets(
+    sensitivity: Sensitivity, skip: set[str], costs: dict[str, float] | None = None
+) -> tuple[list[list[str]], list[float]]:
     """The nodes kept in float for each prefix of the ranking (each a superset of the one before,
     a rank whose group is already in float merged into the previous one), and the noise each
-    prefix's new rank removes."""
+    prefix's new rank removes. With `costs`, the ranking is ordered by noise per unit of cost."""
     sets: list[list[str]] = []
     noise: list[float] = []
     current: list[str] = []
-    for score in sensitivity.ranked(skip):
+    ranked = sensitivity.ranked(skip)
+    if costs:
+        ranked = sorted(ranked, key=lambda s: -s.added_noise / max(costs.get(s.node, 1.0), 1e-9))
+    for score in ranked:
         new = [n for n in (score.group or [score.node]) if n not in current and n not in skip]
         if not new:  # the same model as the previous prefix
             if noise:

@@ -4,7 +4,9 @@ The search is the int8 fallback's (compress.quant.fallback): the model is quanti
 4-bit MatMul ranked by the error it adds (compress.quant.sensitivity, isolated: each MatMulNBits
 fed the float model's values), and the worst are moved to 8 bits, a prefix of the ranking at a
 time (a guess from the ranking's noise, a gallop, a bisection), until the drop on data.eval is
-within the budget. What the int8 fallback keeps in float, this holds at 8 bits.
+within the budget. What the int8 fallback keeps in float, this holds at 8 bits. The nodes are
+tried in the order of the noise each removes per weight (a node 4x larger must remove 4x the
+noise to go first), so the mix found is small in bytes: the point of 4 bits.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ class MixJob:
         model = onnx.load(str(self.prepared), load_external_data=False)
         return {m.node for m in weight_matmuls(model)}
 
+    def weight_sizes(self) -> dict[str, float]:
+        """Each MatMul's weight size: 8 bits cost it the same ~0.5 byte a weight more whatever
+        the node, so the search moves the nodes that remove the most noise per weight."""
+        import onnx
+
+        from compress.quant.nbits import weight_matmuls
+
+        model = onnx.load(str(self.prepared), load_external_data=False)
+        return {m.node: float(m.rows * m.columns) for m in weight_matmuls(model)}
+
     def skipped(self) -> list[str]:
         """What the ranking leaves out: MatMuls kept in float or already at 8 bits, and the
         embedding lookups (their tables are judged apart)."""
@@ -74,6 +86,7 @@ def mix_within_budget(
         scheme=f"quantize.int4 {plan.algorithm} block {plan.block_size} level "
         f"{plan.accuracy_level} tables {mix.tables}",
         held="at 8 bits",
+        costs=mix.weight_sizes(),
     )
     return quantize_within_budget(job, target, budget, max_rounds, ctx)
 

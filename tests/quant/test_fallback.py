@@ -211,3 +211,17 @@ def test_a_float_weight_limit_keeps_the_search_to_the_sets_within_it(tmp_path):
     assert not details.budget_met
     assert all(a.kept_in_float < len(needed) for a in details.attempts)
     assert "of weights" in details.verdict
+
+
+def test_with_costs_the_sets_grow_by_noise_removed_per_unit_of_cost():
+    """quantize.int4's mix: a node 4x larger must remove 4x the noise to be moved first."""
+    nodes = [_node("big", 0.2, ["big"]), _node("small", 0.15, ["small"]), _node("tiny", 0.01, [])]
+    ranking = Sensitivity(nodes, samples=8, quantized={"big", "small", "tiny"})
+    assert fallback.float_sets(ranking, set())[0] == [
+        ["big"],
+        ["big", "small"],
+        ["big", "small", "tiny"],
+    ]
+    sets, noise = fallback.float_sets(ranking, set(), {"big": 4.0, "small": 1.0, "tiny": 1.0})
+    assert sets == [["small"], ["small", "big"], ["small", "big", "tiny"]]
+    assert noise == pytest.approx([0.15**2, 0.2**2, 0.01**2])
