@@ -15,27 +15,67 @@ import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from compress.config.limits import MAX_TEXT_DATA_BYTES
 from compress.errors import DataError
 from compress.files import read_bounded
-from compress.models.hf_provenance import TextTokenizer
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import DataSource
     from compress.data import Dataset
-    from compress.models.hf_tokenizer import LoadedTokenizer
 
 DEFAULT_MAX_LENGTH = 512  # when neither the data, the folder nor the tokenizer says
+
+
+class Tokenizer(Protocol):
+    """What tokenizing text data needs of a tokenizer (compress.models.hf_tokenizer's
+    LoadedTokenizer): its class, its arrays' names, the lengths it knows, and encode."""
+
+    @property
+    def class_name(self) -> str: ...
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    @property
+    def max_length(self) -> int | None: ...
+
+    @property
+    def default_length(self) -> int | None: ...
+
+    def encode(
+        self, texts: list[str], pairs: list[str] | None, max_length: int, padding: str,
+        truncation: bool,
+    ) -> dict[str, np.ndarray]: ...  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TextExamples:
     texts: list[str]
     pairs: list[str] | None  # the second text of each example (text_pair)
+
+
+class TextTokenizer(Record):
+    """The tokenizer text data was tokenized with, and how."""
+
+    source: str = Field(description="the model folder, or model.tokenizer")
+    tokenizer_class: str
+    max_length: int
+    padding: str
+    truncation: bool
+    inputs: list[str] = Field(description="the arrays it made, in the model's input order")
+
+    def describe(self) -> str:
+        cut = ", truncation" if self.truncation else ""
+        return (
+            f"{self.tokenizer_class} from {self.source}: max_length {self.max_length}, padding "
+            f"{self.padding}{cut} -> {', '.join(self.inputs)}"
+        )
 
 
 def read(source: DataSource, where: str, path: Path):
@@ -133,9 +173,7 @@ def _field(rows, name: str, where: str, path: Path, *kinds: type) -> list:
     return values
 
 
-def tokenized(
-    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str
-) -> Dataset:
+def tokenized(dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named: str) -> Dataset:
     """`dataset` with its text tokenized into the model's token arrays (`named`: where the
     tokenizer came from, for the report)."""
     examples = dataset.text

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from compress.errors import OutputDirError
-from compress.job.inputs import InputFile, refuse_overwriting
+from compress.job.inputs import refuse_overwriting
 from compress.job.interrupts import uninterrupted
 from compress.job.staging import (
     STAGING_PREFIX,
@@ -26,6 +26,7 @@ from compress.job.staging import (
     remove_leftovers,
     write_error,
 )
+from compress.models.run_files import InputFile
 
 OUTPUT_FILES = ("model.onnx", "report.json", "report.md", "report.html")
 ASIDE_PREFIX = f"{STAGING_PREFIX}previous-"

@@ -24,19 +24,6 @@ def onnx_output(path: Path, inputs: list[np.ndarray], index: int) -> np.ndarray:
     return run_batched(open_session(path, threads=1), inputs, EVAL_BATCH)[index]
 
 
-def torch_output(model, inputs: list[np.ndarray], index: int) -> np.ndarray:
-    """A torch callable's output `index` (of every tensor it returns, in order) on all
-    `inputs`, in batches, without gradients."""
-    from compress.torch.export import torch_outputs
-
-    return np.concatenate(
-        [
-            torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[index]
-            for start in range(0, len(inputs[0]), EVAL_BATCH)
-        ]
-    )
-
-
 class Judge:
     """Scores models with `metric` on their output `output` (the context's judged_output) on
     `dataset`; agreement and cosine compare to the outputs of `reference` (an ONNX file, or the
@@ -66,9 +53,6 @@ class Judge:
 
     def score(self, path: Path) -> float:
         return self.score_outputs(onnx_output(path, self._inputs, self.output))
-
-    def score_torch(self, model) -> float:
-        return self.score_outputs(torch_output(model, self._inputs, self.output))
 
     def drop(self, value: float) -> float:
         """How much worse `value` is than the reference model's."""

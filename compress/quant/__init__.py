@@ -6,7 +6,8 @@ The passes (each registers under the name the YAML uses):
                  recovery methods around them and the accuracy-aware fallback
 - auto           quantize.auto: tries the int8 settings that fit the model, measures each, keeps
                  the one a user would (auto_choice: the rules; auto_trials: trying candidates
-                 without paying for every fallback)
+                 without paying for every fallback; auto_records: its candidates as records,
+                 from the first trial to the report)
 - precision      quantize.fp16
 - int4           quantize.int4: weight-only MatMulNBits at 4 (or 8) bits, the head and embeddings
                  at 8 (nbits: what ORT's MatMulNBitsQuantizer is asked, node by node;
@@ -30,5 +31,5 @@ What the int8 passes share:
 - sensitivity/   per-node sensitivity: quantize once, score every node by the error it adds
 - module_names   the torch module each node came from (rankings and reports name it), and
                  `exclude` lists of node names, op types, module names and globs
-- analyze        `compress analyze`: the sensitivity ranking of a model, without keeping a model
+- analysis       what `compress analyze` computes: the int8 sensitivity ranking of a model
 """

@@ -13,67 +13,20 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
-from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.base import (
+    OnnxPass,
+    OnnxPassParams,
+    PassInput,
+    PassResult,
+)
 from compress.passes.registry import register
-from compress.quant.fallback import Fallback, accuracy_budget
+from compress.quant.fallback import accuracy_budget
+from compress.quant.int4_details import Int4Details
 from compress.quant.int8 import excluded_nodes
-from compress.quant.module_names import shown
-from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan
+from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan, bits_of, relevel, write
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
-
-
-class Int4Details(Fallback, PassDetails):
-    """What quantize.int4 did; with a budget, the 4-bit MatMuls' ranking and the search for the
-    mix (Fallback: `float_nodes` is empty, the MatMuls it moved to 8 bits are in `eight_bit`)."""
-
-    algorithm: str | None = None
-    bits: int | None = None
-    block_size: int | None = None
-    smaller_blocks: dict[str, int] = Field(
-        default_factory=dict,
-        description="k_quant: nodes whose width is an odd number of blocks, with the block used",
-    )
-    accuracy_level: int | None = Field(default=None, description="what the MatMulNBits run at")
-    accuracy_level_timing: str | None = Field(
-        default=None, description="accuracy_level: auto: the timing it was chosen by"
-    )
-    eight_bit: list[str] = Field(
-        default_factory=list,
-        description="MatMuls held at 8 bits (the head, and those the budget moved there)",
-    )
-    four_bit: int | None = Field(default=None, description="how many MatMuls are at 4 bits")
-    gemm_rewritten_as_matmul: int | None = None
-    embedding_tables_int8: list[str] = []
-    embeddings_drop: float | None = Field(
-        default=None, description="the drop the int8 embedding tables cost on data.eval"
-    )
-    embeddings_kept_float: list[str] = Field(
-        default_factory=list, description="tables kept in float32: int8 would miss the budget"
-    )
-
-    def lines(self) -> list[str]:
-        lines = super().lines()
-        if self.algorithm is not None:
-            level = f", accuracy_level {self.accuracy_level}"
-            lines.append(
-                f"{self.algorithm}, block {self.block_size}{level}: {self.four_bit} MatMul(s) "
-                f"at {self.bits} bits, {len(self.eight_bit)} at 8 bits"
-                + (
-                    f" ({', '.join(shown(n, self.modules) for n in self.eight_bit)})"
-                    if self.eight_bit
-                    else ""
-                )
-            )
-        lines += [self.verdict] if self.verdict else []
-        if self.accuracy_level_timing:
-            lines.append(self.accuracy_level_timing)
-        if self.smaller_blocks:
-            lines.append(f"smaller blocks (odd block counts): {self.smaller_blocks}")
-        tables = self.embedding_tables_int8
-        lines += [f"embedding tables stored as int8: {', '.join(tables)}"] if tables else []
-        return lines
+    from compress.passes.context import PassContext
 
 
 class Int4Params(OnnxPassParams):
@@ -127,7 +80,7 @@ class Int4Params(OnnxPassParams):
 
 
 @register("quantize.int4")
-class Int4WeightOnly(OnnxPass):
+class Int4WeightOnly(OnnxPass[Int4Params]):
     """Weight-only MatMul/Gemm at 4 bits (ONNX Runtime's MatMulNBits): their weights shrink ~6x.
 
     The head (a MatMul writing a model output) stays at 8 bits unless head_bits: 4; embedding
@@ -155,7 +108,7 @@ class Int4WeightOnly(OnnxPass):
         if self.params.algorithm == "hqq" and self.params.bits == 8:
             raise ConfigError(f"{self.key}.bits: 8 takes rtn_symmetric or rtn_asymmetric")
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import onnx
 
         from compress.quant.weight_rewrites import gemms_as_matmul
@@ -268,46 +221,12 @@ class Int4WeightOnly(OnnxPass):
         return plan
 
 
-def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
-    """`prepared` with its MatMuls quantized as `plan` says, written to `target`."""
-    import onnx
-
-    from compress.quant.nbits import copy_node_metadata, quantize_weights
-
-    source = onnx.load(str(prepared))
-    quantized = quantize_weights(onnx.load(str(prepared)), plan)
-    copy_node_metadata(source, quantized)
-    onnx.save(quantized, str(target))
-
-
-def relevel(path: Path, level: int) -> None:
-    import onnx
-
-    from compress.quant.nbits import set_accuracy_level
-
-    model = onnx.load(str(path))
-    set_accuracy_level(model, level)
-    onnx.save(model, str(path))
-
-
 def named_modules(path: Path, nodes: list[str]) -> dict[str, str]:
     """Node -> torch module for those of `nodes` whose module `path` recorded."""
     from compress.quant.module_names import module_names
 
     modules = module_names(path)
     return {n: modules[n] for n in nodes if n in modules}
-
-
-def bits_of(path: Path) -> list[int]:
-    """The bits of every MatMulNBits in `path`."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return [
-        next((a.i for a in n.attribute if a.name == "bits"), 4)
-        for n in graph.node
-        if n.op_type == "MatMulNBits"
-    ]
 
 
 __all__ = ["ALGORITHMS", "Int4Details", "Int4Params", "Int4WeightOnly"]

@@ -19,7 +19,7 @@ from compress.quant.fallback import Fallback, QuantizeJob, quantize_within_budge
 from compress.quant.nbits import WeightPlan
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 
 @dataclass
@@ -32,7 +32,7 @@ class MixJob:
     tables: bool
 
     def write(self, eight_bit: list[str], target: Path) -> None:
-        from compress.quant.int4 import write
+        from compress.quant.nbits import write
 
         matmuls = self.matmuls()
         # the fallback hands the job's skipped nodes back with each round's: only MatMuls that
@@ -72,7 +72,7 @@ class MixJob:
 
 
 def mix_within_budget(
-    mix: MixJob, source: Path, target: Path, budget: float, max_rounds: int, ctx: Context
+    mix: MixJob, source: Path, target: Path, budget: float, max_rounds: int, ctx: PassContext
 ) -> Fallback:
     """Write to `target` the mix with the fewest 8-bit MatMuls found within `budget` (else the
     closest); returns the ranking and the rounds, the 8-bit MatMuls the search added in

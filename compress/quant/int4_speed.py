@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 TIE_LEVEL = 4
 TIMING_RUNS = 10  # a brief timing: the choice needs a clear difference, not a precise one
@@ -30,18 +30,18 @@ def level_for(verdict: Literal["faster", "slower", "tie"]) -> int:
 
 def unpaired_verdict(level4_ms: float, level0_ms: float) -> Literal["faster", "slower", "tie"]:
     """Level 4 against level 0 by p50 alone, beyond the run-to-run noise of the speed guard."""
-    from compress.job.speed_guard import clearly_faster, clearly_slower
+    from compress.measure.speed import clearly_faster, clearly_slower
 
     if clearly_slower(level4_ms, level0_ms):
         return "slower"
     return "faster" if clearly_faster(level4_ms, level0_ms) else "tie"
 
 
-def choose_accuracy_level(quantized: Path, ctx: Context) -> tuple[int, str]:
+def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
     """The accuracy_level `quantized` runs faster at (0 or 4), and the timing it was chosen by;
     `quantized` is left as it was."""
-    from compress.job.speed_guard import first_batch_timing
-    from compress.quant.int4 import relevel
+    from compress.measure.speed import first_batch_timing
+    from compress.quant.nbits import relevel
 
     copies = {}
     for level in (0, 4):
@@ -49,9 +49,8 @@ def choose_accuracy_level(quantized: Path, ctx: Context) -> tuple[int, str]:
         shutil.copyfile(quantized, copies[level])
         relevel(copies[level], level)
     try:
-        check = first_batch_timing(
-            {f"level {level}": path for level, path in copies.items()}, ctx, TIMING_RUNS
-        )
+        paths = {f"level {level}": path for level, path in copies.items()}
+        check = first_batch_timing(paths, ctx.timing, ctx.samples, ctx.log, TIMING_RUNS)
     finally:
         for path in copies.values():
             path.unlink(missing_ok=True)

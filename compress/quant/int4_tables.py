@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
-    from compress.quant.int4 import Int4Details
+    from compress.passes.context import PassContext
+    from compress.quant.int4_details import Int4Details
     from compress.quant.int4_mix import MixJob
 
 
 def store_tables(
-    source: Path, target: Path, auto: bool, budget: float | None, ctx: Context, details: Int4Details
+    source: Path,
+    target: Path,
+    auto: bool,
+    budget: float | None,
+    ctx: PassContext,
+    details: Int4Details,
 ) -> None:
     """Store `target`'s embedding tables as int8, unless `auto` and the budget says no; says
     which in `details`."""
@@ -49,7 +54,7 @@ def store_tables(
 
 
 def tables_after_mix(
-    without_tables: MixJob, source: Path, target: Path, found, auto: bool, ctx: Context, details
+    without_tables: MixJob, source: Path, target: Path, found, auto: bool, ctx: PassContext, details
 ) -> None:
     """The mix at `target` carries int8 tables; with `auto`, a mix that missed the budget is
     judged again without them, and kept so when the tables are to blame."""
@@ -91,10 +96,11 @@ def embedding_tables(prepared: Path) -> list[str]:
     ]
 
 
-def judge(source: Path, candidate: Path, budget: float, ctx: Context):
+def judge(source: Path, candidate: Path, budget: float, ctx: PassContext):
     """The drop of `candidate` against the float `source` on data.eval."""
     from compress.quant.budget import BudgetJudge
+    from compress.quant.sensitivity.cache import AnalysisCache
 
-    output, metric = ctx.judged_output, ctx.config.config.report.metric
-    reference = ctx.analysis.reference_outputs(source, ctx.eval, output)
+    output, metric = ctx.judged_output, ctx.metric
+    reference = ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, output)
     return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)

@@ -27,6 +27,7 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 Algorithm = Literal["rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant"]
@@ -215,6 +216,36 @@ def copy_node_metadata(source, quantized) -> None:
         original = node.name.rsplit("_Q", 1)[0]
         for prop in metadata.get(original, []):
             node.metadata_props.add().CopyFrom(prop)
+
+
+def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
+    """`prepared` with its MatMuls quantized as `plan` says, written to `target`."""
+    import onnx
+
+    source = onnx.load(str(prepared))
+    quantized = quantize_weights(onnx.load(str(prepared)), plan)
+    copy_node_metadata(source, quantized)
+    onnx.save(quantized, str(target))
+
+
+def relevel(path: Path, level: int) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    set_accuracy_level(model, level)
+    onnx.save(model, str(path))
+
+
+def bits_of(path: Path) -> list[int]:
+    """The bits of every MatMulNBits in `path`."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        next((a.i for a in n.attribute if a.name == "bits"), 4)
+        for n in graph.node
+        if n.op_type == "MatMulNBits"
+    ]
 
 
 def _nbits_module():

@@ -11,7 +11,7 @@ from compress.passes.registry import register
 from compress.quant.int8 import excluded_nodes
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 
 class Float16Params(OnnxPassParams):
@@ -25,7 +25,7 @@ class Float16Params(OnnxPassParams):
 
 
 @register("quantize.fp16")
-class Float16(OnnxPass):
+class Float16(OnnxPass[Float16Params]):
     """float16 weights and compute; inputs and outputs stay float32 unless asked.
 
     Sample YAML:
@@ -37,7 +37,7 @@ class Float16(OnnxPass):
     Details = PassDetails  # nothing to report beyond the stage's figures
     reads = ()
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from compress.quant.int4 import Int4Details
+from compress.quant.int4_details import Int4Details
 from compress.quant.int4_speed import level_for, unpaired_verdict
 from compress.quant.weight_rewrites import gemms_as_matmul
 from tests import onnx_builders

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from compress.config.model_makeup import ModelMakeup, weights_makeup
-from compress.config.starter_data import CALIBRATION_LIMIT, LABEL_NAMES, StarterData, starter_data
 from compress.errors import DataError
+from compress.starter.data import CALIBRATION_LIMIT, LABEL_NAMES, StarterData, starter_data
+from compress.starter.makeup import ModelMakeup, weights_makeup
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
 TEXT_FIELDS = ("text", "sentence", "sentence1", "content", "question", "review", "document")
@@ -148,7 +148,7 @@ def _fields(path: Path) -> dict[str, str]:
 
 def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
     """The YAML lines after `version: 1`."""
-    from compress.config.starter import flow
+    from compress.starter.config import flow
 
     lines = [
         f"# read from the folder: {facts.described}",
