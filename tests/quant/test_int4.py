@@ -233,9 +233,16 @@ def test_a_budget_moves_the_costliest_matmul_to_8_bits_and_shows_the_mix(tmp_pat
     assert details["eight_bit"] == ["b", "head"] and details["four_bit"] == 2
     written = onnx.load(str(tmp_path / "out" / "model.onnx"))
     assert bits(written) == {"a_Q4": 4, "b_Q8": 8, "c_Q4": 4, "head_Q8": 8}
-    lines = Int4Details.model_validate(details).lines()
+    record = Int4Details.model_validate(details)
+    lines = record.lines()
     assert any("2 MatMul(s) at 4 bits, 2 at 8 bits (b, head)" in line for line in lines)
     assert any("kept 1 node(s) at 8 bits" in line for line in lines)
+    table = record.table("cosine")  # what the report draws: the ranking and each one's bits
+    assert [row[1] for row in table.rows][0] == "b" and table.rows[0][-1] == "8"
+    assert {row[1]: row[-1] for row in table.rows[1:]} == {"a": "4", "c": "4"}
+    assert record.budget_miss("quantize.int4", "cosine") is None
+    missed = record.model_copy(update={"budget_met": False})
+    assert "2 MatMul(s) at 8 bits" in missed.budget_miss("quantize.int4", "cosine").text
 
 
 def test_k_quant_refuses_a_width_odd_at_every_block_in_one_line(tmp_path):
