@@ -13,12 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
-from compress.passes.base import (
-    OnnxPass,
-    OnnxPassParams,
-    PassInput,
-    PassResult,
-)
+from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.registry import register
 from compress.quant.fallback import accuracy_budget
 from compress.quant.int4_details import Int4Details
