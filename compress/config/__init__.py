@@ -167,6 +167,14 @@ class DataSource(Strict):
     truncation: bool | None = Field(
         default=None, description="text: cut examples longer than max_length (default true)"
     )
+    stride: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="text for a decoder, read as one running text cut into windows of "
+        "max_length tokens: tokens between the starts of two windows (default: max_length / 2 "
+        "for data.eval, each token scored once with the overlap as its context; else max_length)",
+    )
     columns: list[str] | None = Field(
         default=None, min_length=1, description="csv: feature columns (default: all but labels)"
     )
@@ -225,7 +233,7 @@ class DataSource(Strict):
     def _fits_text(self, kind: str) -> None:
         """Text settings only on text; a .txt holds one example per line and nothing else."""
         if kind != "text":
-            for key in ("text", "text_pair", "max_length", "padding", "truncation"):
+            for key in ("text", "text_pair", "max_length", "padding", "truncation", "stride"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} is for text data (.txt, .jsonl, or a .csv with text)")
             return
@@ -274,7 +282,13 @@ class ReportSection(Strict):
     # Run the timing on `threads` fixed cores (CPU affinity, where the OS allows): steadier
     # figures on a machine whose scheduler moves threads between cores.
     pin_threads: bool = False
-    metric: Literal["top1", "agreement", "cosine"] = "top1"
+    metric: Literal["top1", "agreement", "cosine", "perplexity", "token_agreement"] = Field(
+        default="top1",
+        description="what data.eval judges: top1 (needs labels), agreement (top-1 agreement "
+        "with the baseline), cosine (to the baseline's outputs); a decoder: perplexity of the "
+        "text (lower is better: a budget is its relative increase, 0.03 = 3% higher) or "
+        "token_agreement (greedy next-token agreement with the baseline)",
+    )
     # The model output the metric judges, by name (`logits`) or index; the first when unset.
     output: Annotated[int, Field(ge=0)] | str | None = None
     warmup_runs: int = Field(default=10, ge=0, le=100_000)

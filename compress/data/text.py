@@ -134,10 +134,12 @@ def _field(rows, name: str, where: str, path: Path, *kinds: type) -> list:
 
 
 def tokenized(
-    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str
-) -> Dataset:
+    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str,
+    decoder: bool = False,
+) -> Dataset:  # fmt: skip
     """`dataset` with its text tokenized into the model's token arrays (`named`: where the
-    tokenizer came from, for the report)."""
+    tokenizer came from, for the report); for a `decoder`, one running text in windows
+    (compress.data.text_windows)."""
     examples = dataset.text
     assert examples is not None
     limit = tokenizer.max_length
@@ -147,6 +149,8 @@ def tokenized(
             f"{dataset.where}.max_length: {length} tokens is more than the {limit} the model "
             "takes; lower it"
         )
+    if decoder:
+        return _windowed(dataset, source, tokenizer, named, length)
     padding, truncation = source.padding or "longest", source.truncation is not False
     try:
         arrays = tokenizer.encode(examples.texts, examples.pairs, length, padding, truncation)
@@ -170,3 +174,35 @@ def tokenized(
     )  # fmt: skip
     inputs = {name: np.ascontiguousarray(arrays[name]) for name in names}
     return replace(dataset, inputs=inputs, tokenizer=record)
+
+
+def _windowed(
+    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str, length: int
+) -> Dataset:
+    """A decoder's text: the examples as one running text, cut into strided windows whose
+    labels say which tokens are scored."""
+    from compress.data.text_windows import cut_windows, default_stride, running_text
+
+    if dataset.text.pairs is not None or dataset.labels is not None:
+        raise DataError(
+            f"{dataset.where}: a decoder reads running text; remove text_pair and labels"
+        )
+    try:
+        ids = tokenizer.encode_running(running_text(dataset.text.texts))
+    except Exception as e:
+        from compress.errors import first_line
+
+        raise DataError(
+            f"{dataset.where}: the tokenizer of {named} cannot tokenize {dataset.path.name} "
+            f"({first_line(e, 200)})"
+        ) from None
+    role = dataset.where.rsplit(".", 1)[-1]
+    stride = source.stride or default_stride(length, role)
+    windows = cut_windows(ids, length, stride, tokenizer.pad_id, dataset.where)
+    record = TextTokenizer(
+        source=named, tokenizer_class=tokenizer.class_name, max_length=length,
+        padding="windows", truncation=False, inputs=["input_ids", "attention_mask"],
+        stride=stride, scored_tokens=windows.scored_tokens,
+    )  # fmt: skip
+    inputs = {"input_ids": windows.input_ids, "attention_mask": windows.attention_mask}
+    return replace(dataset, inputs=inputs, labels=windows.labels, tokenizer=record)

@@ -32,6 +32,7 @@ from compress.job.text_data import with_tokens
 from compress.measure.evaluate import Judge
 from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
+from compress.measure.perplexity import TOKEN_METRICS, scored_tokens
 from compress.measure.size import Footprint, footprint
 from compress.models import model_sha256
 from compress.models.hf_folder import is_model_folder
@@ -426,7 +427,14 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
         found.value if found else judge.score(stage.path)
         for stage, found in zip(stage_files[1:], known[1:], strict=True)
     ]
-    return [Metric(name=metric, value=value) for value in values]
+    tokens = scored_tokens(ctx.eval.labels) if metric in TOKEN_METRICS else None
+    return [Metric(name=metric, value=value, tokens=tokens) for value in values]
+
+
+def _tokenizer_record(datasets: dict):
+    """How text data was tokenized: data.eval's (the text the metric is judged on) first."""
+    ordered = sorted(datasets.items(), key=lambda item: item[0] != "eval")
+    return next((d.tokenizer for _, d in ordered if d.tokenizer), None)
 
 
 def seed_everything(seed: int) -> None:
@@ -457,5 +465,5 @@ def _provenance(job: Job) -> Provenance:
         source_format=job.model.format,
         passes=",".join(spec.type for spec in job.config.passes) or "none",
         model_folder=job.model.folder,
-        tokenizer=next((d.tokenizer for d in job.context.datasets.values() if d.tokenizer), None),
+        tokenizer=_tokenizer_record(job.context.datasets),
     )

@@ -272,8 +272,9 @@ class Distill(TorchPass):
         if held_out is None:
             return None
         inputs, output = list(held_out.inputs.values()), ctx.judged_output
-        reference = torch_output(ctx.loaded_model.callable(), inputs, output)
-        return Judge(reference, held_out, ctx.config.config.report.metric, output)
+        metric = ctx.config.config.report.metric
+        reference = torch_output(ctx.loaded_model.callable(), inputs, output, metric)
+        return Judge(reference, held_out, metric, output)
 
     def _details(
         self, result: TrainResult, before, teacher_value, labelled, plan

@@ -149,7 +149,7 @@ def _analyze(job: Job, index: int, declared: Pass) -> Analysis:
     if ctx.eval is not None:
         metric = job.config.config.report.metric
         output = ctx.judged_output
-        reference = ctx.analysis.reference_outputs(baseline, ctx.eval, output)
+        reference = ctx.analysis.reference_outputs(baseline, ctx.eval, output, metric)
         judge = Judge(reference, ctx.eval, metric, output)
         value = judge.score(quantized)
         result.metric = AnalysisMetric(

@@ -231,12 +231,9 @@ class AutoQuantization(OnnxPass):
         """Scores against the float model's outputs, shared by every candidate (ctx.analysis)."""
         from compress.measure.evaluate import Judge
 
-        return Judge(
-            ctx.analysis.reference_outputs(source, ctx.eval, ctx.judged_output),
-            ctx.eval,
-            ctx.config.config.report.metric,
-            ctx.judged_output,
-        )
+        metric = ctx.config.config.report.metric
+        reference = ctx.analysis.reference_outputs(source, ctx.eval, ctx.judged_output, metric)
+        return Judge(reference, ctx.eval, metric, ctx.judged_output)
 
     def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:
         """Time the choice against the input (`paths`: input, chosen) once more, by the rules it

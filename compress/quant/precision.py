@@ -193,7 +193,7 @@ def _judge(source: Path, candidate: Path, budget: float, ctx: Context):
     from compress.quant.budget import BudgetJudge
 
     output, metric = ctx.judged_output, ctx.config.config.report.metric
-    reference = ctx.analysis.reference_outputs(source, ctx.eval, output)
+    reference = ctx.analysis.reference_outputs(source, ctx.eval, output, metric)
     return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
 
 

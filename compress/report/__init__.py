@@ -12,6 +12,7 @@ from compress.config import Config, GatesSection
 from compress.measure.environment import environment
 from compress.measure.interference import BUSY_ADVICE
 from compress.measure.latency import SPEED_TOLERANCE, Latency, latency_settings
+from compress.measure.metrics import metric_drop
 from compress.report.budget_warnings import budget_warnings
 from compress.report.model import (
     SCHEMA_VERSION,
@@ -42,7 +43,7 @@ def summarize(stages: list[Stage], first_batch: int, latency: Latency | None = N
         paired = latency.batches[first_batch].speedup(stage_key(0, base.name), last)
         speedup = paired.ratio
     drop = (
-        base.metric.value - final.metric.value
+        metric_drop(base.metric.name, base.metric.value, final.metric.value)
         if base.metric and final.metric and None not in (base.metric.value, final.metric.value)
         else None
     )

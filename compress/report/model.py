@@ -32,6 +32,9 @@ Verdict = Literal["faster", "slower", "tie"]
 class Metric(Record):
     name: str
     value: float | None
+    tokens: Count | None = Field(
+        default=None, description="perplexity and token_agreement: the tokens scored"
+    )
 
 
 class Paired(Record):
