@@ -30,8 +30,10 @@ from compress.job.stage_reuse import (
 )
 from compress.job.text_data import with_tokens
 from compress.measure.evaluate import Judge
+from compress.measure.generation import Generation, measure_generation
 from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
+from compress.measure.peak_memory import peak_rss_mb
 from compress.measure.perplexity import TOKEN_METRICS, scored_tokens
 from compress.measure.size import Footprint, footprint
 from compress.models import model_sha256
@@ -338,6 +340,7 @@ def _measure(
     latency = measure_latency(timed, samples, settings, carried, anchor=keys[0])
     for timings in latency.busy():
         ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
+    generation = _generation(paths, names, samples, settings, ctx) if settings.generation else None
     metrics = _metrics(stage_files, ctx, settings.metric)
     prints = _footprints(stage_files, ctx.samples(1))
     _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency)
@@ -367,7 +370,26 @@ def _measure(
         ctx.output_names,
         ctx.judged_output,
         latency,
+        generation,
     )
+
+
+def _generation(paths, names, samples, settings, ctx: Context) -> Generation:
+    """Every stage's greedy generation (report.generation), prompted with the data's tokens."""
+    wanted = settings.generation
+    ctx.log(
+        f"timing generation ({wanted.prompt_tokens}-token prompt, {wanted.new_tokens} new tokens) "
+        "of " + ", ".join(names[key] for key in paths)
+    )
+
+    def peak(path: Path, prompt, new_tokens: int) -> float | None:
+        return peak_rss_mb(path, prompt, new_tokens, settings.threads)
+
+    ids = samples[0] if samples and samples[0].dtype.kind in "iu" else None
+    generation = measure_generation(paths, settings, ids, peak)
+    for timings in generation.busy():
+        ctx.log(f"generation at batch {timings.batch}: busy machine")
+    return generation
 
 
 def _carried_timings(
