@@ -272,10 +272,10 @@ def baseline_onnx(job: Job) -> Path:
 def _baseline(job: Job) -> StageFile:
     """The model as loaded, as ONNX: an ONNX input as it is, a torch model exported."""
     if job.model.is_onnx:
-        import onnx
+        from compress.onnx_files import save_onnx
 
         path = job.context.workdir / "baseline.onnx"
-        onnx.save(job.model.model, str(path))
+        save_onnx(job.model.model, path)
         return StageFile("baseline", path, model=job.facts)
     exported = _export_stage(job, job.model.callable(), "baseline", job.model.format)
     return StageFile("baseline", exported, model=job.facts)

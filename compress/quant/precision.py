@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
+from compress.onnx_files import replace_onnx, save_onnx
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
 from compress.quant.fallback import accuracy_budget
@@ -150,7 +151,7 @@ class Int4WeightOnly(OnnxPass):
             nodes_to_exclude=excluded_nodes(source, self.params.exclude, self.key),
         )
         quantizer.process()
-        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+        save_onnx(quantizer.model.model, target)  # weights over 2 GB: external data
         details = Int4Details(gemm_rewritten_as_matmul=len(rewritten))
         if self.params.embeddings_int8 is not False:
             self._embeddings(source, target, ctx, details)
@@ -168,7 +169,7 @@ class Int4WeightOnly(OnnxPass):
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
         judged = self.params.embeddings_int8 == "auto" and budget is not None and ctx.eval
         candidate = target.with_suffix(".embeddings.onnx") if judged else target
-        onnx.save(model, str(candidate))
+        save_onnx(model, candidate)
         details.embedding_tables_int8 = tables
         if judged:
             verdict = _judge(source, candidate, budget, ctx)
@@ -184,7 +185,7 @@ class Int4WeightOnly(OnnxPass):
                 )
                 details.embedding_tables_int8, details.embeddings_kept_float = [], tables
                 return
-            candidate.replace(target)
+            replace_onnx(candidate, target)
         ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
 
 

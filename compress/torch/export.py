@@ -38,6 +38,7 @@ def export_to_onnx(
         return
     args = tuple(torch.from_numpy(a) for a in example)
     common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
+    external = needs_external_data(model)
     try:
         # The exporters print progress on stdout (which belongs to --json output) and log
         # warnings about optional packages; our own log says what is happening.
@@ -56,7 +57,7 @@ def export_to_onnx(
                 )
             elif fmt == "exported_program":  # its shapes were fixed when it was saved
                 program = torch.onnx.export(model, (), dynamo=True, **common)
-                program.save(str(target), external_data=False)
+                program.save(str(target), external_data=external)
             else:
                 shapes = dynamic_shapes(model, args, section.dynamic_batch)
                 exported = with_tensor_outputs(model, args)
@@ -69,7 +70,7 @@ def export_to_onnx(
                     dynamic_shapes=shapes,
                     **common,
                 )
-                program.save(str(target), external_data=False)
+                program.save(str(target), external_data=external)
     except Exception as e:
         raise ExportError(
             f"torch -> ONNX export failed: {first_line(e)} (rerun with --debug for the traceback)"
@@ -164,13 +165,27 @@ def check_parity(
     return diff
 
 
+def needs_external_data(model) -> bool:
+    """Whether the model's weights are too large for one ONNX file (compress.onnx_files)."""
+    from compress import onnx_files
+
+    state = getattr(model, "state_dict", {})  # a method of a module, a dict of a program
+    state = state() if callable(state) else state
+    unique = {t.data_ptr(): t for t in state.values() if hasattr(t, "data_ptr")}  # tied: once
+    weights = sum(t.numel() * 4 for t in unique.values())  # as float32 in ONNX
+    return weights > onnx_files.EXTERNAL_BYTES
+
+
 def set_metadata(path: Path, props: dict[str, str]) -> None:
-    """Write provenance into the model's metadata_props (keeps one self-contained file)."""
+    """Write provenance into the model's metadata_props (its weights stay where they were
+    saved: in the file, or in its external data file)."""
     import onnx
+
+    from compress.onnx_files import save_onnx
 
     proto = onnx.load(str(path))
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in props.items():
         entry = existing.get(key) or proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
-    onnx.save(proto, str(path))
+    save_onnx(proto, path)
