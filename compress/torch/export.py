@@ -142,20 +142,34 @@ def named_torch_outputs(model, inputs: list[np.ndarray]) -> dict[str, np.ndarray
     return {name: o.detach().cpu().numpy() for name, o in named_tensors(out)}
 
 
+PARITY_BYTES = 256 * 2**20  # the outputs of one chunk of the parity check
+
+
 def check_parity(
-    onnx_path: Path, reference: list[np.ndarray], inputs: list[np.ndarray], atol: float, where: str
+    onnx_path: Path, model, inputs: list[np.ndarray], atol: float, where: str
 ) -> float:
-    """Max |ONNX Runtime - torch| over all outputs; ExportError above `atol`."""
+    """Max |ONNX Runtime - torch| over all outputs of the torch callable `model` and the ONNX
+    file on `inputs`; ExportError above `atol`. Compared in chunks whose outputs fit in
+    PARITY_BYTES (a decoder's logits of 64 samples are gigabytes), never all at once."""
     from compress.measure.runtime import open_session, run_batched
 
     session = open_session(onnx_path, threads=1)
-    got = run_batched(session, inputs, batch_size=64)
-    if len(got) != len(reference):
-        raise ExportError(f"parity: ONNX gives {len(got)} outputs, torch {len(reference)}")
-    diff = max(
-        float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
-        for g, r in zip(got, reference, strict=True)
-    )
+    one = torch_outputs(model, [a[:1] for a in inputs])
+    rows = max(1, PARITY_BYTES // max(sum(o.nbytes for o in one), 1))
+    diff = 0.0
+    for start in range(0, len(inputs[0]), rows):
+        part = [a[start : start + rows] for a in inputs]
+        reference = one if start == 0 and rows == 1 else torch_outputs(model, part)
+        got = run_batched(session, part, batch_size=rows)
+        if len(got) != len(reference):
+            raise ExportError(f"parity: ONNX gives {len(got)} outputs, torch {len(reference)}")
+        diff = max(
+            diff,
+            *(
+                float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
+                for g, r in zip(got, reference, strict=True)
+            ),
+        )
     if not diff <= atol:  # also catches NaN
         raise ExportError(
             f"parity check failed: max |onnx - torch| = {diff:.3g} on "
