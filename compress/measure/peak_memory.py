@@ -5,6 +5,7 @@ numpy, not torch, so its peak is the model's cost plus a small interpreter's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def peak_rss_mb(path: Path, prompt: np.ndarray, new_tokens: int, threads: int) -
 
 
 def _peak_of_this_process_mb() -> float | None:
+    """Linux: VmHWM, the peak of this program's own memory (ru_maxrss would also count the
+    parent's, which the child shared until it ran this program); elsewhere ru_maxrss."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     try:
         import resource
     except ImportError:  # not POSIX

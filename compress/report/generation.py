@@ -68,8 +68,8 @@ def generation_rows(
 ) -> tuple[list[str], list[list[str]]]:
     """The generation table: a row per stage and batch size."""
     headers = [
-        "stage", "batch", "prefill ms", "decode ms p50", "decode ms p90", "tokens/s",
-        "decode vs baseline", "peak RSS MB",
+        "stage", "batch", "prefill ms", "decode p50 ms", "p90 ms", "tokens/s",
+        "decode speedup", "peak MB",
     ]  # fmt: skip
     rows = []
     for name, figures in zip(names, stages, strict=True):
