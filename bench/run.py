@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
+from bench.decoders import decoder_table  # noqa: E402
+from bench.decoders import main as decoders_main  # noqa: E402
 from bench.folders import folders_table  # noqa: E402
 from bench.folders import main as folders_main  # noqa: E402
 from bench.iterate import iterate_table  # noqa: E402
@@ -146,7 +148,8 @@ def main(argv: list[str]) -> int:
     --jobs 1); `run.py real` only the real pretrained models (bench/real.py); `run.py zoo
     [ARGS]` only the pruned architectures (bench/zoo.py); `run.py timing` only the timing
     goals (bench/timing.py); `run.py iterate` only the stage cache and sweep rows
-    (bench/iterate.py); `run.py folders` only the model folders (bench/folders.py)."""
+    (bench/iterate.py); `run.py folders` only the model folders (bench/folders.py); `run.py
+    decoders` only the decoder language model (bench/decoders.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -161,6 +164,8 @@ def main(argv: list[str]) -> int:
         return iterate_main()
     if argv[1:] == ["folders"]:
         return folders_main()
+    if argv[1:] == ["decoders"]:
+        return decoders_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
@@ -181,6 +186,8 @@ def main(argv: list[str]) -> int:
     timing += iterate_checks
     folders, folder_checks = folders_table() if rows else ({}, [])
     timing += folder_checks
+    decoders, decoder_checks = decoder_table() if rows else ({}, [])
+    timing += decoder_checks
     print_table(peer_rows, checks)
     for text, met in timing:
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -199,6 +206,7 @@ def main(argv: list[str]) -> int:
         "pruned_transformers": transformer_rows,
         "iterate": iterate,
         "model_folders": folders,
+        "decoders": decoders,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
