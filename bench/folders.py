@@ -67,6 +67,7 @@ def parity(model: Path, sentences: list[str], folder: Path) -> dict:
     from compress.config import ExportSection, ModelSection
     from compress.models import load_model
     from compress.torch.export import export_to_onnx
+    from compress.torch.runnable import runnable
 
     tokens = AutoTokenizer.from_pretrained(str(model), local_files_only=True)(
         sentences, max_length=256, truncation=True, padding="longest", return_tensors="np"
@@ -77,7 +78,7 @@ def parity(model: Path, sentences: list[str], folder: Path) -> dict:
     example = [tokens[name][:4].astype(np.int64) for name in names]
     target = folder / "fp32.onnx"
     export_to_onnx(
-        loaded.callable(), loaded.format, example, names, ["sentence_embedding"], target,
+        runnable(loaded), loaded.format, example, names, ["sentence_embedding"], target,
         ExportSection(),
     )  # fmt: skip
     seconds = time.perf_counter() - started

@@ -43,7 +43,7 @@ def analyze(
     No model is kept. quantize.auto: its static per-channel candidate, else its dynamic one.
     """
     with reported_errors(debug, library_stdout_hidden=True), private_tempdir():
-        from compress.quant.analyze import analyze as analyze_model
+        from compress.job.analyze import analyze as analyze_model
 
         def log(message: str) -> None:
             if not quiet:

@@ -37,10 +37,10 @@ def init(
     otherwise.
     """
     with reported_errors(debug):
-        from compress.config.starter import check_starter_runs, starter_config
-        from compress.job.inputs import InputFile
         from compress.job.outdir import check_output_file
         from compress.job.staging import write_atomically
+        from compress.models.run_files import InputFile
+        from compress.starter.config import check_starter_runs, starter_config
 
         if out is not None:
             read = [InputFile("the model", model)]

@@ -1,4 +1,4 @@
-"""The library's progress (`compress.job.progress.Steps`) drawn as a rich bar on a terminal's
+"""The library's progress (`compress.progress.Steps`) drawn as a rich bar on a terminal's
 stderr; elsewhere (a log, a CI job, NO_COLOR) nothing: the library's plain log lines are what
 those should get."""
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from compress_cli.terminal import animations
 
-from compress.job.progress import Steps, silent
+from compress.progress import Steps, silent
 
 
 class _Bar:

@@ -44,9 +44,9 @@ def report(
     with reported_errors(debug):
         from compress_cli.render import stdout_console
 
-        from compress.job.inputs import InputFile
         from compress.job.outdir import check_output_file
         from compress.job.staging import write_atomically
+        from compress.models.run_files import InputFile
         from compress.report.compare import load_report, report_names
 
         if out is not None:

@@ -22,7 +22,6 @@ from compress_cli.options import (
 from compress_cli.process import private_tempdir
 
 from compress.errors import EXIT_GATE_FAILED, one_line
-from compress.report.ci import gate_failure
 
 if TYPE_CHECKING:
     from compress.report.model import Report
@@ -60,7 +59,7 @@ def run(
 
         from compress.cache.store import open_cache
         from compress.job.pipeline import run as run_job
-        from compress.job.progress import silent
+        from compress.progress import silent
         from compress.report import to_json
 
         def log(message: str) -> None:
@@ -92,6 +91,8 @@ def run(
         print_report(report, stdout_console())
     for warning in report.warnings:
         stderr.print(f"warning: {one_line(warning)}", markup=False)
+    from compress.report.ci import gate_failure
+
     failed = [gate_failure(g) for g in report.gates if not g.passed]
     if failed:  # each with its value and limit: the reason, not only the gate's name
         stderr.print(

@@ -27,7 +27,7 @@ def schema(
 
             text = json.dumps(report_schema(), indent=2)
         else:
-            from compress.config.schema import config_schema
+            from compress.passes.schema import config_schema
 
             text = json.dumps(config_schema(), indent=2)
     typer.echo(text)

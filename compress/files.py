@@ -17,9 +17,12 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from compress.errors import InputError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _CHUNK = 1 << 20
 
@@ -112,8 +115,8 @@ class _Bounded(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
-        count = self._handle.readinto(buffer)
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        count: int = self._handle.readinto(buffer)  # type: ignore[attr-defined]  # a raw file
         self._left -= count
         if self._left < 0:
             raise self._over

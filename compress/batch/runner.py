@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -32,14 +32,11 @@ from compress.batch.summary import (
     remove_summary,
     write_summary,
 )
-from compress.config import load_config, parse_config
 from compress.errors import CompressError, InputError, ModelLoadError, OutputDirError
 from compress.job.outdir import OUTPUT_FILES, check_folder_path
 from compress.job.staging import is_regular, make_folders, write_atomically
 from compress.models import model_sha256
-
-if TYPE_CHECKING:
-    from compress.sweep.runner import SweepOptions
+from compress.passes.recipe import load_recipe, parse_recipe
 
 DONE_NAME = "done.json"
 CONFIG_NAME = "config.yaml"
@@ -67,6 +64,18 @@ class BatchOptions:
     debug: bool = False
 
 
+class JobOptions(Protocol):
+    """The options a batch and a sweep share (BatchOptions, compress.sweep's SweepOptions):
+    where their jobs run, how many at a time, for how long, with which stage cache."""
+
+    jobs: int
+    timeout: float | None
+    executor: str
+    ray_address: str | None
+    cache_dir: Path | None
+    no_cache: bool
+
+
 class Progress:
     """What the batch tells its caller as it goes (the CLI draws a progress bar from it)."""
 
@@ -82,7 +91,7 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchS
     the arguments, the shared config or the output folder are bad, or no model is found."""
     started, progress = time.monotonic(), progress or Progress()
     check_options(options)
-    load_config(options.config)  # a bad shared config stops the batch, not each model
+    load_recipe(options.config)  # a bad shared config stops the batch, not each model
     out_dir = options.out_dir.resolve()
     entries = find_models(options.models_dir, options.pattern, (out_dir, options.config))
     if not entries:
@@ -203,7 +212,7 @@ def inputs_sha256(model: Path, config: dict[str, Any], path: Path) -> str:
     code versions), its merged `config` read as if from `path` (its paths are absolute)."""
     from compress.cache.keys import inputs_digest
 
-    loaded = parse_config(yaml.safe_dump(config, sort_keys=False), path)
+    loaded = parse_recipe(yaml.safe_dump(config, sort_keys=False), path)
     return inputs_digest(model, loaded)
 
 
@@ -230,14 +239,14 @@ def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> 
     )
 
 
-def cache_options(options: BatchOptions | SweepOptions) -> list[str]:
+def cache_options(options: JobOptions) -> list[str]:
     """The `compress run` options that give each job the batch's or sweep's stage cache."""
     if options.no_cache:
         return ["--no-cache"]
     return ["--cache-dir", str(Path(options.cache_dir).resolve())] if options.cache_dir else []
 
 
-def make_executor(options: BatchOptions | SweepOptions) -> LocalExecutor | RayExecutor:
+def make_executor(options: JobOptions) -> LocalExecutor | RayExecutor:
     """Where the jobs of a batch or a sweep run: `options.executor`, `jobs` at a time."""
     if options.executor == "ray":
         return RayExecutor(options.jobs, options.ray_address)
@@ -261,7 +270,7 @@ def check_options(options: BatchOptions) -> None:
     check_cache_options(options)
 
 
-def check_cache_options(options: BatchOptions | SweepOptions) -> None:
+def check_cache_options(options: JobOptions) -> None:
     """A --cache-dir that cannot be a cache, refused before any work (each job's run warns
     about a default cache it cannot use itself)."""
     from compress.cache.store import open_cache
@@ -269,7 +278,7 @@ def check_cache_options(options: BatchOptions | SweepOptions) -> None:
     open_cache(options.cache_dir, options.no_cache, warn=lambda message: None)
 
 
-def job_problems(options, timeout_option: str) -> list[tuple[bool, str]]:
+def job_problems(options: JobOptions, timeout_option: str) -> list[tuple[bool, str]]:
     """(failed, message) for the options a batch and a sweep share: jobs, the timeout per job,
     the executor and its Ray address."""
     return [

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from compress.cache.sources import module_fingerprint
 from compress.config import LoadedConfig
 from compress.files import sha256_of
-from compress.job.inputs import InputFile, arch_specs, run_inputs
+from compress.models.run_files import InputFile, arch_specs, run_inputs
 
 if TYPE_CHECKING:
     from compress.passes.base import Pass

@@ -162,7 +162,7 @@ class StageCache:
         """Store `model` and `meta` under `key` (a no-op when another process stored it first);
         then evict down to the size limit. A cache that cannot be written is skipped, and so is
         a model whose weights are in a data file of their own (the cache keeps one file)."""
-        from compress.onnx_files import data_file
+        from compress.models.onnx_files import data_file
 
         if data_file(model).exists():
             return

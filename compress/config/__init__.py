@@ -1,5 +1,10 @@
 """The YAML config: pydantic models (unknown keys rejected) and a loader whose errors name the
-key and the line, e.g. `passes[0].per_channel: Input should be a valid boolean (line 12)`."""
+key and the line, e.g. `passes[0].per_channel: Input should be a valid boolean (line 12)`.
+
+The config knows no pass: each entry of `passes` is validated by the `Params` of the pass its
+`type` names, looked up in a catalogue the caller hands in (compress.passes.recipe gives the
+registry's), so the schema sits below the passes that extend it. `PassParams` is the base of
+every pass's Params."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pydantic import (
 
 from compress.config.limits import MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_THREADS
 from compress.config.overrides import (
+    Loc,
     Override,
     apply_overrides,
     dotted_key,
@@ -28,13 +34,21 @@ from compress.config.overrides import (
 )
 from compress.config.yaml_input import load_yaml, read_config_text
 from compress.errors import ConfigError
-from compress.passes.base import PassParams
 
 
 class Strict(BaseModel):
     # NaN and infinity are never meant in a config (`.nan` or `1e+400` in YAML), and comparisons
     # with them pass every bound silently.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class PassParams(Strict):
+    """Parameters of a pass; unknown keys are rejected (the base of every pass's Params)."""
+
+
+# What a config's `passes` are checked against: a pass type's (canonical name, Params class);
+# KeyError, with a suggestion, for a type there is no pass of.
+PassCatalogue = Callable[[str], tuple[str, type[PassParams]]]
 
 
 class InputSpec(Strict):
@@ -211,7 +225,7 @@ class DataSource(Strict):
         kind = self.kind
         if kind != "text" and self.inputs is None:
             raise ValueError("inputs: name the model's inputs the data feeds, in order")
-        if kind not in ("npz", "text") and len(self.inputs) != 1:
+        if kind not in ("npz", "text") and len(self.inputs or ()) != 1:
             raise ValueError(f"{kind} data feeds one model input: give inputs one name")
         self._fits_text(kind)
         if kind == "images" and self.image is None:
@@ -400,7 +414,7 @@ class LoadedConfig:
         return (self.base_dir / relative).resolve()
 
 
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+def _line_of(node: yaml.Node | None, loc: Loc) -> int | None:
     """The 1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
@@ -417,10 +431,10 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def _locator(root: yaml.Node | None, overrides: list[Override]) -> Callable[[tuple], str]:
+def _locator(root: yaml.Node | None, overrides: list[Override]) -> Callable[[Loc], str]:
     """Where the value at a key came from, for messages: ` (from --set K=V)` or ` (line N)`."""
 
-    def locate(loc: tuple) -> str:
+    def locate(loc: Loc) -> str:
         override = source_of(loc, overrides)
         if override is not None:
             return f" (from {override.named})"
@@ -430,7 +444,9 @@ def _locator(root: yaml.Node | None, overrides: list[Override]) -> Callable[[tup
     return locate
 
 
-def _format_errors(err: ValidationError, locate: Callable[[tuple], str], prefix=()) -> list[str]:
+def _format_errors(
+    err: ValidationError, locate: Callable[[Loc], str], prefix: Loc = ()
+) -> list[str]:
     lines = []
     for e in err.errors():
         loc = prefix + tuple(p for p in e["loc"] if not str(p).startswith("function-"))
@@ -444,9 +460,9 @@ def _format_errors(err: ValidationError, locate: Callable[[tuple], str], prefix=
     return lines
 
 
-def _validate_passes(raw: list[dict[str, Any]], locate: Callable[[tuple], str]) -> list[PassSpec]:
-    from compress.passes.registry import get_pass
-
+def _validate_passes(
+    raw: list[dict[str, Any]], locate: Callable[[Loc], str], catalogue: PassCatalogue
+) -> list[PassSpec]:
     specs, problems = [], []
     for i, entry in enumerate(raw):
         where = ("passes", i)
@@ -455,8 +471,8 @@ def _validate_passes(raw: list[dict[str, Any]], locate: Callable[[tuple], str]) 
             continue
         params = {k: v for k, v in entry.items() if k != "type"}
         try:
-            cls = get_pass(str(entry["type"]))
-            specs.append(PassSpec(type=cls.name, params=cls.Params.model_validate(params)))
+            name, params_type = catalogue(str(entry["type"]))
+            specs.append(PassSpec(type=name, params=params_type.model_validate(params)))
         except KeyError as e:
             problems.append(f"passes[{i}].type: {e.args[0]}{locate((*where, 'type'))}")
         except ValidationError as e:
@@ -466,14 +482,18 @@ def _validate_passes(raw: list[dict[str, Any]], locate: Callable[[tuple], str]) 
     return specs
 
 
-def load_config(path: Path | str, overrides: Sequence[str | Override] = ()) -> LoadedConfig:
+def load_config(
+    path: Path | str, catalogue: PassCatalogue, overrides: Sequence[str | Override] = ()
+) -> LoadedConfig:
     """Read and validate a YAML config as a whole, with `--set KEY=VALUE` `overrides` applied
-    first; ConfigError names every problem found."""
+    first and its passes checked against `catalogue`; ConfigError names every problem found."""
     path = Path(path)
-    return parse_config(read_config_text(path), path, overrides)
+    return parse_config(read_config_text(path), path, catalogue, overrides)
 
 
-def parse_config(text: str, path: Path, overrides: Sequence[str | Override] = ()) -> LoadedConfig:
+def parse_config(
+    text: str, path: Path, catalogue: PassCatalogue, overrides: Sequence[str | Override] = ()
+) -> LoadedConfig:
     """Validate config `text` as if read from `path` (its folder anchors relative paths)."""
     parsed = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
     root, raw = load_yaml(text, str(path))
@@ -482,18 +502,18 @@ def parse_config(text: str, path: Path, overrides: Sequence[str | Override] = ()
     apply_overrides(raw, parsed)
     locate = _locator(root, parsed)
     problems: list[str] = []
+    config: Config | None = None
     try:
         config = Config.model_validate(raw)
     except ValidationError as e:
-        config = None
         problems += _format_errors(e, locate)
     raw_passes = raw.get("passes")
     passes: list[PassSpec] = []
     if isinstance(raw_passes, list) and all(isinstance(p, dict) for p in raw_passes):
         try:
-            passes = _validate_passes(raw_passes, locate)
+            passes = _validate_passes(raw_passes, locate, catalogue)
         except ConfigError as e:
             problems.append(str(e))
-    if problems:
+    if problems or config is None:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return LoadedConfig(config, passes, path.resolve(), text, tuple(o.text for o in parsed))

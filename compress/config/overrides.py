@@ -18,11 +18,15 @@ _PART = re.compile(r"([A-Za-z_][\w-]*)|\[(\d+)\]")
 EXAMPLE = "--set passes[0].amount=0.3"
 
 
+# Where a value sits in the config: ("passes", 0, "amount") is passes[0].amount.
+Loc = tuple[str | int, ...]
+
+
 @dataclass(frozen=True)
 class Override:
     """One parsed `--set`: where it points, the value, and the text the user typed."""
 
-    loc: tuple[str | int, ...]
+    loc: Loc
     value: Any
     text: str
     option: str = "--set"  # what the user typed it with: --set, or a sweep's --vary
@@ -91,7 +95,7 @@ def _check_container(node: Any, part: str | int, override: Override, depth: int)
         raise ConfigError(f"{override.named}: {where} is not a mapping")
 
 
-def dotted_key(loc: tuple) -> str:
+def dotted_key(loc: Loc) -> str:
     """("passes", 0, "amount") -> "passes[0].amount": a key as people write it."""
     out = ""
     for part in loc:
@@ -99,7 +103,7 @@ def dotted_key(loc: tuple) -> str:
     return out
 
 
-def source_of(loc: tuple, overrides: list[Override]) -> Override | None:
+def source_of(loc: Loc, overrides: list[Override]) -> Override | None:
     """The last override that set `loc` or one of its parents (it decides the value there)."""
     found = None
     for override in overrides:

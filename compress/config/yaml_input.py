@@ -142,7 +142,7 @@ def _limit(source: str, event: yaml.Event, problem: str) -> ConfigError:
     return ConfigError(f"{source}: {problem}{where}; a config does not need that, simplify it")
 
 
-def _check_integers(node: Any, source: str, loc: tuple) -> None:
+def _check_integers(node: Any, source: str, loc: tuple[str | int, ...]) -> None:
     """Every integer within +-MAX_CONFIG_INT (a 64-bit integer): nothing larger is meaningful
     in a config, and libraries fail on them in ways that do not name the key."""
     from compress.config.overrides import dotted_key

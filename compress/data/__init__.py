@@ -16,8 +16,7 @@ from compress.files import path_problem
 
 if TYPE_CHECKING:
     from compress.config import Augment, DataSource
-    from compress.data.text import TextExamples
-    from compress.models.hf_provenance import TextTokenizer
+    from compress.data.text import TextExamples, TextTokenizer
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compress.data.archives import DATA_ARCHIVE, UnsafeArchive, checked_members
 from compress.errors import DataError
-from compress.models.archives import DATA_ARCHIVE, UnsafeArchive, checked_members
 
 if TYPE_CHECKING:
     from compress.config import DataSource

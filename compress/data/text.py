@@ -15,27 +15,84 @@ import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from compress.config.limits import MAX_TEXT_DATA_BYTES
 from compress.errors import DataError
 from compress.files import read_bounded
-from compress.models.hf_provenance import TextTokenizer
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import DataSource
     from compress.data import Dataset
-    from compress.models.hf_tokenizer import LoadedTokenizer
 
 DEFAULT_MAX_LENGTH = 512  # when neither the data, the folder nor the tokenizer says
+
+
+class Tokenizer(Protocol):
+    """What tokenizing text data needs of a tokenizer (compress.models.hf_tokenizer's
+    LoadedTokenizer): its class, its arrays' names, the lengths it knows, and encode."""
+
+    @property
+    def class_name(self) -> str: ...
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    @property
+    def max_length(self) -> int | None: ...
+
+    @property
+    def default_length(self) -> int | None: ...
+
+    def encode(
+        self, texts: list[str], pairs: list[str] | None, max_length: int, padding: str,
+        truncation: bool,
+    ) -> dict[str, np.ndarray]: ...  # fmt: skip
+
+    def encode_running(self, text: str) -> np.ndarray: ...
+
+    @property
+    def pad_id(self) -> int: ...
 
 
 @dataclass(frozen=True)
 class TextExamples:
     texts: list[str]
     pairs: list[str] | None  # the second text of each example (text_pair)
+
+
+class TextTokenizer(Record):
+    """The tokenizer text data was tokenized with, and how."""
+
+    source: str = Field(description="the model folder, or model.tokenizer")
+    tokenizer_class: str
+    max_length: int
+    padding: str
+    truncation: bool
+    inputs: list[str] = Field(description="the arrays it made, in the model's input order")
+    stride: int | None = Field(
+        default=None, description="a decoder's running text: tokens between window starts"
+    )
+    scored_tokens: int | None = Field(
+        default=None, description="a decoder's running text: the tokens its metrics score"
+    )
+
+    def describe(self) -> str:
+        if self.stride is not None:
+            return (
+                f"{self.tokenizer_class} from {self.source}: running text in windows of "
+                f"{self.max_length} tokens, stride {self.stride}, {self.scored_tokens:,} tokens "
+                "scored"
+            )
+        cut = ", truncation" if self.truncation else ""
+        return (
+            f"{self.tokenizer_class} from {self.source}: max_length {self.max_length}, padding "
+            f"{self.padding}{cut} -> {', '.join(self.inputs)}"
+        )
 
 
 def read(source: DataSource, where: str, path: Path):
@@ -134,9 +191,8 @@ def _field(rows, name: str, where: str, path: Path, *kinds: type) -> list:
 
 
 def tokenized(
-    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str,
-    decoder: bool = False,
-) -> Dataset:  # fmt: skip
+    dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named: str, decoder: bool = False
+) -> Dataset:
     """`dataset` with its text tokenized into the model's token arrays (`named`: where the
     tokenizer came from, for the report); for a `decoder`, one running text in windows
     (compress.data.text_windows)."""
@@ -177,7 +233,7 @@ def tokenized(
 
 
 def _windowed(
-    dataset: Dataset, source: DataSource, tokenizer: LoadedTokenizer, named: str, length: int
+    dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named: str, length: int
 ) -> Dataset:
     """A decoder's text: the examples as one running text, cut into strided windows whose
     labels say which tokens are scored."""

@@ -1,20 +1,20 @@
-"""What a run shares between its steps: the config, the datasets, the model's inputs, a workdir."""
+"""What a run shares between its steps: the config, the datasets, the model's inputs, a workdir
+(passes see it through compress.passes.context.PassContext)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from compress.config import LoadedConfig
+from compress.config import GatesSection, LoadedConfig, ReportSection
 from compress.config.limits import MAX_BATCH_BYTES
 from compress.data import Dataset, check_same_classes, load_dataset
 from compress.errors import ConfigError, DataError
-from compress.job.progress import ProgressDisplay, silent
-from compress.quant.sensitivity.cache import AnalysisCache
+from compress.progress import ProgressDisplay, silent
 
 if TYPE_CHECKING:
     from compress.cache.store import StageCache
@@ -32,6 +32,8 @@ DTYPES = {
 SAMPLE_ROLES = ("eval", "calibration", "train")
 DATA_ROLES = ("calibration", "eval", "train", "validation")
 
+Shared = TypeVar("Shared")
+
 
 @dataclass
 class Context:
@@ -44,11 +46,52 @@ class Context:
     loaded_model: LoadedModel | None = None  # the model as loaded, before any pass
     trust_pickle: bool = False  # other model files a pass loads (a teacher) may be pickles
     trust_remote_code: bool = False  # ... or model folders that bring code (auto_map)
-    analysis: AnalysisCache = field(default_factory=AnalysisCache)  # shared by int8 passes
     output_names: list[str] = field(default_factory=list)  # the model's, in order
     judged_output: int = 0  # the index of the output the metric judges (report.output)
     output_sizes: list[int] = field(default_factory=list)  # each output's values per sample
     cache: StageCache | None = None  # the stage cache, where passes keep what they derive
+    _shared: dict[type, Any] = field(default_factory=dict)  # shared(): one object per kind
+
+    # The typed view passes read is compress.passes.context.PassContext; this is its one
+    # implementation, and what the job steps share besides.
+    def shared(self, kind: type[Shared]) -> Shared:
+        """The run's one `kind()` (made on first use): what the passes of a run share (the
+        int8 passes' AnalysisCache)."""
+        if kind not in self._shared:
+            self._shared[kind] = kind()
+        return self._shared[kind]
+
+    # What a pass reads of the config besides its params (it declares them in Pass.reads):
+    @property
+    def metric(self) -> str:
+        """report.metric: what the judged output is scored by."""
+        return self.config.config.report.metric
+
+    @property
+    def budget(self) -> float | None:
+        """gates.max_accuracy_drop: the accuracy budget a pass may hold itself to."""
+        return self.config.config.gates.max_accuracy_drop
+
+    @property
+    def gates(self) -> GatesSection:
+        return self.config.config.gates
+
+    @property
+    def timing(self) -> ReportSection:
+        """The report's settings, which passes time models by (batch sizes, threads, runs)."""
+        return self.config.config.report
+
+    @property
+    def base_dir(self) -> Path:
+        """The config's folder, which the paths a pass is given (a teacher) are relative to."""
+        return self.config.base_dir
+
+    def derived(self, recipe: str, source: Path, target: Path, make: Callable[[], Path]) -> Path:
+        """What `make()` writes to `target` from `source` by `recipe`; from the stage cache
+        where an earlier run made it from the same bytes (compress.cache.derived)."""
+        from compress.cache.derived import derived_file
+
+        return derived_file(self.cache, recipe, source, target, make)
 
     @property
     def calibration(self) -> Dataset | None:

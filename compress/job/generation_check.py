@@ -15,7 +15,8 @@ def check_generation(config: LoadedConfig, model: LoadedModel) -> None:
         return
     name = model.path.name
     if model.is_onnx:
-        from compress.measure.decoder_feeds import graph_declared, is_decoder_graph
+        from compress.measure.decoder_feeds import graph_declared
+        from compress.models.decoder_graph import is_decoder_graph
 
         cached = is_decoder_graph([n for n, _, _ in graph_declared(model.model)])
         positions = None

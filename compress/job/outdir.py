@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from compress.errors import OutputDirError
-from compress.job.inputs import InputFile, refuse_overwriting
+from compress.job.inputs import refuse_overwriting
 from compress.job.interrupts import uninterrupted
 from compress.job.staging import (
     STAGING_PREFIX,
@@ -26,9 +26,10 @@ from compress.job.staging import (
     remove_leftovers,
     write_error,
 )
+from compress.models.run_files import InputFile
 
 OUTPUT_FILES = ("model.onnx", "report.json", "report.md", "report.html")
-# model.onnx's weights, beside it, when they are too large for one file (compress.onnx_files)
+# model.onnx's weights, beside it, when they are too large for one file (compress.models.onnx_files)
 MODEL_DATA = "model.onnx.data"
 ASIDE_PREFIX = f"{STAGING_PREFIX}previous-"
 
@@ -174,7 +175,7 @@ class OutputFolder:
     def _stage_model(area: StagingArea, model_file: Path) -> None:
         """model.onnx, and its weights as MODEL_DATA where they are in a file of their own (the
         model file rewritten to name it; both renamed into place with the rest)."""
-        from compress.onnx_files import external_locations, relocated
+        from compress.models.onnx_files import external_locations, relocated
 
         locations = external_locations(model_file)
         if not locations:

@@ -16,10 +16,8 @@ from compress import __version__
 from compress.cache.store import StageCache
 from compress.errors import CompressError, InputError, PassError, first_line
 from compress.job.context import Context
-from compress.job.inputs import run_inputs
 from compress.job.outdir import OutputFolder
 from compress.job.preflight import Checked, Job, check_config, job_from_facts, prepare_model
-from compress.job.progress import ProgressDisplay, silent
 from compress.job.speed_guard import revert_if_slower
 from compress.job.stage_reuse import (
     CachedFigures,
@@ -38,7 +36,9 @@ from compress.measure.perplexity import TOKEN_METRICS, scored_tokens
 from compress.measure.size import Footprint, footprint
 from compress.models import model_sha256
 from compress.models.hf_folder import is_model_folder
+from compress.models.run_files import run_inputs
 from compress.passes.base import Pass, PassDetails, PassInput, PassResult
+from compress.progress import ProgressDisplay, silent
 from compress.report import build_report, stage_key, to_json, to_markdown
 from compress.report.ci import junit_xml
 from compress.report.html import to_html
@@ -49,6 +49,7 @@ from compress.torch.export import (
     named_torch_outputs,
     set_metadata,
 )
+from compress.torch.runnable import runnable
 
 PARITY_SAMPLES = 64
 EXAMPLE_BATCH = 4  # >= 2: an example batch of 1 makes torch.export fix the batch dimension
@@ -272,12 +273,12 @@ def baseline_onnx(job: Job) -> Path:
 def _baseline(job: Job) -> StageFile:
     """The model as loaded, as ONNX: an ONNX input as it is, a torch model exported."""
     if job.model.is_onnx:
-        from compress.onnx_files import save_onnx
+        from compress.models.onnx_files import save_onnx
 
         path = job.context.workdir / "baseline.onnx"
         save_onnx(job.model.model, path)
         return StageFile("baseline", path, model=job.facts)
-    exported = _export_stage(job, job.model.callable(), "baseline", job.model.format)
+    exported = _export_stage(job, runnable(job.model), "baseline", job.model.format)
     return StageFile("baseline", exported, model=job.facts)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.config import LoadedConfig, load_config
+from compress.config import LoadedConfig
 from compress.config.overrides import Override
 from compress.data import Dataset
 from compress.data.checks import check_labels_fit
@@ -25,18 +25,21 @@ from compress.job.context import (
     load_datasets,
 )
 from compress.job.generation_check import check_generation
-from compress.job.inputs import arch_specs
-from compress.job.progress import ProgressDisplay, silent
 from compress.job.text_data import with_tokens
 from compress.models import Format, LoadedModel, load_model
 from compress.models.arch import check_arch
 from compress.models.hf_provenance import ModelFolder
+from compress.models.model_inputs import fixed_batch_sizes, graph_inputs
+from compress.models.run_files import arch_specs
 from compress.passes.base import Pass, TorchPass
+from compress.passes.recipe import load_recipe
 from compress.passes.registry import get_pass
+from compress.progress import ProgressDisplay, silent
 from compress.records import Record
 from compress.torch.editable import editable_module
-from compress.torch.export import fixed_batch_sizes, graph_inputs, named_torch_outputs
+from compress.torch.export import named_torch_outputs
 from compress.torch.outputs import judged_output
+from compress.torch.runnable import runnable
 
 
 class ModelFacts(Record):
@@ -144,8 +147,8 @@ def prepare_model(
         if model.is_onnx:
             check_onnx_data_fits(model.path, context)
         else:
-            runnable = model.callable()
-            check_data_fits(lambda s: named_torch_outputs(runnable, s), context, "")
+            model_runs = runnable(model)
+            check_data_fits(lambda s: named_torch_outputs(model_runs, s), context, "")
         module, prepared = editable_for_torch_passes(model, passes, context)
     except BaseException:  # Ctrl-C and SIGTERM too: the work folder is ours to remove
         shutil.rmtree(workdir, ignore_errors=True)
@@ -230,7 +233,7 @@ def editable_for_torch_passes(model: LoadedModel, passes: list[Pass], ctx: Conte
     if first.changes_input_model:
         start = editable_module(model, f"{first.key} ({first.name})")
     else:
-        start = model.callable()
+        start = runnable(model)
     module, prepared = start, {}
     for p in torch_passes:
         prepared[p.key] = p.check_model(module, ctx)
@@ -244,7 +247,7 @@ def check_config(
     """Every check that needs only the config and its data files: what `compress validate` does
     and what `compress run` does first (`archs`: that the architectures it names are there).
     Returns the config, its passes and its datasets."""
-    return check_loaded_config(load_config(config_path, overrides), archs)
+    return check_loaded_config(load_recipe(config_path, overrides), archs)
 
 
 def check_loaded_config(

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from compress.config import LoadedConfig, ModelSection, load_config, parse_config
+from compress.config import LoadedConfig, ModelSection
 from compress.errors import ConfigError, ModelLoadError
 from compress.files import path_problem
 from compress.job.context import Context, input_names_for, load_datasets
@@ -22,10 +22,10 @@ from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
 from compress.models import detect_format, load_model
 from compress.models.hf_folder import is_model_folder
-from compress.models.model_inputs import onnx_input_specs
+from compress.models.model_inputs import fixed_batch_sizes, onnx_input_specs
+from compress.passes.recipe import load_recipe, parse_recipe
 from compress.report import busy_latency, paired_figures
 from compress.report.model import BenchComparison, BenchResult
-from compress.torch.export import fixed_batch_sizes
 
 DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
 
@@ -89,7 +89,7 @@ def bench_onnx(
 def _config(path: Path | None, overrides: Sequence[str], proto, model: str) -> LoadedConfig:
     """The run's config, or the defaults; without data, the inputs come from the graph."""
     config = (
-        load_config(path, overrides) if path else parse_config("version: 1\n", DEFAULTS, overrides)
+        load_recipe(path, overrides) if path else parse_recipe("version: 1\n", DEFAULTS, overrides)
     )
     cfg = config.config
     has_data = any(getattr(cfg.data, role) for role in ("eval", "calibration", "train"))

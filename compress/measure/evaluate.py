@@ -32,21 +32,6 @@ def onnx_output(
     return run_batched(session, inputs, EVAL_BATCH)[index]
 
 
-def torch_output(model, inputs: list[np.ndarray], index: int, metric: str | None = None):
-    """A torch callable's output `index` (of every tensor it returns, in order) on all
-    `inputs`, in batches, without gradients (token summaries for a token `metric`)."""
-    from compress.torch.export import torch_outputs
-
-    if metric in TOKEN_METRICS:
-        return summarized(lambda part: torch_outputs(model, part)[index], inputs)
-    return np.concatenate(
-        [
-            torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[index]
-            for start in range(0, len(inputs[0]), EVAL_BATCH)
-        ]
-    )
-
-
 class Judge:
     """Scores models with `metric` on their output `output` (the context's judged_output) on
     `dataset`; agreement and cosine compare to the outputs of `reference` (an ONNX file, or the
@@ -76,9 +61,6 @@ class Judge:
 
     def score(self, path: Path) -> float:
         return self.score_outputs(onnx_output(path, self._inputs, self.output, self.metric))
-
-    def score_torch(self, model) -> float:
-        return self.score_outputs(torch_output(model, self._inputs, self.output, self.metric))
 
     def drop(self, value: float) -> float:
         """How much worse `value` is than the reference model's (perplexity: relatively)."""

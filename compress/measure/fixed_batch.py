@@ -27,35 +27,3 @@ def chunks(
         part = [a[start : start + size] for a in arrays]
         real = len(part[0])
         yield (padded(part, size) if fixed else part), real
-
-
-class FixedBatchModule:
-    """A torch callable (a fixed-batch program's `.module()`) that takes any batch: the inputs
-    are split into chunks of `batch`, and every tensor of the outputs put together again without
-    the padding rows, as a dict by the names compress.torch.outputs gives them (the names, and
-    so the order, the program's own outputs have)."""
-
-    def __init__(self, module, batch: int):
-        self.module, self.batch = module, batch
-
-    def __call__(self, *inputs) -> dict:
-        import torch
-
-        from compress.torch.outputs import named_tensors
-
-        arrays = [t.detach().cpu().numpy() for t in inputs]
-        parts = [
-            {
-                name: tensor[:real] if tensor.dim() else tensor
-                for name, tensor in named_tensors(self.module(*map(torch.from_numpy, part)))
-            }
-            for part, real in chunks(arrays, self.batch, self.batch)
-        ]
-        return {
-            name: torch.cat([p[name] for p in parts]) if tensor.dim() else tensor
-            for name, tensor in parts[0].items()
-        }
-
-    def eval(self):
-        self.module.eval()
-        return self

@@ -25,16 +25,11 @@ import numpy as np
 from pydantic import Field
 
 from compress.config import GenerationSection, ReportSection
-from compress.measure.decoder_feeds import (
-    PAST_PREFIX,
-    Declared,
-    completed_feeds,
-    is_decoder_graph,
-    session_inputs,
-)
+from compress.measure.decoder_feeds import Declared, completed_feeds, session_inputs
 from compress.measure.interference import CpuWatch, MachineLoad
 from compress.measure.latency import Speedup, median_is_stable, paired_speedup, pinned
 from compress.measure.runtime import open_session
+from compress.models.decoder_graph import PAST_PREFIX, is_decoder_graph
 from compress.records import Amount, Count, Record
 
 PRESENT_PREFIX = "present."

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compress.config import ModelSection
+from compress.data.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.errors import ModelLoadError, first_line
 from compress.files import file_sha256, path_problem
-from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.models.hf_folder import is_model_folder, read_layout
 from compress.models.hf_provenance import ModelFolder
 from compress.models.safetensors_file import load_state_dict, looks_like_safetensors
@@ -50,20 +50,9 @@ class LoadedModel:
         """The batch a torch.export program was saved with when it is fixed (no dynamic_shapes)."""
         if self.format != "exported_program":
             return None
-        from compress.torch.export import program_fixed_batch
+        from compress.models.model_inputs import program_fixed_batch
 
         return program_fixed_batch(self.model)
-
-    def callable(self):
-        """A torch callable for inference (an ExportedProgram runs through `.module()`, in chunks
-        of its batch when that is fixed)."""
-        if self.format != "exported_program":
-            return self.model
-        if fixed := self.fixed_batch:
-            from compress.measure.fixed_batch import FixedBatchModule
-
-            return FixedBatchModule(self.model.module(), fixed)
-        return self.model.module()
 
 
 def model_sha256(path: Path) -> str:

@@ -37,33 +37,3 @@ class ModelFolder(Record):
             f"{what}, task {self.task}{pooling} from {self.task_from}; {len(self.files)} files "
             f"read (sha256 in report.json); transformers {self.transformers_version}"
         )
-
-
-class TextTokenizer(Record):
-    """The tokenizer text data was tokenized with, and how."""
-
-    source: str = Field(description="the model folder, or model.tokenizer")
-    tokenizer_class: str
-    max_length: int
-    padding: str
-    truncation: bool
-    inputs: list[str] = Field(description="the arrays it made, in the model's input order")
-    stride: int | None = Field(
-        default=None, description="a decoder's running text: tokens between window starts"
-    )
-    scored_tokens: int | None = Field(
-        default=None, description="a decoder's running text: the tokens its metrics score"
-    )
-
-    def describe(self) -> str:
-        if self.stride is not None:
-            return (
-                f"{self.tokenizer_class} from {self.source}: running text in windows of "
-                f"{self.max_length} tokens, stride {self.stride}, {self.scored_tokens:,} tokens "
-                "scored"
-            )
-        cut = ", truncation" if self.truncation else ""
-        return (
-            f"{self.tokenizer_class} from {self.source}: max_length {self.max_length}, padding "
-            f"{self.padding}{cut} -> {', '.join(self.inputs)}"
-        )

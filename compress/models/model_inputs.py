@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import get_args
 
 from compress.config import InputSpec
-from compress.torch.export import graph_inputs
 
 DTYPES = set(get_args(InputSpec.model_fields["dtype"].annotation))
 BATCH = "batch"
@@ -20,7 +19,7 @@ def onnx_input_specs(proto) -> list[InputSpec] | None:
     decoder_feeds fills its position ids and an empty cache)."""
     from onnx import helper
 
-    from compress.measure.decoder_feeds import TOKEN_INPUTS, is_decoder_graph
+    from compress.models.decoder_graph import TOKEN_INPUTS, is_decoder_graph
 
     values = graph_inputs(proto)
     decoder = is_decoder_graph([value.name for value in values])
@@ -65,3 +64,29 @@ def _spec(name: str, dims: list, dtype: str) -> InputSpec:
     if not isinstance(dims[0], int):
         dims[0] = BATCH
     return InputSpec(name=name, shape=dims, dtype=dtype)
+
+
+def graph_inputs(proto) -> list:
+    """The inputs a caller feeds (older exporters also list initializers as inputs)."""
+    initializers = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def fixed_batch_sizes(proto) -> set[int]:
+    """The batch sizes the graph's inputs insist on; empty when the batch axis is dynamic."""
+    return {
+        dims[0].dim_value
+        for i in graph_inputs(proto)
+        if (dims := i.type.tensor_type.shape.dim) and dims[0].HasField("dim_value")
+    }
+
+
+def program_fixed_batch(program) -> int | None:
+    """The batch size a torch.export program was specialised to, or None if it is dynamic."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        is_user_tensor = node.name in user_inputs and value is not None and value.dim() > 0
+        if is_user_tensor and isinstance(value.shape[0], int):
+            return value.shape[0]
+    return None

@@ -25,8 +25,8 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
+from compress.data.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.errors import ModelLoadError, first_line
-from compress.models.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.models.program_code import program_code_problem
 
 WEIGHTS_CONFIG = "data/weights/model_weights_config.json"

@@ -21,21 +21,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from compress.config import PassParams  # the base of every Params: the config checks them
 from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.job.context import Context
-
-
-class PassParams(BaseModel):
-    """Parameters of a pass; unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # as the config's sections
+    from compress.passes.context import PassContext
 
 
 class SpeedGuardParams(PassParams):
@@ -67,6 +62,33 @@ class PassDetails(Record):
         """What the report shows people of these details, a line each."""
         return [*self.notes, *([self.reason] if self.reason else [])]
 
+    def table(self, metric: str) -> DetailsTable | None:
+        """A table the report shows for the stage (quantize.auto's candidates), if any; `metric`
+        names the report's metric."""
+        return None
+
+    def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
+        """How the stage ended over its accuracy budget, if it did (the report warns)."""
+        return None
+
+
+@dataclass(frozen=True)
+class DetailsTable:
+    """Rows a report draws for a stage, as formatted cells."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class BudgetMiss:
+    """A stage over its accuracy budget: `text` says how; `carries_drop` when the model written
+    carries the drop (the gate then decides the exit code), not when the pass kept its input."""
+
+    text: str
+    carries_drop: bool
+
 
 class OtherDetails(PassDetails):
     """The details of a pass that declares no type for them (a plugin), or of a pass this
@@ -95,9 +117,13 @@ class PassResult:
     details: PassDetails | None = None
 
 
-class Pass:
+ParamsT = TypeVar("ParamsT", bound=PassParams)
+
+
+class Pass(Generic[ParamsT]):
     """A step of the pipeline (see the module's docstring for its lifecycle). Subclasses set
-    `stage`, `Params` and `Details` and implement `apply`."""
+    `stage`, `Params` and `Details` and implement `apply`; a pass is typed by its Params
+    (`class Prune(TorchPass[PruneParams])`), so `self.params` is."""
 
     name: ClassVar[str]
     stage: ClassVar[Literal["torch", "onnx"]]
@@ -109,8 +135,8 @@ class Pass:
     # pass that does not say (a plugin) is taken to read the report settings and the gates.
     reads: ClassVar[tuple[str, ...]] = ("report", "gates")
 
-    def __init__(self, params: PassParams, key: str = "passes[0]"):
-        self.params = params
+    def __init__(self, params: ParamsT, key: str = "passes[0]"):
+        self.params: ParamsT = params
         self.key = key  # where the pass sits in the config, for messages: "passes[1]"
 
     @property
@@ -126,13 +152,13 @@ class Pass:
     def check(self, config: LoadedConfig) -> None:
         """Raise ConfigError if the config lacks something this pass needs (before any work)."""
 
-    def check_model(self, model, ctx: Context) -> Any:
+    def check_model(self, model: Any, ctx: PassContext) -> Any:
         """Raise ConfigError if the params do not fit the model this pass will see (a module
         name it lacks) or the data; runs before any pass works. Returns what `apply` needs from
         this check (given to it as `PassInput.prepared`), or None."""
         return None
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         raise NotImplementedError
 
     def require_data(
@@ -157,7 +183,7 @@ class Pass:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
 
-class TorchPass(Pass):
+class TorchPass(Pass[ParamsT]):
     """Works on the torch module, before export: `apply` may change `given.module` in place or
     make a new one, and returns it in its PassResult."""
 
@@ -168,14 +194,14 @@ class TorchPass(Pass):
         """Whether `apply` changes the module it is given (so it must be an editable one)."""
         return True
 
-    def model_after(self, module, prepared: Any = None):
+    def model_after(self, module: Any, prepared: Any = None) -> Any:
         """The module the next pass will see, as far as it is known before any work (`prepared`:
         what check_model returned): a pass that replaces the model (distill into a declared
         student) returns the new one."""
         return module
 
 
-class OnnxPass(Pass):
+class OnnxPass(Pass[ParamsT]):
     """Works on an ONNX file after export: reads `given.source`, writes `given.target`."""
 
     stage = "onnx"

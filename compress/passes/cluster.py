@@ -17,7 +17,7 @@ from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInpu
 from compress.passes.registry import register
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "ConvTranspose": 1}
 
@@ -49,7 +49,7 @@ def kmeans_1d(values: np.ndarray, clusters: int, iterations: int) -> np.ndarray:
 
 
 @register("weights.cluster")
-class WeightClustering(OnnxPass):
+class WeightClustering(OnnxPass[ClusterParams]):
     """Share weights: k-means per layer to N values, so the model compresses far better.
 
     Sample YAML:
@@ -61,7 +61,7 @@ class WeightClustering(OnnxPass):
     Details = PassDetails  # nothing to report beyond the stage's figures
     reads = ()
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import onnx
         from onnx import numpy_helper
 

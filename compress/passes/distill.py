@@ -34,11 +34,13 @@ from compress.torch.distillation import (
     tapped,
     teacher_targets,
 )
+from compress.torch.export import TorchJudge, score_torch
+from compress.torch.runnable import runnable
 from compress.torch.training import TrainParams, TrainResult, first_output, train
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
     from compress.measure.evaluate import Judge
+    from compress.passes.context import PassContext
 
 
 class TeacherModel(PassParams):
@@ -106,8 +108,13 @@ class DistillPlan:
     judge: Judge | None
 
 
+# teacher, student, loss first
+class DistillParams(SpeedGuardParams, TrainParams, DistillSettings):
+    pass
+
+
 @register("distill")
-class Distill(TorchPass):
+class Distill(TorchPass[DistillParams]):
     """Train the model (or a smaller declared student) on a teacher's outputs: wins back accuracy.
 
     Sample YAML:
@@ -123,8 +130,7 @@ class Distill(TorchPass):
         "the input model"
     )
 
-    class Params(SpeedGuardParams, TrainParams, DistillSettings):  # teacher, student, loss first
-        pass
+    Params = DistillParams
 
     Details = DistillDetails
     reads = ("report.metric", "report.output")  # the best epoch is picked by the report's metric
@@ -154,11 +160,11 @@ class Distill(TorchPass):
                 f"data.{role}.labels or set report.metric: agreement"
             )
 
-    def check_model(self, model, ctx: Context) -> DistillPlan:
+    def check_model(self, model, ctx: PassContext) -> DistillPlan:
         """Load the teacher, build the student, and check they fit before any training."""
         import torch
 
-        p, base_dir = self.params, ctx.config.base_dir
+        p, base_dir = self.params, ctx.base_dir
         teacher, declared = self._load_teacher(ctx), None
         if p.student is not None:
             from compress.models.arch import build_arch
@@ -184,7 +190,7 @@ class Distill(TorchPass):
         declared = prepared.student if prepared is not None else None
         return declared if declared is not None else module
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import torch
 
         plan: DistillPlan = given.prepared
@@ -192,7 +198,7 @@ class Distill(TorchPass):
         student = plan.student if plan.student is not None else given.module
         labelled = ctx.datasets["train"].labels is not None
         alpha = p.alpha if labelled else 1.0
-        before = judge.score_torch(student) if judge else None
+        before = score_torch(judge, student) if judge else None
         pairs = [tuple(pair) for pair in p.features]
         batch = example_batch(ctx.datasets["train"])
         torch.manual_seed(p.seed)
@@ -211,13 +217,14 @@ class Distill(TorchPass):
                     loss = loss + p.feature_weight * feature_loss(matched, teacher_out[t])
                 return loss
 
-            result = train(student, step_loss, p, ctx, "distill", projections, judge)
+            scorer = TorchJudge(judge) if judge else None
+            result = train(student, step_loss, p, ctx, "distill", projections, scorer)
         student.eval()
         teacher_value = judge.score_outputs(teacher.outputs(judge.inputs)) if judge else None
         details = self._details(result, before, teacher_value, labelled, plan)
         return PassResult(student, details)
 
-    def _load_teacher(self, ctx: Context) -> Teacher:
+    def _load_teacher(self, ctx: PassContext) -> Teacher:
         spec = self.params.teacher
         if spec is None:
             return Teacher(hookable_copy(ctx.loaded_model), "the model as loaded")
@@ -263,18 +270,18 @@ class Distill(TorchPass):
             }
         )
 
-    def _make_judge(self, ctx: Context) -> Judge | None:
+    def _make_judge(self, ctx: PassContext) -> Judge | None:
         """Scores the student every epoch on data.validation (else data.eval) with the report's
         metric; agreement and cosine compare with the model as loaded, as the report does."""
-        from compress.measure.evaluate import Judge, torch_output
+        from compress.measure.evaluate import Judge
+        from compress.torch.export import torch_output
 
         held_out = ctx.validation
         if held_out is None:
             return None
         inputs, output = list(held_out.inputs.values()), ctx.judged_output
-        metric = ctx.config.config.report.metric
-        reference = torch_output(ctx.loaded_model.callable(), inputs, output, metric)
-        return Judge(reference, held_out, metric, output)
+        reference = torch_output(runnable(ctx.loaded_model), inputs, output, ctx.metric)
+        return Judge(reference, held_out, ctx.metric, output)
 
     def _details(
         self, result: TrainResult, before, teacher_value, labelled, plan

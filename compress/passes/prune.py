@@ -8,7 +8,7 @@ with torch.nn.utils.prune: the file keeps every weight, so only its compressed s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import Field
 
@@ -28,7 +28,7 @@ from compress.torch.head_pruning import (
 from compress.torch.module_names import failing_modules, ignore_advice, matching_names
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 # Channel multiple kept by default: bench/zoo.py measured odd counts 0.5-0.9x the unpruned speed
 # on depthwise CNNs in ONNX Runtime, multiples of 8 faster (README, "Pruning, measured").
@@ -61,7 +61,10 @@ class MagnitudePruningDetails(PassDetails):
     finetune_losses: list[float] = []
 
 
-class PruningPass(TorchPass):
+PruningParamsT = TypeVar("PruningParamsT", bound=PruneParams)
+
+
+class PruningPass(TorchPass[PruningParamsT]):
     """What both pruning passes share: `ignore` names checked against the model, fine-tuning."""
 
     reads = ()  # fine-tuning reads data.train, which every stage's key covers
@@ -69,17 +72,17 @@ class PruningPass(TorchPass):
     def check(self, config) -> None:
         check_train_data(self.params, config, self.key)
 
-    def check_model(self, model, ctx: Context) -> None:
+    def check_model(self, model, ctx: PassContext) -> None:
         matching_names(model, self.params.ignore, f"{self.key}.ignore")
 
-    def kept_whole(self, module, ctx: Context) -> list:
+    def kept_whole(self, module, ctx: PassContext) -> list:
         """The modules to leave untouched: `ignore`, and the layer that produces the output."""
         names = dict(module.named_modules())
         ignored = matching_names(module, self.params.ignore, f"{self.key}.ignore")
         return [names[n] for n in ignored] + output_layers(module, ctx)
 
 
-def output_layers(module, ctx: Context) -> list:
+def output_layers(module, ctx: PassContext) -> list:
     """The layers whose outputs are the model's outputs (its classes, its vocabulary): in a
     `.pt2` program, found in the graph; otherwise the last Linear or convolution it calls."""
     import torch
@@ -125,8 +128,24 @@ def _program_output_layers(graph_module) -> list:
     return layers
 
 
+# amount and ignore first, then fine-tuning
+class ChannelPruningParams(FinetuneParams, PruneParams):
+    importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
+    scope: Literal["layerwise", "global"] = Field(
+        default="layerwise",
+        description="layerwise: each layer loses `amount`; global: rank all channels at once",
+    )
+    round_to: int | None = Field(
+        default=ROUND_TO,
+        ge=1,
+        description="keep channel counts a multiple of this (ONNX Runtime's CPU kernels are "
+        "slow on odd counts); null or 1 turns it off",
+    )
+    steps: int = Field(default=1, ge=1, description="prune in this many steps")
+
+
 @register("prune.channels")
-class ChannelPruning(PruningPass):
+class ChannelPruning(PruningPass[ChannelPruningParams]):
     """Remove whole channels (torch-pruning DepGraph): the exported model is smaller and faster.
 
     Sample YAML:
@@ -141,19 +160,7 @@ class ChannelPruning(PruningPass):
     )
     Details = ChannelPruningDetails
 
-    class Params(FinetuneParams, PruneParams):  # amount and ignore first, then fine-tuning
-        importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
-        scope: Literal["layerwise", "global"] = Field(
-            default="layerwise",
-            description="layerwise: each layer loses `amount`; global: rank all channels at once",
-        )
-        round_to: int | None = Field(
-            default=ROUND_TO,
-            ge=1,
-            description="keep channel counts a multiple of this (ONNX Runtime's CPU kernels are "
-            "slow on odd counts); null or 1 turns it off",
-        )
-        steps: int = Field(default=1, ge=1, description="prune in this many steps")
+    Params = ChannelPruningParams
 
     def check(self, config) -> None:
         super().check(config)
@@ -168,7 +175,7 @@ class ChannelPruning(PruningPass):
                 "labels or use importance: l2"
             )
 
-    def check_model(self, model, ctx: Context) -> None:
+    def check_model(self, model, ctx: PassContext) -> None:
         import torch
 
         module = model
@@ -215,7 +222,7 @@ class ChannelPruning(PruningPass):
             and self.channels_kept(channels) == 0 < self.channels_kept(channels, rounded=False)
         }
 
-    def kept_whole_and_skipped(self, module, ctx: Context) -> tuple[list, dict[str, int]]:
+    def kept_whole_and_skipped(self, module, ctx: PassContext) -> tuple[list, dict[str, int]]:
         """The modules left whole (`ignore`, the output layer, the layers too small to round),
         and those too small to round by name."""
         whole = super().kept_whole(module, ctx)
@@ -229,7 +236,7 @@ class ChannelPruning(PruningPass):
         kept = int(channels * (1 - self.params.amount))
         return kept - kept % self.params.round_to if rounded and self.params.round_to else kept
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         p, model = self.params, given.module
         linear_from_conv1d(model)  # GPT-2's Conv1D layers, so torch-pruning can trace them
         before, heads_before = channel_counts(model), head_counts(model)
@@ -264,7 +271,7 @@ class ChannelPruning(PruningPass):
         )
 
 
-def _refuse_channel_splits(module, ctx: Context, key: str) -> None:
+def _refuse_channel_splits(module, ctx: PassContext, key: str) -> None:
     """A channel shuffle stops torch-pruning's tracing deep inside: refuse it before any work."""
     splits = channel_split_modules(module, example_inputs(ctx))
     if splits:
@@ -282,7 +289,7 @@ def _skipped_text(skipped: dict[str, int], round_to: int | None) -> str:
     return f"left {len(skipped)} layer(s) whole that round_to {round_to} would empty: {names}"
 
 
-def _check_runs(model, ctx: Context, key: str) -> None:
+def _check_runs(model, ctx: PassContext, key: str) -> None:
     try:
         model(*example_inputs(ctx))
     except Exception as e:
@@ -298,8 +305,19 @@ def _check_runs(model, ctx: Context, key: str) -> None:
         ) from e
 
 
+class MagnitudePruningParams(FinetuneParams, PruneParams):
+    importance: Literal["l1", "l2"] = Field(
+        default="l1", description="|w| ranks single weights; l1 and l2 rank them alike"
+    )
+    scope: Literal["layerwise", "global"] = "global"
+    layers: list[str] = Field(
+        default_factory=lambda: ["Linear", "Conv1d", "Conv2d", "Conv3d"],
+        description="module types whose weights are pruned",
+    )
+
+
 @register("prune.magnitude")
-class MagnitudePruning(PruningPass):
+class MagnitudePruning(PruningPass[MagnitudePruningParams]):
     """Zero the smallest weights (unstructured): smaller when compressed, not faster when dense.
 
     Sample YAML:
@@ -309,17 +327,9 @@ class MagnitudePruning(PruningPass):
 
     Details = MagnitudePruningDetails
 
-    class Params(FinetuneParams, PruneParams):
-        importance: Literal["l1", "l2"] = Field(
-            default="l1", description="|w| ranks single weights; l1 and l2 rank them alike"
-        )
-        scope: Literal["layerwise", "global"] = "global"
-        layers: list[str] = Field(
-            default_factory=lambda: ["Linear", "Conv1d", "Conv2d", "Conv3d"],
-            description="module types whose weights are pruned",
-        )
+    Params = MagnitudePruningParams
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         from torch.nn.utils import prune
 
         p, model = self.params, given.module

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from compress.config import PassParams
     from compress.passes.base import Pass, PassDetails
 
+AnyPass = TypeVar("AnyPass", bound="Pass[Any]")
+
 ENTRY_POINT_GROUP = "compress.passes"
-_REGISTRY: dict[str, type[Pass]] = {}
+_REGISTRY: dict[str, type[Pass[Any]]] = {}
 _entry_points_loaded = False
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[AnyPass]], type[AnyPass]]:
     """Class decorator: register a pass class under `name` (raises on a duplicate)."""
 
-    def decorate(cls: type[Pass]) -> type[Pass]:
+    def decorate(cls: type[AnyPass]) -> type[AnyPass]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"pass {name!r} is registered twice ({_REGISTRY[name]} and {cls})")
         cls.name = name
@@ -56,7 +60,7 @@ def _load_builtin() -> None:
         importlib.import_module(module)
 
 
-def all_passes() -> dict[str, type[Pass]]:
+def all_passes() -> dict[str, type[Pass[Any]]]:
     """Every registered pass, by name, sorted."""
     _load_builtin()
     _load_entry_points()
@@ -67,7 +71,7 @@ def closest_names(name: str) -> list[str]:
     return difflib.get_close_matches(name, list(all_passes()), n=1, cutoff=0.5)
 
 
-def get_pass(name: str) -> type[Pass]:
+def get_pass(name: str) -> type[Pass[Any]]:
     """The pass class for `name`; KeyError with a suggestion when it does not exist."""
     passes = all_passes()
     if name in passes:
@@ -75,6 +79,13 @@ def get_pass(name: str) -> type[Pass]:
     hint = closest_names(name)
     suggestion = f"did you mean {hint[0]!r}?" if hint else "run `compress passes` to list them"
     raise KeyError(f"unknown pass {name!r}; {suggestion}")
+
+
+def params_catalogue(name: str) -> tuple[str, type[PassParams]]:
+    """What a config checks a pass entry against (compress.config.PassCatalogue): the pass's
+    name and its Params; KeyError with a suggestion for a type there is no pass of."""
+    cls = get_pass(name)
+    return cls.name, cls.Params
 
 
 def details_type(name: str) -> type[PassDetails]:

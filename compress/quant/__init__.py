@@ -6,7 +6,8 @@ The passes (each registers under the name the YAML uses):
                  recovery methods around them and the accuracy-aware fallback
 - auto           quantize.auto: tries the int8 settings that fit the model, measures each, keeps
                  the one a user would (auto_choice: the rules; auto_trials: trying candidates
-                 without paying for every fallback)
+                 without paying for every fallback; auto_records: its candidates as records,
+                 from the first trial to the report)
 - precision      quantize.fp16 and quantize.int4 (4-bit weight-only MatMulNBits)
 - smooth         SmoothQuant: activation outliers moved into the weights
 - equalize       cross-layer equalization of Conv -> activation -> Conv chains
@@ -23,5 +24,5 @@ What the int8 passes share:
 - budget         judging a quantized model against the budget, cheaply where it is safe
 - activations, graph_edit   intermediate tensors' statistics; editing a graph's weights in place
 - sensitivity/   per-node sensitivity: quantize once, score every node by the error it adds
-- analyze        `compress analyze`: the sensitivity ranking of a model, without keeping a model
+- analysis       what `compress analyze` computes: the int8 sensitivity ranking of a model
 """

@@ -5,69 +5,42 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from compress.measure.size import size_bytes
-from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.base import (
+    BudgetMiss,
+    DetailsTable,
+    OnnxPass,
+    OnnxPassParams,
+    PassDetails,
+    PassInput,
+    PassResult,
+)
 from compress.passes.registry import get_pass, register
+from compress.quant.auto_records import Candidate, CandidateEntry, InputFigures
 from compress.quant.fallback import (
     AUTO_PREFERENCE,
-    FallbackRounds,
     accuracy_budget,
     shown_sensitivity,
 )
 from compress.quant.int8 import QuantizeDetails, preprocess
 from compress.quant.sensitivity import SensitivityDetails
-from compress.records import Amount, Count, Record
+from compress.quant.sensitivity.cache import AnalysisCache
+from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.job.context import Context
+    from compress.measure.speed import SpeedCheck
+    from compress.passes.context import PassContext
+    from compress.quant.auto_choice import Compare
+    from compress.quant.auto_trials import Trial
 
 DEFAULT_BUDGET = 0.01
 CLEAR_WIN = 1.25  # a choice this much faster than the input is not timed again: noise is ~3%
-
-
-@dataclass
-class Candidate:
-    name: str
-    pass_type: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    float_nodes: list[str] = field(default_factory=list)  # kept in float besides `exclude`
-
-
-class InputFigures(Record):
-    """The pass's input, as the candidates are compared with it."""
-
-    size_bytes: Count
-    metric: float
-    p50_ms: Amount
-
-
-class FullyQuantized(Record):
-    p50_ms: Amount
-    drop: float
-
-
-class CandidateEntry(Record):
-    """One candidate as the report lists it: what it is, what it measured, why it won or lost
-    (figures only for those that reached the final timing)."""
-
-    name: str
-    settings: dict[str, Any] = {}
-    fully_quantized: FullyQuantized | None = None
-    fallback: FallbackRounds | None = None
-    seconds: Amount | None = None
-    size_bytes: Count | None = None
-    metric: float | None = None
-    drop: float | None = None
-    float_nodes: list[str] = []
-    p50_ms: Amount | None = None
-    verdict: str | None = None
 
 
 class AutoTiming(Record):
@@ -87,6 +60,52 @@ class AutoDetails(PassDetails):
     seconds: float | None = None
     sensitivity: SensitivityDetails | None = None
 
+    def table(self, metric: str) -> DetailsTable | None:
+        """The candidates measured: the input's figures, then each one's, with its verdict."""
+        if not self.candidates or self.input is None:
+            return None
+        source = self.input
+        rows = [
+            ["input", f"{source.p50_ms:.3f}", f"{source.size_bytes / 1024:.1f}"]
+            + [f"{source.metric:.4f}", "", "", ""]
+        ]
+        for c in self.candidates:
+            rows.append(
+                [
+                    c.name,
+                    _cell(c.p50_ms, ".3f"),
+                    _cell(c.size_bytes / 1024 if c.size_bytes else None, ".1f"),
+                    _cell(c.metric, ".4f"),
+                    _cell(c.drop, ".4f"),
+                    str(len(c.float_nodes)),
+                    c.verdict or "",
+                ]
+            )
+        headers = ["candidate", "p50 ms", "size KB", metric, "drop", "kept in float", "verdict"]
+        return DetailsTable(f"candidates (budget {self.accuracy_budget})", headers, rows)
+
+    def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
+        """The input was kept because every candidate measured was over budget: no accuracy is
+        lost, but the int8 model the recipe asked for is not there either."""
+        budget = self.accuracy_budget
+        measured = [c for c in self.candidates if c.drop is not None]
+        if self.chosen is not None or not measured or budget is None:
+            return None
+        if any(c.drop <= budget for c in measured):
+            return None
+        closest = min(measured, key=lambda c: c.drop)
+        return BudgetMiss(
+            f"stage {stage} kept its input: no int8 candidate held the accuracy budget {budget} "
+            f"(the closest, {closest.name}, dropped {metric} by {closest.drop:.4f}); raise "
+            "max_accuracy_drop, or exclude the nodes that lose accuracy, to get an int8 model",
+            carries_drop=False,
+        )
+
+
+def _cell(value: float | None, spec: str) -> str:
+    """A figure for the candidates' table; n/a where it was not measured."""
+    return "n/a" if value is None else format(value, spec)
+
 
 class AutoParams(OnnxPassParams):
     max_accuracy_drop: float | None = Field(
@@ -103,7 +122,7 @@ class AutoParams(OnnxPassParams):
 
 
 @register("quantize.auto")
-class AutoQuantization(OnnxPass):
+class AutoQuantization(OnnxPass[AutoParams]):
     """Tries static and dynamic int8 variants, keeps the fastest within the accuracy budget.
 
     Every candidate that fits the model (static per-channel / per-tensor, static with depthwise
@@ -128,9 +147,9 @@ class AutoQuantization(OnnxPass):
     def check(self, config: LoadedConfig) -> None:
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
-        from compress.job.speed_guard import first_batch_timing
-        from compress.quant.auto_choice import choose  # imports the speed guard: not at load
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
+        from compress.measure.speed import first_batch_timing
+        from compress.quant.auto_choice import choose  # imports the latency code: not at load
         from compress.quant.auto_trials import finalists, try_candidates
 
         source, target = given.source, given.target
@@ -155,20 +174,20 @@ class AutoQuantization(OnnxPass):
             ctx,
         )
         timed = finalists(trials)
-        check = first_batch_timing({"input": source, **timed}, ctx)
+        check = first_batch_timing({"input": source, **timed}, ctx.timing, ctx.samples, ctx.log)
         batch, p50 = check.batch, check.p50
         results = [self._entry(t, p50, source, ctx) for t in trials]
-        figures = {
-            "size_bytes": size_bytes(source),
-            "metric": self._judge(source, ctx).reference_value,
-            "p50_ms": p50["input"],
-        }
+        figures = InputFigures(
+            size_bytes=size_bytes(source),
+            metric=self._judge(source, ctx).reference_value,
+            p50_ms=p50["input"],
+        )
         if check.busy:  # no speed can be trusted, and size alone could pick a slower model
             chosen, reason = None, f"{check.machine_note()}; the input model is kept"
             for entry in results:
-                entry.setdefault("verdict", f"not judged: {check.machine_note()}")
+                entry.verdict = entry.verdict or f"not judged: {check.machine_note()}"
         else:
-            gates = ctx.config.config.gates
+            gates = ctx.gates
             chosen, reason = choose(results, figures, budget, batch, gates, paired(check))
         if chosen:
             paths = {"input": source, "chosen": timed[chosen]}
@@ -177,8 +196,8 @@ class AutoQuantization(OnnxPass):
         ctx.log(f"  {reason} ({time.perf_counter() - started:.0f} s)")
         details = AutoDetails(
             accuracy_budget=budget,
-            input=InputFigures(**figures),
-            candidates=[CandidateEntry(**entry) for entry in results],
+            input=figures,
+            candidates=results,
             chosen=chosen,
             reason=reason,
             timing=AutoTiming(machine=check.timings.machine.state, retimed=check.retimed),
@@ -205,57 +224,67 @@ class AutoQuantization(OnnxPass):
         )
         return shown_sensitivity({preferred.name: ranked.sensitivity}, None)
 
-    def _entry(self, trial, p50: dict[str, float], source: Path, ctx: Context) -> dict[str, Any]:
-        """The candidate as the report lists it (CandidateEntry's fields): a finalist with its
-        final model's figures."""
-        entry = dict(trial.entry)
+    def _entry(
+        self, trial: Trial, p50: dict[str, float], source: Path, ctx: PassContext
+    ) -> CandidateEntry:
+        """The candidate as the report lists it: a finalist with its final model's figures."""
+        entry = trial.entry
         rounds = trial.details.rounds() if trial.details is not None else None
         if rounds is not None:
-            entry["fallback"] = rounds
-        entry["seconds"] = round(trial.seconds, 2)
-        if trial.name not in p50:
+            entry.fallback = rounds
+        entry.seconds = round(trial.seconds, 2)
+        if trial.name not in p50 or trial.final is None:
             return entry
         judge = self._judge(source, ctx)
         metric = judge.score(trial.final)
-        return entry | {
-            "size_bytes": size_bytes(trial.final),
-            "metric": metric,
-            "drop": judge.drop(metric),
-            "float_nodes": trial.candidate.float_nodes
-            + (trial.details.float_nodes if trial.details is not None else []),
-            "p50_ms": p50[trial.name],
-        }
+        entry.size_bytes = size_bytes(trial.final)
+        entry.metric = metric
+        entry.drop = judge.drop(metric)
+        entry.float_nodes = trial.candidate.float_nodes + (
+            trial.details.float_nodes if trial.details is not None else []
+        )
+        entry.p50_ms = p50[trial.name]
+        return entry
 
     @staticmethod
-    def _judge(source: Path, ctx: Context):
+    def _judge(source: Path, ctx: PassContext):
         """Scores against the float model's outputs, shared by every candidate (ctx.analysis)."""
         from compress.measure.evaluate import Judge
 
-        metric = ctx.config.config.report.metric
-        reference = ctx.analysis.reference_outputs(source, ctx.eval, ctx.judged_output, metric)
-        return Judge(reference, ctx.eval, metric, ctx.judged_output)
+        reference = ctx.shared(AnalysisCache).reference_outputs(
+            source, ctx.eval, ctx.judged_output, ctx.metric
+        )
+        return Judge(reference, ctx.eval, ctx.metric, ctx.judged_output)
 
-    def _confirm(self, chosen, reason, results, paths, figures, ctx) -> tuple[str | None, str]:
+    def _confirm(
+        self,
+        chosen: str,
+        reason: str,
+        results: list[CandidateEntry],
+        paths: dict[str, Path],
+        figures: InputFigures,
+        ctx: PassContext,
+    ) -> tuple[str | None, str]:
         """Time the choice against the input (`paths`: input, chosen) once more, by the rules it
         was chosen by: a win that does not repeat was noise; a re-timed tie keeps a smaller
         candidate."""
-        from compress.job.speed_guard import first_batch_timing
+        from compress.measure.speed import first_batch_timing
         from compress.quant.auto_choice import confirm
 
-        entry = next(e for e in results if e["name"] == chosen)
-        if entry["p50_ms"] * CLEAR_WIN <= figures["p50_ms"]:
+        entry = next(e for e in results if e.name == chosen)
+        if entry.p50_ms is not None and entry.p50_ms * CLEAR_WIN <= figures.p50_ms:
             return chosen, f"{reason}; a clear win: not timed again"
-        check = first_batch_timing(paths, ctx)
+        check = first_batch_timing(paths, ctx.timing, ctx.samples, ctx.log)
         batch, p50 = check.batch, check.p50
         if check.busy:  # the choice was made on a quiet timing; this one cannot overturn it
             return chosen, f"{reason}; not confirmed: {check.machine_note()}"
-        rejection = confirm(
-            {**entry, "name": "chosen"}, figures, p50["chosen"], p50["input"], batch, paired(check)
-        )
+        timed = entry.timed("chosen", p50["chosen"])
+        assert timed is not None  # the choice reached the final timing
+        rejection = confirm(timed, figures.timed(p50["input"]), batch, paired(check))
         if rejection is None:
             retimed = f"{p50['chosen']:.3f} ms vs {p50['input']:.3f} ms"
             return chosen, f"{reason}; timed again: {retimed}"
-        entry["verdict"] = rejection
+        entry.verdict = rejection
         return None, f"{chosen} looked best, but {rejection}; the input model is kept"
 
     def _run_candidate(
@@ -359,9 +388,7 @@ def _groups(node) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
 
 
-def paired(check):
-    """quantize.auto's `compare` for candidates timed together: their paired verdict (the
-    input's figures have no name: it was timed as "input")."""
-    return lambda entry, other: check.verdict(
-        entry.get("name", "input"), other.get("name", "input")
-    )
+def paired(check: SpeedCheck) -> Compare:
+    """quantize.auto's `compare` for models timed together (by the names they were timed
+    under): their paired verdict."""
+    return lambda timed, other: check.verdict(timed.name, other.name)

@@ -25,118 +25,132 @@ Every measured candidate gets a `verdict` that says why it won or lost.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal, Protocol
 
-from compress.job.speed_guard import clearly_faster, clearly_slower
+from compress.measure.speed import clearly_faster, clearly_slower
+from compress.quant.auto_records import CandidateEntry, InputFigures, Timed
 from compress.quant.auto_trials import SIZE_TIE
 
-Entry = dict[str, Any]  # one candidate as the report lists it: name, p50_ms, size_bytes, drop...
 Verdict = Literal["faster", "slower", "tie"]
 Compare = Callable[
-    [Entry, Entry], Verdict
-]  # how the first entry's speed compares with the second's
+    [Timed, Timed], Verdict
+]  # how the first model's speed compares with the second's
 
 
-def by_p50(entry: Entry, other: Entry) -> Verdict:
+class SizeAndSpeedGates(Protocol):
+    """The gates the choice prefers candidates by (a GatesSection)."""
+
+    @property
+    def min_size_ratio(self) -> float | None: ...
+
+    @property
+    def min_speedup(self) -> float | None: ...
+
+
+def by_p50(timed: Timed, other: Timed) -> Verdict:
     """Faster or slower by more than 3% on p50 alone (no paired rounds to go by)."""
-    if clearly_faster(entry["p50_ms"], other["p50_ms"]):
+    if clearly_faster(timed.p50_ms, other.p50_ms):
         return "faster"
-    if clearly_slower(entry["p50_ms"], other["p50_ms"]):
+    if clearly_slower(timed.p50_ms, other.p50_ms):
         return "slower"
     return "tie"
 
 
 def choose(
-    results: list[Entry],
-    source: Entry,
+    results: list[CandidateEntry],
+    source: InputFigures,
     budget: float,
     batch: int,
-    gates: Any = None,
+    gates: SizeAndSpeedGates | None = None,
     compare: Compare = by_p50,
 ) -> tuple[str | None, str]:
     """The candidate to keep (None: keep the input) and why; sets every measured candidate's
-    `verdict`. `source` is the input's figures (`p50_ms`, `size_bytes`); `gates` a
-    GatesSection (or anything with `min_size_ratio` / `min_speedup`), None for none; `compare`
-    tells faster, slower and ties apart."""
-    usable = []
+    `verdict`. `source` is the input's figures; `gates` None for none; `compare` tells faster,
+    slower and ties apart."""
+    input_timed = source.timed()
+    usable: list[tuple[CandidateEntry, Timed, float]] = []
     for entry in results:
-        if "p50_ms" not in entry:
-            continue  # failed: its verdict says how
-        rejection = _over_budget(entry, budget) or no_gain(entry, source, compare)
+        timed = entry.timed()
+        if timed is None or entry.drop is None:
+            continue  # failed, or never timed: its verdict says how
+        rejection = _over_budget(entry.drop, budget) or no_gain(timed, input_timed, compare)
         if rejection:
-            entry["verdict"] = rejection
+            entry.verdict = rejection
         else:
-            usable.append(entry)
+            usable.append((entry, timed, entry.drop))
     if not usable:
         return None, (
             f"no candidate was within the budget and faster than the input, or as fast and "
-            f"smaller ({source['p50_ms']:.3f} ms at batch {batch}); the input model is kept"
+            f"smaller ({source.p50_ms:.3f} ms at batch {batch}); the input model is kept"
         )
     targets = _targets(gates)
-    meeting = [e for e in usable if not _missed_targets(e, source, targets)]
+    meeting = [u for u in usable if not _missed_targets(u[1], input_timed, targets)]
     pool = meeting or usable
-    fastest = min(pool, key=lambda e: e["p50_ms"])
-    ties = [e for e in pool if compare(fastest, e) != "faster"]
-    smallest = min(e["size_bytes"] for e in ties)
+    fastest = min((timed for _, timed, _ in pool), key=lambda t: t.p50_ms)
+    ties = [timed for _, timed, _ in pool if compare(fastest, timed) != "faster"]
+    smallest = min(t.size_bytes for t in ties)
     # tied in speed and within 1% in size: the first in the candidates' order, whatever the noise
-    best = next(e for e in ties if e["size_bytes"] <= smallest * SIZE_TIE)
-    for entry in usable:
-        entry["verdict"] = (
+    best = next(t for t in ties if t.size_bytes <= smallest * SIZE_TIE)
+    for entry, timed, _ in usable:
+        entry.verdict = (
             "chosen"
-            if entry is best
-            else _lost(entry, best, fastest, source, targets, bool(meeting), compare)
+            if timed is best
+            else _lost(timed, best, fastest, input_timed, targets, bool(meeting), compare)
         )
-    faster = compare(best, source) == "faster"
-    return best["name"], _reason(best, source, budget, batch, targets, bool(meeting), faster)
-
-
-def no_gain(entry: Entry, source: Entry, compare: Compare = by_p50) -> str | None:
-    """Why `entry` does not beat the input on speed or size, or None when it does."""
-    timing = f"{entry['p50_ms']:.3f} ms vs {source['p50_ms']:.3f} ms"
-    verdict = compare(entry, source)
-    if verdict == "slower":
-        return f"slower than the input beyond noise: {timing}"
-    if verdict == "faster" or entry["size_bytes"] < source["size_bytes"]:
-        return None
-    return (
-        f"no gain: as fast as the input within noise ({timing}) and not smaller "
-        f"({_kb(entry)} vs {_kb(source)} KB)"
+    drop = next(drop for _, timed, drop in usable if timed is best)
+    faster = compare(best, input_timed) == "faster"
+    return best.name, _reason(
+        best, drop, input_timed, budget, batch, targets, bool(meeting), faster
     )
 
 
-def confirm(
-    entry: Entry, source: Entry, ms: float, input_ms: float, batch: int, compare: Compare = by_p50
-) -> str | None:
-    """The choice timed again against the input (`ms`, `input_ms`), by the same rules: why it
-    no longer beats the input, or None when it still does (a re-timed tie keeps a smaller
+def no_gain(timed: Timed, source: Timed, compare: Compare = by_p50) -> str | None:
+    """Why `timed` does not beat the input on speed or size, or None when it does."""
+    timing = f"{timed.p50_ms:.3f} ms vs {source.p50_ms:.3f} ms"
+    verdict = compare(timed, source)
+    if verdict == "slower":
+        return f"slower than the input beyond noise: {timing}"
+    if verdict == "faster" or timed.size_bytes < source.size_bytes:
+        return None
+    return (
+        f"no gain: as fast as the input within noise ({timing}) and not smaller "
+        f"({_kb(timed)} vs {_kb(source)} KB)"
+    )
+
+
+def confirm(chosen: Timed, source: Timed, batch: int, compare: Compare = by_p50) -> str | None:
+    """The choice timed again against the input (both with their new p50s), by the same rules:
+    why it no longer beats the input, or None when it still does (a re-timed tie keeps a smaller
     candidate)."""
-    rejection = no_gain({**entry, "p50_ms": ms}, {**source, "p50_ms": input_ms}, compare)
+    rejection = no_gain(chosen, source, compare)
     if rejection is None:
         return None
     return f"timed again at batch {batch}: {rejection}"
 
 
-def _over_budget(entry: Entry, budget: float) -> str | None:
-    if entry["drop"] > budget:
-        return f"over budget: drop {entry['drop']:.4f} > {budget}"
+def _over_budget(drop: float, budget: float) -> str | None:
+    if drop > budget:
+        return f"over budget: drop {drop:.4f} > {budget}"
     return None
 
 
-def _targets(gates: Any) -> dict[str, float]:
-    names = ("min_size_ratio", "min_speedup")
-    return {n: getattr(gates, n) for n in names if getattr(gates, n, None) is not None}
+def _targets(gates: SizeAndSpeedGates | None) -> dict[str, float]:
+    if gates is None:
+        return {}
+    found = {"min_size_ratio": gates.min_size_ratio, "min_speedup": gates.min_speedup}
+    return {name: limit for name, limit in found.items() if limit is not None}
 
 
-def _ratios(entry: Entry, source: Entry) -> dict[str, float]:
-    """The gates' figures for `entry`, against the pass's input."""
+def _ratios(timed: Timed, source: Timed) -> dict[str, float]:
+    """The gates' figures for `timed`, against the pass's input."""
     return {
-        "min_size_ratio": source["size_bytes"] / entry["size_bytes"],
-        "min_speedup": source["p50_ms"] / entry["p50_ms"],
+        "min_size_ratio": source.size_bytes / timed.size_bytes,
+        "min_speedup": source.p50_ms / timed.p50_ms,
     }
 
 
-def _missed_targets(entry: Entry, source: Entry, targets: dict[str, float]) -> list[str]:
-    ratios = _ratios(entry, source)
+def _missed_targets(timed: Timed, source: Timed, targets: dict[str, float]) -> list[str]:
+    ratios = _ratios(timed, source)
     return [
         f"{name} ({ratios[name]:.2f}x < {limit:g})"
         for name, limit in targets.items()
@@ -144,35 +158,52 @@ def _missed_targets(entry: Entry, source: Entry, targets: dict[str, float]) -> l
     ]
 
 
-def _lost(entry, best, fastest, source, targets, gates_decided: bool, compare: Compare) -> str:
+def _lost(
+    timed: Timed,
+    best: Timed,
+    fastest: Timed,
+    source: Timed,
+    targets: dict[str, float],
+    gates_decided: bool,
+    compare: Compare,
+) -> str:
     """Why a usable candidate was not chosen."""
-    missed = _missed_targets(entry, source, targets)
+    missed = _missed_targets(timed, source, targets)
     if gates_decided and missed:
-        return f"misses {', '.join(missed)} against the input, which {best['name']} meets"
-    if compare(fastest, entry) == "faster":
+        return f"misses {', '.join(missed)} against the input, which {best.name} meets"
+    if compare(fastest, timed) == "faster":
         return (
-            f"slower than {fastest['name']} beyond noise: {entry['p50_ms']:.3f} ms vs "
-            f"{fastest['p50_ms']:.3f} ms"
+            f"slower than {fastest.name} beyond noise: {timed.p50_ms:.3f} ms vs "
+            f"{fastest.p50_ms:.3f} ms"
         )
-    if entry["size_bytes"] > best["size_bytes"] * SIZE_TIE:
+    if timed.size_bytes > best.size_bytes * SIZE_TIE:
         return (
-            f"as fast as {best['name']} within noise ({entry['p50_ms']:.3f} vs "
-            f"{best['p50_ms']:.3f} ms) but larger: {_kb(entry)} vs {_kb(best)} KB"
+            f"as fast as {best.name} within noise ({timed.p50_ms:.3f} vs "
+            f"{best.p50_ms:.3f} ms) but larger: {_kb(timed)} vs {_kb(best)} KB"
         )
     return (
-        f"as fast as {best['name']} within noise ({entry['p50_ms']:.3f} vs "
-        f"{best['p50_ms']:.3f} ms) and as small within 1% ({_kb(entry)} vs {_kb(best)} KB): "
-        f"{best['name']} comes first in the order candidates are tried"
+        f"as fast as {best.name} within noise ({timed.p50_ms:.3f} vs "
+        f"{best.p50_ms:.3f} ms) and as small within 1% ({_kb(timed)} vs {_kb(best)} KB): "
+        f"{best.name} comes first in the order candidates are tried"
     )
 
 
-def _reason(best, source, budget, batch, targets, gates_decided: bool, faster: bool) -> str:
-    ms, input_ms = best["p50_ms"], source["p50_ms"]
+def _reason(
+    best: Timed,
+    drop: float,
+    source: Timed,
+    budget: float,
+    batch: int,
+    targets: dict[str, float],
+    gates_decided: bool,
+    faster: bool,
+) -> str:
+    ms, input_ms = best.p50_ms, source.p50_ms
     speed = f"{input_ms / ms:.2f}x" + ("" if faster else ", within noise")
     text = (
-        f"chose {best['name']}: {ms:.3f} ms vs the input's {input_ms:.3f} ms at batch {batch} "
-        f"({speed}), {source['size_bytes'] / best['size_bytes']:.2f}x smaller, drop "
-        f"{best['drop']:.4f} <= {budget}"
+        f"chose {best.name}: {ms:.3f} ms vs the input's {input_ms:.3f} ms at batch {batch} "
+        f"({speed}), {source.size_bytes / best.size_bytes:.2f}x smaller, drop "
+        f"{drop:.4f} <= {budget}"
     )
     if targets:
         named = " and ".join(f"{n} {v:g}" for n, v in targets.items())
@@ -184,5 +215,5 @@ def _reason(best, source, budget, batch, targets, gates_decided: bool, faster: b
     return text
 
 
-def _kb(entry: Entry) -> str:
-    return f"{entry['size_bytes'] / 1024:.1f}"
+def _kb(timed: Timed) -> str:
+    return f"{timed.size_bytes / 1024:.1f}"

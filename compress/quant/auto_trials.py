@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from compress.errors import CompressError, first_line
+from compress.quant.auto_records import Candidate, CandidateEntry, FullyQuantized
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
-    from compress.quant.auto import Candidate
+    from compress.passes.context import PassContext
     from compress.quant.int8 import QuantizeDetails
 
 SCREEN_RUNS = 20  # the brief first timing: enough to tell 1.5x apart, not 3%
@@ -36,13 +36,13 @@ SIZE_TIE = 1.01  # sizes closer than 1% are a tie (not worth a search, nor a cho
 
 # run(candidate, max_fallback_steps, target, max_float_weight_mb): the candidate's int8 pass on
 # the input -> its details
-RunCandidate = Callable[["Candidate", int, Path, "float | None"], "QuantizeDetails"]
+RunCandidate = Callable[[Candidate, int, Path, "float | None"], "QuantizeDetails"]
 
 
 @dataclass
 class Trial:
     candidate: Candidate
-    entry: dict[str, Any]  # what the report lists for the candidate
+    entry: CandidateEntry  # what the report lists for the candidate, filled as it goes
     plain: Path | None = None  # fully quantized
     plain_drop: float | None = None
     plain_ms: float | None = None
@@ -63,11 +63,13 @@ def try_candidates(
     folder: Path,
     budget: float,
     max_steps: int,
-    ctx: Context,
+    ctx: PassContext,
 ) -> list[Trial]:
     """Screen every candidate, then search the ones that can still win; see the module doc."""
-    trials = [_screen(Trial(c, {"name": c.name, "settings": c.settings}), run, folder, ctx)
-              for c in candidates]  # fmt: skip
+    trials = [
+        _screen(Trial(c, CandidateEntry(name=c.name, settings=c.settings)), run, folder, ctx)
+        for c in candidates
+    ]
     screened = [t for t in trials if t.plain is not None]
     if not screened:
         return trials
@@ -75,7 +77,7 @@ def try_candidates(
     input_ms = p50["input"]
     for trial in screened:
         trial.plain_ms = p50[trial.name]
-        trial.entry["fully_quantized"] = {"p50_ms": trial.plain_ms, "drop": trial.plain_drop}
+        trial.entry.fully_quantized = FullyQuantized(p50_ms=trial.plain_ms, drop=trial.plain_drop)
         if trial.plain_drop <= budget:
             trial.final, trial.final_ms = trial.plain, trial.plain_ms
     # the likeliest to pass with few float nodes first: they keep their speed
@@ -84,14 +86,14 @@ def try_candidates(
             continue
         reason = _cannot_win(trial, input_ms, [t for t in screened if t.final is not None])
         if reason:
-            trial.entry["verdict"] = reason
+            trial.entry.verdict = reason
             continue
         room = _size_room(trial, [t for t in screened if t.final is not None])
         _search(trial, run, folder, source, input_ms, max_steps, room, ctx)
     return trials
 
 
-def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: Context) -> Trial:
+def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: PassContext) -> Trial:
     ctx.log(f"  candidate {trial.name}: fully quantized")
     started = time.perf_counter()
     path = folder / f"{trial.name}.plain.onnx"
@@ -100,7 +102,7 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: Context) -> Tria
     except CompressError:
         raise
     except Exception as e:  # one failing candidate does not stop the others
-        trial.entry["verdict"] = f"failed: {first_line(e, 160)}"
+        trial.entry.verdict = f"failed: {first_line(e, 160)}"
         return trial
     finally:
         trial.seconds += time.perf_counter() - started
@@ -111,7 +113,7 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: Context) -> Tria
 
 def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | None:
     """Why searching `trial` cannot produce the choice, or None when it might."""
-    from compress.job.speed_guard import clearly_faster, clearly_slower
+    from compress.measure.speed import clearly_faster, clearly_slower
 
     drop = f"fully quantized it is over budget (drop {trial.plain_drop:.4f})"
     if clearly_slower(trial.plain_ms, input_ms):
@@ -137,7 +139,7 @@ def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | N
 def _size_room(trial: Trial, finished: list[Trial]) -> float | None:
     """The float weight (MB) `trial`'s search may keep and still be smaller than every candidate
     within the budget that it is not clearly faster than; None: no limit."""
-    from compress.job.speed_guard import clearly_faster
+    from compress.measure.speed import clearly_faster
 
     rivals = [t for t in finished if not clearly_faster(trial.plain_ms, t.final_ms)]
     if not rivals:
@@ -157,7 +159,7 @@ def finalists(trials: list[Trial]) -> dict[str, Path]:
     kept = {t.name: t.final for t in within if t.final_ms <= fastest * SCREEN_MARGIN}
     for trial in within:
         if trial.name not in kept:
-            trial.entry["verdict"] = (
+            trial.entry.verdict = (
                 f"within the budget, but more than {SCREEN_MARGIN - 1:.0%} slower "
                 f"({trial.final_ms:.3f} ms) than the fastest candidate within it "
                 f"({fastest:.3f} ms) when screened"
@@ -177,20 +179,20 @@ def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
     except CompressError:
         raise
     except Exception as e:  # one failing candidate does not stop the others
-        trial.entry["verdict"] = f"failed: {first_line(e, 160)}"
+        trial.entry.verdict = f"failed: {first_line(e, 160)}"
         return
     finally:
         trial.seconds += time.perf_counter() - started
     trial.details = details
     if not details.budget_met:
-        trial.entry["verdict"] = f"over budget after the fallback: {details.verdict or ''}"
+        trial.entry.verdict = f"over budget after the fallback: {details.verdict or ''}"
         return
     p50 = _brief_timing({"input": source, "candidate": path}, ctx)
     trial.final, trial.final_ms = path, input_ms * p50["candidate"] / p50["input"]
 
 
-def _brief_timing(paths: dict[str, Path], ctx: Context) -> dict[str, float]:
-    from compress.job.speed_guard import first_batch_p50
+def _brief_timing(paths: dict[str, Path], ctx: PassContext) -> dict[str, float]:
+    from compress.measure.speed import first_batch_p50
 
-    _, p50 = first_batch_p50(paths, ctx, min_runs=SCREEN_RUNS)
+    _, p50 = first_batch_p50(paths, ctx.timing, ctx.samples, ctx.log, min_runs=SCREEN_RUNS)
     return p50

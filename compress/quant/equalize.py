@@ -25,7 +25,7 @@ from compress.quant.graph_edit import Graph, attribute, load, save
 from compress.records import Record
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 # Activations f with f(x / s) = f(x) / s for s > 0: scaling passes through them unchanged.
 HOMOGENEOUS = {"Relu", "LeakyRelu"}
@@ -248,7 +248,7 @@ class EqualizeDetails(Equalized, PassDetails):
 
 
 @register("equalize")
-class CrossLayerEqualization(OnnxPass):
+class CrossLayerEqualization(OnnxPass[EqualizeParams]):
     """Cross-layer equalization: balances weight ranges of Conv -> ReLU -> Conv chains for int8.
 
     Folds BatchNorm into the convolution before it, then rescales each pair of consecutive
@@ -264,7 +264,7 @@ class CrossLayerEqualization(OnnxPass):
     Details = EqualizeDetails
     reads = ()
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         source, target = given.source, given.target
         model = load(source)
         done = equalize(model, self.params.relu6, self.params.max_iterations)

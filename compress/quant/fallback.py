@@ -25,10 +25,11 @@ from compress.quant.budget import BudgetJudge, Verdict
 from compress.quant.ranking import Ranking
 from compress.quant.search import SearchResult, guess_from_noise, smallest_passing
 from compress.quant.sensitivity import RankingFailed, SensitivityDetails
+from compress.quant.sensitivity.cache import AnalysisCache
 from compress.records import Record
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
     from compress.quant.sensitivity import Sensitivity
 
 SENSITIVITY_SAMPLES = 64
@@ -121,12 +122,12 @@ class Round:
         )
 
 
-def accuracy_budget(own: float | None, ctx: Context) -> float | None:
+def accuracy_budget(own: float | None, ctx: PassContext) -> float | None:
     """A pass's max_accuracy_drop, else the run's gate."""
-    return own if own is not None else ctx.config.config.gates.max_accuracy_drop
+    return own if own is not None else ctx.budget
 
 
-def sensitivity_samples(ctx: Context) -> list[np.ndarray]:
+def sensitivity_samples(ctx: PassContext) -> list[np.ndarray]:
     """Calibration samples when there are some (not eval data: that judges the result)."""
     if ctx.calibration is not None:
         return ctx.calibration.take(min(SENSITIVITY_SAMPLES, len(ctx.calibration)))
@@ -139,7 +140,7 @@ def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
 
 
 def quantize_within_budget(
-    job: QuantizeJob, target: Path, budget: float | None, max_rounds: int, ctx: Context
+    job: QuantizeJob, target: Path, budget: float | None, max_rounds: int, ctx: PassContext
 ) -> Fallback:
     """Quantize to `target` and rank the nodes; with a `budget` (and data.eval), search for the
     fewest float nodes that meet it in at most `max_rounds` further rounds, and leave at
@@ -150,8 +151,10 @@ def quantize_within_budget(
     ranking = Ranking(job, target, ctx)
     if budget is None or ctx.eval is None:
         return Fallback(sensitivity=ranking.details() if job.report_ranking else None)
-    metric = ctx.config.config.report.metric
-    reference = ctx.analysis.reference_outputs(job.source, ctx.eval, ctx.judged_output, metric)
+    metric = ctx.metric
+    reference = ctx.shared(AnalysisCache).reference_outputs(
+        job.source, ctx.eval, ctx.judged_output, metric
+    )
     judge = BudgetJudge(reference, ctx.eval, metric, budget, ctx.judged_output)
     started = time.perf_counter()
     first = Round(0, [], judge.full(target), seconds + time.perf_counter() - started, target)

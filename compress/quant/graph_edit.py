@@ -115,6 +115,6 @@ def load(path) -> onnx.ModelProto:
 
 
 def save(model: onnx.ModelProto, path) -> None:
-    from compress.onnx_files import save_onnx
+    from compress.models.onnx_files import save_onnx
 
     save_onnx(model, path)

@@ -5,14 +5,22 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from pydantic import Field
 
 from compress.errors import ConfigError, first_line
 from compress.measure.evaluate import onnx_output
-from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.base import (
+    BudgetMiss,
+    OnnxPass,
+    OnnxPassParams,
+    PassDetails,
+    PassInput,
+    PassResult,
+)
 from compress.passes.registry import register
 from compress.quant import recovery
 from compress.quant.fallback import (
@@ -23,14 +31,14 @@ from compress.quant.fallback import (
     relative_error,
     sensitivity_samples,
 )
-from compress.quant.recovery import Recovery
+from compress.quant.recovery import Int8Plan, Recovery, StaticPlan
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 
-def preprocess(source: Path, target: Path, ctx: Context) -> Path:
+def preprocess(source: Path, target: Path, ctx: PassContext) -> Path:
     """ORT's pre-processing (optimise + shape inference), so quantization sees shaped tensors.
 
     Symbolic shape inference crashes on some exported graphs; then it is skipped, and if
@@ -39,14 +47,12 @@ def preprocess(source: Path, target: Path, ctx: Context) -> Path:
     folder (the run's private one), so that file does not land in the user's. With a stage
     cache, the result is kept there for the next run that quantizes the same file.
     """
-    from compress.cache.derived import derived_file
-
-    return derived_file(
-        ctx.cache, "ort-quant-pre-process", source, target, lambda: _preprocess(source, target, ctx)
+    return ctx.derived(
+        "ort-quant-pre-process", source, target, lambda: _preprocess(source, target, ctx)
     )
 
 
-def _preprocess(source: Path, target: Path, ctx: Context) -> Path:
+def _preprocess(source: Path, target: Path, ctx: PassContext) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     for skip_symbolic in (False, True):
@@ -182,12 +188,29 @@ class QuantizeDetails(Recovery, Fallback, PassDetails):
             lines.append(f"{kind} weight scales (closer to the float model's outputs)")
         return lines
 
+    def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
+        """The fallback ended over budget: the closest attempt was kept and written."""
+        if self.budget_met is not False:
+            return None
+        drops = [attempt.drop for attempt in self.attempts]
+        drop = f"{metric} drop {min(drops):.4f}" if drops else f"the {metric} drop"
+        return BudgetMiss(
+            f"stage {stage} missed its accuracy budget: {drop} against its input, limit "
+            f"{self.accuracy_budget}, with {len(self.float_nodes)} node(s) in float; the model "
+            "written carries that drop",
+            carries_drop=True,
+        )
 
-class Int8Pass(OnnxPass):
+
+QuantizeParamsT = TypeVar("QuantizeParamsT", bound=QuantizeParams)
+PlanT = TypeVar("PlanT", bound=Int8Plan)
+
+
+class Int8Pass(OnnxPass[QuantizeParamsT], Generic[QuantizeParamsT, PlanT]):
     """Shared by the int8 passes: the accuracy-recovery rewrites, pre-processing, `exclude`, and
-    the accuracy-aware fallback."""
+    the accuracy-aware fallback. A pass settles its plan (`settle`) once per model and hands it
+    to every `quantize`; it keeps nothing on itself."""
 
-    params: QuantizeParams
     Details = QuantizeDetails
     # per_channel: auto and the fallback judge the report's output, the budget is the gate's
     reads = ("report.metric", "report.output", "gates.max_accuracy_drop")
@@ -195,50 +218,59 @@ class Int8Pass(OnnxPass):
     def check(self, config: LoadedConfig) -> None:
         self.require_eval_for_budget(config)
 
-    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
-        """Write `prepared` quantized to `target`, keeping `excluded` node names in float."""
+    def settle(self, prepared: Path, excluded: list[str], ctx: PassContext) -> PlanT:
+        """Choose what depends on the model (`prepared`), once, before any quantization."""
         raise NotImplementedError
 
-    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
-        """Choose settings that depend on the model, before quantizing; returns them."""
-        return {}
+    def quantize(self, plan: PlanT, target: Path, excluded: list[str]) -> None:
+        """Write the plan's model quantized to `target`, keeping `excluded` node names in float."""
+        raise NotImplementedError
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         target = given.target
         source, rewrites = recovery.rewrite_source(given.source, target, self.params, ctx)
         with quiet_root_logger():
-            settled, fallback = self._apply(source, target, ctx)
+            plan, fallback = self._apply(source, target, ctx)
         keep_shape_annotations(source, target)
-        details = QuantizeDetails(**rewrites, **settled, **dict(fallback))
-        details.notes = details.recovery_notes()
+        details = quantize_details(rewrites.merged(plan.recovery), fallback, plan)
         return PassResult(details=details)
 
-    def _apply(self, source: Path, target: Path, ctx: Context) -> tuple[dict[str, Any], Fallback]:
-        """What was settled before quantizing (QuantizeDetails' fields), and the fallback's
-        outcome."""
+    def _apply(self, source: Path, target: Path, ctx: PassContext) -> tuple[PlanT, Fallback]:
+        """The plan settled before quantizing, and the fallback's outcome."""
         prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
         excluded = excluded_nodes(prepared, self.params.exclude, self.key)
-        settled = self.settle(prepared, excluded, ctx)
+        plan = self.settle(prepared, excluded, ctx)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
-        return settled, quantize_within_budget(
-            self.job(source, prepared, excluded, ctx),
-            target,
-            budget,
-            self.params.max_fallback_steps,
-            ctx,
+        job = self.job(source, plan, excluded)
+        return plan, quantize_within_budget(
+            job, target, budget, self.params.max_fallback_steps, ctx
         )
 
-    def job(self, source: Path, prepared: Path, excluded: list[str], ctx: Context) -> QuantizeJob:
-        """This pass's quantization of `prepared` (pre-processed `source`), for the fallback."""
+    def job(self, source: Path, plan: PlanT, excluded: list[str]) -> QuantizeJob:
+        """This pass's quantization of the plan's model (pre-processed `source`), for the
+        fallback."""
         return QuantizeJob(
-            lambda keep_float, path: self.quantize(prepared, path, keep_float, ctx),
+            lambda keep_float, path: self.quantize(plan, path, keep_float),
             source,
-            prepared,
+            plan.prepared,
             excluded,
             scheme=f"{self.name} {self.params.model_dump_json(exclude=SCHEME_NEUTRAL)}",
             report_ranking=self.params.sensitivity,
             max_float_bytes=_bytes(self.params.max_float_weight_mb),
         )
+
+
+def quantize_details(recovered: Recovery, fallback: Fallback, plan: Int8Plan) -> QuantizeDetails:
+    """An int8 pass's Details: what held accuracy, the fallback, per_channel: auto's choice."""
+    choice = plan.per_channel_choice if isinstance(plan, DynamicPlan) else None
+    details = QuantizeDetails(
+        **{name: getattr(recovered, name) for name in recovered.model_fields_set},
+        **dict(fallback),
+        per_channel=None if choice is None else choice.per_channel,
+        output_error=None if choice is None else choice.output_error,
+    )
+    details.notes = details.recovery_notes()
+    return details
 
 
 # Settings that do not change how a given node is quantized, so sensitivities measured with
@@ -266,8 +298,22 @@ class DynamicParams(QuantizeParams):
     attention_masks: bool = attention_masks_field()
 
 
+@dataclass
+class PerChannelChoice:
+    """per_channel: auto's choice, and each way's output error."""
+
+    per_channel: bool
+    output_error: dict[str, float]
+
+
+@dataclass
+class DynamicPlan(Int8Plan):
+    per_channel: bool = False
+    per_channel_choice: PerChannelChoice | None = None  # when per_channel: auto chose
+
+
 @register("quantize.dynamic")
-class DynamicQuantization(Int8Pass):
+class DynamicQuantization(Int8Pass[DynamicParams, DynamicPlan]):
     """int8 weights, activations quantized on the fly; best for MatMul-heavy (transformer) models.
 
     By default MatMul, Attention, LSTM and Gather are quantized; Conv only if op_types names it
@@ -282,47 +328,46 @@ class DynamicQuantization(Int8Pass):
 
     Params = DynamicParams
 
-    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+    def settle(self, prepared: Path, excluded: list[str], ctx: PassContext) -> DynamicPlan:
         """per_channel: auto quantizes both ways and keeps the one closer to the float model."""
-        self._keep_float, details = recovery.float_nodes(prepared, self.params, self._op_types)
+        found = recovery.float_nodes(prepared, self.params, self._op_types)
+        plan = DynamicPlan(prepared, found.keep_float, found.recovery)
         if self.params.per_channel != "auto":
-            self._per_channel = self.params.per_channel
-            return details
+            plan.per_channel = self.params.per_channel
+            return plan
         samples = sensitivity_samples(ctx)
         reference = onnx_output(prepared, samples, ctx.judged_output)
         errors = {}
         for per_channel in (False, True):
+            plan.per_channel = per_channel
             trial = ctx.workdir / f"dynamic-per-channel-{per_channel}.onnx"
-            self._quantize(prepared, trial, excluded, per_channel)
+            self.quantize(plan, trial, excluded)
             trial_output = onnx_output(trial, samples, ctx.judged_output)
             errors[per_channel] = relative_error(reference, trial_output)
-        self._per_channel = errors[True] < errors[False]
+        plan.per_channel = errors[True] < errors[False]
         ctx.log(
             f"  per-channel: output error {errors[True]:.4g} vs per-tensor {errors[False]:.4g}; "
-            f"keeping {'per-channel' if self._per_channel else 'per-tensor'}"
+            f"keeping {'per-channel' if plan.per_channel else 'per-tensor'}"
         )
-        return details | {
-            "per_channel": self._per_channel,
-            "output_error": {"per_channel": errors[True], "per_tensor": errors[False]},
-        }
-
-    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
-        self._quantize(prepared, target, excluded, self._per_channel)
+        plan.per_channel_choice = PerChannelChoice(
+            plan.per_channel, {"per_channel": errors[True], "per_tensor": errors[False]}
+        )
+        return plan
 
     @property
     def _op_types(self) -> list[str]:
         return DYNAMIC_DEFAULT_OPS if self.params.op_types is None else self.params.op_types
 
-    def _quantize(self, prepared: Path, target: Path, excluded: list[str], per_channel: bool):
+    def quantize(self, plan: DynamicPlan, target: Path, excluded: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(
-            str(prepared),
+            str(plan.prepared),
             str(target),
             weight_type=QuantType.QInt8,
-            per_channel=per_channel,
+            per_channel=plan.per_channel,
             op_types_to_quantize=self._op_types,
-            nodes_to_exclude=excluded + self._keep_float,
+            nodes_to_exclude=excluded + plan.keep_float,
             reduce_range=self.params.reduce_range,
         )
 
@@ -367,7 +412,7 @@ class StaticParams(QuantizeParams):
 
 
 @register("quantize.static")
-class StaticQuantization(Int8Pass):
+class StaticQuantization(Int8Pass[StaticParams, StaticPlan]):
     """int8 weights and activations (QDQ), scales calibrated on data.calibration.
 
     Holding accuracy: attention masks stay finite and in float (attention_masks, on by default);
@@ -388,17 +433,15 @@ class StaticQuantization(Int8Pass):
         super().check(config)
         self.require_data(config, "calibration", f"{self.key}: {self.name} needs data.calibration")
 
-    def settle(self, prepared: Path, excluded: list[str], ctx: Context) -> dict[str, Any]:
+    def settle(self, prepared: Path, excluded: list[str], ctx: PassContext) -> StaticPlan:
         """Bias-correction statistics and the activation ranges, once for every quantization."""
 
         def trial(model: Path, ranges: Path, method: str, path: Path, keep_float) -> None:
             self._quantize(model, path, excluded + keep_float, ranges, method)
 
-        self._plan = recovery.plan_static(prepared, excluded, self.params, ctx, trial)
-        return self._plan.details
+        return recovery.plan_static(prepared, excluded, self.params, ctx, trial)
 
-    def quantize(self, prepared: Path, target: Path, excluded: list[str], ctx: Context) -> None:
-        plan = self._plan
+    def quantize(self, plan: StaticPlan, target: Path, excluded: list[str]) -> None:
         model = plan.model_for(excluded, self.params, target.with_suffix(".corrected.onnx"))
         self._quantize(model, target, excluded + plan.keep_float, plan.ranges, plan.method)
 

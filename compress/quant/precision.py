@@ -15,14 +15,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
-from compress.onnx_files import replace_onnx, save_onnx
+from compress.models.onnx_files import replace_onnx, save_onnx
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
 from compress.quant.fallback import accuracy_budget
 from compress.quant.int8 import excluded_nodes
+from compress.quant.sensitivity.cache import AnalysisCache
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 
 class Float16Params(OnnxPassParams):
@@ -35,7 +36,7 @@ class Float16Params(OnnxPassParams):
 
 
 @register("quantize.fp16")
-class Float16(OnnxPass):
+class Float16(OnnxPass[Float16Params]):
     """float16 weights and compute; inputs and outputs stay float32 unless asked.
 
     Sample YAML:
@@ -47,7 +48,7 @@ class Float16(OnnxPass):
     Details = PassDetails  # nothing to report beyond the stage's figures
     reads = ()
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -107,7 +108,7 @@ class Int4Params(OnnxPassParams):
 
 
 @register("quantize.int4")
-class Int4WeightOnly(OnnxPass):
+class Int4WeightOnly(OnnxPass[Int4Params]):
     """4-bit weight-only MatMul/Gemm (ONNX Runtime's MatMulNBits): their weights shrink ~6x.
 
     Embedding tables (Gather from a constant) are stored as int8 with one scale per column and
@@ -129,7 +130,7 @@ class Int4WeightOnly(OnnxPass):
     def check(self, config) -> None:
         self.require_eval_for_budget(config)
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import onnx
 
         source, target = given.source, given.target
@@ -157,7 +158,9 @@ class Int4WeightOnly(OnnxPass):
             self._embeddings(source, target, ctx, details)
         return PassResult(details=details)
 
-    def _embeddings(self, source: Path, target: Path, ctx: Context, details: Int4Details) -> None:
+    def _embeddings(
+        self, source: Path, target: Path, ctx: PassContext, details: Int4Details
+    ) -> None:
         """Store `target`'s embedding tables as int8, unless `auto` and the budget says no; says
         which in `details`."""
         import onnx
@@ -189,12 +192,12 @@ class Int4WeightOnly(OnnxPass):
         ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
 
 
-def _judge(source: Path, candidate: Path, budget: float, ctx: Context):
+def _judge(source: Path, candidate: Path, budget: float, ctx: PassContext):
     """The drop of `candidate` against the float `source` on data.eval."""
     from compress.quant.budget import BudgetJudge
 
-    output, metric = ctx.judged_output, ctx.config.config.report.metric
-    reference = ctx.analysis.reference_outputs(source, ctx.eval, output, metric)
+    output, metric = ctx.judged_output, ctx.metric
+    reference = ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, output, metric)
     return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
 
 

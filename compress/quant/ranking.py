@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress.errors import first_line
+from compress.quant.sensitivity.cache import AnalysisCache
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
     from compress.quant.fallback import QuantizeJob
     from compress.quant.sensitivity import RankingFailed, Sensitivity, SensitivityDetails
 
 RANKING_SAMPLES = 32  # what the node ranking runs (its cost grows with them; see sensitivity)
 
 
-def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensitivity:
+def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: PassContext) -> Sensitivity:
     """The ranking of the nodes `quantized` (made by `job`) changed: from ctx.analysis when an
     earlier quantization of the same source under the same scheme scored them all, else
     measured now and remembered there."""
@@ -30,7 +31,7 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensi
         onnx.load(str(job.prepared), load_external_data=False).graph,
         onnx.load(str(quantized), load_external_data=False).graph,
     ) - set(job.excluded)
-    cached = ctx.analysis.sensitivity(job.source, job.scheme, changed)
+    cached = ctx.shared(AnalysisCache).sensitivity(job.source, job.scheme, changed)
     if cached is not None:
         ctx.log("  sensitivity: reusing the ranking measured for this model and scheme")
         return restricted_to(cached, changed)
@@ -40,7 +41,7 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: Context) -> Sensi
     sensitivity = measure_sensitivity(
         job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
     )
-    ctx.analysis.remember(job.source, job.scheme, sensitivity)
+    ctx.shared(AnalysisCache).remember(job.source, job.scheme, sensitivity)
     worst = ", ".join(f"{n.node} ({n.score:.1%})" for n in sensitivity.ranked()[:3])
     ctx.log(
         f"  sensitivity: {sensitivity.scored} node(s) scored on {sensitivity.samples} samples in "
@@ -54,7 +55,7 @@ class Ranking:
     """The node ranking of one quantized model, measured when first asked for (the report asks
     unless `sensitivity: false`; the search asks when the first round misses the budget)."""
 
-    def __init__(self, job: QuantizeJob, quantized: Path, ctx: Context):
+    def __init__(self, job: QuantizeJob, quantized: Path, ctx: PassContext):
         self.job, self.quantized, self.ctx = job, quantized, ctx
         self.measured = False
         self.problem: str | None = None

@@ -5,17 +5,18 @@ reference the accuracy-aware fallback compares against is the graph that gets qu
 attention-mask constants clamped (both int8 passes), cross-layer equalization and SmoothQuant
 (quantize.static, when asked). These leave the float outputs unchanged within float error.
 
-After pre-processing (`StaticPlan`, quantize.static only): the attention-mask nodes and the
-SmoothQuant Muls to keep in float, bias correction's input statistics, and the activation
-ranges (one calibration run, `calibration: auto` choosing the method) that every quantization
-of the pass reuses, the fallback's re-quantizations included.
+After pre-processing, a pass settles its `Int8Plan` once: the attention-mask nodes and the
+SmoothQuant Muls to keep in float; for quantize.static (`StaticPlan`) also bias correction's
+input statistics and the activation ranges (one calibration run, `calibration: auto` choosing
+the method). Every quantization of the pass, the fallback's re-quantizations included, is handed
+the plan: the pass itself keeps nothing between calls.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
@@ -25,11 +26,12 @@ from compress.quant.bias_correction import BiasCorrected
 from compress.quant.equalize import Equalized, equalize
 from compress.quant.graph_edit import Graph, load, save
 from compress.quant.masks import ClampedConstant
+from compress.quant.sensitivity.cache import AnalysisCache
 from compress.quant.smooth import Smoothed, smooth, smoothed_nodes, stats_samples
 from compress.records import Record
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 BIAS_STATS_SAMPLES = 64  # the mean input of a layer settles long before this
 
@@ -59,6 +61,12 @@ class Recovery(Record):
     smooth: Smoothed | None = None
     bias_correction: BiasCorrected | None = None
     calibration: CalibrationChoice | None = None
+
+    def merged(self, later: Recovery) -> Recovery:
+        """These techniques and `later`'s (what a later step set wins)."""
+        return self.model_copy(
+            update={name: getattr(later, name) for name in later.model_fields_set}
+        )
 
     def recovery_notes(self) -> list[str]:
         """One line per technique that changed something, for the report's stage notes."""
@@ -92,56 +100,63 @@ class Recovery(Record):
         return lines
 
 
-def rewrite_source(source: Path, target: Path, params, ctx: Context) -> tuple[Path, dict]:
-    """`source`, or a rewritten copy beside `target`, and what was changed, by technique
-    (Recovery's fields)."""
-    model, details = load(source), {}
+def rewrite_source(source: Path, target: Path, params, ctx: PassContext) -> tuple[Path, Recovery]:
+    """`source`, or a rewritten copy beside `target`, and what was changed, by technique."""
+    model, done = load(source), Recovery()
     if params.attention_masks:
         clamped = masks.clamp_mask_constants(model)
         if clamped:
-            details["attention_masks"] = MaskClamps(clamped_constants=clamped)
+            done.attention_masks = MaskClamps(clamped_constants=clamped)
             ctx.log(f"  {len(clamped)} attention-mask constant(s) clamped to {masks.MASK_VALUE}")
     if getattr(params, "equalize", False):
         # relu6 "skip": equalizing through Clip(0, 6) would change the float model (on
         # EfficientNet-Lite1 ReLU6 -> ReLU gave cosine 0.51 before any quantization).
-        details["equalize"] = equalize(model, relu6="skip", max_iterations=20)
-        ctx.log(f"  equalized {details['equalize'].pairs} conv pair(s)")
+        done.equalize = equalize(model, relu6="skip", max_iterations=20)
+        ctx.log(f"  equalized {done.equalize.pairs} conv pair(s)")
     if getattr(params, "smooth_alpha", None) is not None:
-        details["smooth"] = smooth(model, stats_samples(ctx), params.smooth_alpha)
-        ctx.log(f"  smoothed {len(details['smooth'].sites)} LayerNorm -> MatMul site(s)")
-    if not details:
-        return source, details
+        done.smooth = smooth(model, stats_samples(ctx), params.smooth_alpha)
+        ctx.log(f"  smoothed {len(done.smooth.sites)} LayerNorm -> MatMul site(s)")
+    if not done.model_fields_set:
+        return source, done
     rewritten = target.with_name(f"{target.stem}.rewritten.onnx")
     save(model, rewritten)
-    return rewritten, details
+    return rewritten, done
 
 
-def float_nodes(
-    prepared: Path, params, op_types: list[str] | None = None
-) -> tuple[list[str], dict[str, Any]]:
-    """Nodes every quantization keeps in float: the attention-mask path (unless turned off)
-    and SmoothQuant's Muls; with what the report says about them. `op_types`: what the pass
-    quantizes (None: every op type ONNX Runtime can); mask nodes of other types are left out."""
+@dataclass
+class Int8Plan:
+    """What an int8 pass settles once for a pre-processed model (`prepared`), before any
+    quantization: the nodes every quantization keeps in float, and what it did to hold accuracy
+    (set as it is settled: bias correction once the first model is written)."""
+
+    prepared: Path
+    keep_float: list[str]
+    recovery: Recovery = field(default_factory=Recovery)
+
+
+def float_nodes(prepared: Path, params, op_types: list[str] | None = None) -> Int8Plan:
+    """The plan's nodes every quantization keeps in float: the attention-mask path (unless
+    turned off) and SmoothQuant's Muls; with what the report says about them. `op_types`: what
+    the pass quantizes (None: every op type ONNX Runtime can); mask nodes of other types are
+    left out."""
     model = load(prepared)
     mask_path = masks.mask_nodes(model) if params.attention_masks else []
     if op_types is not None:
         types = {n.name: n.op_type for n in model.graph.node}
         mask_path = [name for name in mask_path if types[name] in op_types]
     smoothing = smoothed_nodes(model)
-    details = {"mask_float_nodes": mask_path} if mask_path else {}
-    return mask_path + smoothing, details
+    recovery = Recovery(mask_float_nodes=mask_path) if mask_path else Recovery()
+    return Int8Plan(prepared, mask_path + smoothing, recovery)
 
 
 @dataclass
-class StaticPlan:
-    """Settled once per quantize.static pass; `quantize` then only writes models."""
+class StaticPlan(Int8Plan):
+    """quantize.static's plan: also the calibration method and its activation ranges, and
+    bias correction's statistics; `quantize` then only writes models."""
 
-    prepared: Path
-    keep_float: list[str]
     method: str = "minmax"
     ranges: Path | None = None
     bias_means: dict[str, np.ndarray] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)  # Recovery's fields, as settled
 
     def model_for(self, excluded: list[str], params, path: Path) -> Path:
         """The graph to quantize: `prepared` with bias correction on the layers that will be
@@ -153,20 +168,23 @@ class StaticPlan:
         changed = bias_correction.correct_biases(
             model, names, self.bias_means, params.per_channel, params.reduce_range
         )
-        self.details.setdefault("bias_correction", changed)  # as settled, before any fallback
+        if self.recovery.bias_correction is None:  # as settled, before any fallback
+            self.recovery.bias_correction = changed
         save(model, path)
         return path
 
 
-def calibration_inputs(ctx: Context, limit: int | None) -> list[np.ndarray]:
+def calibration_inputs(ctx: PassContext, limit: int | None) -> list[np.ndarray]:
     return [a[:limit] for a in ctx.calibration.inputs.values()]
 
 
-def plan_static(prepared: Path, excluded: list[str], params, ctx: Context, quantize) -> StaticPlan:
+def plan_static(
+    prepared: Path, excluded: list[str], params, ctx: PassContext, quantize
+) -> StaticPlan:
     """Everything quantize.static settles before it quantizes. `quantize(model, ranges, method,
     target, keep_float)` writes one int8 model (used to try calibration methods)."""
-    keep_float, details = float_nodes(prepared, params, params.op_types)
-    plan = StaticPlan(prepared, keep_float, details=details)
+    found = float_nodes(prepared, params, params.op_types)
+    plan = StaticPlan(prepared, found.keep_float, found.recovery)
     samples = calibration_inputs(ctx, params.calibration_samples)
     if params.bias_correction:
         _settle_bias_correction(plan, params, samples)
@@ -186,7 +204,7 @@ def plan_static(prepared: Path, excluded: list[str], params, ctx: Context, quant
 
         op_types = tuple(params.op_types) if params.op_types is not None else None
         settings = (plan.method, params.percentile, op_types, params.calibration_samples)
-        plan.ranges = ctx.analysis.calibration_ranges(
+        plan.ranges = ctx.shared(AnalysisCache).calibration_ranges(
             model, settings + (params.batch_size,), collect
         )
     return plan
@@ -211,7 +229,7 @@ def _collector(model: Path, params, methods, work: Path) -> calibration.RangeCol
     return calibration.RangeCollector(model, params.op_types, methods, params.percentile, work)
 
 
-def _feed(collector, parts: list[list[np.ndarray]], ctx: Context, params) -> None:
+def _feed(collector, parts: list[list[np.ndarray]], ctx: PassContext, params) -> None:
     for part in parts:
         for feeds in calibration.batches(
             part, ctx.input_names, params.batch_size, collector.fixed_batch
@@ -219,7 +237,7 @@ def _feed(collector, parts: list[list[np.ndarray]], ctx: Context, params) -> Non
             collector.update(feeds)
 
 
-def _finish(plan: StaticPlan, collector, parts, ctx: Context, params, work: Path) -> None:
+def _finish(plan: StaticPlan, collector, parts, ctx: PassContext, params, work: Path) -> None:
     """Feed the rest of the samples, then write the chosen method's ranges for quantize_static."""
     _feed(collector, parts, ctx, params)
     plan.ranges = calibration.save_ranges(collector.ranges(plan.method), work / "ranges.json")
@@ -233,7 +251,7 @@ def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, wor
 
     count = len(samples[0])
     if count < 4:  # nothing to hold out
-        plan.details["calibration"] = CalibrationChoice(method="minmax", why="fewer than 4 samples")
+        plan.recovery.calibration = CalibrationChoice(method="minmax", why="fewer than 4 samples")
         collector = _collector(model, params, ("minmax",), work)
         return _finish(plan, collector, [samples], ctx, params, work)
     fit, held, rest = calibration.split_for_auto(count)
@@ -250,7 +268,7 @@ def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, wor
         trial_output = onnx_output(trial, judged, output)
         errors[method] = round(relative_error(reference, trial_output), 6)
     plan.method = min(errors, key=errors.get)
-    plan.details["calibration"] = CalibrationChoice(
+    plan.recovery.calibration = CalibrationChoice(
         method=plan.method,
         output_error=errors,
         fit_samples=fit.stop - fit.start,

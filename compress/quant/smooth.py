@@ -32,7 +32,7 @@ from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.job.context import Context
+    from compress.passes.context import PassContext
 
 SMOOTH_PREFIX = "smooth/"
 SHAPE_ONLY = {"Shape", "Size"}  # read a tensor's shape, not its values
@@ -195,7 +195,7 @@ def smoothed_nodes(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys(n.name for n in muls + around if n.name))
 
 
-def stats_samples(ctx: Context) -> list[np.ndarray]:
+def stats_samples(ctx: PassContext) -> list[np.ndarray]:
     return ctx.calibration.take(min(STATS_SAMPLES, len(ctx.calibration)))
 
 
@@ -213,7 +213,7 @@ class SmoothParams(OnnxPassParams):
 
 
 @register("smooth")
-class SmoothQuant(OnnxPass):
+class SmoothQuant(OnnxPass[SmoothParams]):
     """SmoothQuant: moves activation outliers of LayerNorm -> MatMul into the weights, for int8.
 
     Per-channel scales from data.calibration are folded into the LayerNorm (or a Mul the int8
@@ -233,7 +233,7 @@ class SmoothQuant(OnnxPass):
         why = f"{self.key}: {self.name} measures activations on data.calibration"
         self.require_data(config, "calibration", why)
 
-    def apply(self, given: PassInput, ctx: Context) -> PassResult:
+    def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         source, target = given.source, given.target
         model = load(source)
         done = smooth(model, stats_samples(ctx), self.params.alpha)

@@ -286,41 +286,6 @@ def stage_notes(report: Report) -> list[str]:
     ]
 
 
-def candidate_rows(stage: Stage, metric: str) -> tuple[list[str], list[list[str]]]:
-    """The candidates quantize.auto measured, as headers and formatted cells (none: empty)."""
-    from compress.quant.auto import AutoDetails
-
-    details = stage.details
-    if not isinstance(details, AutoDetails) or not details.candidates or details.input is None:
-        return [], []
-    headers = ["candidate", "p50 ms", "size KB", metric, "drop", "kept in float", "verdict"]
-    source = details.input
-    rows = [
-        [
-            "input",
-            f"{source.p50_ms:.3f}",
-            f"{source.size_bytes / 1024:.1f}",
-            f"{source.metric:.4f}",
-            "",
-            "",
-            "",
-        ]
-    ]
-    for c in details.candidates:
-        rows.append(
-            [
-                c.name,
-                fmt_value(c.p50_ms, ".3f"),
-                fmt_value(c.size_bytes / 1024 if c.size_bytes else None, ".1f"),
-                fmt_value(c.metric, ".4f"),
-                fmt_value(c.drop, ".4f"),
-                str(len(c.float_nodes)),
-                c.verdict or "",
-            ]
-        )
-    return headers, rows
-
-
 def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(headers) + " |",
@@ -329,13 +294,12 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def candidates_table(stage: Stage, metric: str) -> list[str]:
-    """Markdown rows for the candidates quantize.auto measured."""
-    headers, rows = candidate_rows(stage, metric)
-    if not rows:
+def details_table(stage: Stage, metric: str) -> list[str]:
+    """The Markdown of the table a stage's Details give (quantize.auto's candidates), if any."""
+    table = stage.details.table(metric) if stage.details is not None else None
+    if table is None:
         return []
-    title = f"### {stage.name}: candidates (budget {stage.details.accuracy_budget})"
-    return ["", title, "", *markdown_table(headers, rows)]
+    return ["", f"### {stage.name}: {table.title}", "", *markdown_table(table.headers, table.rows)]
 
 
 def speedup_interval(summary: Summary) -> str:
@@ -427,7 +391,7 @@ def to_markdown(report: Report) -> str:
     notes = stage_notes(report)
     lines += ["", *(f"- {note}" for note in notes)] if notes else []
     for stage in report.stages:
-        lines += candidates_table(stage, report.metric)
+        lines += details_table(stage, report.metric)
     lines += ["", *(f"> **Warning:** {w}" for w in report.warnings)] if report.warnings else []
     folder, tokenizer = report.provenance.model_folder, report.provenance.tokenizer
     lines += ["", f"Model folder: {folder.describe()}."] if folder else []

@@ -10,6 +10,7 @@ from compress.measure.interference import BUSY_ADVICE
 from compress.report.model import (
     GenerationSettings,
     GenerationSummary,
+    Paired,
     StageGeneration,
 )
 
@@ -17,20 +18,20 @@ from compress.report.model import (
 def stage_generation(generation: Generation, keys: list[str]) -> list[dict[str, StageGeneration]]:
     """Each stage's figures by batch size (`keys`: the stages' names in the measurement, the
     baseline first)."""
-    from compress.report import paired_figures
-
     by_stage: list[dict[str, StageGeneration]] = []
     for index, key in enumerate(keys):
         figures = {}
         for batch, timings in generation.batches.items():
-            paired = (
-                paired_figures(timings.decode_speedup(keys[0], key)) if index else None
-            )  # fmt: skip
+            paired = _paired(timings.decode_speedup(keys[0], key)) if index else None
             figures[str(batch)] = StageGeneration(
                 **timings.figures(key).model_dump(), decode_vs_baseline=paired
             )
         by_stage.append(figures)
     return by_stage
+
+
+def _paired(speedup) -> Paired:
+    return Paired(speedup=round(speedup.ratio, 4), ci=speedup.interval(), verdict=speedup.verdict)
 
 
 def generation_settings(generation: Generation) -> GenerationSettings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from html import escape
 
 from compress.report import (
-    candidate_rows,
     fmt_value,
     human_count,
     measured_with,
@@ -128,10 +127,10 @@ def report_body(report: Report, heading: int = 2) -> str:
         items = "".join(f"<li>{escape(note)}</li>" for note in notes)
         parts.append(f"<{h}>What the passes did</{h}><ul>{items}</ul>")
     for stage in report.stages:
-        headers, rows = candidate_rows(stage, report.metric)
-        if rows:
-            name = escape(stage.name)
-            parts.append(f"<{h}>{name}: candidates</{h}>{html_table(headers, rows)}")
+        table = stage.details.table(report.metric) if stage.details is not None else None
+        if table is not None:
+            title = escape(f"{stage.name}: {table.title}")
+            parts.append(f"<{h}>{title}</{h}>{html_table(table.headers, table.rows)}")
     if report.warnings:
         warnings = "".join(f'<p class="warning">{escape(w)}</p>' for w in report.warnings)
         parts.append(f"<{h}>Warnings</{h}>{warnings}")

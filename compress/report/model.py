@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
+from compress.data.text import TextTokenizer
 from compress.measure.generation import GenerationFigures
 from compress.measure.interference import MachineLoad
 from compress.measure.latency import LatencyFigures
 from compress.measure.size import Footprint
-from compress.models.hf_provenance import ModelFolder, TextTokenizer
+from compress.models.hf_provenance import ModelFolder
 from compress.passes.base import PassDetails
 from compress.records import Amount, Count, Positive, Record, Share
 

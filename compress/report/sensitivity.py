@@ -11,7 +11,7 @@ from compress.quant.sensitivity import NodeDetails, SensitivityDetails
 from compress.report.svg import Bar, Chart, Group, render
 
 if TYPE_CHECKING:
-    from compress.quant.analyze import Analysis
+    from compress.quant.analysis import Analysis
     from compress.report.model import Stage
 
 CHARTED = 15

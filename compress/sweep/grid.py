@@ -123,14 +123,14 @@ def check_variants(config: Path, variants: list[Variant]) -> None:
     """Every variant's config as `compress validate` checks it, before any work: an unknown key,
     a bad value or data that does not load is refused naming the variant. Data is read once
     for all the variants that share their data sections."""
-    from compress.config import load_config
     from compress.job.preflight import check_loaded_config
+    from compress.passes.recipe import load_recipe
 
     data: dict[str, dict] = {}
     for variant in variants:
         overrides = [parse_override(text, "--vary") for text in variant.overrides]
         try:
-            loaded = load_config(config, overrides)
+            loaded = load_recipe(config, overrides)
             sections = loaded.config.model_dump_json(include={"data", "model"})
             data[sections] = check_loaded_config(loaded, datasets=data.get(sections))[2]
         except InputError as e:

@@ -36,7 +36,6 @@ from compress.batch.runner import (
 )
 from compress.batch.summary import Status
 from compress.cache.keys import inputs_digest
-from compress.config import load_config
 from compress.errors import EXIT_FAILED, EXIT_GATE_FAILED, EXIT_OK, ModelLoadError
 from compress.files import file_sha256, path_problem
 from compress.job.outdir import OUTPUT_FILES
@@ -48,6 +47,7 @@ from compress.job.staging import (
     write_atomically,
 )
 from compress.measure.metrics import LOWER_IS_BETTER
+from compress.passes.recipe import load_recipe
 from compress.records import Record
 from compress.sweep.grid import MAX_VARIANTS, Variant, check_variants, grid
 from compress.sweep.pareto import OBJECTIVES, Objective, Point, best, front
@@ -194,14 +194,14 @@ def _run_variants(
         "config_sha256": file_sha256(options.config),
     }
     run_options = cache_options(options)
-    if load_config(options.config).config.report.threads > threads:  # jobs share the cores
+    if load_recipe(options.config).config.report.threads > threads:  # jobs share the cores
         run_options += ["--set", f"report.threads={threads}"]
     rows: dict[str, VariantRow] = {}
     pending: dict[str, tuple[ModelJob, Variant]] = {}
     hashes: dict[str, dict[str, str]] = {}
     for variant in variants:
         folder = make_folders(out, Path("variants") / variant.name)
-        config = load_config(options.config, variant.overrides)
+        config = load_recipe(options.config, variant.overrides)
         read = {"inputs_sha256": inputs_digest(options.model, config)}
         hashes[variant.name] = shared | read
         previous = _finished(folder, variant, hashes[variant.name]) if options.resume else None
@@ -283,7 +283,7 @@ def _row(variant: Variant, outcome: dict, folder: Path, hashes: dict[str, str]) 
 
 
 def _summary(rows: list[VariantRow], options, executor: str, seconds: float, out: Path):
-    settings = load_config(options.config).config.report
+    settings = load_recipe(options.config).config.report
     measured = [r for r in rows if r.status in COMPLETE and r.p50_ms is not None]
     # the fronts rank accuracy higher-better: perplexity (lower better) enters negated
     sign = -1 if settings.metric in LOWER_IS_BETTER else 1

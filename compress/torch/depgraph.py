@@ -13,13 +13,13 @@ from compress.torch.program_shapes import refit_program
 from compress.torch.training import first_output
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.torch.context import TorchContext
 
 EXAMPLE_SAMPLES = 4  # inputs torch-pruning traces the model with
 TAYLOR_SAMPLES = 256  # train samples whose gradients rank channels for `importance: taylor`
 
 
-def example_inputs(ctx: Context, count: int = EXAMPLE_SAMPLES) -> tuple:
+def example_inputs(ctx: TorchContext, count: int = EXAMPLE_SAMPLES) -> tuple:
     """Real samples as torch tensors, in the model's input order."""
     import torch
 
@@ -36,7 +36,7 @@ def _importance(name: str):
     return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
 
 
-def make_pruner(model, ctx: Context, params, kept_whole: list, key: str):
+def make_pruner(model, ctx: TorchContext, params, kept_whole: list, key: str):
     """A torch-pruning MetaPruner for `params` (amount, importance, scope, round_to, steps)."""
     import torch
     import torch_pruning as tp
@@ -75,7 +75,7 @@ def outputs_as_ops(output) -> list:
     return [tensor * 1 for tensor in flatten_as_list(output)]
 
 
-def prune_step(pruner, model, ctx: Context, params, key: str) -> None:
+def prune_step(pruner, model, ctx: TorchContext, params, key: str) -> None:
     """Plan one step, refuse a plan that removes nothing, then prune."""
     if params.importance == "taylor":
         _accumulate_gradients(model, ctx)
@@ -113,7 +113,7 @@ def _reaches_output(group) -> bool:
     return any(dep.target.type == tp.ops.OPTYPE.OUTPUT for dep, _ in group)
 
 
-def refit_program_sizes(model, ctx: Context) -> None:
+def refit_program_sizes(model, ctx: TorchContext) -> None:
     """A `.pt2` program's reshapes hold fixed sizes: fit them to the pruned layers."""
     import torch
 
@@ -121,7 +121,7 @@ def refit_program_sizes(model, ctx: Context) -> None:
         refit_program(model, example_inputs(ctx))
 
 
-def _accumulate_gradients(model, ctx: Context) -> None:
+def _accumulate_gradients(model, ctx: TorchContext) -> None:
     """Gradients of the cross-entropy on train samples, which Taylor importance reads."""
     import torch
 

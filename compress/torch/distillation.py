@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import ConfigError
+from compress.torch.runnable import runnable
 from compress.torch.training import first_output
 
 CACHE_LIMIT_BYTES = 512 * 2**20  # teacher outputs kept for the whole train set up to this size
@@ -59,7 +60,8 @@ class Teacher:
 
     def outputs(self, inputs: list[np.ndarray]) -> np.ndarray:
         """Its first output on whole arrays (to score the teacher)."""
-        from compress.measure.evaluate import onnx_output, torch_output
+        from compress.measure.evaluate import onnx_output
+        from compress.torch.export import torch_output
 
         if self.onnx_path is not None:
             return onnx_output(self.onnx_path, inputs, 0)
@@ -74,7 +76,7 @@ def hookable_copy(loaded):
 
     from compress.torch.editable import relift
 
-    module = loaded.callable()
+    module = runnable(loaded)
     if loaded.format == "exported_program":
         module = relift(module)
     with warnings.catch_warnings():  # torch deprecates a pytree class that the copy touches
@@ -89,7 +91,7 @@ def load_teacher(path: Path, arch: str | None, arch_args: dict, ctx, key: str) -
 
     section = ModelSection(arch=arch, arch_args=arch_args)
     loaded = load_model(
-        ctx.config.resolve(path), section, ctx.config.base_dir, ctx.trust_pickle, key,
+        (ctx.base_dir / path).resolve(), section, ctx.base_dir, ctx.trust_pickle, key,
         trust_remote_code=ctx.trust_remote_code, inputs=ctx.input_names,
     )  # fmt: skip
     if loaded.is_onnx:

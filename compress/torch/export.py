@@ -6,12 +6,15 @@ import contextlib
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from compress.config import ExportSection
 from compress.errors import ExportError, first_line
+from compress.measure.evaluate import EVAL_BATCH, Judge
+from compress.models.onnx_files import needs_external_data
 from compress.torch.outputs import named_tensors, with_tensor_outputs
 
 BATCH_DIM = "batch"
@@ -102,35 +105,47 @@ def dynamic_shapes(model, args: tuple, dynamic_batch: bool) -> tuple | None:
     return tuple(shapes) if any(shapes) else None
 
 
-def graph_inputs(proto) -> list:
-    """The inputs a caller feeds (older exporters also list initializers as inputs)."""
-    initializers = {i.name for i in proto.graph.initializer}
-    return [i for i in proto.graph.input if i.name not in initializers]
-
-
-def fixed_batch_sizes(proto) -> set[int]:
-    """The batch sizes the graph's inputs insist on; empty when the batch axis is dynamic."""
-    return {
-        dims[0].dim_value
-        for i in graph_inputs(proto)
-        if (dims := i.type.tensor_type.shape.dim) and dims[0].HasField("dim_value")
-    }
-
-
-def program_fixed_batch(program) -> int | None:
-    """The batch size a torch.export program was specialised to, or None if it is dynamic."""
-    user_inputs = set(program.graph_signature.user_inputs)
-    for node in program.graph.nodes:
-        value = node.meta.get("val") if node.op == "placeholder" else None
-        is_user_tensor = node.name in user_inputs and value is not None and value.dim() > 0
-        if is_user_tensor and isinstance(value.shape[0], int):
-            return value.shape[0]
-    return None
-
-
 def torch_outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Run a torch callable; every tensor it returns, as a flat list of arrays."""
     return list(named_torch_outputs(model, inputs).values())
+
+
+def torch_output(
+    model, inputs: list[np.ndarray], index: int, metric: str | None = None
+) -> np.ndarray:
+    """A torch callable's output `index` (of every tensor it returns, in order) on all
+    `inputs`, in batches of EVAL_BATCH, without gradients; for a token `metric`, its token
+    summaries (compress.measure.perplexity: logits never kept)."""
+    from compress.measure.perplexity import TOKEN_METRICS, summarized
+
+    if metric in TOKEN_METRICS:
+        return summarized(lambda part: torch_outputs(model, part)[index], inputs)
+    return np.concatenate(
+        [
+            torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[index]
+            for start in range(0, len(inputs[0]), EVAL_BATCH)
+        ]
+    )
+
+
+def score_torch(judge: Judge, model) -> float:
+    """`judge`'s metric of a torch callable (measured as an ONNX file's is, on its output)."""
+    return judge.score_outputs(torch_output(model, judge.inputs, judge.output, judge.metric))
+
+
+@dataclass(frozen=True)
+class TorchJudge:
+    """A Judge of torch models (compress.torch.training's EpochScore): `metric` names what it
+    scores, calling it scores a model."""
+
+    judge: Judge
+
+    @property
+    def metric(self) -> str:
+        return self.judge.metric
+
+    def __call__(self, model) -> float:
+        return score_torch(self.judge, model)
 
 
 def named_torch_outputs(model, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -179,23 +194,12 @@ def check_parity(
     return diff
 
 
-def needs_external_data(model) -> bool:
-    """Whether the model's weights are too large for one ONNX file (compress.onnx_files)."""
-    from compress import onnx_files
-
-    state = getattr(model, "state_dict", {})  # a method of a module, a dict of a program
-    state = state() if callable(state) else state
-    unique = {t.data_ptr(): t for t in state.values() if hasattr(t, "data_ptr")}  # tied: once
-    weights = sum(t.numel() * 4 for t in unique.values())  # as float32 in ONNX
-    return weights > onnx_files.EXTERNAL_BYTES
-
-
 def set_metadata(path: Path, props: dict[str, str]) -> None:
     """Write provenance into the model's metadata_props (its weights stay where they were
     saved: in the file, or in its external data file)."""
     import onnx
 
-    from compress.onnx_files import save_onnx
+    from compress.models.onnx_files import save_onnx
 
     proto = onnx.load(str(path))
     existing = {p.key: p for p in proto.metadata_props}

@@ -11,7 +11,7 @@ from compress.errors import ConfigError
 from compress.torch.training import TrainParams, first_output, train
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
+    from compress.torch.context import TorchContext
 
 
 class FinetuneParams(BaseModel):
@@ -38,7 +38,9 @@ def check_train_data(params: FinetuneParams, config, key: str) -> None:
         )
 
 
-def finetune(model, ctx: Context, params: FinetuneParams, epochs: int, what: str) -> list[float]:
+def finetune(
+    model, ctx: TorchContext, params: FinetuneParams, epochs: int, what: str
+) -> list[float]:
     """Train `model` in place for `epochs` on data.train; the mean loss of each epoch."""
     import torch
 

@@ -43,7 +43,7 @@ def export_decoder(
     for one file) and check it: onnx.checker, then decode steps against torch."""
     import onnx
 
-    from compress.torch.export import needs_external_data
+    from compress.models.onnx_files import needs_external_data
 
     if not section.dynamic_batch:
         raise ConfigError(

@@ -8,15 +8,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.data.augment import augment_batch
 
 if TYPE_CHECKING:
-    from compress.job.context import Context
-    from compress.measure.evaluate import Judge
+    from compress.torch.context import TorchContext
 
 # step_loss(batch inputs, batch labels or None, the batch's sample indices) -> the batch's loss
 StepLoss = Callable[[list, object, object], object]
@@ -67,14 +66,24 @@ class TrainResult:
         return len(self.losses)
 
 
+class EpochScore(Protocol):
+    """How training scores each epoch's model (compress.torch.export's TorchJudge): `metric`
+    names the score, calling it scores a model."""
+
+    @property
+    def metric(self) -> str: ...
+
+    def __call__(self, model: Any) -> float: ...
+
+
 def train(
     model,
     step_loss: StepLoss,
     params: TrainParams,
-    ctx: Context,
+    ctx: TorchContext,
     what: str,
     extra_modules=None,
-    judge: Judge | None = None,
+    judge: EpochScore | None = None,
 ) -> TrainResult:
     """Train `model` in place on data.train; `extra_modules` (an nn.Module: projections) learn
     with it. With `judge`, score every epoch, stop early and restore the best epoch as asked."""
@@ -117,7 +126,7 @@ def train(
             result.losses.append(total / seen)
             status = f"epoch {epoch}/{params.epochs}, loss {result.losses[-1]:.4f}"
             if judge is not None:
-                result.metrics.append(judge.score_torch(model))
+                result.metrics.append(judge(model))
                 status += f", {judge.metric} {result.metrics[-1]:.4f}"
                 # Patience counts epochs without a better metric; on a tie the later epoch, which
                 # has trained longer, becomes the one kept.

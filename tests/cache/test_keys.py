@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from compress.cache.keys import measure_key, stage_keys
-from compress.config import load_config
 from compress.errors import InputError
 from compress.job.preflight import build_passes
+from compress.passes.recipe import load_recipe
 from compress.passes.registry import _REGISTRY
 from tests.conftest import CNN_CONFIG, SAMPLES, STATE_DICT_CONFIG, invoke, write_config
 
@@ -26,7 +26,7 @@ RECIPE = CNN_CONFIG.replace("passes:\n", "passes:\n" + PRUNE + DISTILL).replace(
 
 def keys_of(folder, text, model=SAMPLES / "digits_cnn.pt2", *overrides) -> list[str]:
     folder.mkdir(exist_ok=True)
-    config = load_config(write_config(folder, text), overrides)
+    config = load_recipe(write_config(folder, text), overrides)
     passes = build_passes(config)
     return stage_keys(model, config, passes, list(range(len(config.passes))))
 
@@ -74,9 +74,9 @@ def test_gates_and_report_settings_change_only_the_stages_that_read_them(tmp_pat
 def test_the_figures_of_a_stage_are_kept_under_the_report_settings_they_were_measured_with(
     tmp_path,
 ):
-    config = load_config(write_config(tmp_path, CNN_CONFIG))
-    gate = load_config(tmp_path / "config.yaml", ["gates.min_speedup=2"])
-    timed = load_config(tmp_path / "config.yaml", ["report.batch_sizes=[2]"])
+    config = load_recipe(write_config(tmp_path, CNN_CONFIG))
+    gate = load_recipe(tmp_path / "config.yaml", ["gates.min_speedup=2"])
+    timed = load_recipe(tmp_path / "config.yaml", ["report.batch_sizes=[2]"])
     assert measure_key(config) == measure_key(gate) != measure_key(timed)
 
 

@@ -1,7 +1,11 @@
-"""Every recipe in configs/ runs on the model its header names, and meets its non-timing gates."""
+"""Every recipe in configs/ runs on the model its header names, meets its non-timing gates, and
+writes the very model.onnx it wrote before (a change of code that changes a model shows here)."""
 
+import hashlib
 import json
+import os
 import re
+from importlib.metadata import version
 
 import pytest
 
@@ -58,6 +62,29 @@ def test_recipe_runs(tmp_path_factory, config):
         "report.md",
     ]
     assert json.loads((out / "report.json").read_text()) == report
+
+
+# sha256 of each recipe's model.onnx, and the libraries that made them. quantize.auto's recipes
+# are left out: which candidate they keep rests on timing. After a change meant to change a
+# model: COMPRESS_WRITE_GOLDEN=1 pytest tests/cli/test_configs.py -k same_model, and say why in
+# the commit.
+GOLDEN = ROOT / "tests" / "golden" / "recipe_models.json"
+MODEL_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning", "numpy")
+UNTIMED = [c for c in RECIPES if "quantize.auto" not in c.read_text()]
+
+
+@pytest.mark.parametrize("config", UNTIMED, ids=lambda c: c.stem)
+def test_a_recipe_writes_the_same_model_as_before(tmp_path_factory, config):
+    _, out = recipe_report(config, tmp_path_factory)
+    digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    libraries = {name: version(name) for name in MODEL_LIBRARIES}
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {"models": {}}
+    if os.environ.get("COMPRESS_WRITE_GOLDEN"):
+        golden = {"made_with": libraries, "models": golden["models"] | {config.name: digest}}
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    if golden.get("made_with") != libraries:
+        pytest.skip(f"the golden models were made with {golden.get('made_with')}: not comparable")
+    assert golden["models"].get(config.name) == digest, "the recipe's model.onnx changed"
 
 
 @pytest.mark.parametrize("config", ["auto-int8.yaml", "auto-int8-text.yaml"])

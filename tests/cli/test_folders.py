@@ -17,8 +17,8 @@ import yaml
 
 from compress.batch.discover import find_models
 from compress.cache.keys import stage_keys
-from compress.config import load_config
-from compress.job.inputs import run_inputs
+from compress.models.run_files import run_inputs
+from compress.passes.recipe import load_recipe
 from tests.conftest import assert_refused, invoke
 from tests.hf_folders import sentences
 
@@ -125,7 +125,7 @@ def test_the_stage_key_and_the_overwrite_guard_cover_the_folders_files(hf_folder
     (tmp_path / "s.txt").write_text("w1 w2\n")
     config_path = tmp_path / "c.yaml"
     config_path.write_text("version: 1\ndata:\n  eval: {path: s.txt}\n" + QUICK % "cosine")
-    config = load_config(config_path)
+    config = load_recipe(config_path)
     labels = {item.label for item in run_inputs(folder, config)}
     assert {"the model (config.json)", "the model (tokenizer.json)"} <= labels
     before = stage_keys(folder, config, [], [])

@@ -142,7 +142,7 @@ def test_on_slower_revert_keeps_the_input_of_a_slower_pass(
     tmp_path, cnn_config, monkeypatch, input_ms, output_ms, reverted
 ):
     """The decision, with latencies fixed by the test (speed itself belongs to the benchmark)."""
-    from compress.job import speed_guard
+    from compress.measure import speed as speed_guard
 
     def fake_latency(paths, samples, settings):
         return fixed_latency({"input": input_ms, "output": output_ms}, settings.batch_sizes)

@@ -2,13 +2,13 @@
 
 import pytest
 
-from compress.config import load_config
 from compress.errors import ConfigError
+from compress.passes.recipe import load_recipe
 from tests.conftest import CNN_CONFIG, write_config
 
 
 def test_valid_config_loads_with_pass_params(tmp_path):
-    loaded = load_config(write_config(tmp_path, CNN_CONFIG))
+    loaded = load_recipe(write_config(tmp_path, CNN_CONFIG))
     assert [spec.type for spec in loaded.passes] == ["quantize.static"]
     assert loaded.passes[0].params.per_channel is True
     assert loaded.config.report.batch_sizes == [8]
@@ -28,7 +28,7 @@ def test_valid_config_loads_with_pass_params(tmp_path):
 def test_bad_values_name_key_and_line(tmp_path, replace, by, expected):
     path = write_config(tmp_path, CNN_CONFIG.replace(replace, by))
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]")):
-        load_config(path)
+        load_recipe(path)
 
 
 def test_every_problem_is_reported_on_one_line(tmp_path):
@@ -36,7 +36,7 @@ def test_every_problem_is_reported_on_one_line(tmp_path):
         "version: 1", "version: 2"
     )
     with pytest.raises(ConfigError) as info:
-        load_config(write_config(tmp_path, text))
+        load_recipe(write_config(tmp_path, text))
     message = str(info.value)
     assert "version" in message and "passes[0].per_channel" in message
     assert "\n" not in message
@@ -44,6 +44,6 @@ def test_every_problem_is_reported_on_one_line(tmp_path):
 
 def test_not_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML.*line"):
-        load_config(write_config(tmp_path, "version: 1\npasses: [\n"))
+        load_recipe(write_config(tmp_path, "version: 1\npasses: [\n"))
     with pytest.raises(ConfigError, match="config .*: not found"):
-        load_config(tmp_path / "absent.yaml")
+        load_recipe(tmp_path / "absent.yaml")

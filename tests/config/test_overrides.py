@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from compress.config import load_config
 from compress.errors import ConfigError
+from compress.passes.recipe import load_recipe
 from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
 
 
 def test_overrides_set_values_lists_and_new_sections(tmp_path, cnn_config):
-    loaded = load_config(
+    loaded = load_recipe(
         cnn_config,
         [
             "passes[0].per_channel=false",
@@ -54,14 +54,14 @@ def test_overrides_set_values_lists_and_new_sections(tmp_path, cnn_config):
 )  # fmt: skip
 def test_a_bad_override_is_named_and_said_to_come_from_set(cnn_config, override, expected):
     with pytest.raises(ConfigError) as info:
-        load_config(cnn_config, [override])
+        load_recipe(cnn_config, [override])
     assert expected in str(info.value)
 
 
 def test_file_errors_keep_their_line_numbers_beside_an_override(tmp_path):
     path = write_config(tmp_path, CNN_CONFIG.replace("per_channel: true", "per_channel: 3"))
     with pytest.raises(ConfigError, match=r"passes\[0\].per_channel: .* \(line 7\)"):
-        load_config(path, ["gates.min_speedup=2"])
+        load_recipe(path, ["gates.min_speedup=2"])
 
 
 def test_cli_validate_and_run_take_overrides(tmp_path, cnn_config):

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress.config import DataSource, parse_config
+from compress.config import DataSource
 from compress.data import load_dataset
 from compress.errors import ConfigError, DataError
 from compress.job.preflight import check_config
 from compress.job.text_data import with_tokens
+from compress.passes.recipe import parse_recipe
 from tests.hf_folders import sentences
 
 
@@ -79,7 +80,7 @@ def test_bad_text_names_the_file_and_line(tmp_path, name, content, settings, nee
 def test_text_settings_belong_to_text(tmp_path):
     for text in ("{path: x.npz, inputs: [x], max_length: 8}", "{path: s.txt, labels: y}"):
         with pytest.raises(ConfigError, match="text"):
-            parse_config(f"version: 1\ndata:\n  eval: {text}\n", tmp_path / "c.yaml")
+            parse_recipe(f"version: 1\ndata:\n  eval: {text}\n", tmp_path / "c.yaml")
 
 
 def test_tokenized_with_the_folders_tokenizer(hf_folders, tmp_path):

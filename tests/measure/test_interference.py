@@ -161,8 +161,8 @@ def test_bench_compare_refuses_a_model_with_other_inputs(tmp_path):
 
 def test_the_speed_guard_reverts_nothing_on_a_machine_that_stays_busy(tmp_path, monkeypatch):
     """The output twice as slow, but every timing busy (fixed by the test): not reverted."""
-    from compress.job import speed_guard
     from compress.job.pipeline import run
+    from compress.measure import speed as speed_guard
 
     def busy(paths, samples, settings):
         p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}

@@ -19,6 +19,7 @@ from compress.config import ModelSection
 from compress.errors import ModelLoadError
 from compress.models import detect_format, load_model
 from compress.torch.export import named_torch_outputs
+from compress.torch.runnable import runnable
 from tests.hf_folders import token_arrays
 
 TOKENS = token_arrays(4)
@@ -30,7 +31,7 @@ def load(folder: Path, task: str | None = None, **options):
 
 def outputs(loaded) -> dict[str, np.ndarray]:
     arrays = [TOKENS[name] for name in loaded.model.input_names]
-    return named_torch_outputs(loaded.callable(), arrays)
+    return named_torch_outputs(runnable(loaded), arrays)
 
 
 @pytest.mark.parametrize(

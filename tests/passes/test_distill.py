@@ -114,7 +114,7 @@ def test_a_declared_student_learns_features_through_a_projection(tmp_path):
 
 def test_a_slower_student_is_reverted_with_on_slower_revert(tmp_path, monkeypatch):
     """A declared student that runs slower than the model it replaces: the input is kept."""
-    from compress.job import speed_guard
+    from compress.measure import speed as speed_guard
 
     monkeypatch.setattr(speed_guard, "measure_latency", slower_after_the_first_stage)
     (tmp_path / "arch.py").write_bytes((SAMPLES / "arch.py").read_bytes())

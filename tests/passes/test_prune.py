@@ -274,7 +274,7 @@ def test_a_slower_pruned_stage_is_named_with_the_fix(tmp_path, monkeypatch):
 
 
 def test_on_slower_revert_keeps_the_unpruned_model(tmp_path, monkeypatch):
-    from compress.job import speed_guard
+    from compress.measure import speed as speed_guard
 
     monkeypatch.setattr(speed_guard, "measure_latency", slower_after_the_first_stage)
     config = prune_config(tmp_path, "amount: 0.5, on_slower: revert")

@@ -8,20 +8,25 @@ import json
 
 from compress.config import GatesSection
 from compress.job.pipeline import run
-from compress.job.speed_guard import clearly_slower
+from compress.measure.speed import clearly_slower
 from compress.quant.auto import AutoTiming
 from compress.quant.auto_choice import choose, confirm
+from compress.quant.auto_records import CandidateEntry, InputFigures, Timed
 from tests.conftest import CNN_CONFIG, SAMPLES, fixed_latency, invoke, write_config
 
-SOURCE = {"p50_ms": 10.0, "size_bytes": 4000, "metric": 0.99}
+SOURCE = InputFigures(p50_ms=10.0, size_bytes=4000, metric=0.99)
 
 
 def candidate(name, p50_ms, drop=0.0, size_bytes=1000):
-    return {"name": name, "p50_ms": p50_ms, "drop": drop, "size_bytes": size_bytes}
+    return CandidateEntry(name=name, p50_ms=p50_ms, drop=drop, size_bytes=size_bytes)
 
 
 def verdicts(results):
-    return {r["name"]: r["verdict"] for r in results}
+    return {r.name: r.verdict for r in results}
+
+
+def copies(results):
+    return [r.model_copy() for r in results]
 
 
 def test_the_fastest_candidate_within_budget_wins():
@@ -29,7 +34,7 @@ def test_the_fastest_candidate_within_budget_wins():
         candidate("fast-but-inaccurate", 2.0, drop=0.05),
         candidate("accurate", 6.0, drop=0.001),
         candidate("faster-accurate", 5.0, drop=0.004),
-        {"name": "broken", "verdict": "failed: boom"},
+        CandidateEntry(name="broken", verdict="failed: boom"),
     ]
     chosen, reason = choose(results, SOURCE, 0.005, 32)
     assert chosen == "faster-accurate" and "(2.00x)" in reason and "4.00x smaller" in reason
@@ -66,7 +71,7 @@ def test_tied_in_speed_and_within_1_percent_in_size_the_first_tried_wins():
 
 def test_a_smaller_candidate_as_fast_as_the_input_beats_the_input():
     """The residual CNN: static int8 at 0.565 vs 0.576 ms, 2.4x smaller, used to be dropped."""
-    source = {"p50_ms": 0.576, "size_bytes": 2400}
+    source = InputFigures(p50_ms=0.576, size_bytes=2400, metric=0.99)
     results = [candidate("static", 0.565, size_bytes=1000)]
     chosen, reason = choose(results, source, 0.01, 32)
     assert chosen == "static"
@@ -74,10 +79,10 @@ def test_a_smaller_candidate_as_fast_as_the_input_beats_the_input():
 
 
 def test_a_tie_with_the_input_that_is_not_smaller_is_no_gain():
-    results = [candidate("same", 9.9, size_bytes=SOURCE["size_bytes"])]
+    results = [candidate("same", 9.9, size_bytes=SOURCE.size_bytes)]
     chosen, reason = choose(results, SOURCE, 0.01, 32)
     assert chosen is None and "input model is kept" in reason
-    assert results[0]["verdict"].startswith("no gain: as fast as the input within noise")
+    assert results[0].verdict.startswith("no gain: as fast as the input within noise")
 
 
 def test_a_candidate_slower_than_the_input_beyond_noise_is_never_kept():
@@ -98,7 +103,7 @@ def test_candidates_that_meet_the_size_gate_are_preferred():
         candidate("fast", 5.0, size_bytes=2000),  # 2x smaller than the input
         candidate("small", 8.0, size_bytes=1000),  # 4x
     ]
-    assert choose([dict(r) for r in results], SOURCE, 0.01, 32)[0] == "fast"  # no gate: speed
+    assert choose(copies(results), SOURCE, 0.01, 32)[0] == "fast"  # no gate: speed
     chosen, reason = choose(results, SOURCE, 0.01, 32, GatesSection(min_size_ratio=3))
     assert chosen == "small" and "meets min_size_ratio 3 against the pass's input" in reason
     assert verdicts(results)["fast"] == (
@@ -111,7 +116,7 @@ def test_candidates_that_meet_the_speed_gate_are_preferred_over_a_smaller_tie():
         candidate("smaller", 6.0, size_bytes=1000),  # 1.67x faster than the input
         candidate("quicker", 5.9, size_bytes=2000),  # 1.69x: within noise of "smaller"
     ]
-    assert choose([dict(r) for r in results], SOURCE, 0.01, 32)[0] == "smaller"  # tie: size
+    assert choose(copies(results), SOURCE, 0.01, 32)[0] == "smaller"  # tie: size
     chosen, _ = choose(results, SOURCE, 0.01, 32, GatesSection(min_speedup=1.68))
     assert chosen == "quicker"
     assert verdicts(results)["smaller"].startswith("misses min_speedup (1.67x < 1.68)")
@@ -124,15 +129,18 @@ def test_gates_no_candidate_meets_do_not_decide():
 
 
 def test_timing_again_follows_the_same_rules():
-    entry = candidate("static", 5.0, size_bytes=1000)
-    assert confirm(entry, SOURCE, 5.0, 10.0, 32) is None  # still faster
-    assert confirm(entry, SOURCE, 9.9, 10.0, 32) is None  # a tie, but smaller: kept
-    slower = confirm(entry, SOURCE, 10.5, 10.0, 32)
+    def timed_again(size_bytes: int, ms: float) -> Timed:
+        return Timed("chosen", ms, size_bytes)
+
+    source = SOURCE.timed(10.0)
+    assert confirm(timed_again(1000, 5.0), source, 32) is None  # still faster
+    assert confirm(timed_again(1000, 9.9), source, 32) is None  # a tie, but smaller: kept
+    slower = confirm(timed_again(1000, 10.5), source, 32)
     assert slower == (
         "timed again at batch 32: slower than the input beyond noise: 10.500 ms vs 10.000 ms"
     )
-    same_size = candidate("static", 5.0, size_bytes=SOURCE["size_bytes"])
-    assert confirm(same_size, SOURCE, 9.9, 10.0, 32).startswith("timed again at batch 32: no gain")
+    same_size = timed_again(SOURCE.size_bytes, 9.9)
+    assert confirm(same_size, source, 32).startswith("timed again at batch 32: no gain")
 
 
 def test_auto_on_the_digits_cnn_reports_a_verdict_for_every_candidate(tmp_path):
@@ -173,7 +181,7 @@ def test_auto_on_the_digits_cnn_reports_a_verdict_for_every_candidate(tmp_path):
 
 def test_auto_on_a_machine_that_stays_busy_keeps_the_input_and_says_why(tmp_path, monkeypatch):
     """Every timing busy (fixed by the test): auto re-times twice, then claims no speed."""
-    from compress.job import speed_guard
+    from compress.measure import speed as speed_guard
 
     def busy(paths, samples, settings):
         return fixed_latency({name: 1.0 for name in paths}, settings.batch_sizes, "busy")

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 
 from compress.quant import auto_trials
-from compress.quant.auto import Candidate
+from compress.quant.auto_records import Candidate
 from compress.quant.fallback import Attempt
 from compress.quant.int8 import QuantizeDetails
 
 
 def fake_context():
     class Ctx:
+        timing = None  # the timing settings: the fake timing reads none
+
         def log(self, message: str) -> None:
             pass
+
+        def samples(self, count: int) -> list:
+            return []
 
     return Ctx()
 
@@ -50,7 +55,7 @@ class FakePasses:
         self.rooms[candidate.name] = room
         return _details(drop, met=True, float_nodes=["n"])
 
-    def timing(self, paths: dict[str, Path], ctx, min_runs=None):
+    def timing(self, paths: dict[str, Path], settings, samples, log, min_runs=None):
         p50 = {"input": 100.0}
         for name, path in paths.items():
             if name == "candidate":  # a searched model: 5% slower than fully quantized
@@ -65,7 +70,7 @@ class FakePasses:
 def passes(monkeypatch):
     def make(plain):
         fake = FakePasses(plain)
-        monkeypatch.setattr("compress.job.speed_guard.first_batch_p50", fake.timing)
+        monkeypatch.setattr("compress.measure.speed.first_batch_p50", fake.timing)
         return fake
 
     return make
@@ -83,7 +88,7 @@ def test_a_candidate_within_the_budget_fully_quantized_is_not_searched(passes, t
     fake = passes({"a": (0.001, 40.0, 1000), "b": (0.02, 42.0, 1000)})
     trials = run_trials(fake, tmp_path)
     assert fake.searched == [] and trials["a"].final == trials["a"].plain
-    assert "not searched" in trials["b"].entry["verdict"]
+    assert "not searched" in trials["b"].entry.verdict
 
 
 def test_search_goes_to_the_smallest_drop_first_and_stops_where_nothing_can_win(passes, tmp_path):
@@ -98,9 +103,9 @@ def test_search_goes_to_the_smallest_drop_first_and_stops_where_nothing_can_win(
     trials = run_trials(fake, tmp_path)
     assert fake.searched == ["bias-corrected"]
     assert trials["bias-corrected"].final_ms == pytest.approx(42.0)
-    assert "not smaller" in trials["per-tensor"].entry["verdict"]
-    assert "already slower (80.000 ms) than bias-corrected" in trials["slow"].entry["verdict"]
-    assert "slower than the input" in trials["slower-than-input"].entry["verdict"]
+    assert "not smaller" in trials["per-tensor"].entry.verdict
+    assert "already slower (80.000 ms) than bias-corrected" in trials["slow"].entry.verdict
+    assert "slower than the input" in trials["slower-than-input"].entry.verdict
 
 
 @pytest.mark.parametrize(
@@ -131,4 +136,4 @@ def test_finalists_leave_out_what_the_screening_found_slower(passes, tmp_path):
     trials = run_trials(fake, tmp_path)
     # 7.5% apart on a brief timing is for the final paired timing to tell; 2.25x is not
     assert set(auto_trials.finalists(list(trials.values()))) == {"fast", "close"}
-    assert "more than 10% slower" in trials["slow"].entry["verdict"]
+    assert "more than 10% slower" in trials["slow"].entry.verdict

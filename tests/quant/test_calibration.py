@@ -43,7 +43,7 @@ def test_auto_keeps_the_method_closest_to_the_float_model(tmp_path, monkeypatch)
     params = StaticParams(calibration="auto", batch_size=8)
     plan = recovery.plan_static(source, [], params, ctx, quantize)
     assert plan.method == "percentile"
-    details = plan.details["calibration"]
+    details = plan.recovery.calibration
     assert details.output_error == pytest.approx({"minmax": 0.3, "percentile": 0.1, "entropy": 0.2})
     assert (details.fit_samples, details.held_out_samples) == (30, 10)
     assert judged == [10] * 4  # the float model and three trials, on the held-out samples only

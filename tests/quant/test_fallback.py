@@ -17,6 +17,7 @@ from compress.quant import ranking as ranking_module
 from compress.quant.budget import Verdict
 from compress.quant.search import guess_from_noise, smallest_passing
 from compress.quant.sensitivity import Sensitivity
+from compress.quant.sensitivity.cache import AnalysisCache
 from compress.quant.sensitivity.nodes import NodeScore
 from tests.quant_models import outlier_mlp, static_config
 
@@ -81,12 +82,12 @@ class _Judge:
 
 
 def _stand_in_context():
-    """What the fallback reads of a run's Context, for a judge that is monkeypatched."""
+    """What the fallback reads of a run's PassContext, for a judge that is monkeypatched."""
     return SimpleNamespace(
         eval=object(),
         log=lambda message: None,
-        config=SimpleNamespace(config=SimpleNamespace(report=SimpleNamespace(metric="cosine"))),
-        analysis=SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
+        metric="cosine",
+        shared=lambda kind: SimpleNamespace(reference_outputs=lambda *args: np.zeros(1)),
         judged_output=0,
     )
 
@@ -152,11 +153,11 @@ def test_on_a_real_graph_the_search_matches_the_exhaustive_one(tmp_path):
     assert details.budget_met and details.search.rounds <= 4
 
     prepared = tmp_path / "q.pre.onnx"
-    job = int8.job(source, prepared, [], ctx)
+    job = int8.job(source, int8.settle(prepared, [], ctx), [])
     plain = tmp_path / "plain.onnx"
     job.quantize([], plain)
     sets, _ = fallback.float_sets(ranking_module.shared_sensitivity(job, plain, ctx), set())
-    reference = ctx.analysis.reference_outputs(source, ctx.eval, 0)
+    reference = ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, 0)
     judge = BudgetJudge(reference, ctx.eval, "cosine", 0.002, 0)
     exhaustive = None
     for index, nodes in enumerate([[], *sets]):

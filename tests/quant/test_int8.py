@@ -15,7 +15,9 @@ class _Log(list):
 class _Ctx:
     def __init__(self):
         self.log = _Log()
-        self.cache = None  # no stage cache: pre-processing runs every time
+
+    def derived(self, recipe, source, target, make):
+        return make()  # no stage cache: pre-processing runs every time
 
 
 def test_preprocess_skips_symbolic_shape_inference_when_it_crashes(tmp_path, monkeypatch):

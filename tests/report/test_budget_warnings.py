@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from compress.quant.auto import AutoDetails, CandidateEntry
+from compress.quant.auto import AutoDetails
+from compress.quant.auto_records import CandidateEntry
 from compress.quant.fallback import Attempt
 from compress.quant.int8 import QuantizeDetails
 from compress.report.budget_warnings import budget_warnings

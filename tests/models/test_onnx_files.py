@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from compress import onnx_files
+from compress.models import onnx_files
 from tests.conftest import invoke
 from tests.hf_folders import token_arrays
 

@@ -1,6 +1,6 @@
 """What `compress init` can read off a saved model file without running code from it: its
 format, its inputs where it records them (ONNX, .pt2; a TorchScript archive's names), and what it
-is made of (compress.config.model_makeup)."""
+is made of (compress.starter.makeup)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.config.model_makeup import ModelMakeup
 from compress.errors import ModelLoadError
 from compress.models import check_model_path, detect_format
+from compress.starter.makeup import ModelMakeup
 
 KINDS = {
     "onnx": "an ONNX model",
@@ -47,15 +47,16 @@ class ModelFacts:
 
 def inspect_model(path: Path) -> ModelFacts:
     from compress.config import ModelSection
-    from compress.config.model_makeup import onnx_makeup, program_makeup, weights_makeup
     from compress.job.context import spec_samples
     from compress.models import load_model
     from compress.models.model_inputs import (
+        fixed_batch_sizes,
         onnx_input_specs,
+        program_fixed_batch,
         program_input_specs,
         torchscript_input_names,
     )
-    from compress.torch.export import fixed_batch_sizes, program_fixed_batch
+    from compress.starter.makeup import onnx_makeup, program_makeup, weights_makeup
 
     check_model_path(path)
     fmt = detect_format(path)

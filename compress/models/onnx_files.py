@@ -22,6 +22,15 @@ def weight_bytes(proto) -> int:
     return sum(tensor.ByteSize() for tensor in proto.graph.initializer)
 
 
+def needs_external_data(model) -> bool:
+    """Whether a torch model's weights (as float32 in ONNX) pass EXTERNAL_BYTES: the export
+    then saves them in the data file."""
+    state = getattr(model, "state_dict", {})  # a method of a module, a dict of a program
+    state = state() if callable(state) else state
+    unique = {t.data_ptr(): t for t in state.values() if hasattr(t, "data_ptr")}  # tied: once
+    return sum(t.numel() * 4 for t in unique.values()) > EXTERNAL_BYTES
+
+
 def save_onnx(proto, path: Path) -> None:
     """Save `proto` at `path`: in one file, or with its weights in `data_file(path)` when they
     pass EXTERNAL_BYTES (a data file left from an earlier save there is removed either way)."""

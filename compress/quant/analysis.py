@@ -1,10 +1,6 @@
-"""`compress analyze`: which nodes int8 quantization hurts most, without compressing anything.
-
-It loads the model and the config as `compress run` does (and refuses the same inputs), exports
-the model as loaded, quantizes it once the way the config's int8 pass would, ranks every
-quantized node by the error it adds (compress.quant.sensitivity), and writes OUT/sensitivity.json,
-sensitivity.md and sensitivity.html. No quantized model is kept. The config's other passes do
-not run: pruning or distillation first would change the model the ranking is about.
+"""What `compress analyze` computes: which nodes int8 quantization hurts most, on a model's
+baseline ONNX file, quantized once the way the config's int8 pass would (the command itself,
+which loads the model and writes the results, is compress.job.analyze).
 
 quantize.auto has no single quantization; its static per-channel candidate is analysed when
 data.calibration exists and the graph has Conv, MatMul or Gemm nodes, else its dynamic one (the
@@ -13,23 +9,21 @@ first two candidates auto itself tries).
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
 from compress.errors import ConfigError
-from compress.job.outdir import OutputFolder
-from compress.job.preflight import Job, prepare
 from compress.passes.base import Pass
 from compress.quant.fallback import AUTO_PREFERENCE
 from compress.quant.sensitivity import SensitivityDetails
+from compress.quant.sensitivity.cache import AnalysisCache
 from compress.records import Record
 
-ANALYZE_FILES = ("sensitivity.json", "sensitivity.md", "sensitivity.html")
+if TYPE_CHECKING:
+    from compress.passes.context import PassContext
+
 INT8_TYPES = ("quantize.static", "quantize.dynamic", "quantize.auto")
 
 
@@ -66,50 +60,6 @@ class Analysis(Record):
     metric: AnalysisMetric | None = None
 
 
-def analyze(
-    model_path: Path,
-    config_path: Path,
-    out_dir: Path,
-    force: bool = False,
-    trust_pickle: bool = False,
-    log: Callable[[str], None] = lambda m: None,
-    overrides: Sequence[str] = (),
-    trust_remote_code: bool = False,
-) -> Analysis:
-    """Write OUT/sensitivity.json, .md and .html (all or none, like `compress run`'s results);
-    returns what sensitivity.json holds. A model folder runs its own code only with
-    `trust_remote_code`."""
-    from compress.job.inputs import run_inputs
-    from compress.job.pipeline import temp_space_errors
-    from compress.report.sensitivity import analysis_html, analysis_markdown
-
-    outputs = OutputFolder(Path(out_dir), force, files=ANALYZE_FILES)
-    outputs.check()
-    try:
-        job = prepare(
-            Path(model_path), Path(config_path), trust_pickle, log, False, overrides,
-            trust_remote_code,
-        )  # fmt: skip
-        try:
-            outputs.refuse_overwriting(run_inputs(Path(model_path), job.config))
-            index, int8 = analysed_pass(job.passes)
-            outputs.clear_previous()
-            with temp_space_errors():
-                result = _analyze(job, index, int8)
-            texts = {
-                "sensitivity.json": json.dumps(result.written(), indent=2) + "\n",
-                "sensitivity.md": analysis_markdown(result),
-                "sensitivity.html": analysis_html(result),
-            }
-            outputs.stage(None, texts)
-        finally:
-            shutil.rmtree(job.context.workdir, ignore_errors=True)
-        outputs.commit()
-        return result
-    finally:
-        outputs.close()
-
-
 def analysed_pass(passes: list[Pass]) -> tuple[int, Pass]:
     """The config's first int8 pass and its index; bad input when it has none."""
     for index, p in enumerate(passes):
@@ -121,42 +71,41 @@ def analysed_pass(passes: list[Pass]) -> tuple[int, Pass]:
     )
 
 
-def _analyze(job: Job, index: int, declared: Pass) -> Analysis:
-    from compress.job.pipeline import baseline_onnx, seed_everything
+def analyse_int8(
+    baseline: Path, declared: Pass, index: int, ctx: PassContext
+) -> tuple[AnalysedPass, SensitivityDetails, AnalysisMetric | None]:
+    """Quantize `baseline` once as the config's int8 pass `declared` (passes[`index`]) would,
+    and rank every quantized node; with data.eval, the quantized model's metric too."""
     from compress.measure.evaluate import Judge
     from compress.quant.int8 import excluded_nodes, preprocess, quiet_root_logger
     from compress.quant.ranking import shared_sensitivity
 
-    ctx = job.context
-    seed_everything(job.config.config.seed)
-    baseline = baseline_onnx(job)
     prepared = preprocess(baseline, ctx.workdir / "analyze.pre.onnx", ctx)
     int8, origin = _int8_pass(declared, index, prepared, ctx)
     ctx.log(f"quantizing once as {origin} would ({int8.name})")
     excluded = excluded_nodes(prepared, int8.params.exclude, int8.key)
     quantized = ctx.workdir / "analyze.int8.onnx"
     with quiet_root_logger():
-        int8.settle(prepared, excluded, ctx)
-        int8.quantize(prepared, quantized, excluded, ctx)
-    sensitivity = shared_sensitivity(int8.job(baseline, prepared, excluded, ctx), quantized, ctx)
-    result = Analysis(
-        model_file=job.model.path.name,
-        config_file=job.config.path.name,
-        analysed=AnalysedPass(type=int8.name, origin=origin, settings=_settings(int8)),
-        notes=_notes(job, index),
-        sensitivity=sensitivity.details(limit=None),
-    )
+        plan = int8.settle(prepared, excluded, ctx)
+        int8.quantize(plan, quantized, excluded)
+    sensitivity = shared_sensitivity(int8.job(baseline, plan, excluded), quantized, ctx)
+    metric = None
     if ctx.eval is not None:
-        metric = job.config.config.report.metric
         output = ctx.judged_output
-        reference = ctx.analysis.reference_outputs(baseline, ctx.eval, output, metric)
-        judge = Judge(reference, ctx.eval, metric, output)
+        reference = ctx.shared(AnalysisCache).reference_outputs(
+            baseline, ctx.eval, output, ctx.metric
+        )
+        judge = Judge(reference, ctx.eval, ctx.metric, output)
         value = judge.score(quantized)
-        result.metric = AnalysisMetric(
-            name=metric, float_value=judge.reference_value, quantized=value, drop=judge.drop(value)
+        metric = AnalysisMetric(
+            name=ctx.metric,
+            float_value=judge.reference_value,
+            quantized=value,
+            drop=judge.drop(value),
         )
     quantized.unlink()
-    return result
+    analysed = AnalysedPass(type=int8.name, origin=origin, settings=_settings(int8))
+    return analysed, sensitivity.details(limit=None), metric
 
 
 def _int8_pass(declared: Pass, index: int, prepared: Path, ctx) -> tuple[Pass, str]:
@@ -185,13 +134,3 @@ def _int8_pass(declared: Pass, index: int, prepared: Path, ctx) -> tuple[Pass, s
 def _settings(int8: Pass) -> dict[str, Any]:
     skip = {"max_accuracy_drop", "max_fallback_steps", "on_slower"}
     return int8.params.model_dump(mode="json", exclude=skip)
-
-
-def _notes(job: Job, index: int) -> list[str]:
-    others = [p.name for i, p in enumerate(job.passes) if i != index]
-    if not others:
-        return []
-    return [
-        f"analysed the model as loaded; the config's other passes ({', '.join(others)}) "
-        "were not run"
-    ]

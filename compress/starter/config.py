@@ -5,7 +5,7 @@ declares them in `model.inputs` and validates and runs as written (on ones shape
 inputs, so size and latency are real and the metric waits for data). TorchScript records names
 but not shapes, and a state_dict neither: their starter points `data.eval` at a placeholder
 file, so `compress validate` names what to fill in before anything can run. A model folder's
-starter is compress.config.starter_folder's.
+starter is compress.starter.folder's.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from compress.config.starter_data import CALIBRATION_LIMIT, StarterData, starter_data
-from compress.config.starter_facts import KINDS, ModelFacts, inspect_model
 from compress.models import detect_format
+from compress.starter.data import CALIBRATION_LIMIT, StarterData, starter_data
+from compress.starter.facts import KINDS, ModelFacts, inspect_model
 
 RUNNABLE = ("onnx", "exported_program", "torchscript", "hf_folder")  # starters that run as written
 PLACEHOLDER_DATA = "eval.npz"
@@ -34,7 +34,7 @@ def starter_config(
     code runs only with `trust_remote_code`."""
     name = Path(model_path).name
     if Path(model_path).is_dir():
-        from compress.config.starter_folder import folder_data, folder_facts, folder_starter
+        from compress.starter.folder import folder_data, folder_facts, folder_starter
 
         found = folder_facts(Path(model_path), trust_remote_code)
         given = folder_data(found, Path(data_path), config_dir) if data_path else None

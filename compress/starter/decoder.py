@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from compress.config.starter_data import CALIBRATION_LIMIT, StarterData
 from compress.errors import DataError
+from compress.starter.data import StarterData
 
 WINDOW = 128  # tokens per window of the eval text, when the model has that many positions
 PROMPT, NEW = 128, 64  # report.generation, when the model has that many positions
@@ -42,16 +42,6 @@ def generation(positions: int | None) -> str:
     new = NEW if positions is None else max(2, min(NEW, positions // 4))
     prompt = PROMPT if positions is None else max(1, min(PROMPT, positions - new))
     return f"{{prompt_tokens: {prompt}, new_tokens: {new}, batch_sizes: [1]}}"
-
-
-def decoder_data_lines(data: StarterData) -> list[str]:
-    from compress.config.starter import flow
-
-    return [
-        "data:  # from `compress init --data`: one running text in windows of max_length tokens",
-        f"  calibration: {flow(data.source | {'limit': CALIBRATION_LIMIT})}",
-        f"  eval: {flow(data.source)}  # windows overlap by half (data.eval.stride)",
-    ]
 
 
 def decoder_passes() -> list[str]:

@@ -4,7 +4,7 @@ The folder is loaded as a run loads it (offline, no code of its own without --tr
 and read: its architecture, task, sizes and tokenizer become comments, and the task decides the
 recipe. An encoder or a sentence embedder gets quantize.auto judged by cosine similarity to the
 float model; a classifier gets quantize.auto judged by top-1 agreement with it (top-1 with
-labels); a decoder gets 4-bit weights and its generation timed (compress.config.starter_decoder).
+labels); a decoder gets 4-bit weights and its generation timed (compress.starter.decoder).
 quantize.auto needs data.eval: without --data the starter uses dynamic int8, which runs on
 made-up token ids.
 With `--data` a text file (.txt, .jsonl, .csv) becomes text data tokenized by the folder's
@@ -21,15 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from compress.config.model_makeup import ModelMakeup, weights_makeup
-from compress.config.starter_data import CALIBRATION_LIMIT, LABEL_NAMES, StarterData, starter_data
-from compress.config.starter_decoder import (
-    decoder_data_lines,
+from compress.errors import DataError
+from compress.starter.data import CALIBRATION_LIMIT, LABEL_NAMES, StarterData, starter_data
+from compress.starter.decoder import (
     decoder_passes,
     decoder_report,
     decoder_text,
 )
-from compress.errors import DataError
+from compress.starter.makeup import ModelMakeup, weights_makeup
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
 TEXT_FIELDS = ("text", "sentence", "sentence1", "content", "question", "review", "document")
@@ -159,7 +158,7 @@ def _fields(path: Path) -> dict[str, str]:
 
 def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
     """The YAML lines after `version: 1`."""
-    from compress.config.starter import flow
+    from compress.starter.config import flow
 
     lines = [
         f"# read from the folder: {facts.described}",
@@ -174,7 +173,12 @@ def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
             else "# --data FILE (.txt, .jsonl or .csv) gives real text and quantize.auto"
         )
     elif facts.role == "decoder":
-        lines += ["model: {}", *decoder_data_lines(data)]
+        lines += [
+            "model: {}",
+            "data:  # from `compress init --data`: one running text in windows of max_length",
+            f"  calibration: {flow(data.source | {'limit': CALIBRATION_LIMIT})}",
+            f"  eval: {flow(data.source)}  # windows overlap by half (data.eval.stride)",
+        ]
     else:
         lines.append("model: {}")
         unlabelled = {k: v for k, v in data.source.items() if k != "labels"}

@@ -54,8 +54,8 @@ def _npz_source(path: Path, input_names: list[str], inputs) -> dict[str, Any]:
 
     import numpy as np
 
+    from compress.data.archives import UnsafeArchive
     from compress.data.npz import check_archive
-    from compress.models.archives import UnsafeArchive
 
     try:
         check_archive(path)
