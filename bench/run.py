@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
+from bench.decoders import decoder_table  # noqa: E402
+from bench.decoders import main as decoders_main  # noqa: E402
 from bench.folders import folders_table  # noqa: E402
 from bench.folders import main as folders_main  # noqa: E402
 from bench.int4_budget import int4_budget_row  # noqa: E402
@@ -149,7 +151,8 @@ def main(argv: list[str]) -> int:
     [ARGS]` only the pruned architectures (bench/zoo.py); `run.py timing` only the timing
     goals (bench/timing.py); `run.py iterate` only the stage cache and sweep rows
     (bench/iterate.py); `run.py folders` only the model folders (bench/folders.py); `run.py
-    int4` only the budgeted 4-bit MiniLM row (bench/int4_budget.py)."""
+    int4` only the budgeted 4-bit MiniLM row (bench/int4_budget.py); `run.py decoders` only the
+    decoder language model (bench/decoders.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -166,6 +169,8 @@ def main(argv: list[str]) -> int:
         return folders_main()
     if argv[1:] == ["int4"]:
         return int4_main()
+    if argv[1:] == ["decoders"]:
+        return decoders_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
@@ -188,6 +193,8 @@ def main(argv: list[str]) -> int:
     timing += folder_checks
     int4, int4_checks = int4_budget_row() if rows else ({}, [])
     timing += int4_checks
+    decoders, decoder_checks = decoder_table() if rows else ({}, [])
+    timing += decoder_checks
     print_table(peer_rows, checks)
     for text, met in timing:
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -207,6 +214,7 @@ def main(argv: list[str]) -> int:
         "iterate": iterate,
         "model_folders": folders,
         "int4_budget": int4,
+        "decoders": decoders,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")

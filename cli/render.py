@@ -30,6 +30,16 @@ def report_table(report: Report) -> Table:
     return _table("compression report", headers, rows)
 
 
+def generation_table(report: Report) -> Table:
+    from compress.report import stage_label
+    from compress.report.generation import generation_heading, generation_rows
+
+    names = [stage_label(stage) for stage in report.stages]
+    by_stage = [stage.generation or {} for stage in report.stages]
+    headers, rows = generation_rows(names, by_stage, report.generation.batch_sizes)
+    return _table(generation_heading(report.generation).lower(), headers, rows)
+
+
 def comparison_table(comparison: Comparison) -> Table:
     from compress.report.compare import comparison_rows
 
@@ -99,6 +109,8 @@ def print_comparison(measured: BenchResult, console: Console) -> None:
 
 def print_report(report: Report, console: Console) -> None:
     console.print(report_table(report))
+    if report.generation is not None:
+        console.print(generation_table(report))
     s = report.summary
     console.print(
         f"size ratio {s.size_ratio:.2f}x (gzipped {s.gzip_ratio:.2f}x)  "

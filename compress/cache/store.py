@@ -160,7 +160,12 @@ class StageCache:
 
     def put(self, key: str, model: Path, meta: dict[str, Any]) -> None:
         """Store `model` and `meta` under `key` (a no-op when another process stored it first);
-        then evict down to the size limit. A cache that cannot be written is skipped."""
+        then evict down to the size limit. A cache that cannot be written is skipped, and so is
+        a model whose weights are in a data file of their own (the cache keeps one file)."""
+        from compress.models.onnx_files import data_file
+
+        if data_file(model).exists():
+            return
         entry = self._entry(key)
         try:
             with self._building() as building:

@@ -181,6 +181,14 @@ class DataSource(Strict):
     truncation: bool | None = Field(
         default=None, description="text: cut examples longer than max_length (default true)"
     )
+    stride: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="text for a decoder, read as one running text cut into windows of "
+        "max_length tokens: tokens between the starts of two windows (default: max_length / 2 "
+        "for data.eval, each token scored once with the overlap as its context; else max_length)",
+    )
     columns: list[str] | None = Field(
         default=None, min_length=1, description="csv: feature columns (default: all but labels)"
     )
@@ -239,7 +247,7 @@ class DataSource(Strict):
     def _fits_text(self, kind: str) -> None:
         """Text settings only on text; a .txt holds one example per line and nothing else."""
         if kind != "text":
-            for key in ("text", "text_pair", "max_length", "padding", "truncation"):
+            for key in ("text", "text_pair", "max_length", "padding", "truncation", "stride"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} is for text data (.txt, .jsonl, or a .csv with text)")
             return
@@ -280,6 +288,29 @@ class ExportSection(Strict):
     parity_atol: float = Field(default=1e-4, gt=0)
 
 
+class GenerationSection(Strict):
+    """A decoder's generation, timed: a prefill over the prompt, then one token at a time."""
+
+    prompt_tokens: int = Field(default=128, ge=1, le=1_000_000, description="tokens prefilled")
+    new_tokens: int = Field(
+        default=64, ge=2, le=100_000, description="tokens generated, greedily, over the cache"
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]] = Field(
+        default=[1], min_length=1, description="prompts generated for at once"
+    )
+    min_rounds: int = Field(
+        default=5,
+        ge=2,
+        le=10_000,
+        description="generations per stage, interleaved; more until decode steps settle within "
+        "stable_within or max_seconds (per batch size) have passed",
+    )
+    peak_memory: bool = Field(
+        default=True,
+        description="measure each stage's peak memory (RSS) in a process of its own",
+    )
+
+
 class ReportSection(Strict):
     batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]] = Field(
         default=[32, 1], min_length=1
@@ -288,7 +319,13 @@ class ReportSection(Strict):
     # Run the timing on `threads` fixed cores (CPU affinity, where the OS allows): steadier
     # figures on a machine whose scheduler moves threads between cores.
     pin_threads: bool = False
-    metric: Literal["top1", "agreement", "cosine"] = "top1"
+    metric: Literal["top1", "agreement", "cosine", "perplexity", "token_agreement"] = Field(
+        default="top1",
+        description="what data.eval judges: top1 (needs labels), agreement (top-1 agreement "
+        "with the baseline), cosine (to the baseline's outputs); a decoder: perplexity of the "
+        "text (lower is better: a budget is its relative increase, 0.03 = 3% higher) or "
+        "token_agreement (greedy next-token agreement with the baseline)",
+    )
     # The model output the metric judges, by name (`logits`) or index; the first when unset.
     output: Annotated[int, Field(ge=0)] | str | None = None
     warmup_runs: int = Field(default=10, ge=0, le=100_000)
@@ -298,6 +335,11 @@ class ReportSection(Strict):
     # max_seconds (per batch size, all stages together) have passed.
     stable_within: float = Field(default=0.01, gt=0, lt=1)
     max_seconds: float = Field(default=5.0, ge=0, le=3600)
+    generation: GenerationSection | None = Field(
+        default=None,
+        description="a decoder: time greedy generation over its key/value cache (prefill ms, "
+        "decode ms per token, tokens per second, peak memory per stage)",
+    )
 
 
 class GatesSection(Strict):
@@ -305,6 +347,17 @@ class GatesSection(Strict):
     min_speedup: float | None = Field(default=None, gt=0)
     min_size_ratio: float | None = Field(default=None, gt=0)
     max_size_mb: float | None = Field(default=None, gt=0)
+    min_tokens_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="the final stage's decode tokens per second at report.generation's first "
+        "batch size",
+    )
+    min_decode_speedup: float | None = Field(
+        default=None,
+        gt=0,
+        description="the final stage's decode speedup over the baseline (report.generation)",
+    )
 
 
 class PassSpec(Strict):
@@ -323,6 +376,16 @@ class Config(Strict):
     export: ExportSection = Field(default_factory=ExportSection)
     report: ReportSection = Field(default_factory=ReportSection)
     gates: GatesSection = Field(default_factory=GatesSection)
+
+    @model_validator(mode="after")
+    def _generation_gates(self) -> Config:
+        for key in ("min_tokens_per_second", "min_decode_speedup"):
+            if getattr(self.gates, key) is not None and self.report.generation is None:
+                raise ValueError(
+                    f"gates.{key} reads the generation timing; add report.generation (e.g. "
+                    "{prompt_tokens: 128, new_tokens: 64})"
+                )
+        return self
 
 
 class LoadedConfig:

@@ -53,6 +53,11 @@ class Tokenizer(Protocol):
         truncation: bool,
     ) -> dict[str, np.ndarray]: ...  # fmt: skip
 
+    def encode_running(self, text: str) -> np.ndarray: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class TextExamples:
@@ -69,8 +74,20 @@ class TextTokenizer(Record):
     padding: str
     truncation: bool
     inputs: list[str] = Field(description="the arrays it made, in the model's input order")
+    stride: int | None = Field(
+        default=None, description="a decoder's running text: tokens between window starts"
+    )
+    scored_tokens: int | None = Field(
+        default=None, description="a decoder's running text: the tokens its metrics score"
+    )
 
     def describe(self) -> str:
+        if self.stride is not None:
+            return (
+                f"{self.tokenizer_class} from {self.source}: running text in windows of "
+                f"{self.max_length} tokens, stride {self.stride}, {self.scored_tokens:,} tokens "
+                "scored"
+            )
         cut = ", truncation" if self.truncation else ""
         return (
             f"{self.tokenizer_class} from {self.source}: max_length {self.max_length}, padding "
@@ -173,9 +190,12 @@ def _field(rows, name: str, where: str, path: Path, *kinds: type) -> list:
     return values
 
 
-def tokenized(dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named: str) -> Dataset:
+def tokenized(
+    dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named: str, decoder: bool = False
+) -> Dataset:
     """`dataset` with its text tokenized into the model's token arrays (`named`: where the
-    tokenizer came from, for the report)."""
+    tokenizer came from, for the report); for a `decoder`, one running text in windows
+    (compress.data.text_windows)."""
     examples = dataset.text
     assert examples is not None
     limit = tokenizer.max_length
@@ -185,6 +205,8 @@ def tokenized(dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named:
             f"{dataset.where}.max_length: {length} tokens is more than the {limit} the model "
             "takes; lower it"
         )
+    if decoder:
+        return _windowed(dataset, source, tokenizer, named, length)
     padding, truncation = source.padding or "longest", source.truncation is not False
     try:
         arrays = tokenizer.encode(examples.texts, examples.pairs, length, padding, truncation)
@@ -208,3 +230,35 @@ def tokenized(dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named:
     )  # fmt: skip
     inputs = {name: np.ascontiguousarray(arrays[name]) for name in names}
     return replace(dataset, inputs=inputs, tokenizer=record)
+
+
+def _windowed(
+    dataset: Dataset, source: DataSource, tokenizer: Tokenizer, named: str, length: int
+) -> Dataset:
+    """A decoder's text: the examples as one running text, cut into strided windows whose
+    labels say which tokens are scored."""
+    from compress.data.text_windows import cut_windows, default_stride, running_text
+
+    if dataset.text.pairs is not None or dataset.labels is not None:
+        raise DataError(
+            f"{dataset.where}: a decoder reads running text; remove text_pair and labels"
+        )
+    try:
+        ids = tokenizer.encode_running(running_text(dataset.text.texts))
+    except Exception as e:
+        from compress.errors import first_line
+
+        raise DataError(
+            f"{dataset.where}: the tokenizer of {named} cannot tokenize {dataset.path.name} "
+            f"({first_line(e, 200)})"
+        ) from None
+    role = dataset.where.rsplit(".", 1)[-1]
+    stride = source.stride or default_stride(length, role)
+    windows = cut_windows(ids, length, stride, tokenizer.pad_id, dataset.where)
+    record = TextTokenizer(
+        source=named, tokenizer_class=tokenizer.class_name, max_length=length,
+        padding="windows", truncation=False, inputs=["input_ids", "attention_mask"],
+        stride=stride, scored_tokens=windows.scored_tokens,
+    )  # fmt: skip
+    inputs = {"input_ids": windows.input_ids, "attention_mask": windows.attention_mask}
+    return replace(dataset, inputs=inputs, labels=windows.labels, tokenizer=record)

@@ -29,6 +29,8 @@ from compress.job.staging import (
 from compress.models.run_files import InputFile
 
 OUTPUT_FILES = ("model.onnx", "report.json", "report.md", "report.html")
+# model.onnx's weights, beside it, when they are too large for one file (compress.models.onnx_files)
+MODEL_DATA = "model.onnx.data"
 ASIDE_PREFIX = f"{STAGING_PREFIX}previous-"
 
 
@@ -140,7 +142,8 @@ class OutputFolder:
 
     def clear_previous(self) -> None:
         """Move the previous results aside and remove an old --junit file, all or none."""
-        present = [name for name in self.files if os.path.lexists(self.path / name)]
+        names = [*self.files, *([MODEL_DATA] if "model.onnx" in self.files else [])]
+        present = [name for name in names if os.path.lexists(self.path / name)]
         if self.force and self.path.is_dir():
             remove_leftovers(self.path)  # of a run killed outright in this folder
         try:
@@ -160,13 +163,31 @@ class OutputFolder:
         self._make_folder()
         area = self._area(self.path, "-o")
         if model_file is not None:
-            area.add_copy("model.onnx", model_file)
+            self._stage_model(area, model_file)
         for name, text in texts.items():
             area.add_text(name, text)
         if self.junit is not None:
             self._area(self.junit.absolute().parent, "--junit").add_text(
                 self.junit.name, junit_text
             )
+
+    @staticmethod
+    def _stage_model(area: StagingArea, model_file: Path) -> None:
+        """model.onnx, and its weights as MODEL_DATA where they are in a file of their own (the
+        model file rewritten to name it; both renamed into place with the rest)."""
+        from compress.models.onnx_files import external_locations, relocated
+
+        locations = external_locations(model_file)
+        if not locations:
+            area.add_copy("model.onnx", model_file)
+            return
+        if len(locations) > 1:
+            raise OutputDirError(
+                f"{model_file.name} keeps its weights in {len(locations)} files; compress "
+                "publishes one data file beside model.onnx"
+            )
+        area.add_copy(MODEL_DATA, model_file.parent / locations.pop())
+        area.add_bytes("model.onnx", relocated(model_file, MODEL_DATA))
 
     def commit(self) -> None:
         """Rename every staged file into place. A signal that arrives meanwhile is raised once

@@ -28,8 +28,11 @@ from compress.job.stage_reuse import (
 )
 from compress.job.text_data import with_tokens
 from compress.measure.evaluate import Judge
+from compress.measure.generation import Generation, measure_generation
 from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
+from compress.measure.peak_memory import peak_rss_mb
+from compress.measure.perplexity import TOKEN_METRICS, scored_tokens
 from compress.measure.size import Footprint, footprint
 from compress.models import model_sha256
 from compress.models.hf_folder import is_model_folder
@@ -270,10 +273,10 @@ def baseline_onnx(job: Job) -> Path:
 def _baseline(job: Job) -> StageFile:
     """The model as loaded, as ONNX: an ONNX input as it is, a torch model exported."""
     if job.model.is_onnx:
-        import onnx
+        from compress.models.onnx_files import save_onnx
 
         path = job.context.workdir / "baseline.onnx"
-        onnx.save(job.model.model, str(path))
+        save_onnx(job.model.model, path)
         return StageFile("baseline", path, model=job.facts)
     exported = _export_stage(job, runnable(job.model), "baseline", job.model.format)
     return StageFile("baseline", exported, model=job.facts)
@@ -297,8 +300,7 @@ def _apply(index: int, p: Pass, ctx: Context, given: PassInput) -> PassResult:
 def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     ctx, section = job.context, job.config.config.export
     samples = ctx.samples(PARITY_SAMPLES)
-    named = named_torch_outputs(module, samples)
-    reference, output_names = list(named.values()), list(named)
+    output_names = list(named_torch_outputs(module, [a[:1] for a in samples]))
     target = ctx.workdir / f"{tag}.onnx"
     ctx.log(f"export {tag} ({fmt}) -> ONNX opset {section.opset}")
     example = [a[:EXAMPLE_BATCH] for a in samples]
@@ -311,7 +313,7 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
         target,
         section,
     )
-    diff = check_parity(target, reference, samples, section.parity_atol, ctx.sample_source)
+    diff = check_parity(target, module, samples, section.parity_atol, ctx.sample_source)
     ctx.log(f"parity ok: max |onnx - torch| = {diff:.2e}")
     return target
 
@@ -338,6 +340,7 @@ def _measure(
     latency = measure_latency(timed, samples, settings, carried, anchor=keys[0])
     for timings in latency.busy():
         ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
+    generation = _generation(paths, names, samples, settings, ctx) if settings.generation else None
     metrics = _metrics(stage_files, ctx, settings.metric)
     prints = _footprints(stage_files, ctx.samples(1))
     _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency)
@@ -367,7 +370,26 @@ def _measure(
         ctx.output_names,
         ctx.judged_output,
         latency,
+        generation,
     )
+
+
+def _generation(paths, names, samples, settings, ctx: Context) -> Generation:
+    """Every stage's greedy generation (report.generation), prompted with the data's tokens."""
+    wanted = settings.generation
+    ctx.log(
+        f"timing generation ({wanted.prompt_tokens}-token prompt, {wanted.new_tokens} new tokens) "
+        "of " + ", ".join(names[key] for key in paths)
+    )
+
+    def peak(path: Path, prompt, new_tokens: int) -> float | None:
+        return peak_rss_mb(path, prompt, new_tokens, settings.threads)
+
+    ids = samples[0] if samples and samples[0].dtype.kind in "iu" else None
+    generation = measure_generation(paths, settings, ids, peak)
+    for timings in generation.busy():
+        ctx.log(f"generation at batch {timings.batch}: busy machine")
+    return generation
 
 
 def _carried_timings(
@@ -427,7 +449,14 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
         found.value if found else judge.score(stage.path)
         for stage, found in zip(stage_files[1:], known[1:], strict=True)
     ]
-    return [Metric(name=metric, value=value) for value in values]
+    tokens = scored_tokens(ctx.eval.labels) if metric in TOKEN_METRICS else None
+    return [Metric(name=metric, value=value, tokens=tokens) for value in values]
+
+
+def _tokenizer_record(datasets: dict):
+    """How text data was tokenized: data.eval's (the text the metric is judged on) first."""
+    ordered = sorted(datasets.items(), key=lambda item: item[0] != "eval")
+    return next((d.tokenizer for _, d in ordered if d.tokenizer), None)
 
 
 def seed_everything(seed: int) -> None:
@@ -458,5 +487,5 @@ def _provenance(job: Job) -> Provenance:
         source_format=job.model.format,
         passes=",".join(spec.type for spec in job.config.passes) or "none",
         model_folder=job.model.folder,
-        tokenizer=next((d.tokenizer for d in job.context.datasets.values() if d.tokenizer), None),
+        tokenizer=_tokenizer_record(job.context.datasets),
     )

@@ -24,6 +24,7 @@ from compress.job.context import (
     input_names_for,
     load_datasets,
 )
+from compress.job.generation_check import check_generation
 from compress.job.text_data import with_tokens
 from compress.models import Format, LoadedModel, load_model
 from compress.models.arch import check_arch
@@ -127,6 +128,7 @@ def prepare_model(
     )  # fmt: skip
     if made_up_inputs:
         inputs_from_model(model, config, log)
+    check_generation(config, model)
     fixed_batches = fixed_batch_sizes(model.model) if model.is_onnx else set()
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)

@@ -95,8 +95,11 @@ class StagingArea:
         return self._fd
 
     def add_text(self, final: str, text: str) -> None:
+        self.add_bytes(final, text.encode())
+
+    def add_bytes(self, final: str, data: bytes) -> None:
         with self._create(final) as file:
-            file.write(text.encode())
+            file.write(data)
 
     def add_copy(self, final: str, source: Path) -> None:
         """A copy of regular file `source`; a link there is refused, never followed."""

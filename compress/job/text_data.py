@@ -5,6 +5,10 @@ without a model); a run then tokenizes it here, before anything else uses the da
 `model.tokenizer` when the config names one, else the tokenizer of the model folder being
 compressed. A model file (.pt2, TorchScript, ONNX) holds no tokenizer: its text data needs
 `model.tokenizer`, and its absence is one line saying so.
+
+A decoder's text is one running text in strided windows (compress.data.text_windows): for a
+text-generation folder (or `model.task: text-generation`), and for a model file judged by a
+token metric (perplexity, token_agreement), which only such windows can be judged by.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def with_tokens(checked: Checked, model_path: Path | None, trust_remote_code: bo
 
     config, passes, datasets = checked
     text = [role for role, dataset in datasets.items() if dataset.untokenized]
+    decoder = bool(text) and reads_running_text(config, model_path, trust_remote_code)
+    _check_token_metric(config, datasets.get("eval"), decoder)
     if not text:
         return checked
     source, named = tokenizer_source(config, model_path, f"data.{text[0]}")
@@ -36,10 +42,44 @@ def with_tokens(checked: Checked, model_path: Path | None, trust_remote_code: bo
     tokens = dict(datasets)
     for role in text:
         data_source = getattr(config.config.data, role)
-        tokens[role] = tokenized(datasets[role], data_source, tokenizer, named)
+        tokens[role] = tokenized(datasets[role], data_source, tokenizer, named, decoder)
         fit_input_specs(tokens[role], config, role)
     check_batch_bytes(config, tokens)
     return config, passes, tokens
+
+
+def reads_running_text(config: LoadedConfig, model_path: Path | None, trust: bool) -> bool:
+    """Whether text data is a decoder's running text (see the module docstring)."""
+    from compress.measure.perplexity import TOKEN_METRICS
+
+    task = config.config.model.task
+    if task is not None:
+        return task == "text-generation"
+    if model_path is not None and is_model_folder(Path(model_path)):
+        from compress.models.hf_folder import read_layout
+        from compress.models.hf_tasks import infer_task
+
+        layout = read_layout(Path(model_path), trust)
+        auto_map = layout.config.get("auto_map") if trust else None
+        architectures = layout.config.get("architectures") or []
+        where = f"{layout.root.name}/config.json"
+        found = infer_task(list(architectures), layout.sentence is not None, where, auto_map)
+        return found.role == "decoder"
+    return config.config.report.metric in TOKEN_METRICS
+
+
+def _check_token_metric(config: LoadedConfig, eval_data: Dataset | None, decoder: bool) -> None:
+    """perplexity and token_agreement judge a decoder's windows of running text, only."""
+    from compress.measure.perplexity import TOKEN_METRICS
+
+    metric = config.config.report.metric
+    if metric not in TOKEN_METRICS or eval_data is None or (eval_data.untokenized and decoder):
+        return
+    what = "is not text" if not eval_data.untokenized else "is text for a model that is no decoder"
+    raise DataError(
+        f"report.metric: {metric} judges a decoder on running text, but data.eval {what}; give "
+        "data.eval a text file and a text-generation model, or use top1, agreement or cosine"
+    )
 
 
 def tokenizer_source(config: LoadedConfig, model_path: Path | None, key: str) -> tuple[Path, str]:

@@ -15,22 +15,13 @@ from typing import Any
 
 import numpy as np
 
-PAST_PREFIX = "past_key_values."
-TOKEN_INPUTS = ("input_ids", "attention_mask", "position_ids")
+from compress.models.decoder_graph import is_decoder_graph
+
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, 1: np.float32}
 FLOAT_TYPES |= {10: np.float16}
 
 # (name, shape, element type) of a graph input: shape dims are ints or names (None: unknown)
 Declared = tuple[str, list[Any], Any]
-
-
-def is_decoder_graph(names: Sequence[str]) -> bool:
-    """Whether a graph's inputs are a decoder's with its cache."""
-    return (
-        tuple(names[:3]) == TOKEN_INPUTS
-        and len(names) > 3
-        and all(name.startswith(PAST_PREFIX) for name in names[3:])
-    )
 
 
 def positions(mask: np.ndarray, tokens: int) -> np.ndarray:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compress.measure.metrics import compute_metric
+from compress.measure.metrics import compute_metric, metric_drop
+from compress.measure.perplexity import TOKEN_METRICS, summarized
 from compress.measure.runtime import open_session, run_batched
 
 if TYPE_CHECKING:
@@ -19,9 +20,16 @@ if TYPE_CHECKING:
 EVAL_BATCH = 256
 
 
-def onnx_output(path: Path, inputs: list[np.ndarray], index: int) -> np.ndarray:
-    """The ONNX model's output `index` (the context's judged_output) on all `inputs`."""
-    return run_batched(open_session(path, threads=1), inputs, EVAL_BATCH)[index]
+def onnx_output(
+    path: Path, inputs: list[np.ndarray], index: int, metric: str | None = None
+) -> np.ndarray:
+    """The ONNX model's output `index` (the context's judged_output) on all `inputs`; for a
+    token `metric`, its token summaries (compress.measure.perplexity: logits never kept)."""
+    session = open_session(path, threads=1)
+    if metric in TOKEN_METRICS:
+        name = session.get_outputs()[index].name
+        return summarized(lambda part: run_batched(session, part, len(part[0]), [name])[0], inputs)
+    return run_batched(session, inputs, EVAL_BATCH)[index]
 
 
 class Judge:
@@ -37,7 +45,7 @@ class Judge:
         self._reference_outputs = (
             reference
             if isinstance(reference, np.ndarray)
-            else onnx_output(reference, self._inputs, output)
+            else onnx_output(reference, self._inputs, output, metric)
         )
         # The reference scored as any model is: 1.0 for agreement and cosine (its rows are
         # bitwise its own), its own top1; so a model with the reference's outputs drops exactly 0.
@@ -52,8 +60,8 @@ class Judge:
         return round(value, 6)
 
     def score(self, path: Path) -> float:
-        return self.score_outputs(onnx_output(path, self._inputs, self.output))
+        return self.score_outputs(onnx_output(path, self._inputs, self.output, self.metric))
 
     def drop(self, value: float) -> float:
-        """How much worse `value` is than the reference model's."""
-        return round(self.reference_value - value, 6)
+        """How much worse `value` is than the reference model's (perplexity: relatively)."""
+        return round(metric_drop(self.metric, self.reference_value, value), 6)

@@ -1,4 +1,5 @@
-"""The quality metric of a stage on data.eval: top1, agreement or cosine (vs the baseline).
+"""The quality metric of a stage on data.eval: top1, agreement or cosine (vs the baseline), and
+a decoder's perplexity and token_agreement (compress.measure.perplexity).
 
 Every metric is a mean over samples of a per-sample score, and holds at any scale of the outputs
 (real CNNs' logits were seen with norms near 1e-9) and in float32 or float64:
@@ -19,12 +20,18 @@ from __future__ import annotations
 import numpy as np
 
 WORST_COSINE = -1.0
+LOWER_IS_BETTER = ("perplexity",)
 
 
 def compute_metric(
     name: str, outputs: np.ndarray, labels: np.ndarray | None, baseline: np.ndarray
 ) -> float:
-    """`outputs` and `baseline` are the first model output on the eval set, [samples, ...]."""
+    """`outputs` and `baseline` are the judged model output on the eval set, [samples, ...]
+    (a decoder's token summaries for the token metrics)."""
+    from compress.measure.perplexity import TOKEN_METRICS, token_metric
+
+    if name in TOKEN_METRICS:
+        return token_metric(name, outputs, labels, baseline)
     rows = _rows(outputs)
     if name == "top1":
         # argmax picks a NaN's position: the finite mask keeps such a sample from matching
@@ -36,6 +43,14 @@ def compute_metric(
     if name == "cosine":
         return _mean(cosine_per_sample(rows, reference))
     raise ValueError(f"unknown metric {name!r}")
+
+
+def metric_drop(name: str, reference: float, value: float) -> float:
+    """How much worse `value` is than `reference`: their difference for a metric that is better
+    higher, the relative increase for one better lower (perplexity: 0.03 is 3% higher)."""
+    if name in LOWER_IS_BETTER:
+        return (value - reference) / reference if reference > 0 else float("inf")
+    return reference - value
 
 
 def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:

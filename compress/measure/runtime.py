@@ -35,11 +35,14 @@ def feeds(session, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     return completed_feeds(session_inputs(session), arrays)
 
 
-def run_batched(session, inputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """Run all samples through `session`; a fixed-batch model gets its last batch padded."""
+def run_batched(
+    session, inputs: list[np.ndarray], batch_size: int, outputs: list[str] | None = None
+) -> list[np.ndarray]:
+    """Run all samples through `session` (only `outputs`, by name, when given); a fixed-batch
+    model gets its last batch padded."""
     fixed = fixed_batch(session)
     parts = [
-        [o[:real] for o in session.run(None, feeds(session, part))]
+        [o[:real] for o in session.run(outputs, feeds(session, part))]
         for part, real in chunks(inputs, batch_size, fixed)
     ]
     return [np.concatenate(outs) for outs in zip(*parts, strict=True)]

@@ -57,6 +57,22 @@ class LoadedTokenizer:
             )  # fmt: skip
         return {name: np.asarray(array, dtype=np.int64) for name, array in tokens.items()}
 
+    def encode_running(self, text: str) -> np.ndarray:
+        """The token ids of one long text, untruncated and without special tokens (a decoder's
+        running text, cut into windows afterwards)."""
+        with quiet_transformers():
+            ids = self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        return np.asarray(ids, dtype=np.int64)
+
+    @property
+    def pad_id(self) -> int:
+        """What pads a window: the padding token, else the end of text, else 0 (masked out and
+        never scored, so any id does)."""
+        for token in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if isinstance(token, int):
+                return token
+        return 0
+
 
 def tokenizer_folder(path: Path, trust_remote_code: bool) -> tuple[Path, int | None]:
     """Where the tokenizer of `path` lives (a model folder's transformer folder, or `path`),

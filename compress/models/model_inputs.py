@@ -14,17 +14,25 @@ BATCH = "batch"
 
 
 def onnx_input_specs(proto) -> list[InputSpec] | None:
-    """The graph's inputs; None when one has a dtype or shape `model.inputs` cannot declare."""
+    """The graph's inputs; None when one has a dtype or shape `model.inputs` cannot declare. A
+    decoder with its cache is fed its token ids and mask, of one length (compress.measure.
+    decoder_feeds fills its position ids and an empty cache)."""
     from onnx import helper
 
+    from compress.models.decoder_graph import TOKEN_INPUTS, is_decoder_graph
+
+    values = graph_inputs(proto)
+    decoder = is_decoder_graph([value.name for value in values])
     specs = []
-    for value in graph_inputs(proto):
+    for value in values[:2] if decoder else values:
         tensor = value.type.tensor_type
         dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
         dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
         if dtype not in DTYPES or not dims:
             return None
         specs.append(_spec(value.name, dims, dtype))
+    if decoder and [spec.name for spec in specs] == list(TOKEN_INPUTS[:2]):
+        specs[1] = specs[1].model_copy(update={"shape": specs[0].shape})  # one length: a prefill
     return specs
 
 

@@ -280,7 +280,7 @@ class Distill(TorchPass[DistillParams]):
         if held_out is None:
             return None
         inputs, output = list(held_out.inputs.values()), ctx.judged_output
-        reference = torch_output(runnable(ctx.loaded_model), inputs, output)
+        reference = torch_output(runnable(ctx.loaded_model), inputs, output, ctx.metric)
         return Judge(reference, held_out, ctx.metric, output)
 
     def _details(

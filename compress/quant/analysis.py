@@ -93,7 +93,9 @@ def analyse_int8(
     metric = None
     if ctx.eval is not None:
         output = ctx.judged_output
-        reference = ctx.shared(AnalysisCache).reference_outputs(baseline, ctx.eval, output)
+        reference = ctx.shared(AnalysisCache).reference_outputs(
+            baseline, ctx.eval, output, ctx.metric
+        )
         judge = Judge(reference, ctx.eval, ctx.metric, output)
         value = judge.score(quantized)
         metric = AnalysisMetric(

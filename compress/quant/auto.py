@@ -251,12 +251,10 @@ class AutoQuantization(OnnxPass[AutoParams]):
         """Scores against the float model's outputs, shared by every candidate (ctx.analysis)."""
         from compress.measure.evaluate import Judge
 
-        return Judge(
-            ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, ctx.judged_output),
-            ctx.eval,
-            ctx.metric,
-            ctx.judged_output,
+        reference = ctx.shared(AnalysisCache).reference_outputs(
+            source, ctx.eval, ctx.judged_output, ctx.metric
         )
+        return Judge(reference, ctx.eval, ctx.metric, ctx.judged_output)
 
     def _confirm(
         self,

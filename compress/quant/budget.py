@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress.measure.evaluate import Judge, onnx_output
-from compress.measure.metrics import compute_metric
+from compress.measure.metrics import LOWER_IS_BETTER, compute_metric
 
 if TYPE_CHECKING:
     from compress.data import Dataset
@@ -51,14 +51,14 @@ class BudgetJudge:
         )
 
     def full(self, path: Path) -> Verdict:
-        return self._verdict(onnx_output(path, self._inputs, self.output))
+        return self._verdict(onnx_output(path, self._inputs, self.output, self.metric))
 
     def judge_model(self, path: Path) -> Verdict:
         """The subset first; all of data.eval unless the subset already rejects the model."""
         if self._subset is None:
             return self.full(path)
         subset = self._subset
-        outputs = onnx_output(path, [a[subset] for a in self._inputs], self.output)
+        outputs = onnx_output(path, [a[subset] for a in self._inputs], self.output, self.metric)
         drop = self._clearly_over(outputs, subset)
         if drop is not None:
             value = self.judge.reference_value - drop
@@ -67,7 +67,8 @@ class BudgetJudge:
         everything = np.empty((len(self._inputs[0]), *outputs.shape[1:]), outputs.dtype)
         everything[subset] = outputs
         if len(rest):
-            everything[rest] = onnx_output(path, [a[rest] for a in self._inputs], self.output)
+            rows = [a[rest] for a in self._inputs]
+            everything[rest] = onnx_output(path, rows, self.output, self.metric)
         return self._verdict(everything)
 
     def _verdict(self, outputs: np.ndarray) -> Verdict:
@@ -78,6 +79,8 @@ class BudgetJudge:
     def _clearly_over(self, outputs: np.ndarray, subset: np.ndarray) -> float | None:
         """The subset's drop when it is over budget beyond noise; None otherwise (or when the
         metric is not a mean over samples, so per-sample drops say nothing about its noise)."""
+        if self.metric in LOWER_IS_BETTER:  # a relative increase: not a difference of means
+            return None
         drops = self._per_sample_drops(outputs, subset)
         if drops is None or len(drops) < 2:
             return None

@@ -162,7 +162,9 @@ def quantize_within_budget(
     if budget is None or ctx.eval is None:
         return Fallback(sensitivity=ranking.details() if job.report_ranking else None)
     metric = ctx.metric
-    reference = ctx.shared(AnalysisCache).reference_outputs(job.source, ctx.eval, ctx.judged_output)
+    reference = ctx.shared(AnalysisCache).reference_outputs(
+        job.source, ctx.eval, ctx.judged_output, metric
+    )
     judge = BudgetJudge(reference, ctx.eval, metric, budget, ctx.judged_output)
     started = time.perf_counter()
     first = Round(0, [], judge.full(target), seconds + time.perf_counter() - started, target)

@@ -115,4 +115,6 @@ def load(path) -> onnx.ModelProto:
 
 
 def save(model: onnx.ModelProto, path) -> None:
-    onnx.save(model, str(path))
+    from compress.models.onnx_files import save_onnx
+
+    save_onnx(model, path)

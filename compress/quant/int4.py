@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from compress.errors import ConfigError
+from compress.models.onnx_files import save_onnx
 from compress.passes.base import OnnxPass, OnnxPassParams, PassInput, PassResult
 from compress.passes.registry import register
 from compress.quant.fallback import accuracy_budget
@@ -112,7 +113,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         proto = onnx.load(str(source))
         rewritten = gemms_as_matmul(proto)
         prepared = target.with_suffix(".matmul.onnx")
-        onnx.save(proto, str(prepared))
+        save_onnx(proto, prepared)
         if rewritten:
             ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
         plan = self._plan(proto, prepared, source)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compress.models.onnx_files import save_onnx
 from compress.quant.fallback import Fallback, QuantizeJob, quantize_within_budget
 from compress.quant.nbits import WeightPlan
 
@@ -98,4 +99,4 @@ def _int8_tables(path: Path) -> None:
 
     model = onnx.load(str(path))
     if quantize_embeddings(model):
-        onnx.save(model, str(path))
+        save_onnx(model, path)

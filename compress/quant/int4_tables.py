@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compress.models.onnx_files import replace_onnx, save_onnx
+
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
     from compress.quant.int4_details import Int4Details
@@ -33,7 +35,7 @@ def store_tables(
         return
     judged = auto and budget is not None and ctx.eval is not None
     candidate = target.with_suffix(".embeddings.onnx") if judged else target
-    onnx.save(model, str(candidate))
+    save_onnx(model, candidate)
     details.embedding_tables_int8 = tables
     if judged:
         verdict = judge(source, candidate, budget, ctx)
@@ -49,7 +51,7 @@ def store_tables(
             )
             details.embedding_tables_int8, details.embeddings_kept_float = [], tables
             return
-        candidate.replace(target)
+        replace_onnx(candidate, target)
     ctx.log(f"  {len(tables)} embedding table(s) stored as int8: {', '.join(tables)}")
 
 
@@ -102,5 +104,5 @@ def judge(source: Path, candidate: Path, budget: float, ctx: PassContext):
     from compress.quant.sensitivity.cache import AnalysisCache
 
     output, metric = ctx.judged_output, ctx.metric
-    reference = ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, output)
+    reference = ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, output, metric)
     return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from compress.models.onnx_files import save_onnx
+
 Algorithm = Literal["rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant")
 SMALLEST_BLOCK = 16  # MatMulNBits' smallest block
@@ -225,7 +227,7 @@ def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
     source = onnx.load(str(prepared))
     quantized = quantize_weights(onnx.load(str(prepared)), plan)
     copy_node_metadata(source, quantized)
-    onnx.save(quantized, str(target))
+    save_onnx(quantized, target)
 
 
 def relevel(path: Path, level: int) -> None:
@@ -233,7 +235,7 @@ def relevel(path: Path, level: int) -> None:
 
     model = onnx.load(str(path))
     set_accuracy_level(model, level)
-    onnx.save(model, str(path))
+    save_onnx(model, path)
 
 
 def bits_of(path: Path) -> list[int]:

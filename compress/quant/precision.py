@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from compress.models.onnx_files import save_onnx
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
 from compress.quant.int8 import excluded_nodes
@@ -50,5 +51,5 @@ class Float16(OnnxPass[Float16Params]):
             keep_io_types=self.params.keep_io_types,
             node_block_list=keep_float or None,
         )
-        onnx.save(converted, str(target))
+        save_onnx(converted, target)
         return PassResult()

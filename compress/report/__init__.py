@@ -12,7 +12,16 @@ from compress.config import Config, GatesSection
 from compress.measure.environment import environment
 from compress.measure.interference import BUSY_ADVICE
 from compress.measure.latency import SPEED_TOLERANCE, Latency, latency_settings
+from compress.measure.metrics import metric_drop
 from compress.report.budget_warnings import budget_warnings
+from compress.report.generation import (
+    busy_generation,
+    generation_heading,
+    generation_rows,
+    generation_settings,
+    generation_summary,
+    stage_generation,
+)
 from compress.report.model import (
     SCHEMA_VERSION,
     BenchResult,
@@ -25,6 +34,7 @@ from compress.report.model import (
 )
 
 if TYPE_CHECKING:
+    from compress.measure.generation import Generation
     from compress.measure.latency import Speedup
 
 
@@ -42,7 +52,7 @@ def summarize(stages: list[Stage], first_batch: int, latency: Latency | None = N
         paired = latency.batches[first_batch].speedup(stage_key(0, base.name), last)
         speedup = paired.ratio
     drop = (
-        base.metric.value - final.metric.value
+        metric_drop(base.metric.name, base.metric.value, final.metric.value)
         if base.metric and final.metric and None not in (base.metric.value, final.metric.value)
         else None
     )
@@ -117,11 +127,22 @@ def busy_latency(latency: Latency) -> list[str]:
 
 def evaluate_gates(gates: GatesSection, summary: Summary) -> list[Gate]:
     """One verdict per configured gate; a missing value (no metric) counts as a failure."""
+    generated = summary.generation
     checks = [
         ("max_accuracy_drop", summary.accuracy_drop, lambda v, lim: v <= lim),
         ("min_speedup", summary.speedup, lambda v, lim: v >= lim),
         ("min_size_ratio", summary.size_ratio, lambda v, lim: v >= lim),
         ("max_size_mb", summary.final_size_mb, lambda v, lim: v <= lim),
+        (
+            "min_tokens_per_second",
+            generated.tokens_per_second if generated else None,
+            lambda v, lim: v >= lim,
+        ),
+        (
+            "min_decode_speedup",
+            generated.decode_speedup if generated else None,
+            lambda v, lim: v >= lim,
+        ),
     ]
     return [
         Gate(name=gate, limit=limit, value=value, passed=value is not None and ok(value, limit))
@@ -155,6 +176,7 @@ def build_report(
     outputs: list[str],
     judged: int,
     latency: Latency,
+    generation: Generation | None = None,
 ) -> Report:
     """The report of measured `stages`; `latency_input` says where the timed samples came from,
     `outputs` names the model's outputs, of which the metric judged output `judged`; `latency`
@@ -163,6 +185,16 @@ def build_report(
     batch_sizes = settings.batch_sizes
     stages, slower = flag_slower_stages(compare_stages(stages, latency), batch_sizes)
     summary = summarize(stages, batch_sizes[0], latency)
+    generated = None
+    if generation is not None:
+        keys = [stage_key(i, stage.name) for i, stage in enumerate(stages)]
+        by_stage = stage_generation(generation, keys)
+        pairs = zip(stages, by_stage, strict=True)
+        stages = [s.model_copy(update={"generation": g}) for s, g in pairs]
+        first = generation.settings.batch_sizes[0]
+        summary = summary.model_copy(update={"generation": generation_summary(by_stage, first)})
+        generated = generation_settings(generation)
+        slower += busy_generation(generation)
     gates = evaluate_gates(config.gates, summary)
     warnings = slower + busy_latency(latency) + unsettled_latency(stages, batch_sizes, latency)
     warnings += budget_warnings(stages, gates, settings.metric)
@@ -178,6 +210,7 @@ def build_report(
         outputs=outputs,
         batch_sizes=batch_sizes,
         latency=latency_settings(settings, latency_input) | {"machine": latency.machine()},
+        generation=generated,
         provenance=provenance,
         environment=environment(settings.threads, config.seed, settings.pin_threads),
     )
@@ -315,6 +348,16 @@ def measured_with(report: Report | BenchResult) -> str:
     return text
 
 
+def generation_lines(report: Report) -> list[str]:
+    """The generation table, where report.generation timed it."""
+    if report.generation is None:
+        return []
+    names = [stage_label(stage) for stage in report.stages]
+    by_stage = [stage.generation or {} for stage in report.stages]
+    headers, rows = generation_rows(names, by_stage, report.generation.batch_sizes)
+    return ["", f"**{generation_heading(report.generation)}**", "", *markdown_table(headers, rows)]
+
+
 def judged_output_line(report: Report) -> list[str]:
     """Which output the metric judged, when the model has more than one."""
     if len(report.outputs) < 2:
@@ -343,6 +386,7 @@ def to_markdown(report: Report) -> str:
             f"{'pass' if g.passed else '**FAIL**'} |"
             for g in report.gates
         ]
+    lines += generation_lines(report)
     lines += judged_output_line(report)
     notes = stage_notes(report)
     lines += ["", *(f"- {note}" for note in notes)] if notes else []

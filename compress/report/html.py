@@ -17,6 +17,7 @@ from compress.report import (
     table_rows,
 )
 from compress.report.compare import Comparison, comparison_rows
+from compress.report.generation import generation_heading, generation_rows
 from compress.report.model import Gate, LatencyFigures, Metric, Report
 from compress.report.sensitivity import stage_charts
 from compress.report.svg import Bar, Chart, Group, render
@@ -113,6 +114,12 @@ def report_body(report: Report, heading: int = 2) -> str:
     parts.append(f'<{h}>Charts</{h}><div class="charts">{charts(report)}</div>')
     headers, rows = table_rows(report)
     parts.append(f"<{h}>Stages</{h}>{html_table(headers, rows)}")
+    if report.generation is not None:
+        names = [stage_label(stage) for stage in report.stages]
+        by_stage = [stage.generation or {} for stage in report.stages]
+        headers, rows = generation_rows(names, by_stage, report.generation.batch_sizes)
+        title = escape(generation_heading(report.generation))
+        parts.append(f"<{h}>{title}</{h}>{html_table(headers, rows)}")
     if report.gates:
         parts.append(f"<{h}>Gates</{h}>{gates_table(report.gates)}")
     notes = stage_notes(report)

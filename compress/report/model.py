@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from compress.data.text import TextTokenizer
+from compress.measure.generation import GenerationFigures
 from compress.measure.interference import MachineLoad
 from compress.measure.latency import LatencyFigures
 from compress.measure.size import Footprint
@@ -33,6 +34,9 @@ Verdict = Literal["faster", "slower", "tie"]
 class Metric(Record):
     name: str
     value: float | None
+    tokens: Count | None = Field(
+        default=None, description="perplexity and token_agreement: the tokens scored"
+    )
 
 
 class Paired(Record):
@@ -43,6 +47,29 @@ class Paired(Record):
         min_length=2, max_length=2, description="95% confidence interval of the speedup"
     )
     verdict: Verdict
+
+
+class StageGeneration(GenerationFigures):
+    decode_vs_baseline: Paired | None = Field(
+        default=None, description="decode speedup over the baseline, paired over the rounds"
+    )
+
+
+class GenerationSettings(Record):
+    prompt_tokens: Positive
+    new_tokens: Positive
+    batch_sizes: list[Positive] = Field(min_length=1)
+    min_rounds: Positive
+    machine: dict[str, MachineLoad] = Field(description="by batch size")
+
+
+class GenerationSummary(Record):
+    """The final stage against the baseline at report.generation's first batch size."""
+
+    batch: Positive
+    tokens_per_second: Amount
+    decode_speedup: Amount
+    decode_speedup_ci: list[Amount] = Field(min_length=2, max_length=2)
 
 
 class Stage(Record):
@@ -69,6 +96,9 @@ class Stage(Record):
     )
     fix_if_slower: str | None = None
     vs_input: dict[str, Paired] | None = Field(default=None, description="by batch size")
+    generation: dict[str, StageGeneration] | None = Field(
+        default=None, description="a decoder's generation (report.generation), by batch size"
+    )
     slower_than_input: bool = Field(description="at the first batch size, by vs_input")
     slower_at_batch_sizes: list[Positive]
 
@@ -104,6 +134,7 @@ class Summary(Record):
     speedup_batch: Positive
     accuracy_drop: float | None
     final_size_mb: Amount
+    generation: GenerationSummary | None = None
 
 
 class Gate(Record):
@@ -191,6 +222,9 @@ class Report(Record):
     outputs: list[str]
     batch_sizes: list[Positive] = Field(min_length=1)
     latency: LatencySettings
+    generation: GenerationSettings | None = Field(
+        default=None, description="report.generation: how a decoder's generation was timed"
+    )
     provenance: Provenance
     environment: Environment
 

@@ -4,8 +4,9 @@ The folder is loaded as a run loads it (offline, no code of its own without --tr
 and read: its architecture, task, sizes and tokenizer become comments, and the task decides the
 recipe. An encoder or a sentence embedder gets quantize.auto judged by cosine similarity to the
 float model; a classifier gets quantize.auto judged by top-1 agreement with it (top-1 with
-labels); a decoder gets dynamic int8 (its 4-bit recipe comes with the decoder work). quantize.auto
-needs data.eval: without --data the starter uses dynamic int8, which runs on made-up token ids.
+labels); a decoder gets 4-bit weights and its generation timed (compress.starter.decoder).
+quantize.auto needs data.eval: without --data the starter uses dynamic int8, which runs on
+made-up token ids.
 With `--data` a text file (.txt, .jsonl, .csv) becomes text data tokenized by the folder's
 tokenizer, its max_length chosen so that 95% of the examples fit.
 """
@@ -22,6 +23,11 @@ import numpy as np
 
 from compress.errors import DataError
 from compress.starter.data import CALIBRATION_LIMIT, LABEL_NAMES, StarterData, starter_data
+from compress.starter.decoder import (
+    decoder_passes,
+    decoder_report,
+    decoder_text,
+)
 from compress.starter.makeup import ModelMakeup, weights_makeup
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
@@ -42,6 +48,7 @@ class FolderFacts:
     inputs: list[dict]  # made-up inputs as model.inputs entries (used without data)
     makeup: ModelMakeup
     tokenizer: Any  # LoadedTokenizer, or None when the folder has none
+    positions: int | None = None  # a decoder's longest sequence, where its config says
 
     @property
     def text(self) -> bool:
@@ -82,11 +89,14 @@ def folder_facts(path: Path, trust_remote_code: bool) -> FolderFacts:
         inputs=[spec.model_dump() for spec in module.input_specs()],
         makeup=weights_makeup(module.state_dict()),
         tokenizer=tokenizer,
+        positions=layout.max_positions if (layout := getattr(module, "layout", None)) else None,
     )
 
 
 def folder_data(facts: FolderFacts, data_path: Path, config_dir: Path) -> StarterData:
     """`--data` for a folder: a text file as text data for a text model, else as for any model."""
+    if facts.role == "decoder":
+        return decoder_text(data_path, config_dir, facts.tokenizer, facts.positions)
     if facts.text and data_path.suffix.lower() in TEXT_SUFFIXES:
         return _text_source(facts, data_path, config_dir)
     return starter_data(data_path, config_dir, facts.input_names, facts.inputs)
@@ -157,7 +167,18 @@ def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
     if data is None:
         lines += ["model:", "  # made-up inputs (used while no data is set):", "  inputs:"]
         lines += [f"    - {flow(spec)}" for spec in facts.inputs]
-        lines.append("# --data FILE (.txt, .jsonl or .csv) gives real text and quantize.auto")
+        lines.append(
+            "# --data FILE.txt gives running text judged by perplexity"
+            if facts.role == "decoder"
+            else "# --data FILE (.txt, .jsonl or .csv) gives real text and quantize.auto"
+        )
+    elif facts.role == "decoder":
+        lines += [
+            "model: {}",
+            "data:  # from `compress init --data`: one running text in windows of max_length",
+            f"  calibration: {flow(data.source | {'limit': CALIBRATION_LIMIT})}",
+            f"  eval: {flow(data.source)}  # windows overlap by half (data.eval.stride)",
+        ]
     else:
         lines.append("model: {}")
         unlabelled = {k: v for k, v in data.source.items() if k != "labels"}
@@ -166,14 +187,16 @@ def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
             f"  calibration: {flow(unlabelled | {'limit': CALIBRATION_LIMIT})}",
             f"  eval: {flow(data.source)}",
         ]
+    if facts.role == "decoder":
+        passes = ["passes:", f"  # read from the model: {facts.makeup.describe()}"]
+        return lines + passes + decoder_passes() + decoder_report(data, facts.positions)
     return lines + _passes(facts, data) + _report(facts, data)
 
 
 def _passes(facts: FolderFacts, data: StarterData | None) -> list[str]:
     lines = ["passes:", f"  # read from the model: {facts.makeup.describe()}"]
-    if facts.role == "decoder" or data is None:
-        why = "a decoder" if facts.role == "decoder" else "no data.eval to judge candidates on"
-        lines += [f"  # int8 weights, activations quantized at run time ({why})"]
+    if data is None:
+        lines += ["  # int8 weights, activations quantized at run time (no data.eval to judge)"]
         lines += ["  - type: quantize.dynamic"]
     else:
         lines += [
@@ -202,5 +225,5 @@ def _report(facts: FolderFacts, data: StarterData | None) -> list[str]:
         f"  metric: {metric}",
         "gates:  # a gate that fails makes the run exit 3",
         "  min_size_ratio: 3  # int8 weights are 4x smaller; float parts stay",
-        gate if data is not None and facts.role != "decoder" else "  # " + gate.strip(),
+        gate if data is not None else "  # " + gate.strip(),
     ]

@@ -2,8 +2,8 @@
 
 A variant is on the accuracy/latency front when no other variant is at least as accurate and at
 least as fast, and better in one of the two (likewise for size). Every metric compress judges by
-(top1, agreement, cosine) is better higher. A variant without a metric (no data.eval) competes on
-latency or size alone.
+is better higher (perplexity, better lower, comes in negated). A variant without a metric (no
+data.eval) competes on latency or size alone.
 
 The best variant passes the gates. By the default objective, latency: the fastest, where
 variants within 3% of the fastest (timing noise between runs) go by size, then by name; size:

@@ -46,6 +46,7 @@ from compress.job.staging import (
     make_folders,
     write_atomically,
 )
+from compress.measure.metrics import LOWER_IS_BETTER
 from compress.passes.recipe import load_recipe
 from compress.records import Record
 from compress.sweep.grid import MAX_VARIANTS, Variant, check_variants, grid
@@ -284,8 +285,17 @@ def _row(variant: Variant, outcome: dict, folder: Path, hashes: dict[str, str]) 
 def _summary(rows: list[VariantRow], options, executor: str, seconds: float, out: Path):
     settings = load_recipe(options.config).config.report
     measured = [r for r in rows if r.status in COMPLETE and r.p50_ms is not None]
+    # the fronts rank accuracy higher-better: perplexity (lower better) enters negated
+    sign = -1 if settings.metric in LOWER_IS_BETTER else 1
     points = [
-        Point(r.name, r.p50_ms, r.size_bytes, r.metric, passed=r.status == "ok") for r in measured
+        Point(
+            r.name,
+            r.p50_ms,
+            r.size_bytes,
+            None if r.metric is None else sign * r.metric,
+            passed=r.status == "ok",
+        )  # fmt: skip
+        for r in measured
     ]
     fronts = {"latency": front(points, "p50_ms"), "size": front(points, "size_bytes")}
     rows = [

@@ -14,6 +14,7 @@ import numpy as np
 from compress.config import ExportSection
 from compress.errors import ExportError, first_line
 from compress.measure.evaluate import EVAL_BATCH, Judge
+from compress.models.onnx_files import needs_external_data
 from compress.torch.outputs import named_tensors, with_tensor_outputs
 
 BATCH_DIM = "batch"
@@ -40,6 +41,7 @@ def export_to_onnx(
         return
     args = tuple(torch.from_numpy(a) for a in example)
     common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
+    external = needs_external_data(model)
     try:
         # The exporters print progress on stdout (which belongs to --json output) and log
         # warnings about optional packages; our own log says what is happening.
@@ -58,7 +60,7 @@ def export_to_onnx(
                 )
             elif fmt == "exported_program":  # its shapes were fixed when it was saved
                 program = torch.onnx.export(model, (), dynamo=True, **common)
-                program.save(str(target), external_data=False)
+                program.save(str(target), external_data=external)
             else:
                 shapes = dynamic_shapes(model, args, section.dynamic_batch)
                 exported = with_tensor_outputs(model, args)
@@ -71,7 +73,7 @@ def export_to_onnx(
                     dynamic_shapes=shapes,
                     **common,
                 )
-                program.save(str(target), external_data=False)
+                program.save(str(target), external_data=external)
     except Exception as e:
         raise ExportError(
             f"torch -> ONNX export failed: {first_line(e)} (rerun with --debug for the traceback)"
@@ -108,9 +110,16 @@ def torch_outputs(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return list(named_torch_outputs(model, inputs).values())
 
 
-def torch_output(model, inputs: list[np.ndarray], index: int) -> np.ndarray:
+def torch_output(
+    model, inputs: list[np.ndarray], index: int, metric: str | None = None
+) -> np.ndarray:
     """A torch callable's output `index` (of every tensor it returns, in order) on all
-    `inputs`, in batches of EVAL_BATCH, without gradients."""
+    `inputs`, in batches of EVAL_BATCH, without gradients; for a token `metric`, its token
+    summaries (compress.measure.perplexity: logits never kept)."""
+    from compress.measure.perplexity import TOKEN_METRICS, summarized
+
+    if metric in TOKEN_METRICS:
+        return summarized(lambda part: torch_outputs(model, part)[index], inputs)
     return np.concatenate(
         [
             torch_outputs(model, [a[start : start + EVAL_BATCH] for a in inputs])[index]
@@ -121,7 +130,7 @@ def torch_output(model, inputs: list[np.ndarray], index: int) -> np.ndarray:
 
 def score_torch(judge: Judge, model) -> float:
     """`judge`'s metric of a torch callable (measured as an ONNX file's is, on its output)."""
-    return judge.score_outputs(torch_output(model, judge.inputs, judge.output))
+    return judge.score_outputs(torch_output(model, judge.inputs, judge.output, judge.metric))
 
 
 @dataclass(frozen=True)
@@ -148,20 +157,34 @@ def named_torch_outputs(model, inputs: list[np.ndarray]) -> dict[str, np.ndarray
     return {name: o.detach().cpu().numpy() for name, o in named_tensors(out)}
 
 
+PARITY_BYTES = 256 * 2**20  # the outputs of one chunk of the parity check
+
+
 def check_parity(
-    onnx_path: Path, reference: list[np.ndarray], inputs: list[np.ndarray], atol: float, where: str
+    onnx_path: Path, model, inputs: list[np.ndarray], atol: float, where: str
 ) -> float:
-    """Max |ONNX Runtime - torch| over all outputs; ExportError above `atol`."""
+    """Max |ONNX Runtime - torch| over all outputs of the torch callable `model` and the ONNX
+    file on `inputs`; ExportError above `atol`. Compared in chunks whose outputs fit in
+    PARITY_BYTES (a decoder's logits of 64 samples are gigabytes), never all at once."""
     from compress.measure.runtime import open_session, run_batched
 
     session = open_session(onnx_path, threads=1)
-    got = run_batched(session, inputs, batch_size=64)
-    if len(got) != len(reference):
-        raise ExportError(f"parity: ONNX gives {len(got)} outputs, torch {len(reference)}")
-    diff = max(
-        float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
-        for g, r in zip(got, reference, strict=True)
-    )
+    one = torch_outputs(model, [a[:1] for a in inputs])
+    rows = max(1, PARITY_BYTES // max(sum(o.nbytes for o in one), 1))
+    diff = 0.0
+    for start in range(0, len(inputs[0]), rows):
+        part = [a[start : start + rows] for a in inputs]
+        reference = one if start == 0 and rows == 1 else torch_outputs(model, part)
+        got = run_batched(session, part, batch_size=rows)
+        if len(got) != len(reference):
+            raise ExportError(f"parity: ONNX gives {len(got)} outputs, torch {len(reference)}")
+        diff = max(
+            diff,
+            *(
+                float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
+                for g, r in zip(got, reference, strict=True)
+            ),
+        )
     if not diff <= atol:  # also catches NaN
         raise ExportError(
             f"parity check failed: max |onnx - torch| = {diff:.3g} on "
@@ -172,12 +195,15 @@ def check_parity(
 
 
 def set_metadata(path: Path, props: dict[str, str]) -> None:
-    """Write provenance into the model's metadata_props (keeps one self-contained file)."""
+    """Write provenance into the model's metadata_props (its weights stay where they were
+    saved: in the file, or in its external data file)."""
     import onnx
+
+    from compress.models.onnx_files import save_onnx
 
     proto = onnx.load(str(path))
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in props.items():
         entry = existing.get(key) or proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
-    onnx.save(proto, str(path))
+    save_onnx(proto, path)

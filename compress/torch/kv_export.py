@@ -29,19 +29,11 @@ if TYPE_CHECKING:
 
 TRACE_TOKENS, TRACE_PAST = 3, 2  # the traced step: no axis of length 0 or 1
 DECODE_STEPS = 2  # decode steps checked against torch
-PROTOBUF_LIMIT = 2_000_000_000  # bytes: larger weights go to external data
 
 
 def is_decoder(model: object) -> bool:
     """A module compress exports with its cache (compress.models.decoder.DecoderModule)."""
     return hasattr(model, "export_arguments") and hasattr(model, "layout")
-
-
-def weight_bytes(module: object) -> int:
-    """The bytes of the module's parameters and buffers, as float32 ONNX stores them."""
-    tensors = [*module.parameters(), *module.buffers()]  # type: ignore[attr-defined]
-    unique = {t.data_ptr(): t for t in tensors}  # tied weights (GPT-2's head) counted once
-    return sum(t.numel() * t.element_size() for t in unique.values())
 
 
 def export_decoder(
@@ -51,6 +43,8 @@ def export_decoder(
     for one file) and check it: onnx.checker, then decode steps against torch."""
     import onnx
 
+    from compress.models.onnx_files import needs_external_data
+
     if not section.dynamic_batch:
         raise ConfigError(
             "export.dynamic_batch: a decoder is exported with its cache for any batch "
@@ -59,7 +53,7 @@ def export_decoder(
     layout = module.layout
     ids = np.ascontiguousarray(np.resize(example[0], (2, TRACE_TOKENS)))
     args = module.export_arguments(ids, TRACE_PAST)
-    external = weight_bytes(module) > PROTOBUF_LIMIT
+    external = needs_external_data(module)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -40,7 +40,13 @@ def outputs(loaded) -> dict[str, np.ndarray]:
         ("classifier", "text-classification", 3, {"logits": (4, 3)}),
         ("base", "feature-extraction", 3, {"last_hidden_state": (4, 12, 32)}),
         ("sharded", "feature-extraction", 3, {"last_hidden_state": (4, 12, 32)}),
-        ("gpt2", "text-generation", 2, {"logits": (4, 12, 131)}),
+        (
+            "gpt2",
+            "text-generation",
+            2,  # and the cache it wrote: 2 layers, 4 heads of 8
+            {"logits": (4, 12, 131)}
+            | {f"present.{i}.{kv}": (4, 4, 12, 8) for i in (0, 1) for kv in ("key", "value")},
+        ),  # fmt: skip
         ("sentence", "sentence-embedding", 3, {"sentence_embedding": (4, 32)}),
     ],
 )

@@ -46,17 +46,23 @@ class _Entry:
 
 @dataclass
 class AnalysisCache:
-    _references: dict[tuple[FileKey, str], np.ndarray] = field(default_factory=dict)
+    _references: dict[tuple, np.ndarray] = field(default_factory=dict)
     _sensitivities: list[_Entry] = field(default_factory=list)
     _ranges: dict[tuple, Path] = field(default_factory=dict)
 
-    def reference_outputs(self, source: Path, dataset: Dataset, output: int) -> np.ndarray:
-        """Output `output` of the ONNX model `source` on every sample of `dataset`."""
+    def reference_outputs(
+        self, source: Path, dataset: Dataset, output: int, metric: str | None = None
+    ) -> np.ndarray:
+        """Output `output` of the ONNX model `source` on every sample of `dataset` (as `metric`
+        judges it: a decoder's token summaries for the token metrics)."""
         from compress.measure.evaluate import onnx_output
+        from compress.measure.perplexity import TOKEN_METRICS
 
-        key = (FileKey.of(source), dataset.where, output)
+        form = metric if metric in TOKEN_METRICS else None
+        key = (FileKey.of(source), dataset.where, output, form)
         if key not in self._references:
-            self._references[key] = onnx_output(source, list(dataset.inputs.values()), output)
+            inputs = list(dataset.inputs.values())
+            self._references[key] = onnx_output(source, inputs, output, form)
         return self._references[key]
 
     def sensitivity(self, source: Path, scheme: str, changed: set[str]) -> Sensitivity | None:

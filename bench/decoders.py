@@ -1,0 +1,259 @@
+"""Decoder language models on a CPU: generation speed, size and memory, against ONNX Runtime
+GenAI's model builder on the same folder.
+
+A LLaMA-style folder is written here (transformers config, random weights: speed, size and
+memory do not depend on them; the size set by DECODER below, what runs in minutes on this
+machine), then through the commands a user types, each in a process of its own:
+
+- `compress run FOLDER` with no pass: the float export with its key/value cache (the peak
+  resident memory of each run's process against the float weights);
+- `compress run model.onnx` with `quantize.dynamic` and with `quantize.int4`: each report times
+  greedy generation (report.generation) of the float baseline and the quantized stage in
+  interleaved rounds, so the decode speedups are paired;
+- the builder (`python -m onnxruntime_genai.models.builder -i FOLDER -p int4 -e cpu`, offline)
+  and its model run by onnxruntime-genai's own generator, interleaved here with compress's int4
+  model run by compress's greedy loop (compress.measure.generation), same prompt, one thread.
+
+`python bench/run.py decoders` runs this part alone. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DECODER = {  # ~56M parameters: the issue's measured LLaMA-style config
+    "vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1408,
+    "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "max_position_embeddings": 1024,
+}  # fmt: skip
+PROMPT, NEW, ROUNDS = 64, 32, 5
+INT4_OVER_FLOAT, INT4_SMALLER, PEAK_OVER_WEIGHTS = 2.5, 6.0, 3.0
+QUICK = "batch_sizes: [1], threads: 1, min_runs: 5, min_seconds: 0, max_seconds: 2"
+GENERATION = f"{{prompt_tokens: {PROMPT}, new_tokens: {NEW}, min_rounds: {ROUNDS}}}"
+
+
+def write_folder(folder: Path) -> tuple[Path, int]:
+    """The decoder folder (save_pretrained, with a small tokenizer) and its float weight bytes."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**DECODER)).eval()
+    model.save_pretrained(folder)
+    words = {f"w{i}": i for i in range(1000)} | {"<unk>": 1000}
+    core = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", pad_token="<unk>", eos_token="<unk>"
+    ).save_pretrained(folder)
+    return folder, sum(p.numel() * 4 for p in model.parameters())
+
+
+# `python -c PEAK_WRAPPER PEAK_FILE ARGS...`: `compress ARGS` writing its peak resident memory
+# (VmHWM: this program's own, not counting the parent it was started from) to PEAK_FILE.
+PEAK_WRAPPER = """
+import atexit, pathlib, runpy, sys
+peak_file = sys.argv.pop(1)
+def keep():
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            pathlib.Path(peak_file).write_text(line.split()[1])
+atexit.register(keep)
+runpy.run_module("compress_cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def measured(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run `command`; its result, seconds, and for `compress` commands (command[0] ==
+    "compress") the peak resident memory of that process in MB (0 otherwise)."""
+    env = {**os.environ, "COMPRESS_NO_CACHE": "1", "HF_HUB_OFFLINE": "1"}
+    peak_file = cwd / "peak.kb"
+    peak_file.unlink(missing_ok=True)
+    if command[0] == "compress":
+        command = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file), *command[1:]]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    peak = int(peak_file.read_text()) / 1024 if peak_file.exists() else 0.0
+    return done, seconds, peak
+
+
+def compress_run(model: Path, passes: str, out: str, cwd: Path) -> tuple[dict, float, float]:
+    config = cwd / f"{out}.yaml"
+    config.write_text(
+        f"version: 1\npasses: {passes}\nreport: {{{QUICK}, generation: {GENERATION}}}\n"
+    )
+    command = ["compress", "run", str(model), "-c", str(config)]
+    done, seconds, peak = measured([*command, "-o", out, "--json"], cwd)
+    if done.returncode not in (0, 3):
+        raise RuntimeError(f"compress run ({out}) failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout), seconds, peak
+
+
+def builder_int4(folder: Path, cwd: Path) -> Path | None:
+    """The builder's int4 CPU model of `folder`, set to one thread; None where it fails."""
+    target = cwd / "genai-int4"
+    command = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", "local", "-i",
+        str(folder), "-o", str(target), "-p", "int4", "-e", "cpu", "-c", str(cwd / "cache"),
+    ]  # fmt: skip
+    done, _, _ = measured(command, cwd)
+    config_file = target / "genai_config.json"
+    if done.returncode or not config_file.exists():
+        print(f"builder failed: {done.stderr[-800:]}")
+        return None
+    config = json.loads(config_file.read_text())
+    options = config["model"]["decoder"]["session_options"]
+    options |= {"intra_op_num_threads": 1, "inter_op_num_threads": 1}
+    config_file.write_text(json.dumps(config, indent=2))
+    return target
+
+
+def genai_decode_ms(model, prompt: np.ndarray) -> list[float]:
+    """Decode steps (ms) of onnxruntime-genai's greedy generator after `prompt`."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=PROMPT + NEW, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(prompt.astype(np.int32))
+    steps = []
+    while not generator.is_done():
+        began = time.perf_counter()
+        generator.generate_next_token()
+        steps.append((time.perf_counter() - began) * 1000)
+    return steps[1:]  # the first token comes from the prefill, as in compress's loop
+
+
+def versus_builder(ours: Path, theirs: Path) -> dict:
+    """Decode ms per token of compress's int4 model and the builder's, in alternating rounds."""
+    import onnxruntime_genai as og
+
+    from compress.measure.decoder_feeds import session_inputs
+    from compress.measure.generation import generate
+    from compress.measure.latency import paired_speedup
+    from compress.measure.runtime import open_session
+
+    session, model = open_session(ours, 1), og.Model(str(theirs))
+    declared = session_inputs(session)
+    prompt = np.random.default_rng(0).integers(0, 1000, (1, PROMPT)).astype(np.int64)
+    generate(session, declared, prompt, 4), genai_decode_ms(model, prompt[0])  # warm-up
+    rounds: dict[str, list[float]] = {"compress": [], "builder": []}
+    for _ in range(ROUNDS):
+        rounds["compress"].append(
+            float(np.median(generate(session, declared, prompt, NEW).decode_ms))
+        )
+        rounds["builder"].append(float(np.median(genai_decode_ms(model, prompt[0]))))
+    paired = paired_speedup(rounds["builder"], rounds["compress"])
+    return {
+        "compress_tokens_per_second": round(1000 / np.median(rounds["compress"]), 1),
+        "builder_tokens_per_second": round(1000 / np.median(rounds["builder"]), 1),
+        "compress_over_builder": round(paired.ratio, 3),
+        "ci": paired.interval(),
+        "builder_bytes": sum(p.stat().st_size for p in theirs.glob("model.onnx*")),
+    }
+
+
+def decoder_table() -> tuple[dict, list[tuple[str, bool]]]:
+    with tempfile.TemporaryDirectory() as name:
+        work = Path(name)
+        written = subprocess.run(
+            [sys.executable, __file__, "write", str(work / "llama")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        folder, weights = work / "llama", int(written.stdout.split()[-1])
+        float_report, export_s, export_peak = compress_run(folder, "[]", "float", work)
+        exported = work / "float" / "model.onnx"
+        rows = {"float_export": {"seconds": round(export_s, 1), "peak_rss_mb": round(export_peak)}}
+        for kind, passes in (
+            ("int8", "[{type: quantize.dynamic}]"),
+            ("int4", "[{type: quantize.int4}]"),
+        ):
+            report, seconds, peak = compress_run(exported, passes, kind, work)
+            base, final = (
+                report["stages"][0]["generation"]["1"],
+                report["stages"][-1]["generation"]["1"],
+            )
+            rows[kind] = {
+                "seconds": round(seconds, 1), "peak_rss_mb": round(peak),
+                "size_ratio": report["summary"]["size_ratio"],
+                "float_tokens_per_second": base["tokens_per_second"],
+                "tokens_per_second": final["tokens_per_second"],
+                "decode_speedup": final["decode_vs_baseline"]["speedup"],
+                "ci": final["decode_vs_baseline"]["ci"],
+                "prefill_ms": [base["prefill_ms"], final["prefill_ms"]],
+                "stage_peak_rss_mb": [base["peak_rss_mb"], final["peak_rss_mb"]],
+            }  # fmt: skip
+        built = builder_int4(folder, work)
+        rows["builder"] = versus_builder(work / "int4" / "model.onnx", built) if built else None
+        del float_report
+    return rows, decoder_checks(rows, weights)
+
+
+def decoder_checks(rows: dict, weights: int) -> list[tuple[str, bool]]:
+    int4, int8, builder = rows["int4"], rows["int8"], rows["builder"]
+    export_peak = rows["float_export"]["peak_rss_mb"]
+    peak = max(export_peak, int4["peak_rss_mb"], int8["peak_rss_mb"])
+    weights_mb = weights / 2**20
+    where = f"LLaMA-style, {weights / 4e6:.0f}M parameters (the goal: ~0.5B), batch 1, 1 thread"
+    speed, ci = int4["decode_speedup"], int4["ci"]
+    checks = [
+        (
+            f"int4 decode >= {INT4_OVER_FLOAT}x float tokens/s ({where}): {speed:.2f}x (95% CI "
+            f"{ci[0]:.2f}-{ci[1]:.2f}; {int4['float_tokens_per_second']:.0f} -> "
+            f"{int4['tokens_per_second']:.0f} tokens/s; int8 dynamic "
+            f"{int8['decode_speedup']:.2f}x)",
+            speed >= INT4_OVER_FLOAT,
+        ),
+        (
+            f"int4 >= {INT4_SMALLER}x smaller than float: {int4['size_ratio']:.2f}x "
+            f"(int8 dynamic {int8['size_ratio']:.2f}x)",
+            int4["size_ratio"] >= INT4_SMALLER,
+        ),
+        (
+            f"peak memory of a run <= {PEAK_OVER_WEIGHTS}x the float weights: {peak:.0f} MB for "
+            f"{weights_mb:.0f} MB of weights ({peak / weights_mb:.2f}x; export {export_peak} MB, "
+            f"int8 {int8['peak_rss_mb']} MB, int4 {int4['peak_rss_mb']} MB)",
+            peak <= PEAK_OVER_WEIGHTS * weights_mb,
+        ),
+    ]
+    if builder is None:
+        return [*checks, ("int4 decode >= the ORT GenAI builder's int4 (it did not run)", False)]
+    ours, theirs = builder["compress_tokens_per_second"], builder["builder_tokens_per_second"]
+    return [
+        *checks,
+        (
+            f"int4 decode >= the ORT GenAI builder's int4 model (run by its own generator): "
+            f"{ours:.0f} vs {theirs:.0f} tokens/s ({builder['compress_over_builder']:.2f}x, 95% "
+            f"CI {builder['ci'][0]:.2f}-{builder['ci'][1]:.2f}); its files "
+            f"{builder['builder_bytes'] / 2**20:.0f} MB",
+            builder["compress_over_builder"] >= 1.0,
+        ),
+    ]
+
+
+def main() -> int:
+    rows, checks = decoder_table()
+    print(json.dumps(rows, indent=2))
+    for text, met in checks:
+        print(f"[{'met' if met else 'missed'}] {text}")
+    return 0 if all(met for _, met in checks) else 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["write"]:
+        print(write_folder(Path(sys.argv[2]))[1])
+        sys.exit(0)
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""report.generation fits the model before any work is done: it times a decoder with a
+key/value cache, and the prompt and the tokens generated after it must fit the model's
+positions (a longer sequence reads past its position table). Each refusal is one line."""
+
+from __future__ import annotations
+
+from compress.config import LoadedConfig
+from compress.errors import ConfigError
+from compress.models import LoadedModel
+
+
+def check_generation(config: LoadedConfig, model: LoadedModel) -> None:
+    wanted = config.config.report.generation
+    if wanted is None:
+        return
+    name = model.path.name
+    if model.is_onnx:
+        from compress.measure.decoder_feeds import graph_declared
+        from compress.models.decoder_graph import is_decoder_graph
+
+        cached = is_decoder_graph([n for n, _, _ in graph_declared(model.model)])
+        positions = None
+    else:
+        from compress.torch.kv_export import is_decoder
+
+        cached = is_decoder(model.model)
+        positions = model.model.layout.max_positions if cached else None
+    if not cached:
+        raise ConfigError(
+            f"report.generation: {name} takes no key/value cache, and generation is timed over "
+            "one (a text-generation model folder exports with it); remove report.generation"
+        )
+    total = wanted.prompt_tokens + wanted.new_tokens
+    if positions is not None and total > positions:
+        raise ConfigError(
+            f"report.generation: a {wanted.prompt_tokens}-token prompt and {wanted.new_tokens} "
+            f"new tokens take {total} positions, more than the {positions} {name} has; lower "
+            "prompt_tokens or new_tokens"
+        )

@@ -1,0 +1,72 @@
+"""`compress init` on a decoder folder: 4-bit weights judged by perplexity, generation timed.
+
+A decoder's cost is generation, where reading the weights sets the speed, so the starter
+proposes quantize.int4 (MatMulNBits) and times a greedy generation over the key/value cache
+(report.generation: a prompt, then new tokens, within the model's positions). With `--data` a
+text file becomes running text in windows (compress.data.text_windows) for calibration and for
+data.eval, judged by perplexity with a budget of a 3% rise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from compress.errors import DataError
+from compress.starter.data import StarterData
+
+WINDOW = 128  # tokens per window of the eval text, when the model has that many positions
+PROMPT, NEW = 128, 64  # report.generation, when the model has that many positions
+PERPLEXITY_BUDGET = 0.03  # a 3% rise
+
+
+def decoder_text(path: Path, config_dir: Path, tokenizer, positions: int | None) -> StarterData:
+    """--data for a decoder: the file as running text (one window length, fit to the model)."""
+    if path.suffix.lower() != ".txt":
+        raise DataError(
+            f"--data {path}: a decoder reads running text; give a .txt file (its lines are "
+            "joined and cut into windows)"
+        )
+    if tokenizer is None:
+        raise DataError(
+            f"--data {path}: text is tokenized with the model's tokenizer, and the folder has "
+            "none; save the tokenizer into the folder (tokenizer.save_pretrained)"
+        )
+    longest = min(n for n in (positions, tokenizer.max_length, WINDOW) if n)
+    where = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(config_dir)))
+    return StarterData({"path": where.as_posix(), "max_length": longest}, labelled=False)
+
+
+def generation(positions: int | None) -> str:
+    """report.generation's flow mapping, within the model's positions."""
+    new = NEW if positions is None else max(2, min(NEW, positions // 4))
+    prompt = PROMPT if positions is None else max(1, min(PROMPT, positions - new))
+    return f"{{prompt_tokens: {prompt}, new_tokens: {new}, batch_sizes: [1]}}"
+
+
+def decoder_passes() -> list[str]:
+    return [
+        "  # 4-bit weights (MatMulNBits): a decode step reads every weight, so fewer bytes "
+        "run faster",
+        "  - type: quantize.int4",
+        "    block_size: 32",
+    ]
+
+
+def decoder_report(data: StarterData | None, positions: int | None) -> list[str]:
+    budget = f"  max_accuracy_drop: {PERPLEXITY_BUDGET}  # perplexity may rise by 3%"
+    lines = [
+        "export: {opset: 18, dynamic_batch: true}",
+        "report:",
+        "  batch_sizes: [1]  # a prefill of data.eval's windows (or the made-up inputs)",
+        "  threads: 1",
+        f"  generation: {generation(positions)}  # what a user waits for",
+    ]
+    if data is not None:
+        lines.append("  metric: perplexity  # of data.eval's text; a budget is its relative rise")
+    return lines + [
+        "gates:  # a gate that fails makes the run exit 3",
+        "  min_size_ratio: 4  # 4-bit weights are ~6x smaller; embeddings and norms are not",
+        budget if data is not None else "  # " + budget.strip() + " (needs --data)",
+        "  # min_tokens_per_second: 20  # decode speed at batch 1, on the machine that runs it",
+    ]
