@@ -36,7 +36,8 @@ class Int4Params(OnnxPassParams):
     accuracy_level: Literal[0, 1, 2, 3, 4, "auto"] = Field(
         default="auto",
         description="MatMulNBits' compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, "
-        "4 int8 activations; auto: 0 or 4, whichever runs the report's first batch size faster",
+        "4 int8 activations; auto: 0 or 4, whichever runs faster as the report times the model "
+        "(a decoder's decode steps with report.generation, else the first batch size)",
     )
     head_bits: Literal[4, 8] = Field(
         default=8,
@@ -83,9 +84,10 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
     tables (Gather from a constant) are stored as int8 with one scale per column and
     dequantized after the lookup, unless a budget (max_accuracy_drop or
     gates.max_accuracy_drop) and data.eval show the model meets it only without them.
-    accuracy_level: auto times the report's first batch size with int8 activations (4) and
-    without (0) and keeps the faster: level 4 made a one-token decode step 2x faster here and a
-    batch-8 prefill 30% slower, so no one level is right for every shape.
+    accuracy_level: auto times the shape the report times with int8 activations (4) and without
+    (0) and keeps the faster: a decoder's decode steps when report.generation is set, else the
+    first batch size. Level 4 made a one-token decode step 2x faster here and a batch-8 prefill
+    30% slower, so no one level is right for every shape.
 
     Sample YAML:
         - type: quantize.int4

@@ -1,5 +1,7 @@
 """accuracy_level: auto for quantize.int4: the MatMulNBits kernels timed with int8 activations
-(level 4) and without (0) at the shape the report times, the faster kept.
+(level 4) and without (0) at the shape the report times, the faster kept: a decoder whose report
+times its generation (report.generation) by its decode steps over the key/value cache, any other
+model at the report's first batch size.
 
 Neither level is right everywhere (ORT 1.32, AVX-512 VNNI, 55M decoder): level 4 made a batch-1
 one-token step 2x faster than level 0 and a batch-8 64-token prefill 30% slower. A tie keeps 4,
@@ -15,6 +17,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+import numpy as np
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
@@ -50,6 +54,8 @@ def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
         relevel(copies[level], level)
     try:
         paths = {f"level {level}": path for level, path in copies.items()}
+        if ctx.timing.generation is not None:
+            return _by_decode_steps(paths, ctx)
         check = first_batch_timing(paths, ctx.timing, ctx.samples, ctx.log, TIMING_RUNS)
     finally:
         for path in copies.values():
@@ -68,6 +74,33 @@ def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
             if check.busy
             else ""
         )
+    )
+    ctx.log(f"  {timing}")
+    return chosen, timing
+
+
+def _by_decode_steps(paths: dict[str, Path], ctx: PassContext) -> tuple[int, str]:
+    """The level whose decode steps (report.generation's first batch size, a brief timing)
+    are faster, paired by round; a tie keeps 4."""
+    from compress.measure.generation import measure_generation
+
+    wanted = ctx.timing.generation
+    assert wanted is not None
+    brief = wanted.model_copy(update={"batch_sizes": wanted.batch_sizes[:1], "peak_memory": False})
+    timings = next(iter(measure_generation(paths, ctx.timing.model_copy(
+        update={"generation": brief}
+    )).batches.values()))  # fmt: skip
+    speedup = timings.decode_speedup("level 0", "level 4")
+    verdict = speedup.verdict
+    if timings.machine.busy:  # no paired verdict: the p50s still say which is clearly slower
+        p50 = {name: float(np.median(ms)) for name, ms in timings.decode.items()}
+        verdict = unpaired_verdict(p50["level 4"], p50["level 0"])
+    chosen = level_for(verdict)
+    timing = (
+        f"accuracy_level {chosen}: level 4 decodes {speedup.ratio:.2f}x level 0's speed (95% CI "
+        f"{speedup.low:.2f}-{speedup.high:.2f}) at batch {timings.batch}"
+        + (" (a tie keeps 4)" if verdict == "tie" else "")
+        + ("; busy machine: chosen by p50" if timings.machine.busy else "")
     )
     ctx.log(f"  {timing}")
     return chosen, timing

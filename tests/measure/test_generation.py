@@ -123,3 +123,17 @@ def test_an_exported_decoder_runs_again_from_its_onnx_file(hf_folders, tmp_path)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["summary"]["generation"]["tokens_per_second"] > 0
+
+
+def test_int4_accuracy_level_auto_on_a_decoder_is_chosen_by_its_decode_steps(hf_folders, tmp_path):
+    """The report times a decoder by its generation, so quantize.int4 picks its MatMulNBits
+    level by the decode steps over the cache (a batch-1 one-token shape), not by a prefill."""
+    generation = "{prompt_tokens: 8, new_tokens: 4, min_rounds: 2, peak_memory: false}"
+    passes = "passes: [{type: quantize.int4, accuracy_level: auto}]\n"
+    path = config(tmp_path, generation, passes)
+    result = invoke("run", hf_folders["llama"], "-c", path, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    details = json.loads(result.stdout)["stages"][-1]["details"]
+    assert details["accuracy_level"] in (0, 4)
+    assert "level 4 decodes" in details["accuracy_level_timing"]
+    assert f"accuracy_level {details['accuracy_level']}:" in details["accuracy_level_timing"]
