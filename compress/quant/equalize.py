@@ -265,7 +265,7 @@ class CrossLayerEqualization(OnnxPass[EqualizeParams]):
     reads = ()
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
-        source, target = given.source, given.target
+        source, target = given.files()
         model = load(source)
         done = equalize(model, self.params.relu6, self.params.max_iterations)
         save(model, target)

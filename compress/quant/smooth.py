@@ -234,7 +234,7 @@ class SmoothQuant(OnnxPass[SmoothParams]):
         self.require_data(config, "calibration", why)
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
-        source, target = given.source, given.target
+        source, target = given.files()
         model = load(source)
         done = smooth(model, stats_samples(ctx), self.params.alpha)
         save(model, target)

@@ -8,6 +8,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from compress.config import ExportSection
 from compress.errors import ExportError, first_line
 from compress.measure.evaluate import EVAL_BATCH, Judge
 from compress.torch.outputs import named_tensors, with_tensor_outputs
+
+if TYPE_CHECKING:
+    import torch
 
 BATCH_DIM = "batch"
 TOKEN_DIM = "sequence"
@@ -34,7 +38,6 @@ def export_to_onnx(
     import torch
 
     args = tuple(torch.from_numpy(a) for a in example)
-    common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
     try:
         # The exporters print progress on stdout (which belongs to --json output) and log
         # warnings about optional packages; our own log says what is happening.
@@ -48,12 +51,21 @@ def export_to_onnx(
                     args,
                     str(target),
                     dynamo=False,
-                    **common,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=section.opset,
                     dynamic_axes=axes if section.dynamic_batch else None,
                 )
             elif fmt == "exported_program":  # its shapes were fixed when it was saved
-                program = torch.onnx.export(model, (), dynamo=True, **common)
-                program.save(str(target), external_data=False)
+                program = torch.onnx.export(
+                    model,
+                    (),
+                    dynamo=True,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=section.opset,
+                )
+                _save(program, target)
             else:
                 shapes = dynamic_shapes(model, args, section.dynamic_batch)
                 exported = with_tensor_outputs(model, args)
@@ -64,9 +76,11 @@ def export_to_onnx(
                     args,
                     dynamo=True,
                     dynamic_shapes=shapes,
-                    **common,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=section.opset,
                 )
-                program.save(str(target), external_data=False)
+                _save(program, target)
     except Exception as e:
         raise ExportError(
             f"torch -> ONNX export failed: {first_line(e)} (rerun with --debug for the traceback)"
@@ -75,6 +89,13 @@ def export_to_onnx(
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+
+
+def _save(program: torch.onnx.ONNXProgram | None, target: Path) -> None:
+    """Save what the dynamo exporter made, weights inside the one file."""
+    if program is None:  # the dynamo exporter always returns a program; the legacy one does not
+        raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
+    program.save(str(target), external_data=False)
 
 
 def dynamic_shapes(model, args: tuple, dynamic_batch: bool) -> tuple | None:
