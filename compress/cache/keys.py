@@ -36,7 +36,14 @@ if TYPE_CHECKING:
     from compress.passes.base import Pass
 
 # The libraries whose code computes a stage (export, pruning, quantization, their arrays).
-LIBRARIES = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "numpy")
+LIBRARIES: tuple[str, ...] = (
+    "torch",
+    "torch-pruning",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "numpy",
+)
 # ... and those that build a model folder's model and tokenize text data (the hf extra)
 LIBRARIES += ("transformers", "tokenizers", "safetensors")
 BASELINE_SECTIONS = {"version", "seed", "model", "data", "export"}
@@ -57,7 +64,7 @@ def code_fingerprint() -> str:
     for path in sorted(root.rglob("*.py")):
         source.update(str(path.relative_to(root)).encode())
         source.update(path.read_bytes())
-    versions = {"compress": compress.__version__}
+    versions: dict[str, str | None] = {"compress": compress.__version__}
     for name in LIBRARIES:
         try:
             versions[name] = package_version(name)

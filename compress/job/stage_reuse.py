@@ -149,7 +149,9 @@ class StageReuse:
     def _get(self, step: int, work: Path) -> StageFile | None:
         """Stage `step` from the cache, or None: none there, or an entry.json this version cannot
         read (another version wrote it, or someone edited it): then the stage is computed."""
-        hit = self.cache.get(self.keys[step], work / f"cached{step}.onnx") if self.cache else None
+        if self.cache is None:
+            return None
+        hit = self.cache.get(self.keys[step], work / f"cached{step}.onnx")
         if hit is None:
             return None
         try:

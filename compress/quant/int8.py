@@ -443,7 +443,7 @@ class StaticQuantization(Int8Pass[StaticParams, StaticPlan]):
 
     def quantize(self, plan: StaticPlan, target: Path, excluded: list[str]) -> None:
         model = plan.model_for(excluded, self.params, target.with_suffix(".corrected.onnx"))
-        self._quantize(model, target, excluded + plan.keep_float, plan.ranges, plan.method)
+        self._quantize(model, target, excluded + plan.keep_float, plan.calibrated(), plan.method)
 
     def _quantize(self, model: Path, target: Path, excluded, ranges: Path, method: str) -> None:
         """quantize_static with activation ranges computed beforehand (its calibration cache)."""

@@ -41,11 +41,9 @@ def summarize(stages: list[Stage], first_batch: int, latency: Latency | None = N
         last = stage_key(len(stages) - 1, final.name)
         paired = latency.batches[first_batch].speedup(stage_key(0, base.name), last)
         speedup = paired.ratio
-    drop = (
-        base.metric.value - final.metric.value
-        if base.metric and final.metric and None not in (base.metric.value, final.metric.value)
-        else None
-    )
+    before = base.metric.value if base.metric else None
+    after = final.metric.value if final.metric else None
+    drop = before - after if before is not None and after is not None else None
     return Summary(
         size_ratio=round(base.size_bytes / final.size_bytes, 4),
         gzip_ratio=round(base.gzip_bytes / final.gzip_bytes, 4),

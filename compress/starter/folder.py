@@ -55,6 +55,8 @@ def folder_facts(path: Path, trust_remote_code: bool) -> FolderFacts:
 
     loaded = load_model(path, ModelSection(), path.parent, trust_remote_code=trust_remote_code)
     module, record = loaded.model, loaded.folder
+    if record is None:  # load_model gives a model folder its record
+        raise DataError(f"{path} is not a model folder")
     tokenizer = None
     if "input_ids" in module.input_names:
         from compress.models.hf_tokenizer import load_tokenizer

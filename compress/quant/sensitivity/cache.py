@@ -46,7 +46,7 @@ class _Entry:
 
 @dataclass
 class AnalysisCache:
-    _references: dict[tuple[FileKey, str], np.ndarray] = field(default_factory=dict)
+    _references: dict[tuple[FileKey, str, int], np.ndarray] = field(default_factory=dict)
     _sensitivities: list[_Entry] = field(default_factory=list)
     _ranges: dict[tuple, Path] = field(default_factory=dict)
 
