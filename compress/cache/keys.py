@@ -99,7 +99,7 @@ def config_values(config: LoadedConfig, paths: tuple[str, ...]) -> dict[str, Any
     return values
 
 
-def pass_code(step: Pass, key: str) -> str | None:
+def pass_code(step: Pass[Any], key: str) -> str | None:
     """A plugin pass's source fingerprint (built-in passes are compress's own code)."""
     module = type(step).__module__
     if module == "compress" or module.startswith("compress."):
@@ -110,7 +110,7 @@ def pass_code(step: Pass, key: str) -> str | None:
 def stage_keys(
     model_path: Path,
     config: LoadedConfig,
-    passes: list[Pass],
+    passes: list[Pass[Any]],
     order: list[int],
     model_sha256: str | None = None,
 ) -> list[str]:

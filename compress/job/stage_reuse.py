@@ -43,7 +43,7 @@ class StageFile:
     figures: CachedFigures | None = None  # reused: its footprint and metric, measured before
     model: ModelFacts | None = None  # the baseline's: what the checks learned of the model
 
-    def meta(self) -> dict:
+    def meta(self) -> dict[str, Any]:
         """What the stage cache keeps of it besides the file."""
         details = self.details.written() if self.details is not None else None
         meta = {
@@ -78,7 +78,7 @@ class StageReuse:
     def plan(
         cls,
         config: LoadedConfig,
-        passes: list[Pass],
+        passes: list[Pass[Any]],
         model_path: Path,
         model_sha256: str | None,
         cache: StageCache | None,

@@ -82,7 +82,7 @@ class StagingArea:
     def __enter__(self) -> StagingArea:
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None:
             self.undo()
         self.close()

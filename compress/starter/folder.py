@@ -39,7 +39,7 @@ class FolderFacts:
     role: str  # encoder, classifier or decoder (compress.models.hf_tasks)
     described: str  # one line: the architecture, task and sizes
     input_names: list[str]
-    inputs: list[dict]  # made-up inputs as model.inputs entries (used without data)
+    inputs: list[dict[str, Any]]  # made-up inputs as model.inputs entries (used without data)
     makeup: ModelMakeup
     tokenizer: Any  # LoadedTokenizer, or None when the folder has none
 

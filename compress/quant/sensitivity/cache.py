@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class _Entry:
 class AnalysisCache:
     _references: dict[tuple[FileKey, str, int], np.ndarray] = field(default_factory=dict)
     _sensitivities: list[_Entry] = field(default_factory=list)
-    _ranges: dict[tuple, Path] = field(default_factory=dict)
+    _ranges: dict[tuple[Any, ...], Path] = field(default_factory=dict)
 
     def reference_outputs(self, source: Path, dataset: Dataset, output: int) -> np.ndarray:
         """Output `output` of the ONNX model `source` on every sample of `dataset`."""
@@ -74,7 +74,9 @@ class AnalysisCache:
     def remember(self, source: Path, scheme: str, sensitivity: Sensitivity) -> None:
         self._sensitivities.append(_Entry(FileKey.of(source), scheme, sensitivity))
 
-    def calibration_ranges(self, model: Path, settings: tuple, collect: Callable[[], Path]) -> Path:
+    def calibration_ranges(
+        self, model: Path, settings: tuple[Any, ...], collect: Callable[[], Path]
+    ) -> Path:
         """The activation ranges of `model` calibrated with `settings`: collected once for a
         model's content, then shared (quantize.auto's static candidates calibrate the same
         pre-processed graph, each in a file of its own)."""
