@@ -44,6 +44,7 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # pyproject.toml's [tool.mypy]: strict on the typed core, default mode elsewhere
 	$(BIN)/python docs/generate.py --check
 	site=$$(mktemp -d) && { $(MKDOCS) -d "$$site"; status=$$?; rm -rf "$$site"; exit $$status; }
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from compress_cli.errors import reported_errors, stderr
@@ -27,6 +28,8 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from compress.batch.summary import BatchRow, BatchSummary
 
 STATUS_STYLE = {"ok": "green", "gate_failed": "yellow", "failed": "bold red", "timed_out": "red"}
@@ -101,12 +104,12 @@ class BarProgress:
     """A progress bar on stderr (drawn on a terminal only) and one line per finished model (or
     sweep variant: `named` says how a row is named)."""
 
-    def __init__(self, quiet: bool, named=lambda row: row.model):
+    def __init__(self, quiet: bool, named: Callable[[Any], str] = lambda row: row.model):
         from rich.progress import Progress
 
         self.quiet, self.named = quiet, named
         self.bar = Progress(console=stderr, transient=True, disable=quiet)
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> BarProgress:
         self.bar.start()
@@ -119,7 +122,8 @@ class BarProgress:
         self.task = self.bar.add_task("compressing", total=total)
 
     def finished(self, row: BatchRow) -> None:
-        self.bar.advance(self.task)
+        if self.task is not None:  # planned() adds the bar's task first
+            self.bar.advance(self.task)
         if self.quiet:
             return
         style = STATUS_STYLE[row.status]

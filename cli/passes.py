@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import typer
 from compress_cli.errors import reported_errors
@@ -39,7 +40,7 @@ def passes(json_output: JsonOutput = False, debug: Debug = False) -> None:
     from compress.passes.registry import all_passes
 
     with reported_errors(debug):  # a plugin pass that fails to import: one line, exit 2
-        found = {
+        found: dict[str, dict[str, Any]] = {
             name: {"stage": cls.stage, "summary": cls.summary(), "params": _parameters(cls)}
             for name, cls in all_passes().items()
         }

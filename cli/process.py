@@ -23,8 +23,14 @@ from collections.abc import Iterator
 
 from compress.job import interrupts
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells do
-MESSAGES = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "stopped by SIGTERM"}
+EXIT_CODES: dict[int, int] = {
+    signal.SIGINT: 130,
+    signal.SIGTERM: 143,
+}  # 128 + the signal's number, as shells do
+MESSAGES: dict[int, str] = {
+    signal.SIGINT: "interrupted (SIGINT)",
+    signal.SIGTERM: "stopped by SIGTERM",
+}
 
 _received: int | None = None
 
@@ -36,11 +42,12 @@ class Terminated(KeyboardInterrupt):
 def exit_code() -> int:
     """The exit code of the signal that stopped the run (130 when no handler saw one: Ctrl-C in
     a process whose handlers are Python's own)."""
-    return EXIT_CODES.get(_received, 130)
+    return 130 if _received is None else EXIT_CODES.get(_received, 130)
 
 
 def stop_message() -> str:
-    return f"error: {MESSAGES.get(_received, 'interrupted')}"
+    message = "interrupted" if _received is None else MESSAGES.get(_received, "interrupted")
+    return f"error: {message}"
 
 
 def _on_signal(signum: int, frame) -> None:

@@ -14,7 +14,7 @@ from compress.report import fmt_value, speedup_interval, stage_notes, table_rows
 
 if TYPE_CHECKING:
     from compress.report.compare import Comparison
-    from compress.report.model import BenchResult, Report
+    from compress.report.model import BenchComparison, BenchResult, Report
 
 REPORT_WIDTH = 120
 
@@ -78,15 +78,14 @@ def print_bench(measured: BenchResult, console: Console) -> None:
         f" KB)  params {human_count(measured.params)}  MACs {human_count(measured.macs)}",
     )
     if measured.compare is not None:
-        print_comparison(measured, console)
+        print_comparison(measured, measured.compare, console)
     for warning in measured.warnings:
         console.print(f"warning: {warning}", markup=False)
     console.print(measured_with(measured) + ".", markup=False)
 
 
-def print_comparison(measured: BenchResult, console: Console) -> None:
-    """`compress bench A --compare B`: B against A per batch size, paired."""
-    other = measured.compare
+def print_comparison(measured: BenchResult, other: BenchComparison, console: Console) -> None:
+    """`compress bench A --compare B` (`other`): B against A per batch size, paired."""
     table = Table(
         title=f"{other.model} against {measured.model} (timed in alternation)",
         title_justify="left",

@@ -71,9 +71,10 @@ def _render(named: dict, fmt: Format) -> str:
     from compress.report.html import comparison_to_html, to_html
 
     if fmt is Format.table:
-        console = Console(file=io.StringIO(), width=160, color_system=None, highlight=False)
+        text = io.StringIO()
+        console = Console(file=text, width=160, color_system=None, highlight=False)
         _print_table(named, console)
-        return console.file.getvalue()
+        return text.getvalue()
     if len(named) == 1:
         [one] = named.values()
         return {Format.md: to_markdown, Format.html: to_html, Format.json: to_json}[fmt](one)

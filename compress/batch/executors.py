@@ -122,7 +122,8 @@ class RayExecutor:
         return int(sum(nodes)) or 1, int(max(nodes, default=1)) or 1
 
     def run(self, jobs: list[ModelJob], done: Done) -> None:
-        ray, waiting, running = self.ray, list(jobs), {}
+        ray, waiting = self.ray, list(jobs)
+        running: dict[Any, ModelJob] = {}  # ray's task reference: its job
         task = ray.remote(run_job)
         try:
             while waiting or running:

@@ -32,7 +32,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def merged_config(shared: Path, overrides: tuple[Path, ...] | list[Path]) -> dict[str, Any]:
     """The shared config with each override merged over it, in order; paths made absolute."""
-    merged = absolute_paths(read_yaml(shared), shared.resolve().parent)
+    merged: dict[str, Any] = absolute_paths(read_yaml(shared), shared.resolve().parent)
     for override in overrides:
         merged = deep_merge(merged, absolute_paths(read_yaml(override), override.resolve().parent))
     return merged
@@ -94,5 +94,5 @@ def config_text(config: dict[str, Any], sources: list[Path]) -> str:
         "# The config this model ran with: merged from (later wins)\n"
         + header
         + "# relative paths made absolute; report.threads at most the job's share of the cores\n"
-        + yaml.safe_dump(config, sort_keys=False)
+        + str(yaml.safe_dump(config, sort_keys=False))  # a str without a stream
     )

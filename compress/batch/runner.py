@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,8 +77,16 @@ class JobOptions(Protocol):
     no_cache: bool
 
 
-class Progress:
+class BatchProgress(Protocol):
     """What the batch tells its caller as it goes (the CLI draws a progress bar from it)."""
+
+    def planned(self, total: int) -> None: ...
+
+    def finished(self, row: BatchRow) -> None: ...
+
+
+class Progress:
+    """A BatchProgress that shows nothing."""
 
     def planned(self, total: int) -> None:
         pass
@@ -86,7 +95,7 @@ class Progress:
         pass
 
 
-def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchSummary:
+def run_batch(options: BatchOptions, progress: BatchProgress | None = None) -> BatchSummary:
     """Run the batch; write and return the summary. InputError (exit 2) before any work when
     the arguments, the shared config or the output folder are bad, or no model is found."""
     started, progress = time.monotonic(), progress or Progress()
@@ -127,7 +136,7 @@ def _run_entries(
     out_dir: Path,
     threads: int,
     executor: LocalExecutor | RayExecutor,
-    progress: Progress,
+    progress: BatchProgress,
 ) -> dict[str, BatchRow]:
     """Every model's row: reused from its done.json, refused before a run, or run now."""
     rows: dict[str, BatchRow] = {}
@@ -176,7 +185,9 @@ def _run_entries(
     return rows
 
 
-def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path):
+def _prepare(
+    entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
+) -> tuple[dict[str, str], BatchRow | None]:
     """(the model's content hashes, its row when --resume finds it done). A model to run has its
     old marker removed and its merged config written, ready for the worker."""
     if entry.problem:
@@ -189,7 +200,7 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
     }
     out = Path(job.out_dir)
     previous = _read_marker(out / DONE_NAME)
-    if options.resume and _still_done(previous, hashes, out):
+    if previous is not None and options.resume and _still_done(previous, hashes, out):
         return hashes, previous.model_copy(update={"reused": True})
     (out / DONE_NAME).unlink(missing_ok=True)
     make_folders(root, Path(entry.relative))  # a link planted in OUTDIR is refused, not followed
@@ -198,10 +209,9 @@ def _prepare(entry: ModelEntry, job: ModelJob, options: BatchOptions, root: Path
     return hashes, None
 
 
-def _still_done(previous: BatchRow | None, hashes: dict[str, Any], out: Path) -> bool:
+def _still_done(previous: BatchRow, hashes: dict[str, str], out: Path) -> bool:
     return (
-        previous is not None
-        and previous.status in COMPLETE
+        previous.status in COMPLETE
         and all(getattr(previous, key) == value for key, value in hashes.items())
         and all(is_regular(out / name) for name in OUTPUT_FILES)
     )
@@ -224,7 +234,7 @@ def _read_marker(path: Path) -> BatchRow | None:
         return None
 
 
-def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict) -> BatchRow:
+def _row(relative: str, outcome: dict[str, Any], threads: int, hashes: dict[str, str]) -> BatchRow:
     """One model's summary row, from its worker's outcome."""
     return BatchRow(
         model=relative,
@@ -315,7 +325,7 @@ def check_resumable_folder(out: Path, resume: bool, force: bool, run: str, item:
 
 
 @contextlib.contextmanager
-def one_writer(out_dir: Path):
+def one_writer(out_dir: Path) -> Iterator[None]:
     """One batch or sweep at a time per output folder (the kernel drops the lock if it dies)."""
     import fcntl
 

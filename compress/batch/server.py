@@ -90,7 +90,8 @@ def serve(channel: socket.socket) -> None:
     children: dict[int, int] = {}  # pid: request id
     server = os.getpid()
     while True:
-        ready, _, _ = select.select([channel, wake_r], [], [])
+        watched: list[socket.socket | int] = [channel, wake_r]
+        ready, _, _ = select.select(watched, [], [])
         if wake_r in ready:
             os.read(wake_r, 4096)
             report_ended(channel, children)

@@ -86,7 +86,7 @@ class Child:
         """Its exit code (negative: the signal that killed it); TimeoutExpired after `timeout`,
         ServerLost when the server died before forking it."""
         if not self._ended.wait(timeout):
-            raise subprocess.TimeoutExpired(self.target, timeout)
+            raise subprocess.TimeoutExpired(self.target, timeout or 0.0)  # not None here
         if self.lost is not None:
             raise ServerLost(self.lost)
         assert self.returncode is not None

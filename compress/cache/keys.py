@@ -36,7 +36,14 @@ if TYPE_CHECKING:
     from compress.passes.base import Pass
 
 # The libraries whose code computes a stage (export, pruning, quantization, their arrays).
-LIBRARIES = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "numpy")
+LIBRARIES: tuple[str, ...] = (
+    "torch",
+    "torch-pruning",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "numpy",
+)
 # ... and those that build a model folder's model and tokenize text data (the hf extra)
 LIBRARIES += ("transformers", "tokenizers", "safetensors")
 BASELINE_SECTIONS = {"version", "seed", "model", "data", "export"}
@@ -57,7 +64,7 @@ def code_fingerprint() -> str:
     for path in sorted(root.rglob("*.py")):
         source.update(str(path.relative_to(root)).encode())
         source.update(path.read_bytes())
-    versions = {"compress": compress.__version__}
+    versions: dict[str, str | None] = {"compress": compress.__version__}
     for name in LIBRARIES:
         try:
             versions[name] = package_version(name)
@@ -92,7 +99,7 @@ def config_values(config: LoadedConfig, paths: tuple[str, ...]) -> dict[str, Any
     return values
 
 
-def pass_code(step: Pass, key: str) -> str | None:
+def pass_code(step: Pass[Any], key: str) -> str | None:
     """A plugin pass's source fingerprint (built-in passes are compress's own code)."""
     module = type(step).__module__
     if module == "compress" or module.startswith("compress."):
@@ -103,7 +110,7 @@ def pass_code(step: Pass, key: str) -> str | None:
 def stage_keys(
     model_path: Path,
     config: LoadedConfig,
-    passes: list[Pass],
+    passes: list[Pass[Any]],
     order: list[int],
     model_sha256: str | None = None,
 ) -> list[str]:

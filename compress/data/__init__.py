@@ -38,7 +38,7 @@ class Dataset:
         return self.text is not None and not self.inputs
 
     def __len__(self) -> int:
-        if self.untokenized:
+        if self.text is not None and not self.inputs:  # untokenized
             return len(self.text.texts)
         return len(next(iter(self.inputs.values())))
 
@@ -113,8 +113,9 @@ def _text_dataset(source: DataSource, where: str, path: Path) -> Dataset:
     examples, names = text.read(source, where, path)
     labels, classes = None, None
     if names is not None:
-        labels, classes = labels_from_names(names, source.classes, where, path, source.labels)
-        labels = checked_labels(labels, where, path, source.labels)
+        field = source.labels or "labels"
+        labels, classes = labels_from_names(names, source.classes, where, path, field)
+        labels = checked_labels(labels, where, path, field)
     return Dataset(where, path, {}, labels, classes, text=examples)
 
 

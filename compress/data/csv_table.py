@@ -38,7 +38,7 @@ def read(source: DataSource, where: str, path: Path):
     if source.labels:
         names = [row[header.index(source.labels)].strip() for row in rows]
         labels, classes = labels_from_names(names, source.classes, where, path, source.labels)
-    return {source.inputs[0]: features}, labels, classes
+    return {source.input_names[0]: features}, labels, classes
 
 
 def _rows(path: Path, where: str, limit: int | None) -> tuple[list[str], list[list[str]]]:

@@ -28,8 +28,11 @@ def read(source: DataSource, where: str, folder: Path):
         files = [files[int(i)] for i in np.linspace(0, len(files) - 1, source.limit)]
     names = [f.parent.name for f in files]
     labels, classes = class_index(names, source.classes, where)
-    images = np.stack([_pixels(f, source.image, where) for f in files])
-    return {source.inputs[0]: _normalized(images, source.image)}, labels, classes
+    spec = source.image
+    if spec is None:  # the config requires it of images
+        raise DataError(f"{where}.image: give the images' size and channels")
+    images = np.stack([_pixels(f, spec, where) for f in files])
+    return {source.input_names[0]: _normalized(images, spec)}, labels, classes
 
 
 def _image_files(folder: Path, where: str) -> list[Path]:
@@ -61,9 +64,9 @@ def _pixels(file: Path, spec: ImageSpec, where: str) -> np.ndarray:
                 _check_file_size(os.fstat(handle.fileno()).st_size, file, where)
                 with Image.open(handle) as image:
                     _check_pixels(image.size, file, where)  # from the header, before decoding
-                    image = image.convert("L" if spec.channels == 1 else "RGB")
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                    array = np.asarray(image, dtype=np.float32) / 255.0
+                    converted = image.convert("L" if spec.channels == 1 else "RGB")
+                    resized = converted.resize((width, height), Image.Resampling.BILINEAR)
+                    array = np.asarray(resized, dtype=np.float32) / 255.0
     except DataError:
         raise
     except Image.DecompressionBombError as e:  # Pillow refuses at twice its own limit

@@ -37,7 +37,7 @@ def read(source: DataSource, where: str, path: Path):
         raise DataError(f"{where}.path: {path}: {e}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{where}.path: {path} is not a readable .npz file ({e})") from None
-    keys = [*source.inputs, *([source.labels] if source.labels else [])]
+    keys = [*source.input_names, *([source.labels] if source.labels else [])]
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise DataError(
@@ -51,7 +51,7 @@ def read(source: DataSource, where: str, path: Path):
             f"dimension; got {lengths}"
         )
     limit = source.limit or len(arrays[keys[0]])
-    inputs = {k: arrays[k][:limit] for k in source.inputs}
+    inputs = {k: arrays[k][:limit] for k in source.input_names}
     labels = arrays[source.labels][:limit] if source.labels else None
     return inputs, labels, None
 

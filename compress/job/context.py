@@ -18,6 +18,7 @@ from compress.progress import ProgressDisplay, silent
 
 if TYPE_CHECKING:
     from compress.cache.store import StageCache
+    from compress.config import InputSpec
     from compress.models import LoadedModel
 
 DTYPES = {
@@ -208,9 +209,9 @@ def synthetic_inputs(config: LoadedConfig, count: int) -> list[np.ndarray]:
     return spec_samples(config.config.model.inputs or [], count)
 
 
-def spec_samples(specs: list, count: int) -> list[np.ndarray]:
+def spec_samples(specs: list[InputSpec], count: int) -> list[np.ndarray]:
     """`count` samples of ones shaped like the `model.inputs` entries `specs` (named dims as 1)."""
-    arrays = []
+    arrays: list[np.ndarray] = []
     for spec in specs:
         shape = [count] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
         arrays.append(np.ones(shape, dtype=DTYPES[spec.dtype]))

@@ -149,9 +149,10 @@ class OutputFolder:
         try:
             with uninterrupted():
                 if present:
-                    self._aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=self.path))
-                for name in present:
-                    os.rename(self.path / name, self._aside / name)  # a link moves, unfollowed
+                    aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=self.path))
+                    self._aside = aside
+                    for name in present:
+                        os.rename(self.path / name, aside / name)  # a link moves, unfollowed
                 if self.junit is not None and os.path.lexists(self.junit):
                     os.unlink(self.junit)
         except OSError as e:

@@ -132,7 +132,7 @@ def _job(
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     sha256 = reuse.model_sha256
-    if facts is not None:
+    if facts is not None and sha256 is not None:  # facts are cached under the model's hash
         log("every torch stage is in the stage cache: the model is not loaded")
         known = (facts, sha256, trust_pickle, workdir)
         return job_from_facts(model_path, checked, *known, log, progress, trust_remote_code)

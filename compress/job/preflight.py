@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +322,8 @@ def fit_fixed_batch(
     one padded), so latency is measured at that batch alone; torch passes, which change the
     model and run it on batches of their own, are refused."""
     fixed, name = model.fixed_batch, model.path.name
+    if fixed is None:  # a dynamic batch: nothing to fit
+        return
     saved = f"{name} was saved by torch.export with a fixed batch of {fixed}"
     again = "export it again with dynamic_shapes on the batch dimension (an example batch of 2+)"
     for index, p in enumerate(passes):
@@ -368,7 +370,9 @@ def check_data_fits(forward: Callable, ctx: Context, model_inputs: str) -> None:
     name), so that data of the wrong shape, labels the model's outputs cannot mean, or a
     `report.output` it does not have, are refused as bad input before anything is exported or
     quantized. Sets the context's output names and judged output."""
-    sources = [(f"data.{role}", d.inputs, d.take(2), d.labels) for role, d in ctx.datasets.items()]
+    sources: list[tuple[str, Collection[str], list[np.ndarray], np.ndarray | None]] = [
+        (f"data.{role}", d.inputs, d.take(2), d.labels) for role, d in ctx.datasets.items()
+    ]
     if not sources:  # samples shaped like model.inputs stand in for data
         specs = ctx.config.config.model.inputs or []
         sources = [("model.inputs", [s.name for s in specs], ctx.samples(2), None)]

@@ -43,7 +43,7 @@ class StageFile:
     figures: CachedFigures | None = None  # reused: its footprint and metric, measured before
     model: ModelFacts | None = None  # the baseline's: what the checks learned of the model
 
-    def meta(self) -> dict:
+    def meta(self) -> dict[str, Any]:
         """What the stage cache keeps of it besides the file."""
         details = self.details.written() if self.details is not None else None
         meta = {
@@ -78,7 +78,7 @@ class StageReuse:
     def plan(
         cls,
         config: LoadedConfig,
-        passes: list[Pass],
+        passes: list[Pass[Any]],
         model_path: Path,
         model_sha256: str | None,
         cache: StageCache | None,
@@ -149,7 +149,9 @@ class StageReuse:
     def _get(self, step: int, work: Path) -> StageFile | None:
         """Stage `step` from the cache, or None: none there, or an entry.json this version cannot
         read (another version wrote it, or someone edited it): then the stage is computed."""
-        hit = self.cache.get(self.keys[step], work / f"cached{step}.onnx") if self.cache else None
+        if self.cache is None:
+            return None
+        hit = self.cache.get(self.keys[step], work / f"cached{step}.onnx")
         if hit is None:
             return None
         try:

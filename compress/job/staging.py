@@ -38,7 +38,8 @@ _FIXES = {
 
 def write_error(path: Path, error: OSError, option: str) -> OutputDirError:
     """An OSError while writing an output, as one line that names the file and the fix."""
-    fix = _FIXES.get(error.errno, "choose another {option}").format(option=option)
+    fixed = _FIXES.get(error.errno) if error.errno is not None else None
+    fix = (fixed or "choose another {option}").format(option=option)
     return OutputDirError(f"cannot write {path}: {error.strerror or error}; {fix}")
 
 
@@ -81,7 +82,7 @@ class StagingArea:
     def __enter__(self) -> StagingArea:
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None:
             self.undo()
         self.close()

@@ -11,7 +11,15 @@ from compress import __version__
 
 # The instruction sets that decide int8 speed on x86 (VNNI: int8 dot products; AMX: tiles), and
 # on Arm (dot product, int8 matrix multiply), as /proc/cpuinfo names them.
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "asimddp")
+INT8_FLAGS: tuple[str, ...] = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "asimddp",
+)
 INT8_FLAGS += ("i8mm",)
 
 

@@ -266,7 +266,7 @@ def _interleaved(sessions: dict, arrays: list[np.ndarray], settings: ReportSecti
     while True:
         for name, session in sessions.items():
             started = time.perf_counter()
-            this_round = []
+            this_round: list[float] = []
             while len(this_round) < per_round_runs or (
                 time.perf_counter() - started < per_round_seconds
             ):

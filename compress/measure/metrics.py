@@ -34,6 +34,8 @@ def compute_metric(
         return token_metric(name, outputs, labels, baseline)
     rows = _rows(outputs)
     if name == "top1":
+        if labels is None:  # preflight requires data.eval.labels for top1
+            raise ValueError("top1 needs labels")
         # argmax picks a NaN's position: the finite mask keeps such a sample from matching
         return _mean(_finite(rows) & (rows.argmax(1) == labels.reshape(-1)))
     reference = _rows(baseline)

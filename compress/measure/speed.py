@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def first_batch_timing(
     `samples(batch)`, again while the machine is busy (at most BUSY_RETIMES times, each said in
     `log`); with `min_runs`, a brief timing of that many runs each."""
     batch = settings.batch_sizes[0]
-    update: dict = {"batch_sizes": [batch]}
+    update: dict[str, Any] = {"batch_sizes": [batch]}
     if min_runs is not None:
         update |= {"min_runs": min_runs, "min_seconds": 0.0, "max_seconds": 0.0}
     one_batch = settings.model_copy(update=update)

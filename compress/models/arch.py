@@ -42,6 +42,8 @@ def import_arch(spec: str, base_dir: Path, key: str = "model.arch"):
             module_spec = importlib.util.spec_from_file_location(
                 f"_compress_arch_{file.stem}", file
             )
+            if module_spec is None or module_spec.loader is None:
+                raise ModelLoadError(f"{key}: cannot import {file} as a Python module")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_spec.name] = module  # dataclasses and pickling look it up
             module_spec.loader.exec_module(module)

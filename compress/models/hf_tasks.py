@@ -10,7 +10,7 @@ compress. A sentence-transformers folder is a sentence embedder. `model.task` ov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from compress.config import TASKS as TASK_NAMES
 from compress.errors import ModelLoadError
@@ -58,7 +58,10 @@ def task_named(name: str) -> Task:
 
 
 def infer_task(
-    architectures: list[str], sentence_folder: bool, where: str, auto_map: dict | None = None
+    architectures: list[str],
+    sentence_folder: bool,
+    where: str,
+    auto_map: dict[str, Any] | None = None,
 ) -> Task:
     """The task of a folder whose config.json names `architectures` (`where` names it); with
     remote code (trusted), the Auto class its `auto_map` builds that class with."""

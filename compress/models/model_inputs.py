@@ -86,7 +86,8 @@ def program_fixed_batch(program) -> int | None:
     user_inputs = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
         value = node.meta.get("val") if node.op == "placeholder" else None
-        is_user_tensor = node.name in user_inputs and value is not None and value.dim() > 0
-        if is_user_tensor and isinstance(value.shape[0], int):
+        if value is None or node.name not in user_inputs or value.dim() == 0:
+            continue  # not a user tensor
+        if isinstance(value.shape[0], int):
             return value.shape[0]
     return None

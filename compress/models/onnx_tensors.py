@@ -15,8 +15,12 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.config.limits import MAX_ONNX_MODEL_BYTES, MAX_ONNX_TENSOR_BYTES
+
+if TYPE_CHECKING:
+    import onnx
 
 _SUB_BYTE_BITS = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2}
 _SUB_BYTE_BITS |= {"FLOAT6E2M3": 6, "FLOAT6E3M2": 6}
@@ -47,7 +51,7 @@ def onnx_tensor_problem(proto, base_dir: Path) -> str | None:
     return None
 
 
-def _tensors(proto) -> Iterator[tuple[str, object, list[int] | None]]:
+def _tensors(proto: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto, list[int] | None]]:
     """(name, TensorProto, dense dims of a sparse tensor or None) for every tensor in the
     model: its graph and functions, their nodes' attributes, and the subgraphs in those."""
     graphs = [proto.graph]
@@ -76,7 +80,9 @@ def _tensors(proto) -> Iterator[tuple[str, object, list[int] | None]]:
                     graphs.append(attr.g)
 
 
-def _sparse(where: str, sparse) -> Iterator[tuple[str, object, list[int] | None]]:
+def _sparse(
+    where: str, sparse: onnx.SparseTensorProto
+) -> Iterator[tuple[str, onnx.TensorProto, list[int] | None]]:
     yield f"{where} (made dense)", sparse.values, list(sparse.dims)
     yield f"{where} (values)", sparse.values, None
     yield f"{where} (indices)", sparse.indices, None

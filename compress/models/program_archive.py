@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,13 +67,13 @@ def load_program(path: Path, trust_pickle: bool):
 
 
 @contextlib.contextmanager
-def _torch_export_errors():
+def _torch_export_errors() -> Iterator[list[BaseException]]:
     """The exceptions torch.export logs (with a traceback, on stderr) while it loads: kept for
     the one-line message instead."""
     logged: list[BaseException] = []
 
     class Keep(logging.Handler):
-        def emit(self, record):
+        def emit(self, record: logging.LogRecord) -> None:
             if record.exc_info and record.exc_info[1] is not None:
                 logged.append(record.exc_info[1])
 

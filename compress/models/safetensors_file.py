@@ -141,7 +141,11 @@ def _check_layout(entries: dict[str, TensorEntry], data_bytes: int) -> None:
 
 def _first_repeat(keys: list[str]) -> str:
     seen: set[str] = set()
-    return next(k for k in keys if k in seen or seen.add(k))
+    for k in keys:
+        if k in seen:
+            return k
+        seen.add(k)
+    raise ValueError("no key repeats")
 
 
 def check_file(path: Path, what: str) -> None:

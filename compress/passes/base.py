@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import ConfigDict, Field
 
 from compress.config import PassParams  # the base of every Params: the config checks them
+from compress.errors import PassError
 from compress.records import Record
 
 if TYPE_CHECKING:
@@ -106,6 +107,12 @@ class PassInput:
     source: Path | None = None
     target: Path | None = None
     prepared: Any = None
+
+    def files(self) -> tuple[Path, Path]:
+        """An ONNX pass's `source` and `target` (the pipeline always gives both)."""
+        if self.source is None or self.target is None:
+            raise PassError("an ONNX pass was given no source or target file")
+        return self.source, self.target
 
 
 @dataclass

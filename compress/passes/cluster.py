@@ -65,7 +65,7 @@ class WeightClustering(OnnxPass[ClusterParams]):
         import onnx
         from onnx import numpy_helper
 
-        source, target = given.source, given.target
+        source, target = given.files()
         proto = onnx.load(str(source))
         weights = {
             node.input[index]

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from compress.errors import ConfigError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -129,3 +131,11 @@ class PassContext(Protocol):
     def shared(self, kind: type[Shared]) -> Shared:
         """The run's one `kind()` (made on first use): what the passes of a run share."""
         ...
+
+
+def required(dataset: Dataset | None, role: str) -> Dataset:
+    """A dataset a pass cannot work without (its `check` asked the config for it), or a
+    ConfigError naming the missing `data.<role>`."""
+    if dataset is None:
+        raise ConfigError(f"data.{role}: this pass needs it; add it to the config")
+    return dataset

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from compress.errors import ConfigError
+from compress.config import PassParams
+from compress.errors import ConfigError, PassError
 from compress.passes.base import (
     PassDetails,
     PassInput,
-    PassParams,
     PassResult,
     SpeedGuardParams,
     TorchPass,
@@ -280,7 +280,10 @@ class Distill(TorchPass[DistillParams]):
         if held_out is None:
             return None
         inputs, output = list(held_out.inputs.values()), ctx.judged_output
-        reference = torch_output(runnable(ctx.loaded_model), inputs, output, ctx.metric)
+        loaded = ctx.loaded_model
+        if loaded is None:  # a torch pass runs on the loaded model
+            raise PassError(f"{self.key}: no loaded model to compare the student with")
+        reference = torch_output(runnable(loaded), inputs, output, ctx.metric)
         return Judge(reference, held_out, ctx.metric, output)
 
     def _details(
@@ -309,7 +312,9 @@ class Distill(TorchPass[DistillParams]):
             losses=[round(v, 6) for v in result.losses],
         )
         if judge is not None:
-            after = result.metrics[result.best_epoch - 1] if result.restored else result.metrics[-1]
+            best = result.best_epoch
+            kept = best if result.restored and best is not None else len(result.metrics)
+            after = result.metrics[kept - 1]
             gap = teacher_value - before
             recovered = round((after - before) / gap, 4) if gap > 0 else None
             where = judge.dataset.where

@@ -70,7 +70,8 @@ class PruningPass(TorchPass[PruningParamsT]):
     reads = ()  # fine-tuning reads data.train, which every stage's key covers
 
     def check(self, config) -> None:
-        check_train_data(self.params, config, self.key)
+        if isinstance(self.params, FinetuneParams):  # both pruning passes' params are
+            check_train_data(self.params, config, self.key)
 
     def check_model(self, model, ctx: PassContext) -> None:
         matching_names(model, self.params.ignore, f"{self.key}.ignore")
@@ -114,15 +115,17 @@ def _program_output_layers(graph_module) -> list:
     def tensor(node) -> bool:
         return node.op != "get_attr" and not isinstance(node.meta.get("val"), (int, torch.SymInt))
 
-    layers, outputs = [], []
+    layers: list[torch.nn.Module] = []
+    outputs: list[torch.fx.Node] = []
     output = next(n for n in graph_module.graph.nodes if n.op == "output")
     torch.fx.node.map_arg(output.args, outputs.append)
-    for node in outputs:
-        while isinstance(node, torch.fx.Node) and node.op == "call_function":
+    for found in outputs:
+        node: torch.fx.Node | None = found
+        while node is not None and node.op == "call_function":
             tensors = [a for a in node.all_input_nodes if tensor(a)]
             node = tensors[0] if len(tensors) == 1 else None
-        if isinstance(node, torch.fx.Node) and node.op == "call_module":
-            layer = graph_module.get_submodule(node.target)
+        if node is not None and node.op == "call_module":
+            layer = graph_module.get_submodule(str(node.target))  # a call_module's: its path
             if isinstance(layer, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
                 layers.append(layer)
     return layers
@@ -214,11 +217,11 @@ class ChannelPruning(PruningPass[ChannelPruningParams]):
         squeeze-excitation fc1 with round_to 8): they are left whole, not refused."""
         if not self.params.round_to or self.params.scope != "layerwise":
             return {}
-        whole, layers = {id(m) for m in whole}, dict(module.named_modules())
+        kept, layers = {id(m) for m in whole}, dict(module.named_modules())
         return {
             name: channels
             for name, channels in channel_counts(module).items()
-            if id(layers[name]) not in whole
+            if id(layers[name]) not in kept
             and self.channels_kept(channels) == 0 < self.channels_kept(channels, rounded=False)
         }
 

@@ -8,6 +8,7 @@ memory), each batch folded into a running reducer and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -25,22 +26,37 @@ class Reducer(Protocol):
     def update(self, value: np.ndarray) -> None: ...
 
 
+def mean(total: np.ndarray | None, count: int) -> np.ndarray:
+    """A running total's mean; an error when no batch was seen."""
+    if total is None:
+        raise ValueError("no activations were collected (no samples)")
+    return total / max(count, 1)
+
+
 class ChannelAbsMax:
     """Per channel (the last axis, as a MatMul reads it): the largest |value| seen."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.value: np.ndarray | None = None
 
     def update(self, value: np.ndarray) -> None:
         current = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
         self.value = current if self.value is None else np.maximum(self.value, current)
 
+    @property
+    def largest(self) -> np.ndarray:
+        """The largest |value| per channel; an error when no batch was seen."""
+        if self.value is None:
+            raise ValueError("no activations were collected (no samples)")
+        return self.value
+
 
 class ChannelMean:
     """Per channel on `axis` (1 for NCHW feature maps, -1 for MatMul / Gemm inputs): the mean."""
 
     def __init__(self, axis: int):
-        self.axis, self.total, self.count = axis, None, 0
+        self.axis, self.count = axis, 0
+        self.total: np.ndarray | None = None
 
     def update(self, value: np.ndarray) -> None:
         moved = np.moveaxis(value.astype(np.float64), self.axis, -1)
@@ -50,12 +66,12 @@ class ChannelMean:
 
     @property
     def value(self) -> np.ndarray:
-        return self.total / max(self.count, 1)
+        return mean(self.total, self.count)
 
 
 def collect(
     model: onnx.ModelProto | Path,
-    reducers: dict[str, list[Reducer]],
+    reducers: Mapping[str, Sequence[Reducer]],
     samples: list[np.ndarray],
     batch_size: int = STATS_BATCH,
 ) -> None:

@@ -23,6 +23,7 @@ from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
+    from compress.quant.int8 import Int8Pass
 
 INT8_TYPES = ("quantize.static", "quantize.dynamic", "quantize.auto")
 
@@ -110,13 +111,18 @@ def analyse_int8(
     return analysed, sensitivity.details(limit=None, modules=modules), metric
 
 
-def _int8_pass(declared: Pass, index: int, prepared: Path, ctx) -> tuple[Pass, str]:
+def _int8_pass(
+    declared: Pass[Any], index: int, prepared: Path, ctx: PassContext
+) -> tuple[Int8Pass[Any, Any], str]:
     """The pass whose quantization is analysed, and where it comes from in the config."""
     from compress.passes.registry import get_pass
     from compress.quant.auto import candidates_for
+    from compress.quant.int8 import Int8Pass
 
     where = f"passes[{index}]"
     if declared.name != "quantize.auto":
+        if not isinstance(declared, Int8Pass):
+            raise ConfigError(f"{where}: {declared.name} is not an int8 pass to analyse")
         return declared, where
     candidates = {c.name: c for c in candidates_for(prepared, ctx.calibration is not None)}
     if not candidates:
@@ -127,10 +133,13 @@ def _int8_pass(declared: Pass, index: int, prepared: Path, ctx) -> tuple[Pass, s
     name = next((n for n in AUTO_PREFERENCE if n in candidates), next(iter(candidates)))
     candidate = candidates[name]
     pass_class = get_pass(candidate.pass_type)
-    params = pass_class.Params(
-        **candidate.settings, exclude=declared.params.exclude + candidate.float_nodes
+    params = pass_class.Params.model_validate(
+        {**candidate.settings, "exclude": declared.params.exclude + candidate.float_nodes}
     )
-    return pass_class(params, where), f"{where}, quantize.auto's {name} candidate"
+    int8 = pass_class(params, where)
+    if not isinstance(int8, Int8Pass):  # every candidate of quantize.auto is an int8 pass
+        raise ConfigError(f"{where}: quantize.auto's {name} candidate is not an int8 pass")
+    return int8, f"{where}, quantize.auto's {name} candidate"
 
 
 def _settings(int8: Pass) -> dict[str, Any]:

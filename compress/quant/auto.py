@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from compress.errors import PassError
 from compress.measure.size import size_bytes
 from compress.passes.base import (
     BudgetMiss,
@@ -20,6 +21,7 @@ from compress.passes.base import (
     PassInput,
     PassResult,
 )
+from compress.passes.context import required
 from compress.passes.registry import get_pass, register
 from compress.quant.auto_records import Candidate, CandidateEntry, InputFigures
 from compress.quant.fallback import (
@@ -88,15 +90,15 @@ class AutoDetails(PassDetails):
         """The input was kept because every candidate measured was over budget: no accuracy is
         lost, but the int8 model the recipe asked for is not there either."""
         budget = self.accuracy_budget
-        measured = [c for c in self.candidates if c.drop is not None]
+        measured = [(c.name, c.drop) for c in self.candidates if c.drop is not None]
         if self.chosen is not None or not measured or budget is None:
             return None
-        if any(c.drop <= budget for c in measured):
+        if any(drop <= budget for _, drop in measured):
             return None
-        closest = min(measured, key=lambda c: c.drop)
+        closest, drop = min(measured, key=lambda m: m[1])
         return BudgetMiss(
             f"stage {stage} kept its input: no int8 candidate held the accuracy budget {budget} "
-            f"(the closest, {closest.name}, dropped {metric} by {closest.drop:.4f}); raise "
+            f"(the closest, {closest}, dropped {metric} by {drop:.4f}); raise "
             "max_accuracy_drop, or exclude the nodes that lose accuracy, to get an int8 model",
             carries_drop=False,
         )
@@ -152,7 +154,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
         from compress.quant.auto_choice import choose  # imports the latency code: not at load
         from compress.quant.auto_trials import finalists, try_candidates
 
-        source, target = given.source, given.target
+        source, target = given.files()
         started = time.perf_counter()
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
@@ -251,10 +253,11 @@ class AutoQuantization(OnnxPass[AutoParams]):
         """Scores against the float model's outputs, shared by every candidate (ctx.analysis)."""
         from compress.measure.evaluate import Judge
 
+        data = required(ctx.eval, "eval")
         reference = ctx.shared(AnalysisCache).reference_outputs(
-            source, ctx.eval, ctx.judged_output, ctx.metric
+            source, data, ctx.judged_output, ctx.metric
         )
-        return Judge(reference, ctx.eval, ctx.metric, ctx.judged_output)
+        return Judge(reference, data, ctx.metric, ctx.judged_output)
 
     def _confirm(
         self,
@@ -294,17 +297,21 @@ class AutoQuantization(OnnxPass[AutoParams]):
         `float_mb` of weights in float; its nodes are ranked when `rank` or when the fallback
         needs it."""
         pass_class = get_pass(candidate.pass_type)
-        params = pass_class.Params(
-            **candidate.settings,
-            exclude=self.params.exclude + candidate.float_nodes,
-            max_accuracy_drop=budget,
-            max_fallback_steps=steps,
-            max_float_weight_mb=float_mb,
-            sensitivity=rank,
+        params = pass_class.Params.model_validate(
+            {
+                **candidate.settings,
+                "exclude": self.params.exclude + candidate.float_nodes,
+                "max_accuracy_drop": budget,
+                "max_fallback_steps": steps,
+                "max_float_weight_mb": float_mb,
+                "sensitivity": rank,
+            }
         )
-        return (
-            pass_class(params, self.key).apply(PassInput(source=source, target=path), ctx).details
-        )
+        given = PassInput(source=source, target=path)
+        details = pass_class(params, self.key).apply(given, ctx).details
+        if not isinstance(details, QuantizeDetails):  # every candidate is an int8 pass
+            raise PassError(f"{self.key}: {candidate.pass_type} is not an int8 pass")
+        return details
 
 
 def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:

@@ -39,13 +39,30 @@ SIZE_TIE = 1.01  # sizes closer than 1% are a tie (not worth a search, nor a cho
 RunCandidate = Callable[[Candidate, int, Path, "float | None"], "QuantizeDetails"]
 
 
+@dataclass(frozen=True)
+class Plain:
+    """A candidate fully quantized: its model and its drop on data.eval."""
+
+    path: Path
+    drop: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A model within the budget: its path and its time on the screening's scale."""
+
+    name: str
+    path: Path
+    ms: float
+
+
 @dataclass
 class Trial:
     candidate: Candidate
     entry: CandidateEntry  # what the report lists for the candidate, filled as it goes
     plain: Path | None = None  # fully quantized
     plain_drop: float | None = None
-    plain_ms: float | None = None
+    plain_ms: float | None = None  # its brief timing
     final: Path | None = None  # within the budget: `plain` or the fallback's model
     final_ms: float | None = None  # estimated on the screening's time scale
     seconds: float = 0.0
@@ -54,6 +71,28 @@ class Trial:
     @property
     def name(self) -> str:
         return self.candidate.name
+
+    def finish(self, path: Path, ms: float) -> None:
+        self.final, self.final_ms = path, ms
+
+    def finished(self) -> Finished | None:
+        """Its model within the budget, when it has one."""
+        if self.final is None or self.final_ms is None:
+            return None
+        return Finished(self.name, self.final, self.final_ms)
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A trial fully quantized and briefly timed."""
+
+    trial: Trial
+    plain: Plain
+    ms: float
+
+    @property
+    def name(self) -> str:
+        return self.trial.name
 
 
 def try_candidates(
@@ -70,26 +109,32 @@ def try_candidates(
         _screen(Trial(c, CandidateEntry(name=c.name, settings=c.settings)), run, folder, ctx)
         for c in candidates
     ]
-    screened = [t for t in trials if t.plain is not None]
-    if not screened:
+    plain = [
+        (t, Plain(t.plain, t.plain_drop))
+        for t in trials
+        if t.plain is not None and t.plain_drop is not None
+    ]
+    if not plain:
         return trials
-    p50 = _brief_timing({"input": source, **{t.name: t.plain for t in screened}}, ctx)
+    p50 = _brief_timing({"input": source, **{t.name: p.path for t, p in plain}}, ctx)
     input_ms = p50["input"]
-    for trial in screened:
-        trial.plain_ms = p50[trial.name]
-        trial.entry.fully_quantized = FullyQuantized(p50_ms=trial.plain_ms, drop=trial.plain_drop)
-        if trial.plain_drop <= budget:
-            trial.final, trial.final_ms = trial.plain, trial.plain_ms
+    screened = [Screened(t, p, p50[t.name]) for t, p in plain]
+    for one in screened:
+        one.trial.plain_ms = one.ms
+        one.trial.entry.fully_quantized = FullyQuantized(p50_ms=one.ms, drop=one.plain.drop)
+        if one.plain.drop <= budget:
+            one.trial.finish(one.plain.path, one.ms)
     # the likeliest to pass with few float nodes first: they keep their speed
-    for trial in sorted(screened, key=lambda t: (t.plain_drop, t.plain_ms)):
-        if trial.final is not None:
+    for one in sorted(screened, key=lambda s: (s.plain.drop, s.ms)):
+        if one.trial.final is not None:
             continue
-        reason = _cannot_win(trial, input_ms, [t for t in screened if t.final is not None])
+        finished = [f for s in screened if (f := s.trial.finished()) is not None]
+        reason = _cannot_win(one, input_ms, finished)
         if reason:
-            trial.entry.verdict = reason
+            one.trial.entry.verdict = reason
             continue
-        room = _size_room(trial, [t for t in screened if t.final is not None])
-        _search(trial, run, folder, source, input_ms, max_steps, room, ctx)
+        room = _size_room(one, finished)
+        _search(one.trial, run, folder, source, input_ms, max_steps, room, ctx)
     return trials
 
 
@@ -111,24 +156,24 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: PassContext) -> 
     return trial
 
 
-def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | None:
-    """Why searching `trial` cannot produce the choice, or None when it might."""
+def _cannot_win(one: Screened, input_ms: float, finished: list[Finished]) -> str | None:
+    """Why searching `one` cannot produce the choice, or None when it might."""
     from compress.measure.speed import clearly_faster, clearly_slower
 
-    drop = f"fully quantized it is over budget (drop {trial.plain_drop:.4f})"
-    if clearly_slower(trial.plain_ms, input_ms):
+    drop = f"fully quantized it is over budget (drop {one.plain.drop:.4f})"
+    if clearly_slower(one.ms, input_ms):
         return (
             f"not searched: {drop} and already slower than the input "
-            f"({trial.plain_ms:.3f} vs {input_ms:.3f} ms), and float nodes only add time"
+            f"({one.ms:.3f} vs {input_ms:.3f} ms), and float nodes only add time"
         )
     for best in finished:
-        if clearly_slower(trial.plain_ms, best.final_ms):
+        if clearly_slower(one.ms, best.ms):
             return (
-                f"not searched: {drop} and already slower ({trial.plain_ms:.3f} ms) than "
-                f"{best.name} within the budget ({best.final_ms:.3f} ms)"
+                f"not searched: {drop} and already slower ({one.ms:.3f} ms) than "
+                f"{best.name} within the budget ({best.ms:.3f} ms)"
             )
-        smaller = trial.plain.stat().st_size * SIZE_TIE < best.final.stat().st_size
-        if not clearly_faster(trial.plain_ms, best.final_ms) and not smaller:
+        smaller = one.plain.path.stat().st_size * SIZE_TIE < best.path.stat().st_size
+        if not clearly_faster(one.ms, best.ms) and not smaller:
             return (
                 f"not searched: {drop}; at best as fast as {best.name} within the budget "
                 "and not smaller"
@@ -136,40 +181,49 @@ def _cannot_win(trial: Trial, input_ms: float, finished: list[Trial]) -> str | N
     return None
 
 
-def _size_room(trial: Trial, finished: list[Trial]) -> float | None:
-    """The float weight (MB) `trial`'s search may keep and still be smaller than every candidate
+def _size_room(one: Screened, finished: list[Finished]) -> float | None:
+    """The float weight (MB) `one`'s search may keep and still be smaller than every candidate
     within the budget that it is not clearly faster than; None: no limit."""
     from compress.measure.speed import clearly_faster
 
-    rivals = [t for t in finished if not clearly_faster(trial.plain_ms, t.final_ms)]
+    rivals = [f for f in finished if not clearly_faster(one.ms, f.ms)]
     if not rivals:
         return None
-    smallest = min(t.final.stat().st_size for t in rivals)
-    return max(smallest / SIZE_TIE - trial.plain.stat().st_size, 0.0) / 1e6
+    smallest = min(f.path.stat().st_size for f in rivals)
+    return max(smallest / SIZE_TIE - one.plain.path.stat().st_size, 0.0) / 1e6
 
 
 def finalists(trials: list[Trial]) -> dict[str, Path]:
     """The models within the budget worth the final timing: not more than 10% slower, on the
     screening's brief times, than the fastest of them (closer ones are told apart, or called
     tied, by the final paired timing)."""
-    within = [t for t in trials if t.final is not None]
+    within = [(t, f) for t in trials if (f := t.finished()) is not None]
     if not within:
         return {}
-    fastest = min(t.final_ms for t in within)
-    kept = {t.name: t.final for t in within if t.final_ms <= fastest * SCREEN_MARGIN}
-    for trial in within:
+    fastest = min(f.ms for _, f in within)
+    kept = {f.name: f.path for _, f in within if f.ms <= fastest * SCREEN_MARGIN}
+    for trial, f in within:
         if trial.name not in kept:
             trial.entry.verdict = (
                 f"within the budget, but more than {SCREEN_MARGIN - 1:.0%} slower "
-                f"({trial.final_ms:.3f} ms) than the fastest candidate within it "
+                f"({f.ms:.3f} ms) than the fastest candidate within it "
                 f"({fastest:.3f} ms) when screened"
             )
     return kept
 
 
-def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
+def _search(
+    trial: Trial,
+    run: RunCandidate,
+    folder: Path,
+    source: Path,
+    input_ms: float,
+    max_steps: int,
+    room: float | None,
+    ctx: PassContext,
+) -> None:
     """The candidate with its fallback (keeping at most `room` MB of weights in float); on
-    success, its time on the screening's scale."""
+    success, its model and its time on the screening's scale."""
     within = "" if room is None else f" (at most {room:.2f} MB of weights, to stay smaller)"
     ctx.log(f"  candidate {trial.name}: searching for the nodes to keep in float{within}")
     started = time.perf_counter()
@@ -188,7 +242,7 @@ def _search(trial, run, folder, source, input_ms, max_steps, room, ctx) -> None:
         trial.entry.verdict = f"over budget after the fallback: {details.verdict or ''}"
         return
     p50 = _brief_timing({"input": source, "candidate": path}, ctx)
-    trial.final, trial.final_ms = path, input_ms * p50["candidate"] / p50["input"]
+    trial.finish(path, input_ms * p50["candidate"] / p50["input"])
 
 
 def _brief_timing(paths: dict[str, Path], ctx: PassContext) -> dict[str, float]:

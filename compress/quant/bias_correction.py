@@ -20,7 +20,7 @@ import itertools
 import numpy as np
 import onnx
 
-from compress.quant.activations import ChannelMean, collect
+from compress.quant.activations import ChannelMean, collect, mean
 from compress.quant.graph_edit import Graph, attribute
 from compress.records import Record
 
@@ -63,13 +63,14 @@ class TapMeans:
                 slice(t * d, t * d + s * (o - 1) + 1, s)
                 for t, d, s, o in zip(tap, self.dilations, self.strides, out, strict=True)
             )
-            sums[(slice(None), *tap)] = padded[(slice(None), *window)].sum(axis=spatial)
+            at: tuple[slice | int, ...] = (slice(None), *tap)
+            sums[at] = padded[(slice(None), *window)].sum(axis=spatial)
         self.total = sums if self.total is None else self.total + sums
         self.count += value.shape[0] * int(np.prod(out))
 
     @property
     def value(self) -> np.ndarray:
-        return self.total / max(self.count, 1)
+        return mean(self.total, self.count)
 
 
 def int8_weight(weight: np.ndarray, axis: int | None, reduce_range: bool) -> np.ndarray:
@@ -105,9 +106,12 @@ def input_means(
     model: onnx.ModelProto, nodes: list[onnx.NodeProto], samples: list[np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Tap means of each Conv's input and channel means of each Gemm's, by node name."""
-    graph, reducers, by_node = Graph(model), {}, {}
+    graph = Graph(model)
+    reducers: dict[str, list[TapMeans | ChannelMean]] = {}
+    by_node: dict[str, TapMeans | ChannelMean] = {}
     for node in nodes:
-        weight = graph.own_weight(node, 1)
+        weight = graph.weight(node, 1)  # the nodes were found to have their own weights
+        reducer: TapMeans | ChannelMean
         reducer = TapMeans(node, weight.shape[2:]) if node.op_type == "Conv" else ChannelMean(-1)
         reducers.setdefault(node.input[0], []).append(reducer)
         by_node[node.name] = reducer
@@ -139,7 +143,7 @@ def correct_biases(
     for node in graph.graph.node:
         if node.name not in names or node.name not in means:
             continue
-        weight = graph.own_weight(node, 1)
+        weight = graph.weight(node, 1)
         axis = _channel_axis(node) if per_channel else None
         shift = expected_shift(
             node, int8_weight(weight, axis, reduce_range) - weight, means[node.name]
@@ -150,7 +154,7 @@ def correct_biases(
             node.input.append(
                 graph.add_initializer(f"{node.input[1]}_bias", np.zeros(channels, np.float32))
             )
-        bias = graph.own_weight(node, 2)
+        bias = graph.weight(node, 2)
         if bias.size != channels:
             continue  # a broadcast Gemm bias; leave it
         graph.set_array(node.input[2], (bias.reshape(-1) - shift).reshape(bias.shape))

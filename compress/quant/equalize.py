@@ -42,16 +42,18 @@ class Pair:
 def fold_batchnorm(model: onnx.ModelProto) -> int:
     """Fold every BatchNormalization that reads a Conv's output alone into that Conv's weight
     and bias (inference form: y = (x - mean) / sqrt(var + eps) * gamma + beta). Returns how many."""
-    graph, folded = Graph(model), []
+    graph = Graph(model)
+    folded: list[onnx.NodeProto] = []
     for bn in [n for n in model.graph.node if n.op_type == "BatchNormalization"]:
         conv = graph.producer.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or len(bn.output) != 1:
             continue
-        if graph.only_reader(conv.output[0]) is not bn:
+        reader = graph.only_reader(conv.output[0])
+        if reader is None or reader is not bn:
             continue
         weight = graph.own_weight(conv, 1)
-        stats = [graph.array(name) for name in bn.input[1:5]]
-        if weight is None or any(s is None for s in stats):
+        stats = [a for name in bn.input[1:5] if (a := graph.array(name)) is not None]
+        if weight is None or len(stats) != 4:
             continue
         gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
         factor = gamma / np.sqrt(var + attribute(bn, "epsilon", 1e-5))
@@ -62,8 +64,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> int:
         graph.set_array(conv.input[2], (bias - mean) * factor + beta)
         conv.output[0] = bn.output[0]
         folded.append(bn)
-    for bn in folded:
-        model.graph.node.remove(bn)
+    for node in folded:
+        model.graph.node.remove(node)
     return len(folded)
 
 
@@ -133,7 +135,7 @@ def input_ranges(conv: onnx.NodeProto, weight: np.ndarray) -> np.ndarray:
 
 def equalize_pair(graph: Graph, pair: Pair) -> np.ndarray:
     """Scale one pair; returns the scales s (output channel i of `first` divided by s_i)."""
-    w1, w2 = graph.own_weight(pair.first, 1), graph.own_weight(pair.second, 1)
+    w1, w2 = graph.weight(pair.first, 1), graph.weight(pair.second, 1)
     r1, r2 = output_ranges(w1), input_ranges(pair.second, w2)
     scales = np.ones_like(r1, dtype=np.float64)
     alive = (r1 > 0) & (r2 > 0)  # a dead channel keeps its scale: nothing to balance
@@ -141,7 +143,7 @@ def equalize_pair(graph: Graph, pair: Pair) -> np.ndarray:
     shape = (-1,) + (1,) * (w1.ndim - 1)
     graph.set_array(pair.first.input[1], w1 / scales.reshape(shape))
     if len(pair.first.input) > 2 and pair.first.input[2]:
-        graph.set_array(pair.first.input[2], graph.own_weight(pair.first, 2) / scales)
+        graph.set_array(pair.first.input[2], graph.weight(pair.first, 2) / scales)
     axis_shape = shape if _depthwise(pair.second, w2) else (1, -1) + (1,) * (w2.ndim - 2)
     graph.set_array(pair.second.input[1], w2 * scales.reshape(axis_shape))
     return scales
@@ -158,8 +160,8 @@ def range_spread(graph: Graph, pairs: list[Pair]) -> float:
 
     worst = [
         max(
-            spread(output_ranges(graph.array(p.first.input[1]))),
-            spread(input_ranges(p.second, graph.array(p.second.input[1]))),
+            spread(output_ranges(graph.constant(p.first.input[1]))),
+            spread(input_ranges(p.second, graph.constant(p.second.input[1]))),
         )
         for p in pairs
     ]
@@ -201,6 +203,11 @@ class Equalized(Record):
     clips_replaced_by_relu: int = 0
     iterations: int = 0
     range_spread: Spread | None = None
+
+    def spread_change(self) -> str:
+        """The channel range spread, before -> after."""
+        spread = self.range_spread
+        return "n/a" if spread is None else f"{spread.before:g} -> {spread.after:g}"
 
 
 def equalize(model: onnx.ModelProto, relu6: str, max_iterations: int) -> Equalized:
@@ -265,14 +272,13 @@ class CrossLayerEqualization(OnnxPass[EqualizeParams]):
     reads = ()
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
-        source, target = given.source, given.target
+        source, target = given.files()
         model = load(source)
         done = equalize(model, self.params.relu6, self.params.max_iterations)
         save(model, target)
-        spread = done.range_spread
         line = (
             f"equalized {done.pairs} conv pair(s) in {done.iterations} round(s): "
-            f"channel range spread {spread.before:g} -> {spread.after:g}; "
+            f"channel range spread {done.spread_change()}; "
             f"{done.batchnorm_folded} BatchNorm folded, {done.relu6_pairs} ReLU6 "
             f"pair(s) {'made ReLU' if self.params.relu6 == 'relu' else 'skipped'}"
         )

@@ -146,7 +146,7 @@ def sensitivity_samples(ctx: PassContext) -> list[np.ndarray]:
 
 def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
     reference, other = reference.astype(np.float64), other.astype(np.float64)
-    return float(np.linalg.norm(other - reference) / max(np.linalg.norm(reference), 1e-12))
+    return float(np.linalg.norm(other - reference) / max(float(np.linalg.norm(reference)), 1e-12))
 
 
 def quantize_within_budget(
@@ -285,7 +285,8 @@ class _Search:
             return f"max_fallback_steps is 0, so no node was tried {self.job.held}"
         if problem is not None:
             return f"the nodes could not be ranked ({problem})"
-        limit = f"{self.job.max_float_bytes / 1e6:g} MB" if self.too_large else ""
+        most = self.job.max_float_bytes
+        limit = f"{most / 1e6:g} MB" if self.too_large and most is not None else ""
         if not self.sets and limit:
             return f"the costliest node alone keeps more than {limit} of weights in float"
         if not self.sets:

@@ -44,6 +44,13 @@ class Graph:
                 return numpy_helper.to_array(value.t)
         return None
 
+    def constant(self, name: str) -> np.ndarray:
+        """The constant `name` holds, where the caller has found it is one."""
+        value = self.array(name)
+        if value is None:
+            raise ValueError(f"tensor {name!r} is not a constant")
+        return value
+
     def only_reader(self, tensor: str) -> onnx.NodeProto | None:
         """The one node reading `tensor` when it is not also a graph output, else None."""
         readers = self.readers.get(tensor, [])
@@ -82,6 +89,13 @@ class Graph:
             )
             node.input[index] = private
             self.readers[private] = [node]
+        return value
+
+    def weight(self, node: onnx.NodeProto, index: int) -> np.ndarray:
+        """`own_weight`, where the caller has found `node` has one at `index`."""
+        value = self.own_weight(node, index)
+        if value is None:
+            raise ValueError(f"node {node.name!r}: input {index} is not a weight of its own")
         return value
 
     def set_array(self, name: str, value: np.ndarray) -> None:

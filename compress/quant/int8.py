@@ -139,7 +139,6 @@ def attention_masks_field():
 
 
 class QuantizeParams(OnnxPassParams):
-    per_channel: bool = False
     op_types: list[str] | None = Field(
         default=None, description="op types to quantize (default: see the pass)"
     )
@@ -232,8 +231,8 @@ class Int8Pass(OnnxPass[QuantizeParamsT], Generic[QuantizeParamsT, PlanT]):
         raise NotImplementedError
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
-        target = given.target
-        source, rewrites = recovery.rewrite_source(given.source, target, self.params, ctx)
+        given_source, target = given.files()
+        source, rewrites = recovery.rewrite_source(given_source, target, self.params, ctx)
         with quiet_root_logger():
             plan, fallback = self._apply(source, target, ctx)
         keep_shape_annotations(source, target)
@@ -389,6 +388,7 @@ class StaticParams(QuantizeParams):
     calibration_samples: int | None = Field(
         default=None, ge=1, description="calibrate on the first N samples (default: all)"
     )
+    per_channel: bool = False
     symmetric_activations: bool = False
     activation_type: Literal["int8", "uint8"] = "uint8"
     batch_size: int = Field(default=32, ge=1, description="calibration batch size")
@@ -448,7 +448,7 @@ class StaticQuantization(Int8Pass[StaticParams, StaticPlan]):
 
     def quantize(self, plan: StaticPlan, target: Path, excluded: list[str]) -> None:
         model = plan.model_for(excluded, self.params, target.with_suffix(".corrected.onnx"))
-        self._quantize(model, target, excluded + plan.keep_float, plan.ranges, plan.method)
+        self._quantize(model, target, excluded + plan.keep_float, plan.calibrated(), plan.method)
 
     def _quantize(self, model: Path, target: Path, excluded, ranges: Path, method: str) -> None:
         """quantize_static with activation ranges computed beforehand (its calibration cache)."""

@@ -83,7 +83,7 @@ def clamp_mask_constants(model: onnx.ModelProto) -> list[ClampedConstant]:
 
 def mask_seeds(graph: Graph) -> set[str]:
     """Tensors holding a mask constant (<= MASK_VALUE)."""
-    seeds = {name for name in graph.initializers if _is_mask(graph.array(name))}
+    seeds = {name for name in graph.initializers if _is_mask(graph.constant(name))}
     for node in graph.graph.node:
         if node.op_type in ("Constant", "ConstantOfShape"):
             for attr in node.attribute:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
+from compress.errors import PassError
+from compress.passes.context import required
 from compress.quant import bias_correction, calibration, masks
 from compress.quant.bias_correction import BiasCorrected
 from compress.quant.equalize import Equalized, equalize
@@ -78,10 +80,9 @@ class Recovery(Record):
                 f"{len(self.mask_float_nodes)} node(s) on the mask path kept in float"
             )
         if self.equalize is not None:
-            spread = self.equalize.range_spread
             lines.append(
                 f"equalized {self.equalize.pairs} conv pair(s): channel range spread "
-                f"{spread.before:g} -> {spread.after:g}"
+                f"{self.equalize.spread_change()}"
             )
         if self.smooth is not None:
             lines.append(
@@ -158,6 +159,12 @@ class StaticPlan(Int8Plan):
     ranges: Path | None = None
     bias_means: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def calibrated(self) -> Path:
+        """The activation ranges file, which settling the plan wrote."""
+        if self.ranges is None:
+            raise PassError(f"{self.prepared.name}: calibration wrote no activation ranges")
+        return self.ranges
+
     def model_for(self, excluded: list[str], params, path: Path) -> Path:
         """The graph to quantize: `prepared` with bias correction on the layers that will be
         quantized (a layer kept in float keeps its bias)."""
@@ -175,7 +182,7 @@ class StaticPlan(Int8Plan):
 
 
 def calibration_inputs(ctx: PassContext, limit: int | None) -> list[np.ndarray]:
-    return [a[:limit] for a in ctx.calibration.inputs.values()]
+    return [a[:limit] for a in required(ctx.calibration, "calibration").inputs.values()]
 
 
 def plan_static(
@@ -200,7 +207,7 @@ def plan_static(
             _finish(
                 plan, _collector(model, params, (plan.method,), work), [samples], ctx, params, work
             )
-            return plan.ranges
+            return plan.calibrated()
 
         op_types = tuple(params.op_types) if params.op_types is not None else None
         settings = (plan.method, params.percentile, op_types, params.calibration_samples)
@@ -260,14 +267,14 @@ def _choose_calibration(plan: StaticPlan, model: Path, params, ctx, samples, wor
     judged = [a[held] for a in samples]
     output = ctx.judged_output
     reference = onnx_output(model, judged, output)
-    errors = {}
+    errors: dict[str, float] = {}
     for method in calibration.METHODS:
         ranges = calibration.save_ranges(collector.ranges(method), work / f"{method}.json")
         trial = work / f"trial-{method}.onnx"
         quantize(model, ranges, method, trial, plan.keep_float)
         trial_output = onnx_output(trial, judged, output)
         errors[method] = round(relative_error(reference, trial_output), 6)
-    plan.method = min(errors, key=errors.get)
+    plan.method = min(errors, key=errors.__getitem__)
     plan.recovery.calibration = CalibrationChoice(
         method=plan.method,
         output_error=errors,

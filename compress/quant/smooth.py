@@ -24,6 +24,7 @@ import onnx
 from pydantic import Field
 
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
+from compress.passes.context import required
 from compress.passes.registry import register
 from compress.quant.activations import ChannelAbsMax, collect
 from compress.quant.equalize import Spread
@@ -103,7 +104,7 @@ def _rows(node, weight: np.ndarray) -> np.ndarray:
 def activation_absmax(model: onnx.ModelProto, sites: list[Site], samples) -> dict[str, np.ndarray]:
     reducers = {site.tensor: [ChannelAbsMax()] for site in sites}
     collect(model, reducers, samples)
-    return {name: reducer[0].value for name, reducer in reducers.items()}
+    return {name: reducer[0].largest for name, reducer in reducers.items()}
 
 
 def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float) -> np.ndarray:
@@ -131,7 +132,7 @@ class Smoothed(Record):
 
 def smooth_site(graph: Graph, site: Site, x_absmax: np.ndarray, alpha: float) -> SmoothedSite:
     """Apply SmoothQuant at one site; says how, and how much flatter X's channels became."""
-    rows = [_rows(m, graph.own_weight(m, 1)) for m in site.matmuls]
+    rows = [_rows(m, graph.weight(m, 1)) for m in site.matmuls]  # sites read their own weights
     w_absmax = np.max([np.abs(r).max(axis=1) for r in rows], axis=0)
     scales = smoothing_scales(x_absmax, w_absmax, alpha)
     for matmul in site.matmuls:
@@ -196,7 +197,8 @@ def smoothed_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def stats_samples(ctx: PassContext) -> list[np.ndarray]:
-    return ctx.calibration.take(min(STATS_SAMPLES, len(ctx.calibration)))
+    data = required(ctx.calibration, "calibration")
+    return data.take(min(STATS_SAMPLES, len(data)))
 
 
 class SmoothDetails(Smoothed, PassDetails):
@@ -234,7 +236,7 @@ class SmoothQuant(OnnxPass[SmoothParams]):
         self.require_data(config, "calibration", why)
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
-        source, target = given.source, given.target
+        source, target = given.files()
         model = load(source)
         done = smooth(model, stats_samples(ctx), self.params.alpha)
         save(model, target)

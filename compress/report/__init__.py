@@ -51,9 +51,11 @@ def summarize(stages: list[Stage], first_batch: int, latency: Latency | None = N
         last = stage_key(len(stages) - 1, final.name)
         paired = latency.batches[first_batch].speedup(stage_key(0, base.name), last)
         speedup = paired.ratio
+    before = base.metric.value if base.metric else None
+    after = final.metric.value if final.metric else None
     drop = (
-        metric_drop(base.metric.name, base.metric.value, final.metric.value)
-        if base.metric and final.metric and None not in (base.metric.value, final.metric.value)
+        metric_drop(base.metric.name, before, after)
+        if base.metric and before is not None and after is not None
         else None
     )
     return Summary(

@@ -26,8 +26,10 @@ def junit_xml(report: Report) -> str:
     gates = report.gates
     failures = sum(not g.passed for g in gates)
     counts = {"tests": str(len(gates)), "failures": str(failures), "errors": "0"}
-    suites = ET.Element("testsuites", name="compress", **counts)
-    suite = ET.SubElement(suites, "testsuite", name=SUITE, skipped="0", time="0", **counts)
+    suites = ET.Element("testsuites", {"name": "compress", **counts})
+    suite = ET.SubElement(
+        suites, "testsuite", {"name": SUITE, "skipped": "0", "time": "0", **counts}
+    )
     properties = ET.SubElement(suite, "properties")
     provenance = report.provenance.written()
     for key in ("model_file", "config_file", "passes", "model_sha256", "config_sha256"):

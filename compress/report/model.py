@@ -258,12 +258,16 @@ def major_version(version: object) -> int | None:
 def report_schema() -> dict[str, Any]:
     """report.json's JSON Schema (`compress schema --report`): a stage's details are any of the
     installed passes' Details records."""
-    from pydantic.json_schema import models_json_schema
+    from pydantic import BaseModel
+    from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
     from compress.passes.registry import all_passes
 
     details = list(dict.fromkeys(p.Details for p in all_passes().values()))
-    models = [(Report, "validation"), *((d, "validation") for d in details)]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (Report, "validation"),
+        *((d, "validation") for d in details),
+    ]
     keys, schema = models_json_schema(models, ref_template="#/$defs/{model}")
     stage = schema["$defs"]["Stage"]["properties"]["details"]
     stage["anyOf"] = [keys[(d, "validation")] for d in details] + [{"type": "null"}]

@@ -64,9 +64,10 @@ def _text(name: str, fmt: str, lines: list[str]) -> str:
     return "\n".join(header + lines) + "\n"
 
 
-def flow(value) -> str:
+def flow(value: object) -> str:
     """A value as one line of YAML (names with odd characters get quoted)."""
-    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).strip()
+    text: str = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000)
+    return text.strip()
 
 
 def _model_section(facts: ModelFacts) -> list[str]:

@@ -71,8 +71,8 @@ def inspect_model(path: Path) -> ModelFacts:
         return ModelFacts("state_dict", makeup=weights_makeup(state))
     model = load_model(path, ModelSection(), path.parent).model
     if fmt == "onnx":
-        fixed = fixed_batch_sizes(model)
-        single = fixed.pop() if len(fixed) == 1 else None
+        sizes = fixed_batch_sizes(model)
+        single = sizes.pop() if len(sizes) == 1 else None
         specs = onnx_input_specs(model)
         sample = spec_samples(specs, 1) if specs else None
         return _facts(fmt, specs, single, onnx_makeup(model, sample))

@@ -45,7 +45,7 @@ class FolderFacts:
     role: str  # encoder, classifier or decoder (compress.models.hf_tasks)
     described: str  # one line: the architecture, task and sizes
     input_names: list[str]
-    inputs: list[dict]  # made-up inputs as model.inputs entries (used without data)
+    inputs: list[dict[str, Any]]  # made-up inputs as model.inputs entries (used without data)
     makeup: ModelMakeup
     tokenizer: Any  # LoadedTokenizer, or None when the folder has none
     positions: int | None = None  # a decoder's longest sequence, where its config says
@@ -62,6 +62,8 @@ def folder_facts(path: Path, trust_remote_code: bool) -> FolderFacts:
 
     loaded = load_model(path, ModelSection(), path.parent, trust_remote_code=trust_remote_code)
     module, record = loaded.model, loaded.folder
+    if record is None:  # load_model gives a model folder its record
+        raise DataError(f"{path} is not a model folder")
     tokenizer = None
     if "input_ids" in module.input_names:
         from compress.models.hf_tokenizer import load_tokenizer

@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from compress.config.overrides import parse_override
 from compress.errors import ConfigError, InputError
@@ -126,7 +127,7 @@ def check_variants(config: Path, variants: list[Variant]) -> None:
     from compress.job.preflight import check_loaded_config
     from compress.passes.recipe import load_recipe
 
-    data: dict[str, dict] = {}
+    data: dict[str, dict[str, Any]] = {}
     for variant in variants:
         overrides = [parse_override(text, "--vary") for text in variant.overrides]
         try:

@@ -164,9 +164,10 @@ def check_fit(options: SweepOptions) -> None:
     Loading the model imports torch: that happens in a warm child, and the child's error is
     raised here. It gets the threads a local variant will get, so that the variants are forked
     from the same server, already started."""
-    arguments = [str(options.model), str(options.config), options.trust_pickle]
+    model, config = str(options.model), str(options.config)
+    arguments = [model, config, options.trust_pickle]
     if not warm.available():
-        model_fits(*arguments)
+        model_fits(model, config, options.trust_pickle)
         return
     threads = threads_per_job(*LocalExecutor(options.jobs).cores(), options.jobs)
     try:
@@ -294,8 +295,9 @@ def _summary(rows: list[VariantRow], options, executor: str, seconds: float, out
             r.size_bytes,
             None if r.metric is None else sign * r.metric,
             passed=r.status == "ok",
-        )  # fmt: skip
+        )
         for r in measured
+        if r.p50_ms is not None and r.size_bytes is not None  # a measured variant has both
     ]
     fronts = {"latency": front(points, "p50_ms"), "size": front(points, "size_bytes")}
     rows = [

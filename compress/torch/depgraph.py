@@ -127,6 +127,8 @@ def _accumulate_gradients(model, ctx: TorchContext) -> None:
 
     train = ctx.datasets["train"]
     inputs = [torch.from_numpy(a[:TAYLOR_SAMPLES]) for a in train.inputs.values()]
+    if train.labels is None:  # the pass's check requires data.train.labels for taylor
+        raise ConfigError("importance: taylor needs data.train.labels")
     labels = torch.from_numpy(train.labels[:TAYLOR_SAMPLES]).long()
     model.zero_grad(set_to_none=True)
     torch.nn.functional.cross_entropy(first_output(model(*inputs)), labels).backward()

@@ -12,12 +12,16 @@ import contextlib
 import difflib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compress.errors import ConfigError
 from compress.torch.runnable import runnable
 from compress.torch.training import first_output
+
+if TYPE_CHECKING:
+    import torch
 
 CACHE_LIMIT_BYTES = 512 * 2**20  # teacher outputs kept for the whole train set up to this size
 CACHE_BATCH = 256
@@ -132,9 +136,9 @@ def check_module_names(model, names: list[str], whose: str, key: str) -> None:
 
 
 @contextlib.contextmanager
-def tapped(model, names: list[str]) -> Iterator[dict[str, object]]:
+def tapped(model, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
     """While open, the latest output of each named module, by name (forward hooks)."""
-    outputs: dict[str, object] = {}
+    outputs: dict[str, torch.Tensor] = {}
     if not names:
         yield outputs
         return

@@ -89,7 +89,7 @@ def _drop_empty_concats(graph_module) -> None:
         return (
             isinstance(node, torch.fx.Node)
             and node.op == "get_attr"
-            and _lookup(graph_module, node.target).numel() == 0
+            and _lookup(graph_module, str(node.target)).numel() == 0  # get_attr: a path
         )
 
     for node in list(graph_module.graph.nodes):

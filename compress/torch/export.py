@@ -8,6 +8,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from compress.errors import ExportError, first_line
 from compress.measure.evaluate import EVAL_BATCH, Judge
 from compress.models.onnx_files import needs_external_data
 from compress.torch.outputs import named_tensors, with_tensor_outputs
+
+if TYPE_CHECKING:
+    import torch
 
 BATCH_DIM = "batch"
 TOKEN_DIM = "sequence"
@@ -40,7 +44,6 @@ def export_to_onnx(
         export_decoder(model, example, target, section)
         return
     args = tuple(torch.from_numpy(a) for a in example)
-    common = dict(input_names=input_names, output_names=output_names, opset_version=section.opset)
     external = needs_external_data(model)
     try:
         # The exporters print progress on stdout (which belongs to --json output) and log
@@ -55,12 +58,21 @@ def export_to_onnx(
                     args,
                     str(target),
                     dynamo=False,
-                    **common,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=section.opset,
                     dynamic_axes=axes if section.dynamic_batch else None,
                 )
             elif fmt == "exported_program":  # its shapes were fixed when it was saved
-                program = torch.onnx.export(model, (), dynamo=True, **common)
-                program.save(str(target), external_data=external)
+                program = torch.onnx.export(
+                    model,
+                    (),
+                    dynamo=True,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=section.opset,
+                )
+                _save(program, target, external)
             else:
                 shapes = dynamic_shapes(model, args, section.dynamic_batch)
                 exported = with_tensor_outputs(model, args)
@@ -71,9 +83,11 @@ def export_to_onnx(
                     args,
                     dynamo=True,
                     dynamic_shapes=shapes,
-                    **common,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=section.opset,
                 )
-                program.save(str(target), external_data=external)
+                _save(program, target, external)
     except Exception as e:
         raise ExportError(
             f"torch -> ONNX export failed: {first_line(e)} (rerun with --debug for the traceback)"
@@ -82,6 +96,14 @@ def export_to_onnx(
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+
+
+def _save(program: torch.onnx.ONNXProgram | None, target: Path, external: bool) -> None:
+    """Save what the dynamo exporter made: weights inside the one file, or in its external data
+    file when they pass what one file holds (compress.models.onnx_files)."""
+    if program is None:  # the dynamo exporter always returns a program; the legacy one does not
+        raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
+    program.save(str(target), external_data=external)
 
 
 def dynamic_shapes(model, args: tuple, dynamic_batch: bool) -> tuple | None:

@@ -16,17 +16,21 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+    from typing_extensions import TypeIs
 
 HEAD_COUNT_NAMES = ("num_attention_heads", "num_heads", "n_heads", "n_head")
 HEAD_SIZE_NAMES = ("attention_head_size", "head_dim", "head_size")
-SEPARATE_PROJECTIONS = (("query", "key", "value"), ("q_lin", "k_lin", "v_lin"))
+SEPARATE_PROJECTIONS: tuple[tuple[str, str, str], ...] = (
+    ("query", "key", "value"),
+    ("q_lin", "k_lin", "v_lin"),
+)
 SEPARATE_PROJECTIONS += (("q_proj", "k_proj", "v_proj"),)
 FUSED_PROJECTIONS = (("c_attn", "c_proj"),)  # [q | k | v] projection, output projection
 WIDTH_NAMES = ("all_head_size", "split_size")  # heads * head size, where the code keeps it
@@ -46,6 +50,13 @@ class Attention:
     @property
     def fused(self) -> bool:
         return len(self.projections) == 1
+
+    @property
+    def fused_output(self) -> nn.Linear:
+        """A fused projection's output projection (every fused attention is found with one)."""
+        if self.output is None:
+            raise ValueError(f"{self.name}: a fused attention without its output projection")
+        return self.output
 
     @property
     def heads(self) -> int:
@@ -103,7 +114,7 @@ def find_attention(model: nn.Module) -> list[Attention]:
     return [a for a in found if _whole_heads(a)]
 
 
-def _is_program(model: nn.Module) -> bool:
+def _is_program(model: nn.Module) -> TypeIs[torch.fx.GraphModule]:
     import torch
 
     return isinstance(model, torch.fx.GraphModule)
@@ -114,7 +125,7 @@ def _whole_heads(attention: Attention) -> bool:
     widths = {p.out_features for p in attention.projections}
     if (
         attention.fused
-        and attention.projections[0].out_features != 3 * attention.output.in_features
+        and attention.projections[0].out_features != 3 * attention.fused_output.in_features
     ):
         return False  # not [q | k | v] (e.g. GPT-2's cross-attention, keys and values only)
     return len(widths) == 1 and widths.pop() % attention.head_size == 0
@@ -158,7 +169,7 @@ def prune_fused_heads(attention: Attention, amount: float) -> None:
     """Remove the `amount` of a fused projection's heads with the smallest L2 weight norm."""
     import torch
 
-    qkv, out, size = attention.projections[0], attention.output, attention.head_size
+    qkv, out, size = attention.projections[0], attention.fused_output, attention.head_size
     heads = qkv.out_features // (3 * size)
     removed = min(math.ceil(amount * heads), heads - 1)
     if removed <= 0:
@@ -177,8 +188,8 @@ def sync_head_counts(model: nn.Module) -> None:
     """Write each attention module's head count (and widths) from its pruned projections (a
     program's fixed sizes are refitted by `compress.torch.program_shapes` instead)."""
     for attention in find_attention(model):
-        if attention.module is None:
-            continue
+        if attention.module is None or attention.head_count_name is None:
+            continue  # a program's (its sizes are refitted), or one without a head count
         setattr(attention.module, attention.head_count_name, attention.heads)
         for name in WIDTH_NAMES:
             if type(getattr(attention.module, name, None)) is int:
@@ -205,7 +216,7 @@ def plan_heads(model: nn.Module, amount: float, kept_whole: list) -> HeadPlan:
 def without_kv_cache(model: nn.Module):
     """Turn transformers' key/value cache off while torch-pruning traces the model: the cache's
     concatenation has no channel count torch-pruning can infer."""
-    configs = {
+    configs: dict[int, Any] = {
         id(c): c
         for m in model.modules()
         if getattr(c := getattr(m, "config", None), "use_cache", False) is True

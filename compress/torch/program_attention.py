@@ -10,7 +10,7 @@ up as one Linear split in three; its output projection is the first Linear after
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import torch
@@ -38,12 +38,21 @@ def _linear(gm: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Linear | None:
 
     if node.op != "call_module":
         return None
-    module = gm.get_submodule(node.target)
+    module = gm.get_submodule(str(node.target))  # a call_module's target is its path
     return module if isinstance(module, nn.Linear) else None
 
 
-def _source(gm, node) -> tuple[torch.fx.Node | None, torch.fx.Node | None]:
+class Source(NamedTuple):
     """The Linear call a query / key / value comes from, and the split it went through (fused)."""
+
+    call: torch.fx.Node
+    linear: nn.Linear
+    split: torch.fx.Node | None
+
+
+def _source(gm: torch.fx.GraphModule, node: Any) -> Source | None:
+    """Where a query / key / value comes from, or None when not from a Linear. (A node's args
+    are torch.fx's loosely typed Arguments: read as the graph has them.)"""
     split = None
     while node is not None and node.op == "call_function":
         if op_name(node) == "getitem" and op_name(node.args[0]) in SPLITS:
@@ -52,8 +61,11 @@ def _source(gm, node) -> tuple[torch.fx.Node | None, torch.fx.Node | None]:
         elif op_name(node) in PASS_THROUGH:
             node = node.args[0]
         else:
-            return None, None
-    return (node, split) if node is not None and _linear(gm, node) is not None else (None, None)
+            return None
+    if node is None:
+        return None
+    linear = _linear(gm, node)
+    return None if linear is None else Source(node, linear, split)
 
 
 def _output_projection(gm, node) -> nn.Linear | None:
@@ -110,17 +122,17 @@ def find_program_attention(gm: torch.fx.GraphModule) -> list[Attention]:
         if value_meta is None or value_meta.dim() != 4:
             continue
         head_size = int(value_meta.shape[-1])
-        sources = [_source(gm, n) for n in (query, key, value)]
-        calls, splits = [call for call, _ in sources], {split for _, split in sources}
-        if None in calls:
+        sources = [s for n in (query, key, value) if (s := _source(gm, n)) is not None]
+        if len(sources) != 3:
             continue
-        name = calls[0].target.rpartition(".")[0]  # the attention's own module path
+        calls, splits = [s.call for s in sources], {s.split for s in sources}
+        name = str(calls[0].target).rpartition(".")[0]  # the attention's own module path
         if len(set(calls)) == 3 and splits == {None}:  # separate query, key, value
-            projections = tuple(_linear(gm, call) for call in calls)
+            projections = tuple(s.linear for s in sources)
             found.append(Attention(name, None, None, head_size, projections))
         elif len(set(calls)) == 1 and len(splits) == 1 and None not in splits:  # [q | k | v]
             output = _output_projection(gm, context)
             if output is not None:
-                fused = (_linear(gm, calls[0]),)
+                fused = (sources[0].linear,)
                 found.append(Attention(name, None, None, head_size, fused, output))
     return found

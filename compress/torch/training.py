@@ -15,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from compress.data.augment import augment_batch
 
 if TYPE_CHECKING:
+    import torch
+
     from compress.torch.context import TorchContext
 
 # step_loss(batch inputs, batch labels or None, the batch's sample indices) -> the batch's loss
-StepLoss = Callable[[list, object, object], object]
+StepLoss = Callable[[list["torch.Tensor"], "torch.Tensor | None", "torch.Tensor"], "torch.Tensor"]
 
 
 class TrainParams(BaseModel):
@@ -139,7 +141,7 @@ def train(
             if time.perf_counter() > deadline:
                 result.stopped = f"time budget of {params.max_minutes:g} min spent"
                 break
-            if params.patience and waited >= params.patience:
+            if judge is not None and params.patience and waited >= params.patience:
                 result.stopped = f"early stop: no better {judge.metric} for {waited} epochs"
                 break
     if best_state is not None and params.restore_best:
@@ -170,7 +172,7 @@ def _scheduler(params: TrainParams, optimizer):
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
-def first_output(output):
+def first_output(output: object) -> torch.Tensor:
     """The logits of a model that may return a tuple, dict or ModelOutput (logits first)."""
     from compress.torch.outputs import named_tensors
 

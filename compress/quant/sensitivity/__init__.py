@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -56,7 +57,7 @@ class Sensitivity:
         measured = any(n.output_error is not None for n in self.nodes)
         return "output_error" if measured else "added_error"
 
-    def ranked(self, skip: set[str] = frozenset()) -> list[NodeScore]:
+    def ranked(self, skip: AbstractSet[str] = frozenset()) -> list[NodeScore]:
         """Nodes that add error, worst first, leaving out the ones in `skip`."""
         return [n for n in self.nodes if n.score > 0 and n.node not in skip]
 
@@ -168,7 +169,7 @@ def measure_sensitivity(
     quant_path: Path,
     samples: list[np.ndarray],
     workdir: Path,
-    skip: set[str] = frozenset(),
+    skip: AbstractSet[str] = frozenset(),
 ) -> Sensitivity:
     """Rank the nodes `quant_path` quantized (leaving out `skip`: kept in float on purpose) by
     the error each adds on `samples` (arrays in input order)."""

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,9 +46,11 @@ class _Entry:
 
 @dataclass
 class AnalysisCache:
-    _references: dict[tuple, np.ndarray] = field(default_factory=dict)
+    _references: dict[tuple[FileKey, str, int, str | None], np.ndarray] = field(
+        default_factory=dict
+    )
     _sensitivities: list[_Entry] = field(default_factory=list)
-    _ranges: dict[tuple, Path] = field(default_factory=dict)
+    _ranges: dict[tuple[Any, ...], Path] = field(default_factory=dict)
 
     def reference_outputs(
         self, source: Path, dataset: Dataset, output: int, metric: str | None = None
@@ -80,7 +82,9 @@ class AnalysisCache:
     def remember(self, source: Path, scheme: str, sensitivity: Sensitivity) -> None:
         self._sensitivities.append(_Entry(FileKey.of(source), scheme, sensitivity))
 
-    def calibration_ranges(self, model: Path, settings: tuple, collect: Callable[[], Path]) -> Path:
+    def calibration_ranges(
+        self, model: Path, settings: tuple[Any, ...], collect: Callable[[], Path]
+    ) -> Path:
         """The activation ranges of `model` calibrated with `settings`: collected once for a
         model's content, then shared (quantize.auto's static candidates calibrate the same
         pre-processed graph, each in a file of its own)."""

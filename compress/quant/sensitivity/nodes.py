@@ -22,6 +22,7 @@ the quantized producers of its inputs in float (their output quantization is wha
 from __future__ import annotations
 
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from compress.quant.sensitivity.tensors import Comparison, TensorError
@@ -75,7 +76,7 @@ def changed_nodes(float_graph, quant_graph) -> set[str]:
 
 
 def score_nodes(
-    float_graph, quant_graph, comparison: Comparison, skip: set[str] = frozenset()
+    float_graph, quant_graph, comparison: Comparison, skip: AbstractSet[str] = frozenset()
 ) -> list[NodeScore]:
     """Every changed node (not in `skip`) whose output could be compared, worst first. With an
     isolated comparison a node's inputs carry no error (it read the float values)."""
