@@ -34,10 +34,12 @@ def generation_table(report: Report) -> Table:
     from compress.report import stage_label
     from compress.report.generation import generation_heading, generation_rows
 
+    settings = report.generation
+    assert settings is not None  # shown only for a report that timed generation
     names = [stage_label(stage) for stage in report.stages]
     by_stage = [stage.generation or {} for stage in report.stages]
-    headers, rows = generation_rows(names, by_stage, report.generation.batch_sizes)
-    return _table(generation_heading(report.generation).lower(), headers, rows)
+    headers, rows = generation_rows(names, by_stage, settings.batch_sizes)
+    return _table(generation_heading(settings).lower(), headers, rows)
 
 
 def comparison_table(comparison: Comparison) -> Table:

@@ -239,12 +239,15 @@ def _windowed(
     labels say which tokens are scored."""
     from compress.data.text_windows import cut_windows, default_stride, running_text
 
-    if dataset.text.pairs is not None or dataset.labels is not None:
+    text = dataset.text
+    if text is None:  # read as text, not tokenized yet: what this is called on
+        raise DataError(f"{dataset.where}: no text to cut into windows")
+    if text.pairs is not None or dataset.labels is not None:
         raise DataError(
             f"{dataset.where}: a decoder reads running text; remove text_pair and labels"
         )
     try:
-        ids = tokenizer.encode_running(running_text(dataset.text.texts))
+        ids = tokenizer.encode_running(running_text(text.texts))
     except Exception as e:
         from compress.errors import first_line
 

@@ -449,7 +449,8 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
         found.value if found else judge.score(stage.path)
         for stage, found in zip(stage_files[1:], known[1:], strict=True)
     ]
-    tokens = scored_tokens(ctx.eval.labels) if metric in TOKEN_METRICS else None
+    labels = ctx.eval.labels
+    tokens = scored_tokens(labels) if metric in TOKEN_METRICS and labels is not None else None
     return [Metric(name=metric, value=value, tokens=tokens) for value in values]
 
 

@@ -96,12 +96,17 @@ def _pairs(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return pairs
 
 
+def transformers_config(model: nn.Module) -> Any:
+    """A transformers model's config (nn.Module types its attributes as tensors or modules)."""
+    return model.config
+
+
 def probe_layout(model: nn.Module, where: str) -> DecoderLayout:
     """The cache layout of a transformers causal LM, from one forward over two tokens;
     ModelLoadError when it keeps no cache compress can export."""
     from transformers import DynamicCache
 
-    config = model.config
+    config = transformers_config(model)
     ids = torch.tensor([[1, 2]])
     try:
         with torch.no_grad():
@@ -152,7 +157,7 @@ class DecoderModule(FolderModule):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, input_ids.shape[1])
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        config = self.model.config
+        config = transformers_config(self.model)
         cache = DynamicCache(ddp_cache_data=pairs, config=config) if pairs else None
         cache = cache if cache is not None else DynamicCache(config=config)
         result = self.model(

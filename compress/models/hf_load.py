@@ -86,6 +86,7 @@ def load_folder(
         )
     sentence = layout.sentence if task.pooled else None
     pooling = SentencePooling(sentence.modes, sentence.normalize) if sentence else None
+    module: FolderModule
     if task.name == "text-generation":  # exported with its key/value cache
         from compress.models.decoder import decoder_module
 

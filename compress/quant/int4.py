@@ -111,7 +111,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
 
         from compress.quant.weight_rewrites import gemms_as_matmul
 
-        source, target = given.source, given.target
+        source, target = given.files()
         proto = onnx.load(str(source))
         rewritten = gemms_as_matmul(proto)
         prepared = target.with_suffix(".matmul.onnx")
@@ -206,9 +206,11 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         from compress.quant.int4_speed import choose_accuracy_level
 
         write(prepared, target, plan)
-        level = self.params.accuracy_level
-        if level == "auto":
+        asked = self.params.accuracy_level
+        if asked == "auto":
             level, details.accuracy_level_timing = choose_accuracy_level(target, ctx)
+        else:
+            level = asked
         plan = replace(plan, accuracy_level=level)
         relevel(target, level)
         details.accuracy_level = level

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress.models.onnx_files import replace_onnx, save_onnx
+from compress.passes.context import required
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
@@ -37,7 +38,7 @@ def store_tables(
     candidate = target.with_suffix(".embeddings.onnx") if judged else target
     save_onnx(model, candidate)
     details.embedding_tables_int8 = tables
-    if judged:
+    if judged and budget is not None:
         verdict = judge(source, candidate, budget, ctx)
         details.embeddings_drop = verdict.drop
         # Over budget, the tables are to blame if the model meets it without them, or if
@@ -103,6 +104,6 @@ def judge(source: Path, candidate: Path, budget: float, ctx: PassContext):
     from compress.quant.budget import BudgetJudge
     from compress.quant.sensitivity.cache import AnalysisCache
 
-    output, metric = ctx.judged_output, ctx.metric
-    reference = ctx.shared(AnalysisCache).reference_outputs(source, ctx.eval, output, metric)
-    return BudgetJudge(reference, ctx.eval, metric, budget, output).full(candidate)
+    output, metric, data = ctx.judged_output, ctx.metric, required(ctx.eval, "eval")
+    reference = ctx.shared(AnalysisCache).reference_outputs(source, data, output, metric)
+    return BudgetJudge(reference, data, metric, budget, output).full(candidate)

@@ -42,7 +42,7 @@ class Float16(OnnxPass[Float16Params]):
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        source, target = given.source, given.target
+        source, target = given.files()
         # Only node names: an op_block_list would replace ORT's default list of ops that have
         # no float16 kernels.
         keep_float = excluded_nodes(source, self.params.exclude, self.key)

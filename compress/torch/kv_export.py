@@ -63,6 +63,8 @@ def export_decoder(
                 input_names=layout.input_names, output_names=layout.output_names,
                 opset_version=section.opset,
             )  # fmt: skip
+            if program is None:  # the dynamo exporter always returns one; the legacy one not
+                raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
             program.save(str(target), external_data=external)
             del program  # its copy of the weights
     except Exception as e:
