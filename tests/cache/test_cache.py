@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from compress.measure.interference import MachineLoad
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 TWO_PASSES = CNN_CONFIG.replace(
     "passes:\n",

@@ -10,7 +10,8 @@ from importlib.metadata import version
 import pytest
 
 from compress.measure.latency import SPEED_TOLERANCE
-from tests.conftest import CONFIGS, ROOT, invoke
+from tests.helpers.cli import invoke
+from tests.helpers.paths import CONFIGS, ROOT
 
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
 

@@ -16,7 +16,8 @@ from compress.config import Augment, DataSource
 from compress.data import load_dataset
 from compress.data.augment import augment_batch
 from compress.errors import DataError
-from tests.conftest import SAMPLES, assert_refused, invoke
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.paths import SAMPLES
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -8,8 +8,9 @@ from pydantic import ValidationError
 from compress.job.pipeline import run
 from compress.passes.base import PassParams
 from compress.passes.registry import all_passes, get_pass, register
-from tests.conftest import SAMPLES, write_config
-from tests.passes.config_reads import declared, watching
+from tests.helpers.config_reads import declared, watching
+from tests.helpers.configs import write_config
+from tests.helpers.paths import SAMPLES
 
 PASSES = sorted(all_passes())
 

@@ -16,14 +16,10 @@ import onnx
 import pytest
 
 from compress.job.pipeline import run
-from tests.conftest import (
-    ROOT,
-    SAMPLES,
-    assert_refused,
-    run_cli,
-    slower_after_the_first_stage,
-    write_config,
-)
+from tests.helpers.cli import assert_refused, run_cli
+from tests.helpers.configs import write_config
+from tests.helpers.latency import slower_after_the_first_stage
+from tests.helpers.paths import ROOT, SAMPLES
 
 CNN = SAMPLES / "digits_cnn.pt2"
 PRUNE_THEN_DISTILL = """\
@@ -281,7 +277,7 @@ def test_progress_on_a_terminal_is_a_bar_with_loss_and_metric(tmp_path):
 
 
 def test_compress_passes_lists_what_distillation_takes_first():
-    from tests.conftest import invoke
+    from tests.helpers.cli import invoke
 
     listed = json.loads(invoke("passes", "--json").stdout)["distill"]["params"]
     assert [p["name"] for p in listed][:3] == ["teacher", "student", "temperature"]

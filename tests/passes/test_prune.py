@@ -13,13 +13,10 @@ import torch
 from compress.job.pipeline import run
 from compress.measure.runtime import open_session
 from compress.torch.editable import relift
-from tests.conftest import (
-    SAMPLES,
-    assert_refused,
-    run_cli,
-    slower_after_the_first_stage,
-    write_config,
-)
+from tests.helpers.cli import assert_refused, run_cli
+from tests.helpers.configs import write_config
+from tests.helpers.latency import slower_after_the_first_stage
+from tests.helpers.paths import SAMPLES
 
 EVAL_ONLY = """\
 version: 1

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from compress.quant.masks import MASK_VALUE, ClampedConstant, clamp_mask_constants, mask_nodes
-from tests.onnx_builders import (
+from tests.helpers.onnx_builders import (
     ATTENTION_SEQ,
     ATTENTION_WIDTH,
     attention_graph,
@@ -41,7 +41,7 @@ def test_clamp_makes_mask_constants_finite_and_keeps_the_float_outputs():
 
 def _static_int8(tmp_path, source, attention_masks: bool):
     from compress.job.pipeline import run as run_pipeline
-    from tests.conftest import write_config
+    from tests.helpers.configs import write_config
 
     rng = np.random.default_rng(1)
     x, mask = _data(rng, 64)
@@ -92,7 +92,7 @@ def test_static_int8_with_a_mask_has_finite_scales_and_keeps_the_softmax(tmp_pat
 
 def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tmp_path):
     from compress.job.pipeline import run as run_pipeline
-    from tests.conftest import write_config
+    from tests.helpers.configs import write_config
 
     rng = np.random.default_rng(3)
     source = save(attention_graph(rng), tmp_path / "att.onnx")

@@ -10,8 +10,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from compress.quant.precision import gemms_as_matmul
-from tests import onnx_builders
-from tests.conftest import assert_refused, invoke, run_cli
+from tests.helpers import onnx_builders
+from tests.helpers.cli import assert_refused, invoke, run_cli
 
 VOCAB, WIDTH, HIDDEN, CLASSES = 200, 64, 64, 8
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import assert_refused, run_cli
+from tests.helpers.cli import assert_refused, run_cli
 
 ARCH = '''
 from collections import OrderedDict
