@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,22 @@ def no_stage_cache():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMPRESS_NO_CACHE", "1")
         patch.delenv("COMPRESS_CACHE_DIR", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torchlib_read_once():
+    """The dynamo exporter rebuilds its table of ONNX functions from torchlib's Python source at
+    every export (about 1 s of CPU, a quarter of a small run; the tests export hundreds of times
+    in this process): read it once. The table depends on the installed onnxscript only, so the
+    models are the same (tests/golden holds that); runs in child processes are left as they are."""
+    import importlib
+
+    from torch.onnx._internal._lazy_import import onnxscript_apis
+
+    apis = importlib.import_module(onnxscript_apis._name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(apis, "get_torchlib_ops", functools.cache(apis.get_torchlib_ops))
         yield
 
 
