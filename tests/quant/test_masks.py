@@ -53,7 +53,8 @@ def _static_int8(tmp_path, source, attention_masks: bool):
         "  calibration: {path: calib.npz, inputs: [x, attention_mask]}\n"
         "  eval: {path: eval.npz, inputs: [x, attention_mask]}\n"
         f"passes: [{{type: quantize.static, attention_masks: {str(attention_masks).lower()}}}]\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5}\n"
     )
     out = tmp_path / f"out-{attention_masks}"
     config = write_config(tmp_path, text, f"{attention_masks}.yaml")
@@ -102,7 +103,8 @@ def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tm
         "version: 1\n"
         "data: {eval: {path: eval.npz, inputs: [x, attention_mask]}}\n"
         "passes: [{type: quantize.dynamic, per_channel: false}]\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
     stage = report.final
