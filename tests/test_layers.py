@@ -237,14 +237,17 @@ def test_the_tests_are_laid_out_as_the_code_is():
 
 
 def test_a_test_named_after_a_module_sits_in_that_modules_folder():
-    """tests/<folder>/test_<name>.py, where compress/<folder>/<name>.py (or package) is: a module
-    that moves takes its tests with it (compress/passes/schema.py: tests/passes/test_schema.py)."""
+    """tests/<folder>/test_<name>.py, where compress/<folder>/<name>.py (or package) is, or
+    tests/cli/ for cli/<name>.py: a module that moves takes its tests with it
+    (compress/passes/schema.py: tests/passes/test_schema.py)."""
     homes: dict[str, set[str]] = {}
     for path in (ROOT / "compress").rglob("*.py"):
         parts = path.relative_to(ROOT / "compress").parts
         if len(parts) > 1:  # in a folder: compress/<folder>/.../<name>.py or <name>/__init__.py
             name = path.parent.name if path.name == "__init__.py" else path.stem
             homes.setdefault(name, set()).add(parts[0])
+    for path in (ROOT / "cli").glob("*.py"):  # tests/cli/test_report.py: `compress report`
+        homes.setdefault(path.stem, set()).add("cli")
     misplaced = [
         str(test.relative_to(ROOT))
         for test in (ROOT / "tests").rglob("test_*.py")
