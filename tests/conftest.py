@@ -1,96 +1,16 @@
-"""Shared paths and helpers: the CLI is driven in-process (CliRunner) so torch loads once."""
+"""The fixtures the tests share (helpers that are not fixtures live in tests/helpers/)."""
 
 from __future__ import annotations
 
-import shutil
+import functools
 from pathlib import Path
 
 import pytest
-from compress_cli.main import app
-from typer.testing import CliRunner
 
-from compress.passes.base import PassResult, TorchPass
-from compress.passes.registry import register
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_models"
-CONFIGS = ROOT / "configs"
-
-
-@register("test.identity")
-class IdentityTorchPass(TorchPass):
-    """A torch-stage pass for tests: returns the model unchanged, so the torch path is covered.
-
-    Sample YAML:
-        - type: test.identity
-    """
-
-    def apply(self, given, ctx):
-        return PassResult(given.module)
-
-
-def invoke(*args: str):
-    """Run `compress ARGS...`; the result has exit_code, stdout and stderr apart."""
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def run_cli(model, config, out, *extra):
-    """`compress run MODEL -c CONFIG -o OUT EXTRA...`."""
-    return invoke("run", model, "-c", config, "-o", out, *extra)
-
-
-def assert_refused(result, out: Path, *needles: str) -> None:
-    """Exit 2 with one `error:` line holding every needle, no traceback, nothing in `out`."""
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
-    assert not out.exists() or not any(out.iterdir())
-
-
-def small_onnx(path: Path, batch: int = 2, dynamic: bool = True) -> Path:
-    """An untrained Flatten+Linear digits model as ONNX (legacy exporter: fast, fixed names)."""
-    import torch
-
-    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    axes = {"x": {0: "batch"}} if dynamic else None
-    torch.onnx.export(
-        module,
-        (torch.zeros(batch, 1, 8, 8),),
-        str(path),
-        dynamo=False,
-        input_names=["x"],
-        dynamic_axes=axes,
-    )
-    return path
-
-
-def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
-    """A config in `folder`, with the sample data copied beside it (paths are relative)."""
-    for npz in SAMPLES.glob("*.npz"):
-        target = folder / npz.name
-        if not target.exists():
-            shutil.copyfile(npz, target)
-    path = folder / name
-    path.write_text(text)
-    return path
-
-
-CNN_CONFIG = """\
-version: 1
-data:
-  calibration: {path: digits_calib.npz, inputs: [x], limit: 64}
-  eval: {path: digits_eval.npz, inputs: [x], labels: y}
-passes:
-  - type: quantize.static
-    per_channel: true
-report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}
-"""
-STATE_DICT_CONFIG = CNN_CONFIG.replace(  # the digits CNN given as a state_dict
-    "version: 1\n", "version: 1\nmodel: {arch: arch.py:DigitsCNN}\n"
-)
+import tests.helpers.passes  # noqa: F401  registers test.identity for every test
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -100,6 +20,22 @@ def no_stage_cache():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMPRESS_NO_CACHE", "1")
         patch.delenv("COMPRESS_CACHE_DIR", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torchlib_read_once():
+    """The dynamo exporter rebuilds its table of ONNX functions from torchlib's Python source at
+    every export (about 1 s of CPU, a quarter of a small run; the tests export hundreds of times
+    in this process): read it once. The table depends on the installed onnxscript only, so the
+    models are the same (tests/golden holds that); runs in child processes are left as they are."""
+    import importlib
+
+    from torch.onnx._internal._lazy_import import onnxscript_apis
+
+    apis = importlib.import_module(onnxscript_apis._name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(apis, "get_torchlib_ops", functools.cache(apis.get_torchlib_ops))
         yield
 
 
@@ -141,9 +77,9 @@ def every_report_matches_its_schema(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hf_folders(tmp_path_factory) -> dict[str, Path]:
-    """Tiny model folders written by save_pretrained (tests/hf_folders.py), made once for the
-    session: tests read them and copy one to break it."""
-    from tests.hf_folders import write_folders
+    """Tiny model folders written by save_pretrained (tests/helpers/hf_folders.py), made once
+    for the session: tests read them and copy one to break it."""
+    from tests.helpers.hf_folders import write_folders
 
     return write_folders(tmp_path_factory.mktemp("hf_folders"))
 
@@ -169,39 +105,8 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def chromium():
-    from tests.browser import Chromium, chromium_or_skip
+    from tests.helpers.browser import Chromium, chromium_or_skip
 
     browser = Chromium(chromium_or_skip())
     yield browser
     browser.close()
-
-
-def fixed_latency(p50: dict[str, float], batch_sizes: list[int], state: str = "quiet"):
-    """A latency measurement with each model's timings fixed by the test (every run and round
-    at its p50), on a machine in `state`."""
-    from compress.measure.interference import MachineLoad
-    from compress.measure.latency import ROUNDS, BatchTimings, Latency
-
-    others = 0.0 if state == "quiet" else 1.0
-    machine = MachineLoad(
-        state=state, other_cpu_cores=others, preemptions_per_s=0.0, load_1m=None, seconds=1.0
-    )
-    return Latency(
-        {
-            batch: BatchTimings(
-                batch,
-                {name: [ms] * ROUNDS for name, ms in p50.items()},
-                {name: [ms] * ROUNDS for name, ms in p50.items()},
-                True,
-                machine,
-            )
-            for batch in batch_sizes
-        }
-    )
-
-
-def slower_after_the_first_stage(paths, samples, settings, carried=None, anchor=None):
-    """Latencies fixed by the test: every stage after the first (a pass's output) twice as slow
-    (measure_latency's signature; nothing is carried with the cache off)."""
-    p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}
-    return fixed_latency(p50, settings.batch_sizes)

@@ -12,8 +12,9 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from compress.passes import registry
-from tests.conftest import ROOT, invoke
-from tests.import_graph import LAYERS, circles, folder, read_graph
+from tests.helpers.cli import invoke
+from tests.helpers.import_graph import LAYERS, circles, folder, read_graph
+from tests.helpers.paths import ROOT
 
 # Circles inside one folder, held apart by imports inside functions or for type checking only.
 # Allowed within a folder (it is one room), but none may be added: fold one away, never add one.
@@ -122,7 +123,8 @@ def test_shared_options_read_the_same_in_every_command(command):
 @pytest.fixture(scope="module")
 def written_report(tmp_path_factory) -> dict:
     from compress.job.pipeline import run
-    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+    from tests.helpers.configs import CNN_CONFIG, write_config
+    from tests.helpers.paths import SAMPLES
 
     folder = tmp_path_factory.mktemp("report")
     report = run(SAMPLES / "digits_cnn.pt2", write_config(folder, CNN_CONFIG), folder / "o")
@@ -188,7 +190,8 @@ def test_a_passs_checks_hand_their_state_to_apply_instead_of_keeping_it(tmp_path
 
     from compress.job.preflight import prepare
     from compress.passes.distill import DistillPlan
-    from tests.conftest import SAMPLES, write_config
+    from tests.helpers.configs import write_config
+    from tests.helpers.paths import SAMPLES
 
     text = (
         "version: 1\n"
@@ -210,8 +213,8 @@ def test_a_passs_checks_hand_their_state_to_apply_instead_of_keeping_it(tmp_path
 
 
 def test_no_test_module_imports_another():
-    """Shared test helpers live in helper modules (conftest, onnx_builders, attention_models...),
-    so a test module can move or go without breaking others."""
+    """Shared test helpers live in tests/helpers/ (fixtures in conftest), so a test module can
+    move or go without breaking others."""
     import re
 
     importing = re.compile(r"^\s*(from|import) tests(\.\w+)*\.test_")
@@ -231,6 +234,55 @@ def test_the_tests_are_laid_out_as_the_code_is():
     folders = {p.parent.name for p in (ROOT / "tests").rglob("test_*.py")} - {"tests"}
     assert folders - code == {"cli"}
     assert all((ROOT / "tests" / folder / "__init__.py").exists() for folder in folders)
+
+
+def test_a_test_named_after_a_module_sits_in_that_modules_folder():
+    """tests/<folder>/test_<name>.py, where compress/<folder>/<name>.py (or package) is, or
+    tests/cli/ for cli/<name>.py: a module that moves takes its tests with it
+    (compress/passes/schema.py: tests/passes/test_schema.py)."""
+    homes: dict[str, set[str]] = {}
+    for path in (ROOT / "compress").rglob("*.py"):
+        parts = path.relative_to(ROOT / "compress").parts
+        if len(parts) > 1:  # in a folder: compress/<folder>/.../<name>.py or <name>/__init__.py
+            name = path.parent.name if path.name == "__init__.py" else path.stem
+            homes.setdefault(name, set()).add(parts[0])
+    for path in (ROOT / "cli").glob("*.py"):  # tests/cli/test_report.py: `compress report`
+        homes.setdefault(path.stem, set()).add("cli")
+    misplaced = [
+        str(test.relative_to(ROOT))
+        for test in (ROOT / "tests").rglob("test_*.py")
+        if (name := test.stem.removeprefix("test_")) in homes
+        and test.parent.name not in homes[name] | {name}
+    ]
+    assert misplaced == []
+
+
+def test_helpers_live_in_tests_helpers_and_conftest_holds_fixtures():
+    """A module under tests/ is a test, a package's __init__, conftest.py or a helper in
+    tests/helpers/; conftest.py defines fixtures and nothing else."""
+    import ast
+
+    stray = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("*.py")
+        if "golden" not in path.parts
+        and "helpers" not in path.parts
+        and not path.name.startswith("test_")
+        and path.name not in ("__init__.py", "conftest.py")
+    ]
+    assert stray == []
+    conftest = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+    defined = [
+        node
+        for node in conftest.body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Assign | ast.AnnAssign)
+    ]
+    not_fixtures = [
+        getattr(node, "name", "an assignment")
+        for node in defined
+        if not any("fixture" in ast.unparse(d) for d in getattr(node, "decorator_list", []))
+    ]
+    assert defined and not_fixtures == []
 
 
 def test_the_packages_installed_are_the_packages_in_the_tree():

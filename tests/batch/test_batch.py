@@ -12,8 +12,7 @@ import time
 
 import yaml
 
-from tests.batch.probes import processes_using
-from tests.batch_helpers import (
+from tests.helpers.batch import (
     batch_config,
     corrupt_model,
     fewer_samples,
@@ -22,7 +21,9 @@ from tests.batch_helpers import (
     statuses,
     summary_of,
 )
-from tests.conftest import ROOT, invoke
+from tests.helpers.cli import invoke
+from tests.helpers.paths import ROOT
+from tests.helpers.probes import processes_using
 
 
 def batch_command(models, config, out) -> list[str]:

@@ -14,8 +14,8 @@ from compress.batch.discover import find_models
 from compress.batch.job import outcome_of
 from compress.batch.overrides import config_sha256, merged_config, with_threads
 from compress.batch.summary import exit_code
-from tests.batch_helpers import batch_config, corrupt_model, good_models, statuses, summary_of
-from tests.conftest import assert_refused, invoke
+from tests.helpers.batch import batch_config, corrupt_model, good_models, statuses, summary_of
+from tests.helpers.cli import assert_refused, invoke
 
 
 def test_models_are_found_by_suffix_and_content(tmp_path):
@@ -117,7 +117,7 @@ def test_a_worker_outcome_names_its_reason(tmp_path):
     killed = outcome_of(-signal.SIGKILL, tmp_path)
     assert killed["status"] == "failed" and "SIGKILL (out of memory?" in killed["reason"]
     from compress.report.model import Summary
-    from tests.report_builders import hand_made_report, stage
+    from tests.helpers.report_builders import hand_made_report, stage
 
     summary = Summary(
         size_ratio=3.7, gzip_ratio=4, speedup=2.5, speedup_batch=8, accuracy_drop=0.0,

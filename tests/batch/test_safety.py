@@ -7,9 +7,10 @@ import json
 import os
 import tempfile
 
-from tests.batch_helpers import good_models, misbehaving_model, statuses
-from tests.conftest import invoke, write_config
-from tests.output_helpers import FAST_CONFIG, contents, work_folders
+from tests.helpers.batch import good_models, misbehaving_model, statuses
+from tests.helpers.cli import invoke
+from tests.helpers.configs import write_config
+from tests.helpers.output import FAST_CONFIG, contents, work_folders
 
 
 def test_planted_links_are_not_followed_and_a_killed_worker_is_cleaned_up(tmp_path, monkeypatch):

@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from compress.batch import warm
-from tests.batch.probes import (
+from tests.helpers.batch import batch_config, statuses
+from tests.helpers.cli import invoke
+from tests.helpers.output import work_folders
+from tests.helpers.paths import ROOT
+from tests.helpers.probes import (
     alive,
     command_line,
     environment_of,
@@ -24,9 +28,6 @@ from tests.batch.probes import (
     probe_model,
     wait_for_file,
 )
-from tests.batch_helpers import batch_config, statuses
-from tests.conftest import ROOT, invoke
-from tests.output_helpers import work_folders
 
 pytestmark = pytest.mark.skipif(not warm.available(), reason="warm workers are Linux's")
 

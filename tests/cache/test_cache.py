@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from compress.measure.interference import MachineLoad
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 TWO_PASSES = CNN_CONFIG.replace(
     "passes:\n",
@@ -93,7 +95,10 @@ def test_a_rerun_carries_the_latency_of_reused_stages_and_times_the_baseline_aga
     tmp_path, stage_cache, monkeypatch
 ):
     monkeypatch.setattr("compress.measure.latency.CpuWatch", QuietWatch)
-    settles = TWO_PASSES.replace("warmup_runs: 1}", "warmup_runs: 1, stable_within: 0.9}")
+    # timing is what this test checks: the default time budget, so that every stage settles
+    settles = TWO_PASSES.replace("max_seconds: 0.5, ", "").replace(
+        "warmup_runs: 1}", "warmup_runs: 1, stable_within: 0.9}"
+    )
     config = write_config(tmp_path, settles)
     assert run(config, tmp_path / "cold").exit_code == 0
     changed = run(config, tmp_path / "changed", "--set", "passes[1].per_channel=false")

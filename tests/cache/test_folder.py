@@ -13,8 +13,10 @@ import pytest
 
 from compress.cache.folder import MARKER, SECRET, CacheFolderError
 from compress.cache.store import open_cache
-from tests.cache_helpers import entry, key
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.helpers.cache import entry, key
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,9 @@ from compress.errors import InputError
 from compress.job.preflight import build_passes
 from compress.passes.recipe import load_recipe
 from compress.passes.registry import _REGISTRY
-from tests.conftest import CNN_CONFIG, SAMPLES, STATE_DICT_CONFIG, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, STATE_DICT_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 PRUNE = "  - {type: prune.channels, amount: 0.25, finetune_epochs: 0}\n"
 DISTILL = "  - {type: distill, epochs: 1}\n"

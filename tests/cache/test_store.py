@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cache_helpers import cache_in, entry, key
+from tests.helpers.cache import cache_in, entry, key
 
 
 def test_a_damaged_entry_is_dropped_never_used(tmp_path):

@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import (
-    CNN_CONFIG,
-    SAMPLES,
-    STATE_DICT_CONFIG,
-    assert_refused,
-    invoke,
-    run_cli,
-    small_onnx,
-    write_config,
-)
-from tests.hostile_files import Payload
+from tests.helpers.cli import assert_refused, invoke, run_cli
+from tests.helpers.configs import CNN_CONFIG, STATE_DICT_CONFIG, write_config
+from tests.helpers.hostile_files import Payload
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
 CNN = SAMPLES / "digits_cnn.pt2"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import SAMPLES, invoke, small_onnx
+from tests.helpers.cli import invoke
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
 QUICK = ("--set", "report={batch_sizes: [4, 1], min_runs: 5, min_seconds: 0, max_seconds: 0.5}")
 

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES
-from tests.output_helpers import assert_one_error, contents, fast_job, work_folders
+from tests.helpers.output import assert_one_error, contents, fast_job, work_folders
+from tests.helpers.paths import ROOT, SAMPLES
 
 # Runs the CLI with one function wrapped so that its k-th call first sends the process a signal
 # (a real one, through the kernel). "publish" wraps os.replace, counting only the renames onto

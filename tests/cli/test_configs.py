@@ -10,7 +10,8 @@ from importlib.metadata import version
 import pytest
 
 from compress.measure.latency import SPEED_TOLERANCE
-from tests.conftest import CONFIGS, ROOT, invoke
+from tests.helpers.cli import invoke
+from tests.helpers.paths import CONFIGS, ROOT
 
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
 
@@ -32,7 +33,8 @@ _reports = {}
 
 # Latency here only has to be measured, not precise (the benchmark checks speed): every stage is
 # timed for its minimum runs rather than half a second per batch size. quantize.auto's recipes
-# keep the recipe's timing: their choice of candidate rests on it.
+# keep the recipe's timing: their choice of candidate rests on it. Only this --set: the overrides
+# are in model.onnx's provenance, which tests/golden holds byte for byte.
 BRIEF_TIMING = ("--set", "report.min_seconds=0")
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import shutil
 
-from tests.conftest import assert_refused, invoke
-from tests.hf_folders import SPECIAL, WORDS, save
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.hf_folders import SPECIAL, WORDS, save
 
 
 def text_config(folder):

@@ -19,10 +19,13 @@ from compress.batch.discover import find_models
 from compress.cache.keys import stage_keys
 from compress.models.run_files import run_inputs
 from compress.passes.recipe import load_recipe
-from tests.conftest import assert_refused, invoke
-from tests.hf_folders import sentences
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.hf_folders import sentences
 
-QUICK = "report: {batch_sizes: [4], metric: %s, min_runs: 5, min_seconds: 0, warmup_runs: 1}\n"
+QUICK = (
+    "report: {batch_sizes: [4], metric: %s, min_runs: 5, min_seconds: 0, "
+    "max_seconds: 0.5, warmup_runs: 1}\n"
+)
 
 
 def dims(value_info) -> list:

@@ -16,9 +16,11 @@ import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.cache_helpers import entry, key
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
-from tests.fuzz_helpers import FUZZ, ODD_TEXT, VALUES, override_texts
+from tests.helpers.cache import entry, key
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.fuzz import FUZZ, ODD_TEXT, VALUES, override_texts
+from tests.helpers.paths import SAMPLES
 
 REPORT_EXAMPLES = 150
 VARY_EXAMPLES = 150

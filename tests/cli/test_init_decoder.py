@@ -8,8 +8,8 @@ import json
 
 import yaml
 
-from tests.conftest import invoke
-from tests.hf_folders import sentences
+from tests.helpers.cli import invoke
+from tests.helpers.hf_folders import sentences
 
 QUICK = [
     f"report.{key}={value}"

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, small_onnx
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import ROOT
 
 ESCAPE = b"\x1b["  # every colour, style and cursor movement starts so
 PROGRESS = """

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLES, invoke
+from tests.helpers.cli import invoke
+from tests.helpers.paths import SAMPLES
 
 
 def _reports(two_runs):

@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from compress.files import file_sha256
-from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, fixed_latency, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.latency import fixed_latency
+from tests.helpers.paths import ROOT, SAMPLES
 
 
 def run_ok(model, config, out, *extra):

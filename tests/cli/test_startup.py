@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 HEAVY = ("numpy", "pydantic", "onnx", "onnxruntime", "torch", "yaml", "transformers", "ray")
 

@@ -4,7 +4,7 @@ import pytest
 
 from compress.errors import ConfigError
 from compress.passes.recipe import load_recipe
-from tests.conftest import CNN_CONFIG, write_config
+from tests.helpers.configs import CNN_CONFIG, write_config
 
 
 def test_valid_config_loads_with_pass_params(tmp_path):

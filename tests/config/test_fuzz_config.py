@@ -17,8 +17,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from compress.batch.overrides import absolute_paths, read_yaml
-from tests.conftest import CONFIGS, ROOT, invoke
-from tests.fuzz_helpers import FUZZ, KEYS, PLAUSIBLE_TEXT, VALUES, override_texts
+from tests.helpers.cli import invoke
+from tests.helpers.fuzz import FUZZ, KEYS, PLAUSIBLE_TEXT, VALUES, override_texts
+from tests.helpers.paths import CONFIGS, ROOT
 
 VALIDATE_EXAMPLES = 1000
 RUN_EXAMPLES = 400

@@ -8,7 +8,9 @@ import pytest
 
 from compress.errors import ConfigError
 from compress.passes.recipe import load_recipe
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 
 def test_overrides_set_values_lists_and_new_sections(tmp_path, cnn_config):

@@ -9,7 +9,9 @@ import pytest
 from compress.config.limits import MAX_CONFIG_BYTES, MAX_YAML_NODES
 from compress.config.yaml_input import load_yaml
 from compress.errors import ConfigError
-from tests.conftest import CNN_CONFIG, SAMPLES, assert_refused, invoke, write_config
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 CNN = SAMPLES / "digits_cnn.pt2"
 

@@ -8,7 +8,10 @@ import zlib
 import numpy as np
 import pytest
 
-from tests.conftest import CNN_CONFIG, SAMPLES, assert_refused, invoke, run_cli, small_onnx
+from tests.helpers.cli import assert_refused, invoke, run_cli
+from tests.helpers.configs import CNN_CONFIG
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
 CNN = SAMPLES / "digits_cnn.pt2"
 

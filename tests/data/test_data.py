@@ -16,7 +16,8 @@ from compress.config import Augment, DataSource
 from compress.data import load_dataset
 from compress.data.augment import augment_batch
 from compress.errors import DataError
-from tests.conftest import SAMPLES, assert_refused, invoke
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.paths import SAMPLES
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -92,7 +93,8 @@ def test_csv_and_image_data_score_a_model_as_npz_does(tmp_path):
     folder_config.write_text(
         "version: 1\n"
         "data: {eval: {path: eval_images, inputs: [x], image: {size: [8, 8], channels: 1}}}\n"
-        "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}\n"
+        "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5, warmup_runs: 1}\n"
     )
     npz_config = tmp_path / "npz.yaml"
     npz_config.write_text(

@@ -15,7 +15,7 @@ from compress.errors import ConfigError, DataError
 from compress.job.preflight import check_config
 from compress.job.text_data import with_tokens
 from compress.passes.recipe import parse_recipe
-from tests.hf_folders import sentences
+from tests.helpers.hf_folders import sentences
 
 
 def source(path: Path, **settings) -> DataSource:

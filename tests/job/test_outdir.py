@@ -11,8 +11,10 @@ import pytest
 
 from compress.errors import DataError
 from compress.quant.int8 import DynamicQuantization
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, small_onnx, write_config
-from tests.output_helpers import (
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.output import (
     RESULTS,
     assert_one_error,
     contents,
@@ -22,6 +24,7 @@ from tests.output_helpers import (
     tmpfs,
     work_folders,
 )
+from tests.helpers.paths import SAMPLES
 
 
 def victims(folder, *names):

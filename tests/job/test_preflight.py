@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import SAMPLES, assert_refused, invoke, run_cli, small_onnx
+from tests.helpers.cli import assert_refused, invoke, run_cli
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
-REPORT = "report: {batch_sizes: [2], min_runs: 5, min_seconds: 0, warmup_runs: 1}\n"
+REPORT = (
+    "report: {batch_sizes: [2], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}\n"
+)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tests.conftest import assert_refused, run_cli
+from tests.helpers.cli import assert_refused, run_cli
 
 FIXED = 4
 SAMPLES = 10  # not a multiple of FIXED: the last chunk is padded

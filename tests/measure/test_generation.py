@@ -17,8 +17,8 @@ from compress.measure.generation import generate
 from compress.measure.runtime import open_session
 from compress.models import load_model
 from compress.torch.export import export_to_onnx
-from tests.conftest import assert_refused, invoke
-from tests.hf_folders import sentences, token_arrays
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.hf_folders import sentences, token_arrays
 
 QUICK = "report: {batch_sizes: [2], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1"
 

@@ -14,7 +14,10 @@ import pytest
 
 from compress.measure.interference import CpuWatch
 from compress.measure.latency import paired_speedup
-from tests.conftest import fixed_latency, invoke, small_onnx, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import write_config
+from tests.helpers.latency import fixed_latency
+from tests.helpers.onnx_builders import small_onnx
 
 
 def rounds(ms: float, noise: float, count: int = 8, seed: int = 0) -> list[float]:

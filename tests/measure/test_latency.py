@@ -8,7 +8,7 @@ import numpy as np
 
 from compress.config import ReportSection
 from compress.measure.latency import ROUNDS, measure_latency, median_is_stable
-from tests.conftest import small_onnx
+from tests.helpers.onnx_builders import small_onnx
 
 
 def test_the_median_interval_narrows_with_more_runs():
@@ -59,7 +59,7 @@ def test_sampling_stops_once_settled_and_at_the_budget_otherwise(tmp_path, monke
 
 def test_a_batch_size_that_did_not_settle_is_named_in_the_warnings():
     from compress.report import unsettled_latency
-    from tests.report_builders import stage as made_stage
+    from tests.helpers.report_builders import stage as made_stage
 
     def stage(stable_at_1):
         made = made_stage("s", 100, {"32": 1.0, "1": 1.0}, None)  # stable at every batch size

@@ -20,7 +20,7 @@ from compress.errors import ModelLoadError
 from compress.models import detect_format, load_model
 from compress.torch.export import named_torch_outputs
 from compress.torch.runnable import runnable
-from tests.hf_folders import token_arrays
+from tests.helpers.hf_folders import token_arrays
 
 TOKENS = token_arrays(4)
 

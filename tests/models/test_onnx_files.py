@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from compress.models import onnx_files
-from tests.conftest import invoke
-from tests.hf_folders import token_arrays
+from tests.helpers.cli import invoke
+from tests.helpers.hf_folders import token_arrays
 
 QUICK = (
     "report: {batch_sizes: [1], min_runs: 5, min_seconds: 0, max_seconds: 0.1, warmup_runs: 1}\n"

@@ -16,7 +16,9 @@ from compress.config import ModelSection
 from compress.errors import ModelLoadError
 from compress.models import detect_format, load_model
 from compress.models.safetensors_file import header_problem
-from tests.conftest import SAMPLES, STATE_DICT_CONFIG, assert_refused, invoke, write_config
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.configs import STATE_DICT_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
 
 
 def raw(header: dict, data: bytes = b"", length: int | None = None) -> bytes:

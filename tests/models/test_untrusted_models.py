@@ -1,6 +1,6 @@
 """Hostile model files run no code and are refused in one line (exit 2) through every command
 that loads a model; --trust-pickle accepts pickles, never native code; a normal .pt2 still loads.
-The files are built in tests/hostile_files.py; each payload would create a marker file."""
+The files are built in tests/helpers/hostile_files.py; each payload would create a marker file."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ import json
 import pytest
 import torch
 
-from tests import hostile_files as hostile
-from tests.batch_helpers import statuses, summary_of
-from tests.conftest import (
-    CNN_CONFIG,
-    SAMPLES,
-    STATE_DICT_CONFIG,
-    assert_refused,
-    invoke,
-    run_cli,
-    small_onnx,
-    write_config,
-)
+from tests.helpers import hostile_files as hostile
+from tests.helpers.batch import statuses, summary_of
+from tests.helpers.cli import assert_refused, invoke, run_cli
+from tests.helpers.configs import CNN_CONFIG, STATE_DICT_CONFIG, write_config
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
 TRUST = "--trust-pickle"
 # (how the file is made, what the one line must say)

@@ -16,14 +16,10 @@ import onnx
 import pytest
 
 from compress.job.pipeline import run
-from tests.conftest import (
-    ROOT,
-    SAMPLES,
-    assert_refused,
-    run_cli,
-    slower_after_the_first_stage,
-    write_config,
-)
+from tests.helpers.cli import assert_refused, run_cli
+from tests.helpers.configs import write_config
+from tests.helpers.latency import slower_after_the_first_stage
+from tests.helpers.paths import ROOT, SAMPLES
 
 CNN = SAMPLES / "digits_cnn.pt2"
 PRUNE_THEN_DISTILL = """\
@@ -34,7 +30,7 @@ data:
 passes:
   - {{type: prune.channels, amount: 0.5, finetune_epochs: 0}}
   - {{type: distill, {distill}}}
-report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}}
+report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}}
 """
 _runs: dict[str, tuple] = {}
 
@@ -160,7 +156,7 @@ def test_without_labels_the_student_learns_from_the_teacher_alone(tmp_path):
 
 EVAL_ONLY = (
     "data: {eval: {path: digits_eval.npz, inputs: [x], labels: y}}\n"
-    "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}\n"
+    "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}\n"
 )
 
 
@@ -281,7 +277,7 @@ def test_progress_on_a_terminal_is_a_bar_with_loss_and_metric(tmp_path):
 
 
 def test_compress_passes_lists_what_distillation_takes_first():
-    from tests.conftest import invoke
+    from tests.helpers.cli import invoke
 
     listed = json.loads(invoke("passes", "--json").stdout)["distill"]["params"]
     assert [p["name"] for p in listed][:3] == ["teacher", "student", "temperature"]

@@ -13,13 +13,10 @@ import torch
 from compress.job.pipeline import run
 from compress.measure.runtime import open_session
 from compress.torch.editable import relift
-from tests.conftest import (
-    SAMPLES,
-    assert_refused,
-    run_cli,
-    slower_after_the_first_stage,
-    write_config,
-)
+from tests.helpers.cli import assert_refused, run_cli
+from tests.helpers.configs import write_config
+from tests.helpers.latency import slower_after_the_first_stage
+from tests.helpers.paths import SAMPLES
 
 EVAL_ONLY = """\
 version: 1
@@ -27,7 +24,7 @@ version: 1
   eval: {{path: digits_eval.npz, inputs: [x], labels: y}}
 passes:
   - {{type: {pass_type}, {params}}}
-report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, warmup_runs: 1}}
+report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}}
 """
 
 
@@ -179,7 +176,8 @@ def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
         "  eval: {path: text_eval.npz, inputs: [input_ids, attention_mask]}\n"
         "passes:\n"
         "  - {type: prune.channels, amount: 0.5IGNORE}\n"
-        "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0}\n"
+        "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5}\n"
     )
     model, out = SAMPLES / "text_transformer_state.pt", tmp_path / "a"
     result = run_cli(model, write_config(tmp_path, text.replace("IGNORE", "")), out, "-q")

@@ -1,5 +1,5 @@
 """quantize.auto's candidates, the accuracy-aware fallback's pieces, and the int8 pass options
-(the choice among candidates: tests/passes/test_auto_choice.py)."""
+(the choice among candidates: tests/quant/test_auto_choice.py)."""
 
 import json
 
@@ -12,11 +12,13 @@ from compress.quant import int8 as quantize
 from compress.quant.auto import candidates_for
 from compress.quant.weight_rewrites import quantize_embeddings
 from compress.report import to_markdown
-from tests.conftest import SAMPLES, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import write_config
+from tests.helpers.paths import SAMPLES
 
 
 def test_candidates_fit_the_graph(tmp_path):
-    from tests.conftest import small_onnx
+    from tests.helpers.onnx_builders import small_onnx
 
     names = [c.name for c in candidates_for(small_onnx(tmp_path / "m.onnx"), True)]
     assert "static-per-channel" in names and "dynamic" not in names  # Gemm only: nothing dynamic
@@ -104,7 +106,7 @@ def test_embedding_tables_become_int8_and_lookups_still_match(tmp_path):
 def test_markdown_lists_the_candidates_auto_tried():
     from compress.quant.auto import AutoDetails
     from compress.report.model import Summary
-    from tests.report_builders import hand_made_report, stage
+    from tests.helpers.report_builders import hand_made_report, stage
 
     details = AutoDetails(
         accuracy_budget=0.01,
@@ -149,7 +151,7 @@ def test_dynamic_per_channel_accepts_auto_and_booleans(per_channel):
 
 
 def test_recovery_candidates_fit_the_graph(tmp_path):
-    from tests.onnx_builders import conv_chain, layernorm_graph, save
+    from tests.helpers.onnx_builders import conv_chain, layernorm_graph, save
 
     rng = np.random.default_rng(0)
     cnn = {c.name: c for c in candidates_for(save(conv_chain(rng), tmp_path / "c.onnx"), True)}

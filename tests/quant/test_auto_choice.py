@@ -12,7 +12,10 @@ from compress.measure.speed import clearly_slower
 from compress.quant.auto import AutoTiming
 from compress.quant.auto_choice import choose, confirm
 from compress.quant.auto_records import CandidateEntry, InputFigures, Timed
-from tests.conftest import CNN_CONFIG, SAMPLES, fixed_latency, invoke, write_config
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.latency import fixed_latency
+from tests.helpers.paths import SAMPLES
 
 SOURCE = InputFigures(p50_ms=10.0, size_bytes=4000, metric=0.99)
 

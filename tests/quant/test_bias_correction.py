@@ -7,8 +7,8 @@ from onnx import helper
 
 from compress.quant.bias_correction import correct_biases, input_means, int8_weight
 from compress.quant.graph_edit import Graph
-from tests.onnx_builders import float_input, model, run, save
-from tests.quant_models import one_pass_config
+from tests.helpers.onnx_builders import float_input, model, run, save
+from tests.helpers.quant_models import one_pass_config
 
 
 def _one_conv(rng, groups: int, stride: int) -> onnx.ModelProto:

@@ -9,7 +9,10 @@ import pytest
 
 from compress.quant import recovery
 from compress.quant.int8 import StaticParams
-from tests.conftest import CNN_CONFIG, SAMPLES, assert_refused, invoke, small_onnx, write_config
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
 
 def test_auto_keeps_the_method_closest_to_the_float_model(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import onnx
 
 from compress.quant.equalize import conv_pairs, equalize, fold_batchnorm, range_spread
 from compress.quant.graph_edit import Graph
-from tests.onnx_builders import conv_chain, run
+from tests.helpers.onnx_builders import conv_chain, run
 
 
 def _copy(built):

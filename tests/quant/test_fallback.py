@@ -19,7 +19,7 @@ from compress.quant.search import guess_from_noise, smallest_passing
 from compress.quant.sensitivity import Sensitivity
 from compress.quant.sensitivity.cache import AnalysisCache
 from compress.quant.sensitivity.nodes import NodeScore
-from tests.quant_models import outlier_mlp, static_config
+from tests.helpers.quant_models import outlier_mlp, static_config
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 16, 33, 100])

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 from compress.quant.int4_details import Int4Details
 from compress.quant.int4_speed import level_for, unpaired_verdict
 from compress.quant.weight_rewrites import gemms_as_matmul
-from tests import onnx_builders
-from tests.conftest import assert_refused, invoke, run_cli
+from tests.helpers import onnx_builders
+from tests.helpers.cli import assert_refused, invoke, run_cli
 
 VOCAB, WIDTH, HIDDEN, CLASSES = 200, 64, 64, 8
 

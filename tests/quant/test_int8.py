@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from compress.quant import int8 as quantize
-from tests.conftest import small_onnx
+from tests.helpers.onnx_builders import small_onnx
 
 
 class _Log(list):
@@ -55,7 +55,8 @@ def test_preprocess_falls_back_to_the_graph_as_exported(tmp_path, monkeypatch):
 
 def _static_run(tmp_path, extra: str):
     from compress.job.pipeline import run
-    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+    from tests.helpers.configs import CNN_CONFIG, write_config
+    from tests.helpers.paths import SAMPLES
 
     config = write_config(tmp_path, CNN_CONFIG.replace("    per_channel: true\n", extra))
     out = tmp_path / "out"
@@ -75,7 +76,8 @@ def test_static_exclude_keeps_an_op_type_in_float(tmp_path):
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_static_calibration_methods_quantize_the_cnn_without_losing_accuracy(tmp_path, method):
     from compress.job.pipeline import run
-    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+    from tests.helpers.configs import CNN_CONFIG, write_config
+    from tests.helpers.paths import SAMPLES
 
     text = CNN_CONFIG.replace("    per_channel: true\n", f"    calibration: {method}\n")
     report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
@@ -86,7 +88,8 @@ def test_static_calibration_methods_quantize_the_cnn_without_losing_accuracy(tmp
 
 def test_fp16_exclude_keeps_named_op_types_computing_in_float32(tmp_path):
     from compress.job.pipeline import run
-    from tests.conftest import CNN_CONFIG, SAMPLES, write_config
+    from tests.helpers.configs import CNN_CONFIG, write_config
+    from tests.helpers.paths import SAMPLES
 
     text = CNN_CONFIG.replace("quantize.static", "quantize.fp16").replace(
         "    per_channel: true\n", "    exclude: [Gemm]\n"
@@ -128,7 +131,7 @@ def test_preprocess_leaves_no_file_in_the_current_directory(tmp_path, monkeypatc
     inference gives up (it does on this attention graph's Where/Unsqueeze of a bool mask)."""
     import numpy as np
 
-    from tests.onnx_builders import attention_graph, save
+    from tests.helpers.onnx_builders import attention_graph, save
 
     work, user = tmp_path / "work", tmp_path / "user"
     work.mkdir()

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from compress.quant.masks import MASK_VALUE, ClampedConstant, clamp_mask_constants, mask_nodes
-from tests.onnx_builders import (
+from tests.helpers.onnx_builders import (
     ATTENTION_SEQ,
     ATTENTION_WIDTH,
     attention_graph,
@@ -41,7 +41,7 @@ def test_clamp_makes_mask_constants_finite_and_keeps_the_float_outputs():
 
 def _static_int8(tmp_path, source, attention_masks: bool):
     from compress.job.pipeline import run as run_pipeline
-    from tests.conftest import write_config
+    from tests.helpers.configs import write_config
 
     rng = np.random.default_rng(1)
     x, mask = _data(rng, 64)
@@ -53,7 +53,8 @@ def _static_int8(tmp_path, source, attention_masks: bool):
         "  calibration: {path: calib.npz, inputs: [x, attention_mask]}\n"
         "  eval: {path: eval.npz, inputs: [x, attention_mask]}\n"
         f"passes: [{{type: quantize.static, attention_masks: {str(attention_masks).lower()}}}]\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5}\n"
     )
     out = tmp_path / f"out-{attention_masks}"
     config = write_config(tmp_path, text, f"{attention_masks}.yaml")
@@ -92,7 +93,7 @@ def test_static_int8_with_a_mask_has_finite_scales_and_keeps_the_softmax(tmp_pat
 
 def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tmp_path):
     from compress.job.pipeline import run as run_pipeline
-    from tests.conftest import write_config
+    from tests.helpers.configs import write_config
 
     rng = np.random.default_rng(3)
     source = save(attention_graph(rng), tmp_path / "att.onnx")
@@ -102,7 +103,8 @@ def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tm
         "version: 1\n"
         "data: {eval: {path: eval.npz, inputs: [x, attention_mask]}}\n"
         "passes: [{type: quantize.dynamic, per_channel: false}]\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
     stage = report.final

@@ -10,8 +10,8 @@ from onnx import helper
 
 from compress.errors import ConfigError
 from compress.quant.module_names import module_of, resolve_exclude, shown
-from tests.attention_models import saved_model, tokens
-from tests.conftest import invoke
+from tests.helpers.attention_models import saved_model, tokens
+from tests.helpers.cli import invoke
 
 WRAPPERS = "'compress.torch.outputs.TensorOutputs', 'compress.models.hf_module.FolderModule'"
 

@@ -16,7 +16,7 @@ from compress.quant.nbits import (
     set_accuracy_level,
     weight_matmuls,
 )
-from tests import onnx_builders
+from tests.helpers import onnx_builders
 
 WIDTH = 384  # three blocks of 128: the width k-quant's packing crashed on
 

@@ -13,8 +13,10 @@ from compress.quant.sensitivity import measure_sensitivity, restricted_to
 from compress.quant.sensitivity.cache import AnalysisCache
 from compress.quant.sensitivity.tensors import RUINED, TensorError
 from compress.quant.sensitivity.twins import quantized_twins
-from tests.conftest import SAMPLES, assert_refused, invoke, write_config
-from tests.quant_models import LAYERS, outlier_mlp, samples, static_config
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.configs import write_config
+from tests.helpers.paths import SAMPLES
+from tests.helpers.quant_models import LAYERS, outlier_mlp, samples, static_config
 
 
 class _Reader:

@@ -6,7 +6,7 @@ import pytest
 from onnx import helper
 
 from compress.quant.smooth import SMOOTH_PREFIX, smooth, smoothed_nodes
-from tests.onnx_builders import (
+from tests.helpers.onnx_builders import (
     SMOOTH_SEQ,
     SMOOTH_WIDTH,
     float_input,
@@ -15,7 +15,7 @@ from tests.onnx_builders import (
     run,
     save,
 )
-from tests.quant_models import one_pass_config
+from tests.helpers.quant_models import one_pass_config
 
 WIDTH, SEQ = SMOOTH_WIDTH, SMOOTH_SEQ
 
@@ -50,7 +50,7 @@ def run_all(built, x):
 
 def test_static_int8_keeps_smoothquants_mul_in_float(tmp_path):
     from compress.job.pipeline import run as run_pipeline
-    from tests.conftest import write_config
+    from tests.helpers.configs import write_config
 
     rng = np.random.default_rng(1)
     source = save(layernorm_graph(rng, residual=True), tmp_path / "ln.onnx")
@@ -63,7 +63,8 @@ def test_static_int8_keeps_smoothquants_mul_in_float(tmp_path):
         "  calibration: {path: calib.npz, inputs: [x]}\n"
         "  eval: {path: eval.npz, inputs: [x]}\n"
         "passes: [{type: quantize.static, per_channel: true, smooth_alpha: 0.5}]\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.5}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
     details = report.final.details

@@ -13,8 +13,10 @@ from compress.quant.fallback import Attempt
 from compress.quant.int8 import QuantizeDetails
 from compress.report.budget_warnings import budget_warnings
 from compress.report.model import Gate
-from tests.conftest import CNN_CONFIG, SAMPLES, invoke, write_config
-from tests.report_builders import stage
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import SAMPLES
+from tests.helpers.report_builders import stage
 
 
 def baseline():

@@ -6,7 +6,7 @@ import json
 
 from compress.report.compare import load_report
 from compress.report.html import to_html
-from tests.conftest import invoke
+from tests.helpers.cli import invoke
 
 BLUE = "rgb(9, 105, 218)"  # the first series' colour in the page's stylesheet
 

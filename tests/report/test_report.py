@@ -3,7 +3,7 @@
 from compress.config import GatesSection
 from compress.report import evaluate_gates, flag_slower_stages, summarize, to_markdown
 from compress.report.model import Stage, Summary
-from tests.report_builders import hand_made_report, stage
+from tests.helpers.report_builders import hand_made_report, stage
 
 
 def _stage(name, size, p50, top1) -> Stage:

@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import yaml
 
-from tests import onnx_builders
-from tests.conftest import SAMPLES, invoke, small_onnx
+from tests.helpers import onnx_builders
+from tests.helpers.cli import invoke
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import SAMPLES
 
 
 def run_quickly(model, config, out, *overrides: str):

@@ -13,8 +13,10 @@ from compress.batch import warm
 from compress.errors import ConfigError
 from compress.sweep.grid import grid, split_values
 from compress.sweep.pareto import Point, best, front
-from tests.batch_helpers import fewer_samples, misbehaving_model
-from tests.conftest import CNN_CONFIG, ROOT, SAMPLES, assert_refused, invoke, write_config
+from tests.helpers.batch import fewer_samples, misbehaving_model
+from tests.helpers.cli import assert_refused, invoke
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.paths import ROOT, SAMPLES
 
 VARY = "passes[0].per_channel=true,false"
 

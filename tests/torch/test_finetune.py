@@ -8,7 +8,7 @@ import torch
 from compress.data import Dataset
 from compress.job.context import Context
 from compress.torch.finetune import FinetuneParams, finetune
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 def tuned(tmp_path, seed: int):

@@ -11,7 +11,7 @@ import torch
 
 from compress.job.pipeline import run
 from compress.torch.head_pruning import head_counts, linear_from_conv1d, without_kv_cache
-from tests.attention_models import (
+from tests.helpers.attention_models import (
     CONFIG,
     HEADS,
     HIDDEN,
@@ -22,7 +22,8 @@ from tests.attention_models import (
     saved_model,
     tokens,
 )
-from tests.conftest import assert_refused, run_cli, write_config
+from tests.helpers.cli import assert_refused, run_cli
+from tests.helpers.configs import write_config
 
 
 @pytest.mark.parametrize("program", [False, True], ids=["state_dict", "pt2"])
@@ -37,7 +38,7 @@ def test_attention_loses_whole_heads_and_still_runs(
     tmp_path, arch, fused, projection, width, program
 ):
     tokens(tmp_path)
-    model = "" if program else f'model: {{arch: "tests.attention_models:{arch}"}}\n'
+    model = "" if program else f'model: {{arch: "tests.helpers.attention_models:{arch}"}}\n'
     config = write_config(tmp_path, CONFIG.format(model=model))
     path = saved_model(tmp_path, fused, program)
     baseline, pruned = run(path, config, tmp_path / "out").stages
@@ -101,7 +102,7 @@ def test_steps_and_high_amounts_leave_the_heads_they_should(tmp_path, params, he
     """torch-pruning applies each step's ratio to the heads left, and would take every head at
     0.9: compress corrects the steps and keeps one head."""
     tokens(tmp_path)
-    model = 'model: {arch: "tests.attention_models:HFStyleEncoder"}\n'
+    model = 'model: {arch: "tests.helpers.attention_models:HFStyleEncoder"}\n'
     text = CONFIG.format(model=model).replace("amount: 0.5", params)
     _, pruned = run(
         saved_model(tmp_path, False), write_config(tmp_path, text), tmp_path / "o"

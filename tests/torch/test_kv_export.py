@@ -18,7 +18,7 @@ from compress.models import load_model
 from compress.models.decoder import probe_layout
 from compress.torch.export import export_to_onnx
 from compress.torch.kv_export import check_decode_parity
-from tests.hf_folders import token_arrays
+from tests.helpers.hf_folders import token_arrays
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])

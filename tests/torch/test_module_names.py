@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from compress.torch.module_names import attention_modules
-from tests.attention_models import VOCAB, HFStyleEncoder
+from tests.helpers.attention_models import VOCAB, HFStyleEncoder
 
 
 def test_attention_modules_are_named_and_outputs_are_untouched():

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import assert_refused, run_cli
+from tests.helpers.cli import assert_refused, run_cli
 
 ARCH = '''
 from collections import OrderedDict
@@ -74,7 +74,8 @@ def write_model(tmp_path, arch: str, report: str = "") -> tuple:
         f"version: 1\nmodel: {{arch: nets.py:{arch}}}\n"
         "data:\n  eval: {path: data.npz, inputs: [x], labels: y}\n"
         "passes: [{type: quantize.dynamic}]\n"
-        f"report: {{batch_sizes: [4], min_runs: 5, min_seconds: 0, warmup_runs: 1{report}}}\n"
+        f"report: {{batch_sizes: [4], min_runs: 5, min_seconds: 0, "
+        f"max_seconds: 0.5, warmup_runs: 1{report}}}\n"
     )
     return module, x, tmp_path / "model.pt", config, tmp_path / "out"
 

@@ -10,7 +10,7 @@ import torch
 from compress.job.pipeline import run
 from compress.torch.editable import relift
 from compress.torch.program_shapes import refit_sizes
-from tests.attention_models import (
+from tests.helpers.attention_models import (
     CONFIG,
     HIDDEN,
     VOCAB,
@@ -19,7 +19,7 @@ from tests.attention_models import (
     saved_model,
     tokens,
 )
-from tests.conftest import write_config
+from tests.helpers.configs import write_config
 
 
 @pytest.mark.parametrize(

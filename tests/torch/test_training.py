@@ -10,7 +10,7 @@ import torch
 from compress.data import Dataset
 from compress.job.context import Context
 from compress.torch.training import TrainParams, train
-from tests.conftest import SAMPLES
+from tests.helpers.paths import SAMPLES
 
 
 class ScriptedJudge:

@@ -8,7 +8,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import CNN_CONFIG, CONFIGS, invoke
+from tests.helpers.cli import invoke
+from tests.helpers.configs import CNN_CONFIG
+from tests.helpers.paths import CONFIGS
 
 
 @pytest.fixture(scope="module")

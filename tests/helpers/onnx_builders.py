@@ -1,4 +1,5 @@
-"""Tiny ONNX graphs built with onnx.helper for the int8 recovery tests (no export, no torch)."""
+"""Tiny ONNX models: graphs built with onnx.helper for the int8 recovery tests (no export, no
+torch), and an untrained digits model exported from torch (`small_onnx`)."""
 
 from __future__ import annotations
 
@@ -139,3 +140,20 @@ def layernorm_graph(rng, residual: bool) -> onnx.ModelProto:
         "flat": np.array([-1, SMOOTH_WIDTH]),
     }
     return model(nodes, [float_input("x", [None, SMOOTH_SEQ, SMOOTH_WIDTH])], outputs, weights)
+
+
+def small_onnx(path: Path, batch: int = 2, dynamic: bool = True) -> Path:
+    """An untrained Flatten+Linear digits model as ONNX (legacy exporter: fast, fixed names)."""
+    import torch
+
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    axes = {"x": {0: "batch"}} if dynamic else None
+    torch.onnx.export(
+        module,
+        (torch.zeros(batch, 1, 8, 8),),
+        str(path),
+        dynamic_axes=axes,
+        dynamo=False,
+        input_names=["x"],
+    )
+    return path

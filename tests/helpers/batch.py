@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import CNN_CONFIG, ROOT, small_onnx, write_config
+from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.onnx_builders import small_onnx
+from tests.helpers.paths import ROOT
 
 # A whole pickled module (loaded with --trust-pickle) that misbehaves in forward, which the
 # run's first check calls: the worker process really dies or hangs.

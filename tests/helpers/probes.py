@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.batch_helpers import pickled_model
+from tests.helpers.batch import pickled_model
 
 # A whole pickled module (loaded with --trust-pickle) whose forward, which the run's first check
 # calls, writes what its process sees to a JSON file, then fails the run, hangs or crashes.

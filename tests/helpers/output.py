@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import small_onnx, write_config
+from tests.helpers.configs import write_config
+from tests.helpers.onnx_builders import small_onnx
 
 # An untrained Flatten+Linear ONNX model and dynamic int8: a whole run in about a second.
 FAST_CONFIG = """\

@@ -119,7 +119,8 @@ version: 1
   eval: {{path: tokens.npz, inputs: [input_ids, attention_mask]}}
 passes:
   - {{type: prune.channels, amount: 0.5}}
-report: {{batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, warmup_runs: 1}}
+report: {{batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0,
+  max_seconds: 0.5, warmup_runs: 1}}
 """
 
 

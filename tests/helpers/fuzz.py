@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 KEYS = [
     *("version", "seed", "model", "data", "passes", "export", "report", "gates", "type"),
