@@ -12,7 +12,9 @@ from compress_cli.errors import reported_errors
 from compress_cli.options import CacheDir, Debug, JsonOutput
 
 cache_app = typer.Typer(
-    help="The stage cache: where it is, how large, and clearing it.", no_args_is_help=True
+    help="The stage cache: where it is, how large, and clearing it.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the app's (cli/main.py)
 )
 
 
