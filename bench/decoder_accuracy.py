@@ -10,8 +10,10 @@ below changes (its hash is stored beside it).
 
 Then, in processes of their own, the commands a user types: `compress init FOLDER --data
 held-out.txt -o decoder.yaml` (quantize.int4, report.metric perplexity, a 3% rise as the
-budget) and `compress run FOLDER -c decoder.yaml --json`, and again with
-`--set report.metric=token_agreement` for greedy next-token agreement with the float model.
+budget) and `compress run FOLDER -c decoder.yaml --json`. Token agreement of the written int4
+model with the float model (the folder in torch) is scored here, as compress scores it, on the
+same data.eval windows: a second run with report.metric token_agreement would search the 4/8-bit
+mix against that metric and write another model.
 
 Goals (issue 29): perplexity rises by <= 3%, token agreement >= 0.95, >= 4x smaller.
 `python bench/run.py decoder-accuracy` runs this part alone. Nothing is downloaded.
