@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.batch import batch_row  # noqa: E402
+from bench.decoder_accuracy import decoder_accuracy_table  # noqa: E402
+from bench.decoder_accuracy import main as decoder_accuracy_main  # noqa: E402
 from bench.decoders import decoder_table  # noqa: E402
 from bench.decoders import main as decoders_main  # noqa: E402
 from bench.folders import folders_table  # noqa: E402
@@ -152,7 +154,8 @@ def main(argv: list[str]) -> int:
     goals (bench/timing.py); `run.py iterate` only the stage cache and sweep rows
     (bench/iterate.py); `run.py folders` only the model folders (bench/folders.py); `run.py
     int4` only the budgeted 4-bit MiniLM row (bench/int4_budget.py); `run.py decoders` only the
-    decoder language model (bench/decoders.py)."""
+    decoder language model (bench/decoders.py); `run.py decoder-accuracy` only the decoder
+    trained here on Python's sources, int4 judged by perplexity (bench/decoder_accuracy.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -171,6 +174,8 @@ def main(argv: list[str]) -> int:
         return int4_main()
     if argv[1:] == ["decoders"]:
         return decoders_main()
+    if argv[1:] == ["decoder-accuracy"]:
+        return decoder_accuracy_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
@@ -195,6 +200,8 @@ def main(argv: list[str]) -> int:
     timing += int4_checks
     decoders, decoder_checks = decoder_table() if rows else ({}, [])
     timing += decoder_checks
+    accuracy, accuracy_checks = decoder_accuracy_table() if rows else ({}, [])
+    timing += accuracy_checks
     print_table(peer_rows, checks)
     for text, met in timing:
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -215,6 +222,7 @@ def main(argv: list[str]) -> int:
         "model_folders": folders,
         "int4_budget": int4,
         "decoders": decoders,
+        "decoder_accuracy": accuracy,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
