@@ -109,15 +109,21 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
         import onnx
 
-        from compress.quant.weight_rewrites import gemms_as_matmul
+        from compress.quant.weight_rewrites import (
+            gemms_as_matmul,
+            transposed_weights_as_initializers,
+        )
 
         source, target = given.files()
         proto = onnx.load(str(source))
         rewritten = gemms_as_matmul(proto)
+        tied = transposed_weights_as_initializers(proto)
         prepared = target.with_suffix(".matmul.onnx")
         save_onnx(proto, prepared)
         if rewritten:
             ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
+        if tied:
+            ctx.log(f"  {len(tied)} MatMul(s) reading a transposed table (a tied head) given it")
         plan = self._plan(proto, prepared, source)
         details = Int4Details(
             algorithm=plan.algorithm,
@@ -125,6 +131,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
             block_size=plan.block_size,
             smaller_blocks=plan.blocks,
             gemm_rewritten_as_matmul=len(rewritten),
+            tied_weights_copied=tied,
         )
         plan = self._write(prepared, target, plan, ctx, details)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)

@@ -33,6 +33,11 @@ class Int4Details(Fallback, PassDetails):
     )
     four_bit: int | None = Field(default=None, description="how many MatMuls are at 4 bits")
     gemm_rewritten_as_matmul: int | None = None
+    tied_weights_copied: list[str] = Field(
+        default_factory=list,
+        description="MatMuls that read a table through a Transpose (a tied LM head), given the "
+        "transposed table as their own weight so it is quantized (the lookup keeps the table)",
+    )
     embedding_tables_int8: list[str] = []
     embeddings_drop: float | None = Field(
         default=None, description="the drop the int8 embedding tables cost on data.eval"
@@ -53,6 +58,11 @@ class Int4Details(Fallback, PassDetails):
                     if self.eight_bit
                     else ""
                 )
+            )
+        if self.tied_weights_copied:
+            lines.append(
+                f"tied head: {len(self.tied_weights_copied)} MatMul(s) reading a table through a "
+                "Transpose quantized from their own copy of it"
             )
         lines += [self.verdict] if self.verdict else []
         if self.accuracy_level_timing:

@@ -53,6 +53,49 @@ def gemms_as_matmul(model) -> list[str]:
     return rewritten
 
 
+def transposed_weights_as_initializers(model) -> list[str]:
+    """Give each MatMul that reads a float constant through a Transpose (a tied LM head:
+    GPT-2's head reads the embedding table as wte.T) the transposed weight as its own
+    initializer, so the 4-bit quantizer, which only takes a constant weight, quantizes it (it
+    stayed float32: a 6.3 MB head in a 4.7 MB int4 model). The table itself stays for its
+    lookup. Returns the MatMuls' names."""
+    import onnx
+    from onnx import numpy_helper
+
+    from compress.quant.graph_edit import Graph, attribute
+
+    graph = Graph(model)
+    transposed: dict[str, str] = {}  # a Transpose's output -> the initializer made for it
+    rewritten = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or len(node.input) < 2:
+            continue
+        source = graph.producer.get(node.input[1])
+        table = graph.initializers.get(source.input[0]) if source is not None else None
+        if (
+            source is None
+            or source.op_type != "Transpose"
+            or table is None
+            or table.data_type != onnx.TensorProto.FLOAT
+            or len(table.dims) != 2
+            or list(attribute(source, "perm", [1, 0])) != [1, 0]
+        ):
+            continue
+        if node.input[1] not in transposed:
+            matrix = np.ascontiguousarray(numpy_helper.to_array(table).T)
+            transposed[node.input[1]] = graph.add_initializer(f"{table.name}_transposed", matrix)
+        node.input[1] = transposed[node.input[1]]
+        rewritten.append(node.name)
+    if rewritten:
+        read = {name for n in model.graph.node for name in n.input}
+        read |= {o.name for o in model.graph.output}
+        kept = [n for n in model.graph.node if n.op_type != "Transpose" or n.output[0] in read]
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        _drop_unused_initializers(model)
+    return rewritten
+
+
 def _drop_unused_initializers(model) -> None:
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     kept = [i for i in model.graph.initializer if i.name in used]

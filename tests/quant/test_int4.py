@@ -265,3 +265,56 @@ def test_k_quant_refuses_a_width_odd_at_every_block_in_one_line(tmp_path):
     out = tmp_path / "out"
     result = run_cli(model, config, out, "--quiet")
     assert_refused(result, out, "passes[0].algorithm", "k_quant cannot pack narrow")
+
+
+def tied_head(path, rng: np.random.Generator):
+    """ids [batch] -> Gather from a [VOCAB, WIDTH] table -> Gemm + Relu -> MatMul with the same
+    table, transposed -> logits [batch, VOCAB]: a tied LM head (GPT-2's, as torch exports it)."""
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["embedded"], "embed"),
+        helper.make_node("Gemm", ["embedded", "w1", "b1"], ["h"], "hidden", transB=1),
+        helper.make_node("Relu", ["h"], ["a"], "relu"),
+        helper.make_node("Transpose", ["table"], ["table_t"], "tie", perm=[1, 0]),
+        helper.make_node("MatMul", ["a", "table_t"], ["logits"], "head"),
+    ]
+    built = onnx_builders.model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+        [onnx_builders.float_input("logits", ["batch", VOCAB])],
+        {
+            "table": rng.normal(size=(VOCAB, WIDTH)),
+            "w1": rng.normal(size=(WIDTH, WIDTH)) / 8,
+            "b1": rng.normal(size=WIDTH),
+        },
+    )
+    return onnx_builders.save(built, path)
+
+
+def test_a_tied_head_is_quantized_from_its_own_copy_of_the_table(tmp_path):
+    """The head read the table through a Transpose, which the quantizer cannot take: it stayed
+    float32 while the table was also stored as int8 for the lookup."""
+    rng = np.random.default_rng(0)
+    model = tied_head(tmp_path / "tied.onnx", rng)
+    ids = rng.integers(0, VOCAB, size=64)
+    np.savez(tmp_path / "eval.npz", ids=ids)
+    config = tmp_path / "int4.yaml"
+    config.write_text(
+        "version: 1\ndata: {eval: {path: eval.npz, inputs: [ids]}}\n"
+        "passes:\n  - {type: quantize.int4}\n"
+        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
+        "max_seconds: 0.1}\n"
+    )
+    result = invoke("run", model, "-c", config, "-o", tmp_path / "out", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    written = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert "Transpose" not in ops(written)
+    assert bits(written) == {"hidden_Q4": 4, "head_Q8": 8}  # the head at head_bits
+    details = json.loads(result.stdout)["stages"][-1]["details"]
+    assert details["tied_weights_copied"] == ["head"]
+    assert details["embedding_tables_int8"]  # the lookup keeps its own (int8) table
+    float_out = onnx_builders.run(onnx.load(str(model)), {"ids": ids})
+    int4_out = onnx_builders.run(written, {"ids": ids})
+    cosine = (float_out * int4_out).sum(1) / (
+        np.linalg.norm(float_out, axis=1) * np.linalg.norm(int4_out, axis=1)
+    )
+    assert cosine.min() > 0.98
