@@ -15,6 +15,7 @@ Timing costs a session per level and TIMING_RUNS runs at the first batch size: s
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -23,16 +24,17 @@ import numpy as np
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
 
+Verdict = Literal["faster", "slower", "tie"]  # level 4 against level 0
 TIE_LEVEL = 4
 TIMING_RUNS = 10  # a brief timing: the choice needs a clear difference, not a precise one
 
 
-def level_for(verdict: Literal["faster", "slower", "tie"]) -> int:
+def level_for(verdict: Verdict) -> int:
     """The level to keep when level 4 was `verdict` against level 0."""
     return {"faster": 4, "slower": 0, "tie": TIE_LEVEL}[verdict]
 
 
-def unpaired_verdict(level4_ms: float, level0_ms: float) -> Literal["faster", "slower", "tie"]:
+def unpaired_verdict(level4_ms: float, level0_ms: float) -> Verdict:
     """Level 4 against level 0 by p50 alone, beyond the run-to-run noise of the speed guard."""
     from compress.measure.speed import clearly_faster, clearly_slower
 
@@ -41,10 +43,21 @@ def unpaired_verdict(level4_ms: float, level0_ms: float) -> Literal["faster", "s
     return "faster" if clearly_faster(level4_ms, level0_ms) else "tie"
 
 
+@dataclass(frozen=True)
+class LevelTiming:
+    """Levels 4 and 0 timed together: their paired verdict (level 4 against 0), their p50s
+    (ms, by "level 4" / "level 0"), what was timed, and what kept the machine busy (None when
+    it was quiet enough for the paired verdict)."""
+
+    paired: Verdict
+    p50: dict[str, float]
+    measured: str
+    busy: str | None
+
+
 def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
     """The accuracy_level `quantized` runs faster at (0 or 4), and the timing it was chosen by;
     `quantized` is left as it was."""
-    from compress.measure.speed import first_batch_timing
     from compress.quant.nbits import relevel
 
     copies = {}
@@ -54,34 +67,39 @@ def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
         relevel(copies[level], level)
     try:
         paths = {f"level {level}": path for level, path in copies.items()}
-        if ctx.timing.generation is not None:
-            return _by_decode_steps(paths, ctx)
-        check = first_batch_timing(paths, ctx.timing, ctx.samples, ctx.log, TIMING_RUNS)
+        timed = _decode_steps(paths, ctx) if ctx.timing.generation else _first_batch(paths, ctx)
     finally:
         for path in copies.values():
             path.unlink(missing_ok=True)
-    p50 = check.p50
-    verdict = check.verdict("level 4", "level 0")
-    if check.busy:  # no paired verdict: the p50s still say which is clearly slower
-        verdict = unpaired_verdict(p50["level 4"], p50["level 0"])
+    verdict = timed.paired
+    if timed.busy is not None:  # no paired verdict: the p50s still say which is clearly slower
+        verdict = unpaired_verdict(timed.p50["level 4"], timed.p50["level 0"])
     chosen = level_for(verdict)
     timing = (
-        f"accuracy_level {chosen}: level 4 {p50['level 4']:.2f} ms, level 0 "
-        f"{p50['level 0']:.2f} ms at batch {check.batch}"
+        f"accuracy_level {chosen}: {timed.measured}"
         + (" (a tie keeps 4)" if verdict == "tie" else "")
-        + (
-            f"; busy machine ({check.timings.machine.describe()}): chosen by p50"
-            if check.busy
-            else ""
-        )
+        + (f"; busy machine ({timed.busy}): chosen by p50" if timed.busy is not None else "")
     )
     ctx.log(f"  {timing}")
     return chosen, timing
 
 
-def _by_decode_steps(paths: dict[str, Path], ctx: PassContext) -> tuple[int, str]:
-    """The level whose decode steps (report.generation's first batch size, a brief timing)
-    are faster, paired by round; a tie keeps 4."""
+def _first_batch(paths: dict[str, Path], ctx: PassContext) -> LevelTiming:
+    """The levels at the report's first batch size, a brief timing."""
+    from compress.measure.speed import first_batch_timing
+
+    check = first_batch_timing(paths, ctx.timing, ctx.samples, ctx.log, TIMING_RUNS)
+    p50 = check.p50
+    measured = (
+        f"level 4 {p50['level 4']:.2f} ms, level 0 {p50['level 0']:.2f} ms at batch {check.batch}"
+    )
+    busy = check.timings.machine.describe() if check.busy else None
+    return LevelTiming(check.verdict("level 4", "level 0"), p50, measured, busy)
+
+
+def _decode_steps(paths: dict[str, Path], ctx: PassContext) -> LevelTiming:
+    """The levels' decode steps over the cache (report.generation's first batch size, a brief
+    timing), paired by round."""
     from compress.measure.generation import measure_generation
 
     wanted = ctx.timing.generation
@@ -91,16 +109,10 @@ def _by_decode_steps(paths: dict[str, Path], ctx: PassContext) -> tuple[int, str
         update={"generation": brief}
     )).batches.values()))  # fmt: skip
     speedup = timings.decode_speedup("level 0", "level 4")
-    verdict = speedup.verdict
-    if timings.machine.busy:  # no paired verdict: the p50s still say which is clearly slower
-        p50 = {name: float(np.median(ms)) for name, ms in timings.decode.items()}
-        verdict = unpaired_verdict(p50["level 4"], p50["level 0"])
-    chosen = level_for(verdict)
-    timing = (
-        f"accuracy_level {chosen}: level 4 decodes {speedup.ratio:.2f}x level 0's speed (95% CI "
-        f"{speedup.low:.2f}-{speedup.high:.2f}) at batch {timings.batch}"
-        + (" (a tie keeps 4)" if verdict == "tie" else "")
-        + ("; busy machine: chosen by p50" if timings.machine.busy else "")
+    p50 = {name: float(np.median(ms)) for name, ms in timings.decode.items()}
+    measured = (
+        f"level 4 decodes {speedup.ratio:.2f}x level 0's speed (95% CI {speedup.low:.2f}-"
+        f"{speedup.high:.2f}) at batch {timings.batch}"
     )
-    ctx.log(f"  {timing}")
-    return chosen, timing
+    busy = timings.machine.describe() if timings.machine.busy else None
+    return LevelTiming(speedup.verdict, p50, measured, busy)
