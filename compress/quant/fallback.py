@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
+from compress.passes.base import BudgetMiss
 from compress.quant.budget import BudgetJudge, Verdict
 from compress.quant.ranking import Ranking, job_modules
 from compress.quant.search import SearchResult, guess_from_noise, smallest_passing
@@ -90,6 +91,19 @@ class Fallback(Record):
         if self.search is None or self.verdict is None:
             return None
         return FallbackRounds(verdict=self.verdict, attempts=self.attempts, search=self.search)
+
+    def missed_budget(self, stage: str, metric: str, held: str) -> BudgetMiss | None:
+        """The search ended over budget, the closest attempt kept and written (`held`: what
+        it held back, "3 node(s) in float"); None when it met the budget or had none."""
+        if self.budget_met is not False:
+            return None
+        drops = [attempt.drop for attempt in self.attempts]
+        drop = f"{metric} drop {min(drops):.4f}" if drops else f"the {metric} drop"
+        return BudgetMiss(
+            f"stage {stage} missed its accuracy budget: {drop} against its input, limit "
+            f"{self.accuracy_budget}, with {held}; the model written carries that drop",
+            carries_drop=True,
+        )
 
 
 @dataclass

@@ -100,13 +100,4 @@ class Int4Details(Fallback, PassDetails):
 
     def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
         """The mix ended over budget: the closest one was written."""
-        if self.budget_met is not False:
-            return None
-        drops = [attempt.drop for attempt in self.attempts]
-        drop = f"{metric} drop {min(drops):.4f}" if drops else f"the {metric} drop"
-        return BudgetMiss(
-            f"stage {stage} missed its accuracy budget: {drop} against its input, limit "
-            f"{self.accuracy_budget}, with {len(self.eight_bit)} MatMul(s) at 8 bits; the model "
-            "written carries that drop",
-            carries_drop=True,
-        )
+        return self.missed_budget(stage, metric, f"{len(self.eight_bit)} MatMul(s) at 8 bits")

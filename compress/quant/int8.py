@@ -194,16 +194,7 @@ class QuantizeDetails(Recovery, Fallback, PassDetails):
 
     def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
         """The fallback ended over budget: the closest attempt was kept and written."""
-        if self.budget_met is not False:
-            return None
-        drops = [attempt.drop for attempt in self.attempts]
-        drop = f"{metric} drop {min(drops):.4f}" if drops else f"the {metric} drop"
-        return BudgetMiss(
-            f"stage {stage} missed its accuracy budget: {drop} against its input, limit "
-            f"{self.accuracy_budget}, with {len(self.float_nodes)} node(s) in float; the model "
-            "written carries that drop",
-            carries_drop=True,
-        )
+        return self.missed_budget(stage, metric, f"{len(self.float_nodes)} node(s) in float")
 
 
 QuantizeParamsT = TypeVar("QuantizeParamsT", bound=QuantizeParams)
