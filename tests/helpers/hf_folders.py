@@ -125,3 +125,15 @@ def token_arrays(count: int, length: int = 12, seed: int = 0) -> dict:
     mask = np.ones_like(ids)
     mask[::2, length - 3 :] = 0
     return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}
+
+
+def transformers_greedy(module, prompt, new_tokens: int):
+    """The tokens transformers' own greedy `generate` gives after `prompt` ([batch, tokens] int64
+    ids, no padding) for a loaded decoder folder's module: what compress's loops must match."""
+    import torch
+
+    with torch.no_grad():
+        return module.model.generate(
+            torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
+            max_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+        )[:, prompt.shape[1]:].numpy()  # fmt: skip

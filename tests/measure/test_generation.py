@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from compress.config import ExportSection, ModelSection
 from compress.measure.decoder_feeds import session_inputs
@@ -18,7 +17,7 @@ from compress.measure.runtime import open_session
 from compress.models import load_model
 from compress.torch.export import export_to_onnx
 from tests.helpers.cli import assert_refused, invoke
-from tests.helpers.hf_folders import sentences, token_arrays
+from tests.helpers.hf_folders import sentences, token_arrays, transformers_greedy
 
 QUICK = "report: {batch_sizes: [2], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1"
 
@@ -43,11 +42,7 @@ def test_the_greedy_loop_picks_transformers_tokens(hf_folders, tmp_path):
         ExportSection(),
     )  # fmt: skip
     prompt = np.array([[7, 12, 40, 9, 5], [3, 8, 8, 100, 2]], np.int64)
-    with torch.no_grad():
-        expected = module.model.generate(
-            torch.from_numpy(prompt), attention_mask=torch.ones(2, 5, dtype=torch.long),
-            max_new_tokens=6, do_sample=False, pad_token_id=0,
-        )[:, 5:].numpy()  # fmt: skip
+    expected = transformers_greedy(module, prompt, 6)
     session = open_session(path, threads=1)
     generated = generate(session, session_inputs(session), prompt, 6)
     assert (generated.tokens == expected).all()

@@ -71,9 +71,11 @@ def embedding_classifier(path, rng: np.random.Generator):
     return onnx_builders.save(built, path)
 
 
-def run_int4(tmp_path, entry: str = "{type: quantize.int4}"):
+def run_int4(tmp_path, entry: str = "{type: quantize.int4}", build=None):
+    """`build(path, rng)`'s model (the embedding classifier by default) through quantize.int4
+    `entry`: the model written, float and int4 outputs on the ids, and the stage's details."""
     rng = np.random.default_rng(0)
-    model = embedding_classifier(tmp_path / "m.onnx", rng)
+    model = (build or embedding_classifier)(tmp_path / "m.onnx", rng)
     ids = rng.integers(0, VOCAB, size=64)
     np.savez(tmp_path / "eval.npz", ids=ids)
     config = tmp_path / "int4.yaml"
@@ -293,27 +295,11 @@ def tied_head(path, rng: np.random.Generator):
 def test_a_tied_head_is_quantized_from_its_own_copy_of_the_table(tmp_path):
     """The head read the table through a Transpose, which the quantizer cannot take: it stayed
     float32 while the table was also stored as int8 for the lookup."""
-    rng = np.random.default_rng(0)
-    model = tied_head(tmp_path / "tied.onnx", rng)
-    ids = rng.integers(0, VOCAB, size=64)
-    np.savez(tmp_path / "eval.npz", ids=ids)
-    config = tmp_path / "int4.yaml"
-    config.write_text(
-        "version: 1\ndata: {eval: {path: eval.npz, inputs: [ids]}}\n"
-        "passes:\n  - {type: quantize.int4}\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.1}\n"
-    )
-    result = invoke("run", model, "-c", config, "-o", tmp_path / "out", "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    written = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    written, float_out, int4_out, details = run_int4(tmp_path, build=tied_head)
     assert "Transpose" not in ops(written)
     assert bits(written) == {"hidden_Q4": 4, "head_Q8": 8}  # the head at head_bits
-    details = json.loads(result.stdout)["stages"][-1]["details"]
     assert details["tied_weights_copied"] == ["head"]
     assert details["embedding_tables_int8"]  # the lookup keeps its own (int8) table
-    float_out = onnx_builders.run(onnx.load(str(model)), {"ids": ids})
-    int4_out = onnx_builders.run(written, {"ids": ids})
     cosine = (float_out * int4_out).sum(1) / (
         np.linalg.norm(float_out, axis=1) * np.linalg.norm(int4_out, axis=1)
     )

@@ -18,7 +18,7 @@ from compress.models import load_model
 from compress.models.decoder import probe_layout
 from compress.torch.export import export_to_onnx
 from compress.torch.kv_export import check_decode_parity
-from tests.helpers.hf_folders import token_arrays
+from tests.helpers.hf_folders import token_arrays, transformers_greedy
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
@@ -50,11 +50,7 @@ def test_the_graph_has_the_cache_on_dynamic_axes(exported):
 def test_greedy_generation_over_the_cache_matches_transformers(exported):
     module, path = exported
     prompt = np.array([[7, 12, 40, 9, 5], [3, 8, 8, 100, 2]], np.int64)
-    with torch.no_grad():
-        expected = module.model.generate(
-            torch.from_numpy(prompt), attention_mask=torch.ones(2, 5, dtype=torch.long),
-            max_new_tokens=6, do_sample=False, pad_token_id=0,
-        )[:, 5:].numpy()  # fmt: skip
+    expected = transformers_greedy(module, prompt, 6)
     session = open_session(path, threads=1)
     declared = session_inputs(session)
     names = [name for name, _, _ in declared]
