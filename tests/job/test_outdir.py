@@ -37,11 +37,13 @@ def victims(folder, *names):
 
 def test_links_planted_in_out_are_replaced_never_written_through(tmp_path):
     model, config = fast_job(tmp_path / "job")
-    out, outside = tmp_path / "out", victims(tmp_path / "outside", *RESULTS, "gates.xml")
+    data = "model.onnx.data"  # where a model's weights over 2 GB would go
+    out, outside = tmp_path / "out", victims(tmp_path / "outside", *RESULTS, data, "gates.xml")
     out.mkdir()
     for name in RESULTS:  # at the final names, and at the staging names compress used to use
         (out / name).symlink_to(outside / name)
         (out / f".{name}.partial").symlink_to(outside / name)
+    (out / data).symlink_to(outside / data)
     junit = tmp_path / "gates.xml"
     junit.symlink_to(outside / "gates.xml")
     (tmp_path / ".gates.xml.partial").symlink_to(outside / "gates.xml")
@@ -52,6 +54,7 @@ def test_links_planted_in_out_are_replaced_never_written_through(tmp_path):
     assert contents(outside) == before
     for name in RESULTS:
         assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
+    assert not (out / data).is_symlink() and not (out / data).exists()  # moved aside, not followed
     assert not junit.is_symlink() and "<testsuites" in junit.read_text()
     assert not [n for n in os.listdir(out) if n.startswith(".compress-")]
 
