@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test lint docs samples bench clean
+.PHONY: install browser demo test fuzz lint docs samples bench clean
 
 install: $(STAMP)
 
@@ -31,8 +31,20 @@ browser:
 	      echo "could not install chromium: the browser test will fail under CI, skip elsewhere"; \
 	  else echo "chromium is not installed (needs root and apt): the browser test will skip"; fi; }
 
+# Two workers (pytest-xdist; a file's tests stay on one worker, as they share module fixtures),
+# then the tests marked serial, alone: they need a quiet machine, or rest on timings a second
+# worker's load would change. `make test TEST_WORKERS=4` on a machine with more cores.
+TEST_WORKERS ?= 2
+
 test: install browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests
+	$(BIN)/python -m pytest -q -m serial tests
+
+# The fuzz tests with ten times make test's examples, new ones each run (tests/helpers/fuzz.py).
+FUZZ_TESTS := tests/config/test_fuzz_config.py tests/cli/test_fuzz_commands.py
+
+fuzz: install
+	COMPRESS_FUZZ_SCALE=10 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(FUZZ_TESTS)
 
 # The docs site (docs/mkdocs.yml): two pages are generated from `compress schema` and
 # `compress passes`. lint fails when a committed one is stale, and builds the site with --strict

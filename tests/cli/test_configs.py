@@ -49,14 +49,31 @@ def recipe_report(config, tmp_path_factory):
     return _reports[config.name]
 
 
-@pytest.mark.parametrize("config", RECIPES, ids=lambda c: c.stem)
+def timed(config):
+    """quantize.auto's recipes run in make test's serial part: what they keep rests on timing,
+    which a second test worker's load would make busy throughout."""
+    if "quantize.auto" in config.read_text():
+        return pytest.param(config, marks=pytest.mark.serial)
+    return config
+
+
+def timing_gates(report) -> set[str]:
+    """The gates whose outcome rests on the machine: the speedup, and the size ratio where
+    quantize.auto kept its input because the machine stayed busy (it never picks by size
+    alone, which could keep a slower model)."""
+    autos = [s["details"] for s in report["stages"] if s["name"] == "quantize.auto"]
+    kept_busy = any(a.get("chosen") is None and a["timing"]["machine"] == "busy" for a in autos)
+    return {"min_speedup", "min_size_ratio"} if kept_busy else {"min_speedup"}
+
+
+@pytest.mark.parametrize("config", [timed(c) for c in RECIPES], ids=lambda c: c.stem)
 def test_recipe_runs(tmp_path_factory, config):
     result, out = recipe_report(config, tmp_path_factory)
     report = json.loads(result.stdout)  # stdout holds nothing but the report
     assert result.exit_code in (0, 3), result.stderr
-    failed = [g["name"] for g in report["gates"] if not g["passed"]]
+    failed = {g["name"] for g in report["gates"] if not g["passed"]}
     # Timing gates depend on the machine; the benchmark checks speed, tests check the rest.
-    assert not [name for name in failed if name != "min_speedup"], report["gates"]
+    assert not failed - timing_gates(report), report["gates"]
     assert sorted(p.name for p in out.iterdir()) == [
         "model.onnx",
         "report.html",
@@ -89,6 +106,7 @@ def test_a_recipe_writes_the_same_model_as_before(tmp_path_factory, config):
     assert golden["models"].get(config.name) == digest, "the recipe's model.onnx changed"
 
 
+@pytest.mark.serial  # with the recipes' own runs (timed)
 @pytest.mark.parametrize("config", ["auto-int8.yaml", "auto-int8-text.yaml"])
 def test_auto_never_keeps_a_candidate_slower_than_its_input(tmp_path_factory, config):
     result, _ = recipe_report(CONFIGS / config, tmp_path_factory)

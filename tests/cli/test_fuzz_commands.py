@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from tests.helpers.cache import entry, key
 from tests.helpers.cli import invoke
 from tests.helpers.configs import CNN_CONFIG, write_config
-from tests.helpers.fuzz import FUZZ, ODD_TEXT, VALUES, override_texts
+from tests.helpers.fuzz import FUZZ, ODD_TEXT, VALUES, examples, override_texts
 from tests.helpers.paths import SAMPLES
 
-REPORT_EXAMPLES = 150
-VARY_EXAMPLES = 150
-CACHE_EXAMPLES = 100
+REPORT_EXAMPLES = examples(150)
+VARY_EXAMPLES = examples(150)
+CACHE_EXAMPLES = examples(100)
 
 NUMBERS = st.one_of(
     st.sampled_from(["1" + "0" * 400, "1e400", "-1e400", "-5", "-0.0", "NaN", "Infinity", "0"]),

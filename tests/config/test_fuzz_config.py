@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from compress.batch.overrides import absolute_paths, read_yaml
 from tests.helpers.cli import invoke
-from tests.helpers.fuzz import FUZZ, KEYS, PLAUSIBLE_TEXT, VALUES, override_texts
+from tests.helpers.fuzz import FUZZ, KEYS, PLAUSIBLE_TEXT, VALUES, examples, override_texts
 from tests.helpers.paths import CONFIGS, ROOT
 
-VALIDATE_EXAMPLES = 1000
-RUN_EXAMPLES = 400
+VALIDATE_EXAMPLES = examples(400)
+RUN_EXAMPLES = examples(200)
 
 # Each recipe with the model its header says it runs on; paths made absolute so that a mutated
 # copy can be written anywhere.

@@ -3,6 +3,7 @@ size, config keys, `--set` texts, and the settings every fuzz test runs under.""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -67,8 +68,17 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...")
 
 
+# `make test` runs each fuzz test's own examples, the same ones every run (derandomized: a failure
+# reproduces). `make fuzz` runs COMPRESS_FUZZ_SCALE times as many, new ones each run: the
+# inputs the fixed examples never reach.
+FUZZ_SCALE = max(1, int(os.environ.get("COMPRESS_FUZZ_SCALE") or 1))
 FUZZ = settings(
     deadline=None,
-    derandomize=True,  # the same examples in every CI run: a failure can be reproduced
+    derandomize=FUZZ_SCALE == 1,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+def examples(count: int) -> int:
+    """A fuzz test's number of examples: `count` in make test, scaled by `make fuzz`."""
+    return count * FUZZ_SCALE

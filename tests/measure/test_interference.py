@@ -66,6 +66,9 @@ def watch(seconds: float = 1.0):
     return watched.load
 
 
+# A second test worker is load too: these run with the machine to themselves (make test's
+# serial part), as the hog would slow the other worker's tests.
+@pytest.mark.serial
 def test_a_busy_loop_in_another_process_makes_the_machine_busy(cpu_hog):
     load = watch()
     assert load.state == "busy" and load.busy
@@ -73,6 +76,7 @@ def test_a_busy_loop_in_another_process_makes_the_machine_busy(cpu_hog):
     assert "other processes used" in load.describe()
 
 
+@pytest.mark.serial
 def test_a_quiet_machine_is_quiet_and_a_short_timing_cannot_tell():
     assert watch().state == "quiet"
     assert watch(0.01).state == "unknown"
@@ -86,6 +90,7 @@ report: {batch_sizes: [4], min_runs: 8, min_seconds: 0.6, warmup_runs: 1, max_se
 """
 
 
+@pytest.mark.serial
 def test_a_run_timed_beside_a_busy_loop_says_so_everywhere(tmp_path, cpu_hog):
     model = small_onnx(tmp_path / "model.onnx")
     out = tmp_path / "out"
