@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress_cli.terminal import color_system
@@ -40,6 +41,20 @@ def generation_table(report: Report) -> Table:
     by_stage = [stage.generation or {} for stage in report.stages]
     headers, rows = generation_rows(names, by_stage, settings.batch_sizes)
     return _table(generation_heading(settings).lower(), headers, rows)
+
+
+def bench_generation_table(measured: BenchResult) -> Table:
+    """`compress bench` of a decoder: each file's generation (with --compare, B's decode
+    speedup over A, timed in alternation)."""
+    from compress.report.generation import generation_heading, generation_rows
+
+    generation = measured.generation
+    assert generation is not None  # shown only for a decoder
+    # with --compare, A and B as in the comparison above: two paths would not leave room
+    names = ["A", "B"] if measured.compare else [Path(measured.model).name]
+    by_model = list(generation.models.values())
+    headers, rows = generation_rows(names, by_model, generation.settings.batch_sizes, "model")
+    return _table(generation_heading(generation.settings).lower(), headers, rows)
 
 
 def comparison_table(comparison: Comparison) -> Table:
@@ -81,6 +96,8 @@ def print_bench(measured: BenchResult, console: Console) -> None:
     )
     if measured.compare is not None:
         print_comparison(measured, measured.compare, console)
+    if measured.generation is not None:
+        console.print(bench_generation_table(measured))
     for warning in measured.warnings:
         console.print(f"warning: {warning}", markup=False)
     console.print(measured_with(measured) + ".", markup=False)

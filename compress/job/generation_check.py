@@ -4,13 +4,14 @@ positions (a longer sequence reads past its position table). Each refusal is one
 
 from __future__ import annotations
 
-from compress.config import LoadedConfig
+from compress.config import GenerationSection
 from compress.errors import ConfigError
 from compress.models import LoadedModel
 
 
-def check_generation(config: LoadedConfig, model: LoadedModel) -> None:
-    wanted = config.config.report.generation
+def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> None:
+    """Refuse, in one line, generation timing (`wanted`: report.generation) the model cannot
+    give."""
     if wanted is None:
         return
     name = model.path.name

@@ -128,7 +128,7 @@ def prepare_model(
     )  # fmt: skip
     if made_up_inputs:
         inputs_from_model(model, config, log)
-    check_generation(config, model)
+    check_generation(config.config.report.generation, model)
     fixed_batches = fixed_batch_sizes(model.model) if model.is_onnx else set()
     if model.is_onnx:
         check_no_torch_pass(passes, model.path.name)

@@ -3,6 +3,8 @@ latency code, settings, threads, warm-up and input), so that a figure in a repor
 
 With the run's config, the samples are the run's; without one, the settings are the defaults
 (both adjustable with --set) and the input is ones shaped like the graph's declared inputs.
+A decoder exported with its key/value cache is also timed as it is used: greedy generation
+(report.generation, its defaults where the config has none), as a run times its stages.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from compress.config import LoadedConfig, ModelSection
+import numpy as np
+
+from compress.config import GenerationSection, LoadedConfig, ModelSection, ReportSection
 from compress.errors import ConfigError, ModelLoadError
 from compress.files import path_problem
 from compress.job.context import Context, input_names_for, load_datasets
+from compress.job.generation_check import check_generation
 from compress.job.preflight import check_batches_fit, check_onnx_data_fits
 from compress.job.text_data import with_tokens
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
-from compress.models import detect_format, load_model
+from compress.models import LoadedModel, detect_format, load_model
+from compress.models.decoder_graph import is_decoder_graph
 from compress.models.hf_folder import is_model_folder
 from compress.models.model_inputs import fixed_batch_sizes, onnx_input_specs
 from compress.passes.recipe import load_recipe, parse_recipe
 from compress.report import busy_latency, paired_figures
-from compress.report.model import BenchComparison, BenchResult
+from compress.report.model import BenchComparison, BenchGeneration, BenchResult
 
 DEFAULTS = Path("(defaults)")  # stands for the config file when none is given
 
@@ -48,12 +54,14 @@ def bench_onnx(
             )
         if problem := path_problem(path, "a model file"):  # a folder, a FIFO: said as such
             raise ModelLoadError(f"model {path}: {problem}")
-    proto = load_model(model_path, ModelSection(), Path.cwd()).model
+    loaded = load_model(model_path, ModelSection(), Path.cwd())
+    proto = loaded.model
     if compare:
         other = load_model(Path(compare), ModelSection(), Path.cwd()).model
         check_same_inputs(proto, other, model_path, Path(compare))
     config = _config(config_path, overrides, proto, model_path.name)
     settings = config.config.report
+    timed_generation = _generation_settings(config, loaded)
     check_batches_fit(fixed_batch_sizes(proto), settings.batch_sizes)
     # text data: tokenized with model.tokenizer (an ONNX file holds no tokenizer)
     _, _, datasets = with_tokens((config, [], load_datasets(config)), None, False)
@@ -73,6 +81,10 @@ def bench_onnx(
         environment=environment(settings.threads, config.config.seed, settings.pin_threads),
         warnings=busy_latency(latency),
     )
+    if timed_generation is not None:  # prompts from the data's tokens, where there are some
+        data_ids = samples[0] if ctx.sample_source != "model.inputs" else None
+        measured.generation, warnings = _generation(paths, timed_generation, data_ids)
+        measured.warnings += warnings
     if compare:
         measured.compare = BenchComparison(
             model=str(compare),
@@ -84,6 +96,42 @@ def bench_onnx(
             },
         )
     return measured
+
+
+def _generation_settings(config: LoadedConfig, model: LoadedModel) -> ReportSection | None:
+    """The report settings generation is timed with: the config's report.generation; for a
+    decoder graph without one, its defaults (a decoder is used by generating); else none."""
+    settings = config.config.report
+    if settings.generation is None:
+        from compress.measure.decoder_feeds import graph_declared
+
+        if not is_decoder_graph([name for name, _, _ in graph_declared(model.model)]):
+            return None
+        settings = settings.model_copy(update={"generation": GenerationSection()})
+    check_generation(settings.generation, model)
+    return settings
+
+
+def _generation(
+    paths: dict[str, Path], settings: ReportSection, ids: np.ndarray | None
+) -> tuple[BenchGeneration, list[str]]:
+    """Greedy generation of each file, in interleaved rounds (the first file the reference of
+    the second's decode speedup), with each one's peak memory in a process of its own; and the
+    warnings of a busy machine."""
+    from compress.measure.generation import measure_generation
+    from compress.measure.peak_memory import peak_rss_mb
+    from compress.report.generation import busy_generation, generation_settings, stage_generation
+
+    def peak(path: Path, prompt, new_tokens: int) -> float | None:
+        return peak_rss_mb(path, prompt, new_tokens, settings.threads)
+
+    ids = ids if ids is not None and ids.dtype.kind in "iu" else None
+    generation = measure_generation(paths, settings, ids, peak)
+    figures = stage_generation(generation, list(paths))
+    measured = BenchGeneration(
+        settings=generation_settings(generation), models=dict(zip(paths, figures, strict=True))
+    )
+    return measured, busy_generation(generation)
 
 
 def _config(path: Path | None, overrides: Sequence[str], proto, model: str) -> LoadedConfig:

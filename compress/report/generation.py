@@ -65,11 +65,14 @@ def busy_generation(generation: Generation) -> list[str]:
 
 
 def generation_rows(
-    names: list[str], stages: list[dict[str, StageGeneration]], batch_sizes: list[int]
+    names: list[str],
+    stages: list[dict[str, StageGeneration]],
+    batch_sizes: list[int],
+    named: str = "stage",
 ) -> tuple[list[str], list[list[str]]]:
-    """The generation table: a row per stage and batch size."""
+    """The generation table: a row per stage (or file, `named` "model") and batch size."""
     headers = [
-        "stage", "batch", "prefill ms", "decode p50 ms", "p90 ms", "tokens/s",
+        named, "batch", "prefill ms", "decode p50 ms", "p90 ms", "tokens/s",
         "decode speedup", "peak MB",
     ]  # fmt: skip
     rows = []

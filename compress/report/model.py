@@ -199,6 +199,16 @@ class BenchComparison(Footprint):
     speedup: dict[str, Paired] = Field(description="over the first model, by batch size")
 
 
+class BenchGeneration(Record):
+    """`compress bench` of a decoder: greedy generation of each file, timed in alternation."""
+
+    settings: GenerationSettings
+    models: dict[str, dict[str, StageGeneration]] = Field(
+        description="by file (`model`, and `compare` with its decode speedup over `model`), "
+        "then by batch size"
+    )
+
+
 class BenchResult(Footprint):
     """What `compress bench` measured of one ONNX file (and, with --compare, of a second)."""
 
@@ -208,6 +218,9 @@ class BenchResult(Footprint):
     environment: Environment
     warnings: list[str]
     compare: BenchComparison | None = None
+    generation: BenchGeneration | None = Field(
+        default=None, description="a decoder's greedy generation (report.generation)"
+    )
 
 
 class Report(Record):

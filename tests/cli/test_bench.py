@@ -58,3 +58,10 @@ def test_bench_refuses_what_it_cannot_measure(tmp_path):
         assert result.exit_code == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_bench_refuses_to_time_generation_of_a_model_without_a_cache(tmp_path):
+    model = small_onnx(tmp_path / "linear.onnx")
+    result = invoke("bench", model, *QUICK, "--set", "report.generation.new_tokens=4")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "takes no key/value cache" in result.stderr and "Traceback" not in result.stderr

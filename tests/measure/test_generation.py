@@ -119,6 +119,22 @@ def test_an_exported_decoder_runs_again_from_its_onnx_file(hf_folders, tmp_path)
     report = json.loads(result.stdout)
     assert report["summary"]["generation"]["tokens_per_second"] > 0
 
+    # compress bench times a decoder as it is used, generation's defaults with no config
+    float_model, int8_model = tmp_path / "float" / "model.onnx", tmp_path / "out" / "model.onnx"
+    brief = ("--set", "report.batch_sizes=[1]", "--set", "report.max_seconds=0.2")
+    result = invoke("bench", float_model, "--compare", int8_model, "--json", *brief)
+    assert result.exit_code == 0, result.stderr
+    generation = json.loads(result.stdout)["generation"]
+    assert generation["settings"]["prompt_tokens"] == 128  # GenerationSection's default
+    timed, compared = generation["models"]["model"]["1"], generation["models"]["compare"]["1"]
+    assert timed["tokens_per_second"] > 0 and "decode_vs_baseline" not in timed
+    low, high = compared["decode_vs_baseline"]["ci"]
+    assert low <= compared["decode_vs_baseline"]["speedup"] <= high
+    assert compared["peak_rss_mb"] > 0
+    table = invoke("bench", int8_model, *brief, "--set", "report.generation.new_tokens=4")
+    assert table.exit_code == 0 and "4 new tokens over the key/value cache" in table.stdout
+    assert "prefill" in table.stdout  # the generation table (headers wrap beside a long path)
+
 
 def test_int4_accuracy_level_auto_on_a_decoder_is_chosen_by_its_decode_steps(hf_folders, tmp_path):
     """The report times a decoder by its generation, so quantize.int4 picks its MatMulNBits
