@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -83,7 +84,9 @@ def test_a_killed_batch_resumes_to_the_uninterrupted_result(tmp_path):
     good_models(models, "m1.onnx", "m2.onnx", "m3.onnx")
     corrupt_model(models / "cut.pt")
     out = tmp_path / "out"
-    batch = subprocess.Popen(batch_command(models, config, out) + ["-j", "1", "-q"], cwd=ROOT)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the work folders SIGKILL leaves behind
+    command = batch_command(models, config, out) + ["-j", "1", "-q"]
+    batch = subprocess.Popen(command, cwd=ROOT, env=env)
     first, deadline = out / "m1.onnx" / "done.json", time.monotonic() + 300
     while not first.exists() and batch.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -98,7 +98,10 @@ def start_batch(tmp_path: Path, how: str) -> tuple[subprocess.Popen, dict]:
     probe_model(models, "probe.pt", how, facts)
     config = batch_config(tmp_path / "cfg")
     command = [sys.executable, "-m", "compress_cli", "batch", str(models), "-c", str(config)]
-    batch = subprocess.Popen([*command, "-o", str(out), "--trust-pickle", "-q"], cwd=ROOT)
+    # a batch killed with SIGKILL cannot remove its jobs' work folders: they land in the test's
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    arguments = [*command, "-o", str(out), "--trust-pickle", "-q"]
+    batch = subprocess.Popen(arguments, cwd=ROOT, env=env)
     try:
         wait_for_file(facts, batch)
     except BaseException:
