@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from pydantic import Field
 
 from compress.errors import first_line
-from compress.measure.evaluate import onnx_output
+from compress.measure.evaluate import fitting_samples, onnx_output
 from compress.passes.base import (
     BudgetMiss,
     OnnxPass,
@@ -330,7 +330,7 @@ class DynamicQuantization(Int8Pass[DynamicParams, DynamicPlan]):
         if self.params.per_channel != "auto":
             plan.per_channel = self.params.per_channel
             return plan
-        samples = sensitivity_samples(ctx)
+        samples = fitting_samples(prepared, sensitivity_samples(ctx), ctx.judged_output)
         reference = onnx_output(prepared, samples, ctx.judged_output)
         errors = {}
         for per_channel in (False, True):
