@@ -128,9 +128,10 @@ def first_batch_timing(
     samples: Callable[[int], list[np.ndarray]],
     log: Callable[[str], None],
     min_runs: int | None = None,
+    retimes: int = BUSY_RETIMES,
 ) -> BatchCheck:
     """The models timed interleaved at the first batch size of the report `settings` on
-    `samples(batch)`, again while the machine is busy (at most BUSY_RETIMES times, each said in
+    `samples(batch)`, again while the machine is busy (at most `retimes` times, each said in
     `log`); with `min_runs`, a brief timing of that many runs each."""
     batch = settings.batch_sizes[0]
     update: dict[str, Any] = {"batch_sizes": [batch]}
@@ -140,7 +141,7 @@ def first_batch_timing(
     inputs = samples(batch)
     timings = measure_latency(paths, inputs, one_batch).batches[batch]
     retimed = 0
-    while timings.machine.busy and retimed < BUSY_RETIMES:
+    while timings.machine.busy and retimed < retimes:
         retimed += 1
         log(f"  busy machine ({timings.machine.describe()}): timing again")
         timings = measure_latency(paths, inputs, one_batch).batches[batch]
@@ -188,11 +189,20 @@ def model_timer(
     log: Callable[[str], None],
 ) -> Timer:
     """How models are timed against each other as the report times them: a decoder's decode
-    steps when report.generation is set, else the first batch size."""
+    steps when report.generation is set, else the first batch size. A brief timing is not
+    taken again on a busy machine: it only orders models timed interleaved, which load slows
+    alike; the full timing that verdicts rest on is."""
     if decoder and settings.generation is not None:
-        return lambda paths, brief: decode_step_timing(paths, settings, log, brief)
+        return lambda paths, brief: decode_step_timing(
+            paths, settings, log, brief, 0 if brief else BUSY_RETIMES
+        )
     return lambda paths, brief: first_batch_timing(
-        paths, settings, samples, log, BRIEF_RUNS if brief else None
+        paths,
+        settings,
+        samples,
+        log,
+        BRIEF_RUNS if brief else None,
+        0 if brief else BUSY_RETIMES,
     )
 
 
