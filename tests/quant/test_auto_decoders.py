@@ -56,13 +56,15 @@ def decode_steps(monkeypatch):
 
 @pytest.fixture
 def logits_held(monkeypatch):
-    """Evaluations hold at most two windows' logits a batch (the limit set small), and every
-    batch of outputs an evaluation ran is kept: its largest output's bytes."""
+    """Evaluations and comparisons hold at most two windows' logits a batch (the limits set
+    small), and every batch of outputs one ran is kept: its largest output's bytes."""
     from compress.measure import evaluate, perplexity
+    from compress.quant import int8
 
     limit = 2 * WINDOW_LOGITS
     monkeypatch.setattr(perplexity, "LOGITS_BYTES", limit)
     monkeypatch.setattr(evaluate, "LOGITS_BYTES", limit)
+    monkeypatch.setattr(int8, "PER_CHANNEL_BYTES", limit)  # dynamic's per_channel: auto
     held = []
     run_batched = evaluate.run_batched
 
@@ -87,13 +89,14 @@ def test_auto_weighs_weight_only_candidates_on_decode_steps_and_keeps_one_within
     candidates = {c["name"]: c for c in details["candidates"]}
     # calibration data is there, but a decoder gets no static candidate
     assert list(candidates) == ["int4-weights", "int8-weights", "dynamic"]
-    assert candidates["int8-weights"]["settings"] == {"bits": 8}
+    assert candidates["int8-weights"]["settings"] == {"bits": 8, "accuracy_level": 4}
     assert all(c["verdict"] for c in candidates.values())
     # every timing auto took was decode steps: the screening brief, the final one as reported
     assert details["timing"]["timed"] == "decode steps"
-    # (accuracy_level: auto timed "level 0" and "level 4" of each weight-only candidate so too)
+    # (accuracy_level: auto timed int4-weights' "level 0" and "level 4" so too; int8-weights
+    # runs at level 4)
     timed = [(names, settings) for names, settings in decode_steps if "input" in names]
-    assert len(timed) == 2 and len(decode_steps) == 4
+    assert len(timed) == 2 and len(decode_steps) == 3
     (screened, brief), (final, full) = timed
     assert set(screened) == {"input", *STEP_MS} and set(final) == {"input", "int4-weights"}
     assert "more than 10% slower (1.500 ms)" in candidates["int8-weights"]["verdict"]
