@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 from bench.batch import batch_row  # noqa: E402
 from bench.decoder_accuracy import decoder_accuracy_table  # noqa: E402
 from bench.decoder_accuracy import main as decoder_accuracy_main  # noqa: E402
+from bench.decoder_auto import decoder_auto_table  # noqa: E402
+from bench.decoder_auto import main as decoder_auto_main  # noqa: E402
 from bench.decoders import decoder_table  # noqa: E402
 from bench.decoders import main as decoders_main  # noqa: E402
 from bench.folders import folders_table  # noqa: E402
@@ -155,7 +157,8 @@ def main(argv: list[str]) -> int:
     (bench/iterate.py); `run.py folders` only the model folders (bench/folders.py); `run.py
     int4` only the budgeted 4-bit MiniLM row (bench/int4_budget.py); `run.py decoders` only the
     decoder language model (bench/decoders.py); `run.py decoder-accuracy` only the decoder
-    trained here on Python's sources, int4 judged by perplexity (bench/decoder_accuracy.py)."""
+    trained here on Python's sources, int4 judged by perplexity (bench/decoder_accuracy.py);
+    `run.py decoder-auto` only quantize.auto on the 55M decoder (bench/decoder_auto.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -176,6 +179,8 @@ def main(argv: list[str]) -> int:
         return decoders_main()
     if argv[1:] == ["decoder-accuracy"]:
         return decoder_accuracy_main()
+    if argv[1:] == ["decoder-auto"]:
+        return decoder_auto_main()
     rows = [] if argv[1:] == ["peer"] else recipe_rows()
     peer_rows, checks = peer_table()
     batch, batch_check = batch_row() if rows else (None, None)
@@ -202,6 +207,8 @@ def main(argv: list[str]) -> int:
     timing += decoder_checks
     accuracy, accuracy_checks = decoder_accuracy_table() if rows else ({}, [])
     timing += accuracy_checks
+    decoder_auto, decoder_auto_checks = decoder_auto_table() if rows else ({}, [])
+    timing += decoder_auto_checks
     print_table(peer_rows, checks)
     for text, met in timing:
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -223,6 +230,7 @@ def main(argv: list[str]) -> int:
         "int4_budget": int4,
         "decoders": decoders,
         "decoder_accuracy": accuracy,
+        "decoder_auto": decoder_auto,
         "goals": checks,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")

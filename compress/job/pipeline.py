@@ -443,8 +443,14 @@ def _metrics(stage_files, ctx: Context, metric: str) -> list[Metric | None]:
     known = [stage.figures.metric if stage.figures else None for stage in stage_files]
     if all(known):
         return known
+    from compress.quant.sensitivity.cache import AnalysisCache
+
     ctx.log(f"evaluating {metric} on {len(ctx.eval)} samples of data.eval")
-    judge = Judge(stage_files[0].path, ctx.eval, metric, ctx.judged_output)
+    # the baseline's outputs, as a quantize pass on the baseline file already computed them
+    reference = ctx.shared(AnalysisCache).reference_outputs(
+        stage_files[0].path, ctx.eval, ctx.judged_output, metric
+    )
+    judge = Judge(reference, ctx.eval, metric, ctx.judged_output)
     values = [judge.reference_value] + [
         found.value if found else judge.score(stage.path)
         for stage, found in zip(stage_files[1:], known[1:], strict=True)

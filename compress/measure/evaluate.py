@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress.measure.metrics import compute_metric, metric_drop
-from compress.measure.perplexity import TOKEN_METRICS, summarized
+from compress.measure.perplexity import LOGITS_BYTES, TOKEN_METRICS, summarized
 from compress.measure.runtime import open_session, run_batched
 
 if TYPE_CHECKING:
@@ -30,6 +30,20 @@ def onnx_output(
         name = session.get_outputs()[index].name
         return summarized(lambda part: run_batched(session, part, len(part[0]), [name])[0], inputs)
     return run_batched(session, inputs, EVAL_BATCH)[index]
+
+
+def fitting_samples(
+    path: Path, samples: list[np.ndarray], index: int, limit: int | None = None
+) -> list[np.ndarray]:
+    """The first of `samples` (at least one) whose output `index` of the ONNX model `path`
+    takes at most `limit` bytes together (LOGITS_BYTES by default). A comparison of whole
+    outputs holds them all, and a decoder's are its logits, [tokens, vocabulary] a sample: 16 MB
+    for 128 tokens of 32000 words, so 64 windows would hold 1 GB a copy where a few thousand
+    positions settle the comparison."""
+    session = open_session(path, threads=1)
+    first = run_batched(session, [a[:1] for a in samples], 1)[index]
+    rows = max(1, (LOGITS_BYTES if limit is None else limit) // max(first.nbytes, 1))
+    return [a[:rows] for a in samples]
 
 
 class Judge:

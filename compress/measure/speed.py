@@ -1,10 +1,13 @@
 """Speed checks between models timed together: the timing quantize.auto chooses by, and the
 speed guard's (compress.job.speed_guard: `on_slower: revert` undoes a pass that slows the model).
 
-Models are compared paired (`compress.measure.latency.Speedup`): faster or slower only when the
-95% interval of the per-round ratios says so, by more than 3%; anything else is a tie. A timing
-taken on a busy machine is taken again (at most `BUSY_RETIMES` times); if the machine stays busy,
-nothing is called faster or slower, and the caller says so.
+Two shapes are timed: a whole batch at the report's first batch size (`first_batch_timing`,
+`BatchCheck`), and a decoder's greedy decode steps over its key/value cache at
+report.generation's first batch size (`decode_step_timing`, `DecodeCheck`), the shape a language
+model spends its time in. Models are compared paired (`compress.measure.latency.Speedup`):
+faster or slower only when the 95% interval of the per-round ratios says so, by more than 3%;
+anything else is a tie. A timing taken on a busy machine is taken again (at most `BUSY_RETIMES`
+times); if the machine stays busy, nothing is called faster or slower, and the caller says so.
 """
 
 from __future__ import annotations
@@ -17,13 +20,27 @@ from typing import Any, Literal
 import numpy as np
 
 from compress.config import ReportSection
+from compress.measure.generation import GenerationTimings, measure_generation
+from compress.measure.interference import MachineLoad
 from compress.measure.latency import SPEED_TOLERANCE, BatchTimings, measure_latency
 
 BUSY_RETIMES = 2  # timings taken again while the machine is busy, before deciding anyway
+BRIEF_RUNS = 20  # a brief timing at a batch size: enough to tell 1.5x apart, not 3%
+BRIEF_ROUNDS = 3  # a brief timing of decode steps: generations per model, interleaved
+BRIEF_TOKENS = 16  # ... of at most this many new tokens (a step's cost barely moves with them)
+
+Verdict = Literal["faster", "slower", "tie"]
+
+
+def _machine_note(machine: MachineLoad, retimed: int) -> str:
+    return (
+        f"the machine stayed busy through {retimed + 1} timing(s) ({machine.describe()}), so "
+        "no model is called faster or slower"
+    )
 
 
 @dataclass
-class SpeedCheck:
+class BatchCheck:
     """Models timed together at the first report batch size."""
 
     timings: BatchTimings
@@ -34,6 +51,10 @@ class SpeedCheck:
         return self.timings.batch
 
     @property
+    def machine(self) -> MachineLoad:
+        return self.timings.machine
+
+    @property
     def busy(self) -> bool:
         return self.timings.machine.busy
 
@@ -41,7 +62,12 @@ class SpeedCheck:
     def p50(self) -> dict[str, float]:
         return {name: self.timings.stats(name).p50 for name in self.timings.runs}
 
-    def verdict(self, name: str, reference: str) -> Literal["faster", "slower", "tie"]:
+    @property
+    def shape(self) -> str:
+        """What a p50 is the time of, as a reason says it ("... ms at batch 8")."""
+        return f"at batch {self.batch}"
+
+    def verdict(self, name: str, reference: str) -> Verdict:
         """`name` against `reference`, paired; a tie on a machine that stayed busy."""
         if self.busy:
             return "tie"
@@ -49,10 +75,51 @@ class SpeedCheck:
 
     def machine_note(self) -> str:
         """On a machine that stayed busy: what it was doing, and what was done about it."""
-        return (
-            f"the machine stayed busy through {self.retimed + 1} timing(s) "
-            f"({self.timings.machine.describe()}), so no model is called faster or slower"
-        )
+        return _machine_note(self.machine, self.retimed)
+
+
+@dataclass
+class DecodeCheck:
+    """Decoders timed together on greedy decode steps over their key/value cache: p50 is the
+    median decode step (ms), verdicts are paired over the rounds' medians."""
+
+    timings: GenerationTimings
+    retimed: int
+    prompt_tokens: int
+
+    @property
+    def batch(self) -> int:
+        return self.timings.batch
+
+    @property
+    def machine(self) -> MachineLoad:
+        return self.timings.machine
+
+    @property
+    def busy(self) -> bool:
+        return self.timings.machine.busy
+
+    @property
+    def p50(self) -> dict[str, float]:
+        return {name: float(np.median(ms)) for name, ms in self.timings.decode.items()}
+
+    @property
+    def shape(self) -> str:
+        prompt = f"a prompt of {self.prompt_tokens} tokens"
+        return f"per decode step at batch {self.batch} after {prompt}"
+
+    def verdict(self, name: str, reference: str) -> Verdict:
+        if self.busy:
+            return "tie"
+        return self.timings.decode_speedup(reference, name).verdict
+
+    def machine_note(self) -> str:
+        return _machine_note(self.machine, self.retimed)
+
+
+SpeedCheck = BatchCheck | DecodeCheck
+# (models by name, brief) -> those models timed together; brief: a short screening timing
+Timer = Callable[[dict[str, Path], bool], SpeedCheck]
 
 
 def first_batch_timing(
@@ -61,9 +128,10 @@ def first_batch_timing(
     samples: Callable[[int], list[np.ndarray]],
     log: Callable[[str], None],
     min_runs: int | None = None,
-) -> SpeedCheck:
+    retimes: int = BUSY_RETIMES,
+) -> BatchCheck:
     """The models timed interleaved at the first batch size of the report `settings` on
-    `samples(batch)`, again while the machine is busy (at most BUSY_RETIMES times, each said in
+    `samples(batch)`, again while the machine is busy (at most `retimes` times, each said in
     `log`); with `min_runs`, a brief timing of that many runs each."""
     batch = settings.batch_sizes[0]
     update: dict[str, Any] = {"batch_sizes": [batch]}
@@ -73,23 +141,69 @@ def first_batch_timing(
     inputs = samples(batch)
     timings = measure_latency(paths, inputs, one_batch).batches[batch]
     retimed = 0
-    while timings.machine.busy and retimed < BUSY_RETIMES:
+    while timings.machine.busy and retimed < retimes:
         retimed += 1
         log(f"  busy machine ({timings.machine.describe()}): timing again")
         timings = measure_latency(paths, inputs, one_batch).batches[batch]
-    return SpeedCheck(timings, retimed)
+    return BatchCheck(timings, retimed)
 
 
-def first_batch_p50(
+def decode_step_timing(
     paths: dict[str, Path],
     settings: ReportSection,
+    log: Callable[[str], None],
+    brief: bool = False,
+    retimes: int = BUSY_RETIMES,
+) -> DecodeCheck:
+    """Decoders timed on report.generation's greedy loop at its first batch size, in
+    interleaved rounds (no peak memory), again while the machine is busy (at most `retimes`
+    times, as `first_batch_timing`); `brief`: BRIEF_ROUNDS generations of at most BRIEF_TOKENS
+    new tokens each, however unsettled."""
+    wanted = settings.generation
+    if wanted is None:
+        raise ValueError("decode steps are timed as report.generation says: it is not set")
+    generation: dict[str, Any] = {"batch_sizes": wanted.batch_sizes[:1], "peak_memory": False}
+    report: dict[str, Any] = {}
+    if brief:
+        generation["min_rounds"] = BRIEF_ROUNDS
+        generation["new_tokens"] = min(wanted.new_tokens, BRIEF_TOKENS)
+        report["max_seconds"] = 0.0
+    report["generation"] = wanted.model_copy(update=generation)
+    one_batch = settings.model_copy(update=report)
+
+    def timed() -> GenerationTimings:
+        return next(iter(measure_generation(paths, one_batch).batches.values()))
+
+    timings, retimed = timed(), 0
+    while timings.machine.busy and retimed < retimes:
+        retimed += 1
+        log(f"  busy machine ({timings.machine.describe()}): timing again")
+        timings = timed()
+    return DecodeCheck(timings, retimed, wanted.prompt_tokens)
+
+
+def model_timer(
+    settings: ReportSection,
+    decoder: bool,
     samples: Callable[[int], list[np.ndarray]],
     log: Callable[[str], None],
-    min_runs: int | None = None,
-) -> tuple[int, dict[str, float]]:
-    """p50 ms of each model at the first report batch size (`first_batch_timing`)."""
-    check = first_batch_timing(paths, settings, samples, log, min_runs)
-    return check.batch, check.p50
+) -> Timer:
+    """How models are timed against each other as the report times them: a decoder's decode
+    steps when report.generation is set, else the first batch size. A brief timing is not
+    taken again on a busy machine: it only orders models timed interleaved, which load slows
+    alike; the full timing that verdicts rest on is."""
+    if decoder and settings.generation is not None:
+        return lambda paths, brief: decode_step_timing(
+            paths, settings, log, brief, 0 if brief else BUSY_RETIMES
+        )
+    return lambda paths, brief: first_batch_timing(
+        paths,
+        settings,
+        samples,
+        log,
+        BRIEF_RUNS if brief else None,
+        0 if brief else BUSY_RETIMES,
+    )
 
 
 def clearly_faster(ms: float, input_ms: float) -> bool:

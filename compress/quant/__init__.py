@@ -4,7 +4,8 @@ The passes (each registers under the name the YAML uses):
 
 - int8           quantize.dynamic and quantize.static: ONNX Runtime's quantizers, with the
                  recovery methods around them and the accuracy-aware fallback
-- auto           quantize.auto: tries the int8 settings that fit the model, measures each, keeps
+- auto           quantize.auto: tries the quantizations that fit the model (auto_candidates: the
+                 int8 variants, or a decoder's weight-only ones and dynamic), measures each, keeps
                  the one a user would (auto_choice: the rules; auto_trials: trying candidates
                  without paying for every fallback; auto_records: its candidates as records,
                  from the first trial to the report)

@@ -116,7 +116,7 @@ def _int8_pass(
 ) -> tuple[Int8Pass[Any, Any], str]:
     """The pass whose quantization is analysed, and where it comes from in the config."""
     from compress.passes.registry import get_pass
-    from compress.quant.auto import candidates_for
+    from compress.quant.auto_candidates import candidates_for
     from compress.quant.int8 import Int8Pass
 
     where = f"passes[{index}]"

@@ -1,12 +1,17 @@
-"""quantize.auto: try the int8 settings that fit the model, measure each, keep the one a user
-would (the rules are in auto_choice), and never one slower than the input."""
+"""quantize.auto: try the quantizations that fit the model, measure each, keep the one a user
+would (the rules are in auto_choice), and never one slower than the input.
+
+A model is offered the int8 variants (static, the recovery candidates, dynamic); a decoder
+exported with its key/value cache is offered weight-only candidates and dynamic instead
+(`decoder_candidates`), and is timed on its decode steps when the report times its generation.
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -23,20 +28,22 @@ from compress.passes.base import (
 )
 from compress.passes.context import required
 from compress.passes.registry import get_pass, register
-from compress.quant.auto_records import Candidate, CandidateEntry, InputFigures
+from compress.quant.auto_candidates import candidates_for, decoder_candidates, is_decoder
+from compress.quant.auto_records import CandidateEntry, InputFigures
 from compress.quant.fallback import (
     AUTO_PREFERENCE,
+    Fallback,
     accuracy_budget,
     shown_sensitivity,
 )
-from compress.quant.int8 import QuantizeDetails, preprocess
+from compress.quant.int8 import preprocess
 from compress.quant.sensitivity import SensitivityDetails
 from compress.quant.sensitivity.cache import AnalysisCache
 from compress.records import Record
 
 if TYPE_CHECKING:
     from compress.config import LoadedConfig
-    from compress.measure.speed import SpeedCheck
+    from compress.measure.speed import SpeedCheck, Timer
     from compress.passes.context import PassContext
     from compress.quant.auto_choice import Compare
     from compress.quant.auto_trials import Trial
@@ -48,6 +55,12 @@ CLEAR_WIN = 1.25  # a choice this much faster than the input is not timed again:
 class AutoTiming(Record):
     machine: str = Field(description="quiet, busy or unknown during the final timing")
     retimed: int
+    timed: Literal["first batch", "decode steps"] = Field(
+        default="first batch",
+        description="what the candidates were timed on: the report's first batch size, or a "
+        "decoder's greedy decode steps over its cache (report.generation's first batch size)",
+    )
+    shape: str | None = Field(default=None, description="the timed shape, in words")
 
 
 class AutoDetails(PassDetails):
@@ -79,11 +92,14 @@ class AutoDetails(PassDetails):
                     _cell(c.size_bytes / 1024 if c.size_bytes else None, ".1f"),
                     _cell(c.metric, ".4f"),
                     _cell(c.drop, ".4f"),
-                    str(len(c.float_nodes)),
+                    str(len(c.float_nodes))
+                    + (f" ({len(c.eight_bit)} at 8 bits)" if c.eight_bit else ""),
                     c.verdict or "",
                 ]
             )
-        headers = ["candidate", "p50 ms", "size KB", metric, "drop", "kept in float", "verdict"]
+        decode = self.timing is not None and self.timing.timed == "decode steps"
+        speed = "decode ms" if decode else "p50 ms"
+        headers = ["candidate", speed, "size KB", metric, "drop", "kept in float", "verdict"]
         return DetailsTable(f"candidates (budget {self.accuracy_budget})", headers, rows)
 
     def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
@@ -97,9 +113,10 @@ class AutoDetails(PassDetails):
             return None
         closest, drop = min(measured, key=lambda m: m[1])
         return BudgetMiss(
-            f"stage {stage} kept its input: no int8 candidate held the accuracy budget {budget} "
+            f"stage {stage} kept its input: no candidate held the accuracy budget {budget} "
             f"(the closest, {closest}, dropped {metric} by {drop:.4f}); raise "
-            "max_accuracy_drop, or exclude the nodes that lose accuracy, to get an int8 model",
+            "max_accuracy_drop, or exclude the nodes that lose accuracy, to get a quantized "
+            "model",
             carries_drop=False,
         )
 
@@ -119,23 +136,28 @@ class AutoParams(OnnxPassParams):
         default_factory=list, description="node names or op types every candidate keeps in float"
     )
     max_fallback_steps: int = Field(
-        default=4, ge=0, description="per candidate: groups of costly nodes put back in float"
+        default=4,
+        ge=0,
+        description="per candidate: groups of costly nodes put back in float (a weight-only "
+        "candidate's: MatMuls moved to 8 bits)",
     )
 
 
 @register("quantize.auto")
 class AutoQuantization(OnnxPass[AutoParams]):
-    """Tries static and dynamic int8 variants, keeps the fastest within the accuracy budget.
+    """Tries the quantizations that fit the model, keeps the fastest within the accuracy budget.
 
     Every candidate that fits the model (static per-channel / per-tensor, static with depthwise
     convolutions in float, the recovery candidates, dynamic) is quantized fully and judged, all
     are timed briefly together, and the accuracy-aware fallback runs only where it can still
     produce the choice (compress.quant.auto_trials); each is listed in the report with why it
-    won or lost. Within
-    the budget, faster wins, and candidates as fast within noise go by size; one as fast as the
-    input and smaller beats it; candidates meeting gates.min_size_ratio / min_speedup (against
-    the pass's input) are preferred. A candidate slower than the input beyond noise is never
-    kept; when none beats the input, the input model is kept.
+    won or lost. A decoder exported with its key/value cache is offered weight-only candidates
+    instead of the static ones (quantize.int4 at 4 bits with its 4/8-bit mix, and at 8 bits)
+    beside dynamic, and with report.generation every candidate is timed on greedy decode steps
+    over the cache. Within the budget, faster wins, and candidates as fast within noise go by
+    size; one as fast as the input and smaller beats it; candidates meeting gates.min_size_ratio
+    / min_speedup (against the pass's input) are preferred. A candidate slower than the input
+    beyond noise is never kept; when none beats the input, the input model is kept.
 
     Sample YAML:
         - type: quantize.auto
@@ -150,7 +172,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
-        from compress.measure.speed import first_batch_timing
+        from compress.measure.speed import DecodeCheck, model_timer
         from compress.quant.auto_choice import choose  # imports the latency code: not at load
         from compress.quant.auto_trials import finalists, try_candidates
 
@@ -159,10 +181,15 @@ class AutoQuantization(OnnxPass[AutoParams]):
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
         folder.mkdir(exist_ok=True)
-        # Candidates name nodes of the pre-processed graph: each int8 pass pre-processes `source`
-        # the same way before it quantizes, so the names are found there.
-        prepared = preprocess(source, folder / "prepared.onnx", ctx)
-        candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
+        decoder = is_decoder(source)
+        if decoder:
+            candidates = decoder_candidates(source)
+        else:
+            # Candidates name nodes of the pre-processed graph: each int8 pass pre-processes
+            # `source` the same way before it quantizes, so the names are found there.
+            prepared = preprocess(source, folder / "prepared.onnx", ctx)
+            candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
+        timer = model_timer(ctx.timing, decoder, ctx.samples, ctx.log)
         # candidates rank their nodes only if their fallback runs; see _sensitivity
         trials = try_candidates(
             candidates,
@@ -174,11 +201,12 @@ class AutoQuantization(OnnxPass[AutoParams]):
             budget,
             self.params.max_fallback_steps,
             ctx,
+            timer,
         )
         timed = finalists(trials)
-        check = first_batch_timing({"input": source, **timed}, ctx.timing, ctx.samples, ctx.log)
-        batch, p50 = check.batch, check.p50
-        results = [self._entry(t, p50, source, ctx) for t in trials]
+        check = timer({"input": source, **timed}, False)
+        p50 = check.p50
+        results = [self._entry(t, p50) for t in trials]
         figures = InputFigures(
             size_bytes=size_bytes(source),
             metric=self._judge(source, ctx).reference_value,
@@ -190,32 +218,42 @@ class AutoQuantization(OnnxPass[AutoParams]):
                 entry.verdict = entry.verdict or f"not judged: {check.machine_note()}"
         else:
             gates = ctx.gates
-            chosen, reason = choose(results, figures, budget, batch, gates, paired(check))
+            chosen, reason = choose(results, figures, budget, check.shape, gates, paired(check))
         if chosen:
             paths = {"input": source, "chosen": timed[chosen]}
-            chosen, reason = self._confirm(chosen, reason, results, paths, figures, ctx)
+            chosen, reason = self._confirm(chosen, reason, results, paths, figures, timer)
         shutil.copyfile(timed[chosen] if chosen else source, target)
-        ctx.log(f"  {reason} ({time.perf_counter() - started:.0f} s)")
+        sensitivity = self._sensitivity(trials, chosen, budget, source, folder, ctx, decoder)
+        seconds = time.perf_counter() - started
+        ctx.log(f"  {reason} ({seconds:.0f} s)")
         details = AutoDetails(
             accuracy_budget=budget,
             input=figures,
             candidates=results,
             chosen=chosen,
             reason=reason,
-            timing=AutoTiming(machine=check.timings.machine.state, retimed=check.retimed),
-            seconds=round(time.perf_counter() - started, 2),
-            sensitivity=self._sensitivity(trials, chosen, budget, source, folder, ctx),
+            timing=AutoTiming(
+                machine=check.machine.state,
+                retimed=check.retimed,
+                timed="decode steps" if isinstance(check, DecodeCheck) else "first batch",
+                shape=check.shape.removeprefix("at "),
+            ),
+            seconds=round(seconds, 2),
+            sensitivity=sensitivity,
         )
         return PassResult(details=details)
 
     def _sensitivity(
-        self, trials, chosen, budget, source, folder, ctx
+        self, trials, chosen, budget, source, folder, ctx, decoder: bool
     ) -> SensitivityDetails | None:
         """The node ranking the report shows: one a candidate's fallback measured (the chosen
-        one's first), else the static per-channel (or dynamic) candidate's, measured now."""
+        one's first), else the static per-channel (or dynamic) candidate's, measured now. Not
+        for a decoder: ranking its nodes quantizes it once more and runs every quantized MatMul
+        on the float model's values over the calibration windows, which costs more than the
+        choice did (`compress analyze` ranks them, as does quantize.int4 with a budget)."""
         measured = {t.name: t.details.sensitivity for t in trials if t.details is not None}
         shown = shown_sensitivity(measured, chosen)
-        if shown:
+        if shown or decoder:
             return shown
         by_name = {t.name: t.candidate for t in trials if t.plain is not None}
         preferred = next((by_name[n] for n in AUTO_PREFERENCE if n in by_name), None)
@@ -226,24 +264,26 @@ class AutoQuantization(OnnxPass[AutoParams]):
         )
         return shown_sensitivity({preferred.name: ranked.sensitivity}, None)
 
-    def _entry(
-        self, trial: Trial, p50: dict[str, float], source: Path, ctx: PassContext
-    ) -> CandidateEntry:
-        """The candidate as the report lists it: a finalist with its final model's figures."""
-        entry = trial.entry
-        rounds = trial.details.rounds() if trial.details is not None else None
+    @staticmethod
+    def _entry(trial: Trial, p50: dict[str, float]) -> CandidateEntry:
+        """The candidate as the report lists it: a finalist with its final model's figures (its
+        metric and drop as its pass judged that model)."""
+        from compress.quant.int4_details import Int4Details
+
+        entry, details = trial.entry, trial.details
+        rounds = details.rounds() if details is not None else None
         if rounds is not None:
             entry.fallback = rounds
         entry.seconds = round(trial.seconds, 2)
-        if trial.name not in p50 or trial.final is None:
+        if isinstance(details, Int4Details):
+            entry.eight_bit, entry.accuracy_level = details.eight_bit, details.accuracy_level
+        if trial.name not in p50 or trial.final is None or trial.judged is None:
             return entry
-        judge = self._judge(source, ctx)
-        metric = judge.score(trial.final)
         entry.size_bytes = size_bytes(trial.final)
-        entry.metric = metric
-        entry.drop = judge.drop(metric)
+        entry.metric = trial.judged.metric
+        entry.drop = trial.judged.drop
         entry.float_nodes = trial.candidate.float_nodes + (
-            trial.details.float_nodes if trial.details is not None else []
+            details.float_nodes if details is not None else []
         )
         entry.p50_ms = p50[trial.name]
         return entry
@@ -266,24 +306,23 @@ class AutoQuantization(OnnxPass[AutoParams]):
         results: list[CandidateEntry],
         paths: dict[str, Path],
         figures: InputFigures,
-        ctx: PassContext,
+        timer: Timer,
     ) -> tuple[str | None, str]:
         """Time the choice against the input (`paths`: input, chosen) once more, by the rules it
         was chosen by: a win that does not repeat was noise; a re-timed tie keeps a smaller
         candidate."""
-        from compress.measure.speed import first_batch_timing
         from compress.quant.auto_choice import confirm
 
         entry = next(e for e in results if e.name == chosen)
         if entry.p50_ms is not None and entry.p50_ms * CLEAR_WIN <= figures.p50_ms:
             return chosen, f"{reason}; a clear win: not timed again"
-        check = first_batch_timing(paths, ctx.timing, ctx.samples, ctx.log)
-        batch, p50 = check.batch, check.p50
+        check = timer(paths, False)
+        p50 = check.p50
         if check.busy:  # the choice was made on a quiet timing; this one cannot overturn it
             return chosen, f"{reason}; not confirmed: {check.machine_note()}"
         timed = entry.timed("chosen", p50["chosen"])
         assert timed is not None  # the choice reached the final timing
-        rejection = confirm(timed, figures.timed(p50["input"]), batch, paired(check))
+        rejection = confirm(timed, figures.timed(p50["input"]), check.shape, paired(check))
         if rejection is None:
             retimed = f"{p50['chosen']:.3f} ms vs {p50['input']:.3f} ms"
             return chosen, f"{reason}; timed again: {retimed}"
@@ -292,107 +331,26 @@ class AutoQuantization(OnnxPass[AutoParams]):
 
     def _run_candidate(
         self, candidate, budget, steps, source, path, ctx, rank, float_mb=None
-    ) -> QuantizeDetails:
-        """The candidate's int8 pass with at most `steps` fallback rounds keeping at most
-        `float_mb` of weights in float; its nodes are ranked when `rank` or when the fallback
-        needs it."""
+    ) -> Fallback:
+        """The candidate's pass with at most `steps` fallback rounds (an int8 pass's keeping at
+        most `float_mb` of weights in float); its nodes are ranked when `rank` or when the
+        fallback needs it."""
         pass_class = get_pass(candidate.pass_type)
-        params = pass_class.Params.model_validate(
-            {
-                **candidate.settings,
-                "exclude": self.params.exclude + candidate.float_nodes,
-                "max_accuracy_drop": budget,
-                "max_fallback_steps": steps,
-                "max_float_weight_mb": float_mb,
-                "sensitivity": rank,
-            }
-        )
+        settings = {
+            **candidate.settings,
+            "exclude": self.params.exclude + candidate.float_nodes,
+            "max_accuracy_drop": budget,
+            "max_fallback_steps": steps,
+            "sensitivity": rank,
+        }
+        if not candidate.weight_only:
+            settings["max_float_weight_mb"] = float_mb
+        params = pass_class.Params.model_validate(settings)
         given = PassInput(source=source, target=path)
         details = pass_class(params, self.key).apply(given, ctx).details
-        if not isinstance(details, QuantizeDetails):  # every candidate is an int8 pass
-            raise PassError(f"{self.key}: {candidate.pass_type} is not an int8 pass")
+        if not isinstance(details, Fallback):  # every candidate's pass has the fallback
+            raise PassError(f"{self.key}: {candidate.pass_type} has no accuracy-aware fallback")
         return details
-
-
-def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
-    """The int8 variants worth trying on this graph."""
-    import onnx
-
-    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
-    op_types = {n.op_type for n in nodes}
-    depthwise = [n.name for n in nodes if n.op_type == "Conv" and _groups(n) > 1]
-    candidates = []
-    if has_calibration and op_types & {"Conv", "MatMul", "Gemm"}:
-        candidates.append(Candidate("static-per-channel", "quantize.static", {"per_channel": True}))
-        candidates.append(Candidate("static-per-tensor", "quantize.static", {"per_channel": False}))
-        # Signed activations (S8S8) fuse and run fast on some graphs (the plain digits CNN) and
-        # very slowly on others (ORT leaves convolutions on residual branches unfused).
-        candidates.append(
-            Candidate(
-                "static-int8-activations",
-                "quantize.static",
-                {"per_channel": True, "activation_type": "int8"},
-            )
-        )
-        candidates.append(
-            Candidate(
-                "static-compute-ops",
-                "quantize.static",
-                {"per_channel": True, "op_types": ["Conv", "MatMul", "Gemm"]},
-            )
-        )
-        if depthwise:
-            candidates.append(
-                Candidate(
-                    "static-depthwise-float", "quantize.static", {"per_channel": True}, depthwise
-                )
-            )
-        candidates += recovery_candidates(model_path, op_types)
-    if op_types & {"MatMul", "Gather", "LSTM", "Attention"}:
-        candidates.append(Candidate("dynamic", "quantize.dynamic", {"per_channel": "auto"}))
-    return candidates
-
-
-def recovery_candidates(model_path: Path, op_types: set[str]) -> list[Candidate]:
-    """AIMET's order of recovering int8 accuracy, where the graph has what each needs: CLE and
-    bias correction with per-tensor weights where Conv -> ReLU -> Conv pairs hold at least a
-    quarter of the convolutions, bias correction with per-channel weights on convolutions,
-    SmoothQuant on LayerNorm -> MatMul (with float MatMul outputs). The first and the last
-    pick their calibration method on held-out calibration samples."""
-    from compress.quant.equalize import conv_pairs
-    from compress.quant.graph_edit import Graph, load
-    from compress.quant.smooth import smoothing_sites
-
-    graph = Graph(load(model_path))
-    candidates = []
-    recovered = {"bias_correction": True, "calibration": "auto"}
-    pairs = [p for p in conv_pairs(graph) if p.activation is None or p.activation.op_type != "Clip"]
-    paired = {n.name for p in pairs for n in (p.first, p.second)}
-    convs = sum(n.op_type == "Conv" for n in graph.graph.node)
-    # Where ReLU6 leaves few pairs (EfficientNet-Lite1: 4 of 64 convolutions), CLE changes
-    # little and the candidate would only cost time.
-    if pairs and 4 * len(paired) >= convs:
-        settings = {"per_channel": False, "equalize": True} | recovered
-        candidates.append(Candidate("static-equalized", "quantize.static", settings))
-    if "Conv" in op_types:
-        # No calibration: auto here: on EfficientNet-Lite1 the three methods' errors were within
-        # 0.1% of each other, and the trials cost 30-50 s of the time auto has.
-        settings = {"per_channel": True, "bias_correction": True}
-        candidates.append(Candidate("static-bias-corrected", "quantize.static", settings))
-    if smoothing_sites(graph):
-        # int8 MatMul inputs and weights, float outputs: quantizing the residual stream (the
-        # MatMul outputs and the Adds after them) took all-MiniLM-L6-v2 from cosine 0.990 to 0.94.
-        # Embedding tables (Gather) in int8: all-MiniLM-L6-v2 1.57x -> 4.0x smaller, cosine drop
-        # 0.0043 -> 0.0045.
-        compute = ["MatMul", "Gemm"]
-        settings = {"per_channel": True, "smooth_alpha": 0.5, "op_types": [*compute, "Gather"]}
-        settings |= {"float_outputs": compute, "calibration": "auto"}
-        candidates.append(Candidate("static-smoothed", "quantize.static", settings))
-    return candidates
-
-
-def _groups(node) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
 
 
 def paired(check: SpeedCheck) -> Compare:

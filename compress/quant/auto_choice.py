@@ -60,13 +60,14 @@ def choose(
     results: list[CandidateEntry],
     source: InputFigures,
     budget: float,
-    batch: int,
+    shape: str,
     gates: SizeAndSpeedGates | None = None,
     compare: Compare = by_p50,
 ) -> tuple[str | None, str]:
     """The candidate to keep (None: keep the input) and why; sets every measured candidate's
-    `verdict`. `source` is the input's figures; `gates` None for none; `compare` tells faster,
-    slower and ties apart."""
+    `verdict`. `source` is the input's figures; `shape` what a p50 is the time of, as the reason
+    says it ("at batch 8", "per decode step at batch 1 ..."); `gates` None for none; `compare`
+    tells faster, slower and ties apart."""
     input_timed = source.timed()
     usable: list[tuple[CandidateEntry, Timed, float]] = []
     for entry in results:
@@ -81,7 +82,7 @@ def choose(
     if not usable:
         return None, (
             f"no candidate was within the budget and faster than the input, or as fast and "
-            f"smaller ({source.p50_ms:.3f} ms at batch {batch}); the input model is kept"
+            f"smaller ({source.p50_ms:.3f} ms {shape}); the input model is kept"
         )
     targets = _targets(gates)
     meeting = [u for u in usable if not _missed_targets(u[1], input_timed, targets)]
@@ -100,7 +101,7 @@ def choose(
     drop = next(drop for _, timed, drop in usable if timed is best)
     faster = compare(best, input_timed) == "faster"
     return best.name, _reason(
-        best, drop, input_timed, budget, batch, targets, bool(meeting), faster
+        best, drop, input_timed, budget, shape, targets, bool(meeting), faster
     )
 
 
@@ -118,14 +119,14 @@ def no_gain(timed: Timed, source: Timed, compare: Compare = by_p50) -> str | Non
     )
 
 
-def confirm(chosen: Timed, source: Timed, batch: int, compare: Compare = by_p50) -> str | None:
+def confirm(chosen: Timed, source: Timed, shape: str, compare: Compare = by_p50) -> str | None:
     """The choice timed again against the input (both with their new p50s), by the same rules:
     why it no longer beats the input, or None when it still does (a re-timed tie keeps a smaller
     candidate)."""
     rejection = no_gain(chosen, source, compare)
     if rejection is None:
         return None
-    return f"timed again at batch {batch}: {rejection}"
+    return f"timed again {shape}: {rejection}"
 
 
 def _over_budget(drop: float, budget: float) -> str | None:
@@ -193,7 +194,7 @@ def _reason(
     drop: float,
     source: Timed,
     budget: float,
-    batch: int,
+    shape: str,
     targets: dict[str, float],
     gates_decided: bool,
     faster: bool,
@@ -201,7 +202,7 @@ def _reason(
     ms, input_ms = best.p50_ms, source.p50_ms
     speed = f"{input_ms / ms:.2f}x" + ("" if faster else ", within noise")
     text = (
-        f"chose {best.name}: {ms:.3f} ms vs the input's {input_ms:.3f} ms at batch {batch} "
+        f"chose {best.name}: {ms:.3f} ms vs the input's {input_ms:.3f} ms {shape} "
         f"({speed}), {source.size_bytes / best.size_bytes:.2f}x smaller, drop "
         f"{drop:.4f} <= {budget}"
     )

@@ -1,11 +1,14 @@
-"""quantize.auto's records, from the first trial to the report: the `Candidate` it tries, the
-`CandidateEntry` the report lists for it (filled as the candidate is screened, searched, timed
-and judged), the input's `InputFigures`, and `Timed`, what the choice compares speeds by."""
+"""quantize.auto's records, from the first trial to the report: the `Candidate` it tries (an
+int8 pass, or quantize.int4's weight-only 4 or 8 bits), the `CandidateEntry` the report lists
+for it (filled as the candidate is screened, searched, timed and judged), the input's
+`InputFigures`, and `Timed`, what the choice compares speeds by."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import Field
 
 from compress.quant.fallback import FallbackRounds
 from compress.records import Amount, Count, Record
@@ -13,10 +16,15 @@ from compress.records import Amount, Count, Record
 
 @dataclass
 class Candidate:
+    """One way quantize.auto tries: a pass with its own params (`settings`), the nodes it keeps
+    in float besides `exclude`, and whether it quantizes weights only (quantize.int4: its
+    search holds the costliest MatMuls at 8 bits, not in float)."""
+
     name: str
     pass_type: str
-    settings: dict[str, Any] = field(default_factory=dict)  # the int8 pass's params
+    settings: dict[str, Any] = field(default_factory=dict)  # the pass's params
     float_nodes: list[str] = field(default_factory=list)  # kept in float besides `exclude`
+    weight_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,19 @@ class CandidateEntry(Record):
     metric: float | None = None
     drop: float | None = None
     float_nodes: list[str] = []
-    p50_ms: Amount | None = None
+    eight_bit: list[str] = Field(
+        default_factory=list,
+        description="a weight-only candidate's MatMuls at 8 bits (the head, and those its "
+        "search moved there); the rest at its bits",
+    )
+    accuracy_level: int | None = Field(
+        default=None, description="a weight-only candidate's MatMulNBits accuracy_level"
+    )
+    p50_ms: Amount | None = Field(
+        default=None,
+        description="its p50 in the final timing (ms): a decode step where decode steps were "
+        "timed (quantize.auto's timing.timed)",
+    )
     verdict: str | None = None
 
     def timed(self, name: str | None = None, p50_ms: float | None = None) -> Timed | None:

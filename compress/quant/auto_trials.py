@@ -1,18 +1,24 @@
 """How quantize.auto tries its candidates without paying for every fallback.
 
-Each candidate is first quantized plainly (every node it quantizes in int8, no search, no node
-ranking) and judged on data.eval; then all of them are timed together with the input, briefly.
-A fully quantized model is as fast as that candidate gets (keeping nodes in float only adds
-float work), so the fallback then runs only where it can still pay off, fastest first:
+Each candidate is first quantized plainly (every node it quantizes at its bits, no search, no
+node ranking) and judged on data.eval; then all of them are timed together with the input,
+briefly, as the final timing will time them (a decoder's decode steps, or the first batch size).
+A fully quantized model is as fast as that candidate gets (keeping nodes in float, or a
+weight-only candidate's MatMuls at 8 bits instead of 4, only adds work), so the fallback then
+runs only where it can still pay off, fastest first:
 - a candidate within the budget as it is needs none;
 - one slower than the input beyond noise is never kept, so it is not searched;
 - one slower beyond noise than a candidate already within the budget, or as fast and not
   smaller by 1% or more, cannot win, so it is not searched either;
-- one only as fast as a candidate within the budget can win only by size, so its search may keep
-  in float only as much weight as leaves it 1% smaller (`max_float_weight_mb`).
+- one only as fast as a candidate within the budget can win only by size, so an int8
+  candidate's search may keep in float only as much weight as leaves it 1% smaller
+  (`max_float_weight_mb`; a weight-only candidate's search has no such limit: its 4/8-bit mixes
+  stay well under an int8 model's size).
 Only the models within the budget that are not slower beyond noise than the fastest of them go
 on to the final timing (at the report's settings) that the choice is made on.
-Every candidate's entry says which of these happened and how long it took.
+Every candidate's entry says which of these happened and how long it took. A candidate's drop
+and metric are the ones its pass judged the model it wrote by (`Fallback.kept_round`): no model is
+judged twice.
 """
 
 from __future__ import annotations
@@ -27,24 +33,28 @@ from compress.errors import CompressError, first_line
 from compress.quant.auto_records import Candidate, CandidateEntry, FullyQuantized
 
 if TYPE_CHECKING:
+    from compress.measure.speed import Timer
     from compress.passes.context import PassContext
-    from compress.quant.int8 import QuantizeDetails
+    from compress.quant.fallback import Attempt, Fallback
 
-SCREEN_RUNS = 20  # the brief first timing: enough to tell 1.5x apart, not 3%
 SCREEN_MARGIN = 1.10  # slower than this on the brief timing: not worth the final timing
 SIZE_TIE = 1.01  # sizes closer than 1% are a tie (not worth a search, nor a choice)
 
-# run(candidate, max_fallback_steps, target, max_float_weight_mb): the candidate's int8 pass on
-# the input -> its details
-RunCandidate = Callable[[Candidate, int, Path, "float | None"], "QuantizeDetails"]
+# run(candidate, max_fallback_steps, target, max_float_weight_mb): the candidate's pass on the
+# input -> its details (an int8 pass's or quantize.int4's: both hold a Fallback)
+RunCandidate = Callable[[Candidate, int, Path, "float | None"], "Fallback"]
 
 
 @dataclass(frozen=True)
 class Plain:
-    """A candidate fully quantized: its model and its drop on data.eval."""
+    """A candidate fully quantized: its model and the round that judged it on data.eval."""
 
     path: Path
-    drop: float
+    judged: Attempt
+
+    @property
+    def drop(self) -> float:
+        return self.judged.drop
 
 
 @dataclass(frozen=True)
@@ -60,20 +70,20 @@ class Finished:
 class Trial:
     candidate: Candidate
     entry: CandidateEntry  # what the report lists for the candidate, filled as it goes
-    plain: Path | None = None  # fully quantized
-    plain_drop: float | None = None
+    plain: Plain | None = None  # fully quantized
     plain_ms: float | None = None  # its brief timing
     final: Path | None = None  # within the budget: `plain` or the fallback's model
     final_ms: float | None = None  # estimated on the screening's time scale
+    judged: Attempt | None = None  # how its pass judged `final` on data.eval
     seconds: float = 0.0
-    details: QuantizeDetails | None = None  # the last run of its int8 pass
+    details: Fallback | None = None  # the last run of its pass
 
     @property
     def name(self) -> str:
         return self.candidate.name
 
-    def finish(self, path: Path, ms: float) -> None:
-        self.final, self.final_ms = path, ms
+    def finish(self, path: Path, ms: float, judged: Attempt) -> None:
+        self.final, self.final_ms, self.judged = path, ms, judged
 
     def finished(self) -> Finished | None:
         """Its model within the budget, when it has one."""
@@ -103,27 +113,25 @@ def try_candidates(
     budget: float,
     max_steps: int,
     ctx: PassContext,
+    timer: Timer,
 ) -> list[Trial]:
-    """Screen every candidate, then search the ones that can still win; see the module doc."""
+    """Screen every candidate, then search the ones that can still win (timing models with
+    `timer`, briefly); see the module doc."""
     trials = [
         _screen(Trial(c, CandidateEntry(name=c.name, settings=c.settings)), run, folder, ctx)
         for c in candidates
     ]
-    plain = [
-        (t, Plain(t.plain, t.plain_drop))
-        for t in trials
-        if t.plain is not None and t.plain_drop is not None
-    ]
+    plain = [(t, t.plain) for t in trials if t.plain is not None]
     if not plain:
         return trials
-    p50 = _brief_timing({"input": source, **{t.name: p.path for t, p in plain}}, ctx)
+    p50 = timer({"input": source, **{t.name: p.path for t, p in plain}}, True).p50
     input_ms = p50["input"]
     screened = [Screened(t, p, p50[t.name]) for t, p in plain]
     for one in screened:
         one.trial.plain_ms = one.ms
         one.trial.entry.fully_quantized = FullyQuantized(p50_ms=one.ms, drop=one.plain.drop)
         if one.plain.drop <= budget:
-            one.trial.finish(one.plain.path, one.ms)
+            one.trial.finish(one.plain.path, one.ms, one.plain.judged)
     # the likeliest to pass with few float nodes first: they keep their speed
     for one in sorted(screened, key=lambda s: (s.plain.drop, s.ms)):
         if one.trial.final is not None:
@@ -133,8 +141,8 @@ def try_candidates(
         if reason:
             one.trial.entry.verdict = reason
             continue
-        room = _size_room(one, finished)
-        _search(one.trial, run, folder, source, input_ms, max_steps, room, ctx)
+        room = None if one.trial.candidate.weight_only else _size_room(one, finished)
+        _search(one.trial, run, folder, source, input_ms, max_steps, room, ctx, timer)
     return trials
 
 
@@ -151,8 +159,12 @@ def _screen(trial: Trial, run: RunCandidate, folder: Path, ctx: PassContext) -> 
         return trial
     finally:
         trial.seconds += time.perf_counter() - started
-    trial.plain, trial.details = path, details
-    trial.plain_drop = details.attempts[0].drop
+    trial.details = details
+    judged = details.kept_round()
+    if judged is None:  # every candidate's pass is run with a budget and data.eval
+        trial.entry.verdict = "failed: its pass did not judge the model it wrote"
+        return trial
+    trial.plain = Plain(path, judged)
     return trial
 
 
@@ -221,6 +233,7 @@ def _search(
     max_steps: int,
     room: float | None,
     ctx: PassContext,
+    timer: Timer,
 ) -> None:
     """The candidate with its fallback (keeping at most `room` MB of weights in float); on
     success, its model and its time on the screening's scale."""
@@ -238,15 +251,9 @@ def _search(
     finally:
         trial.seconds += time.perf_counter() - started
     trial.details = details
-    if not details.budget_met:
+    judged = details.kept_round()
+    if not details.budget_met or judged is None:
         trial.entry.verdict = f"over budget after the fallback: {details.verdict or ''}"
         return
-    p50 = _brief_timing({"input": source, "candidate": path}, ctx)
-    trial.finish(path, input_ms * p50["candidate"] / p50["input"])
-
-
-def _brief_timing(paths: dict[str, Path], ctx: PassContext) -> dict[str, float]:
-    from compress.measure.speed import first_batch_p50
-
-    _, p50 = first_batch_p50(paths, ctx.timing, ctx.samples, ctx.log, min_runs=SCREEN_RUNS)
-    return p50
+    p50 = timer({"input": source, "candidate": path}, True).p50
+    trial.finish(path, input_ms * p50["candidate"] / p50["input"], judged)

@@ -92,6 +92,16 @@ class Fallback(Record):
             return None
         return FallbackRounds(verdict=self.verdict, attempts=self.attempts, search=self.search)
 
+    def kept_round(self) -> Attempt | None:
+        """The round whose model was written, judged on all of data.eval: the first within the
+        budget with the fewest nodes held back, else the closest (as the search keeps it);
+        None when nothing was judged."""
+        met = [a for a in self.attempts if a.met]
+        if met:
+            return min(met, key=lambda a: a.kept_in_float)
+        full = [a for a in self.attempts if a.judged_on == "data.eval"]
+        return min(full, key=lambda a: a.drop) if full else None
+
     def missed_budget(self, stage: str, metric: str, held: str) -> BudgetMiss | None:
         """The search ended over budget, the closest attempt kept and written (`held`: what
         it held back, "3 node(s) in float"); None when it met the budget or had none."""

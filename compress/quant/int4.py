@@ -23,6 +23,7 @@ from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan, bits_of, rel
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
+    from compress.quant.budget import Verdict
 
 
 class Int4Params(OnnxPassParams):
@@ -66,6 +67,11 @@ class Int4Params(OnnxPassParams):
         ge=0,
         description="at most this many more quantize + evaluate rounds to find the MatMuls to "
         "hold at 8 bits",
+    )
+    sensitivity: bool = Field(
+        default=True,
+        description="with a budget, rank the 4-bit MatMuls by the error they add, for the "
+        "report; when false they are ranked only if the search for the mix needs it",
     )
 
     @field_validator("block_size")
@@ -137,18 +143,15 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
         if budget is not None and ctx.eval is not None and plan.bits == 4:
             self._mix(source, prepared, target, plan, budget, ctx, details)
-        elif self.params.embeddings_int8 is not False:
+        else:
             from compress.quant.int4_tables import store_tables
 
-            auto = self.params.embeddings_int8 == "auto"
-            store_tables(
-                source,
-                target,
-                auto,
-                accuracy_budget(self.params.max_accuracy_drop, ctx),
-                ctx,
-                details,
-            )
+            verdict = None
+            if self.params.embeddings_int8 is not False:
+                auto = self.params.embeddings_int8 == "auto"
+                verdict = store_tables(source, target, auto, budget, ctx, details)
+            if budget is not None and ctx.eval is not None:
+                judged_once(source, target, budget, verdict, ctx, details)
         prepared.unlink(missing_ok=True)
         return PassResult(details=details)
 
@@ -161,7 +164,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         tables = self.params.embeddings_int8 is not False
         mix = MixJob(prepared, plan, tables)
         steps = self.params.max_fallback_steps
-        found = mix_within_budget(mix, source, target, budget, steps, ctx)
+        found = mix_within_budget(mix, source, target, budget, steps, ctx, self.params.sensitivity)
         details.eight_bit = sorted(plan.eight_bit | set(found.float_nodes))
         for name, value in found:
             if name not in ("float_nodes", "modules"):
@@ -226,6 +229,34 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         details.eight_bit = sorted(plan.eight_bit) if plan.bits == 4 else []
         details.modules = named_modules(prepared, details.eight_bit)
         return plan
+
+
+def judged_once(
+    source: Path, target: Path, budget: float, verdict: Verdict | None, ctx: PassContext, details
+) -> None:
+    """bits: 8 has no mix to search: the model written is judged against the budget (the
+    embedding tables' verdict is that judgement where they were judged) and `details` say
+    whether it holds, as one round of the search would."""
+    import time
+
+    from compress.quant.fallback import Attempt
+    from compress.quant.int4_tables import judge
+
+    started = time.perf_counter()
+    verdict = verdict or judge(source, target, budget, ctx)
+    met = verdict.met
+    details.accuracy_budget, details.budget_met = budget, met
+    details.attempts = [
+        Attempt(
+            round=0, kept_in_float=0, metric=verdict.metric, drop=verdict.drop,
+            judged_on="data.eval", met=met, seconds=round(time.perf_counter() - started, 2),
+        )
+    ]  # fmt: skip
+    details.verdict = (
+        f"{ctx.metric} drop {verdict.drop:.4f} is {'within' if met else 'over'} the budget "
+        f"{budget} with its MatMuls at 8 bits (bits: 8 leaves no mix to search)"
+    )
+    ctx.log(f"  accuracy budget {budget} on data.eval: {details.verdict}")
 
 
 def named_modules(path: Path, nodes: list[str]) -> dict[str, str]:

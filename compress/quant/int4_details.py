@@ -100,4 +100,9 @@ class Int4Details(Fallback, PassDetails):
 
     def budget_miss(self, stage: str, metric: str) -> BudgetMiss | None:
         """The mix ended over budget: the closest one was written."""
-        return self.missed_budget(stage, metric, f"{len(self.eight_bit)} MatMul(s) at 8 bits")
+        held = (
+            "its MatMuls at 8 bits"
+            if self.bits == 8
+            else f"{len(self.eight_bit)} MatMul(s) at 8 bits"
+        )
+        return self.missed_budget(stage, metric, held)

@@ -73,11 +73,17 @@ class MixJob:
 
 
 def mix_within_budget(
-    mix: MixJob, source: Path, target: Path, budget: float, max_rounds: int, ctx: PassContext
+    mix: MixJob,
+    source: Path,
+    target: Path,
+    budget: float,
+    max_rounds: int,
+    ctx: PassContext,
+    ranked: bool = True,
 ) -> Fallback:
     """Write to `target` the mix with the fewest 8-bit MatMuls found within `budget` (else the
-    closest); returns the ranking and the rounds, the 8-bit MatMuls the search added in
-    `float_nodes`."""
+    closest); returns the ranking (measured for the report when `ranked`, else only if the
+    search needs it) and the rounds, the 8-bit MatMuls the search added in `float_nodes`."""
     plan = mix.plan
     job = QuantizeJob(
         mix.write,
@@ -86,6 +92,7 @@ def mix_within_budget(
         mix.skipped(),
         scheme=f"quantize.int4 {plan.algorithm} block {plan.block_size} level "
         f"{plan.accuracy_level} tables {mix.tables}",
+        report_ranking=ranked,
         held="at 8 bits",
         costs=mix.weight_sizes(),
     )

@@ -8,8 +8,9 @@ one-token step 2x faster than level 0 and a batch-8 64-token prefill 30% slower.
 ONNX Runtime GenAI's CPU default (ort-genai#1265): the decode steps it speeds up are the shape a
 language model spends its time in, and a tie says the timed shape does not care. On a machine
 that stays busy, where no paired verdict is given, the p50s decide beyond the speed guard's 3%.
-Timing costs a session per level and TIMING_RUNS runs at the first batch size: seconds for a
-~100M model, so it is always affordable next to the quantization itself.
+Timing costs a session per level and TIMING_RUNS runs at the first batch size, or a few short
+generations (compress.measure.speed's brief decode timing): seconds for a ~100M model, so it is
+always affordable next to the quantization itself.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-
-import numpy as np
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
@@ -99,20 +98,14 @@ def _first_batch(paths: dict[str, Path], ctx: PassContext) -> LevelTiming:
 
 def _decode_steps(paths: dict[str, Path], ctx: PassContext) -> LevelTiming:
     """The levels' decode steps over the cache (report.generation's first batch size, a brief
-    timing), paired by round."""
-    from compress.measure.generation import measure_generation
+    timing), paired by round; a busy machine is not timed again (the p50s decide)."""
+    from compress.measure.speed import decode_step_timing
 
-    wanted = ctx.timing.generation
-    assert wanted is not None
-    brief = wanted.model_copy(update={"batch_sizes": wanted.batch_sizes[:1], "peak_memory": False})
-    timings = next(iter(measure_generation(paths, ctx.timing.model_copy(
-        update={"generation": brief}
-    )).batches.values()))  # fmt: skip
-    speedup = timings.decode_speedup("level 0", "level 4")
-    p50 = {name: float(np.median(ms)) for name, ms in timings.decode.items()}
+    check = decode_step_timing(paths, ctx.timing, ctx.log, brief=True, retimes=0)
+    speedup = check.timings.decode_speedup("level 0", "level 4")
     measured = (
         f"level 4 decodes {speedup.ratio:.2f}x level 0's speed (95% CI {speedup.low:.2f}-"
-        f"{speedup.high:.2f}) at batch {timings.batch}"
+        f"{speedup.high:.2f}) at batch {check.batch}"
     )
-    busy = timings.machine.describe() if timings.machine.busy else None
-    return LevelTiming(speedup.verdict, p50, measured, busy)
+    busy = check.machine.describe() if check.busy else None
+    return LevelTiming(speedup.verdict, check.p50, measured, busy)

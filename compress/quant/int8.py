@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 from pydantic import Field
 
 from compress.errors import first_line
-from compress.measure.evaluate import onnx_output
+from compress.measure.evaluate import fitting_samples, onnx_output
 from compress.passes.base import (
     BudgetMiss,
     OnnxPass,
@@ -225,25 +225,30 @@ class Int8Pass(OnnxPass[QuantizeParamsT], Generic[QuantizeParamsT, PlanT]):
         given_source, target = given.files()
         source, rewrites = recovery.rewrite_source(given_source, target, self.params, ctx)
         with quiet_root_logger():
-            plan, fallback = self._apply(source, target, ctx)
+            plan, fallback = self._apply(source, target, ctx, given_source)
         keep_shape_annotations(source, target)
         details = quantize_details(rewrites.merged(plan.recovery), fallback, plan)
         return PassResult(details=details)
 
-    def _apply(self, source: Path, target: Path, ctx: PassContext) -> tuple[PlanT, Fallback]:
-        """The plan settled before quantizing, and the fallback's outcome."""
+    def _apply(
+        self, source: Path, target: Path, ctx: PassContext, given: Path
+    ) -> tuple[PlanT, Fallback]:
+        """The plan settled before quantizing `source` (the pass's input `given`, or its copy
+        with the accuracy rewrites), and the fallback's outcome: judged against `given`, so the
+        drop is against the pass's input and every pass on the same input (quantize.auto's
+        candidates, the run's own evaluation) shares its outputs on data.eval."""
         prepared = preprocess(source, target.with_suffix(".pre.onnx"), ctx)
         excluded = excluded_nodes(prepared, self.params.exclude, self.key, source)
         plan = self.settle(prepared, excluded, ctx)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
-        job = self.job(source, plan, excluded)
+        job = self.job(given, plan, excluded)
         return plan, quantize_within_budget(
             job, target, budget, self.params.max_fallback_steps, ctx
         )
 
     def job(self, source: Path, plan: PlanT, excluded: list[str]) -> QuantizeJob:
-        """This pass's quantization of the plan's model (pre-processed `source`), for the
-        fallback."""
+        """This pass's quantization of the plan's model, for the fallback, judged against
+        `source` (the pass's input)."""
         return QuantizeJob(
             lambda keep_float, path: self.quantize(plan, path, keep_float),
             source,
@@ -307,6 +312,11 @@ class DynamicPlan(Int8Plan):
     per_channel_choice: PerChannelChoice | None = None  # when per_channel: auto chose
 
 
+# The outputs per_channel: auto compares, at most: a relative error over 512 positions of a
+# decoder's 32000-word logits settles it; 64 windows of them took 3 inferences of 1 GB each.
+PER_CHANNEL_BYTES = 64 * 2**20
+
+
 @register("quantize.dynamic")
 class DynamicQuantization(Int8Pass[DynamicParams, DynamicPlan]):
     """int8 weights, activations quantized on the fly; best for MatMul-heavy (transformer) models.
@@ -330,7 +340,9 @@ class DynamicQuantization(Int8Pass[DynamicParams, DynamicPlan]):
         if self.params.per_channel != "auto":
             plan.per_channel = self.params.per_channel
             return plan
-        samples = sensitivity_samples(ctx)
+        samples = fitting_samples(
+            prepared, sensitivity_samples(ctx), ctx.judged_output, PER_CHANNEL_BYTES
+        )
         reference = onnx_output(prepared, samples, ctx.judged_output)
         errors = {}
         for per_channel in (False, True):

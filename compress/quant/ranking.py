@@ -36,9 +36,11 @@ def shared_sensitivity(job: QuantizeJob, quantized: Path, ctx: PassContext) -> S
     if cached is not None:
         ctx.log("  sensitivity: reusing the ranking measured for this model and scheme")
         return restricted_to(cached, changed)
+    from compress.measure.evaluate import fitting_samples
     from compress.quant.fallback import sensitivity_samples
 
     samples = [a[:RANKING_SAMPLES] for a in sensitivity_samples(ctx)]
+    samples = fitting_samples(job.prepared, samples, ctx.judged_output)
     sensitivity = measure_sensitivity(
         job.prepared, quantized, samples, ctx.workdir, set(job.excluded)
     )

@@ -32,3 +32,29 @@ def slower_after_the_first_stage(paths, samples, settings, carried=None, anchor=
     (measure_latency's signature; nothing is carried with the cache off)."""
     p50 = {name: 1.0 if i == 0 else 2.0 for i, name in enumerate(paths)}
     return fixed_latency(p50, settings.batch_sizes)
+
+
+def fixed_generation(step_ms, paths, settings):
+    """A generation measurement (measure_generation's result for `paths` under the report
+    `settings`) whose every decode step of a model takes `step_ms(name, path)` ms, on a quiet
+    machine."""
+    from compress.measure.generation import Generation, GenerationTimings
+    from compress.measure.interference import MachineLoad
+
+    wanted = settings.generation
+    rounds, steps = wanted.min_rounds, wanted.new_tokens - 1
+    machine = MachineLoad(
+        state="quiet", other_cpu_cores=0.0, preemptions_per_s=0.0, load_1m=None, seconds=1.0
+    )
+    ms = {name: step_ms(name, path) for name, path in paths.items()}
+    measured = Generation(wanted)
+    for batch in wanted.batch_sizes:
+        measured.batches[batch] = GenerationTimings(
+            batch,
+            {name: [10 * m] * rounds for name, m in ms.items()},
+            {name: [m] * (rounds * steps) for name, m in ms.items()},
+            {name: [m] * rounds for name, m in ms.items()},
+            True,
+            machine,
+        )
+    return measured

@@ -9,7 +9,7 @@ import pytest
 
 from compress.measure.runtime import open_session
 from compress.quant import int8 as quantize
-from compress.quant.auto import candidates_for
+from compress.quant.auto_candidates import candidates_for
 from compress.quant.weight_rewrites import quantize_embeddings
 from compress.report import to_markdown
 from tests.helpers.cli import invoke

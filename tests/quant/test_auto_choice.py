@@ -39,7 +39,7 @@ def test_the_fastest_candidate_within_budget_wins():
         candidate("faster-accurate", 5.0, drop=0.004),
         CandidateEntry(name="broken", verdict="failed: boom"),
     ]
-    chosen, reason = choose(results, SOURCE, 0.005, 32)
+    chosen, reason = choose(results, SOURCE, 0.005, "at batch 32")
     assert chosen == "faster-accurate" and "(2.00x)" in reason and "4.00x smaller" in reason
     found = verdicts(results)
     assert found["fast-but-inaccurate"] == "over budget: drop 0.0500 > 0.005"
@@ -53,7 +53,7 @@ def test_candidates_within_noise_of_each_other_go_by_size():
         candidate("smaller", 5.1, size_bytes=1000),  # 2% slower: within the 3% noise
         candidate("smallest-but-slower", 6.0, size_bytes=900),
     ]
-    chosen, _ = choose(results, SOURCE, 0.01, 32)
+    chosen, _ = choose(results, SOURCE, 0.01, "at batch 32")
     assert chosen == "smaller"
     found = verdicts(results)
     assert found["fastest-but-larger"].startswith("as fast as smaller within noise")
@@ -67,7 +67,7 @@ def test_tied_in_speed_and_within_1_percent_in_size_the_first_tried_wins():
         candidate("static-per-channel", 5.1, size_bytes=1005),
         candidate("static-per-tensor", 5.0, size_bytes=1000),  # faster by noise, 0.5% smaller
     ]
-    chosen, _ = choose(results, SOURCE, 0.01, 32)
+    chosen, _ = choose(results, SOURCE, 0.01, "at batch 32")
     assert chosen == "static-per-channel"
     assert "comes first in the order candidates are tried" in verdicts(results)["static-per-tensor"]
 
@@ -76,14 +76,14 @@ def test_a_smaller_candidate_as_fast_as_the_input_beats_the_input():
     """The residual CNN: static int8 at 0.565 vs 0.576 ms, 2.4x smaller, used to be dropped."""
     source = InputFigures(p50_ms=0.576, size_bytes=2400, metric=0.99)
     results = [candidate("static", 0.565, size_bytes=1000)]
-    chosen, reason = choose(results, source, 0.01, 32)
+    chosen, reason = choose(results, source, 0.01, "at batch 32")
     assert chosen == "static"
     assert "within noise" in reason and "2.40x smaller" in reason
 
 
 def test_a_tie_with_the_input_that_is_not_smaller_is_no_gain():
     results = [candidate("same", 9.9, size_bytes=SOURCE.size_bytes)]
-    chosen, reason = choose(results, SOURCE, 0.01, 32)
+    chosen, reason = choose(results, SOURCE, 0.01, "at batch 32")
     assert chosen is None and "input model is kept" in reason
     assert results[0].verdict.startswith("no gain: as fast as the input within noise")
 
@@ -94,7 +94,7 @@ def test_a_candidate_slower_than_the_input_beyond_noise_is_never_kept():
         candidate("much-slower", 20.0, size_bytes=100),
     ]
     gates = GatesSection(min_size_ratio=10)  # would prefer either of them
-    chosen, reason = choose(results, SOURCE, 0.01, 32, gates)
+    chosen, reason = choose(results, SOURCE, 0.01, "at batch 32", gates)
     assert chosen is None and "input model is kept" in reason
     assert all(
         v.startswith("slower than the input beyond noise") for v in verdicts(results).values()
@@ -106,8 +106,8 @@ def test_candidates_that_meet_the_size_gate_are_preferred():
         candidate("fast", 5.0, size_bytes=2000),  # 2x smaller than the input
         candidate("small", 8.0, size_bytes=1000),  # 4x
     ]
-    assert choose(copies(results), SOURCE, 0.01, 32)[0] == "fast"  # no gate: speed
-    chosen, reason = choose(results, SOURCE, 0.01, 32, GatesSection(min_size_ratio=3))
+    assert choose(copies(results), SOURCE, 0.01, "at batch 32")[0] == "fast"  # no gate: speed
+    chosen, reason = choose(results, SOURCE, 0.01, "at batch 32", GatesSection(min_size_ratio=3))
     assert chosen == "small" and "meets min_size_ratio 3 against the pass's input" in reason
     assert verdicts(results)["fast"] == (
         "misses min_size_ratio (2.00x < 3) against the input, which small meets"
@@ -119,15 +119,15 @@ def test_candidates_that_meet_the_speed_gate_are_preferred_over_a_smaller_tie():
         candidate("smaller", 6.0, size_bytes=1000),  # 1.67x faster than the input
         candidate("quicker", 5.9, size_bytes=2000),  # 1.69x: within noise of "smaller"
     ]
-    assert choose(copies(results), SOURCE, 0.01, 32)[0] == "smaller"  # tie: size
-    chosen, _ = choose(results, SOURCE, 0.01, 32, GatesSection(min_speedup=1.68))
+    assert choose(copies(results), SOURCE, 0.01, "at batch 32")[0] == "smaller"  # tie: size
+    chosen, _ = choose(results, SOURCE, 0.01, "at batch 32", GatesSection(min_speedup=1.68))
     assert chosen == "quicker"
     assert verdicts(results)["smaller"].startswith("misses min_speedup (1.67x < 1.68)")
 
 
 def test_gates_no_candidate_meets_do_not_decide():
     results = [candidate("fast", 5.0, size_bytes=2000), candidate("small", 8.0)]
-    chosen, reason = choose(results, SOURCE, 0.01, 32, GatesSection(min_size_ratio=100))
+    chosen, reason = choose(results, SOURCE, 0.01, "at batch 32", GatesSection(min_size_ratio=100))
     assert chosen == "fast" and "no candidate met min_size_ratio 100" in reason
 
 
@@ -136,14 +136,16 @@ def test_timing_again_follows_the_same_rules():
         return Timed("chosen", ms, size_bytes)
 
     source = SOURCE.timed(10.0)
-    assert confirm(timed_again(1000, 5.0), source, 32) is None  # still faster
-    assert confirm(timed_again(1000, 9.9), source, 32) is None  # a tie, but smaller: kept
-    slower = confirm(timed_again(1000, 10.5), source, 32)
+    assert confirm(timed_again(1000, 5.0), source, "at batch 32") is None  # still faster
+    assert (
+        confirm(timed_again(1000, 9.9), source, "at batch 32") is None
+    )  # a tie, but smaller: kept
+    slower = confirm(timed_again(1000, 10.5), source, "at batch 32")
     assert slower == (
         "timed again at batch 32: slower than the input beyond noise: 10.500 ms vs 10.000 ms"
     )
     same_size = timed_again(SOURCE.size_bytes, 9.9)
-    assert confirm(same_size, source, 32).startswith("timed again at batch 32: no gain")
+    assert confirm(same_size, source, "at batch 32").startswith("timed again at batch 32: no gain")
 
 
 def test_auto_on_the_digits_cnn_reports_a_verdict_for_every_candidate(tmp_path):
@@ -196,6 +198,8 @@ def test_auto_on_a_machine_that_stays_busy_keeps_the_input_and_says_why(tmp_path
     )
     report = run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), tmp_path / "out")
     details = report.final.details
-    assert details.chosen is None and details.timing == AutoTiming(machine="busy", retimed=2)
+    assert details.chosen is None and details.timing == AutoTiming(
+        machine="busy", retimed=2, shape="batch 8"
+    )
     assert "stayed busy through 3 timing(s)" in details.reason
     assert all(c.verdict for c in details.candidates)

@@ -4,6 +4,7 @@ still produce the choice: checked with a stand-in for the int8 passes and for th
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,7 +56,9 @@ class FakePasses:
         self.rooms[candidate.name] = room
         return _details(drop, met=True, float_nodes=["n"])
 
-    def timing(self, paths: dict[str, Path], settings, samples, log, min_runs=None):
+    def timer(self, paths: dict[str, Path], brief: bool):
+        """quantize.auto's timer: the p50s each model is given (every screening is brief)."""
+        assert brief
         p50 = {"input": 100.0}
         for name, path in paths.items():
             if name == "candidate":  # a searched model: 5% slower than fully quantized
@@ -63,23 +66,32 @@ class FakePasses:
                 p50[name] = plain * 1.05
             elif name != "input":
                 p50[name] = self.plain[name][1]
-        return 8, p50
+        return SimpleNamespace(p50=p50)
 
 
 @pytest.fixture
-def passes(monkeypatch):
-    def make(plain):
-        fake = FakePasses(plain)
-        monkeypatch.setattr("compress.measure.speed.first_batch_p50", fake.timing)
-        return fake
-
-    return make
+def passes():
+    return FakePasses
 
 
-def run_trials(fake: FakePasses, tmp_path: Path, budget: float = 0.005):
-    candidates = [Candidate(name, "quantize.static") for name in fake.plain]
+def run_trials(
+    fake: FakePasses, tmp_path: Path, budget: float = 0.005, weight_only: tuple[str, ...] = ()
+):
+    candidates = [
+        Candidate(name, "quantize.int4", weight_only=True)
+        if name in weight_only
+        else Candidate(name, "quantize.static")
+        for name in fake.plain
+    ]
     trials = auto_trials.try_candidates(
-        candidates, fake.run, tmp_path / "input.onnx", tmp_path, budget, 4, fake_context()
+        candidates,
+        fake.run,
+        tmp_path / "input.onnx",
+        tmp_path,
+        budget,
+        4,
+        fake_context(),
+        fake.timer,
     )
     return {t.name: t for t in trials}
 
@@ -87,7 +99,7 @@ def run_trials(fake: FakePasses, tmp_path: Path, budget: float = 0.005):
 def test_a_candidate_within_the_budget_fully_quantized_is_not_searched(passes, tmp_path):
     fake = passes({"a": (0.001, 40.0, 1000), "b": (0.02, 42.0, 1000)})
     trials = run_trials(fake, tmp_path)
-    assert fake.searched == [] and trials["a"].final == trials["a"].plain
+    assert fake.searched == [] and trials["a"].final == trials["a"].plain.path
     assert "not searched" in trials["b"].entry.verdict
 
 
@@ -128,6 +140,14 @@ def test_a_candidate_that_can_win_only_by_size_keeps_no_more_in_float_than_its_l
     fake = passes({"first": (0.006, 40.0, 2_000_000), "faster": (0.05, 30.0, 1_000_000)})
     run_trials(fake, tmp_path)
     assert fake.rooms["faster"] is None  # it can win on speed: its search is not limited
+
+
+def test_a_weight_only_candidate_is_searched_without_a_float_weight_limit(passes, tmp_path):
+    """quantize.int4's search moves MatMuls to 8 bits, not to float: a float-weight limit would
+    not mean what it says (and it has none to take)."""
+    fake = passes({"first": (0.006, 40.0, 2_000_000), "as-fast": (0.05, 41.0, 1_000_000)})
+    run_trials(fake, tmp_path, weight_only=("as-fast",))
+    assert fake.searched == ["first", "as-fast"] and fake.rooms["as-fast"] is None
 
 
 def test_finalists_leave_out_what_the_screening_found_slower(passes, tmp_path):

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from compress.quant.int4_details import Int4Details
@@ -134,6 +135,12 @@ def test_int4_keeps_float_embeddings_when_they_miss_the_budget(tmp_path):
     entry = "{type: quantize.int4, max_accuracy_drop: 0.0}"  # any rounding at all misses it
     written, _, _, details = run_int4(tmp_path, entry)
     assert details["embeddings_kept_float"] == ["table"] and details["embeddings_drop"] > 0
+    # the model written (tables in float) is the last round judged: the mix's closest without
+    # what the tables cost
+    *mix, last = details["attempts"]
+    closest = min(a["drop"] for a in mix if a["judged_on"] == "data.eval")
+    assert last["drop"] == pytest.approx(closest - details["embeddings_drop"], abs=1e-6)
+    assert not last["met"] and not details["budget_met"]
     assert int8_tables(written) == [] and "MatMulNBits" in ops(written)
     assert "table" in {i.name for i in written.graph.initializer}
 
@@ -158,6 +165,21 @@ def test_int4_keeps_int8_embeddings_within_the_budget(tmp_path):
     assert details["embedding_tables_int8"] == ["table"] and details["budget_met"]
     assert "embeddings_drop" not in details
     assert int8_tables(written) == ["table_int8"]
+
+
+def test_int8_weights_with_a_budget_say_whether_they_hold_it(tmp_path):
+    """bits: 8 has no mix to search; with a budget the model is judged once and says so."""
+    *_, details = run_int4(tmp_path, "{type: quantize.int4, bits: 8, max_accuracy_drop: 0.5}")
+    [judged] = details["attempts"]
+    assert details["budget_met"] is True and judged["met"] and judged["judged_on"] == "data.eval"
+    assert "bits: 8 leaves no mix to search" in details["verdict"]
+    (tmp_path / "strict").mkdir()
+    *_, missed = run_int4(
+        tmp_path / "strict", "{type: quantize.int4, bits: 8, max_accuracy_drop: 0}"
+    )
+    record = Int4Details.model_validate(missed)
+    assert missed["budget_met"] is False
+    assert "with its MatMuls at 8 bits" in record.budget_miss("quantize.int4", "cosine").text
 
 
 def test_int4_budget_without_eval_data_is_refused(tmp_path):
