@@ -117,7 +117,7 @@ def check_decode_parity(module: DecoderModule, path: Path, ids: np.ndarray, atol
     mask = np.ones_like(ids)
     with torch.no_grad():
         expected = module(torch.from_numpy(ids), torch.from_numpy(mask))["logits"].numpy()
-    session = open_session(path, threads=1)
+    session = open_session(path, threads=1, lean=True)
     declared = session_inputs(session)
     names = [name for name, _, _ in declared]
     start = ids.shape[1] - DECODE_STEPS
