@@ -152,9 +152,10 @@ def _work(job: Job, reuse: StageReuse) -> tuple[Report, Path]:
 
 
 def _let_go_of_model(job: Job) -> None:
-    """Drop the loaded model (torch weights, or an ONNX input's ModelProto) once every stage is
-    an ONNX file: measuring reads only those, and the weights would otherwise sit in memory
-    beside every ONNX Runtime session the report opens (a 0.5B decoder's 2 GB)."""
+    """Drop the loaded model (torch weights, or an ONNX input's ModelProto) once no torch pass
+    is left to run (after the baseline's export, or after the last torch stage): every later
+    step reads the ONNX files, and the weights would otherwise sit in memory beside every ONNX
+    Runtime session the run opens (a 0.5B decoder's 2 GB)."""
     import gc
 
     job.module = None
@@ -220,9 +221,9 @@ def _stages(job: Job, reuse: StageReuse) -> list[StageFile]:
         seed_everything(job.config.config.seed)
         stages.append(_stage(job, reuse, step, index, stages))
         if step == 0:  # the batch sizes fit in memory, before any pass works
-            check_batch_memory(stages[0].path, ctx.samples(1), job.config.config.report.batch_sizes)
-            if job.model.is_onnx:  # ONNX passes read the baseline's file, not the input's proto
+            if all(p.stage != "torch" for p in job.passes):  # ONNX passes read the files
                 _let_go_of_model(job)
+            check_batch_memory(stages[0].path, ctx.samples(1), job.config.config.report.batch_sizes)
     return stages
 
 
