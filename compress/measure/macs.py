@@ -124,6 +124,8 @@ def run_file_for_outputs(
         del proto
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.enable_cpu_mem_arena = False  # every tensor comes out: the arena would double it
+        options.add_session_config_entry("session.disable_prepacking", "1")  # nor the weights
         session = ort.InferenceSession(str(widened), options, providers=["CPUExecutionProvider"])
     finally:
         widened.unlink(missing_ok=True)
