@@ -1,20 +1,21 @@
 """Decoder language models on a CPU: generation speed, size and memory, against ONNX Runtime
 GenAI's model builder on the same folder.
 
-A LLaMA-style folder is written here (transformers config, random weights: speed, size and
-memory do not depend on them; the size set by DECODER below, what runs in minutes on this
-machine), then through the commands a user types, each in a process of its own:
+A decoder folder is written here (transformers config, random weights: speed, size and memory
+do not depend on them): by default Qwen2-0.5B's shape (494M parameters, the issue's goal), or
+with `56m` a LLaMA-style model of 56M (minutes instead of tens of them); see DECODERS. Then it
+goes through the commands a user types, each in a process of its own:
 
 - `compress run FOLDER` with no pass: the float export with its key/value cache (the peak
   resident memory of each run's process against the float weights);
-- `compress run model.onnx` with `quantize.dynamic` and with `quantize.int4`: each report times
-  greedy generation (report.generation) of the float baseline and the quantized stage in
-  interleaved rounds, so the decode speedups are paired;
+- `compress run model.onnx` with `quantize.int4` (and, on the small model, `quantize.dynamic`):
+  each report times greedy generation (report.generation) of the float baseline and the
+  quantized stage in interleaved rounds, so the decode speedups are paired;
 - the builder (`python -m onnxruntime_genai.models.builder -i FOLDER -p int4 -e cpu`, offline)
   and its model run by onnxruntime-genai's own generator, interleaved here with compress's int4
   model run by compress's greedy loop (compress.measure.generation), same prompt, one thread.
 
-`python bench/run.py decoders` runs this part alone. Nothing is downloaded.
+`python bench/run.py decoders [0.5b | 56m]` runs this part alone. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -32,25 +33,41 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DECODER = {  # ~56M parameters: the issue's measured LLaMA-style config
-    "vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1408,
-    "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
-    "max_position_embeddings": 1024,
+DECODERS = {  # name: (transformers class, config); random weights either way
+    # ~56M parameters: the issue's first measured LLaMA-style config (minutes here)
+    "56m": ("LlamaForCausalLM", {
+        "vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1408,
+        "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "max_position_embeddings": 1024,
+    }),
+    # ~0.5B: Qwen2-0.5B's shape (494M parameters, the head tied to the embeddings), the goal's
+    "0.5b": ("Qwen2ForCausalLM", {
+        "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+        "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+        "max_position_embeddings": 1024, "tie_word_embeddings": True,
+    }),
 }  # fmt: skip
+DEFAULT_SIZE = "0.5b"
+INT8, INT4 = ("int8", "[{type: quantize.dynamic}]"), ("int4", "[{type: quantize.int4}]")
+# int8 dynamic is a point of comparison on the small model; on 0.5B it would add a whole run
+RUNS = {"56m": (INT8, INT4), "0.5b": (INT4,)}
 PROMPT, NEW, ROUNDS = 64, 32, 5
 INT4_OVER_FLOAT, INT4_SMALLER, PEAK_OVER_WEIGHTS = 2.5, 6.0, 3.0
 QUICK = "batch_sizes: [1], threads: 1, min_runs: 5, min_seconds: 0, max_seconds: 2"
 GENERATION = f"{{prompt_tokens: {PROMPT}, new_tokens: {NEW}, min_rounds: {ROUNDS}}}"
 
 
-def write_folder(folder: Path) -> tuple[Path, int]:
-    """The decoder folder (save_pretrained, with a small tokenizer) and its float weight bytes."""
+def write_folder(folder: Path, size: str) -> tuple[Path, int]:
+    """The decoder folder of DECODERS[size] (save_pretrained, with a small tokenizer) and its
+    float weight bytes (a tied head counted once)."""
     import torch
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**DECODER)).eval()
+    kind, settings = DECODERS[size]
+    model_class = getattr(transformers, kind)
+    model = model_class(model_class.config_class(**settings)).eval()
     model.save_pretrained(folder)
     words = {f"w{i}": i for i in range(1000)} | {"<unk>": 1000}
     core = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
@@ -166,21 +183,18 @@ def versus_builder(ours: Path, theirs: Path) -> dict:
     }
 
 
-def decoder_table() -> tuple[dict, list[tuple[str, bool]]]:
+def decoder_table(size: str = DEFAULT_SIZE) -> tuple[dict, list[tuple[str, bool]]]:
     with tempfile.TemporaryDirectory() as name:
         work = Path(name)
         written = subprocess.run(
-            [sys.executable, __file__, "write", str(work / "llama")],
+            [sys.executable, __file__, "write", str(work / "llama"), size],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         folder, weights = work / "llama", int(written.stdout.split()[-1])
         float_report, export_s, export_peak = compress_run(folder, "[]", "float", work)
         exported = work / "float" / "model.onnx"
         rows = {"float_export": {"seconds": round(export_s, 1), "peak_rss_mb": round(export_peak)}}
-        for kind, passes in (
-            ("int8", "[{type: quantize.dynamic}]"),
-            ("int4", "[{type: quantize.int4}]"),
-        ):
+        for kind, passes in RUNS[size]:
             report, seconds, peak = compress_run(exported, passes, kind, work)
             base, final = (
                 report["stages"][0]["generation"]["1"],
@@ -199,33 +213,35 @@ def decoder_table() -> tuple[dict, list[tuple[str, bool]]]:
         built = builder_int4(folder, work)
         rows["builder"] = versus_builder(work / "int4" / "model.onnx", built) if built else None
         del float_report
-    return rows, decoder_checks(rows, weights)
+    return rows, decoder_checks(rows, weights, size)
 
 
-def decoder_checks(rows: dict, weights: int) -> list[tuple[str, bool]]:
-    int4, int8, builder = rows["int4"], rows["int8"], rows["builder"]
+def decoder_checks(rows: dict, weights: int, size: str) -> list[tuple[str, bool]]:
+    int4, int8, builder = rows["int4"], rows.get("int8"), rows["builder"]
     export_peak = rows["float_export"]["peak_rss_mb"]
-    peak = max(export_peak, int4["peak_rss_mb"], int8["peak_rss_mb"])
+    peak = max(export_peak, int4["peak_rss_mb"], int8["peak_rss_mb"] if int8 else 0)
     weights_mb = weights / 2**20
-    where = f"LLaMA-style, {weights / 4e6:.0f}M parameters (the goal: ~0.5B), batch 1, 1 thread"
+    kind = DECODERS[size][0].removesuffix("ForCausalLM")
+    where = f"{kind}, {weights / 4e6:.0f}M parameters, batch 1, 1 thread"
     speed, ci = int4["decode_speedup"], int4["ci"]
     checks = [
         (
             f"int4 decode >= {INT4_OVER_FLOAT}x float tokens/s ({where}): {speed:.2f}x (95% CI "
             f"{ci[0]:.2f}-{ci[1]:.2f}; {int4['float_tokens_per_second']:.0f} -> "
-            f"{int4['tokens_per_second']:.0f} tokens/s; int8 dynamic "
-            f"{int8['decode_speedup']:.2f}x)",
+            f"{int4['tokens_per_second']:.0f} tokens/s"
+            + (f"; int8 dynamic {int8['decode_speedup']:.2f}x)" if int8 else ")"),
             speed >= INT4_OVER_FLOAT,
         ),
         (
-            f"int4 >= {INT4_SMALLER}x smaller than float: {int4['size_ratio']:.2f}x "
-            f"(int8 dynamic {int8['size_ratio']:.2f}x)",
+            f"int4 >= {INT4_SMALLER}x smaller than float: {int4['size_ratio']:.2f}x"
+            + (f" (int8 dynamic {int8['size_ratio']:.2f}x)" if int8 else ""),
             int4["size_ratio"] >= INT4_SMALLER,
         ),
         (
             f"peak memory of a run <= {PEAK_OVER_WEIGHTS}x the float weights: {peak:.0f} MB for "
             f"{weights_mb:.0f} MB of weights ({peak / weights_mb:.2f}x; export {export_peak} MB, "
-            f"int8 {int8['peak_rss_mb']} MB, int4 {int4['peak_rss_mb']} MB)",
+            + (f"int8 {int8['peak_rss_mb']} MB, " if int8 else "")
+            + f"int4 {int4['peak_rss_mb']} MB)",
             peak <= PEAK_OVER_WEIGHTS * weights_mb,
         ),
     ]
@@ -244,8 +260,8 @@ def decoder_checks(rows: dict, weights: int) -> list[tuple[str, bool]]:
     ]
 
 
-def main() -> int:
-    rows, checks = decoder_table()
+def main(size: str = DEFAULT_SIZE) -> int:
+    rows, checks = decoder_table(size)
     print(json.dumps(rows, indent=2))
     for text, met in checks:
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -254,6 +270,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["write"]:
-        print(write_folder(Path(sys.argv[2]))[1])
+        print(write_folder(Path(sys.argv[2]), sys.argv[3])[1])
         sys.exit(0)
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:2]))

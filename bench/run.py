@@ -155,10 +155,11 @@ def main(argv: list[str]) -> int:
     [ARGS]` only the pruned architectures (bench/zoo.py); `run.py timing` only the timing
     goals (bench/timing.py); `run.py iterate` only the stage cache and sweep rows
     (bench/iterate.py); `run.py folders` only the model folders (bench/folders.py); `run.py
-    int4` only the budgeted 4-bit MiniLM row (bench/int4_budget.py); `run.py decoders` only the
-    decoder language model (bench/decoders.py); `run.py decoder-accuracy` only the decoder
-    trained here on Python's sources, int4 judged by perplexity (bench/decoder_accuracy.py);
-    `run.py decoder-auto` only quantize.auto on the 55M decoder (bench/decoder_auto.py)."""
+    int4` only the budgeted 4-bit MiniLM row (bench/int4_budget.py); `run.py decoders [0.5b |
+    56m]` only the decoder language model (bench/decoders.py; 0.5b unless told); `run.py
+    decoder-accuracy` only the decoder trained here on Python's sources, int4 judged by
+    perplexity (bench/decoder_accuracy.py); `run.py decoder-auto` only quantize.auto on the 55M
+    decoder (bench/decoder_auto.py)."""
     if argv[1:] == ["batch"]:
         _, (text, met) = batch_row()
         print(f"[{'met' if met else 'missed'}] {text}")
@@ -175,8 +176,8 @@ def main(argv: list[str]) -> int:
         return folders_main()
     if argv[1:] == ["int4"]:
         return int4_main()
-    if argv[1:] == ["decoders"]:
-        return decoders_main()
+    if argv[1:2] == ["decoders"] and len(argv) <= 3:
+        return decoders_main(*argv[2:])
     if argv[1:] == ["decoder-accuracy"]:
         return decoder_accuracy_main()
     if argv[1:] == ["decoder-auto"]:

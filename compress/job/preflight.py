@@ -350,7 +350,7 @@ def check_onnx_data_fits(path: Path, ctx: Context) -> None:
     from compress.measure.runtime import open_session, run_batched
 
     try:
-        session = open_session(path, threads=1)
+        session = open_session(path, threads=1, lean=True)  # beside the loaded ModelProto
     except Exception as e:  # the checker passed, but the graph contradicts itself (types, shapes)
         raise ModelLoadError(
             f"{path.name}: ONNX Runtime cannot load the model ({first_line(e, 200)}); export it "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,16 +16,12 @@ from compress.errors import ConfigError
 def bytes_per_sample(path: Path, sample: list[np.ndarray]) -> int:
     """Inputs plus twice the largest tensor the graph makes for one sample (an op's input and
     output are alive together); ONNX Runtime reuses the rest of its buffers."""
-    import onnx
+    from compress.measure.macs import run_file_for_outputs
 
-    from compress.measure.macs import run_for_outputs
+    def produced(graph: Any) -> set[str]:
+        return {name for node in graph.node for name in node.output if name}
 
-    model = onnx.load(str(path))
-    graph = model.graph
-    known = {o.name for o in graph.output}
-    produced = {name for node in graph.node for name in node.output if name} - known
-    graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(produced))
-    outputs, rows = run_for_outputs(model, sample)
+    outputs, rows = run_file_for_outputs(Path(path), produced, sample)
     largest = max((a.nbytes for a in outputs.values()), default=0) // rows
     return sum(a.nbytes for a in sample) + 2 * largest
 

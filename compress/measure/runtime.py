@@ -10,10 +10,17 @@ from compress.measure.decoder_feeds import completed_feeds, session_inputs
 from compress.measure.fixed_batch import chunks
 
 
-def open_session(path: Path, threads: int):
+def open_session(path: Path, threads: int, lean: bool = False):
+    """An ONNX Runtime session on the CPU. `lean`, for a check that is not timed (parity):
+    no memory arena (it would keep the largest activations seen, a chunk of a decoder's logits,
+    for the session's life) and no prepacked copies of the weights (made beside them while
+    the session opens); the same arithmetic, held in less memory."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if lean:
+        options.enable_cpu_mem_arena = False
+        options.add_session_config_entry("session.disable_prepacking", "1")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

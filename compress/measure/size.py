@@ -48,9 +48,10 @@ def count_params(proto) -> int:
     return sum(packed.get(init.name, math.prod(init.dims)) for init in _weights(graph))
 
 
-def weight_sparsity(proto) -> float:
+def weight_sparsity(proto, folder: Path | None = None) -> float:
     """The fraction of weight elements of a loaded ONNX model that are exactly zero (packed
-    4-bit weights not read)."""
+    4-bit weights not read). A model loaded without its external data reads each tensor's from
+    `folder` in turn, never all at once."""
     from onnx import numpy_helper
 
     graph = proto.graph
@@ -58,14 +59,25 @@ def weight_sparsity(proto) -> float:
     zeros = total = 0
     for init in _weights(graph):
         if init.name not in packed:
-            values = numpy_helper.to_array(init)
+            values = numpy_helper.to_array(init, str(folder) if folder else "")
+            if init.data_location == init.EXTERNAL:
+                init.ClearField("raw_data")  # to_array read it into the tensor: let it go
             zeros += values.size - int(np.count_nonzero(values))
             total += values.size
     return zeros / total if total else 0.0
 
 
+def model_files(path: Path) -> list[Path]:
+    """The model file and, where its weights went there, its external data file."""
+    from compress.models.onnx_files import data_file
+
+    extra = data_file(Path(path))
+    return [Path(path), extra] if extra.exists() else [Path(path)]
+
+
 def size_bytes(path: Path) -> int:
-    return Path(path).stat().st_size
+    """Bytes on disk of the model: its file and its external data file (weights over 2 GB)."""
+    return sum(part.stat().st_size for part in model_files(path))
 
 
 class Footprint(Record):
@@ -79,24 +91,37 @@ class Footprint(Record):
 
 
 def footprint(path: Path, one_sample: list[np.ndarray]) -> Footprint:
-    """An ONNX file's size, gzipped size, params, MACs and sparsity, from one read of it;
+    """An ONNX file's size, gzipped size, params, MACs and sparsity;
     `one_sample` (a batch of 1) gives MACs their shapes."""
     import onnx
 
-    from compress.measure.macs import count_macs
+    from compress.measure.macs import macs_at
 
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)  # external weights: read one by one
+    params, sparsity = count_params(proto), weight_sparsity(proto, Path(path).parent)
+    del proto  # before ONNX Runtime opens the model to count MACs: its weights held once
     return Footprint(
         size_bytes=size_bytes(path),
         gzip_bytes=gzip_bytes(path),
-        params=count_params(proto),
-        macs=count_macs(proto, one_sample),
-        sparsity=round(weight_sparsity(proto), 4),
+        params=params,
+        macs=macs_at(path, one_sample),
+        sparsity=round(sparsity, 4),
     )
 
 
-def gzip_bytes(path: Path) -> int:
-    """Size after gzip -6: what a download or an artifact store actually moves."""
-    import gzip
+GZIP_CHUNK = 16 * 2**20  # read this much at a time: a model's file is never held whole
 
-    return len(gzip.compress(Path(path).read_bytes(), compresslevel=6))
+
+def gzip_bytes(path: Path) -> int:
+    """Size after gzip -6 of the model file and its external data file, if any: what a
+    download or an artifact store actually moves. Streamed, so a weight file of gigabytes is
+    never in memory at once."""
+    import zlib
+
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip header, as gzip.compress
+    total = 0
+    for part in model_files(path):
+        with part.open("rb") as stream:
+            while chunk := stream.read(GZIP_CHUNK):
+                total += len(packer.compress(chunk))
+    return total + len(packer.flush())

@@ -208,8 +208,10 @@ def _load_onnx(path: Path):
     if problem:
         raise ModelLoadError(f"{path}: {problem}; the file is corrupt or crafted")
     try:
+        # checked from the file, before the weights are read: checking the loaded ModelProto
+        # serializes a second copy of them (and fails past protobuf's 2 GB)
+        onnx.checker.check_model(str(path))
         onnx.load_external_data_for_model(proto, str(path.parent))
-        onnx.checker.check_model(proto)
     except Exception as e:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(e)})") from None
     return proto

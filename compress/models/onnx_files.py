@@ -48,6 +48,11 @@ def save_onnx(proto, path: Path) -> None:
     )  # fmt: skip
 
 
+def has_external_data(proto) -> bool:
+    """Whether a ModelProto (loaded without its external data) keeps tensors in a data file."""
+    return any(tensor.external_data for tensor in _tensors(proto))
+
+
 def external_locations(path: Path) -> set[str]:
     """The external data files the model at `path` refers to (none: all in the file)."""
     import onnx

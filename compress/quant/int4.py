@@ -131,6 +131,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         if tied:
             ctx.log(f"  {len(tied)} MatMul(s) reading a transposed table (a tied head) given it")
         plan = self._plan(proto, prepared, source)
+        del proto  # every step after reads `prepared`: the float weights are not held twice
         details = Int4Details(
             algorithm=plan.algorithm,
             bits=plan.bits,

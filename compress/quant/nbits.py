@@ -208,25 +208,36 @@ def _default(model, plan: WeightPlan, bits: int, symmetric: bool, skip: list[str
     return quantizer.model.model
 
 
-def copy_node_metadata(source, quantized) -> None:
-    """Give each MatMulNBits the metadata (the torch module it came from) of the MatMul it
-    replaced; the quantizer makes new nodes without it."""
-    metadata = {n.name: list(n.metadata_props) for n in source.graph.node if n.metadata_props}
+def node_metadata(model) -> dict[str, list[tuple[str, str]]]:
+    """Each node's metadata (the torch module it came from), by node name."""
+    return {
+        n.name: [(p.key, p.value) for p in n.metadata_props]
+        for n in model.graph.node
+        if n.metadata_props
+    }
+
+
+def copy_node_metadata(metadata: dict[str, list[tuple[str, str]]], quantized) -> None:
+    """Give each MatMulNBits the metadata (`node_metadata` of the model before) of the MatMul
+    it replaced; the quantizer makes new nodes without it."""
     for node in quantized.graph.node:
         if node.op_type != "MatMulNBits" or node.metadata_props:
             continue
         original = node.name.rsplit("_Q", 1)[0]
-        for prop in metadata.get(original, []):
-            node.metadata_props.add().CopyFrom(prop)
+        for key, value in metadata.get(original, []):
+            entry = node.metadata_props.add()
+            entry.key, entry.value = key, value
 
 
 def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
     """`prepared` with its MatMuls quantized as `plan` says, written to `target`."""
     import onnx
 
-    source = onnx.load(str(prepared))
-    quantized = quantize_weights(onnx.load(str(prepared)), plan)
-    copy_node_metadata(source, quantized)
+    model = onnx.load(str(prepared))
+    metadata = node_metadata(model)  # read before the quantizer replaces the nodes in place
+    quantized = quantize_weights(model, plan)
+    del model  # the quantizer's result is the only model held while it is saved
+    copy_node_metadata(metadata, quantized)
     save_onnx(quantized, target)
 
 

@@ -12,6 +12,7 @@ fit ONNX's 2 GB protobuf limit is saved with them in one external data file besi
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import warnings
@@ -66,7 +67,8 @@ def export_decoder(
             if program is None:  # the dynamo exporter always returns one; the legacy one not
                 raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
             program.save(str(target), external_data=external)
-            del program  # its copy of the weights
+            del program  # its copy of the weights (the constant-folded transposes of them)
+            gc.collect()  # held in reference cycles: freed now, before the parity sessions
     except Exception as e:
         raise ExportError(
             f"torch -> ONNX export of the decoder with its cache failed: {first_line(e)} (rerun "
@@ -115,7 +117,7 @@ def check_decode_parity(module: DecoderModule, path: Path, ids: np.ndarray, atol
     mask = np.ones_like(ids)
     with torch.no_grad():
         expected = module(torch.from_numpy(ids), torch.from_numpy(mask))["logits"].numpy()
-    session = open_session(path, threads=1)
+    session = open_session(path, threads=1, lean=True)
     declared = session_inputs(session)
     names = [name for name, _, _ in declared]
     start = ids.shape[1] - DECODE_STEPS

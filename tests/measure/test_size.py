@@ -45,3 +45,26 @@ def test_sparsity_counts_exact_zeros_of_the_weights(tmp_path):
     assert weight_sparsity(proto) == 0.5
     weights = numpy_helper.to_array(proto.graph.initializer[0])
     assert np.count_nonzero(weights) == 320
+
+
+def test_a_model_with_external_data_is_measured_whole_and_read_once(tmp_path, monkeypatch):
+    """Weights in model.onnx.data count in its size and gzip size, and its footprint (MACs,
+    params, sparsity) is the one the same model saved in one file has."""
+    from compress.measure.size import footprint, gzip_bytes, size_bytes
+    from compress.models import onnx_files
+
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10, bias=False))
+    with torch.no_grad():
+        module[1].weight[:5] = 0
+    one_file = export(module, tmp_path / "one.onnx")
+    monkeypatch.setattr(onnx_files, "EXTERNAL_BYTES", 1000)
+    split = tmp_path / "split.onnx"
+    onnx_files.save_onnx(onnx.load(str(one_file)), split)
+    data = onnx_files.data_file(split)
+    assert data.exists()
+    assert size_bytes(split) == split.stat().st_size + data.stat().st_size
+    assert gzip_bytes(split) > gzip_bytes(tmp_path / "split.onnx.data") > 0
+    sample = [np.zeros((1, 1, 8, 8), np.float32)]
+    whole, parted = footprint(one_file, sample), footprint(split, sample)
+    assert (parted.macs, parted.params, parted.sparsity) == (640, 640, 0.5)
+    assert (whole.macs, whole.params, whole.sparsity) == (640, 640, 0.5)
