@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import print_goals  # noqa: E402
+
 WORK = ROOT / "bench" / "out" / "decoder-accuracy"
 GPT2 = {  # 5.3M parameters; an untied head (tied, int4 kept it float: 2.70x, see the docs)
     "vocab_size": 4096, "n_positions": 256, "n_embd": 256, "n_layer": 4, "n_head": 4,
@@ -275,9 +277,7 @@ def main() -> int:
     rows, checks = decoder_accuracy_table()
     print(json.dumps({k: v for k, v in rows.items() if k != "config"}, indent=2))
     print(rows["config"])
-    for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
-    return 0 if all(met for _, met in checks) else 1
+    return print_goals(checks)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import print_goals  # noqa: E402
+
 DECODERS = {  # name: (transformers class, config); random weights either way
     # ~56M parameters: the first measured LLaMA-style config (minutes here)
     "56m": ("LlamaForCausalLM", {
@@ -263,9 +265,7 @@ def decoder_checks(rows: dict, weights: int, size: str) -> list[tuple[str, bool]
 def main(size: str = DEFAULT_SIZE) -> int:
     rows, checks = decoder_table(size)
     print(json.dumps(rows, indent=2))
-    for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
-    return 0 if all(met for _, met in checks) else 1
+    return print_goals(checks)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import print_goals  # noqa: E402
 from bench.real import real_sentences  # noqa: E402
 
 SENTENCES = 256
@@ -241,9 +242,7 @@ def main() -> int:
     results, checks = folders_table()
     print(json.dumps({k: v for k, v in results.items() if k != "minilm"}, indent=2))
     print(results["minilm"]["config"])
-    for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
-    return 0 if all(met for _, met in checks) else 1
+    return print_goals(checks)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.folders import compress, minilm, reported  # noqa: E402
+from bench.goals import print_goals  # noqa: E402
 from bench.real import real_sentences  # noqa: E402
 
 SENTENCES = 256
@@ -97,9 +98,7 @@ def int4_budget_row() -> tuple[dict, list[tuple[str, bool]]]:
 def main() -> int:
     row, checks = int4_budget_row()
     print(json.dumps(row, indent=2))
-    for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
-    return 0 if all(met for _, met in checks) else 1
+    return print_goals(checks)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.goals import goal_line
 from compress.config import ReportSection
 from compress.data import load_dataset
 from compress.job.pipeline import run
@@ -240,4 +241,4 @@ def print_table(rows: list[dict], checks: list[tuple[str, bool]]) -> None:
         )
     print()
     for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
+        print(goal_line(text, met))

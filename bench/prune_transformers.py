@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import print_goals  # noqa: E402
 from compress.job.pipeline import run  # noqa: E402
 
 CONFIG = """\
@@ -226,9 +227,7 @@ def main() -> int:
     _, checks = transformer_table(Path(sys.argv[1]), sys.argv[2:])
     if not sys.argv[2:]:
         checks.append(recovery_goal(recovery(Path(sys.argv[1]))))
-    for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
-    return 0 if all(met for _, met in checks) else 1
+    return print_goals(checks)
 
 
 if __name__ == "__main__":

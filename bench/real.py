@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import goal_line  # noqa: E402
 from bench.peer import peer_models  # noqa: E402
 from compress.config import DataSource, ReportSection  # noqa: E402
 from compress.data import load_dataset  # noqa: E402
@@ -289,7 +290,7 @@ def print_results(results: list[dict], checks: list[tuple[str, bool]]) -> None:
             )
     print()
     for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
+        print(goal_line(text, met))
 
 
 def main() -> int:

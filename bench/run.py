@@ -27,6 +27,7 @@ from bench.decoders import decoder_table  # noqa: E402
 from bench.decoders import main as decoders_main  # noqa: E402
 from bench.folders import folders_table  # noqa: E402
 from bench.folders import main as folders_main  # noqa: E402
+from bench.goals import goal_line, print_goals  # noqa: E402
 from bench.int4_budget import int4_budget_row  # noqa: E402
 from bench.int4_budget import main as int4_main  # noqa: E402
 from bench.iterate import iterate_table  # noqa: E402
@@ -161,9 +162,8 @@ def main(argv: list[str]) -> int:
     perplexity (bench/decoder_accuracy.py); `run.py decoder-auto` only quantize.auto on the 55M
     decoder (bench/decoder_auto.py)."""
     if argv[1:] == ["batch"]:
-        _, (text, met) = batch_row()
-        print(f"[{'met' if met else 'missed'}] {text}")
-        return 0 if met else 1
+        _, check = batch_row()
+        return print_goals([check])
     if argv[1:] == ["real"]:
         return real_main()
     if argv[1:2] == ["zoo"]:
@@ -212,7 +212,7 @@ def main(argv: list[str]) -> int:
     timing += decoder_auto_checks
     print_table(peer_rows, checks)
     for text, met in timing:
-        print(f"[{'met' if met else 'missed'}] {text}")
+        print(goal_line(text, met))
     checks += timing
     if real_rows:
         print_results(real_rows, real_checks)

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import print_goals  # noqa: E402
 from compress.job.pipeline import run  # noqa: E402
 from compress.report.model import BenchResult, Report  # noqa: E402
 
@@ -139,9 +140,7 @@ def timing_checks() -> list[tuple[str, bool]]:
 
 def main() -> int:
     checks = timing_checks()
-    for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
-    return 0 if all(met for _, met in checks) else 1
+    return print_goals(checks)
 
 
 if __name__ == "__main__":

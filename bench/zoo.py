@@ -30,6 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import goal_line  # noqa: E402
 from bench.real import save_program  # noqa: E402
 from compress.errors import CompressError  # noqa: E402
 from compress.job.pipeline import run  # noqa: E402
@@ -395,7 +396,7 @@ def print_zoo(rows: list[dict], checks: list[tuple[str, bool]], overrides: list[
             )
     print()
     for text, met in checks:
-        print(f"[{'met' if met else 'missed'}] {text}")
+        print(goal_line(text, met))
 
 
 def main(argv: list[str]) -> int:
