@@ -22,7 +22,7 @@ import numpy as np
 from compress.config import ReportSection
 from compress.measure.generation import GenerationTimings, measure_generation
 from compress.measure.interference import MachineLoad
-from compress.measure.latency import SPEED_TOLERANCE, BatchTimings, measure_latency
+from compress.measure.latency import SPEED_TOLERANCE, BatchTimings, Speedup, measure_latency
 
 BUSY_RETIMES = 2  # timings taken again while the machine is busy, before deciding anyway
 BRIEF_RUNS = 20  # a brief timing at a batch size: enough to tell 1.5x apart, not 3%
@@ -39,11 +39,11 @@ def _machine_note(machine: MachineLoad, retimed: int) -> str:
     )
 
 
-@dataclass
-class BatchCheck:
-    """Models timed together at the first report batch size."""
+class _TimedTogether:
+    """What BatchCheck and DecodeCheck share: their batch, the machine, and verdicts that are a
+    tie on a machine that stayed busy."""
 
-    timings: BatchTimings
+    timings: BatchTimings | GenerationTimings
     retimed: int  # how many times it was timed again because the machine was busy
 
     @property
@@ -58,6 +58,27 @@ class BatchCheck:
     def busy(self) -> bool:
         return self.timings.machine.busy
 
+    def verdict(self, name: str, reference: str) -> Verdict:
+        """`name` against `reference`, paired; a tie on a machine that stayed busy."""
+        if self.busy:
+            return "tie"
+        return self._speedup(reference, name).verdict
+
+    def _speedup(self, reference: str, name: str) -> Speedup:
+        raise NotImplementedError
+
+    def machine_note(self) -> str:
+        """On a machine that stayed busy: what it was doing, and what was done about it."""
+        return _machine_note(self.machine, self.retimed)
+
+
+@dataclass
+class BatchCheck(_TimedTogether):
+    """Models timed together at the first report batch size."""
+
+    timings: BatchTimings
+    retimed: int
+
     @property
     def p50(self) -> dict[str, float]:
         return {name: self.timings.stats(name).p50 for name in self.timings.runs}
@@ -67,37 +88,18 @@ class BatchCheck:
         """What a p50 is the time of, as a reason says it ("... ms at batch 8")."""
         return f"at batch {self.batch}"
 
-    def verdict(self, name: str, reference: str) -> Verdict:
-        """`name` against `reference`, paired; a tie on a machine that stayed busy."""
-        if self.busy:
-            return "tie"
-        return self.timings.speedup(reference, name).verdict
-
-    def machine_note(self) -> str:
-        """On a machine that stayed busy: what it was doing, and what was done about it."""
-        return _machine_note(self.machine, self.retimed)
+    def _speedup(self, reference: str, name: str) -> Speedup:
+        return self.timings.speedup(reference, name)
 
 
 @dataclass
-class DecodeCheck:
+class DecodeCheck(_TimedTogether):
     """Decoders timed together on greedy decode steps over their key/value cache: p50 is the
     median decode step (ms), verdicts are paired over the rounds' medians."""
 
     timings: GenerationTimings
     retimed: int
     prompt_tokens: int
-
-    @property
-    def batch(self) -> int:
-        return self.timings.batch
-
-    @property
-    def machine(self) -> MachineLoad:
-        return self.timings.machine
-
-    @property
-    def busy(self) -> bool:
-        return self.timings.machine.busy
 
     @property
     def p50(self) -> dict[str, float]:
@@ -108,13 +110,8 @@ class DecodeCheck:
         prompt = f"a prompt of {self.prompt_tokens} tokens"
         return f"per decode step at batch {self.batch} after {prompt}"
 
-    def verdict(self, name: str, reference: str) -> Verdict:
-        if self.busy:
-            return "tie"
-        return self.timings.decode_speedup(reference, name).verdict
-
-    def machine_note(self) -> str:
-        return _machine_note(self.machine, self.retimed)
+    def _speedup(self, reference: str, name: str) -> Speedup:
+        return self.timings.decode_speedup(reference, name)
 
 
 SpeedCheck = BatchCheck | DecodeCheck
