@@ -25,7 +25,7 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
         from compress.torch.kv_export import is_decoder
 
         cached = is_decoder(model.model)
-        positions = model.model.layout.max_positions if cached else None
+        positions = model.positions
     if not cached:
         raise ConfigError(
             f"report.generation: {name} takes no key/value cache, and generation is timed over "

@@ -46,6 +46,12 @@ class LoadedModel:
         return self.format == "onnx"
 
     @property
+    def positions(self) -> int | None:
+        """A decoder's longest sequence, where its config says (a text-generation folder's
+        module); None for any other model, an ONNX file's included."""
+        return getattr(getattr(self.model, "layout", None), "max_positions", None)
+
+    @property
     def fixed_batch(self) -> int | None:
         """The batch a torch.export program was saved with when it is fixed (no dynamic_shapes)."""
         if self.format != "exported_program":

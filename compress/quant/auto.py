@@ -28,7 +28,7 @@ from compress.passes.base import (
 )
 from compress.passes.context import required
 from compress.passes.registry import get_pass, register
-from compress.quant.auto_candidates import candidates_for, decoder_candidates, is_decoder
+from compress.quant.auto_candidates import candidates_for, decoder_candidates
 from compress.quant.auto_records import CandidateEntry, InputFigures
 from compress.quant.fallback import (
     AUTO_PREFERENCE,
@@ -172,6 +172,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
+        from compress.measure.decoder_feeds import is_decoder_file
         from compress.measure.speed import DecodeCheck, model_timer
         from compress.quant.auto_choice import choose  # imports the latency code: not at load
         from compress.quant.auto_trials import finalists, try_candidates
@@ -181,7 +182,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
         folder.mkdir(exist_ok=True)
-        decoder = is_decoder(source)
+        decoder = is_decoder_file(source)
         if decoder:
             candidates = decoder_candidates(source)
         else:
@@ -189,7 +190,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
             # `source` the same way before it quantizes, so the names are found there.
             prepared = preprocess(source, folder / "prepared.onnx", ctx)
             candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
-        timer = model_timer(ctx.timing, decoder, ctx.samples, ctx.log)
+        timer = model_timer(ctx.timing, decoder, ctx.samples, ctx.log, ctx.positions)
         # candidates rank their nodes only if their fallback runs; see _sensitivity
         trials = try_candidates(
             candidates,
