@@ -3,7 +3,8 @@ would (the rules are in auto_choice), and never one slower than the input.
 
 A model is offered the int8 variants (static, the recovery candidates, dynamic); a decoder
 exported with its key/value cache is offered weight-only candidates and dynamic instead
-(`decoder_candidates`), and is timed on its decode steps when the report times its generation.
+(`decoder_candidates`), and is timed on its decode steps (report.generation, or its defaults:
+compress.measure.speed.generation_timing).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class AutoTiming(Record):
     timed: Literal["first batch", "decode steps"] = Field(
         default="first batch",
         description="what the candidates were timed on: the report's first batch size, or a "
-        "decoder's greedy decode steps over its cache (report.generation's first batch size)",
+        "decoder's greedy decode steps over its cache (report.generation's first batch size, "
+        "or its defaults)",
     )
     shape: str | None = Field(default=None, description="the timed shape, in words")
 
@@ -153,11 +155,12 @@ class AutoQuantization(OnnxPass[AutoParams]):
     produce the choice (compress.quant.auto_trials); each is listed in the report with why it
     won or lost. A decoder exported with its key/value cache is offered weight-only candidates
     instead of the static ones (quantize.int4 at 4 bits with its 4/8-bit mix, and at 8 bits)
-    beside dynamic, and with report.generation every candidate is timed on greedy decode steps
-    over the cache. Within the budget, faster wins, and candidates as fast within noise go by
-    size; one as fast as the input and smaller beats it; candidates meeting gates.min_size_ratio
-    / min_speedup (against the pass's input) are preferred. A candidate slower than the input
-    beyond noise is never kept; when none beats the input, the input model is kept.
+    beside dynamic, and every candidate is timed on greedy decode steps over the cache
+    (report.generation, or its defaults within the model's positions). Within the budget,
+    faster wins, and candidates as fast within noise go by size; one as fast as the input and
+    smaller beats it; candidates meeting gates.min_size_ratio / min_speedup (against the pass's
+    input) are preferred. A candidate slower than the input beyond noise is never kept; when
+    none beats the input, the input model is kept.
 
     Sample YAML:
         - type: quantize.auto
