@@ -288,12 +288,20 @@ class ExportSection(Strict):
     parity_atol: float = Field(default=1e-4, gt=0)
 
 
+PROMPT_TOKENS, NEW_TOKENS = 128, 64  # report.generation's defaults
+
+
 class GenerationSection(Strict):
     """A decoder's generation, timed: a prefill over the prompt, then one token at a time."""
 
-    prompt_tokens: int = Field(default=128, ge=1, le=1_000_000, description="tokens prefilled")
+    prompt_tokens: int = Field(
+        default=PROMPT_TOKENS, ge=1, le=1_000_000, description="tokens prefilled"
+    )
     new_tokens: int = Field(
-        default=64, ge=2, le=100_000, description="tokens generated, greedily, over the cache"
+        default=NEW_TOKENS,
+        ge=2,
+        le=100_000,
+        description="tokens generated, greedily, over the cache",
     )
     batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]] = Field(
         default=[1], min_length=1, description="prompts generated for at once"
@@ -309,6 +317,15 @@ class GenerationSection(Strict):
         default=True,
         description="measure each stage's peak memory (RSS) in a process of its own",
     )
+
+    @classmethod
+    def within(cls, positions: int | None) -> GenerationSection:
+        """The defaults, fitted to a model of `positions` (None: unknown): at most a quarter of
+        them generated (at least 2), the prompt the rest, so the sequence reads no position the
+        model lacks."""
+        new = NEW_TOKENS if positions is None else max(2, min(NEW_TOKENS, positions // 4))
+        prompt = PROMPT_TOKENS if positions is None else max(1, min(PROMPT_TOKENS, positions - new))
+        return cls(prompt_tokens=prompt, new_tokens=new)
 
 
 class ReportSection(Strict):

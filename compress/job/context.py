@@ -50,6 +50,7 @@ class Context:
     output_names: list[str] = field(default_factory=list)  # the model's, in order
     judged_output: int = 0  # the index of the output the metric judges (report.output)
     output_sizes: list[int] = field(default_factory=list)  # each output's values per sample
+    positions: int | None = None  # a decoder's longest sequence, where its config says
     cache: StageCache | None = None  # the stage cache, where passes keep what they derive
     _shared: dict[type, Any] = field(default_factory=dict)  # shared(): one object per kind
 

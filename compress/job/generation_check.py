@@ -20,12 +20,11 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
         from compress.models.decoder_graph import is_decoder_graph
 
         cached = is_decoder_graph([n for n, _, _ in graph_declared(model.model)])
-        positions = None
     else:
         from compress.torch.kv_export import is_decoder
 
         cached = is_decoder(model.model)
-        positions = model.model.layout.max_positions if cached else None
+    positions = model.positions  # an ONNX file's as its export recorded them
     if not cached:
         raise ConfigError(
             f"report.generation: {name} takes no key/value cache, and generation is timed over "

@@ -35,6 +35,7 @@ from compress.measure.peak_memory import peak_rss_mb
 from compress.measure.perplexity import TOKEN_METRICS, scored_tokens
 from compress.measure.size import Footprint, footprint
 from compress.models import model_sha256
+from compress.models.decoder_graph import POSITIONS_KEY
 from compress.models.hf_folder import is_model_folder
 from compress.models.run_files import run_inputs
 from compress.passes.base import Pass, PassDetails, PassInput, PassResult
@@ -147,7 +148,10 @@ def _work(job: Job, reuse: StageReuse) -> tuple[Report, Path]:
     _let_go_of_model(job)
     provenance = _provenance(job)
     final = stage_files[-1].path
-    set_metadata(final, provenance.written())  # before measuring: the report sizes it as written
+    props = provenance.written()
+    if job.context.positions is not None:  # read back when the file is run or benched again
+        props[POSITIONS_KEY] = str(job.context.positions)
+    set_metadata(final, props)  # before measuring: the report sizes it as written
     return _measure(job, stage_files, provenance, reuse), final
 
 

@@ -53,6 +53,7 @@ class ModelFacts(Record):
     output_sizes: list[int]  # each output's values per sample: the classes labels index
     fixed_batches: list[int] = []  # an ONNX model's fixed batch sizes, if it has any
     folder: ModelFolder | None = None  # a model folder's files and task, for the report
+    positions: int | None = None  # a decoder's longest sequence, where its config says
 
     def fit(self, baseline: Path) -> bool:
         """Whether they agree with the baseline's ONNX file they were kept with: its inputs and
@@ -143,6 +144,7 @@ def prepare_model(
     workdir = workdir or Path(tempfile.mkdtemp(prefix="compress-"))
     context = Context(config, datasets, names, workdir, log, progress, model, trust_pickle)
     context.trust_remote_code = trust_remote_code
+    context.positions = model.positions
     try:
         if model.is_onnx:
             check_onnx_data_fits(model.path, context)
@@ -162,6 +164,7 @@ def prepare_model(
             output_sizes=context.output_sizes,
             fixed_batches=sorted(fixed_batches),
             folder=model.folder,
+            positions=model.positions,
         )
     return Job(config, model, passes, context, module, prepared, facts)
 
@@ -186,6 +189,7 @@ def job_from_facts(
         config, datasets, facts.input_names, workdir, log, progress, None, trust_pickle
     )
     context.trust_remote_code = trust_remote_code
+    context.positions = facts.positions  # the model is not loaded: what the checks learned
     context.output_names, context.output_sizes = facts.output_names, facts.output_sizes
     check_batches_fit(set(facts.fixed_batches), config.config.report.batch_sizes)
     judge_outputs(context)  # report.output and the labels, as check_data_fits checks them

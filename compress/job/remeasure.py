@@ -15,17 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.config import GenerationSection, LoadedConfig, ModelSection, ReportSection
+from compress.config import LoadedConfig, ModelSection, ReportSection
 from compress.errors import ConfigError, ModelLoadError
 from compress.files import path_problem
 from compress.job.context import Context, input_names_for, load_datasets
 from compress.job.generation_check import check_generation
 from compress.job.preflight import check_batches_fit, check_onnx_data_fits
 from compress.job.text_data import with_tokens
+from compress.measure.decoder_feeds import graph_declared
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
-from compress.models import LoadedModel, detect_format, load_model
+from compress.measure.speed import generation_timing
+from compress.models import detect_format, load_model
 from compress.models.decoder_graph import is_decoder_graph
 from compress.models.hf_folder import is_model_folder
 from compress.models.model_inputs import fixed_batch_sizes, onnx_input_specs
@@ -61,7 +63,9 @@ def bench_onnx(
         check_same_inputs(proto, other, model_path, Path(compare))
     config = _config(config_path, overrides, proto, model_path.name)
     settings = config.config.report
-    timed_generation = _generation_settings(config, loaded)
+    check_generation(settings.generation, loaded)  # report.generation the file cannot give
+    cached = is_decoder_graph([name for name, _, _ in graph_declared(proto)])
+    timed_generation = generation_timing(settings, cached, loaded.positions)
     check_batches_fit(fixed_batch_sizes(proto), settings.batch_sizes)
     # text data: tokenized with model.tokenizer (an ONNX file holds no tokenizer)
     _, _, datasets = with_tokens((config, [], load_datasets(config)), None, False)
@@ -96,20 +100,6 @@ def bench_onnx(
             },
         )
     return measured
-
-
-def _generation_settings(config: LoadedConfig, model: LoadedModel) -> ReportSection | None:
-    """The report settings generation is timed with: the config's report.generation; for a
-    decoder graph without one, its defaults (a decoder is used by generating); else none."""
-    settings = config.config.report
-    if settings.generation is None:
-        from compress.measure.decoder_feeds import graph_declared
-
-        if not is_decoder_graph([name for name, _, _ in graph_declared(model.model)]):
-            return None
-        settings = settings.model_copy(update={"generation": GenerationSection()})
-    check_generation(settings.generation, model)
-    return settings
 
 
 def _generation(

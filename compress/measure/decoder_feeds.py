@@ -11,6 +11,7 @@ inputs, so a pruned stage (fewer heads) is fed as it declares itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,15 @@ def graph_declared(proto: Any) -> list[Declared]:
         dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
         declared.append((value.name, dims, tensor.elem_type))
     return declared
+
+
+def is_decoder_file(path: Path) -> bool:
+    """Whether the ONNX file holds a decoder exported with its key/value cache (its inputs);
+    its weights are not read."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return is_decoder_graph([name for name, _, _ in graph_declared(proto)])
 
 
 def decode_step_feed(

@@ -4,10 +4,14 @@ speed guard's (compress.job.speed_guard: `on_slower: revert` undoes a pass that 
 Two shapes are timed: a whole batch at the report's first batch size (`first_batch_timing`,
 `BatchCheck`), and a decoder's greedy decode steps over its key/value cache at
 report.generation's first batch size (`decode_step_timing`, `DecodeCheck`), the shape a language
-model spends its time in. Models are compared paired (`compress.measure.latency.Speedup`):
-faster or slower only when the 95% interval of the per-round ratios says so, by more than 3%;
-anything else is a tie. A timing taken on a busy machine is taken again (at most `BUSY_RETIMES`
-times); if the machine stays busy, nothing is called faster or slower, and the caller says so.
+model spends its time in. Which one a model gets is one rule (`generation_timing`): a graph with
+its key/value cache is timed on decode steps, with report.generation or, where the config has
+none, its defaults within the model's positions; any other model by the batch.
+
+Models are compared paired (`compress.measure.latency.Speedup`): faster or slower only when the
+95% interval of the per-round ratios says so, by more than 3%; anything else is a tie. A
+timing taken on a busy machine is taken again (at most `BUSY_RETIMES` times); if the machine
+stays busy, nothing is called faster or slower, and the caller says so.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from compress.config import ReportSection
+from compress.config import GenerationSection, ReportSection
 from compress.measure.generation import GenerationTimings, measure_generation
 from compress.measure.interference import MachineLoad
 from compress.measure.latency import SPEED_TOLERANCE, BatchTimings, Speedup, measure_latency
@@ -62,9 +66,10 @@ class _TimedTogether:
         """`name` against `reference`, paired; a tie on a machine that stayed busy."""
         if self.busy:
             return "tie"
-        return self._speedup(reference, name).verdict
+        return self.speedup(reference, name).verdict
 
-    def _speedup(self, reference: str, name: str) -> Speedup:
+    def speedup(self, reference: str, name: str) -> Speedup:
+        """`name`'s speed over `reference`'s, paired over the timed shape's rounds."""
         raise NotImplementedError
 
     def machine_note(self) -> str:
@@ -88,7 +93,7 @@ class BatchCheck(_TimedTogether):
         """What a p50 is the time of, as a reason says it ("... ms at batch 8")."""
         return f"at batch {self.batch}"
 
-    def _speedup(self, reference: str, name: str) -> Speedup:
+    def speedup(self, reference: str, name: str) -> Speedup:
         return self.timings.speedup(reference, name)
 
 
@@ -110,7 +115,7 @@ class DecodeCheck(_TimedTogether):
         prompt = f"a prompt of {self.prompt_tokens} tokens"
         return f"per decode step at batch {self.batch} after {prompt}"
 
-    def _speedup(self, reference: str, name: str) -> Speedup:
+    def speedup(self, reference: str, name: str) -> Speedup:
         return self.timings.decode_speedup(reference, name)
 
 
@@ -179,19 +184,37 @@ def decode_step_timing(
     return DecodeCheck(timings, retimed, wanted.prompt_tokens)
 
 
+def generation_timing(
+    settings: ReportSection, decoder: bool, positions: int | None = None
+) -> ReportSection | None:
+    """The report settings a model's decode steps are timed with, or None where the model is
+    timed by the batch. A decoder exported with its key/value cache (`decoder`) is used by
+    generating, so it is timed so: with report.generation, or where the config has none its
+    defaults within the model's `positions` (None: not known, as of an ONNX file).
+    compress bench, the speed guard, quantize.auto and quantize.int4's accuracy_level: auto
+    all ask this."""
+    if not decoder:
+        return None
+    if settings.generation is not None:
+        return settings
+    return settings.model_copy(update={"generation": GenerationSection.within(positions)})
+
+
 def model_timer(
     settings: ReportSection,
     decoder: bool,
     samples: Callable[[int], list[np.ndarray]],
     log: Callable[[str], None],
+    positions: int | None = None,
 ) -> Timer:
-    """How models are timed against each other as the report times them: a decoder's decode
-    steps when report.generation is set, else the first batch size. A brief timing is not
+    """How models are timed against each other: a decoder graph's decode steps (with the
+    settings `generation_timing` gives), else the first batch size. A brief timing is not
     taken again on a busy machine: it only orders models timed interleaved, which load slows
     alike; the full timing that verdicts rest on is."""
-    if decoder and settings.generation is not None:
+    decoding = generation_timing(settings, decoder, positions)
+    if decoding is not None:
         return lambda paths, brief: decode_step_timing(
-            paths, settings, log, brief, 0 if brief else BUSY_RETIMES
+            paths, decoding, log, brief, 0 if brief else BUSY_RETIMES
         )
     return lambda paths, brief: first_batch_timing(
         paths,

@@ -22,6 +22,7 @@ from compress.config import ModelSection
 from compress.data.archives import MODEL_ARCHIVE, UnsafeArchive, checked_members
 from compress.errors import ModelLoadError, first_line
 from compress.files import file_sha256, path_problem
+from compress.models.decoder_graph import recorded_positions
 from compress.models.hf_folder import is_model_folder, read_layout
 from compress.models.hf_provenance import ModelFolder
 from compress.models.safetensors_file import load_state_dict, looks_like_safetensors
@@ -44,6 +45,15 @@ class LoadedModel:
     @property
     def is_onnx(self) -> bool:
         return self.format == "onnx"
+
+    @property
+    def positions(self) -> int | None:
+        """A decoder's longest sequence, where its config says (a text-generation folder's
+        module) or an ONNX file compress wrote from one records it (POSITIONS_KEY); None for
+        any other model."""
+        if self.is_onnx:
+            return recorded_positions(self.model)
+        return getattr(getattr(self.model, "layout", None), "max_positions", None)
 
     @property
     def fixed_batch(self) -> int | None:

@@ -17,3 +17,21 @@ def is_decoder_graph(names: Sequence[str]) -> bool:
         and len(names) > 3
         and all(name.startswith(PAST_PREFIX) for name in names[3:])
     )
+
+
+POSITIONS_KEY = "compress.max_positions"  # metadata of an exported decoder: its longest sequence
+MAX_POSITIONS = 100_000_000  # a recorded value past this is not believed
+
+
+def recorded_positions(proto) -> int | None:
+    """The longest sequence a decoder ONNX file compress wrote records (POSITIONS_KEY in its
+    metadata), or None where it records none. The file is untrusted: a value that is not a
+    positive integer of sane size counts as none."""
+    for prop in getattr(proto, "metadata_props", []):
+        if prop.key != POSITIONS_KEY:
+            continue
+        value = prop.value.strip()
+        if value.isdigit() and len(value) <= 9 and 0 < int(value) <= MAX_POSITIONS:
+            return int(value)
+        return None
+    return None

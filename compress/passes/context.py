@@ -71,6 +71,12 @@ class PassContext(Protocol):
         ...
 
     @property
+    def positions(self) -> int | None:
+        """A decoder's longest sequence, where its config says (report.generation's defaults
+        are fitted to it); None for any other model, or one that does not say."""
+        ...
+
+    @property
     def trust_pickle(self) -> bool:
         """Other model files a pass loads (a teacher) may be pickles."""
         ...

@@ -3,7 +3,8 @@ would (the rules are in auto_choice), and never one slower than the input.
 
 A model is offered the int8 variants (static, the recovery candidates, dynamic); a decoder
 exported with its key/value cache is offered weight-only candidates and dynamic instead
-(`decoder_candidates`), and is timed on its decode steps when the report times its generation.
+(`decoder_candidates`), and is timed on its decode steps (report.generation, or its defaults:
+compress.measure.speed.generation_timing).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from compress.passes.base import (
 )
 from compress.passes.context import required
 from compress.passes.registry import get_pass, register
-from compress.quant.auto_candidates import candidates_for, decoder_candidates, is_decoder
+from compress.quant.auto_candidates import candidates_for, decoder_candidates
 from compress.quant.auto_records import CandidateEntry, InputFigures
 from compress.quant.fallback import (
     AUTO_PREFERENCE,
@@ -58,7 +59,8 @@ class AutoTiming(Record):
     timed: Literal["first batch", "decode steps"] = Field(
         default="first batch",
         description="what the candidates were timed on: the report's first batch size, or a "
-        "decoder's greedy decode steps over its cache (report.generation's first batch size)",
+        "decoder's greedy decode steps over its cache (report.generation's first batch size, "
+        "or its defaults)",
     )
     shape: str | None = Field(default=None, description="the timed shape, in words")
 
@@ -153,11 +155,12 @@ class AutoQuantization(OnnxPass[AutoParams]):
     produce the choice (compress.quant.auto_trials); each is listed in the report with why it
     won or lost. A decoder exported with its key/value cache is offered weight-only candidates
     instead of the static ones (quantize.int4 at 4 bits with its 4/8-bit mix, and at 8 bits)
-    beside dynamic, and with report.generation every candidate is timed on greedy decode steps
-    over the cache. Within the budget, faster wins, and candidates as fast within noise go by
-    size; one as fast as the input and smaller beats it; candidates meeting gates.min_size_ratio
-    / min_speedup (against the pass's input) are preferred. A candidate slower than the input
-    beyond noise is never kept; when none beats the input, the input model is kept.
+    beside dynamic, and every candidate is timed on greedy decode steps over the cache
+    (report.generation, or its defaults within the model's positions). Within the budget,
+    faster wins, and candidates as fast within noise go by size; one as fast as the input and
+    smaller beats it; candidates meeting gates.min_size_ratio / min_speedup (against the pass's
+    input) are preferred. A candidate slower than the input beyond noise is never kept; when
+    none beats the input, the input model is kept.
 
     Sample YAML:
         - type: quantize.auto
@@ -172,6 +175,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
         self.require_data(config, "eval", f"{self.key}: {self.name} judges candidates on data.eval")
 
     def apply(self, given: PassInput, ctx: PassContext) -> PassResult:
+        from compress.measure.decoder_feeds import is_decoder_file
         from compress.measure.speed import DecodeCheck, model_timer
         from compress.quant.auto_choice import choose  # imports the latency code: not at load
         from compress.quant.auto_trials import finalists, try_candidates
@@ -181,7 +185,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx) or DEFAULT_BUDGET
         folder = ctx.workdir / f"auto-{target.stem}"
         folder.mkdir(exist_ok=True)
-        decoder = is_decoder(source)
+        decoder = is_decoder_file(source)
         if decoder:
             candidates = decoder_candidates(source)
         else:
@@ -189,7 +193,7 @@ class AutoQuantization(OnnxPass[AutoParams]):
             # `source` the same way before it quantizes, so the names are found there.
             prepared = preprocess(source, folder / "prepared.onnx", ctx)
             candidates = candidates_for(prepared, has_calibration=ctx.calibration is not None)
-        timer = model_timer(ctx.timing, decoder, ctx.samples, ctx.log)
+        timer = model_timer(ctx.timing, decoder, ctx.samples, ctx.log, ctx.positions)
         # candidates rank their nodes only if their fallback runs; see _sensitivity
         trials = try_candidates(
             candidates,

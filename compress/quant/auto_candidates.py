@@ -8,18 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compress.measure.decoder_feeds import is_decoder_file
 from compress.quant.auto_records import Candidate
-
-
-def is_decoder(model_path: Path) -> bool:
-    """Whether the ONNX model is a decoder exported with its key/value cache (its inputs)."""
-    import onnx
-
-    from compress.measure.decoder_feeds import graph_declared
-    from compress.models.decoder_graph import is_decoder_graph
-
-    proto = onnx.load(str(model_path), load_external_data=False)
-    return is_decoder_graph([name for name, _, _ in graph_declared(proto)])
 
 
 def decoder_candidates(model_path: Path) -> list[Candidate]:
@@ -52,7 +42,7 @@ def candidates_for(model_path: Path, has_calibration: bool) -> list[Candidate]:
     int8 ones."""
     import onnx
 
-    if is_decoder(model_path):
+    if is_decoder_file(model_path):
         return decoder_candidates(model_path)
     nodes = onnx.load(str(model_path), load_external_data=False).graph.node
     op_types = {n.op_type for n in nodes}

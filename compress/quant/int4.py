@@ -38,7 +38,8 @@ class Int4Params(OnnxPassParams):
         default="auto",
         description="MatMulNBits' compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, "
         "4 int8 activations; auto: 0 or 4, whichever runs faster as the report times the model "
-        "(a decoder's decode steps with report.generation, else the first batch size)",
+        "(a decoder's decode steps, with report.generation or its defaults; else the first "
+        "batch size)",
     )
     head_bits: Literal[4, 8] = Field(
         default=8,
@@ -91,8 +92,8 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
     dequantized after the lookup, unless a budget (max_accuracy_drop or
     gates.max_accuracy_drop) and data.eval show the model meets it only without them.
     accuracy_level: auto times the shape the report times with int8 activations (4) and without
-    (0) and keeps the faster: a decoder's decode steps when report.generation is set, else the
-    first batch size. Level 4 made a one-token decode step 2x faster here and a batch-8 prefill
+    (0) and keeps the faster: a decoder's decode steps (report.generation, or its defaults), else
+    the first batch size. Level 4 made a one-token decode step 2x faster here and a batch-8 prefill
     30% slower, so no one level is right for every shape.
 
     Sample YAML:

@@ -1,7 +1,8 @@
 """accuracy_level: auto for quantize.int4: the MatMulNBits kernels timed with int8 activations
-(level 4) and without (0) at the shape the report times, the faster kept: a decoder whose report
-times its generation (report.generation) by its decode steps over the key/value cache, any other
-model at the report's first batch size.
+(level 4) and without (0) at the shape the report times, the faster kept: a decoder exported with
+its key/value cache by its decode steps over the cache (report.generation, or its defaults where
+the config has none: compress.measure.speed.generation_timing), any other model at the report's
+first batch size.
 
 Neither level is right everywhere (ORT 1.32, AVX-512 VNNI, 55M decoder): level 4 made a batch-1
 one-token step 2x faster than level 0 and a batch-8 64-token prefill 30% slower. A tie keeps 4,
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from compress.config import ReportSection
     from compress.passes.context import PassContext
 
 Verdict = Literal["faster", "slower", "tie"]  # level 4 against level 0
@@ -57,8 +59,11 @@ class LevelTiming:
 def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
     """The accuracy_level `quantized` runs faster at (0 or 4), and the timing it was chosen by;
     `quantized` is left as it was."""
+    from compress.measure.decoder_feeds import is_decoder_file
+    from compress.measure.speed import generation_timing
     from compress.quant.nbits import relevel
 
+    decoding = generation_timing(ctx.timing, is_decoder_file(quantized), ctx.positions)
     copies = {}
     for level in (0, 4):
         copies[level] = quantized.with_suffix(f".level{level}.onnx")
@@ -66,7 +71,7 @@ def choose_accuracy_level(quantized: Path, ctx: PassContext) -> tuple[int, str]:
         relevel(copies[level], level)
     try:
         paths = {f"level {level}": path for level, path in copies.items()}
-        timed = _decode_steps(paths, ctx) if ctx.timing.generation else _first_batch(paths, ctx)
+        timed = _decode_steps(paths, decoding, ctx) if decoding else _first_batch(paths, ctx)
     finally:
         for path in copies.values():
             path.unlink(missing_ok=True)
@@ -96,12 +101,12 @@ def _first_batch(paths: dict[str, Path], ctx: PassContext) -> LevelTiming:
     return LevelTiming(check.verdict("level 4", "level 0"), p50, measured, busy)
 
 
-def _decode_steps(paths: dict[str, Path], ctx: PassContext) -> LevelTiming:
-    """The levels' decode steps over the cache (report.generation's first batch size, a brief
-    timing), paired by round; a busy machine is not timed again (the p50s decide)."""
+def _decode_steps(paths: dict[str, Path], settings: ReportSection, ctx: PassContext) -> LevelTiming:
+    """The levels' decode steps over the cache (the generation `settings`' first batch size, a
+    brief timing), paired by round; a busy machine is not timed again (the p50s decide)."""
     from compress.measure.speed import decode_step_timing
 
-    check = decode_step_timing(paths, ctx.timing, ctx.log, brief=True, retimes=0)
+    check = decode_step_timing(paths, settings, ctx.log, brief=True, retimes=0)
     speedup = check.timings.decode_speedup("level 0", "level 4")
     measured = (
         f"level 4 decodes {speedup.ratio:.2f}x level 0's speed (95% CI {speedup.low:.2f}-"

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from compress.config import GenerationSection
 from compress.errors import DataError
 from compress.starter.data import StarterData
 
 WINDOW = 128  # tokens per window of the eval text, when the model has that many positions
-PROMPT, NEW = 128, 64  # report.generation, when the model has that many positions
 PERPLEXITY_BUDGET = 0.03  # a 3% rise
 
 
@@ -38,10 +38,12 @@ def decoder_text(path: Path, config_dir: Path, tokenizer, positions: int | None)
 
 
 def generation(positions: int | None) -> str:
-    """report.generation's flow mapping, within the model's positions."""
-    new = NEW if positions is None else max(2, min(NEW, positions // 4))
-    prompt = PROMPT if positions is None else max(1, min(PROMPT, positions - new))
-    return f"{{prompt_tokens: {prompt}, new_tokens: {new}, batch_sizes: [1]}}"
+    """report.generation's flow mapping: its defaults, within the model's positions."""
+    fitted = GenerationSection.within(positions)
+    return (
+        f"{{prompt_tokens: {fitted.prompt_tokens}, new_tokens: {fitted.new_tokens}, "
+        "batch_sizes: [1]}"
+    )
 
 
 def decoder_passes() -> list[str]:

@@ -156,3 +156,5 @@ def test_on_slower_revert_keeps_the_input_of_a_slower_pass(
     baseline, final = report["stages"]
     assert final["reverted"] is reverted
     assert (final["size_bytes"] < baseline["size_bytes"] / 2) is not reverted  # int8 kept or not
+    # a model without a key/value cache is timed by the batch, at the first batch size
+    assert "ms at batch 8" in final["details"]["speed_guard"]  # CNN_CONFIG's batch_sizes: [8]

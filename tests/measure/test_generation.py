@@ -125,15 +125,27 @@ def test_an_exported_decoder_runs_again_from_its_onnx_file(hf_folders, tmp_path)
     result = invoke("bench", float_model, "--compare", int8_model, "--json", *brief)
     assert result.exit_code == 0, result.stderr
     generation = json.loads(result.stdout)["generation"]
-    assert generation["settings"]["prompt_tokens"] == 128  # GenerationSection's default
+    # generation's defaults within the 64 positions the export recorded in the file
+    assert (generation["settings"]["prompt_tokens"], generation["settings"]["new_tokens"]) == (
+        48,
+        16,
+    )
     timed, compared = generation["models"]["model"]["1"], generation["models"]["compare"]["1"]
     assert timed["tokens_per_second"] > 0 and "decode_vs_baseline" not in timed
     low, high = compared["decode_vs_baseline"]["ci"]
     assert low <= compared["decode_vs_baseline"]["speedup"] <= high
     assert compared["peak_rss_mb"] > 0
-    table = invoke("bench", int8_model, *brief, "--set", "report.generation.new_tokens=4")
+    shorter = (
+        "--set",
+        "report.generation.prompt_tokens=8",
+        "--set",
+        "report.generation.new_tokens=4",
+    )
+    table = invoke("bench", int8_model, *brief, *shorter)
     assert table.exit_code == 0 and "4 new tokens over the key/value cache" in table.stdout
     assert "prefill" in table.stdout  # the generation table (headers wrap beside a long path)
+    too_long = invoke("bench", int8_model, *brief, "--set", "report.generation.prompt_tokens=60")
+    assert too_long.exit_code == 2 and "more than the 64 model.onnx has" in too_long.stderr
 
 
 def test_int4_accuracy_level_auto_on_a_decoder_is_chosen_by_its_decode_steps(hf_folders, tmp_path):

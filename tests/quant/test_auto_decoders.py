@@ -21,7 +21,10 @@ INPUT_MS = 3.0
 WINDOW_LOGITS = 16 * 131 * 4  # one window's logits: 16 tokens of the tiny vocabulary, float32
 
 
-def decoder_config(folder: Path, passes: str) -> Path:
+GENERATION = "generation: {prompt_tokens: 8, new_tokens: 20, min_rounds: 2}"
+
+
+def decoder_config(folder: Path, passes: str, generation: str = GENERATION) -> Path:
     (folder / "t.txt").write_text("\n".join(sentences(24)) + "\n")
     config = folder / "c.yaml"
     config.write_text(
@@ -31,8 +34,7 @@ def decoder_config(folder: Path, passes: str) -> Path:
         f"passes: [{passes}]\n"
         "gates: {max_accuracy_drop: 0.03}\n"
         "report: {batch_sizes: [1], metric: perplexity, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.2, warmup_runs: 1, generation: {prompt_tokens: 8, new_tokens: 20, "
-        "min_rounds: 2}}\n"
+        f"max_seconds: 0.2, warmup_runs: 1{', ' if generation else ''}{generation}}}\n"
     )
     return config
 
@@ -118,3 +120,19 @@ def test_auto_weighs_weight_only_candidates_on_decode_steps_and_keeps_one_within
     # judging held at most two windows' logits at once, never the eval set's
     held, limit = logits_held
     assert held and max(held) <= limit
+
+
+def test_auto_times_a_decoder_on_decode_steps_without_report_generation(
+    hf_folders, tmp_path, decode_steps
+):
+    """No report.generation: a decoder is still judged by its decode steps, with the defaults
+    within the model's 64 positions (as compress bench and the speed guard time it)."""
+    config = decoder_config(tmp_path, "{type: quantize.auto}", generation="")
+    result = invoke("run", hf_folders["llama"], "-c", config, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    details = json.loads(result.stdout)["stages"][-1]["details"]
+    assert details["timing"]["timed"] == "decode steps"
+    assert details["timing"]["shape"] == "per decode step at batch 1 after a prompt of 48 tokens"
+    # the screening, the final timing, and int4's accuracy_level: auto: all decode steps
+    assert len(decode_steps) == 3
+    assert {settings.generation.prompt_tokens for _, settings in decode_steps} == {48}
