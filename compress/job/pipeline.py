@@ -53,6 +53,9 @@ from compress.torch.export import (
 from compress.torch.runnable import runnable
 
 PARITY_SAMPLES = 64
+# Weights freed past this are handed back at once (a collection, then malloc_trim): below it,
+# what the sessions opened next would gain is less than the collection costs.
+WORTH_COLLECTING = 64 * 2**20
 EXAMPLE_BATCH = 4  # >= 2: an example batch of 1 makes torch.export fix the batch dimension
 
 
@@ -162,12 +165,14 @@ def _let_go_of_model(job: Job) -> None:
     Runtime session the run opens (a 0.5B decoder's 2 GB)."""
     import gc
 
-    for module in (job.module, job.model.model):
-        _free_torch_weights(module)
+    freed = sum(_free_torch_weights(module) for module in (job.module, job.model.model))
+    if job.model.is_onnx and job.model.model is not None:
+        freed += job.model.model.ByteSize()  # the input's ModelProto, freed as it is dropped
     job.module = None
     job.model.model = None
-    gc.collect()
-    _return_freed_memory()
+    if freed >= WORTH_COLLECTING:  # a full collection costs ~0.2 s in a large process
+        gc.collect()
+        _return_freed_memory()
 
 
 def _return_freed_memory() -> None:
@@ -182,18 +187,22 @@ def _return_freed_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _free_torch_weights(module) -> None:
+def _free_torch_weights(module) -> int:
     """Free the storage of a torch module's parameters and buffers, whoever still holds the
     tensor objects: the exporter's graph rewriter keeps the last graph it rewrote, and that
-    graph the tensors of the exported weights (the 0.5B export kept its 2 GB to the end)."""
+    graph the tensors of the exported weights (the 0.5B export kept its 2 GB to the end).
+    Returns the bytes freed."""
     import sys
 
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(module, torch.nn.Module):
-        return
+        return 0
+    freed = 0
     with torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
+            freed += tensor.numel() * tensor.element_size()
             tensor.data = torch.empty(0, dtype=tensor.dtype)
+    return freed
 
 
 @contextlib.contextmanager
