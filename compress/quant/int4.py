@@ -20,6 +20,7 @@ from compress.quant.fallback import accuracy_budget
 from compress.quant.int4_details import Int4Details
 from compress.quant.int8 import excluded_nodes
 from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan, bits_of, relevel, write
+from compress.quant.tied_head import TiedTable
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
@@ -123,14 +124,17 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         source, target = given.files()
         proto = onnx.load(str(source))
         rewritten = gemms_as_matmul(proto)
+        shared = self._tie(proto, source)
         tied = transposed_weights_as_initializers(proto)
         prepared = target.with_suffix(".matmul.onnx")
         save_onnx(proto, prepared)
         if rewritten:
             ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
+        for table in shared:
+            ctx.log(f"  {table.line()}")
         if tied:
             ctx.log(f"  {len(tied)} MatMul(s) reading a transposed table (a tied head) given it")
-        plan = self._plan(proto, prepared, source)
+        plan = self._plan(proto, prepared, source, shared)
         del proto  # every step after reads `prepared`: the float weights are not held twice
         details = Int4Details(
             algorithm=plan.algorithm,
@@ -139,6 +143,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
             smaller_blocks=plan.blocks,
             gemm_rewritten_as_matmul=len(rewritten),
             tied_weights_copied=tied,
+            tied_tables=shared,
         )
         plan = self._write(prepared, target, plan, ctx, details)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
@@ -181,8 +186,22 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
                 MixJob(prepared, plan, False), source, target, found, auto, ctx, details
             )
 
-    def _plan(self, proto, prepared: Path, source: Path) -> WeightPlan:
-        """The weight plan for `proto` (its Gemms already MatMuls), before the level is known."""
+    def _tie(self, proto, source: Path) -> list[TiedTable]:
+        """Quantize `proto`'s tied heads (a head reading an embedding table transposed) once,
+        at the head's bits, straight from the table; their lookups share the blocks unless
+        embeddings_int8: false. A head named in `exclude` stays float."""
+        from compress.quant.tied_head import quantize_tied_heads
+
+        p = self.params
+        bits: Literal[4, 8] = 8 if 8 in (p.bits, p.head_bits) else 4
+        keep = set(excluded_nodes(source, p.exclude, self.key, source))
+        symmetric = p.algorithm == "rtn_symmetric"
+        share = p.embeddings_int8 is not False
+        return quantize_tied_heads(proto, bits, p.block_size, symmetric, share, keep)
+
+    def _plan(self, proto, prepared: Path, source: Path, tied: list[TiedTable]) -> WeightPlan:
+        """The weight plan for `proto` (its Gemms already MatMuls, its tied heads already
+        quantized), before the level is known."""
         from compress.quant.nbits import fitting_blocks, odd_blocks, output_heads, weight_matmuls
 
         matmuls = weight_matmuls(proto)
@@ -200,6 +219,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
                 "of blocks at every block size); use rtn_asymmetric or exclude it"
             )
         heads = output_heads(proto) if p.head_bits == 8 and p.bits == 4 else []
+        heads += [t.head for t in tied if t.bits == 8 and p.bits == 4]
         return WeightPlan(
             algorithm=p.algorithm,
             block_size=p.block_size,

@@ -8,6 +8,7 @@ from pydantic import Field
 from compress.passes.base import BudgetMiss, DetailsTable, PassDetails
 from compress.quant.fallback import Fallback
 from compress.quant.module_names import shown
+from compress.quant.tied_head import TiedTable
 
 SHOWN_NODES = 20  # rows of the report's ranking table
 
@@ -38,6 +39,11 @@ class Int4Details(Fallback, PassDetails):
         description="MatMuls that read a table through a Transpose (a tied LM head), given the "
         "transposed table as their own weight so it is quantized (the lookup keeps the table)",
     )
+    tied_tables: list[TiedTable] = Field(
+        default_factory=list,
+        description="embedding tables a head reads transposed (a tied LM head), quantized once "
+        "at the head's bits and, shared, read by the lookups too (GatherBlockQuantized)",
+    )
     embedding_tables_int8: list[str] = []
     embeddings_drop: float | None = Field(
         default=None, description="the drop the int8 embedding tables cost on data.eval"
@@ -64,6 +70,7 @@ class Int4Details(Fallback, PassDetails):
                 f"tied head: {len(self.tied_weights_copied)} MatMul(s) reading a table through a "
                 "Transpose quantized from their own copy of it"
             )
+        lines += [table.line() for table in self.tied_tables]
         lines += [self.verdict] if self.verdict else []
         if self.accuracy_level_timing:
             lines.append(self.accuracy_level_timing)
