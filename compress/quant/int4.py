@@ -1,8 +1,10 @@
 """quantize.int4: weight-only MatMulNBits (4 bits, or 8), with the head and embeddings at 8 bits.
 
 Gemm nodes with constant weights are rewritten as MatMul first (compress.quant.weight_rewrites),
-the MatMuls quantized as compress.quant.nbits plans them, the embedding tables stored as int8
-unless that misses the accuracy budget, and accuracy_level chosen by timing (int4_speed).
+a head tied to an embedding table quantized once and shared with the lookup
+(compress.quant.tied_head), the MatMuls quantized as compress.quant.nbits plans them, the
+embedding tables stored as int8 unless that misses the accuracy budget, and accuracy_level
+chosen by timing (int4_speed).
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
     The head (a MatMul writing a model output) stays at 8 bits unless head_bits: 4; embedding
     tables (Gather from a constant) are stored as int8 with one scale per column and
     dequantized after the lookup, unless a budget (max_accuracy_drop or
-    gates.max_accuracy_drop) and data.eval show the model meets it only without them.
+    gates.max_accuracy_drop) and data.eval show the model meets it only without them. A head
+    tied to an embedding table is quantized once from the table, and the lookup reads the
+    head's blocks (GatherBlockQuantized): one copy in the file.
     accuracy_level: auto times the shape the report times with int8 activations (4) and without
     (0) and keeps the faster: a decoder's decode steps when report.generation is set, else the
     first batch size. Level 4 made a one-token decode step 2x faster here and a batch-8 prefill

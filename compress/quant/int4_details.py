@@ -36,8 +36,9 @@ class Int4Details(Fallback, PassDetails):
     gemm_rewritten_as_matmul: int | None = None
     tied_weights_copied: list[str] = Field(
         default_factory=list,
-        description="MatMuls that read a table through a Transpose (a tied LM head), given the "
-        "transposed table as their own weight so it is quantized (the lookup keeps the table)",
+        description="MatMuls that read a constant through a Transpose that no embedding lookup "
+        "reads (not a tied table), given the transposed constant as their own weight so it is "
+        "quantized",
     )
     tied_tables: list[TiedTable] = Field(
         default_factory=list,
@@ -67,7 +68,7 @@ class Int4Details(Fallback, PassDetails):
             )
         if self.tied_weights_copied:
             lines.append(
-                f"tied head: {len(self.tied_weights_copied)} MatMul(s) reading a table through a "
+                f"{len(self.tied_weights_copied)} MatMul(s) reading a constant through a "
                 "Transpose quantized from their own copy of it"
             )
         lines += [table.line() for table in self.tied_tables]

@@ -125,7 +125,7 @@ def quantize_tied_heads(
 
     done = []
     for head, table, lookups in tied_heads(model):
-        if head in keep:
+        if head in keep or table in {t.table for t in done}:  # a second head: the copy as before
             continue
         graph = Graph(model)
         values = numpy_helper.to_array(graph.initializers[table])

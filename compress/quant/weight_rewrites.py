@@ -54,11 +54,12 @@ def gemms_as_matmul(model) -> list[str]:
 
 
 def transposed_weights_as_initializers(model) -> list[str]:
-    """Give each MatMul that reads a float constant through a Transpose (a tied LM head:
-    GPT-2's head reads the embedding table as wte.T) the transposed weight as its own
-    initializer, so the 4-bit quantizer, which only takes a constant weight, quantizes it (it
-    stayed float32: a 6.3 MB head in a 4.7 MB int4 model). The table itself stays for its
-    lookup. Returns the MatMuls' names."""
+    """Give each MatMul that reads a float constant through a Transpose the transposed weight
+    as its own initializer, so the 4-bit quantizer, which only takes a constant weight,
+    quantizes it (it stayed float32: a 6.3 MB head in a 4.7 MB int4 model). A head tied to an
+    embedding lookup is quantized before this, without the copy (compress.quant.tied_head);
+    what is left here is a head in `exclude` or a constant no lookup reads. Returns the
+    MatMuls' names."""
     import onnx
     from onnx import numpy_helper
 
