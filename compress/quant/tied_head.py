@@ -123,7 +123,7 @@ def quantize_tied_heads(
     from compress.quant.graph_edit import Graph
     from compress.quant.nbits import eight_bit_block
 
-    done = []
+    done: list[TiedTable] = []
     for head, table, lookups in tied_heads(model):
         if head in keep or table in {t.table for t in done}:  # a second head: the copy as before
             continue

@@ -4,6 +4,9 @@ the [vocab, hidden] table, and read by the head (MatMulNBits) and the lookup
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,6 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.quant.tied_head import quantize_tied_heads
+from compress.report.model import Report
+from tests.helpers.cli import invoke
 from tests.helpers.int4_models import VOCAB, WIDTH, bits, int8_tables, ops, run_int4, tied_head
 
 
@@ -101,6 +106,11 @@ def test_a_tied_head_and_its_lookup_share_one_8_bit_copy(tmp_path):
     ]  # fmt: skip
     assert "tied_weights_copied" not in details and "embedding_tables_int8" not in details
     assert cosines(float_out, int4_out).min() > 0.98
+    written_report = json.loads((tmp_path / "out" / "report.json").read_text())
+    jsonschema.validate(written_report, json.loads(invoke("schema", "--report").stdout))
+    stage = Report.read(written_report).final
+    assert stage.details.tied_tables[0].shared  # read back as the typed record
+    assert "one copy" in "\n".join(stage.details.lines())
 
 
 def test_a_4_bit_tied_head_is_shared_at_4_bits(tmp_path):
