@@ -22,6 +22,7 @@ import numpy as np
 from compress.records import Positive, Record
 
 CHUNK_ROWS = 8192  # table rows quantized at a time: their transposed copy is 29 MB at 896 wide
+FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
 class TiedTable(Record):
@@ -57,32 +58,67 @@ class QuantizedRows:
 
 
 def tied_heads(model) -> list[tuple[str, str, list[str]]]:
-    """(head MatMul, table, lookup Gathers) for each MatMul that reads a 2-D float initializer
-    through a Transpose (perm [1, 0]) which a Gather on axis 0 also reads."""
+    """(head MatMul, table, lookup Gathers) for each MatMul whose weight is a 2-D float table
+    that a Gather on axis 0 reads, transposed: through a Transpose (perm [1, 0]), or as an
+    initializer of its own that holds the table transposed (the exporter folded the Transpose,
+    as it does on small models)."""
     import onnx
 
     from compress.quant.graph_edit import Graph, attribute
 
     graph = Graph(model)
-    lookups: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        if node.op_type == "Gather" and attribute(node, "axis", 0) == 0:
-            lookups.setdefault(node.input[0], []).append(node.name)
+    tables = {
+        node.input[0]: graph.initializers[node.input[0]]
+        for node in model.graph.node
+        if node.op_type == "Gather"
+        and attribute(node, "axis", 0) == 0
+        and node.input[0] in graph.initializers
+        and graph.initializers[node.input[0]].data_type == onnx.TensorProto.FLOAT
+        and len(graph.initializers[node.input[0]].dims) == 2
+    }
     found = []
     for node in model.graph.node:
-        source = graph.producer.get(node.input[1]) if node.op_type == "MatMul" else None
-        if source is None or source.op_type != "Transpose":
-            continue
-        table = graph.initializers.get(source.input[0])
-        if (
-            table is not None
-            and table.name in lookups
-            and table.data_type == onnx.TensorProto.FLOAT
-            and len(table.dims) == 2
-            and list(attribute(source, "perm", [1, 0])) == [1, 0]
-        ):
-            found.append((node.name, table.name, lookups[table.name]))
+        table = _transposed_table(graph, node, tables) if node.op_type == "MatMul" else None
+        if table is not None:
+            lookups = [
+                n.name
+                for n in graph.readers[table]
+                if n.op_type == "Gather" and n.input[0] == table and attribute(n, "axis", 0) == 0
+            ]
+            found.append((node.name, table, lookups))
     return found
+
+
+def _transposed_table(graph, matmul, tables: dict) -> str | None:
+    """The table of `tables` that `matmul` reads transposed as its weight, else None."""
+    from compress.quant.graph_edit import attribute
+
+    weight = matmul.input[1]
+    source = graph.producer.get(weight)
+    if source is not None:
+        perm = list(attribute(source, "perm", [1, 0]))
+        if source.op_type == "Transpose" and source.input[0] in tables and perm == [1, 0]:
+            return source.input[0]
+        return None
+    constant = graph.initializers.get(weight)
+    if constant is None or len(constant.dims) != 2 or constant.data_type != FLOAT:
+        return None
+    for name, table in tables.items():
+        if list(table.dims) == list(constant.dims)[::-1] and _equal_transposed(constant, table):
+            return name
+    return None
+
+
+def _equal_transposed(weight, table) -> bool:
+    """Whether initializer `weight` [K, N] holds initializer `table` [N, K] transposed (compared
+    CHUNK_ROWS rows at a time)."""
+    from onnx import numpy_helper
+
+    matrix, rows = numpy_helper.to_array(weight), numpy_helper.to_array(table)
+    return all(
+        np.array_equal(matrix[:, start : start + CHUNK_ROWS].T, rows[start : start + CHUNK_ROWS])
+        for start in range(0, len(rows), CHUNK_ROWS)
+    )
 
 
 def quantize_rows(table: np.ndarray, bits: int, block: int, symmetric: bool) -> QuantizedRows:

@@ -153,3 +153,47 @@ def test_a_budget_searches_the_mix_around_the_shared_table(tmp_path):
     assert details["budget_met"] and details["tied_tables"][0]["shared"]
     assert "GatherBlockQuantized" in ops(written) and float_tables(written) == []
     assert "head" in details["eight_bit"]
+
+
+def test_a_tied_gpt2_folder_shares_its_table_and_its_positions_stay_int8(hf_folders, tmp_path):
+    """The real export (torch.export of GPT-2, whose head is tied to wte): the head reads wte
+    through a Transpose; the position table (wpe), read by no head, is stored as int8."""
+    config = tmp_path / "int4.yaml"
+    config.write_text(
+        "version: 1\npasses: [{type: quantize.int4, accuracy_level: 0}]\n"
+        "report: {batch_sizes: [1], min_runs: 5, min_seconds: 0, max_seconds: 0.2}\n"
+    )
+    out = tmp_path / "out"
+    result = invoke("run", hf_folders["gpt2"], "-c", config, "-o", out, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    details = json.loads(result.stdout)["stages"][-1]["details"]
+    (tied,) = details["tied_tables"]
+    assert tied["shared"] and tied["bits"] == 8 and details["eight_bit"] == [tied["head"]]
+    assert len(details["embedding_tables_int8"]) == 1  # wpe
+    written = onnx.load(str(out / "model.onnx"))
+    assert "GatherBlockQuantized" in ops(written)
+    assert tied["table"] not in {i.name for i in written.graph.initializer}
+
+
+@pytest.mark.parametrize(("offset", "tied"), [(0.0, True), (1e-3, False)])
+def test_a_head_weight_folded_from_the_table_is_tied_only_when_equal(offset, tied):
+    """The exporter may fold the Transpose into an initializer of its own (GPT-2's small export):
+    tied when it holds exactly the table transposed, else left to the MatMul quantizer."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(VOCAB, WIDTH)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["embedded"], "embed"),
+        helper.make_node("MatMul", ["embedded", "weight"], ["logits"], "head"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", VOCAB])],
+        [numpy_helper.from_array(table, "table"),
+         numpy_helper.from_array(np.ascontiguousarray(table.T) + np.float32(offset), "weight")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    done = quantize_tied_heads(model, 8, 32, False, share=True, keep=set())
+    assert bool(done) == tied
+    names = {i.name for i in model.graph.initializer}
+    assert ("weight" in names, "table" in names) == ((False, False) if tied else (True, True))
