@@ -15,11 +15,14 @@ copy. Where the lookup is to stay float (embeddings_int8: false) it keeps the ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from compress.records import Positive, Record
+
+if TYPE_CHECKING:
+    from compress.quant.nbits import WeightPlan
 
 CHUNK_ROWS = 8192  # table rows quantized at a time: their transposed copy is 29 MB at 896 wide
 FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -147,25 +150,27 @@ def quantize_rows(table: np.ndarray, bits: int, block: int, symmetric: bool) -> 
     return QuantizedRows(packed, scales, None if symmetric else zero_points)
 
 
-def quantize_tied_heads(
-    model, bits: Literal[4, 8], block_size: int, symmetric: bool, share: bool, keep: set[str]
-) -> list[TiedTable]:
-    """Rewrite each tied head of `model` (in place) as a MatMulNBits at `bits` quantized from
-    its table (8 bits: the longer block of `eight_bit_block`), and when `share` its lookups as
-    GatherBlockQuantized over the same initializers, the float table then dropped. Heads in
-    `keep` (kept in float) are left alone. Returns what was done."""
+def quantize_tied_heads(model, plan: WeightPlan) -> list[TiedTable]:
+    """Rewrite each tied head of `model` (in place) as a MatMulNBits quantized from its table at
+    the bits `plan` gives it (8 where it is in `plan.eight_bit` or `plan.bits` is 8, with the
+    longer block of `eight_bit_block`; else 4), round to nearest (symmetric for rtn_symmetric),
+    and when `plan.share_tied` its lookups as GatherBlockQuantized over the same initializers,
+    the float table then dropped. Heads `plan` keeps in float are left alone."""
     from onnx import numpy_helper
 
     from compress.quant.graph_edit import Graph
     from compress.quant.nbits import eight_bit_block
 
+    symmetric = plan.algorithm == "rtn_symmetric"
     done: list[TiedTable] = []
     for head, table, lookups in tied_heads(model):
-        if head in keep or table in {t.table for t in done}:  # a second head: the copy as before
+        if head in plan.excluded or table in {t.table for t in done}:  # a 2nd head: the copy
             continue
+        bits: Literal[4, 8] = 8 if plan.bits == 8 or head in plan.eight_bit else 4
+        share = plan.share_tied
         graph = Graph(model)
         values = numpy_helper.to_array(graph.initializers[table])
-        block = eight_bit_block(values.shape[1], block_size) if bits == 8 else block_size
+        block = eight_bit_block(values.shape[1], plan.block_size) if bits == 8 else plan.block_size
         rows = quantize_rows(values, bits, block, symmetric)
         del values
         names = [graph.add_initializer(f"{table}_Q{bits}", rows.packed)]
@@ -247,3 +252,25 @@ def _drop_unread(model) -> None:
     kept = [i for i in model.graph.initializer if i.name in read]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
+
+
+def tied_as_written(path, tables: list[TiedTable]) -> list[TiedTable]:
+    """`tables` with the bits and block their heads have in the model at `path` (the budget's
+    search may have moved a head to 8 bits after they were first written)."""
+    import onnx
+
+    from compress.quant.graph_edit import attribute
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    heads = {n.name.rsplit("_Q", 1)[0]: n for n in graph.node if n.op_type == "MatMulNBits"}
+    return [
+        t.model_copy(
+            update={
+                "bits": attribute(heads[t.head], "bits", t.bits),
+                "block_size": attribute(heads[t.head], "block_size", t.block_size),
+            }
+        )
+        if t.head in heads
+        else t
+        for t in tables
+    ]

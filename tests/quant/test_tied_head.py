@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from compress.quant.nbits import WeightPlan
 from compress.quant.tied_head import quantize_tied_heads
 from compress.report.model import Report
 from tests.helpers.cli import invoke
@@ -72,7 +73,8 @@ def test_the_lookup_reads_the_heads_blocks_and_gets_its_rows(tmp_path, head_bits
     rng = np.random.default_rng(0)
     model = onnx.load(str(tied_head(tmp_path / "m.onnx", rng, width)))
     table = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "table"))
-    done = quantize_tied_heads(model, head_bits, 32, symmetric, share=True, keep=set())
+    algorithm = "rtn_symmetric" if symmetric else "rtn_asymmetric"
+    done = quantize_tied_heads(model, WeightPlan(algorithm, block_size=32, bits=head_bits))
     assert [(t.head, t.table, t.lookups, t.bits, t.shared) for t in done] == [
         ("head", "table", ["embed"], head_bits, True)
     ]
@@ -155,6 +157,18 @@ def test_a_budget_searches_the_mix_around_the_shared_table(tmp_path):
     assert "head" in details["eight_bit"]
 
 
+def test_a_budget_can_move_a_4_bit_tied_head_to_8_bits(tmp_path):
+    """head_bits: 4 with a budget no 4-bit weight meets: the search moves the tied head to 8
+    bits too, its table still quantized once and shared."""
+    entry = "{type: quantize.int4, head_bits: 4, max_accuracy_drop: 0.0, accuracy_level: 0}"
+    written, _, _, details = run_int4(tmp_path, entry, build=tied_head)
+    assert "head" in details["eight_bit"] and bits(written)["head_Q8"] == 8
+    assert details["tied_tables"][0]["bits"] == 8 and details["tied_tables"][0]["shared"]
+    lookup = next(n for n in written.graph.node if n.op_type == "GatherBlockQuantized")
+    assert helper.get_attribute_value(next(a for a in lookup.attribute if a.name == "bits")) == 8
+    assert float_tables(written) == [] and "Transpose" not in ops(written)
+
+
 def test_a_tied_gpt2_folder_shares_its_table_and_its_positions_stay_int8(hf_folders, tmp_path):
     """The real export (torch.export of GPT-2, whose head is tied to wte): the head reads wte
     through a Transpose; the position table (wpe), read by no head, is stored as int8."""
@@ -193,7 +207,7 @@ def test_a_head_weight_folded_from_the_table_is_tied_only_when_equal(offset, tie
          numpy_helper.from_array(np.ascontiguousarray(table.T) + np.float32(offset), "weight")],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    done = quantize_tied_heads(model, 8, 32, False, share=True, keep=set())
+    done = quantize_tied_heads(model, WeightPlan("rtn_asymmetric", block_size=32, bits=8))
     assert bool(done) == tied
     names = {i.name for i in model.graph.initializer}
     assert ("weight" in names, "table" in names) == ((False, False) if tied else (True, True))
