@@ -64,6 +64,14 @@ class WeightPlan:
     blocks: dict[str, int] = field(default_factory=dict)  # per-node block sizes (k_quant)
     share_tied: bool = True  # a tied head's lookups read its blocks (compress.quant.tied_head)
 
+    def bits_for(self, node: str) -> Literal[4, 8]:
+        """The bits of MatMul `node` (one not kept in float)."""
+        return 8 if self.bits == 8 or node in self.eight_bit else 4
+
+    def block_for(self, bits: int, rows: int) -> int:
+        """The block of a node of `rows` rows at `bits` (8 bits: `eight_bit_block`)."""
+        return eight_bit_block(rows, self.block_size) if bits == 8 else self.block_size
+
 
 def weight_matmuls(model) -> list[WeightMatMul]:
     """The graph's MatMuls with a 2-D float constant weight, in graph order."""

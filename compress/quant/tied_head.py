@@ -15,14 +15,11 @@ copy. Where the lookup is to stay float (embeddings_int8: false) it keeps the ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 from compress.records import Positive, Record
-
-if TYPE_CHECKING:
-    from compress.quant.nbits import WeightPlan
 
 CHUNK_ROWS = 8192  # table rows quantized at a time: their transposed copy is 29 MB at 896 wide
 FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -48,6 +45,19 @@ class TiedTable(Record):
             f"tied table {self.table} quantized once at {self.bits} bits "
             f"(block {self.block_size}), {held}"
         )
+
+
+class TiePlan(Protocol):
+    """What quantizing a tied head reads of a weight plan (compress.quant.nbits.WeightPlan)."""
+
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def excluded(self) -> frozenset[str]: ...
+    @property
+    def share_tied(self) -> bool: ...
+    def bits_for(self, node: str) -> Literal[4, 8]: ...
+    def block_for(self, bits: int, rows: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -150,27 +160,25 @@ def quantize_rows(table: np.ndarray, bits: int, block: int, symmetric: bool) -> 
     return QuantizedRows(packed, scales, None if symmetric else zero_points)
 
 
-def quantize_tied_heads(model, plan: WeightPlan) -> list[TiedTable]:
+def quantize_tied_heads(model, plan: TiePlan) -> list[TiedTable]:
     """Rewrite each tied head of `model` (in place) as a MatMulNBits quantized from its table at
-    the bits `plan` gives it (8 where it is in `plan.eight_bit` or `plan.bits` is 8, with the
-    longer block of `eight_bit_block`; else 4), round to nearest (symmetric for rtn_symmetric),
+    the bits and block `plan` gives it, round to nearest (symmetric for rtn_symmetric),
     and when `plan.share_tied` its lookups as GatherBlockQuantized over the same initializers,
     the float table then dropped. Heads `plan` keeps in float are left alone."""
     from onnx import numpy_helper
 
     from compress.quant.graph_edit import Graph
-    from compress.quant.nbits import eight_bit_block
 
     symmetric = plan.algorithm == "rtn_symmetric"
     done: list[TiedTable] = []
     for head, table, lookups in tied_heads(model):
         if head in plan.excluded or table in {t.table for t in done}:  # a 2nd head: the copy
             continue
-        bits: Literal[4, 8] = 8 if plan.bits == 8 or head in plan.eight_bit else 4
+        bits = plan.bits_for(head)
         share = plan.share_tied
         graph = Graph(model)
         values = numpy_helper.to_array(graph.initializers[table])
-        block = eight_bit_block(values.shape[1], plan.block_size) if bits == 8 else plan.block_size
+        block = plan.block_for(bits, values.shape[1])
         rows = quantize_rows(values, bits, block, symmetric)
         del values
         names = [graph.add_initializer(f"{table}_Q{bits}", rows.packed)]
