@@ -206,8 +206,8 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         }
 
     def _plan(self, proto, prepared: Path, source: Path, tied: list[str]) -> WeightPlan:
-        """The weight plan for `proto` (its Gemms already MatMuls, its tied heads already
-        quantized), before the level is known."""
+        """The weight plan for `proto` (its Gemms already MatMuls; `tied`: its heads tied to a
+        table, which `write` quantizes from the table), before the level is known."""
         from compress.quant.nbits import fitting_blocks, odd_blocks, output_heads, weight_matmuls
 
         matmuls = weight_matmuls(proto)
