@@ -1,8 +1,10 @@
 """quantize.int4: weight-only MatMulNBits (4 bits, or 8), with the head and embeddings at 8 bits.
 
 Gemm nodes with constant weights are rewritten as MatMul first (compress.quant.weight_rewrites),
-the MatMuls quantized as compress.quant.nbits plans them, the embedding tables stored as int8
-unless that misses the accuracy budget, and accuracy_level chosen by timing (int4_speed).
+a head tied to an embedding table quantized once and shared with the lookup
+(compress.quant.tied_head), the MatMuls quantized as compress.quant.nbits plans them, the
+embedding tables stored as int8 unless that misses the accuracy budget, and accuracy_level
+chosen by timing (int4_speed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from compress.quant.fallback import accuracy_budget
 from compress.quant.int4_details import Int4Details
 from compress.quant.int8 import excluded_nodes
 from compress.quant.nbits import ALGORITHMS, Algorithm, WeightPlan, bits_of, relevel, write
+from compress.quant.tied_head import tied_as_written
 
 if TYPE_CHECKING:
     from compress.passes.context import PassContext
@@ -90,7 +93,9 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
     The head (a MatMul writing a model output) stays at 8 bits unless head_bits: 4; embedding
     tables (Gather from a constant) are stored as int8 with one scale per column and
     dequantized after the lookup, unless a budget (max_accuracy_drop or
-    gates.max_accuracy_drop) and data.eval show the model meets it only without them.
+    gates.max_accuracy_drop) and data.eval show the model meets it only without them. A head
+    tied to an embedding table is quantized once from the table, and the lookup reads the
+    head's blocks (GatherBlockQuantized): one copy in the file.
     accuracy_level: auto times the shape the report times with int8 activations (4) and without
     (0) and keeps the faster: a decoder's decode steps (report.generation, or its defaults), else
     the first batch size. Level 4 made a one-token decode step 2x faster here and a batch-8 prefill
@@ -124,14 +129,15 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         source, target = given.files()
         proto = onnx.load(str(source))
         rewritten = gemms_as_matmul(proto)
-        tied = transposed_weights_as_initializers(proto)
+        ties = self._ties(proto, source)
+        tied = transposed_weights_as_initializers(proto, frozenset(ties))
         prepared = target.with_suffix(".matmul.onnx")
         save_onnx(proto, prepared)
         if rewritten:
             ctx.log(f"  {len(rewritten)} Gemm node(s) rewritten as MatMul for 4-bit weights")
         if tied:
-            ctx.log(f"  {len(tied)} MatMul(s) reading a transposed table (a tied head) given it")
-        plan = self._plan(proto, prepared, source)
+            ctx.log(f"  {len(tied)} MatMul(s) reading a transposed constant given their own copy")
+        plan = self._plan(proto, prepared, source, list(ties))
         del proto  # every step after reads `prepared`: the float weights are not held twice
         details = Int4Details(
             algorithm=plan.algorithm,
@@ -144,7 +150,8 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
         plan = self._write(prepared, target, plan, ctx, details)
         budget = accuracy_budget(self.params.max_accuracy_drop, ctx)
         if budget is not None and ctx.eval is not None and plan.bits == 4:
-            self._mix(source, prepared, target, plan, budget, ctx, details)
+            self._mix(source, prepared, target, plan, budget, ctx, details, ties)
+            details.tied_tables = tied_as_written(target, details.tied_tables)
         else:
             from compress.quant.int4_tables import store_tables
 
@@ -155,19 +162,24 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
             if budget is not None and ctx.eval is not None:
                 judged_once(source, target, budget, verdict, ctx, details)
         prepared.unlink(missing_ok=True)
+        for table in details.tied_tables:
+            ctx.log(f"  {table.line()}")
         return PassResult(details=details)
 
-    def _mix(self, source, prepared, target, plan, budget: float, ctx, details) -> None:
+    def _mix(self, source, prepared, target, plan, budget: float, ctx, details, ties) -> None:
         """The fewest MatMuls at 8 bits that meet `budget`, the embedding tables int8 in every
         round unless embeddings_int8: false; with auto, a mix that misses the budget is tried
         again without them."""
+        from dataclasses import replace
+
         from compress.quant.int4_mix import MixJob, mix_within_budget
 
         tables = self.params.embeddings_int8 is not False
-        mix = MixJob(prepared, plan, tables)
+        mix = MixJob(prepared, plan, tables, ties)
         steps = self.params.max_fallback_steps
         found = mix_within_budget(mix, source, target, budget, steps, ctx, self.params.sensitivity)
-        details.eight_bit = sorted(plan.eight_bit | set(found.float_nodes))
+        # a round's set may name more than MatMuls (a tied head's Transpose): only they move
+        details.eight_bit = sorted((plan.eight_bit | set(found.float_nodes)) & mix.matmuls())
         for name, value in found:
             if name not in ("float_nodes", "modules"):
                 setattr(details, name, value)
@@ -178,12 +190,25 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
             from compress.quant.int4_tables import tables_after_mix
 
             auto = self.params.embeddings_int8 == "auto"
-            tables_after_mix(
-                MixJob(prepared, plan, False), source, target, found, auto, ctx, details
-            )
+            tables_after_mix(replace(mix, tables=False), source, target, found, auto, ctx, details)
 
-    def _plan(self, proto, prepared: Path, source: Path) -> WeightPlan:
-        """The weight plan for `proto` (its Gemms already MatMuls), before the level is known."""
+    def _ties(self, proto, source: Path) -> dict[str, float]:
+        """The heads of `proto` tied to an embedding table (not kept in float by `exclude`),
+        each with its weight's size: `write` quantizes them once from the table."""
+        from compress.quant.tied_head import tied_heads
+
+        p = self.params
+        keep = set(excluded_nodes(source, p.exclude, self.key, source))
+        tables = {i.name: i.dims for i in proto.graph.initializer}
+        return {
+            head: float(tables[table][0] * tables[table][1])
+            for head, table, _ in tied_heads(proto)
+            if head not in keep
+        }
+
+    def _plan(self, proto, prepared: Path, source: Path, tied: list[str]) -> WeightPlan:
+        """The weight plan for `proto` (its Gemms already MatMuls; `tied`: its heads tied to a
+        table, which `write` quantizes from the table), before the level is known."""
         from compress.quant.nbits import fitting_blocks, odd_blocks, output_heads, weight_matmuls
 
         matmuls = weight_matmuls(proto)
@@ -201,6 +226,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
                 "of blocks at every block size); use rtn_asymmetric or exclude it"
             )
         heads = output_heads(proto) if p.head_bits == 8 and p.bits == 4 else []
+        heads += [head for head in tied if p.head_bits == 8 and p.bits == 4 and head not in heads]
         return WeightPlan(
             algorithm=p.algorithm,
             block_size=p.block_size,
@@ -208,6 +234,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
             eight_bit=frozenset(heads),
             excluded=frozenset(excluded_nodes(prepared, p.exclude, self.key, source)),
             blocks=blocks,
+            share_tied=p.embeddings_int8 is not False,
         )
 
     def _write(self, prepared: Path, target: Path, plan: WeightPlan, ctx, details) -> WeightPlan:
@@ -217,7 +244,7 @@ class Int4WeightOnly(OnnxPass[Int4Params]):
 
         from compress.quant.int4_speed import choose_accuracy_level
 
-        write(prepared, target, plan)
+        details.tied_tables = write(prepared, target, plan)
         asked = self.params.accuracy_level
         if asked == "auto":
             level, details.accuracy_level_timing = choose_accuracy_level(target, ctx)

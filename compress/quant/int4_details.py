@@ -8,6 +8,7 @@ from pydantic import Field
 from compress.passes.base import BudgetMiss, DetailsTable, PassDetails
 from compress.quant.fallback import Fallback
 from compress.quant.module_names import shown
+from compress.quant.tied_head import TiedTable
 
 SHOWN_NODES = 20  # rows of the report's ranking table
 
@@ -35,8 +36,14 @@ class Int4Details(Fallback, PassDetails):
     gemm_rewritten_as_matmul: int | None = None
     tied_weights_copied: list[str] = Field(
         default_factory=list,
-        description="MatMuls that read a table through a Transpose (a tied LM head), given the "
-        "transposed table as their own weight so it is quantized (the lookup keeps the table)",
+        description="MatMuls that read a constant through a Transpose that no embedding lookup "
+        "reads (not a tied table), given the transposed constant as their own weight so it is "
+        "quantized",
+    )
+    tied_tables: list[TiedTable] = Field(
+        default_factory=list,
+        description="embedding tables a head reads transposed (a tied LM head), quantized once "
+        "at the head's bits and, shared, read by the lookups too (GatherBlockQuantized)",
     )
     embedding_tables_int8: list[str] = []
     embeddings_drop: float | None = Field(
@@ -61,9 +68,10 @@ class Int4Details(Fallback, PassDetails):
             )
         if self.tied_weights_copied:
             lines.append(
-                f"tied head: {len(self.tied_weights_copied)} MatMul(s) reading a table through a "
+                f"{len(self.tied_weights_copied)} MatMul(s) reading a constant through a "
                 "Transpose quantized from their own copy of it"
             )
+        lines += [table.line() for table in self.tied_tables]
         lines += [self.verdict] if self.verdict else []
         if self.accuracy_level_timing:
             lines.append(self.accuracy_level_timing)

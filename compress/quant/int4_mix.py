@@ -11,7 +11,7 @@ noise to go first), so the mix found is small in bytes: the point of 4 bits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 @dataclass
 class MixJob:
     """One model's 4/8-bit mixes: `prepared` (Gemms as MatMuls) written as `plan` says, with the
-    MatMuls a round names at 8 bits, and its embedding tables as int8 when `tables`."""
+    MatMuls a round names at 8 bits (a tied head among them: `tied`), and its embedding tables
+    as int8 when `tables`."""
 
     prepared: Path
     plan: WeightPlan
     tables: bool
+    tied: dict[str, float] = field(default_factory=dict)  # tied heads, their weights' sizes
 
     def write(self, eight_bit: list[str], target: Path) -> None:
         from compress.quant.nbits import write
@@ -49,7 +51,7 @@ class MixJob:
         from compress.quant.nbits import weight_matmuls
 
         model = onnx.load(str(self.prepared), load_external_data=False)
-        return {m.node for m in weight_matmuls(model)}
+        return {m.node for m in weight_matmuls(model)} | set(self.tied)
 
     def weight_sizes(self) -> dict[str, float]:
         """Each MatMul's weight size: 8 bits cost it the same ~0.5 byte a weight more whatever
@@ -59,7 +61,7 @@ class MixJob:
         from compress.quant.nbits import weight_matmuls
 
         model = onnx.load(str(self.prepared), load_external_data=False)
-        return {m.node: float(m.rows * m.columns) for m in weight_matmuls(model)}
+        return {m.node: float(m.rows * m.columns) for m in weight_matmuls(model)} | self.tied
 
     def skipped(self) -> list[str]:
         """What the ranking leaves out: MatMuls kept in float or already at 8 bits, and the

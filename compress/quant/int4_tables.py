@@ -72,7 +72,8 @@ def tables_after_mix(
     from compress.quant.fallback import Attempt
 
     prepared, budget = without_tables.prepared, found.accuracy_budget
-    details.embedding_tables_int8 = embedding_tables(prepared)
+    shared = frozenset(t.table for t in details.tied_tables if t.shared)
+    details.embedding_tables_int8 = embedding_tables(prepared, shared)
     if not details.embedding_tables_int8 or not auto or found.budget_met:
         return
     started = time.perf_counter()
@@ -88,7 +89,7 @@ def tables_after_mix(
         without.replace(target)
         details.embedding_tables_int8, details.embeddings_kept_float = (
             [],
-            embedding_tables(prepared),
+            embedding_tables(prepared, shared),
         )
         details.attempts = [
             *details.attempts,
@@ -109,8 +110,9 @@ def tables_after_mix(
     without.unlink()
 
 
-def embedding_tables(prepared: Path) -> list[str]:
-    """The embedding tables (constant Gather tables of 2 dimensions) of `prepared`."""
+def embedding_tables(prepared: Path, shared: frozenset[str] = frozenset()) -> list[str]:
+    """The embedding tables (constant Gather tables of 2 dimensions) of `prepared`, but those
+    in `shared` (tied to a head: its blocks serve the lookup)."""
     import onnx
 
     graph = onnx.load(str(prepared), load_external_data=False).graph
@@ -122,6 +124,7 @@ def embedding_tables(prepared: Path) -> list[str]:
         and n.input[0] in tables
         and len(tables[n.input[0]].dims) == 2
         and tables[n.input[0]].data_type == onnx.TensorProto.FLOAT
+        and n.input[0] not in shared
     ]
 
 

@@ -28,9 +28,12 @@ import io
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from compress.models.onnx_files import save_onnx
+
+if TYPE_CHECKING:
+    from compress.quant.tied_head import TiedTable
 
 Algorithm = Literal["rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rtn_symmetric", "rtn_asymmetric", "hqq", "k_quant")
@@ -59,6 +62,15 @@ class WeightPlan:
     eight_bit: frozenset[str] = frozenset()  # MatMuls held at 8 bits
     excluded: frozenset[str] = frozenset()  # MatMuls kept in float
     blocks: dict[str, int] = field(default_factory=dict)  # per-node block sizes (k_quant)
+    share_tied: bool = True  # a tied head's lookups read its blocks (compress.quant.tied_head)
+
+    def bits_for(self, node: str) -> Literal[4, 8]:
+        """The bits of MatMul `node` (one not kept in float)."""
+        return 8 if self.bits == 8 or node in self.eight_bit else 4
+
+    def block_for(self, bits: int, rows: int) -> int:
+        """The block of a node of `rows` rows at `bits` (8 bits: `eight_bit_block`)."""
+        return eight_bit_block(rows, self.block_size) if bits == 8 else self.block_size
 
 
 def weight_matmuls(model) -> list[WeightMatMul]:
@@ -229,16 +241,22 @@ def copy_node_metadata(metadata: dict[str, list[tuple[str, str]]], quantized) ->
             entry.key, entry.value = key, value
 
 
-def write(prepared: Path, target: Path, plan: WeightPlan) -> None:
-    """`prepared` with its MatMuls quantized as `plan` says, written to `target`."""
+def write(prepared: Path, target: Path, plan: WeightPlan) -> list[TiedTable]:
+    """`prepared` with its MatMuls quantized as `plan` says, written to `target`; a head tied
+    to an embedding table quantized once from it first (compress.quant.tied_head), which
+    returns."""
     import onnx
+
+    from compress.quant.tied_head import quantize_tied_heads
 
     model = onnx.load(str(prepared))
     metadata = node_metadata(model)  # read before the quantizer replaces the nodes in place
+    tied = quantize_tied_heads(model, plan)
     quantized = quantize_weights(model, plan)
     del model  # the quantizer's result is the only model held while it is saved
     copy_node_metadata(metadata, quantized)
     save_onnx(quantized, target)
+    return tied
 
 
 def relevel(path: Path, level: int) -> None:

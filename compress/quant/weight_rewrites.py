@@ -53,12 +53,13 @@ def gemms_as_matmul(model) -> list[str]:
     return rewritten
 
 
-def transposed_weights_as_initializers(model) -> list[str]:
-    """Give each MatMul that reads a float constant through a Transpose (a tied LM head:
-    GPT-2's head reads the embedding table as wte.T) the transposed weight as its own
-    initializer, so the 4-bit quantizer, which only takes a constant weight, quantizes it (it
-    stayed float32: a 6.3 MB head in a 4.7 MB int4 model). The table itself stays for its
-    lookup. Returns the MatMuls' names."""
+def transposed_weights_as_initializers(model, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Give each MatMul that reads a float constant through a Transpose the transposed weight
+    as its own initializer, so the 4-bit quantizer, which only takes a constant weight,
+    quantizes it (it stayed float32: a 6.3 MB head in a 4.7 MB int4 model). A head tied to an
+    embedding lookup (in `skip`) is quantized without the copy (compress.quant.tied_head); what
+    is left here is a head in `exclude` or a constant no lookup reads. Returns the MatMuls'
+    names."""
     import onnx
     from onnx import numpy_helper
 
@@ -68,7 +69,7 @@ def transposed_weights_as_initializers(model) -> list[str]:
     transposed: dict[str, str] = {}  # a Transpose's output -> the initializer made for it
     rewritten = []
     for node in model.graph.node:
-        if node.op_type != "MatMul" or len(node.input) < 2:
+        if node.op_type != "MatMul" or len(node.input) < 2 or node.name in skip:
             continue
         source = graph.producer.get(node.input[1])
         table = graph.initializers.get(source.input[0]) if source is not None else None

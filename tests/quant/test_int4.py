@@ -8,15 +8,14 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 from compress.quant.int4_details import Int4Details
 from compress.quant.int4_speed import level_for, unpaired_verdict
 from compress.quant.weight_rewrites import gemms_as_matmul
 from tests.helpers import onnx_builders
 from tests.helpers.cli import assert_refused, invoke, run_cli
-
-VOCAB, WIDTH, HIDDEN, CLASSES = 200, 64, 64, 8
+from tests.helpers.int4_models import bits, int8_tables, ops, run_int4
 
 
 def gemm_model(rng: np.random.Generator) -> onnx.ModelProto:
@@ -47,74 +46,6 @@ def test_gemms_become_matmul_plus_bias_with_the_same_outputs():
     assert [n.op_type for n in built.graph.node] == ["MatMul", "Add", "MatMul"]
     assert {i.name for i in built.graph.initializer}.isdisjoint({"w1", "w2"})  # no float copies
     np.testing.assert_allclose(onnx_builders.run(built, {"x": x}), expected, rtol=1e-5, atol=1e-5)
-
-
-def embedding_classifier(path, rng: np.random.Generator):
-    """ids [batch] -> Gather from a [VOCAB, WIDTH] table -> Gemm + Relu -> Gemm -> logits."""
-    nodes = [
-        helper.make_node("Gather", ["table", "ids"], ["embedded"], "embed"),
-        helper.make_node("Gemm", ["embedded", "w1", "b1"], ["h"], "hidden", transB=1),
-        helper.make_node("Relu", ["h"], ["a"], "relu"),
-        helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], "head", transB=1),
-    ]
-    built = onnx_builders.model(
-        nodes,
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
-        [onnx_builders.float_input("y", ["batch", CLASSES])],
-        {
-            "table": rng.normal(size=(VOCAB, WIDTH)),
-            "w1": rng.normal(size=(HIDDEN, WIDTH)) / 8,
-            "b1": rng.normal(size=HIDDEN),
-            "w2": rng.normal(size=(CLASSES, HIDDEN)) / 8,
-            "b2": rng.normal(size=CLASSES),
-        },
-    )
-    return onnx_builders.save(built, path)
-
-
-def run_int4(tmp_path, entry: str = "{type: quantize.int4}", build=None):
-    """`build(path, rng)`'s model (the embedding classifier by default) through quantize.int4
-    `entry`: the model written, float and int4 outputs on the ids, and the stage's details."""
-    rng = np.random.default_rng(0)
-    model = (build or embedding_classifier)(tmp_path / "m.onnx", rng)
-    ids = rng.integers(0, VOCAB, size=64)
-    np.savez(tmp_path / "eval.npz", ids=ids)
-    config = tmp_path / "int4.yaml"
-    config.write_text(
-        "version: 1\n"
-        "data: {eval: {path: eval.npz, inputs: [ids]}}\n"
-        f"passes:\n  - {entry}\n"
-        "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.1}\n"
-    )
-    out = tmp_path / "out"
-    result = invoke("run", model, "-c", config, "-o", out, "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    written = onnx.load(str(out / "model.onnx"))
-    float_out = onnx_builders.run(onnx.load(str(model)), {"ids": ids})
-    int4_out = onnx_builders.run(written, {"ids": ids})
-    details = json.loads(result.stdout)["stages"][-1]["details"]
-    return written, float_out, int4_out, details
-
-
-def ops(model: onnx.ModelProto) -> set[str]:
-    return {n.op_type for n in model.graph.node}
-
-
-def int8_tables(model: onnx.ModelProto) -> list[str]:
-    return [
-        i.name
-        for i in model.graph.initializer
-        if i.data_type == TensorProto.INT8 and len(i.dims) == 2
-    ]
-
-
-def bits(model: onnx.ModelProto) -> dict[str, int]:
-    return {
-        n.name: helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits"))
-        for n in model.graph.node
-        if n.op_type == "MatMulNBits"
-    }
 
 
 def test_int4_quantizes_gemm_and_embedding_tables_by_default(tmp_path):
@@ -289,40 +220,3 @@ def test_k_quant_refuses_a_width_odd_at_every_block_in_one_line(tmp_path):
     out = tmp_path / "out"
     result = run_cli(model, config, out, "--quiet")
     assert_refused(result, out, "passes[0].algorithm", "k_quant cannot pack narrow")
-
-
-def tied_head(path, rng: np.random.Generator):
-    """ids [batch] -> Gather from a [VOCAB, WIDTH] table -> Gemm + Relu -> MatMul with the same
-    table, transposed -> logits [batch, VOCAB]: a tied LM head (GPT-2's, as torch exports it)."""
-    nodes = [
-        helper.make_node("Gather", ["table", "ids"], ["embedded"], "embed"),
-        helper.make_node("Gemm", ["embedded", "w1", "b1"], ["h"], "hidden", transB=1),
-        helper.make_node("Relu", ["h"], ["a"], "relu"),
-        helper.make_node("Transpose", ["table"], ["table_t"], "tie", perm=[1, 0]),
-        helper.make_node("MatMul", ["a", "table_t"], ["logits"], "head"),
-    ]
-    built = onnx_builders.model(
-        nodes,
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
-        [onnx_builders.float_input("logits", ["batch", VOCAB])],
-        {
-            "table": rng.normal(size=(VOCAB, WIDTH)),
-            "w1": rng.normal(size=(WIDTH, WIDTH)) / 8,
-            "b1": rng.normal(size=WIDTH),
-        },
-    )
-    return onnx_builders.save(built, path)
-
-
-def test_a_tied_head_is_quantized_from_its_own_copy_of_the_table(tmp_path):
-    """The head read the table through a Transpose, which the quantizer cannot take: it stayed
-    float32 while the table was also stored as int8 for the lookup."""
-    written, float_out, int4_out, details = run_int4(tmp_path, build=tied_head)
-    assert "Transpose" not in ops(written)
-    assert bits(written) == {"hidden_Q4": 4, "head_Q8": 8}  # the head at head_bits
-    assert details["tied_weights_copied"] == ["head"]
-    assert details["embedding_tables_int8"]  # the lookup keeps its own (int8) table
-    cosine = (float_out * int4_out).sum(1) / (
-        np.linalg.norm(float_out, axis=1) * np.linalg.norm(int4_out, axis=1)
-    )
-    assert cosine.min() > 0.98

@@ -141,10 +141,10 @@ def compare_tensors(
 
 
 def typed_contrib_outputs(model):
-    """`model` with a type declared for each output of an ONNX Runtime contrib op (MatMulNBits)
-    that shape inference leaves untyped: its first input's. Untyped, the tensors are not exposed
-    (nor anything computed from them), so the nodes could not be scored. None when every output
-    was typed already."""
+    """`model` with a type declared for each output of an ONNX Runtime contrib op (MatMulNBits,
+    GatherBlockQuantized) that shape inference leaves untyped (`_typed_like`). Untyped, the
+    tensors are not exposed (nor anything computed from them), so the nodes could not be
+    scored. None when every output was typed already."""
     import onnx
     from onnx import helper
 
@@ -155,9 +155,9 @@ def typed_contrib_outputs(model):
         types |= {v.name: v.type.tensor_type.elem_type for v in inferred.graph.input}
         types |= {i.name: i.data_type for i in inferred.graph.initializer}
         added = [
-            helper.make_tensor_value_info(output, types[node.input[0]], None)
+            helper.make_tensor_value_info(output, types[_typed_like(node)], None)
             for node in inferred.graph.node
-            if node.domain == "com.microsoft" and node.input and node.input[0] in types
+            if node.domain == "com.microsoft" and node.input and _typed_like(node) in types
             for output in node.output[:1]
             if output and output not in types
         ]
@@ -167,6 +167,14 @@ def typed_contrib_outputs(model):
         model.graph.value_info.extend(added)
         changed = True
     return model
+
+
+def _typed_like(node) -> str:
+    """The input whose type a contrib op's output has: GatherBlockQuantized gives its scales'
+    type (its data are uint8 codes), MatMulNBits its first input's."""
+    if node.op_type == "GatherBlockQuantized" and len(node.input) > 2:
+        return node.input[2]
+    return node.input[0]
 
 
 def _augmented_session(path: Path, workdir: Path | None = None):
