@@ -53,6 +53,13 @@ def has_external_data(proto) -> bool:
     return any(tensor.external_data for tensor in _tensors(proto))
 
 
+def keeps_external_data(path: Path) -> bool:
+    """Whether the model at `path` keeps its weights in a data file: ONNX Runtime's tools that
+    rewrite it (quantizers, pre-processing) are then asked to write theirs so too, as they
+    would otherwise serialize them into one protobuf (2 GiB at most)."""
+    return bool(external_locations(path))
+
+
 def external_locations(path: Path) -> set[str]:
     """The external data files the model at `path` refers to (none: all in the file)."""
     import onnx

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from compress.errors import ConfigError
+from compress.models.onnx_files import save_onnx
 from compress.passes.base import OnnxPass, OnnxPassParams, PassDetails, PassInput, PassResult
 from compress.passes.registry import register
 
@@ -91,7 +92,7 @@ class WeightClustering(OnnxPass[ClusterParams]):
             )
             init.CopyFrom(numpy_helper.from_array(shared, init.name))
         ctx.log(f"clustered {len(chosen)} weight tensors to {self.params.clusters} values each")
-        onnx.save(proto, str(target))
+        save_onnx(proto, target)
         return PassResult()
 
     def _selected(self, name: str) -> bool:

@@ -61,10 +61,13 @@ class RangeCollector:
         import onnxruntime as ort
         from onnxruntime.quantization.calibrate import HistogramCalibrater, HistogramCollector
 
+        from compress.models.onnx_files import keeps_external_data
+
         calibrater = HistogramCalibrater(
             model,
             op_types or default_op_types(),
             augmented_model_path=str(workdir / f"{model.stem}.augmented.onnx"),
+            use_external_data_format=keeps_external_data(model),
         )
         calibrater.augment_graph()  # exposes the tensors to calibrate as outputs, saves it
         self.tensors = sorted(calibrater.tensors_to_calibrate)

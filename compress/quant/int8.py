@@ -13,6 +13,7 @@ from pydantic import Field
 
 from compress.errors import first_line
 from compress.measure.evaluate import fitting_samples, onnx_output
+from compress.models.onnx_files import data_file, keeps_external_data
 from compress.passes.base import (
     BudgetMiss,
     OnnxPass,
@@ -56,12 +57,20 @@ def preprocess(source: Path, target: Path, ctx: PassContext) -> Path:
 def _preprocess(source: Path, target: Path, ctx: PassContext) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    external = {}
+    if keeps_external_data(source):  # its weights may be past protobuf's 2 GiB
+        external = {
+            "save_as_external_data": True,
+            "all_tensors_to_one_file": True,
+            "external_data_location": data_file(target).name,
+        }
     for skip_symbolic in (False, True):
         try:
             with working_directory(target.parent):
                 quant_pre_process(
-                    str(source.resolve()), str(target.resolve()), skip_symbolic_shape=skip_symbolic
-                )
+                    str(source.resolve()), str(target.resolve()),
+                    skip_symbolic_shape=skip_symbolic, **external,
+                )  # fmt: skip
             return target
         except Exception as e:  # noqa: PERF203 - a fallback, not a loop over data
             ctx.log(
@@ -124,10 +133,10 @@ def keep_shape_annotations(source: Path, target: Path) -> None:
 
     if onnx.load(str(source), load_external_data=False).graph.value_info:
         return
-    model = onnx.load(str(target))
+    model = onnx.load(str(target), load_external_data=False)  # the weights stay where they are
     if model.graph.value_info:
         del model.graph.value_info[:]
-        onnx.save(model, str(target))
+        target.write_bytes(model.SerializeToString())
 
 
 def attention_masks_field():
@@ -371,6 +380,7 @@ class DynamicQuantization(Int8Pass[DynamicParams, DynamicPlan]):
         quantize_dynamic(
             str(plan.prepared),
             str(target),
+            use_external_data_format=keeps_external_data(plan.prepared),
             weight_type=QuantType.QInt8,
             per_channel=plan.per_channel,
             op_types_to_quantize=self._op_types,
@@ -464,6 +474,7 @@ class StaticQuantization(Int8Pass[StaticParams, StaticPlan]):
             str(model),
             str(target),
             None,
+            use_external_data_format=keeps_external_data(model),
             quant_format=QuantFormat.QDQ,
             per_channel=self.params.per_channel,
             op_types_to_quantize=self.params.op_types,

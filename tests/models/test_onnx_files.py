@@ -22,7 +22,23 @@ QUICK = (
 
 @pytest.fixture
 def small_limit(monkeypatch):
+    """EXTERNAL_BYTES lowered to 1000, and onnx's save refusing, as protobuf does past 2 GiB,
+    a model whose weights pass it with a tensor past SMALL_TENSOR kept inside the file."""
     monkeypatch.setattr(onnx_files, "EXTERNAL_BYTES", 1000)
+    save = onnx.save_model
+
+    def save_within_the_limit(proto, path, *args, save_as_external_data=False, **options):
+        if isinstance(proto, onnx.ModelProto) and not save_as_external_data:
+            tensors = proto.graph.initializer
+            inside = [t.ByteSize() for t in tensors if not t.external_data]
+            if onnx_files.weight_bytes(proto) > onnx_files.EXTERNAL_BYTES and any(
+                size > onnx_files.SMALL_TENSOR for size in inside
+            ):
+                raise ValueError("the model is larger than protobuf's limit (2 GiB)")
+        save(proto, path, *args, save_as_external_data=save_as_external_data, **options)
+
+    monkeypatch.setattr(onnx, "save_model", save_within_the_limit)
+    monkeypatch.setattr(onnx, "save", save_within_the_limit)
 
 
 def logits(path, tokens) -> np.ndarray:
@@ -88,3 +104,25 @@ def test_save_and_replace_keep_the_model_and_its_data_together(tmp_path, small_l
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     x = np.ones((1, 20), np.float32)
     assert np.allclose(session.run(None, {"x": x})[0], x @ np.arange(600).reshape(20, 30))
+
+
+@pytest.mark.parametrize(
+    "passes", ["[{type: quantize.dynamic}]", "[{type: quantize.static, calibration: auto}]"]
+)
+def test_the_int8_passes_keep_a_model_with_a_data_file_in_one(tmp_path, small_limit, passes):
+    """ONNX Runtime's pre-processing, calibration and quantizers are asked to write external
+    data when their input has it: a model past 2 GB cannot be serialized in one protobuf."""
+    from tests.helpers.configs import CNN_CONFIG, write_config
+    from tests.helpers.paths import SAMPLES
+
+    text = CNN_CONFIG.replace("  - type: quantize.static\n    per_channel: true\n", "")
+    config = write_config(tmp_path, text.replace("passes:\n", f"passes: {passes}\n"))
+    out = tmp_path / "out"
+    result = invoke("run", SAMPLES / "digits_cnn.pt2", "-c", config, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir())[:2] == ["model.onnx", "model.onnx.data"]
+    assert onnx_files.external_locations(out / "model.onnx") == {"model.onnx.data"}
+    assert "QuantizeLinear" in (out / "model.onnx").read_bytes().decode("latin-1")
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.load(tmp_path / "digits_eval.npz")["x"][:2].astype(np.float32)
+    assert np.isfinite(session.run(None, {session.get_inputs()[0].name: x})[0]).all()

@@ -112,6 +112,7 @@ def compare_tensors(
     isolated where the graphs combine, else along the quantized graph."""
     import onnx
 
+    from compress.models.onnx_files import save_onnx
     from compress.quant.sensitivity.isolate import PREFIX, isolated_model
     from compress.quant.sensitivity.twins import quantized_twins
 
@@ -122,10 +123,10 @@ def compare_tensors(
     del float_model, quant_model
     if typed is not None:  # the quantized graph, with its contrib ops' outputs typed
         quant_path = workdir / "sensitivity-typed.onnx"
-        onnx.save(typed, str(quant_path))
+        save_onnx(typed, quant_path)
     if combined is not None:
         path = workdir / "sensitivity-combined.onnx"
-        onnx.save(typed_contrib_outputs(combined) or combined, str(path))
+        save_onnx(typed_contrib_outputs(combined) or combined, path)
         del combined
         session = _augmented_session(path, workdir)
         pairs = _pairs(session, session, twins, PREFIX)
