@@ -34,11 +34,14 @@ def physical_memory() -> int | None:
 
 
 def check_batch_memory(path: Path, one_sample: list[np.ndarray], batch_sizes: list[int]) -> None:
-    """ConfigError when the largest of `batch_sizes` needs more than half the machine's memory."""
+    """ConfigError when the largest of `batch_sizes` needs more than half the machine's memory.
+    A batch of one needs no estimate: it is what every later step runs anyway (the export's
+    parity check already has), and the estimate itself holds every tensor of a sample at once
+    beside the weights (on a 0.5B decoder it set the export's peak memory)."""
     memory = physical_memory()
-    if memory is None:
-        return
     largest = max(batch_sizes)
+    if memory is None or largest <= 1:
+        return
     need = largest * bytes_per_sample(path, one_sample)
     if need > memory // 2:
         fits = max(1, (memory // 2) // max(1, need // largest))
