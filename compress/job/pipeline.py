@@ -384,6 +384,9 @@ def _measure(
     the baseline for a stage timed in an earlier run). What is measured now is stored with each
     stage's cache entry for the next run."""
     ctx, settings = job.context, job.config.config.report
+    # sizes and MACs first: counting MACs runs a sample with the products' shapes as outputs,
+    # best done before the timing sessions have come and gone (a 0.5B decoder's peak was there)
+    prints = _footprints(stage_files, ctx.samples(1))
     paths = {stage_key(i, stage.name): stage.path for i, stage in enumerate(stage_files)}
     keys = list(paths)
     carried = _carried_timings(stage_files, keys, settings.batch_sizes)
@@ -399,7 +402,6 @@ def _measure(
         ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
     generation = _generation(paths, names, samples, settings, ctx) if settings.generation else None
     metrics = _metrics(stage_files, ctx, settings.metric)
-    prints = _footprints(stage_files, ctx.samples(1))
     _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency)
     by_stage = latency.by_stage()
     stages = [
