@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from compress.quant.weight_rewrites import drop_unused_initializers
 from compress.records import Positive, Record
 
 CHUNK_ROWS = 8192  # table rows quantized at a time: their transposed copy is 29 MB at 896 wide
@@ -256,10 +257,7 @@ def _drop_unread(model) -> None:
     nodes = [n for n in model.graph.node if n.op_type != "Transpose" or n.output[0] in read]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    read = {name for n in nodes for name in n.input} | {o.name for o in model.graph.output}
-    kept = [i for i in model.graph.initializer if i.name in read]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    drop_unused_initializers(model)
 
 
 def tied_as_written(path, tables: list[TiedTable]) -> list[TiedTable]:

@@ -49,7 +49,7 @@ def gemms_as_matmul(model) -> list[str]:
     if rewritten:
         del model.graph.node[:]
         model.graph.node.extend(new_nodes)
-        _drop_unused_initializers(model)
+        drop_unused_initializers(model)
     return rewritten
 
 
@@ -93,11 +93,12 @@ def transposed_weights_as_initializers(model, skip: frozenset[str] = frozenset()
         kept = [n for n in model.graph.node if n.op_type != "Transpose" or n.output[0] in read]
         del model.graph.node[:]
         model.graph.node.extend(kept)
-        _drop_unused_initializers(model)
+        drop_unused_initializers(model)
     return rewritten
 
 
-def _drop_unused_initializers(model) -> None:
+def drop_unused_initializers(model) -> None:
+    """Drop the initializers no node and no graph output reads."""
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     kept = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
