@@ -45,6 +45,27 @@ def torchlib_read_once():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def exports_made_once(tmp_path_factory):
+    """Each torch -> ONNX export of this session made once, later ones copied
+    (tests/helpers/export_memo.py): in compress runs in this process and in the tests that call
+    compress.torch.export.export_to_onnx. The memo folder is the session's, shared by the
+    workers."""
+    import os
+
+    from compress.job import pipeline
+    from compress.torch import export
+    from tests.helpers.export_memo import ExportMemo
+
+    session = tmp_path_factory.getbasetemp()
+    session = session.parent if os.environ.get("PYTEST_XDIST_WORKER") else session
+    once = ExportMemo(session / "export-memo").wrap(export.export_to_onnx)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "export_to_onnx", once)
+        patch.setattr(pipeline, "export_to_onnx", once)
+        yield
+
+
 @pytest.fixture
 def stage_cache(tmp_path, monkeypatch) -> Path:
     """A stage cache of the test's own, on for `compress run` in-process and in workers."""

@@ -15,7 +15,7 @@ from compress.measure.decoder_feeds import session_inputs
 from compress.measure.generation import generate
 from compress.measure.runtime import open_session
 from compress.models import load_model
-from compress.torch.export import export_to_onnx
+from compress.torch import export  # export.export_to_onnx: made once a session (conftest)
 from tests.helpers.cli import assert_refused, invoke
 from tests.helpers.hf_folders import sentences, token_arrays, transformers_greedy
 
@@ -37,7 +37,7 @@ def test_the_greedy_loop_picks_transformers_tokens(hf_folders, tmp_path):
     module = load_model(folder, ModelSection(), folder.parent).model
     path = tmp_path / "gpt2.onnx"
     tokens = token_arrays(2)
-    export_to_onnx(
+    export.export_to_onnx(
         module, "hf_folder", [tokens["input_ids"], tokens["attention_mask"]], [], [], path,
         ExportSection(),
     )  # fmt: skip

@@ -17,7 +17,7 @@ from compress.job.text_data import with_tokens
 from compress.measure.evaluate import Judge
 from compress.measure.metrics import metric_drop
 from compress.models import load_model
-from compress.torch.export import export_to_onnx
+from compress.torch import export  # export.export_to_onnx: made once a session (conftest)
 from tests.helpers.cli import assert_refused, invoke
 from tests.helpers.hf_folders import sentences, token_arrays
 
@@ -43,7 +43,7 @@ def llama(hf_folders, tmp_path_factory):
     target = tmp_path_factory.mktemp("ppl") / "llama.onnx"
     tokens = token_arrays(2)
     example = [tokens["input_ids"], tokens["attention_mask"]]
-    export_to_onnx(module, "hf_folder", example, [], [], target, ExportSection())
+    export.export_to_onnx(module, "hf_folder", example, [], [], target, ExportSection())
     return folder, module, target
 
 

@@ -16,7 +16,7 @@ from compress.measure.decoder_feeds import completed_feeds, session_inputs
 from compress.measure.runtime import open_session
 from compress.models import load_model
 from compress.models.decoder import probe_layout
-from compress.torch.export import export_to_onnx
+from compress.torch import export  # export.export_to_onnx: made once a session (conftest)
 from compress.torch.kv_export import check_decode_parity
 from tests.helpers.hf_folders import token_arrays, transformers_greedy
 
@@ -28,7 +28,7 @@ def exported(request, hf_folders, tmp_path_factory):
     target = tmp_path_factory.mktemp("kv") / f"{request.param}.onnx"
     tokens = token_arrays(4)
     example = [tokens["input_ids"], tokens["attention_mask"]]
-    export_to_onnx(module, "hf_folder", example, [], [], target, ExportSection())
+    export.export_to_onnx(module, "hf_folder", example, [], [], target, ExportSection())
     return module, target
 
 
