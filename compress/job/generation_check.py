@@ -1,8 +1,11 @@
 """report.generation fits the model before any work is done: it times a decoder with a
 key/value cache, and the prompt and the tokens generated after it must fit the model's
-positions (a longer sequence reads past its position table). Each refusal is one line."""
+positions (a longer sequence reads past its position table). Each refusal is one line, also
+where every torch stage comes from the stage cache (read off the cached baseline's graph)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from compress.config import GenerationSection
 from compress.errors import ConfigError
@@ -14,7 +17,6 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
     give."""
     if wanted is None:
         return
-    name = model.path.name
     if model.is_onnx:
         from compress.measure.decoder_feeds import graph_declared
         from compress.models.decoder_graph import is_decoder_graph
@@ -24,7 +26,24 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
         from compress.torch.kv_export import is_decoder
 
         cached = is_decoder(model.model)
-    positions = model.positions  # an ONNX file's as its export recorded them
+    fit_generation(wanted, model.path.name, model.format, cached, model.positions)
+
+
+def check_cached_generation(
+    wanted: GenerationSection | None, name: str, fmt: str, baseline: Path, positions: int | None
+) -> None:
+    """check_generation for a model not loaded: its cached baseline ONNX file tells."""
+    if wanted is None:
+        return
+    from compress.measure.decoder_feeds import is_decoder_file
+
+    fit_generation(wanted, name, fmt, is_decoder_file(baseline), positions)
+
+
+def fit_generation(
+    wanted: GenerationSection, name: str, fmt: str, cached: bool, positions: int | None
+) -> None:
+    """The refusals, for model `name` of format `fmt`: no cache, or too few positions."""
     if not cached:
         raise ConfigError(
             f"report.generation: {name} takes no key/value cache, and generation is timed over "
