@@ -11,6 +11,12 @@ from compress.config import GenerationSection
 from compress.errors import ConfigError
 from compress.models import LoadedModel
 
+PROGRAM_FIX = (
+    "a causal LM's .pt2 is timed when its program takes the cache: export it as "
+    "forward(input_ids, attention_mask, position_ids, *past) -> (logits, *present) "
+    "(docs/pages/decoders.md), or give its model folder; else remove report.generation"
+)
+
 
 def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> None:
     """Refuse, in one line, generation timing (`wanted`: report.generation) the model cannot
@@ -23,9 +29,10 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
 
         cached = is_decoder_graph([n for n, _, _ in graph_declared(model.model)])
     else:
+        from compress.models.program_decoder import is_program_decoder
         from compress.torch.kv_export import is_decoder
 
-        cached = is_decoder(model.model)
+        cached = is_decoder(model.model) or is_program_decoder(model.model)
     fit_generation(wanted, model.path.name, model.format, cached, model.positions)
 
 
@@ -45,9 +52,10 @@ def fit_generation(
 ) -> None:
     """The refusals, for model `name` of format `fmt`: no cache, or too few positions."""
     if not cached:
+        fix = PROGRAM_FIX if fmt == "exported_program" else "remove report.generation"
         raise ConfigError(
             f"report.generation: {name} takes no key/value cache, and generation is timed over "
-            "one (a text-generation model folder exports with it); remove report.generation"
+            f"one (a text-generation model folder exports with it); {fix}"
         )
     total = wanted.prompt_tokens + wanted.new_tokens
     if positions is not None and total > positions:

@@ -81,7 +81,7 @@ def hookable_copy(loaded):
     from compress.torch.editable import relift
 
     module = runnable(loaded)
-    if loaded.format == "exported_program":
+    if loaded.format == "exported_program" and not hasattr(module, "layout"):  # not a decoder's
         module = relift(module)
     with warnings.catch_warnings():  # torch deprecates a pytree class that the copy touches
         warnings.simplefilter("ignore", FutureWarning)
