@@ -60,7 +60,7 @@ class LoadedModel:
         """The batch a torch.export program was saved with when it is fixed (no dynamic_shapes);
         a decoder program's is never (compress.models.program_decoder refuses it)."""
         if self.format != "exported_program" or hasattr(self.model, "layout"):
-            return None
+            return None  # an ExportedProgram has no `layout`: a ProgramDecoder has
         from compress.models.model_inputs import program_fixed_batch
 
         return program_fixed_batch(self.model)

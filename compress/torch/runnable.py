@@ -12,7 +12,9 @@ from compress.models import LoadedModel
 
 def runnable(model: LoadedModel) -> Any:
     """`model` as a torch callable (ONNX models are run by ONNX Runtime, not here)."""
-    if model.format != "exported_program" or hasattr(model.model, "layout"):
+    from compress.models.program_decoder import is_program_decoder
+
+    if model.format != "exported_program" or is_program_decoder(model.model):
         return model.model
     if fixed := model.fixed_batch:
         return FixedBatchModule(model.model.module(), fixed)
