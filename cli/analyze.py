@@ -17,6 +17,9 @@ from compress_cli.options import (
     TrustRemoteCode,
 )
 from compress_cli.process import private_tempdir
+from rich.markup import escape
+
+from compress.errors import one_line
 
 
 def analyze(
@@ -47,7 +50,7 @@ def analyze(
 
         def log(message: str) -> None:
             if not quiet:
-                stderr.print(f"[dim]·[/] {message}", highlight=False)
+                stderr.print(f"[dim]·[/] {escape(one_line(message))}", highlight=False)
 
         result = analyze_model(
             model, config, out, force, trust_pickle, log, overrides or (), trust_remote_code

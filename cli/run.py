@@ -20,6 +20,7 @@ from compress_cli.options import (
     TrustRemoteCode,
 )
 from compress_cli.process import private_tempdir
+from rich.markup import escape
 
 from compress.errors import EXIT_GATE_FAILED, one_line
 
@@ -64,7 +65,7 @@ def run(
 
         def log(message: str) -> None:
             if not quiet:
-                stderr.print(f"[dim]·[/] {message}", highlight=False)
+                stderr.print(f"[dim]·[/] {escape(one_line(message))}", highlight=False)
 
         def warn(message: str) -> None:
             stderr.print(f"warning: {one_line(message)}", markup=False)

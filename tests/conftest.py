@@ -111,6 +111,20 @@ def hf_folders(tmp_path_factory) -> dict[str, Path]:
     return write_folders(tmp_path_factory.mktemp("hf_folders"))
 
 
+@pytest.fixture(scope="session")
+def toy_programs(tmp_path_factory) -> dict[str, Path]:
+    """Causal LMs saved as .pt2 (tests/helpers/program_decoders.py), made once for the session:
+    "cache", a toy that takes its key/value cache as the docs export one, and "no_cache", a toy
+    over whole sequences."""
+    from tests.helpers.program_decoders import save_toy, save_toy_without_cache
+
+    folder = tmp_path_factory.mktemp("toy_programs")
+    return {
+        "cache": save_toy(folder / "toy.pt2"),
+        "no_cache": save_toy_without_cache(folder / "toy_no_cache.pt2"),
+    }
+
+
 @pytest.fixture
 def cnn_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, CNN_CONFIG)

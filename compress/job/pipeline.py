@@ -16,6 +16,7 @@ from compress import __version__
 from compress.cache.store import StageCache
 from compress.errors import CompressError, InputError, PassError, first_line
 from compress.job.context import Context
+from compress.job.generation_check import check_cached_generation
 from compress.job.outdir import OutputFolder
 from compress.job.preflight import Checked, Job, check_config, job_from_facts, prepare_model
 from compress.job.speed_guard import revert_if_slower
@@ -130,12 +131,16 @@ def _job(
             model_path, checked, trust_pickle, log, progress, trust_remote_code=trust_remote_code
         )
     workdir = Path(tempfile.mkdtemp(prefix="compress-"))
+    sha256 = reuse.model_sha256
     try:
         facts = reuse.model_facts(workdir)
+        if facts is not None and sha256 is not None:  # as a loaded model's check, from the graph
+            wanted, baseline = checked[0].config.report.generation, reuse.fetched[0].path
+            known_model = (model_path.name, facts.format, baseline, facts.positions)
+            check_cached_generation(wanted, *known_model)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    sha256 = reuse.model_sha256
     if facts is not None and sha256 is not None:  # facts are cached under the model's hash
         log("every torch stage is in the stage cache: the model is not loaded")
         known = (facts, sha256, trust_pickle, workdir)

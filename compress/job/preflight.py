@@ -25,6 +25,7 @@ from compress.job.context import (
     load_datasets,
 )
 from compress.job.generation_check import check_generation
+from compress.job.program_lm import check_program_lm
 from compress.job.text_data import with_tokens
 from compress.models import Format, LoadedModel, load_model
 from compress.models.arch import check_arch
@@ -141,6 +142,7 @@ def prepare_model(
         names = [i.name for i in graph_inputs(model.model)]
     else:
         names = input_names_for(config, datasets)
+    check_program_lm(model, passes, names, log)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="compress-"))
     context = Context(config, datasets, names, workdir, log, progress, model, trust_pickle)
     context.trust_remote_code = trust_remote_code
@@ -210,6 +212,8 @@ def inputs_from_model(model: LoadedModel, config: LoadedConfig, log: Callable[[s
 
     if model.is_onnx:
         specs = onnx_input_specs(model.model)
+    elif model.format == "exported_program" and hasattr(model.model, "input_specs"):
+        specs = model.model.input_specs()  # a decoder program's token inputs
     elif model.format == "exported_program":
         specs = program_input_specs(model.model)
     elif model.format == "hf_folder":

@@ -39,7 +39,7 @@ class LoadedModel:
     path: Path
     format: Format
     sha256: str  # a folder's: one digest of the sha256 of every file its load read
-    model: Any  # nn.Module, ScriptModule, ExportedProgram, or onnx.ModelProto
+    model: Any  # nn.Module, ScriptModule, ExportedProgram (ProgramDecoder), or onnx.ModelProto
     folder: ModelFolder | None = None  # a model folder: its files, architecture and task
 
     @property
@@ -49,17 +49,18 @@ class LoadedModel:
     @property
     def positions(self) -> int | None:
         """A decoder's longest sequence, where its config says (a text-generation folder's
-        module) or an ONNX file compress wrote from one records it (POSITIONS_KEY); None for
-        any other model."""
+        module), its program bounds it (a decoder .pt2) or an ONNX file compress wrote from one
+        records it (POSITIONS_KEY); None for any other model."""
         if self.is_onnx:
             return recorded_positions(self.model)
         return getattr(getattr(self.model, "layout", None), "max_positions", None)
 
     @property
     def fixed_batch(self) -> int | None:
-        """The batch a torch.export program was saved with when it is fixed (no dynamic_shapes)."""
-        if self.format != "exported_program":
-            return None
+        """The batch a torch.export program was saved with when it is fixed (no dynamic_shapes);
+        a decoder program's is never (compress.models.program_decoder refuses it)."""
+        if self.format != "exported_program" or hasattr(self.model, "layout"):
+            return None  # an ExportedProgram has no `layout`: a ProgramDecoder has
         from compress.models.model_inputs import program_fixed_batch
 
         return program_fixed_batch(self.model)
@@ -153,8 +154,10 @@ def load_model(
         model = _load_torchscript(path)
     elif fmt == "exported_program":
         from compress.models.program_archive import load_program
+        from compress.models.program_decoder import decoder_program
 
-        model = load_program(path, trust_pickle)
+        program = load_program(path, trust_pickle)
+        model = decoder_program(program, path.name) or program  # a causal LM with its cache
     elif fmt == "onnx":
         model = _load_onnx(path)
     elif fmt == "safetensors":

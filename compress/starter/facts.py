@@ -76,6 +76,8 @@ def inspect_model(path: Path) -> ModelFacts:
         specs = onnx_input_specs(model)
         sample = spec_samples(specs, 1) if specs else None
         return _facts(fmt, specs, single, onnx_makeup(model, sample))
+    if fmt == "exported_program" and hasattr(model, "input_specs"):  # a decoder with its cache
+        return _facts(fmt, model.input_specs(), None, program_makeup(model.program))
     if fmt == "exported_program":
         fixed = program_fixed_batch(model)
         return _facts(fmt, program_input_specs(model), fixed, program_makeup(model))

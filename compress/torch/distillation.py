@@ -78,10 +78,11 @@ def hookable_copy(loaded):
     import copy
     import warnings
 
+    from compress.models.program_decoder import is_program_decoder
     from compress.torch.editable import relift
 
     module = runnable(loaded)
-    if loaded.format == "exported_program":
+    if loaded.format == "exported_program" and not is_program_decoder(module):
         module = relift(module)
     with warnings.catch_warnings():  # torch deprecates a pytree class that the copy touches
         warnings.simplefilter("ignore", FutureWarning)

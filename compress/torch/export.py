@@ -38,8 +38,13 @@ def export_to_onnx(
     import onnx
     import torch
 
+    from compress.models.program_decoder import is_program_decoder
     from compress.torch.kv_export import export_decoder, is_decoder
+    from compress.torch.program_kv_export import export_program_decoder
 
+    if is_program_decoder(model):  # a .pt2 with its cache: the program itself is exported
+        export_program_decoder(model, example, target, section)
+        return
     if is_decoder(model):  # its own inputs and outputs: the cache's
         export_decoder(model, example, target, section)
         return

@@ -1,6 +1,6 @@
 """A loaded model as a torch callable for inference: a torch.export program runs through its
 `.module()`, in chunks of its batch when that is fixed (saved without dynamic_shapes); every other
-torch format is its own module."""
+torch format, and a decoder program (compress.models.program_decoder), is its own module."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from compress.models import LoadedModel
 
 def runnable(model: LoadedModel) -> Any:
     """`model` as a torch callable (ONNX models are run by ONNX Runtime, not here)."""
-    if model.format != "exported_program":
+    from compress.models.program_decoder import is_program_decoder
+
+    if model.format != "exported_program" or is_program_decoder(model.model):
         return model.model
     if fixed := model.fixed_batch:
         return FixedBatchModule(model.model.module(), fixed)

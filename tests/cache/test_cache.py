@@ -156,9 +156,12 @@ def test_a_rerun_without_the_model_still_checks_what_the_report_settings_ask_of_
     tmp_path, stage_cache
 ):
     """The baseline's entry keeps the model's outputs, not the report settings: a rerun that
-    names another report.output is checked against them as a loaded model would be."""
+    names another report.output, or times generation, is checked against them (and the cached
+    baseline's graph) as a loaded model would be."""
     config = write_config(tmp_path, TWO_PASSES)
     assert run(config, tmp_path / "cold").exit_code == 0
     again = run(config, tmp_path / "again", "--set", "report.output=probabilities")
     assert again.exit_code == 2 and "report.output" in again.stderr, again.stderr
     assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
+    timed = run(config, tmp_path / "timed", "--set", "report.generation={prompt_tokens: 4}")
+    assert timed.exit_code == 2 and "takes no key/value cache" in timed.stderr, timed.stderr
