@@ -84,7 +84,9 @@ def model_key(model, fmt: str, example: list[np.ndarray], names: tuple, section)
     for name, tensor in sorted(tensors.items()):
         values = tensor.detach().cpu().contiguous()
         add(name, str(values.dtype), tuple(values.shape))
-        digest.update(values.view(torch.uint8).numpy().tobytes() if values.numel() else b"")
+        digest.update(
+            values.reshape(-1).view(torch.uint8).numpy().tobytes() if values.numel() else b""
+        )
     return digest.hexdigest()
 
 
