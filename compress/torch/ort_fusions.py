@@ -6,7 +6,7 @@ embeddings -> RotaryEmbedding over a cos/sin table of the model's positions, att
 MultiHeadAttention. A decode step of a 4-bit model is mostly per-node cost, and these take a
 layer from dozens of small nodes to a few.
 
-The graph keeps its inputs and outputs and what they mean. So three of the library's steps are
+The graph keeps its inputs and outputs and what they mean. So four of the library's steps are
 taken with care (`fuse_decoder` runs the library's sequence, `optimize_for_ort`, with these):
 
 - GroupQueryAttention is not fused: the library's rule reads each row's length off the
@@ -15,6 +15,8 @@ taken with care (`fuse_decoder` runs the library's sequence, `optimize_for_ort`,
 - MultiHeadAttention is fused only where the attention is reshaped back to [batch, sequence,
   hidden]; the library's rule also takes GPT-2's reshape to [batch x sequence, hidden] (its
   Gemm then fails to load in ONNX Runtime). SDPA's own rewrite covers that case.
+- The library's last step (ONNX Runtime's own rewrites, FusedMatMul among them) is left out:
+  a tied head's MatMul must stay one for the 4-bit quantizer.
 - The cos/sin table is computed once for the model's positions (a constant), not in the graph
   from the position ids at every step: that MatMul, over a constant, is one the 4-bit
   quantizer would take as a weight.
@@ -104,7 +106,9 @@ def fuse_decoder(model: Any, max_positions: int | None) -> dict[str, int]:
     for fuse in (ort.fuse_gelu, ort.fuse_bias_gelu, ort.replace_sdpa_by_mha):
         fuse(model)
     optimize(model)  # inlines what no fusion took (a rotary without its table, say)
-    rewrite(model, ort.ORT_PATTERN_REWRITE_RULES)
+    # Not the library's last rewrites (ORT_PATTERN_REWRITE_RULES): they make a tied head's
+    # MatMul(x, Transpose(table)) a FusedMatMul, which the 4-bit quantizer does not read (the
+    # 0.5B model's head stayed float), and ONNX Runtime fuses it so itself when it loads.
     ir.passes.Sequential(
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         common.RemoveInitializersFromInputsPass(),
