@@ -211,6 +211,7 @@ def _load_onnx(path: Path):
     """Size every tensor from its declaration first, then read the external data."""
     import onnx
 
+    from compress.models import ort_schemas
     from compress.models.onnx_tensors import onnx_tensor_problem
 
     try:
@@ -222,7 +223,9 @@ def _load_onnx(path: Path):
         raise ModelLoadError(f"{path}: {problem}; the file is corrupt or crafted")
     try:
         # checked from the file, before the weights are read: checking the loaded ModelProto
-        # serializes a second copy of them (and fails past protobuf's 2 GB)
+        # serializes a second copy of them (and fails past protobuf's 2 GB); ONNX Runtime's
+        # RMSNorm (a decoder compress exports has it) counts as an operator
+        ort_schemas.register()
         onnx.checker.check_model(str(path))
         onnx.load_external_data_for_model(proto, str(path.parent))
     except Exception as e:

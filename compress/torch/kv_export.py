@@ -2,11 +2,13 @@
 
 One graph serves the prefill and every decode step, as ONNX Runtime GenAI's model builder writes
 it: batch, sequence, past and total lengths are all dynamic. It is traced on a step after a
-short cache (lengths of 2 or more: torch.export specialises an axis seen as 0 or 1), and then
-checked twice: the pipeline's parity check runs the data through it as a prefill (empty cache),
-and `check_decode_parity` runs two decode steps against the cache the prefill wrote, whose
-logits must match torch's forward over the whole sequence. A model whose float weights do not
-fit ONNX's 2 GB protobuf limit is saved with them in one external data file beside it.
+short cache (lengths of 2 or more: torch.export specialises an axis seen as 0 or 1), rewritten
+into ONNX Runtime's fused operators (compress.torch.ort_fusions: RMSNorm, skip + norm, rotary
+embeddings, attention), and then checked twice on that graph: the pipeline's parity check runs
+the data through it as a prefill (empty cache), and `check_decode_parity` runs two decode steps
+against the cache the prefill wrote, whose logits must match torch's forward over the whole
+sequence. A model whose float weights do not fit ONNX's 2 GB protobuf limit is saved with them
+in one external data file beside it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def export_decoder(
     for one file) and check it: onnx.checker, then decode steps against torch."""
     import onnx
 
+    from compress.models import ort_schemas
     from compress.models.onnx_files import needs_external_data
+    from compress.torch.ort_fusions import fuse_decoder, rotary_as_matmul
 
     if not section.dynamic_batch:
         raise ConfigError(
@@ -59,13 +63,15 @@ def export_decoder(
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            program = torch.onnx.export(
-                _FlatOutputs(module), args, dynamo=True, dynamic_shapes=_shapes(layout),
-                input_names=layout.input_names, output_names=layout.output_names,
-                opset_version=section.opset,
-            )  # fmt: skip
+            with rotary_as_matmul(module):
+                program = torch.onnx.export(
+                    _FlatOutputs(module), args, dynamo=True, dynamic_shapes=_shapes(layout),
+                    input_names=layout.input_names, output_names=layout.output_names,
+                    opset_version=section.opset,
+                )  # fmt: skip
             if program is None:  # the dynamo exporter always returns one; the legacy one not
                 raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
+            fuse_decoder(program.model, layout.max_positions)  # in place: torch's weights
             program.save(str(target), external_data=external)
             del program  # its copy of the weights (the constant-folded transposes of them)
             gc.collect()  # held in reference cycles: freed now, before the parity sessions
@@ -75,6 +81,7 @@ def export_decoder(
             "with --debug for the traceback)"
         ) from e
     try:
+        ort_schemas.register()  # SimplifiedLayerNormalization
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e

@@ -1,6 +1,7 @@
 """A decoder folder exports with its key/value cache: one graph with the cache's inputs and
-outputs on dynamic axes, whose greedy generation in ONNX Runtime (a prefill, then one token at a
-time against the cache it wrote) gives the tokens transformers' generate gives; a model without
+outputs on dynamic axes, in ONNX Runtime's fused operators (every layer's norms, rotary
+embeddings and attention), whose greedy generation in ONNX Runtime (a prefill, then one token at
+a time against the cache it wrote) gives the tokens transformers' generate gives; a model without
 an exportable cache is one ModelLoadError."""
 
 from __future__ import annotations
@@ -45,6 +46,25 @@ def test_the_graph_has_the_cache_on_dynamic_axes(exported):
     past = dims(graph.input[3])
     assert past[0] == "batch" and past[2] == "past_sequence" and past[1] == layout.kv_heads
     assert dims(graph.input[1]) == ["batch", "total_sequence"]
+
+
+FUSED = {  # per model of 2 layers: ONNX Runtime's operators, and what they replaced
+    "llama": (
+        {"SimplifiedLayerNormalization": 1, "SkipSimplifiedLayerNormalization": 4,
+         "RotaryEmbedding": 4, "MultiHeadAttention": 2},
+        {"Pow", "ReduceMean", "Neg", "Softmax", "GroupQueryAttention"},
+    ),
+    "gpt2": ({"SkipLayerNormalization": 5, "MultiHeadAttention": 2}, {"Softmax"}),
+}  # fmt: skip
+
+
+def test_every_layer_is_fused_and_the_file_loads_as_a_model(exported, request):
+    module, path = exported
+    fused, gone = FUSED[request.node.callspec.params["exported"]]
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert {op: ops.count(op) for op in fused} == fused
+    assert not gone & set(ops)
+    assert load_model(path, ModelSection(), path.parent).is_onnx  # onnx.checker passes it
 
 
 def test_greedy_generation_over_the_cache_matches_transformers(exported):
