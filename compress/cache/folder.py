@@ -125,9 +125,9 @@ def open_folder(location: CacheLocation, create: bool) -> bytes:
     if not stat.S_ISDIR(info.st_mode):
         raise location.problem(f"is {kind_of(info.st_mode)}, not a folder", _FIX)
     _check_owned(location, folder, info)
-    if not os.path.lexists(folder / MARKER):
-        if create and _is_new(folder):
-            return _create(location)
+    if create and not os.path.lexists(folder / MARKER) and _is_new(folder):
+        return _create(location)
+    if not os.path.lexists(folder / MARKER):  # looked at again: another run may have made it
         raise location.problem(
             f"is not a compress stage cache (no {MARKER}), so compress will not use or empty it",
             "give an empty or new folder for the cache"
