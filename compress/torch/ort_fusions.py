@@ -83,9 +83,8 @@ def fuse_decoder(model: Any, max_positions: int | None) -> dict[str, int]:
 
     _same_sums(model)
     rewrite(model, [ort._gemm_to_matmul_add.gemm_to_matmul_add_rule])
-    common.ShapeInferencePass()(model)  # the library's _pre_optimize
-    optimize(model)
-    shape_optimization.rules.apply_to_model(model)
+    common.ShapeInferencePass()(model)  # the library's _pre_optimize, but for its first
+    shape_optimization.rules.apply_to_model(model)  # optimize(): the exporter's ran just before
     optimize(model)
     for fuse in (
         ort.fuse_erfgelu, ort.fuse_rms_normalization, ort.fuse_skip_layer_normalization,
