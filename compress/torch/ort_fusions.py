@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-_TERM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 FUSED_OPS = (  # what the fusions write, counted in the export's log
     "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization",
     "SkipLayerNormalization", "RotaryEmbedding", "MultiHeadAttention",
@@ -129,8 +129,7 @@ def _same_sums(model: Any) -> None:
     def named(dim: Any) -> Any:
         if not isinstance(dim, ir.SymbolicDim) or not dim.value or " + " not in dim.value:
             return dim
-        terms = dim.value.split(" + ")
-        return ir.SymbolicDim(" + ".join(sorted(terms))) if all(map(_TERM.match, terms)) else dim
+        return ir.SymbolicDim(renamed_dim(dim.value, {}))
 
     values = [*model.graph.inputs, *model.graph.outputs]
     values += [v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs]
@@ -139,6 +138,15 @@ def _same_sums(model: Any) -> None:
             dims = [named(d) for d in value.shape]
             if dims != list(value.shape):
                 value.shape = ir.Shape(dims)
+
+
+def renamed_dim(expression: str, names: dict[str, str]) -> str:
+    """A symbolic dimension with its symbols renamed by `names`: a sum of symbols sorted
+    (`s69 + s70` -> `past_sequence + sequence`), anything else renamed in place."""
+    terms = expression.split(" + ")
+    if all(_SYMBOL.fullmatch(term) for term in terms):
+        return " + ".join(sorted(names.get(term, term) for term in terms))
+    return _SYMBOL.sub(lambda m: names.get(m.group(), m.group()), expression)
 
 
 def _cos_sin_table(max_positions: int):

@@ -15,7 +15,6 @@ import contextlib
 import gc
 import io
 import logging
-import re
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from compress.config import ExportSection
 from compress.errors import ConfigError, ExportError, first_line
 from compress.models.decoder_graph import PAST_PREFIX
 from compress.models.program_decoder import ProgramDecoder
+from compress.torch.ort_fusions import renamed_dim
 
 # each input's axes that carry one of the folder export's names
 AXES = {
@@ -33,7 +33,6 @@ AXES = {
     "position_ids": {0: "batch", 1: "sequence"},
     PAST_PREFIX: {0: "batch", 2: "past_sequence"},
 }
-_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
 
 def export_program_decoder(
@@ -96,14 +95,5 @@ def name_axes(path: Path) -> None:
     for value in [*graph.input, *graph.output, *graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param:
-                dim.dim_param = _renamed(dim.dim_param, names)
+                dim.dim_param = renamed_dim(dim.dim_param, names)
     Path(path).write_bytes(proto.SerializeToString())
-
-
-def _renamed(expression: str, names: dict[str, str]) -> str:
-    """`s69 + s70` -> `past_sequence + sequence`: a sum of symbols renamed and sorted; anything
-    else with its symbols renamed in place."""
-    terms = expression.split(" + ")
-    if all(_SYMBOL.fullmatch(term) for term in terms):
-        return " + ".join(sorted(names.get(term, term) for term in terms))
-    return _SYMBOL.sub(lambda m: names.get(m.group(), m.group()), expression)
