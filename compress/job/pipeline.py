@@ -366,7 +366,7 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
     target = ctx.workdir / f"{tag}.onnx"
     ctx.log(f"export {tag} ({fmt}) -> ONNX opset {section.opset}")
     example = [a[:EXAMPLE_BATCH] for a in samples]
-    export_to_onnx(
+    note = export_to_onnx(
         module if fmt != "exported_program" else job.model.model,
         fmt,
         example,
@@ -375,6 +375,8 @@ def _export_stage(job: Job, module, tag: str, fmt: str) -> Path:
         target,
         section,
     )
+    if note:
+        ctx.log(note)
     diff = check_parity(target, module, samples, section.parity_atol, ctx.sample_source)
     ctx.log(f"parity ok: max |onnx - torch| = {diff:.2e}")
     return target

@@ -33,8 +33,9 @@ def export_to_onnx(
     output_names: list[str],
     target: Path,
     section: ExportSection,
-) -> None:
-    """Export `model` (a module, ScriptModule or ExportedProgram) to `target` and check it."""
+) -> str | None:
+    """Export `model` (a module, ScriptModule or ExportedProgram) to `target` and check it; a
+    line for the log where the export has more to say (a decoder's fused operators)."""
     import onnx
     import torch
 
@@ -43,11 +44,9 @@ def export_to_onnx(
     from compress.torch.program_kv_export import export_program_decoder
 
     if is_program_decoder(model):  # a .pt2 with its cache: the program itself is exported
-        export_program_decoder(model, example, target, section)
-        return
+        return export_program_decoder(model, example, target, section)
     if is_decoder(model):  # its own inputs and outputs: the cache's
-        export_decoder(model, example, target, section)
-        return
+        return export_decoder(model, example, target, section)
     args = tuple(torch.from_numpy(a) for a in example)
     external = needs_external_data(model)
     try:
@@ -101,6 +100,7 @@ def export_to_onnx(
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+    return None
 
 
 def _save(program: torch.onnx.ONNXProgram | None, target: Path, external: bool) -> None:

@@ -41,9 +41,10 @@ def is_decoder(model: object) -> bool:
 
 def export_decoder(
     module: DecoderModule, example: list[np.ndarray], target: Path, section: ExportSection
-) -> None:
+) -> str:
     """Export `module` to `target` (with `target`.data beside it when the weights are too large
-    for one file) and check it: onnx.checker, then decode steps against torch."""
+    for one file) and check it: onnx.checker, then decode steps against torch. A line for the
+    log that says what was fused."""
     import onnx
 
     from compress.models import ort_schemas
@@ -71,7 +72,9 @@ def export_decoder(
                 )  # fmt: skip
             if program is None:  # the dynamo exporter always returns one; the legacy one not
                 raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
-            fuse_decoder(program.model, layout.max_positions)  # in place: torch's weights
+            nodes = len(program.model.graph)
+            counts = fuse_decoder(program.model, layout.max_positions)  # in place: the weights
+            note = fused_note(counts, nodes, len(program.model.graph))
             program.save(str(target), external_data=external)
             del program  # its copy of the weights (the constant-folded transposes of them)
             gc.collect()  # held in reference cycles: freed now, before the parity sessions
@@ -86,6 +89,16 @@ def export_decoder(
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
     check_decode_parity(module, target, example[0][:2], section.parity_atol)
+    return note
+
+
+def fused_note(counts: dict[str, int], before: int, after: int) -> str:
+    """What fuse_decoder made of a graph, for the log."""
+    from compress.torch.ort_fusions import FUSED_OPS
+
+    made = ", ".join(f"{counts[op]} {op}" for op in FUSED_OPS if counts.get(op))
+    made = made or "no fused operator"
+    return f"fused for ONNX Runtime: {made} ({before} -> {after} nodes)"
 
 
 def _shapes(layout: DecoderLayout) -> tuple:

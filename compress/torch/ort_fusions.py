@@ -191,3 +191,36 @@ def _attention_rules(past: bool):
         for rotary in (False, True)
         for cross in ([False] if past else [False, True])
     ])  # fmt: skip
+
+
+def angles_as_matmul(model: Any) -> int:
+    """rotary_as_matmul for a graph already exported (a .pt2's): the rotary angles transformers
+    5 computes as a product, positions [B, S, 1] x inv_freq [E], rewritten in place into the
+    MatMul inv_freq [1, E, 1] @ positions [B, 1, S], transposed, that the cos/sin table's rules
+    read (K = 1: the same numbers). Returns how many products were rewritten."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import _ir_utils, pattern
+
+    class ProductAngles(pattern.RewriteRuleClassBase):
+        def pattern(self, op, position_ids, axes, inv_freq):
+            positions = op.Cast(op.Unsqueeze(position_ids, axes), to=ir.DataType.FLOAT)
+            return op.Mul(positions, inv_freq)
+
+        def check(self, context, position_ids, axes, inv_freq, **_):
+            result = pattern.MatchResult()
+            if not _ir_utils.has_rank(position_ids, 2):
+                return result.fail("position ids not [batch, sequence]", position_ids)
+            if not (_ir_utils.is_1d_value(axes, [-1]) or _ir_utils.is_1d_value(axes, [2])):
+                return result.fail("positions not unsqueezed on their last axis", axes)
+            if inv_freq.const_value is None or not _ir_utils.has_rank(inv_freq, 1):
+                return result.fail("frequencies not a constant [E]", inv_freq)
+            return result
+
+        def rewrite(self, op, position_ids, inv_freq, **_):
+            frequencies = inv_freq.const_value.numpy().reshape(1, -1, 1)
+            table = op.Constant(value=ir.tensor(frequencies))
+            positions = op.Unsqueeze(position_ids, op.Constant(value_ints=[1]))
+            positions = op.Cast(positions, to=ir.DataType.FLOAT)
+            return op.Transpose(op.MatMul(table, positions), perm=[0, 2, 1])
+
+    return pattern.RewriteRuleSet([ProductAngles.rule()], commute=True).apply_to_model(model)

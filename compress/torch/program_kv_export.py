@@ -5,8 +5,14 @@ names a folder's export has (compress.torch.kv_export): `input_ids`, `attention_
 The program itself is exported, not its `.module()` traced again (which failed on transformers
 here): its dynamic axes are the ones it was saved with, each its own symbol (`s10`, `s53`), so
 they are renamed after the export to the folder export's `batch`, `sequence`, `total_sequence`
-and `past_sequence`. Then it is checked as a folder's export is: onnx.checker, and decode steps
-against the cache its prefill wrote, whose logits must be the program's over the whole sequence.
+and `past_sequence` (before the fusions, which compare shapes by name). The graph is then
+rewritten into ONNX Runtime's fused operators as a folder's is
+(compress.torch.ort_fusions.fuse_decoder): norms, skip + norm and attention always; the rotary
+embeddings only where the program bounds the mask's length, which sizes their cos/sin table
+(its angles, a product in transformers 5, taken as the MatMul the table's rules read:
+`angles_as_matmul`). Then it is checked as a folder's export is, on the fused graph:
+onnx.checker, and decode steps against the cache its prefill wrote, whose logits must be the
+program's over the whole sequence.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +44,16 @@ AXES = {
 
 def export_program_decoder(
     module: ProgramDecoder, example: list[np.ndarray], target: Path, section: ExportSection
-) -> None:
-    """Export the decoder program to `target` and check it (see the module's docstring)."""
+) -> str:
+    """Export the decoder program to `target` and check it (see the module's docstring); a line
+    for the log that says what was fused."""
     import onnx
     import torch
 
+    from compress.models import ort_schemas
     from compress.models.onnx_files import needs_external_data
-    from compress.torch.kv_export import check_decode_parity
+    from compress.torch.kv_export import check_decode_parity, fused_note
+    from compress.torch.ort_fusions import angles_as_matmul, fuse_decoder
 
     if not section.dynamic_batch:
         raise ConfigError(
@@ -61,6 +71,13 @@ def export_program_decoder(
             )  # fmt: skip
             if program is None:
                 raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
+            nodes = len(program.model.graph)
+            name_axes(program.model)
+            if positions := layout.max_positions:  # the table's size: else no RotaryEmbedding
+                angles_as_matmul(program.model)
+            counts = fuse_decoder(program.model, positions)  # in place: the program's weights
+            note = fused_note(counts, nodes, len(program.model.graph))
+            angles = {"Cos", "Sin"} & {node.op_type for node in program.model.graph}
             program.save(str(target), external_data=needs_external_data(module))
             del program  # its copy of the weights, held in reference cycles: freed before the
             gc.collect()  # parity sessions open
@@ -69,31 +86,45 @@ def export_program_decoder(
             f"torch -> ONNX export of the decoder program with its cache failed: {first_line(e)} "
             "(rerun with --debug for the traceback)"
         ) from e
-    name_axes(target)
     try:
+        ort_schemas.register()  # SimplifiedLayerNormalization
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
     check_decode_parity(module, target, example[0][:2], section.parity_atol)  # type: ignore[arg-type]
+    if angles:  # rotary angles still computed from the position ids
+        why = (
+            "not a form the fusions read"
+            if layout.max_positions
+            else "the program does not bound the mask's length (a Dim's max), which sizes "
+            "their cos/sin table"
+        )
+        note += f"; rotary embeddings not fused: {why}"
+    return note
 
 
-def name_axes(path: Path) -> None:
-    """Rename the program's symbols for the inputs' axes (AXES) everywhere in the graph; a sum of
-    them in sorted order (`past_sequence + sequence`). Only the model file is rewritten: the
-    weights stay where they were saved."""
-    import onnx
+def name_axes(model: Any) -> None:
+    """Rename, in the onnx_ir model, the program's symbols for the inputs' axes (AXES) everywhere
+    in the graph; a sum of them in sorted order (`past_sequence + sequence`). Before the fusions:
+    they compare shapes by name, and each cache tensor has its own symbol for the past length
+    (Dim.DYNAMIC), which kept attention unfused."""
+    import onnx_ir as ir
 
-    proto = onnx.load(str(path), load_external_data=False)
-    graph = proto.graph
     names: dict[str, str] = {}
-    for value in graph.input:
+    for value in model.graph.inputs:
         key = PAST_PREFIX if value.name.startswith(PAST_PREFIX) else value.name
-        dims = value.type.tensor_type.shape.dim
+        shape = value.shape if value.shape is not None else ()
         for axis, name in AXES.get(key, {}).items():
-            if axis < len(dims) and dims[axis].dim_param:
-                names.setdefault(dims[axis].dim_param, name)
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param:
-                dim.dim_param = renamed_dim(dim.dim_param, names)
-    Path(path).write_bytes(proto.SerializeToString())
+            if axis < len(shape) and isinstance(shape[axis], ir.SymbolicDim) and shape[axis].value:
+                names.setdefault(shape[axis].value, name)
+
+    def named(dim: Any) -> Any:
+        if isinstance(dim, ir.SymbolicDim) and dim.value:
+            return ir.SymbolicDim(renamed_dim(dim.value, names))
+        return dim
+
+    values = [*model.graph.inputs, *model.graph.outputs]
+    values += [v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs]
+    for value in values:
+        if value.shape is not None:
+            value.shape = ir.Shape([named(dim) for dim in value.shape])

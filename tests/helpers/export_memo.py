@@ -134,14 +134,19 @@ class ExportMemo:
                 made = self.folder / f"{model_key(model, fmt, example, names, section)}.onnx"
             except Unkeyed:
                 return export(*arguments)
+            said = made.with_suffix(".note")  # what the export said for the log, if anything
             if made.exists():
                 Path(target).write_bytes(made.read_bytes())
-                return None
-            export(*arguments)
+                return said.read_text() if said.exists() else None
+            note = export(*arguments)
             if not data_file(Path(target)).exists():
+                if note:  # written before the model: a reader that finds the model finds it
+                    partial = said.with_suffix(f".{os.getpid()}.notepart")
+                    partial.write_text(note)
+                    partial.replace(said)
                 partial = made.with_suffix(f".{os.getpid()}.part")
                 partial.write_bytes(Path(target).read_bytes())
                 partial.replace(made)
-            return None
+            return note
 
         return export_once

@@ -55,30 +55,39 @@ def causal_lm(kind: str) -> nn.Module:
     return transformers.LlamaForCausalLM(config).eval()
 
 
-def step_example(layers: int, kv_heads: int, head_dim: int, fixed: tuple[str, ...] = ()):
+def step_example(
+    layers: int, kv_heads: int, head_dim: int, fixed: tuple[str, ...] = (),
+    positions: int | None = None,
+):  # fmt: skip
     """(arguments, dynamic_shapes) of a step of 3 tokens after a cache of 2, at batch 2 (lengths
     of 2 or more: torch.export specialises 0 and 1); `fixed`: axes left static, of "batch",
-    "sequence", "total", "past"."""
+    "sequence", "total", "past"; `positions`: the mask's length bounded at that (the docs' Dim
+    max, how a program tells its positions)."""
     ids = torch.randint(0, VOCAB, (2, 3))
     past = [torch.randn(2, kv_heads, 2, head_dim) for _ in range(2 * layers)]
     mask = torch.ones(2, 5, dtype=torch.int64)
-    positions = torch.arange(2, 5).expand(2, 3).contiguous()
+    steps = torch.arange(2, 5).expand(2, 3).contiguous()
+    bound = positions
 
     def axes(**named: int) -> dict:
         return {axis: STATIC if name in fixed else DYNAMIC for name, axis in named.items()}
 
     tokens = axes(batch=0, sequence=1)
     cache = tuple(axes(batch=0, past=2) for _ in past)
-    return (ids, mask, positions, *past), (tokens, axes(batch=0, total=1), dict(tokens), cache)
+    total = axes(batch=0, total=1)
+    if bound:
+        total[1] = DYNAMIC(max=bound)
+    return (ids, mask, steps, *past), (tokens, total, dict(tokens), cache)
 
 
-def causal_lm_program(kind: str):
-    """A transformers causal LM with its cache, exported as the docs export one."""
+def causal_lm_program(kind: str, positions: int | None = None):
+    """A transformers causal LM with its cache, exported as the docs export one (`positions`:
+    the mask's length bounded at that, as the docs bound it at the config's)."""
     model = causal_lm(kind)
     config = model.config
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = config.hidden_size // config.num_attention_heads
-    args, shapes = step_example(config.num_hidden_layers, heads, head_dim)
+    args, shapes = step_example(config.num_hidden_layers, heads, head_dim, positions=positions)
     return torch.export.export(WithCache(model), args, dynamic_shapes=shapes)
 
 
