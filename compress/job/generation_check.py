@@ -29,10 +29,9 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
 
         cached = is_decoder_graph([n for n, _, _ in graph_declared(model.model)])
     else:
-        from compress.models.program_decoder import is_program_decoder
-        from compress.torch.kv_export import is_decoder
+        from compress.models.program_decoder import is_cached_decoder
 
-        cached = is_decoder(model.model) or is_program_decoder(model.model)
+        cached = is_cached_decoder(model.model)
     fit_generation(wanted, model.path.name, model.format, cached, model.positions)
 
 

@@ -133,6 +133,12 @@ def probe_layout(model: nn.Module, where: str) -> DecoderLayout:
     )
 
 
+def is_decoder(model: object) -> bool:
+    """A model folder's decoder, exported with its cache (DecoderModule); a .pt2's is
+    compress.models.program_decoder's, and is_cached_decoder tells either."""
+    return hasattr(model, "export_arguments") and hasattr(model, "layout")
+
+
 class DecoderModule(FolderModule):
     """A transformers causal LM with its cache as flat tensors (see the module's docstring).
 

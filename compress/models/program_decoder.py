@@ -29,7 +29,12 @@ from torch import nn
 
 from compress.config import InputSpec
 from compress.errors import ModelLoadError, first_line
-from compress.models.decoder import TOKEN_INPUTS, DecoderLayout, positions_from_mask
+from compress.models.decoder import (
+    TOKEN_INPUTS,
+    DecoderLayout,
+    is_decoder,
+    positions_from_mask,
+)
 from compress.models.decoder_graph import MAX_POSITIONS
 from compress.models.hf_module import DEFAULT_TOKENS
 
@@ -280,3 +285,9 @@ class ProgramDecoder(nn.Module):
 
 def is_program_decoder(model: object) -> bool:
     return isinstance(model, ProgramDecoder)
+
+
+def is_cached_decoder(model: object) -> bool:
+    """A torch model compress runs and exports with its key/value cache: a model folder's
+    decoder (compress.models.decoder.DecoderModule) or a decoder program (ProgramDecoder)."""
+    return is_decoder(model) or is_program_decoder(model)

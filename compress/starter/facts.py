@@ -56,6 +56,7 @@ def inspect_model(path: Path) -> ModelFacts:
         program_input_specs,
         torchscript_input_names,
     )
+    from compress.models.program_decoder import is_cached_decoder
     from compress.starter.makeup import onnx_makeup, program_makeup, weights_makeup
 
     check_model_path(path)
@@ -76,7 +77,7 @@ def inspect_model(path: Path) -> ModelFacts:
         specs = onnx_input_specs(model)
         sample = spec_samples(specs, 1) if specs else None
         return _facts(fmt, specs, single, onnx_makeup(model, sample))
-    if fmt == "exported_program" and hasattr(model, "input_specs"):  # a decoder with its cache
+    if is_cached_decoder(model):  # a .pt2 with its cache: fed token ids and a mask
         return _facts(fmt, model.input_specs(), None, program_makeup(model.program))
     if fmt == "exported_program":
         fixed = program_fixed_batch(model)

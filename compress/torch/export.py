@@ -39,8 +39,9 @@ def export_to_onnx(
     import onnx
     import torch
 
+    from compress.models.decoder import is_decoder
     from compress.models.program_decoder import is_program_decoder
-    from compress.torch.kv_export import export_decoder, is_decoder
+    from compress.torch.kv_export import export_decoder
     from compress.torch.program_kv_export import export_program_decoder
 
     if is_program_decoder(model):  # a .pt2 with its cache: the program itself is exported

@@ -34,11 +34,6 @@ TRACE_TOKENS, TRACE_PAST = 3, 2  # the traced step: no axis of length 0 or 1
 DECODE_STEPS = 2  # decode steps checked against torch
 
 
-def is_decoder(model: object) -> bool:
-    """A module compress exports with its cache (compress.models.decoder.DecoderModule)."""
-    return hasattr(model, "export_arguments") and hasattr(model, "layout")
-
-
 def export_decoder(
     module: DecoderModule, example: list[np.ndarray], target: Path, section: ExportSection
 ) -> str:

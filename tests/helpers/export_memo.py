@@ -64,9 +64,9 @@ def model_key(model, fmt: str, example: list[np.ndarray], names: tuple, section)
             digest.update(repr(part).encode())
             digest.update(b"\0")
 
-    from compress.torch.kv_export import is_decoder
+    from compress.models.program_decoder import is_cached_decoder
 
-    if is_decoder(model):  # traced on a step of its own shape, with the cache's names
+    if is_cached_decoder(model):  # exported on a step of its own (or as saved), names its own
         add(fmt, example[0].dtype.str, section.model_dump())
     else:
         add(fmt, [(a.shape, a.dtype.str) for a in example], names, section.model_dump())
