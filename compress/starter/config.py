@@ -42,7 +42,13 @@ def starter_config(
     facts = inspect_model(Path(model_path))
     data = None
     if data_path is not None:
+        if facts.decoder and Path(data_path).suffix.lower() == ".txt":
+            from compress.starter.decoder import program_text
+
+            raise program_text(Path(data_path), name)
         data = starter_data(Path(data_path), config_dir, facts.input_names, facts.inputs)
+    if facts.decoder:
+        return _text(name, facts.format, _program_decoder(facts, data))
     lines = [
         *_model_section(facts),
         *(_given_data(data) if data else _data_section(facts)),
@@ -50,6 +56,22 @@ def starter_config(
         *_export_report_gates(facts, labelled=bool(data and data.labelled)),
     ]
     return _text(name, facts.format, lines)
+
+
+def _program_decoder(facts: ModelFacts, data: StarterData | None) -> list[str]:
+    """A .pt2 decoder's starter: as a folder's decoder (4-bit weights, generation timed within
+    its positions), with no pass that changes the torch model (it is exported as saved)."""
+    from compress.starter.decoder import decoder_passes, decoder_report, program_text_note
+
+    makeup = [f"  # read from the model: {facts.makeup.describe()}"] if facts.makeup else []
+    return [
+        *_model_section(facts),
+        *(_given_data(data) if data else program_text_note(facts.positions)),
+        "passes:",
+        *makeup,
+        *decoder_passes(),
+        *decoder_report(None, facts.positions, needs="model.tokenizer and text in data.eval"),
+    ]
 
 
 def _text(name: str, fmt: str, lines: list[str]) -> str:

@@ -1,10 +1,12 @@
-"""`compress init` on a decoder folder: 4-bit weights judged by perplexity, generation timed.
+"""`compress init` on a decoder (a folder, or a .pt2 with its cache): 4-bit weights judged by
+perplexity, generation timed.
 
 A decoder's cost is generation, where reading the weights sets the speed, so the starter
 proposes quantize.int4 (MatMulNBits) and times a greedy generation over the key/value cache
 (report.generation: a prompt, then new tokens, within the model's positions). With `--data` a
 text file becomes running text in windows (compress.data.text_windows) for calibration and for
-data.eval, judged by perplexity with a budget of a 3% rise.
+data.eval, judged by perplexity with a budget of a 3% rise. A .pt2 holds no tokenizer: its
+starter says how to add the text (`program_text_note`), and text given to --data is refused.
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ def decoder_passes() -> list[str]:
     ]
 
 
-def decoder_report(data: StarterData | None, positions: int | None) -> list[str]:
+def decoder_report(
+    data: StarterData | None, positions: int | None, needs: str = "--data"
+) -> list[str]:
+    """export, report and gates; `needs`: what the commented perplexity budget needs."""
     budget = f"  max_accuracy_drop: {PERPLEXITY_BUDGET}  # perplexity may rise by 3%"
     lines = [
         "export: {opset: 18, dynamic_batch: true}",
@@ -71,6 +76,28 @@ def decoder_report(data: StarterData | None, positions: int | None) -> list[str]
     return lines + [
         "gates:  # a gate that fails makes the run exit 3",
         "  min_size_ratio: 4  # 4-bit weights are ~6x smaller; embeddings and norms are not",
-        budget if data is not None else "  # " + budget.strip() + " (needs --data)",
+        budget if data is not None else "  # " + budget.strip() + f" (needs {needs})",
         "  # min_tokens_per_second: 20  # decode speed at batch 1, on the machine that runs it",
+    ]
+
+
+def program_text(path: Path, name: str) -> DataError:
+    """--data text for a .pt2 decoder, which holds no tokenizer to read it with."""
+    return DataError(
+        f"--data {path}: {name} holds no tokenizer to read text with; run init without --data, "
+        "then set model.tokenizer (the folder the tokenizer was saved to) and data.eval as "
+        "its comments say, or give token ids in an .npz (input_ids, attention_mask)"
+    )
+
+
+def program_text_note(positions: int | None) -> list[str]:
+    """The data section of a .pt2 decoder's starter, without --data: how to judge it."""
+    longest = min(positions or WINDOW, WINDOW)
+    return [
+        "# Perplexity on running text judges a decoder (docs/pages/decoders.md); a .pt2 holds no",
+        "# tokenizer, so name the folder it was saved to, and the text (a .txt, relative to",
+        "# this file), then set report.metric: perplexity and gates.max_accuracy_drop:",
+        "# model: {tokenizer: my-tokenizer}",
+        "# data:",
+        f"#   eval: {{path: text.txt, max_length: {longest}}}",
     ]

@@ -32,6 +32,8 @@ class ModelFacts:
     input_names: list[str] = field(default_factory=list)
     fixed_batch: int | None = None
     makeup: ModelMakeup | None = None  # None: a pickled module is not read without running it
+    decoder: bool = False  # a .pt2 causal LM with its key/value cache
+    positions: int | None = None  # its longest sequence, where the program bounds it
 
     @property
     def convolutional(self) -> bool:
@@ -78,7 +80,9 @@ def inspect_model(path: Path) -> ModelFacts:
         sample = spec_samples(specs, 1) if specs else None
         return _facts(fmt, specs, single, onnx_makeup(model, sample))
     if is_cached_decoder(model):  # a .pt2 with its cache: fed token ids and a mask
-        return _facts(fmt, model.input_specs(), None, program_makeup(model.program))
+        facts = _facts(fmt, model.input_specs(), None, program_makeup(model.program))
+        facts.decoder, facts.positions = True, model.layout.max_positions
+        return facts
     if fmt == "exported_program":
         fixed = program_fixed_batch(model)
         return _facts(fmt, program_input_specs(model), fixed, program_makeup(model))

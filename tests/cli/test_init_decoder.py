@@ -57,3 +57,38 @@ def test_a_decoder_reads_running_text_from_a_txt(hf_folders, tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "w1 w2"}\n')
     result = invoke("init", hf_folders["gpt2"], "--data", tmp_path / "d.jsonl")
     assert result.exit_code == 2 and "a decoder reads running text; give a .txt" in result.stderr
+
+
+def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, tmp_path):
+    import torch
+
+    from tests.helpers.program_decoders import causal_lm_program
+
+    torch.export.save(causal_lm_program("llama", positions=64), tmp_path / "llama.pt2")
+    result = invoke("init", tmp_path / "llama.pt2")
+    assert result.exit_code == 0, result.stderr
+    proposed = yaml.safe_load(result.stdout)
+    assert proposed["passes"] == [{"type": "quantize.int4", "block_size": 32}]  # no pruning
+    assert proposed["report"]["generation"] == {
+        "prompt_tokens": 48,
+        "new_tokens": 16,
+        "batch_sizes": [1],
+    }  # fmt: skip  (the program bounds the mask at 64 positions)
+    assert "# model: {tokenizer: my-tokenizer}" in result.stdout  # how to judge it by perplexity
+    assert "#   eval: {path: text.txt, max_length: 64}" in result.stdout
+    (tmp_path / "text.txt").write_text("\n".join(sentences(10)) + "\n")
+    text = invoke("init", tmp_path / "llama.pt2", "--data", tmp_path / "text.txt")
+    assert text.exit_code == 2 and text.stderr.count("\n") == 1, text.stderr
+    assert "llama.pt2 holds no tokenizer to read text with; run init without --data" in text.stderr
+    out = tmp_path / "toy.yaml"  # the toy program: quick to run
+    assert invoke("init", toy_programs["cache"], "-o", out).exit_code == 0
+    generation = "report.generation={prompt_tokens: 8, new_tokens: 4, min_rounds: 2}"
+    run = invoke(
+        "run", toy_programs["cache"], "-c", out, "-o", tmp_path / "out", "--json",
+        *(arg for setting in QUICK for arg in ("--set", setting)),
+        "--set", generation, "--set", "gates.min_size_ratio=1",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert [s["name"] for s in report["stages"]] == ["baseline", "quantize.int4"]
+    assert report["summary"]["generation"]["tokens_per_second"] > 0
