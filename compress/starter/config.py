@@ -65,12 +65,23 @@ def _program_decoder(facts: ModelFacts, data: StarterData | None) -> list[str]:
 
     makeup = [f"  # read from the model: {facts.makeup.describe()}"] if facts.makeup else []
     return [
-        *_model_section(facts),
-        *(_given_data(data) if data else program_text_note(facts.positions)),
+        *(["model: {}  # fed token ids and a mask, of any length"] if data else []),
+        *(
+            _given_data(data)
+            if data
+            else [*_model_section(facts), *program_text_note(facts.positions)]
+        ),
         "passes:",
         *makeup,
         *decoder_passes(),
-        *decoder_report(None, facts.positions, needs="model.tokenizer and text in data.eval"),
+        *decoder_report(
+            None,
+            facts.positions,
+            needs="model.tokenizer and text in data.eval",
+            metric="agreement  # token ids have no labels: the float model's top-1 per token"
+            if data
+            else "",
+        ),  # fmt: skip
     ]
 
 

@@ -60,9 +60,10 @@ def decoder_passes() -> list[str]:
 
 
 def decoder_report(
-    data: StarterData | None, positions: int | None, needs: str = "--data"
+    data: StarterData | None, positions: int | None, needs: str = "--data", metric: str = ""
 ) -> list[str]:
-    """export, report and gates; `needs`: what the commented perplexity budget needs."""
+    """export, report and gates; `needs`: what the commented perplexity budget needs; `metric`:
+    report.metric's line where the data is not text (token ids)."""
     budget = f"  max_accuracy_drop: {PERPLEXITY_BUDGET}  # perplexity may rise by 3%"
     lines = [
         "export: {opset: 18, dynamic_batch: true}",
@@ -73,6 +74,8 @@ def decoder_report(
     ]
     if data is not None:
         lines.append("  metric: perplexity  # of data.eval's text; a budget is its relative rise")
+    elif metric:
+        lines.append(f"  metric: {metric}")
     return lines + [
         "gates:  # a gate that fails makes the run exit 3",
         "  min_size_ratio: 4  # 4-bit weights are ~6x smaller; embeddings and norms are not",

@@ -22,7 +22,8 @@ taken with care (`fuse_decoder` runs the library's sequence, `optimize_for_ort`,
   quantizer would take as a weight.
 
 transformers 5 computes the rotary angles as a product and the library's pattern reads the
-MatMul transformers 4 used: `rotary_as_matmul` exports it in that form (the same numbers).
+MatMul transformers 4 used: `rotary_as_matmul` exports it in that form (the same numbers), and
+`angles_as_matmul` rewrites a graph already exported with the product (a .pt2's) into it.
 """
 
 from __future__ import annotations

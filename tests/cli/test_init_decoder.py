@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import yaml
 
 from tests.helpers.cli import invoke
@@ -80,8 +81,12 @@ def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, tm
     text = invoke("init", tmp_path / "llama.pt2", "--data", tmp_path / "text.txt")
     assert text.exit_code == 2 and text.stderr.count("\n") == 1, text.stderr
     assert "llama.pt2 holds no tokenizer to read text with; run init without --data" in text.stderr
+    ids = np.arange(5, 53, dtype=np.int64).reshape(6, 8)  # token ids need no tokenizer
+    np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=np.ones_like(ids))
     out = tmp_path / "toy.yaml"  # the toy program: quick to run
-    assert invoke("init", toy_programs["cache"], "-o", out).exit_code == 0
+    given = invoke("init", toy_programs["cache"], "--data", tmp_path / "ids.npz", "-o", out)
+    assert given.exit_code == 0, given.stderr
+    assert yaml.safe_load(out.read_text())["report"]["metric"] == "agreement"
     generation = "report.generation={prompt_tokens: 8, new_tokens: 4, min_rounds: 2}"
     run = invoke(
         "run", toy_programs["cache"], "-c", out, "-o", tmp_path / "out", "--json",
@@ -92,3 +97,4 @@ def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, tm
     report = json.loads(run.stdout)
     assert [s["name"] for s in report["stages"]] == ["baseline", "quantize.int4"]
     assert report["summary"]["generation"]["tokens_per_second"] > 0
+    assert report["stages"][1]["metric"]["name"] == "agreement"
