@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.installed-lint
+SAMPLES_STAMP := $(VENV)/.installed-samples
 
 .PHONY: install browser demo test fuzz lint docs samples bench clean
 
@@ -16,6 +18,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,ray,hf]"  # ray: the batch executor's test runs it; hf: model folders
 	touch $(STAMP)
+
+# What make lint and make docs need (ruff, mypy, mkdocs), and make samples (scikit-learn): not
+# make test's, whose install they would lengthen.
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,hf,lint]"
+	touch $(LINT_STAMP)
+
+$(SAMPLES_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,hf,samples]"
+	touch $(SAMPLES_STAMP)
 
 demo: install
 	$(BIN)/compress run sample_models/digits_cnn.pt2 -c configs/digits-prune-distill-int8.yaml -o out/demo --force
@@ -53,19 +65,19 @@ fuzz: install
 # NO_MKDOCS_2_WARNING quiets mkdocs-material's notice about its successor.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
 
-lint: install
+lint: $(LINT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy  # pyproject.toml's [tool.mypy]: strict on the typed core, default mode elsewhere
 	$(BIN)/python docs/generate.py --check
 	site=$$(mktemp -d) && { $(MKDOCS) -d "$$site"; status=$$?; rm -rf "$$site"; exit $$status; }
 
-docs: install
+docs: $(LINT_STAMP)
 	$(BIN)/python docs/generate.py
 	$(MKDOCS)
 	@echo "the site is in docs/site/ (open docs/site/index.html)"
 
-samples: install
+samples: $(SAMPLES_STAMP)
 	$(BIN)/python sample_models/build.py
 
 # Real pretrained models and photos for the benchmark only (bench/real.py, bench/folders.py):

@@ -3,7 +3,7 @@
 The tests export the same models again and again: the digits CNN program in some 70 runs, the
 tiny LLaMA decoder folder in seven (about 8 s each, most of its test time). `ExportMemo` keeps
 the file the first export of a model wrote, under a key that holds everything the export reads:
-the model's code (a program's or graph module's graph, else the source of each module class),
+the model's code (a program's or graph module's graph, else the source files of each module class),
 its attributes and config, every weight, the format, the inputs' shapes and dtypes, the names
 and the export section. A decoder is traced on a step of its own shape, with its cache's names,
 so for it neither the example's shapes nor the names given are in the key. An export with the
@@ -107,12 +107,21 @@ def _module_parts(module) -> list[object]:
 
 @functools.cache
 def _class_source(kind: type) -> str:
-    """The source of `kind` and of its bases below torch.nn.Module."""
+    """The digest of the source files of `kind` and of its bases below torch.nn.Module (whole
+    files: inspect.getsource parses a module to find one class, 0.1 s in a transformers file)."""
     own = [c for c in kind.__mro__ if c.__module__ not in {"builtins", "torch.nn.modules.module"}]
     try:
-        return "".join(inspect.getsource(c) for c in own)
+        files = sorted({inspect.getsourcefile(c) or "" for c in own})
+        if "" in files:
+            raise TypeError("no source file")
+        return "".join(_file_digest(f) for f in files)
     except (OSError, TypeError) as e:
         raise Unkeyed(f"{kind.__qualname__}: no source") from e
+
+
+@functools.cache
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class ExportMemo:
