@@ -75,7 +75,7 @@ def test_the_plugin_example_of_writing_a_pass_runs(tmp_path):
         "version: 1\n"
         f"data: {{eval: {{path: {SAMPLES / 'digits_eval.npz'}, inputs: [x], labels: y}}}}\n"
         "passes: [{type: weights.round, bits: 3}]\n"
-        "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5}\n"
+        "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.2}\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", RUN_THE_PLUGIN, str(PLUGIN)],

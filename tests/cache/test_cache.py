@@ -96,7 +96,7 @@ def test_a_rerun_carries_the_latency_of_reused_stages_and_times_the_baseline_aga
 ):
     monkeypatch.setattr("compress.measure.latency.CpuWatch", QuietWatch)
     # timing is what this test checks: the default time budget, so that every stage settles
-    settles = TWO_PASSES.replace("max_seconds: 0.5, ", "").replace(
+    settles = TWO_PASSES.replace("max_seconds: 0.2, ", "").replace(
         "warmup_runs: 1}", "warmup_runs: 1, stable_within: 0.9}"
     )
     config = write_config(tmp_path, settles)

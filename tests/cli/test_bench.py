@@ -8,7 +8,7 @@ from tests.helpers.cli import invoke
 from tests.helpers.onnx_builders import small_onnx
 from tests.helpers.paths import SAMPLES
 
-QUICK = ("--set", "report={batch_sizes: [4, 1], min_runs: 5, min_seconds: 0, max_seconds: 0.5}")
+QUICK = ("--set", "report={batch_sizes: [4, 1], min_runs: 5, min_seconds: 0, max_seconds: 0.2}")
 
 
 def test_bench_measures_a_file_and_reports_its_settings(tmp_path):
@@ -24,7 +24,7 @@ def test_bench_measures_a_file_and_reports_its_settings(tmp_path):
     assert (settings["batch_sizes"], settings["warmup_runs"], settings["max_seconds"]) == (
         [4, 1],
         2,
-        0.5,
+        0.2,
     )
     assert settings["input"] == "model.inputs"  # ones shaped like the graph's inputs
     assert measured["environment"]["threads"] == 1
@@ -34,7 +34,7 @@ def test_bench_with_the_run_config_matches_the_reports_final_stage(two_runs):
     out = two_runs[0]
     report = json.loads((out / "report.json").read_text())
     config = out.parent / "config.yaml"
-    result = invoke("bench", out / "model.onnx", "-c", config, "--set", "report.max_seconds=0.5")
+    result = invoke("bench", out / "model.onnx", "-c", config, "--set", "report.max_seconds=0.2")
     assert result.exit_code == 0, result.stderr
     assert "p50 ms" in result.stdout and "data.eval samples" in result.stdout
     result = invoke("bench", out / "model.onnx", "-c", config, "--json")

@@ -32,12 +32,12 @@ _reports = {}
 
 
 # Latency here only has to be measured, not precise (the benchmark checks speed): every stage is
-# timed for its minimum runs rather than half a second per batch size. quantize.auto's recipes
-# keep the recipe's timing: their choice of candidate rests on it. At most half a second per
+# timed for its minimum runs rather than seconds per batch size. quantize.auto's recipes
+# keep the recipe's timing: their choice of candidate rests on it. At most 0.2 s per
 # batch size: under make test the other worker keeps the machine busy, so medians never settle
 # and each batch size would take report.max_seconds' 5 s. Only these --set: the overrides are in
 # model.onnx's provenance, which tests/golden holds byte for byte.
-BRIEF_TIMING = ("--set", "report.min_seconds=0", "--set", "report.max_seconds=0.5")
+BRIEF_TIMING = ("--set", "report.min_seconds=0", "--set", "report.max_seconds=0.2")
 
 
 def recipe_report(config, tmp_path_factory):

@@ -24,7 +24,7 @@ from tests.helpers.hf_folders import sentences
 
 QUICK = (
     "report: {batch_sizes: [4], metric: %s, min_runs: 5, min_seconds: 0, "
-    "max_seconds: 0.5, warmup_runs: 1}\n"
+    "max_seconds: 0.2, warmup_runs: 1}\n"
 )
 
 

@@ -94,7 +94,7 @@ def test_csv_and_image_data_score_a_model_as_npz_does(tmp_path):
         "version: 1\n"
         "data: {eval: {path: eval_images, inputs: [x], image: {size: [8, 8], channels: 1}}}\n"
         "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5, warmup_runs: 1}\n"
+        "max_seconds: 0.2, warmup_runs: 1}\n"
     )
     npz_config = tmp_path / "npz.yaml"
     npz_config.write_text(

@@ -120,7 +120,7 @@ version: 1
 passes:
   - {{type: prune.channels, amount: 0.5}}
 report: {{batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0,
-  max_seconds: 0.5, warmup_runs: 1}}
+  max_seconds: 0.2, warmup_runs: 1}}
 """
 
 

@@ -29,7 +29,7 @@ data:
 passes:
   - type: quantize.static
     per_channel: true
-report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}
+report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1}
 """
 STATE_DICT_CONFIG = CNN_CONFIG.replace(  # the digits CNN given as a state_dict
     "version: 1\n", "version: 1\nmodel: {arch: arch.py:DigitsCNN}\n"

@@ -64,7 +64,7 @@ def one_pass_config(folder: Path, entry: str, name: str) -> Path:
         "  eval: {path: eval.npz, inputs: [x]}\n"
         f"passes:\n  - {entry}\n"
         "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5}\n"
+        "max_seconds: 0.2}\n"
     )
     return path
 
@@ -81,6 +81,6 @@ def static_config(folder: Path, extra: str = "", passes: str = STATIC_PASSES) ->
         + passes
         + extra
         + "report: {batch_sizes: [8], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5, warmup_runs: 1}\n"
+        "max_seconds: 0.2, warmup_runs: 1}\n"
     )
     return path

@@ -9,7 +9,7 @@ from tests.helpers.onnx_builders import small_onnx
 from tests.helpers.paths import SAMPLES
 
 REPORT = (
-    "report: {batch_sizes: [2], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}\n"
+    "report: {batch_sizes: [2], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1}\n"
 )
 
 

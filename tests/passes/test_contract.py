@@ -58,7 +58,7 @@ def test_pass_runs_and_the_model_still_agrees(tmp_path, monkeypatch, name):
         f"  eval: {{path: {data}_eval.npz, inputs: {inputs}}}\n"
         f"passes: {yaml.safe_dump(entry, default_flow_style=True).strip()}\n"
         "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5}\n"
+        "max_seconds: 0.2}\n"
     )
     report = run(SAMPLES / model, write_config(tmp_path, text), tmp_path / "out")
     assert [s.name for s in report.stages] == ["baseline", name]
@@ -91,7 +91,7 @@ def test_dynamic_quantization_leaves_convolutions_in_float_by_default(tmp_path):
     text = (
         "version: 1\ndata: {eval: {path: digits_eval.npz, inputs: [x], labels: y}}\n"
         "passes: [{type: quantize.dynamic}]\n"
-        "report: {batch_sizes: [4], min_runs: 5, min_seconds: 0, max_seconds: 0.5}\n"
+        "report: {batch_sizes: [4], min_runs: 5, min_seconds: 0, max_seconds: 0.2}\n"
     )
     out = tmp_path / "out"
     run(SAMPLES / "digits_cnn.pt2", write_config(tmp_path, text), out)

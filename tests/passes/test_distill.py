@@ -30,7 +30,7 @@ data:
 passes:
   - {{type: prune.channels, amount: 0.5, finetune_epochs: 0}}
   - {{type: distill, {distill}}}
-report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}}
+report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1}}
 """
 _runs: dict[str, tuple] = {}
 
@@ -156,7 +156,7 @@ def test_without_labels_the_student_learns_from_the_teacher_alone(tmp_path):
 
 EVAL_ONLY = (
     "data: {eval: {path: digits_eval.npz, inputs: [x], labels: y}}\n"
-    "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}\n"
+    "report: {batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1}\n"
 )
 
 

@@ -24,7 +24,7 @@ version: 1
   eval: {{path: digits_eval.npz, inputs: [x], labels: y}}
 passes:
   - {{type: {pass_type}, {params}}}
-report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.5, warmup_runs: 1}}
+report: {{batch_sizes: [8], min_runs: 5, min_seconds: 0, max_seconds: 0.2, warmup_runs: 1}}
 """
 
 
@@ -177,7 +177,7 @@ def test_custom_attention_is_named_and_prunes_once_ignored(tmp_path):
         "passes:\n"
         "  - {type: prune.channels, amount: 0.5IGNORE}\n"
         "report: {batch_sizes: [4], metric: agreement, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5}\n"
+        "max_seconds: 0.2}\n"
     )
     model, out = SAMPLES / "text_transformer_state.pt", tmp_path / "a"
     result = run_cli(model, write_config(tmp_path, text.replace("IGNORE", "")), out, "-q")

@@ -54,7 +54,7 @@ def _static_int8(tmp_path, source, attention_masks: bool):
         "  eval: {path: eval.npz, inputs: [x, attention_mask]}\n"
         f"passes: [{{type: quantize.static, attention_masks: {str(attention_masks).lower()}}}]\n"
         "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5}\n"
+        "max_seconds: 0.2}\n"
     )
     out = tmp_path / f"out-{attention_masks}"
     config = write_config(tmp_path, text, f"{attention_masks}.yaml")
@@ -104,7 +104,7 @@ def test_dynamic_int8_clamps_the_mask_and_keeps_nothing_it_would_not_quantize(tm
         "data: {eval: {path: eval.npz, inputs: [x, attention_mask]}}\n"
         "passes: [{type: quantize.dynamic, per_channel: false}]\n"
         "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5}\n"
+        "max_seconds: 0.2}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
     stage = report.final

@@ -64,7 +64,7 @@ def test_static_int8_keeps_smoothquants_mul_in_float(tmp_path):
         "  eval: {path: eval.npz, inputs: [x]}\n"
         "passes: [{type: quantize.static, per_channel: true, smooth_alpha: 0.5}]\n"
         "report: {batch_sizes: [4], metric: cosine, min_runs: 5, min_seconds: 0, "
-        "max_seconds: 0.5}\n"
+        "max_seconds: 0.2}\n"
     )
     report = run_pipeline(source, write_config(tmp_path, text), tmp_path / "out")
     details = report.final.details

@@ -75,7 +75,7 @@ def write_model(tmp_path, arch: str, report: str = "") -> tuple:
         "data:\n  eval: {path: data.npz, inputs: [x], labels: y}\n"
         "passes: [{type: quantize.dynamic}]\n"
         f"report: {{batch_sizes: [4], min_runs: 5, min_seconds: 0, "
-        f"max_seconds: 0.5, warmup_runs: 1{report}}}\n"
+        f"max_seconds: 0.2, warmup_runs: 1{report}}}\n"
     )
     return module, x, tmp_path / "model.pt", config, tmp_path / "out"
 
