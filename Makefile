@@ -47,16 +47,20 @@ browser:
 # then the tests marked serial, alone: they need a quiet machine, or rest on timings a second
 # worker's load would change. `make test TEST_WORKERS=4` on a machine with more cores.
 TEST_WORKERS ?= 2
+# Python caches the bytecode of what the tests import (compress, the tests, pytest's rewritten
+# asserts) even where the environment says not to: every `compress` the tests start as a program
+# compiled the library anew, 2 s of its 15 on this machine, some hundred times a run.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q
 
 test: install browser
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests
-	$(BIN)/python -m pytest -q -m serial tests
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests
+	$(PYTEST) -m serial tests
 
 # The fuzz tests with ten times make test's examples, new ones each run (tests/helpers/fuzz.py).
 FUZZ_TESTS := tests/config/test_fuzz_config.py tests/cli/test_fuzz_commands.py
 
 fuzz: install
-	COMPRESS_FUZZ_SCALE=10 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(FUZZ_TESTS)
+	COMPRESS_FUZZ_SCALE=10 $(PYTEST) -n $(TEST_WORKERS) $(FUZZ_TESTS)
 
 # The docs site (docs/mkdocs.yml): two pages are generated from `compress schema` and
 # `compress passes`. lint fails when a committed one is stale, and builds the site with --strict
