@@ -40,11 +40,8 @@ def export_decoder(
     """Export `module` to `target` (with `target`.data beside it when the weights are too large
     for one file) and check it: onnx.checker, then decode steps against torch. A line for the
     log that says what was fused."""
-    import onnx
-
-    from compress.models import ort_schemas
     from compress.models.onnx_files import needs_external_data
-    from compress.torch.ort_fusions import fuse_decoder, rotary_as_matmul
+    from compress.torch.ort_fusions import fuse_described, rotary_as_matmul
 
     if not section.dynamic_batch:
         raise ConfigError(
@@ -67,9 +64,7 @@ def export_decoder(
                 )  # fmt: skip
             if program is None:  # the dynamo exporter always returns one; the legacy one not
                 raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
-            nodes = len(program.model.graph)
-            counts = fuse_decoder(program.model, layout.max_positions)  # in place: the weights
-            note = fused_note(counts, nodes, len(program.model.graph))
+            note = fuse_described(program.model, layout.max_positions)  # in place: the weights
             program.save(str(target), external_data=external)
             del program  # its copy of the weights (the constant-folded transposes of them)
             gc.collect()  # held in reference cycles: freed now, before the parity sessions
@@ -78,22 +73,23 @@ def export_decoder(
             f"torch -> ONNX export of the decoder with its cache failed: {first_line(e)} (rerun "
             "with --debug for the traceback)"
         ) from e
-    try:
-        ort_schemas.register()  # SimplifiedLayerNormalization
-        onnx.checker.check_model(str(target), full_check=True)
-    except Exception as e:
-        raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+    check_fused(target)
     check_decode_parity(module, target, example[0][:2], section.parity_atol)
     return note
 
 
-def fused_note(counts: dict[str, int], before: int, after: int) -> str:
-    """What fuse_decoder made of a graph, for the log."""
-    from compress.torch.ort_fusions import FUSED_OPS
+def check_fused(target: Path) -> None:
+    """onnx.checker on an exported decoder, which knows ONNX Runtime's ONNX-domain operators
+    (SimplifiedLayerNormalization) the fusions wrote."""
+    import onnx
 
-    made = ", ".join(f"{counts[op]} {op}" for op in FUSED_OPS if counts.get(op))
-    made = made or "no fused operator"
-    return f"fused for ONNX Runtime: {made} ({before} -> {after} nodes)"
+    from compress.models import ort_schemas
+
+    try:
+        ort_schemas.register()
+        onnx.checker.check_model(str(target), full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
 
 
 def _shapes(layout: DecoderLayout) -> tuple:

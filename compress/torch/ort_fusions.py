@@ -82,7 +82,7 @@ def fuse_decoder(model: Any, max_positions: int | None) -> dict[str, int]:
     from onnxscript.rewriter.ort_fusions import _core as ort
     from onnxscript.rewriter.ort_fusions import shape_optimization
 
-    _same_sums(model)
+    rename_dims(model, {})
     rewrite(model, [ort._gemm_to_matmul_add.gemm_to_matmul_add_rule])
     common.ShapeInferencePass()(model)  # the library's _pre_optimize, but for its first
     shape_optimization.rules.apply_to_model(model)  # optimize(): the exporter's ran just before
@@ -121,16 +121,27 @@ def fuse_decoder(model: Any, max_positions: int | None) -> dict[str, int]:
     return counts
 
 
-def _same_sums(model: Any) -> None:
-    """One name for one length: torch.export writes the cache's total length as
-    `past_sequence + sequence` on some values and `sequence + past_sequence` on others, and the
-    fusions compare shapes by name (one layer in two was left unfused)."""
+def fuse_described(model: Any, max_positions: int | None) -> str:
+    """fuse_decoder, and a line for the log that says what it made of the graph."""
+    before = len(model.graph)
+    counts = fuse_decoder(model, max_positions)
+    made = ", ".join(f"{counts[op]} {op}" for op in FUSED_OPS if counts.get(op))
+    made = made or "no fused operator"
+    return f"fused for ONNX Runtime: {made} ({before} -> {len(model.graph)} nodes)"
+
+
+def rename_dims(model: Any, names: dict[str, str]) -> None:
+    """Rename the symbols of every symbolic dimension in the onnx_ir model by `names`, a sum of
+    them written in one order (renamed_dim). With no names it still gives one name to one
+    length: torch.export writes the cache's total length as `past_sequence + sequence` on some
+    values and `sequence + past_sequence` on others, and the fusions compare shapes by name (one
+    layer in two was left unfused)."""
     import onnx_ir as ir
 
     def named(dim: Any) -> Any:
-        if not isinstance(dim, ir.SymbolicDim) or not dim.value or " + " not in dim.value:
-            return dim
-        return ir.SymbolicDim(renamed_dim(dim.value, {}))
+        if isinstance(dim, ir.SymbolicDim) and dim.value:
+            return ir.SymbolicDim(renamed_dim(dim.value, names))
+        return dim
 
     values = [*model.graph.inputs, *model.graph.outputs]
     values += [v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs]

@@ -31,7 +31,7 @@ from compress.config import ExportSection
 from compress.errors import ConfigError, ExportError, first_line
 from compress.models.decoder_graph import PAST_PREFIX
 from compress.models.program_decoder import ProgramDecoder
-from compress.torch.ort_fusions import renamed_dim
+from compress.torch.ort_fusions import rename_dims
 
 # each input's axes that carry one of the folder export's names
 AXES = {
@@ -47,13 +47,11 @@ def export_program_decoder(
 ) -> str:
     """Export the decoder program to `target` and check it (see the module's docstring); a line
     for the log that says what was fused."""
-    import onnx
     import torch
 
-    from compress.models import ort_schemas
     from compress.models.onnx_files import needs_external_data
-    from compress.torch.kv_export import check_decode_parity, fused_note
-    from compress.torch.ort_fusions import angles_as_matmul, fuse_decoder
+    from compress.torch.kv_export import check_decode_parity, check_fused
+    from compress.torch.ort_fusions import angles_as_matmul, fuse_described
 
     if not section.dynamic_batch:
         raise ConfigError(
@@ -71,12 +69,10 @@ def export_program_decoder(
             )  # fmt: skip
             if program is None:
                 raise ExportError("torch.onnx.export (dynamo) returned no ONNX program")
-            nodes = len(program.model.graph)
             name_axes(program.model)
             if positions := layout.max_positions:  # the table's size: else no RotaryEmbedding
                 angles_as_matmul(program.model)
-            counts = fuse_decoder(program.model, positions)  # in place: the program's weights
-            note = fused_note(counts, nodes, len(program.model.graph))
+            note = fuse_described(program.model, positions)  # in place: the program's weights
             angles = {"Cos", "Sin"} & {node.op_type for node in program.model.graph}
             program.save(str(target), external_data=needs_external_data(module))
             del program  # its copy of the weights, held in reference cycles: freed before the
@@ -86,11 +82,7 @@ def export_program_decoder(
             f"torch -> ONNX export of the decoder program with its cache failed: {first_line(e)} "
             "(rerun with --debug for the traceback)"
         ) from e
-    try:
-        ort_schemas.register()  # SimplifiedLayerNormalization
-        onnx.checker.check_model(str(target), full_check=True)
-    except Exception as e:
-        raise ExportError(f"the exported ONNX model fails onnx.checker: {first_line(e)}") from e
+    check_fused(target)
     check_decode_parity(module, target, example[0][:2], section.parity_atol)  # type: ignore[arg-type]
     if angles:  # rotary angles still computed from the position ids
         why = (
@@ -117,14 +109,4 @@ def name_axes(model: Any) -> None:
         for axis, name in AXES.get(key, {}).items():
             if axis < len(shape) and isinstance(shape[axis], ir.SymbolicDim) and shape[axis].value:
                 names.setdefault(shape[axis].value, name)
-
-    def named(dim: Any) -> Any:
-        if isinstance(dim, ir.SymbolicDim) and dim.value:
-            return ir.SymbolicDim(renamed_dim(dim.value, names))
-        return dim
-
-    values = [*model.graph.inputs, *model.graph.outputs]
-    values += [v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs]
-    for value in values:
-        if value.shape is not None:
-            value.shape = ir.Shape([named(dim) for dim in value.shape])
+    rename_dims(model, names)
