@@ -225,7 +225,7 @@ def _load_onnx(path: Path):
         # checked from the file, before the weights are read: checking the loaded ModelProto
         # serializes a second copy of them (and fails past protobuf's 2 GB); ONNX Runtime's
         # RMSNorm (a decoder compress exports has it) counts as an operator
-        ort_schemas.register()
+        ort_schemas.register_for(proto)
         onnx.checker.check_model(str(path))
         onnx.load_external_data_for_model(proto, str(path.parent))
     except Exception as e:
