@@ -97,7 +97,7 @@ def _module_parts(module) -> list[object]:
     if any(getattr(module, hooks, None) for hooks in _HOOKS):
         raise Unkeyed("hooks")
     kind = type(module)
-    code = module.code if isinstance(module, torch.fx.GraphModule) else _class_source(kind)
+    code = module.code if isinstance(module, torch.fx.GraphModule) else _class_files(kind)
     attributes = sorted((k, repr(v)) for k, v in vars(module).items() if k not in _MODULE_INTERNALS)
     config = getattr(module, "config", None)
     settings = config.to_json_string() if hasattr(config, "to_json_string") else None
@@ -106,7 +106,7 @@ def _module_parts(module) -> list[object]:
 
 
 @functools.cache
-def _class_source(kind: type) -> str:
+def _class_files(kind: type) -> str:
     """The digest of the source files of `kind` and of its bases below torch.nn.Module (whole
     files: inspect.getsource parses a module to find one class, 0.1 s in a transformers file)."""
     own = [c for c in kind.__mro__ if c.__module__ not in {"builtins", "torch.nn.modules.module"}]
