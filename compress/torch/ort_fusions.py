@@ -132,7 +132,7 @@ def fuse_described(model: Any, max_positions: int | None) -> str:
 
 def rename_dims(model: Any, names: dict[str, str]) -> None:
     """Rename the symbols of every symbolic dimension in the onnx_ir model by `names`, a sum of
-    them written in one order (renamed_dim). With no names it still gives one name to one
+    them written in one order (_renamed_dim). With no names it still gives one name to one
     length: torch.export writes the cache's total length as `past_sequence + sequence` on some
     values and `sequence + past_sequence` on others, and the fusions compare shapes by name (one
     layer in two was left unfused)."""
@@ -140,7 +140,7 @@ def rename_dims(model: Any, names: dict[str, str]) -> None:
 
     def named(dim: Any) -> Any:
         if isinstance(dim, ir.SymbolicDim) and dim.value:
-            return ir.SymbolicDim(renamed_dim(dim.value, names))
+            return ir.SymbolicDim(_renamed_dim(dim.value, names))
         return dim
 
     values = [*model.graph.inputs, *model.graph.outputs]
@@ -152,7 +152,7 @@ def rename_dims(model: Any, names: dict[str, str]) -> None:
                 value.shape = ir.Shape(dims)
 
 
-def renamed_dim(expression: str, names: dict[str, str]) -> str:
+def _renamed_dim(expression: str, names: dict[str, str]) -> str:
     """A symbolic dimension with its symbols renamed by `names`: a sum of symbols sorted
     (`s69 + s70` -> `past_sequence + sequence`), anything else renamed in place."""
     terms = expression.split(" + ")
