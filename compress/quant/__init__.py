@@ -33,4 +33,6 @@ What the int8 passes share:
 - module_names   the torch module each node came from (rankings and reports name it), and
                  `exclude` lists of node names, op types, module names and globs
 - analysis       what `compress analyze` computes: the int8 sensitivity ranking of a model
+- ort_tools      ONNX Runtime's `onnxruntime.tools` imported without torch (its pre-processing
+                 would load torch into every int8 run on an ONNX model)
 """

@@ -23,7 +23,7 @@ from compress.passes.base import (
     PassResult,
 )
 from compress.passes.registry import register
-from compress.quant import recovery
+from compress.quant import ort_tools, recovery
 from compress.quant.fallback import (
     Fallback,
     QuantizeJob,
@@ -57,6 +57,7 @@ def preprocess(source: Path, target: Path, ctx: PassContext) -> Path:
 def _preprocess(source: Path, target: Path, ctx: PassContext) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    ort_tools.import_without_torch()
     external = {}
     if keeps_external_data(source):  # its weights may be past protobuf's 2 GiB
         external = {
