@@ -16,6 +16,7 @@ from compress.sweep.pareto import Point, best, front
 from tests.helpers.batch import fewer_samples, misbehaving_model
 from tests.helpers.cli import assert_refused, invoke
 from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.onnx_builders import small_onnx
 from tests.helpers.paths import ROOT, SAMPLES
 
 VARY = "passes[0].per_channel=true,false"
@@ -189,10 +190,12 @@ def test_the_sweeps_own_process_checks_the_model_without_importing_torch(tmp_pat
 
 
 def test_a_sweep_runs_its_variants_as_tasks_on_a_local_ray_runtime(tmp_path, stage_cache):
-    """Ray's workers share the stage cache as local ones do: the baseline is computed once."""
+    """Ray's workers share the stage cache as local ones do: the baseline is computed once. An
+    ONNX model: Ray's own start is most of the time, its jobs need not import torch too."""
     config = write_config(tmp_path, CNN_CONFIG)
     out = tmp_path / "o"
-    command = [sys.executable, "-m", "compress_cli", "sweep", str(SAMPLES / "digits_cnn.pt2")]
+    model = small_onnx(tmp_path / "in.onnx")
+    command = [sys.executable, "-m", "compress_cli", "sweep", str(model)]
     command += ["-c", str(config), "-o", str(out), "--vary", VARY, "--executor", "ray", "-j", "2"]
     command += ["--json"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
