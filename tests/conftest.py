@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -20,28 +19,6 @@ def no_stage_cache():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMPRESS_NO_CACHE", "1")
         patch.delenv("COMPRESS_CACHE_DIR", raising=False)
-        yield
-
-
-@pytest.fixture(scope="session", autouse=True)
-def torchlib_read_once():
-    """The dynamo exporter rebuilds its table of ONNX functions from torchlib's Python source at
-    every export (about 1 s of CPU, a quarter of a small run; the tests export hundreds of times
-    in this process), and then its registry of them by opset (0.26 s, a quarter of a small
-    CNN's export): make each once. Both depend on the installed onnxscript and the opset only,
-    and compress registers no custom ops in them, so the models are the same (tests/golden
-    holds that); runs in child processes are left as they are."""
-    import importlib
-
-    from torch.onnx._internal._lazy_import import onnxscript_apis
-    from torch.onnx._internal.exporter import _registration
-
-    apis = importlib.import_module(onnxscript_apis._name)
-    registry = _registration.ONNXRegistry
-    built = functools.cache(registry.from_torchlib.__func__)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(apis, "get_torchlib_ops", functools.cache(apis.get_torchlib_ops))
-        patch.setattr(registry, "from_torchlib", classmethod(built))
         yield
 
 

@@ -79,6 +79,8 @@ def preload() -> None:
         for name in PRELOAD:
             with contextlib.suppress(Exception):
                 importlib.import_module(name)
+        with contextlib.suppress(Exception):  # the exporter's table, read once for every job
+            importlib.import_module("compress.torch.torchlib_once").read_once(now=True)
 
 
 def serve(channel: socket.socket) -> None:

@@ -43,7 +43,9 @@ def export_to_onnx(
     from compress.models.program_decoder import is_program_decoder
     from compress.torch.kv_export import export_decoder
     from compress.torch.program_kv_export import export_program_decoder
+    from compress.torch.torchlib_once import read_once
 
+    read_once()
     if is_program_decoder(model):  # a .pt2 with its cache: the program itself is exported
         return export_program_decoder(model, example, target, section)
     if is_decoder(model):  # its own inputs and outputs: the cache's
