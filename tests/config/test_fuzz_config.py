@@ -21,8 +21,8 @@ from tests.helpers.cli import invoke
 from tests.helpers.fuzz import FUZZ, KEYS, PLAUSIBLE_TEXT, VALUES, examples, override_texts
 from tests.helpers.paths import CONFIGS, ROOT
 
-VALIDATE_EXAMPLES = examples(400)
-RUN_EXAMPLES = examples(200)
+VALIDATE_EXAMPLES = examples(200)
+RUN_EXAMPLES = examples(100)
 
 # Each recipe with the model its header says it runs on; paths made absolute so that a mutated
 # copy can be written anywhere.
