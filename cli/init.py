@@ -24,6 +24,12 @@ def init(
         "inputs), a .csv, a folder of images, or text for a model folder (.txt: one example "
         "per line, .jsonl, .csv); checked against the model.",
     ),
+    tokenizer: Path | None = typer.Option(
+        None,
+        "--tokenizer",
+        help="For a .pt2 language model: the folder its tokenizer was saved to "
+        "(save_pretrained); --data text is read with it and judged by perplexity.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace FILE if it exists."),
     debug: Debug = False,
     trust_remote_code: TrustRemoteCode = False,
@@ -33,8 +39,8 @@ def init(
     Its inputs are read from the model where it tells them (ONNX, .pt2, a model folder); TODO
     comments say what to fill in where it does not. The passes fit what the model is made of:
     static int8 for a convolutional model (it needs calibration data: --data fills it in),
-    quantize.auto for a model folder's encoder or classifier given --data, dynamic int8
-    otherwise.
+    quantize.auto for a model folder's encoder or classifier given --data, 4-bit weights judged
+    by perplexity for a language model, dynamic int8 otherwise.
     """
     with reported_errors(debug):
         from compress.job.outdir import check_output_file
@@ -45,9 +51,10 @@ def init(
         if out is not None:
             read = [InputFile("the model", model)]
             read += [InputFile("--data", data)] if data is not None else []
+            read += [InputFile("--tokenizer", tokenizer)] if tokenizer is not None else []
             check_output_file(out, force, read)
         config_dir = out.parent if out is not None else Path.cwd()
-        text = starter_config(model, data, config_dir, trust_remote_code)
+        text = starter_config(model, data, config_dir, trust_remote_code, tokenizer)
         if data is not None:
             check_starter_runs(model, text, config_dir, data, trust_remote_code)
         if out is None:

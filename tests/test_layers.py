@@ -29,7 +29,6 @@ KNOWN_CIRCLES = [
     ],
     ["compress.quant.fallback", "compress.quant.ranking"],
     ["compress.report.html", "compress.report.sensitivity"],
-    ["compress.starter.config", "compress.starter.folder"],
     ["compress.sweep.render", "compress.sweep.runner"],
     ["compress.torch.head_pruning", "compress.torch.program_attention"],
 ]

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from compress.models import detect_format
-from compress.starter.data import CALIBRATION_LIMIT, StarterData, starter_data
+from compress.starter.data import CALIBRATION_LIMIT, StarterData, flow, relative_to, starter_data
 from compress.starter.facts import KINDS, ModelFacts, inspect_model
 
 RUNNABLE = ("onnx", "exported_program", "torchscript", "hf_folder")  # starters that run as written
@@ -28,24 +26,35 @@ def starter_config(
     data_path: Path | None = None,
     config_dir: Path = Path(),
     trust_remote_code: bool = False,
+    tokenizer_path: Path | None = None,
 ) -> str:
     """The commented YAML for `model_path`; with `data_path`, its data sections use that data
     (paths written relative to `config_dir`, where the config will be). A model folder's own
-    code runs only with `trust_remote_code`."""
+    code runs only with `trust_remote_code`. `tokenizer_path`: the folder of a .pt2 decoder's
+    tokenizer, which reads text given as data."""
     name = Path(model_path).name
     if Path(model_path).is_dir():
         from compress.starter.folder import folder_data, folder_facts, folder_starter
 
+        _no_tokenizer_option(tokenizer_path, "a model folder's own tokenizer is used")
         found = folder_facts(Path(model_path), trust_remote_code)
         given = folder_data(found, Path(data_path), config_dir) if data_path else None
         return _text(name, "hf_folder", folder_starter(found, given))
     facts = inspect_model(Path(model_path))
+    if not facts.decoder:
+        _no_tokenizer_option(tokenizer_path, f"{name} is not a language model with a cache")
+    if facts.decoder and data_path is not None and Path(data_path).suffix.lower() == ".txt":
+        from compress.starter.decoder import program_decoder_text, program_text
+
+        if tokenizer_path is None:
+            raise program_text(Path(data_path), name)
+        text = program_decoder_text(
+            Path(data_path), config_dir, Path(tokenizer_path), facts.positions, trust_remote_code
+        )
+        tokenizer = relative_to(Path(tokenizer_path), config_dir)
+        return _text(name, facts.format, _program_decoder(facts, None, text, tokenizer))
     data = None
     if data_path is not None:
-        if facts.decoder and Path(data_path).suffix.lower() == ".txt":
-            from compress.starter.decoder import program_text
-
-            raise program_text(Path(data_path), name)
         data = starter_data(Path(data_path), config_dir, facts.input_names, facts.inputs)
     if facts.decoder:
         return _text(name, facts.format, _program_decoder(facts, data))
@@ -58,12 +67,33 @@ def starter_config(
     return _text(name, facts.format, lines)
 
 
-def _program_decoder(facts: ModelFacts, data: StarterData | None) -> list[str]:
+def _program_decoder(
+    facts: ModelFacts,
+    data: StarterData | None,
+    text: StarterData | None = None,
+    tokenizer: str | None = None,
+) -> list[str]:
     """A .pt2 decoder's starter: as a folder's decoder (4-bit weights, generation timed within
-    its positions), with no pass that changes the torch model (it is exported as saved)."""
-    from compress.starter.decoder import decoder_passes, decoder_report, program_text_note
+    its positions), with no pass that changes the torch model (it is exported as saved).
+    `data`: token ids; `text`: running text, read with the tokenizer in the folder `tokenizer`."""
+    from compress.starter.decoder import (
+        decoder_passes,
+        decoder_report,
+        program_text_note,
+        text_data,
+    )
 
     makeup = [f"  # read from the model: {facts.makeup.describe()}"] if facts.makeup else []
+    if text is not None and tokenizer is not None:
+        return [
+            "model:  # reads data.eval's text with this tokenizer (relative to this file)",
+            f"  tokenizer: {flow(tokenizer)}",
+            *text_data(text),
+            "passes:",
+            *makeup,
+            *decoder_passes(),
+            *decoder_report(text, facts.positions),
+        ]
     return [
         *(["model: {}  # fed token ids and a mask, of any length"] if data else []),
         *(
@@ -85,6 +115,13 @@ def _program_decoder(facts: ModelFacts, data: StarterData | None) -> list[str]:
     ]
 
 
+def _no_tokenizer_option(tokenizer_path: Path | None, why: str) -> None:
+    if tokenizer_path is not None:
+        from compress.errors import InputError
+
+        raise InputError(f"--tokenizer: only a .pt2 language model takes one ({why}); leave it out")
+
+
 def _text(name: str, fmt: str, lines: list[str]) -> str:
     """The starter: a header naming the model and the commands, then `lines`."""
     header = [
@@ -95,12 +132,6 @@ def _text(name: str, fmt: str, lines: list[str]) -> str:
         "version: 1",
     ]
     return "\n".join(header + lines) + "\n"
-
-
-def flow(value: object) -> str:
-    """A value as one line of YAML (names with odd characters get quoted)."""
-    text: str = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000)
-    return text.strip()
 
 
 def _model_section(facts: ModelFacts) -> list[str]:

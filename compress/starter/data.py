@@ -44,9 +44,21 @@ def starter_data(path: Path, config_dir: Path, input_names: list[str], inputs) -
     readers = {"npz": _npz_source, "csv": _csv_source, "images": _image_source}
     source = readers[kind](path, input_names, inputs)
     labelled = kind == "images" or "labels" in source
-    # abspath, not resolve: a symlinked data file is named as the user named it
-    where = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(config_dir)))
-    return StarterData({"path": where.as_posix(), **source}, labelled)
+    return StarterData({"path": relative_to(path, config_dir), **source}, labelled)
+
+
+def flow(value: object) -> str:
+    """A value as one line of YAML (names with odd characters get quoted)."""
+    import yaml
+
+    text: str = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000)
+    return text.removesuffix("\n...\n").strip()  # a plain scalar ends its document there
+
+
+def relative_to(path: Path, config_dir: Path) -> str:
+    """`path` as a config in `config_dir` names it (abspath, not resolve: a symlinked file is
+    named as the user named it)."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(config_dir))).as_posix()
 
 
 def _npz_source(path: Path, input_names: list[str], inputs) -> dict[str, Any]:

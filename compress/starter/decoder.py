@@ -5,18 +5,18 @@ A decoder's cost is generation, where reading the weights sets the speed, so the
 proposes quantize.int4 (MatMulNBits) and times a greedy generation over the key/value cache
 (report.generation: a prompt, then new tokens, within the model's positions). With `--data` a
 text file becomes running text in windows (compress.data.text_windows) for calibration and for
-data.eval, judged by perplexity with a budget of a 3% rise. A .pt2 holds no tokenizer: its
-starter says how to add the text (`program_text_note`), and text given to --data is refused.
+data.eval, judged by perplexity with a budget of a 3% rise. A .pt2 holds no tokenizer: text
+given to --data is read with the one `--tokenizer` names (written to model.tokenizer), and
+refused without it; without --data its starter says how to add the text (`program_text_note`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from compress.config import GenerationSection
 from compress.errors import DataError
-from compress.starter.data import StarterData
+from compress.starter.data import CALIBRATION_LIMIT, StarterData, flow, relative_to
 
 WINDOW = 128  # tokens per window of the eval text, when the model has that many positions
 PERPLEXITY_BUDGET = 0.03  # a 3% rise
@@ -35,8 +35,26 @@ def decoder_text(path: Path, config_dir: Path, tokenizer, positions: int | None)
             "none; save the tokenizer into the folder (tokenizer.save_pretrained)"
         )
     longest = min(n for n in (positions, tokenizer.max_length, WINDOW) if n)
-    where = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(config_dir)))
-    return StarterData({"path": where.as_posix(), "max_length": longest}, labelled=False)
+    return StarterData({"path": relative_to(path, config_dir), "max_length": longest}, False)
+
+
+def program_decoder_text(
+    path: Path, config_dir: Path, tokenizer_dir: Path, positions: int | None, trust: bool
+) -> StarterData:
+    """--data text for a .pt2 decoder, read with the tokenizer saved in `tokenizer_dir`."""
+    from compress.models.hf_tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir, trust, "--tokenizer")
+    return decoder_text(path, config_dir, tokenizer, positions)
+
+
+def text_data(data: StarterData) -> list[str]:
+    """The data section of a decoder's starter from --data text."""
+    return [
+        "data:  # from `compress init --data`: one running text in windows of max_length",
+        f"  calibration: {flow(data.source | {'limit': CALIBRATION_LIMIT})}",
+        f"  eval: {flow(data.source)}  # windows overlap by half (data.eval.stride)",
+    ]
 
 
 def generation(positions: int | None) -> str:
@@ -85,11 +103,11 @@ def decoder_report(
 
 
 def program_text(path: Path, name: str) -> DataError:
-    """--data text for a .pt2 decoder, which holds no tokenizer to read it with."""
+    """--data text for a .pt2 decoder given without --tokenizer: it holds none to read it with."""
     return DataError(
-        f"--data {path}: {name} holds no tokenizer to read text with; run init without --data, "
-        "then set model.tokenizer (the folder the tokenizer was saved to) and data.eval as "
-        "its comments say, or give token ids in an .npz (input_ids, attention_mask)"
+        f"--data {path}: {name} holds no tokenizer to read text with; add --tokenizer FOLDER "
+        "(where the tokenizer was saved), or give token ids in an .npz (input_ids, "
+        "attention_mask)"
     )
 
 
@@ -99,7 +117,8 @@ def program_text_note(positions: int | None) -> list[str]:
     return [
         "# Perplexity on running text judges a decoder (docs/pages/decoders.md); a .pt2 holds no",
         "# tokenizer, so name the folder it was saved to, and the text (a .txt, relative to",
-        "# this file), then set report.metric: perplexity and gates.max_accuracy_drop:",
+        "# this file), then set report.metric: perplexity and gates.max_accuracy_drop (or run",
+        "# compress init again with --data TEXT.txt --tokenizer FOLDER):",
         "# model: {tokenizer: my-tokenizer}",
         "# data:",
         f"#   eval: {{path: text.txt, max_length: {longest}}}",

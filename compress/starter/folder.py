@@ -14,7 +14,6 @@ tokenizer, its max_length chosen so that 95% of the examples fit.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from compress.errors import DataError
-from compress.starter.data import CALIBRATION_LIMIT, LABEL_NAMES, StarterData, starter_data
-from compress.starter.decoder import (
-    decoder_passes,
-    decoder_report,
-    decoder_text,
+from compress.starter.data import (
+    CALIBRATION_LIMIT,
+    LABEL_NAMES,
+    StarterData,
+    flow,
+    relative_to,
+    starter_data,
 )
+from compress.starter.decoder import decoder_passes, decoder_report, decoder_text, text_data
 from compress.starter.makeup import ModelMakeup, weights_makeup
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
@@ -122,8 +124,7 @@ def _text_source(facts: FolderFacts, path: Path, config_dir: Path) -> StarterDat
     longest = facts.tokenizer.default_length or facts.tokenizer.max_length or 512
     typical = int(np.quantile(lengths, COVERED))
     max_length = min(longest, max(8, 2 ** math.ceil(math.log2(max(typical, 1)))))
-    where = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(config_dir)))
-    written = {"path": where.as_posix(), **fields, "max_length": max_length}
+    written = {"path": relative_to(path, config_dir), **fields, "max_length": max_length}
     return StarterData(written | {"padding": "max_length"}, labelled=labels is not None)
 
 
@@ -160,8 +161,6 @@ def _fields(path: Path) -> dict[str, str]:
 
 def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
     """The YAML lines after `version: 1`."""
-    from compress.starter.config import flow
-
     lines = [
         f"# read from the folder: {facts.described}",
         f"# model.task: {facts.task} (set it to export another head)",
@@ -175,12 +174,7 @@ def folder_starter(facts: FolderFacts, data: StarterData | None) -> list[str]:
             else "# --data FILE (.txt, .jsonl or .csv) gives real text and quantize.auto"
         )
     elif facts.role == "decoder":
-        lines += [
-            "model: {}",
-            "data:  # from `compress init --data`: one running text in windows of max_length",
-            f"  calibration: {flow(data.source | {'limit': CALIBRATION_LIMIT})}",
-            f"  eval: {flow(data.source)}  # windows overlap by half (data.eval.stride)",
-        ]
+        lines += ["model: {}", *text_data(data)]
     else:
         lines.append("model: {}")
         unlabelled = {k: v for k, v in data.source.items() if k != "labels"}

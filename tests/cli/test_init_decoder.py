@@ -1,6 +1,7 @@
 """`compress init` on a decoder folder proposes 4-bit weights judged by perplexity within a
 budget of a 3% rise, with its generation timed within the model's positions; `--data text.txt`
-fills the data, and the config it writes runs."""
+fills the data (for a .pt2, read with the tokenizer `--tokenizer` names), and the config it
+writes runs."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_a_decoder_reads_running_text_from_a_txt(hf_folders, tmp_path):
     assert result.exit_code == 2 and "a decoder reads running text; give a .txt" in result.stderr
 
 
-def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, tmp_path):
+def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, hf_folders, tmp_path):
     import torch
 
     from tests.helpers.program_decoders import causal_lm_program
@@ -80,7 +81,19 @@ def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, tm
     (tmp_path / "text.txt").write_text("\n".join(sentences(10)) + "\n")
     text = invoke("init", tmp_path / "llama.pt2", "--data", tmp_path / "text.txt")
     assert text.exit_code == 2 and text.stderr.count("\n") == 1, text.stderr
-    assert "llama.pt2 holds no tokenizer to read text with; run init without --data" in text.stderr
+    assert "llama.pt2 holds no tokenizer to read text with; add --tokenizer FOLDER" in text.stderr
+    out = tmp_path / "text.yaml"  # the tokenizer the LLaMA folder was saved with
+    arguments = ("--data", tmp_path / "text.txt", "--tokenizer", hf_folders["llama"], "-o", out)
+    read = invoke("init", tmp_path / "llama.pt2", *arguments)
+    assert read.exit_code == 0, read.stderr  # the starter ran on two of the text's windows
+    config = yaml.safe_load(out.read_text())
+    assert (tmp_path / config["model"]["tokenizer"]).resolve() == hf_folders["llama"].resolve()
+    assert config["data"]["eval"] == {"path": "text.txt", "max_length": 64}
+    assert config["report"]["metric"] == "perplexity"
+    assert config["gates"]["max_accuracy_drop"] == 0.03
+    assert invoke("validate", out).exit_code == 0
+    folder = invoke("init", hf_folders["llama"], "--tokenizer", hf_folders["llama"])
+    assert folder.exit_code == 2 and "a model folder's own tokenizer is used" in folder.stderr
     ids = np.arange(5, 53, dtype=np.int64).reshape(6, 8)  # token ids need no tokenizer
     np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=np.ones_like(ids))
     out = tmp_path / "toy.yaml"  # the toy program: quick to run
