@@ -17,9 +17,8 @@ _HELPERS = "onnxruntime.tools.pytorch_export_helpers"
 
 
 def _infer_input_info(*args: object, **kwargs: object) -> object:
-    """The stand-in for the helpers' one export: imports the real module when called."""
-    if isinstance(sys.modules.get(_HELPERS), types.SimpleNamespace):
-        del sys.modules[_HELPERS]
+    """The stand-in for the helpers' one export: imports the real module when called (by then
+    the stand-in has left sys.modules: nothing calls it while the package is imported)."""
     return importlib.import_module(_HELPERS).infer_input_info(*args, **kwargs)
 
 
