@@ -36,23 +36,29 @@ def starter_config(
     if Path(model_path).is_dir():
         from compress.starter.folder import folder_data, folder_facts, folder_starter
 
-        _no_tokenizer_option(tokenizer_path, "a model folder's own tokenizer is used")
+        _unused_tokenizer(tokenizer_path, "a model folder's own tokenizer is used; leave it out")
         found = folder_facts(Path(model_path), trust_remote_code)
         given = folder_data(found, Path(data_path), config_dir) if data_path else None
         return _text(name, "hf_folder", folder_starter(found, given))
     facts = inspect_model(Path(model_path))
+    text_file = Path(data_path) if data_path and Path(data_path).suffix.lower() == ".txt" else None
     if not facts.decoder:
-        _no_tokenizer_option(tokenizer_path, f"{name} is not a language model with a cache")
-    if facts.decoder and data_path is not None and Path(data_path).suffix.lower() == ".txt":
+        why = f"{name} is not a language model with a cache"
+        _unused_tokenizer(
+            tokenizer_path, f"only a .pt2 language model takes one ({why}); leave it out"
+        )
+    elif text_file is None:
+        _unused_tokenizer(tokenizer_path, "it reads text given to --data: add --data TEXT.txt")
+    else:
         from compress.starter.decoder import program_decoder_text, program_text
 
         if tokenizer_path is None:
-            raise program_text(Path(data_path), name)
+            raise program_text(text_file, name)
         text = program_decoder_text(
-            Path(data_path), config_dir, Path(tokenizer_path), facts.positions, trust_remote_code
+            text_file, config_dir, Path(tokenizer_path), facts.positions, trust_remote_code
         )
         tokenizer = relative_to(Path(tokenizer_path), config_dir)
-        return _text(name, facts.format, _program_decoder(facts, None, text, tokenizer))
+        return _text(name, facts.format, _program_decoder_text(facts, text, tokenizer))
     data = None
     if data_path is not None:
         data = starter_data(Path(data_path), config_dir, facts.input_names, facts.inputs)
@@ -67,33 +73,11 @@ def starter_config(
     return _text(name, facts.format, lines)
 
 
-def _program_decoder(
-    facts: ModelFacts,
-    data: StarterData | None,
-    text: StarterData | None = None,
-    tokenizer: str | None = None,
-) -> list[str]:
+def _program_decoder(facts: ModelFacts, data: StarterData | None) -> list[str]:
     """A .pt2 decoder's starter: as a folder's decoder (4-bit weights, generation timed within
-    its positions), with no pass that changes the torch model (it is exported as saved).
-    `data`: token ids; `text`: running text, read with the tokenizer in the folder `tokenizer`."""
-    from compress.starter.decoder import (
-        decoder_passes,
-        decoder_report,
-        program_text_note,
-        text_data,
-    )
+    its positions), with no pass that changes the torch model (it is exported as saved)."""
+    from compress.starter.decoder import decoder_passes, decoder_report, program_text_note
 
-    makeup = [f"  # read from the model: {facts.makeup.describe()}"] if facts.makeup else []
-    if text is not None and tokenizer is not None:
-        return [
-            "model:  # reads data.eval's text with this tokenizer (relative to this file)",
-            f"  tokenizer: {flow(tokenizer)}",
-            *text_data(text),
-            "passes:",
-            *makeup,
-            *decoder_passes(),
-            *decoder_report(text, facts.positions),
-        ]
     return [
         *(["model: {}  # fed token ids and a mask, of any length"] if data else []),
         *(
@@ -102,7 +86,7 @@ def _program_decoder(
             else [*_model_section(facts), *program_text_note(facts.positions)]
         ),
         "passes:",
-        *makeup,
+        *_makeup(facts),
         *decoder_passes(),
         *decoder_report(
             None,
@@ -115,11 +99,32 @@ def _program_decoder(
     ]
 
 
-def _no_tokenizer_option(tokenizer_path: Path | None, why: str) -> None:
+def _program_decoder_text(facts: ModelFacts, text: StarterData, tokenizer: str) -> list[str]:
+    """A .pt2 decoder's starter judged by perplexity on `text`, read with the tokenizer saved in
+    the folder `tokenizer` (relative to the config)."""
+    from compress.starter.decoder import decoder_passes, decoder_report, text_data
+
+    return [
+        "model:  # reads data.eval's text with this tokenizer (relative to this file)",
+        f"  tokenizer: {flow(tokenizer)}",
+        *text_data(text),
+        "passes:",
+        *_makeup(facts),
+        *decoder_passes(),
+        *decoder_report(text, facts.positions),
+    ]
+
+
+def _makeup(facts: ModelFacts) -> list[str]:
+    return [f"  # read from the model: {facts.makeup.describe()}"] if facts.makeup else []
+
+
+def _unused_tokenizer(tokenizer_path: Path | None, problem: str) -> None:
+    """Refuse --tokenizer where nothing would read it, rather than drop it unsaid."""
     if tokenizer_path is not None:
         from compress.errors import InputError
 
-        raise InputError(f"--tokenizer: only a .pt2 language model takes one ({why}); leave it out")
+        raise InputError(f"--tokenizer: {problem}")
 
 
 def _text(name: str, fmt: str, lines: list[str]) -> str:

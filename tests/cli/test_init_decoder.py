@@ -94,6 +94,11 @@ def test_init_on_a_decoder_program_proposes_the_decoders_recipe(toy_programs, hf
     assert invoke("validate", out).exit_code == 0
     folder = invoke("init", hf_folders["llama"], "--tokenizer", hf_folders["llama"])
     assert folder.exit_code == 2 and "a model folder's own tokenizer is used" in folder.stderr
+    unread = invoke("init", tmp_path / "llama.pt2", "--tokenizer", hf_folders["llama"])
+    assert unread.exit_code == 2 and "reads text given to --data: add --data" in unread.stderr
+    for bad in (tmp_path / "missing", tmp_path / "text.txt"):  # no folder, a file
+        refused = invoke("init", tmp_path / "llama.pt2", *arguments[:2], "--tokenizer", bad)
+        assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.stderr
     ids = np.arange(5, 53, dtype=np.int64).reshape(6, 8)  # token ids need no tokenizer
     np.savez(tmp_path / "ids.npz", input_ids=ids, attention_mask=np.ones_like(ids))
     out = tmp_path / "toy.yaml"  # the toy program: quick to run
