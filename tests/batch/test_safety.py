@@ -33,7 +33,7 @@ def test_planted_links_are_not_followed_and_a_killed_worker_is_cleaned_up(tmp_pa
 
     # The good models must finish within the timeout on a loaded machine (make test runs two
     # workers); the hanging one sleeps through it, which costs no CPU.
-    arguments = ("-o", out, "--force", "-j", "2", "--trust-pickle", "--timeout-per-model", "20")
+    arguments = ("-o", out, "--force", "-j", "2", "--trust-pickle", "--timeout-per-model", "12")
     result = invoke("batch", models, "-c", config, *arguments, "--json")
     assert result.exit_code == 1, result.stderr
     rows = statuses(json.loads(result.stdout))

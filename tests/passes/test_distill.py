@@ -233,27 +233,20 @@ def compress_command(config, out, *extra):
 
 def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(tmp_path):
     config = write_config(tmp_path, QUICK)
-    piped, quiet = (  # at once: the two runs share nothing
-        subprocess.Popen(
-            compress_command(config, tmp_path / out, *extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for out, extra in (("a", ()), ("b", ("--quiet", "--json")))
-    )
-    piped_err = piped.communicate(timeout=300)[1]
-    quiet_out, quiet_err = quiet.communicate(timeout=300)
-    assert piped.returncode == 0, piped_err
-    lines = [line for line in piped_err.splitlines() if "distill: epoch" in line]
+    piped = subprocess.run(  # a real process: its stderr is a pipe
+        compress_command(config, tmp_path / "a"), capture_output=True, text=True, cwd=ROOT,
+        timeout=300,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    lines = [line for line in piped.stderr.splitlines() if "distill: epoch" in line]
     assert len(lines) == 4 and re.search(r"epoch 4/4, loss [\d.]+, top1 [\d.]+$", lines[-1])
-    assert "\x1b[" not in piped_err and "━" not in piped_err  # no colours, no bar
+    assert "\x1b[" not in piped.stderr and "━" not in piped.stderr  # no colours, no bar
 
-    assert quiet.returncode == 0, quiet_err
-    # no progress, no log; only warnings (timed at once, each run may find the machine busy)
-    assert all(line.startswith("warning: ") for line in quiet_err.splitlines()), quiet_err
-    assert json.loads(quiet_out)["stages"][-1]["details"]["epochs_run"] == 4
+    quiet = run_cli(CNN, config, tmp_path / "b", "--quiet", "--json")
+    assert quiet.exit_code == 0, quiet.stderr
+    # no progress, no log; only warnings (each run may find the machine busy)
+    assert all(line.startswith("warning: ") for line in quiet.stderr.splitlines()), quiet.stderr
+    assert json.loads(quiet.stdout)["stages"][-1]["details"]["epochs_run"] == 4
 
 
 def test_progress_on_a_terminal_is_a_bar_with_loss_and_metric(tmp_path):
