@@ -70,6 +70,11 @@ def test_a_run_publishes_the_weights_beside_model_onnx(hf_folders, tmp_path, sma
     assert np.isfinite(logits(model, tokens)).all()
     report = json.loads(result.stdout)
     assert report["stages"][-1]["name"] == "quantize.int4"
+    # algorithm: auto on a decoder with its cache: symmetric (no zero points to correct for in
+    # its decode steps)
+    assert report["stages"][-1]["details"]["algorithm"] == "rtn_symmetric"
+    nodes = onnx.load(str(model), load_external_data=False).graph.node
+    assert all(len(n.input) < 4 or n.input[3] == "" for n in nodes if n.op_type == "MatMulNBits")
 
 
 def test_a_model_that_fits_leaves_no_stale_data_file(hf_folders, tmp_path, monkeypatch):

@@ -36,6 +36,12 @@ def gemm_model(rng: np.random.Generator) -> onnx.ModelProto:
     )
 
 
+def zero_points(model: onnx.ModelProto) -> set[bool]:
+    """Whether each MatMulNBits node reads zero points (its fourth input)."""
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    return {len(n.input) > 3 and n.input[3] != "" for n in nodes}
+
+
 def test_gemms_become_matmul_plus_bias_with_the_same_outputs():
     rng = np.random.default_rng(0)
     built = gemm_model(rng)
@@ -55,6 +61,8 @@ def test_int4_quantizes_gemm_and_embedding_tables_by_default(tmp_path):
     # the head writes the model's output: 8 bits; accuracy_level: auto timed both levels
     assert bits(written) == {"hidden_Q4": 4, "head_Q8": 8}
     assert details["eight_bit"] == ["head"] and details["four_bit"] == 1
+    # algorithm: auto on a model that is not a decoder with its cache: zero points per block
+    assert details["algorithm"] == "rtn_asymmetric" and zero_points(written) == {True}
     assert details["accuracy_level"] in (0, 4) and "level 0" in details["accuracy_level_timing"]
     assert details["embedding_tables_int8"] == ["table"]
     assert int8_tables(written) == ["table_int8"]
