@@ -58,7 +58,7 @@ INT8, INT4 = ("int8", "[{type: quantize.dynamic}]"), ("int4", "[{type: quantize.
 # default keeps them at 8): shown beside the goals, which are read on the default
 INT4_HEAD4 = ("int4-head4", "[{type: quantize.int4, head_bits: 4}]")
 # int8 dynamic is a point of comparison on the small model; on 0.5B it would add a whole run
-RUNS = {"56m": (INT8, INT4), "0.5b": (INT4, INT4_HEAD4)}
+RUNS = {"56m": (INT8, INT4, INT4_HEAD4), "0.5b": (INT4, INT4_HEAD4)}
 PROMPT, NEW, ROUNDS = 64, 32, 5
 INT4_OVER_FLOAT, INT4_SMALLER, PEAK_OVER_WEIGHTS = 2.5, 6.0, 3.0
 QUICK = "batch_sizes: [1], threads: 1, min_runs: 5, min_seconds: 0, max_seconds: 2"
