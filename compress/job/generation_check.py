@@ -24,10 +24,9 @@ def check_generation(wanted: GenerationSection | None, model: LoadedModel) -> No
     if wanted is None:
         return
     if model.is_onnx:
-        from compress.measure.decoder_feeds import graph_declared
-        from compress.models.decoder_graph import is_decoder_graph
+        from compress.measure.decoder_feeds import is_decoder_proto
 
-        cached = is_decoder_graph([n for n, _, _ in graph_declared(model.model)])
+        cached = is_decoder_proto(model.model)
     else:
         from compress.models.program_decoder import is_cached_decoder
 

@@ -22,13 +22,12 @@ from compress.job.context import Context, input_names_for, load_datasets
 from compress.job.generation_check import check_generation
 from compress.job.preflight import check_batches_fit, check_onnx_data_fits
 from compress.job.text_data import with_tokens
-from compress.measure.decoder_feeds import graph_declared
+from compress.measure.decoder_feeds import is_decoder_proto
 from compress.measure.environment import environment
 from compress.measure.latency import latency_settings, measure_latency
 from compress.measure.size import footprint
 from compress.measure.speed import generation_timing
 from compress.models import detect_format, load_model
-from compress.models.decoder_graph import is_decoder_graph
 from compress.models.hf_folder import is_model_folder
 from compress.models.model_inputs import fixed_batch_sizes, onnx_input_specs
 from compress.passes.recipe import load_recipe, parse_recipe
@@ -64,7 +63,7 @@ def bench_onnx(
     config = _config(config_path, overrides, proto, model_path.name)
     settings = config.config.report
     check_generation(settings.generation, loaded)  # report.generation the file cannot give
-    cached = is_decoder_graph([name for name, _, _ in graph_declared(proto)])
+    cached = is_decoder_proto(proto)
     timed_generation = generation_timing(settings, cached, loaded.positions)
     check_batches_fit(fixed_batch_sizes(proto), settings.batch_sizes)
     # text data: tokenized with model.tokenizer (an ONNX file holds no tokenizer)

@@ -68,13 +68,16 @@ def graph_declared(proto: Any) -> list[Declared]:
     return declared
 
 
+def is_decoder_proto(proto: Any) -> bool:
+    """Whether the ONNX model holds a decoder exported with its key/value cache (its inputs)."""
+    return is_decoder_graph([name for name, _, _ in graph_declared(proto)])
+
+
 def is_decoder_file(path: Path) -> bool:
-    """Whether the ONNX file holds a decoder exported with its key/value cache (its inputs);
-    its weights are not read."""
+    """is_decoder_proto of the ONNX file; its weights are not read."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return is_decoder_graph([name for name, _, _ in graph_declared(proto)])
+    return is_decoder_proto(onnx.load(str(path), load_external_data=False))
 
 
 def decode_step_feed(

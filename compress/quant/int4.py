@@ -272,13 +272,11 @@ def resolved_algorithm(asked: Algorithm | Literal["auto"], proto) -> Algorithm:
     same at 64 rows (ORT 1.2x, this AVX-512 VNNI machine). There, rtn_symmetric, as the GenAI
     builder, NNCF and GPTQ default to; elsewhere rtn_asymmetric, whose codes are closer (cosine
     0.974 against 0.968 on all-MiniLM-L6-v2) at the same speed."""
-    from compress.measure.decoder_feeds import graph_declared
-    from compress.models.decoder_graph import is_decoder_graph
+    from compress.measure.decoder_feeds import is_decoder_proto
 
     if asked != "auto":
         return asked
-    decoder = is_decoder_graph([name for name, _, _ in graph_declared(proto)])
-    return "rtn_symmetric" if decoder else "rtn_asymmetric"
+    return "rtn_symmetric" if is_decoder_proto(proto) else "rtn_asymmetric"
 
 
 def judged_once(

@@ -109,3 +109,9 @@ def bits(model: onnx.ModelProto) -> dict[str, int]:
         for n in model.graph.node
         if n.op_type == "MatMulNBits"
     }
+
+
+def zero_points(model: onnx.ModelProto) -> set[bool]:
+    """Whether each MatMulNBits node reads zero points (its fourth input): asymmetric codes."""
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    return {len(n.input) > 3 and n.input[3] != "" for n in nodes}

@@ -15,7 +15,7 @@ from compress.quant.int4_speed import level_for, unpaired_verdict
 from compress.quant.weight_rewrites import gemms_as_matmul
 from tests.helpers import onnx_builders
 from tests.helpers.cli import assert_refused, invoke, run_cli
-from tests.helpers.int4_models import bits, int8_tables, ops, run_int4
+from tests.helpers.int4_models import bits, int8_tables, ops, run_int4, zero_points
 
 
 def gemm_model(rng: np.random.Generator) -> onnx.ModelProto:
@@ -34,12 +34,6 @@ def gemm_model(rng: np.random.Generator) -> onnx.ModelProto:
             "w2": rng.normal(size=(32, 4)),
         },
     )
-
-
-def zero_points(model: onnx.ModelProto) -> set[bool]:
-    """Whether each MatMulNBits node reads zero points (its fourth input)."""
-    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
-    return {len(n.input) > 3 and n.input[3] != "" for n in nodes}
 
 
 def test_gemms_become_matmul_plus_bias_with_the_same_outputs():
