@@ -38,7 +38,7 @@ def environment(threads: int, seed: int | None = None, pinned: bool = False) -> 
         **{name: package_version(name) for name in ("torch", "onnx", "onnxruntime", "numpy")},
         "platform": platform.platform(),
         "cpu": _cpu_name(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(INT8_FLAGS),
         "cpu_governor": _governor(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": _usable_cpus(),
@@ -75,14 +75,15 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> list[str]:
-    """Which of INT8_FLAGS the CPU has (Linux); [] where /proc/cpuinfo cannot be read."""
+def cpu_flags(names: tuple[str, ...]) -> list[str]:
+    """Which of `names` the CPU has, in their order (Linux); [] where /proc/cpuinfo cannot be
+    read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith(("flags", "Features")):
                     have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in INT8_FLAGS if flag in have]
+                    return [flag for flag in names if flag in have]
     except OSError:
         pass
     return []

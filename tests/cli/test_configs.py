@@ -4,11 +4,13 @@ writes the very model.onnx it wrote before (a change of code that changes a mode
 import hashlib
 import json
 import os
+import platform
 import re
 from importlib.metadata import version
 
 import pytest
 
+from compress.measure.environment import cpu_flags
 from compress.measure.latency import SPEED_TOLERANCE
 from tests.helpers.cli import invoke
 from tests.helpers.paths import CONFIGS, ROOT
@@ -88,27 +90,54 @@ def test_recipe_runs(tmp_path_factory, config):
     assert json.loads((out / "report.json").read_text()) == report
 
 
-# sha256 of each recipe's model.onnx, and the libraries that made them. quantize.auto's recipes
-# are left out: which candidate they keep rests on timing. After a change meant to change a
-# model: COMPRESS_WRITE_GOLDEN=1 pytest tests/cli/test_configs.py -k same_model, and say why in
-# the commit.
+# sha256 of each recipe's model.onnx, the libraries that made them, and the CPU they were made on.
+# quantize.auto's recipes are left out: which candidate they keep rests on timing. The same code
+# and libraries write other bytes on a CPU whose float kernels differ (torch's, oneDNN's and
+# MKL's pick their code by instruction set: fine-tuning, calibration and the export's folding
+# round differently), so each kind of CPU has its own models, and one not recorded skips. After a
+# change meant to change a model, or on a new kind of CPU: COMPRESS_WRITE_GOLDEN=1 pytest
+# tests/cli/test_configs.py -k same_model, and say why in the commit.
 GOLDEN = ROOT / "tests" / "golden" / "recipe_models.json"
 MODEL_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning", "numpy")
+# The instruction sets the float kernels choose by (x86; Arm's: NEON, SVE, the bf16 dot product).
+KERNEL_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "bf16",
+)  # fmt: skip
 UNTIMED = [c for c in RECIPES if "quantize.auto" not in c.read_text()]
+
+
+def cpu_kind() -> str:
+    """The golden models' key for this CPU: its kernel instruction sets and architecture."""
+    return " ".join([platform.machine(), *cpu_flags(KERNEL_FLAGS)])
+
+
+def read_golden(libraries: dict[str, str]) -> dict:
+    """The golden file; models made with other libraries are dropped (not comparable)."""
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    if golden.get("made_with") != libraries:
+        return {"made_with": libraries, "cpus": {}, "stale": golden.get("made_with")}
+    return golden
 
 
 @pytest.mark.parametrize("config", UNTIMED, ids=lambda c: c.stem)
 def test_a_recipe_writes_the_same_model_as_before(tmp_path_factory, config):
     _, out = recipe_report(config, tmp_path_factory)
     digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
-    libraries = {name: version(name) for name in MODEL_LIBRARIES}
-    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {"models": {}}
+    golden = read_golden({name: version(name) for name in MODEL_LIBRARIES})
+    models = golden["cpus"].setdefault(cpu_kind(), {})
     if os.environ.get("COMPRESS_WRITE_GOLDEN"):
-        golden = {"made_with": libraries, "models": golden["models"] | {config.name: digest}}
+        models[config.name] = digest
+        golden.pop("stale", None)
         GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
-    if golden.get("made_with") != libraries:
-        pytest.skip(f"the golden models were made with {golden.get('made_with')}: not comparable")
-    assert golden["models"].get(config.name) == digest, "the recipe's model.onnx changed"
+    if golden.get("stale"):
+        pytest.skip(f"the golden models were made with {golden['stale']}: not comparable")
+    if config.name not in models:
+        pytest.skip(
+            f"no golden model for {config.name} on a CPU with {cpu_kind()} (recorded: "
+            f"{'; '.join(golden['cpus']) or 'none'}): its float kernels may round differently"
+        )
+    assert models[config.name] == digest, "the recipe's model.onnx changed"
 
 
 @pytest.mark.serial  # with the recipes' own runs (timed)
