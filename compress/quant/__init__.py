@@ -14,7 +14,8 @@ The passes (each registers under the name the YAML uses):
                  at 8 (nbits: what ORT's MatMulNBitsQuantizer is asked, node by node;
                  int4_speed: accuracy_level chosen by timing; int4_mix: with a budget, the fewest
                  MatMuls at 8 bits, found by the fallback's search; weight_rewrites: Gemm as
-                 MatMul, int8 embedding tables; int4_tables: whether those tables stay int8)
+                 MatMul, int8 embedding tables; int4_tables: whether those tables stay int8;
+                 nbits_pack: MatMuls that read the same input packed into one)
 - smooth         SmoothQuant: activation outliers moved into the weights
 - equalize       cross-layer equalization of Conv -> activation -> Conv chains
 

@@ -8,6 +8,7 @@ from pydantic import Field
 from compress.passes.base import BudgetMiss, DetailsTable, PassDetails
 from compress.quant.fallback import Fallback
 from compress.quant.module_names import shown
+from compress.quant.nbits_pack import PackedGroup, packed_summary
 from compress.quant.tied_head import TiedTable
 
 SHOWN_NODES = 20  # rows of the report's ranking table
@@ -45,6 +46,11 @@ class Int4Details(Fallback, PassDetails):
         description="embedding tables a head reads transposed (a tied LM head), quantized once "
         "at the head's bits and, shared, read by the lookups too (GatherBlockQuantized)",
     )
+    packed: list[PackedGroup] = Field(
+        default_factory=list,
+        description="MatMuls that read the same input (query, key and value; gate and up), "
+        "written as one MatMulNBits and a Split",
+    )
     embedding_tables_int8: list[str] = []
     embeddings_drop: float | None = Field(
         default=None, description="the drop the int8 embedding tables cost on data.eval"
@@ -72,6 +78,7 @@ class Int4Details(Fallback, PassDetails):
                 "Transpose quantized from their own copy of it"
             )
         lines += [table.line() for table in self.tied_tables]
+        lines += [packed_summary(self.packed)] if self.packed else []
         lines += [self.verdict] if self.verdict else []
         if self.accuracy_level_timing:
             lines.append(self.accuracy_level_timing)

@@ -75,6 +75,13 @@ def test_a_run_publishes_the_weights_beside_model_onnx(hf_folders, tmp_path, sma
     # its decode steps)
     assert report["stages"][-1]["details"]["algorithm"] == "rtn_symmetric"
     assert zero_points(onnx.load(str(model), load_external_data=False)) == {False}
+    # each layer's query, key and value, and its gate and up, read as one MatMulNBits each
+    packed = [group["matmuls"] for group in report["stages"][-1]["details"]["packed"]]
+    assert packed == [
+        [f"model.layers.{layer}.{part}.{name}_proj" for name in names]
+        for layer in range(2)
+        for part, names in (("self_attn", "qkv"), ("mlp", ("gate", "up")))
+    ]
 
 
 def test_a_model_that_fits_leaves_no_stale_data_file(hf_folders, tmp_path, monkeypatch):

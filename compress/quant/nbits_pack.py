@@ -1,0 +1,161 @@
+"""Sibling MatMulNBits packed into one: the MatMuls that read the same input (a layer's query,
+key and value projections; an MLP's gate and up) become one MatMulNBits over their weights
+side by side, and a Split gives each its own output again.
+
+A decode step runs each MatMul on one row, so a node's fixed cost (dispatch, the int8
+quantization of its input at accuracy_level 4, a pass over the thread pool) is paid per node;
+ONNX Runtime GenAI's model builder writes packed projections for that reason. The weights are
+only laid side by side: MatMulNBits keeps B as [N, blocks, bytes], its scales and zero points
+column by column, so each column's codes, scales and zero points are the ones it had alone.
+
+Nodes are packed only where nothing else reads their weights (a tied head's table is read by
+its lookups) and they agree on everything but N: K, bits, block size, accuracy_level, the
+presence of zero points, no group index or bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.quant.module_names import module_of
+from compress.records import Record
+
+PACKED_ATTRIBUTES = ("K", "bits", "block_size", "accuracy_level")
+SPLIT_SIZES_AS_INPUT = 13  # the opset from which Split reads its sizes as an input
+
+
+class PackedGroup(Record):
+    """One MatMulNBits made of several: the MatMuls it replaced, in order, each named by the
+    torch module it came from where the export recorded it (else its node), and their columns."""
+
+    matmuls: list[str]
+    columns: list[int]
+
+
+@dataclass(frozen=True)
+class _Member:
+    node: Any  # onnx.NodeProto
+    index: int  # its place in the graph
+    columns: int
+
+
+def pack(path: Path) -> list[PackedGroup]:
+    """Pack the sibling MatMulNBits of the model at `path`, rewritten in place where any."""
+    import onnx
+
+    from compress.models.onnx_files import save_onnx
+
+    model = onnx.load(str(path))
+    packed = pack_siblings(model)
+    if packed:
+        save_onnx(model, path)
+    return packed
+
+
+def packed_summary(groups: list[PackedGroup]) -> str:
+    """One line: how many MatMuls were packed into how many."""
+    sizes = sorted({len(group.matmuls) for group in groups})
+    return (
+        f"{sum(len(g.matmuls) for g in groups)} MatMuls that read the same input packed into "
+        f"{len(groups)} MatMulNBits ({' or '.join(map(str, sizes))} each)"
+    )
+
+
+def pack_siblings(model) -> list[PackedGroup]:
+    """Pack `model`'s sibling MatMulNBits (in place); returns what was packed."""
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    groups = _sibling_groups(model) if opset >= SPLIT_SIZES_AS_INPUT else {}
+    if not groups:
+        return []
+    constants = {i.name: i for i in graph.initializer}
+    packed_at: dict[int, list] = {}
+    dropped: set[int] = set()
+    replaced: set[str] = set()
+    added = []
+    written = []
+    for members in groups.values():
+        nodes, inits = _packed_nodes(members, constants)
+        packed_at[members[0].index] = nodes
+        dropped.update(m.index for m in members)
+        replaced.update(name for m in members for name in m.node.input[1:])
+        added.extend(inits)
+        names = [module_of(m.node) or m.node.name for m in members]
+        written.append(PackedGroup(matmuls=names, columns=[m.columns for m in members]))
+    kept_initializers = [i for i in graph.initializer if i.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_initializers + added)
+    kept = []
+    for index, node in enumerate(graph.node):
+        kept.extend(packed_at.get(index, []))
+        if index not in dropped:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return written
+
+
+def _attributes(node) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _sibling_groups(model) -> dict[tuple, list[_Member]]:
+    """MatMulNBits that can be packed, by (input, K, bits, block, level, zero points)."""
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    constants = {i.name for i in model.graph.initializer}
+    groups: dict[tuple, list[_Member]] = {}
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "MatMulNBits" or node.domain != "com.microsoft":
+            continue
+        weights = list(node.input[1:])
+        if not 2 <= len(weights) <= 3 or not all(w in constants for w in weights):
+            continue  # a group index, a bias or a weight computed at run time
+        if any(readers[w] != 1 for w in weights):
+            continue  # a tied head: its lookups read the same blocks
+        attributes = _attributes(node)
+        if set(attributes) - {*PACKED_ATTRIBUTES, "N"}:
+            continue
+        key = (
+            node.input[0],
+            len(weights),
+            *(attributes.get(a, 0 if a == "accuracy_level" else None) for a in PACKED_ATTRIBUTES),
+        )
+        groups.setdefault(key, []).append(_Member(node, index, int(attributes["N"])))
+    return {key: members for key, members in groups.items() if len(members) > 1}
+
+
+def _packed_nodes(members: list[_Member], constants: dict) -> tuple[list, list]:
+    """The packed MatMulNBits and its Split, and their initializers."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    first = members[0].node
+    name = "_".join([first.name, "packed"])
+    inits = []
+    inputs = [first.input[0]]
+    for slot, suffix in ((1, "B"), (2, "scales"), (3, "zero_points")):
+        if slot >= len(first.input):
+            break
+        arrays = [numpy_helper.to_array(constants[m.node.input[slot]]) for m in members]
+        stacked = np.concatenate(arrays, axis=0)
+        inits.append(numpy_helper.from_array(stacked, f"{name}_{suffix}"))
+        inputs.append(inits[-1].name)
+    columns = [m.columns for m in members]
+    attributes = _attributes(first) | {"N": sum(columns)}
+    matmul = helper.make_node(
+        "MatMulNBits", inputs, [f"{name}_output"], name, domain="com.microsoft", **attributes
+    )
+    sizes = numpy_helper.from_array(np.array(columns, dtype=np.int64), f"{name}_split_sizes")
+    inits.append(sizes)
+    outputs = [m.node.output[0] for m in members]
+    split = helper.make_node(
+        "Split", [matmul.output[0], sizes.name], outputs, f"{name}_split", axis=-1
+    )
+    return [matmul, split], inits

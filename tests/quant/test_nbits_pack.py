@@ -1,0 +1,84 @@
+"""compress.quant.nbits_pack: sibling MatMulNBits packed into one, with the same outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from compress.quant.nbits import WeightPlan, quantize_weights
+from compress.quant.nbits_pack import pack_siblings
+from tests.helpers import onnx_builders
+
+WIDTH = 64
+
+
+def projections(rng: np.random.Generator) -> onnx.ModelProto:
+    """x -> q, k, v (three MatMuls reading x) -> q + k + v -> up (reading the sum) -> y, and an
+    output per projection, so each one's values are compared."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"], "q_proj"),
+        helper.make_node("MatMul", ["x", "wk"], ["k"], "k_proj"),
+        helper.make_node("MatMul", ["x", "wv"], ["v"], "v_proj"),
+        helper.make_node("Concat", ["q", "k", "v"], ["qkv"], "concat", axis=-1),
+        helper.make_node("MatMul", ["qkv", "wo"], ["y"], "out_proj"),
+    ]
+    outputs = [
+        onnx_builders.float_input(name, ["batch", width])
+        for name, width in (("y", 16), ("q", 48), ("k", 16), ("v", 32))
+    ]
+    return onnx_builders.model(
+        nodes,
+        [onnx_builders.float_input("x", ["batch", WIDTH])],
+        outputs,
+        {
+            "wq": rng.normal(size=(WIDTH, 48)),
+            "wk": rng.uniform(0.0, 1.0, size=(WIDTH, 16)),
+            "wv": rng.normal(size=(WIDTH, 32)),
+            "wo": rng.normal(size=(96, 16)),
+        },
+    )
+
+
+def outputs(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["y", "q", "k", "v"], {"x": x})
+
+
+@pytest.mark.parametrize("algorithm", ["rtn_symmetric", "rtn_asymmetric"])
+@pytest.mark.parametrize("level", [0, 4])
+def test_siblings_become_one_matmul_with_the_same_outputs(algorithm, level):
+    plan = WeightPlan(algorithm, block_size=32, accuracy_level=level)
+    quantized = quantize_weights(projections(np.random.default_rng(0)), plan)
+    x = np.random.default_rng(1).normal(size=(3, WIDTH)).astype(np.float32)
+    before = outputs(quantized, x)
+    weights_before = sum(onnx.numpy_helper.to_array(i).size for i in quantized.graph.initializer)
+
+    packed = pack_siblings(quantized)
+
+    assert [(g.matmuls, g.columns) for g in packed] == [
+        (["q_proj_Q4", "k_proj_Q4", "v_proj_Q4"], [48, 16, 32])
+    ]
+    onnx.checker.check_model(quantized)
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("MatMulNBits") == 2 and ops.count("Split") == 1  # out_proj stays alone
+    for got, expected in zip(outputs(quantized, x), before, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)  # equal here
+    # the same codes, scales and zero points, only laid side by side (plus the Split's sizes)
+    weights_after = sum(onnx.numpy_helper.to_array(i).size for i in quantized.graph.initializer)
+    assert weights_after == weights_before + 3
+
+
+def test_siblings_at_other_bits_or_sharing_a_weight_stay_apart():
+    model = projections(np.random.default_rng(0))
+    plan = WeightPlan("rtn_symmetric", block_size=32, eight_bit=frozenset({"k_proj"}))
+    quantized = quantize_weights(model, plan)
+    # a lookup reading v's blocks, as a tied head's GatherBlockQuantized does
+    v = next(n for n in quantized.graph.node if n.name == "v_proj_Q4")
+    quantized.graph.node.append(helper.make_node("Identity", [v.input[1]], ["shared"], "lookup"))
+
+    assert pack_siblings(quantized) == []  # q alone at 4 bits, k at 8, v's blocks shared
+    assert [n.op_type for n in quantized.graph.node].count("MatMulNBits") == 4
