@@ -29,10 +29,8 @@ from compress.measure.decoder_feeds import Declared, completed_feeds, session_in
 from compress.measure.interference import CpuWatch, MachineLoad
 from compress.measure.latency import Speedup, median_is_stable, paired_speedup, pinned
 from compress.measure.runtime import open_session
-from compress.models.decoder_graph import PAST_PREFIX, is_decoder_graph
+from compress.models.decoder_graph import PAST_PREFIX, PRESENT_PREFIX, is_decoder_graph
 from compress.records import Amount, Count, Record
-
-PRESENT_PREFIX = "present."
 
 
 class GenerationFigures(Record):

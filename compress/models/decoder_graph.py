@@ -7,7 +7,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 PAST_PREFIX = "past_key_values."
+PRESENT_PREFIX = "present."  # the cache outputs: present.N.key/value
 TOKEN_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def cache_nodes(graph) -> list[str]:
+    """The nodes of a decoder's graph (a GraphProto) that read its cache inputs or write its
+    cache outputs (`present.N.key/value`): the Concat that appends a step's keys to the past."""
+    inputs = [i.name for i in graph.input]
+    if not is_decoder_graph(inputs):
+        return []
+    past = {name for name in inputs if name.startswith(PAST_PREFIX)}
+    present = {o.name for o in graph.output if o.name.startswith(PRESENT_PREFIX)}
+    return [
+        node.name
+        for node in graph.node
+        if past.intersection(node.input) or present.intersection(node.output)
+    ]
 
 
 def is_decoder_graph(names: Sequence[str]) -> bool:

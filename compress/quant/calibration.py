@@ -137,9 +137,11 @@ def save_ranges(ranges, path: Path) -> Path:
 
 def batches(samples: list[np.ndarray], names: list[str], batch_size: int, fixed: int | None):
     """Feeds of `batch_size` samples, inputs by name; a model with a `fixed` batch gets batches
-    of that size, the last one padded with copies of a sample (which leave its ranges alone)."""
+    of that size, the last one padded with copies of a sample (which leave its ranges alone).
+    A decoder's data gives its first inputs only (token ids and mask): the collector completes
+    the feed with the position ids and an empty cache."""
     for part, _ in chunks(samples, batch_size, fixed):
-        yield dict(zip(names, part, strict=True))
+        yield dict(zip(names[: len(part)], part, strict=True))
 
 
 def split_for_auto(count: int) -> tuple[slice, slice, slice]:

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from compress.errors import PassError
+from compress.models.decoder_graph import cache_nodes
 from compress.passes.context import required
 from compress.quant import bias_correction, calibration, masks
 from compress.quant.bias_correction import BiasCorrected
@@ -59,6 +60,11 @@ class Recovery(Record):
 
     attention_masks: MaskClamps | None = None
     mask_float_nodes: list[str] = []
+    cache_float_nodes: list[str] = Field(
+        default_factory=list,
+        description="a decoder's nodes that read or write its key/value cache, kept in float: "
+        "a decode step reads the cache back, and its calibration (a prefill) sees it empty",
+    )
     equalize: Equalized | None = None
     smooth: Smoothed | None = None
     bias_correction: BiasCorrected | None = None
@@ -78,6 +84,11 @@ class Recovery(Record):
             lines.append(
                 f"attention masks: {len(clamped)} constant(s) clamped to {masks.MASK_VALUE:g}, "
                 f"{len(self.mask_float_nodes)} node(s) on the mask path kept in float"
+            )
+        if self.cache_float_nodes:
+            lines.append(
+                f"key/value cache: {len(self.cache_float_nodes)} node(s) that read or write it "
+                "kept in float"
             )
         if self.equalize is not None:
             lines.append(
@@ -142,12 +153,15 @@ def float_nodes(prepared: Path, params, op_types: list[str] | None = None) -> In
     left out."""
     model = load(prepared)
     mask_path = masks.mask_nodes(model) if params.attention_masks else []
+    cache = cache_nodes(model.graph)
     if op_types is not None:
         types = {n.name: n.op_type for n in model.graph.node}
         mask_path = [name for name in mask_path if types[name] in op_types]
+        cache = [name for name in cache if types[name] in op_types]
     smoothing = smoothed_nodes(model)
-    recovery = Recovery(mask_float_nodes=mask_path) if mask_path else Recovery()
-    return Int8Plan(prepared, mask_path + smoothing, recovery)
+    kept = {"mask_float_nodes": mask_path, "cache_float_nodes": cache}
+    recovery = Recovery(**{name: nodes for name, nodes in kept.items() if nodes})
+    return Int8Plan(prepared, mask_path + cache + smoothing, recovery)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -105,3 +106,28 @@ def test_token_metrics_need_a_decoders_text(hf_folders, tmp_path):
     config = text_config(tmp_path, "perplexity")
     result = invoke("run", hf_folders["base"], "-c", config, "-o", tmp_path / "out")
     assert_refused(result, tmp_path / "out", "report.metric: perplexity judges a decoder")
+
+
+def test_static_int8_calibrates_a_decoder_on_text_and_keeps_its_cache_in_float(
+    hf_folders, tmp_path
+):
+    """Calibration runs prefills from an empty cache (which has no range to measure), and a
+    decode step reads the cache back: the nodes that read or write it stay in float."""
+    config = text_config(tmp_path, "token_agreement", "passes: [{type: quantize.static}]\n")
+    config.write_text(
+        config.read_text().replace("  eval:", "  calibration: {path: t.txt}\n  eval:")
+    )
+    out = tmp_path / "out"
+    result = invoke("run", hf_folders["llama"], "-c", config, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    stage = json.loads(result.stdout)["stages"][-1]
+    kept = set(stage["details"]["cache_float_nodes"])
+    graph = onnx.load(str(out / "model.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    cache = [producers[o.name] for o in graph.output if o.name.startswith("present.")]
+    assert len(cache) == 4 and {n.name for n in cache} <= kept  # two layers' keys and values
+    past = {i.name for i in graph.input if i.name.startswith("past_key_values.")}
+    readers = [n for n in graph.node if past.intersection(n.input)]
+    assert readers and "QuantizeLinear" not in {n.op_type for n in readers}  # read as float
+    assert "DequantizeLinear" in {n.op_type for n in graph.node}  # the rest is int8
+    assert stage["metric"]["value"] > 0.5, stage["metric"]
