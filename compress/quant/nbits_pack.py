@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.quant.module_names import module_of
 from compress.records import Record
+
+if TYPE_CHECKING:  # onnx is imported where a model is packed: not by the report's records
+    from compress.quant.graph_edit import Graph
 
 PACKED_ATTRIBUTES = ("K", "bits", "block_size", "accuracy_level")
 SPLIT_SIZES_AS_INPUT = 13  # the opset from which Split reads its sizes as an input
@@ -65,28 +68,27 @@ def packed_summary(groups: list[PackedGroup]) -> str:
 
 def pack_siblings(model) -> list[PackedGroup]:
     """Pack `model`'s sibling MatMulNBits (in place); returns what was packed."""
-    graph = model.graph
+    from compress.quant.graph_edit import Graph
+
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    groups = _sibling_groups(model) if opset >= SPLIT_SIZES_AS_INPUT else {}
+    indexed = Graph(model)
+    groups = _sibling_groups(indexed) if opset >= SPLIT_SIZES_AS_INPUT else {}
     if not groups:
         return []
-    constants = {i.name: i for i in graph.initializer}
     packed_at: dict[int, list] = {}
     dropped: set[int] = set()
     replaced: set[str] = set()
-    added = []
     written = []
     for members in groups.values():
-        nodes, inits = _packed_nodes(members, constants)
-        packed_at[members[0].index] = nodes
+        packed_at[members[0].index] = _packed_nodes(members, indexed)
         dropped.update(m.index for m in members)
         replaced.update(name for m in members for name in m.node.input[1:])
-        added.extend(inits)
         names = [module_of(m.node) or m.node.name for m in members]
         written.append(PackedGroup(matmuls=names, columns=[m.columns for m in members]))
+    graph = model.graph
     kept_initializers = [i for i in graph.initializer if i.name not in replaced]
     del graph.initializer[:]
-    graph.initializer.extend(kept_initializers + added)
+    graph.initializer.extend(kept_initializers)
     kept = []
     for index, node in enumerate(graph.node):
         kept.extend(packed_at.get(index, []))
@@ -97,65 +99,48 @@ def pack_siblings(model) -> list[PackedGroup]:
     return written
 
 
-def _attributes(node) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _sibling_groups(model) -> dict[tuple, list[_Member]]:
+def _sibling_groups(graph: Graph) -> dict[tuple, list[_Member]]:
     """MatMulNBits that can be packed, by (input, K, bits, block, level, zero points)."""
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    constants = {i.name for i in model.graph.initializer}
+    from compress.quant.graph_edit import attribute
+
     groups: dict[tuple, list[_Member]] = {}
-    for index, node in enumerate(model.graph.node):
+    for index, node in enumerate(graph.graph.node):
         if node.op_type != "MatMulNBits" or node.domain != "com.microsoft":
             continue
         weights = list(node.input[1:])
-        if not 2 <= len(weights) <= 3 or not all(w in constants for w in weights):
+        if not 2 <= len(weights) <= 3 or not all(w in graph.initializers for w in weights):
             continue  # a group index, a bias or a weight computed at run time
-        if any(readers[w] != 1 for w in weights):
+        if any(len(graph.readers[w]) != 1 for w in weights):
             continue  # a tied head: its lookups read the same blocks
-        attributes = _attributes(node)
-        if set(attributes) - {*PACKED_ATTRIBUTES, "N"}:
+        if {a.name for a in node.attribute} - {*PACKED_ATTRIBUTES, "N"}:
             continue
         key = (
             node.input[0],
             len(weights),
-            *(attributes.get(a, 0 if a == "accuracy_level" else None) for a in PACKED_ATTRIBUTES),
+            *(attribute(node, a, 0 if a == "accuracy_level" else None) for a in PACKED_ATTRIBUTES),
         )
-        groups.setdefault(key, []).append(_Member(node, index, int(attributes["N"])))
+        groups.setdefault(key, []).append(_Member(node, index, int(attribute(node, "N"))))
     return {key: members for key, members in groups.items() if len(members) > 1}
 
 
-def _packed_nodes(members: list[_Member], constants: dict) -> tuple[list, list]:
-    """The packed MatMulNBits and its Split, and their initializers."""
+def _packed_nodes(members: list[_Member], graph: Graph) -> list:
+    """The packed MatMulNBits and its Split; their initializers are added to `graph`."""
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     first = members[0].node
-    name = "_".join([first.name, "packed"])
-    inits = []
+    name = f"{first.name}_packed"
     inputs = [first.input[0]]
     for slot, suffix in ((1, "B"), (2, "scales"), (3, "zero_points")):
-        if slot >= len(first.input):
-            break
-        arrays = [numpy_helper.to_array(constants[m.node.input[slot]]) for m in members]
-        stacked = np.concatenate(arrays, axis=0)
-        inits.append(numpy_helper.from_array(stacked, f"{name}_{suffix}"))
-        inputs.append(inits[-1].name)
+        if slot < len(first.input):
+            stacked = np.concatenate([graph.constant(m.node.input[slot]) for m in members])
+            inputs.append(graph.add_initializer(f"{name}_{suffix}", stacked))
     columns = [m.columns for m in members]
-    attributes = _attributes(first) | {"N": sum(columns)}
     matmul = helper.make_node(
-        "MatMulNBits", inputs, [f"{name}_output"], name, domain="com.microsoft", **attributes
+        "MatMulNBits", inputs, [f"{name}_output"], name, domain="com.microsoft", N=sum(columns)
     )
-    sizes = numpy_helper.from_array(np.array(columns, dtype=np.int64), f"{name}_split_sizes")
-    inits.append(sizes)
+    matmul.attribute.extend(a for a in first.attribute if a.name != "N")
+    sizes = graph.add_initializer(f"{name}_split_sizes", np.array(columns, dtype=np.int64))
     outputs = [m.node.output[0] for m in members]
-    split = helper.make_node(
-        "Split", [matmul.output[0], sizes.name], outputs, f"{name}_split", axis=-1
-    )
-    return [matmul, split], inits
+    split = helper.make_node("Split", [matmul.output[0], sizes], outputs, f"{name}_split", axis=-1)
+    return [matmul, split]
