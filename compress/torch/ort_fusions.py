@@ -3,15 +3,16 @@
 SimplifiedLayerNormalization, the residual add and the norm after it ->
 SkipSimplifiedLayerNormalization (SkipLayerNormalization for LayerNorm models), rotary
 embeddings -> RotaryEmbedding over a cos/sin table of the model's positions, attention ->
-MultiHeadAttention. A decode step of a 4-bit model is mostly per-node cost, and these take a
-layer from dozens of small nodes to a few.
+MultiHeadAttention, and that with the cache around it -> GroupQueryAttention
+(compress.torch.gqa_fusion). A decode step of a 4-bit model is mostly per-node cost, and these
+take a layer from dozens of small nodes to a few.
 
 The graph keeps its inputs and outputs and what they mean. So four of the library's steps are
 taken with care (`fuse_decoder` runs the library's sequence, `optimize_for_ort`, with these):
 
-- GroupQueryAttention is not fused: the library's rule reads each row's length off the
-  position ids and drops the attention mask, which gives other logits where a row is padded
-  (on the left: every token). MultiHeadAttention keeps the mask.
+- GroupQueryAttention is not the library's: its rule reads each row's length off the position
+  ids and drops the attention mask, which gives other logits where a row is padded (on the
+  left: every token). compress's own rewrite keeps the mask (compress.torch.gqa_fusion).
 - MultiHeadAttention is fused only where the attention is reshaped back to [batch, sequence,
   hidden]; the library's rule also takes GPT-2's reshape to [batch x sequence, hidden] (its
   Gemm then fails to load in ONNX Runtime). SDPA's own rewrite covers that case.
@@ -38,7 +39,7 @@ import torch
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 FUSED_OPS = (  # what the fusions write, counted in the export's log
     "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization",
-    "SkipLayerNormalization", "RotaryEmbedding", "MultiHeadAttention",
+    "SkipLayerNormalization", "RotaryEmbedding", "MultiHeadAttention", "GroupQueryAttention",
 )  # fmt: skip
 
 
@@ -82,6 +83,8 @@ def fuse_decoder(model: Any, max_positions: int | None) -> dict[str, int]:
     from onnxscript.rewriter.ort_fusions import _core as ort
     from onnxscript.rewriter.ort_fusions import shape_optimization
 
+    from compress.torch.gqa_fusion import fuse_group_query_attention
+
     rename_dims(model, {})
     rewrite(model, [ort._gemm_to_matmul_add.gemm_to_matmul_add_rule])
     common.ShapeInferencePass()(model)  # the library's _pre_optimize, but for its first
@@ -105,6 +108,7 @@ def fuse_decoder(model: Any, max_positions: int | None) -> dict[str, int]:
         ort.fuse_attention(model)
     for fuse in (ort.fuse_gelu, ort.fuse_bias_gelu, ort.replace_sdpa_by_mha):
         fuse(model)
+    fuse_group_query_attention(model)
     optimize(model)  # inlines what no fusion took (a rotary without its table, say)
     # Not the library's last rewrites (ORT_PATTERN_REWRITE_RULES): they make a tied head's
     # MatMul(x, Transpose(table)) a FusedMatMul, which the 4-bit quantizer does not read (the

@@ -44,7 +44,7 @@ def test_a_llama_program_compresses_as_a_folders_decoder(tmp_path):
     assert "MatMulNBits" in {node.op_type for node in model.graph.node}
     assert POSITIONS_KEY not in {p.key for p in model.metadata_props}  # Dim.DYNAMIC: unknown
     fused = [line for line in result.stderr.splitlines() if "fused for ONNX Runtime" in line]
-    assert len(fused) == 1 and "2 MultiHeadAttention" in fused[0], result.stderr  # the baseline
+    assert len(fused) == 1 and "2 GroupQueryAttention" in fused[0], result.stderr  # the baseline
     assert "rotary embeddings not fused: the program does not bound" in fused[0]
     quick = ["report.min_seconds=0", "report.max_seconds=0.1", "report.warmup_runs=1"]
     quick += [f"report.generation.{s}" for s in ("prompt_tokens=5", "new_tokens=3", "min_rounds=2")]

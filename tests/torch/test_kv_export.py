@@ -51,19 +51,25 @@ def test_the_graph_has_the_cache_on_dynamic_axes(exported):
 FUSED = {  # per model of 2 layers: ONNX Runtime's operators, and what they replaced
     "llama": (
         {"SimplifiedLayerNormalization": 1, "SkipSimplifiedLayerNormalization": 4,
-         "RotaryEmbedding": 4, "MultiHeadAttention": 2},
-        {"Pow", "ReduceMean", "Neg", "Softmax", "GroupQueryAttention"},
+         "RotaryEmbedding": 4, "GroupQueryAttention": 2},
+        {"Pow", "ReduceMean", "Neg", "Softmax", "MultiHeadAttention"},
     ),
-    "gpt2": ({"SkipLayerNormalization": 5, "MultiHeadAttention": 2}, {"Softmax"}),
+    "gpt2": (
+        {"SkipLayerNormalization": 5, "GroupQueryAttention": 2},
+        {"Softmax", "MultiHeadAttention"},
+    ),
 }  # fmt: skip
 
 
 def test_every_layer_is_fused_and_the_file_loads_as_a_model(exported, request):
     module, path = exported
     fused, gone = FUSED[request.node.callspec.params["exported"]]
-    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    graph = onnx.load(str(path)).graph
+    ops = [node.op_type for node in graph.node]
     assert {op: ops.count(op) for op in fused} == fused
     assert not gone & set(ops)
+    writers = {output: node.op_type for node in graph.node for output in node.output}
+    assert {writers[o.name] for o in graph.output[1:]} == {"GroupQueryAttention"}  # the cache
     assert load_model(path, ModelSection(), path.parent).is_onnx  # onnx.checker passes it
 
 
@@ -87,14 +93,37 @@ def test_greedy_generation_over_the_cache_matches_transformers(exported):
     np.testing.assert_array_equal(np.concatenate(tokens, axis=1), expected)
 
 
+def test_padded_rows_and_chunks_over_the_cache_compute_what_transformers_does(exported):
+    """GroupQueryAttention reads the mask: rows padded on the left (as batched generation pads
+    them) or on the right, prefilled in two chunks of a batch, give transformers' logits."""
+    module, path = exported
+    ids = np.random.default_rng(2).integers(5, 100, (3, 10)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[0, :4] = mask[2, 7:] = 0
+    with torch.no_grad():
+        expected = module(torch.from_numpy(ids), torch.from_numpy(mask))["logits"].numpy()
+    session = open_session(path, threads=1)
+    declared = session_inputs(session)
+    names = [name for name, _, _ in declared]
+    outputs = session.run(None, completed_feeds(declared, [ids[:, :4], mask[:, :4]]))
+    positions = np.where(mask == 1, mask.cumsum(-1) - 1, 1)
+    got = [outputs[0]]
+    for begin, end in ((4, 8), (8, 9), (9, 10)):  # a chunk of 4, then single steps
+        feed = {"input_ids": ids[:, begin:end], "attention_mask": mask[:, :end]}
+        feed["position_ids"] = positions[:, begin:end]
+        outputs = session.run(None, feed | dict(zip(names[3:], outputs[1:], strict=True)))
+        got.append(outputs[0])
+    real = mask == 1
+    np.testing.assert_allclose(np.concatenate(got, axis=1)[real], expected[real], atol=1e-4)
+
+
 def test_a_cache_that_computes_otherwise_fails_decode_parity(exported, tmp_path):
     module, path = exported
     ids = token_arrays(2)["input_ids"]
     assert check_decode_parity(module, path, ids, 1e-4) < 1e-4
     broken = onnx.load(str(path))
-    graph = broken.graph
-    concat = next(n for n in graph.node if n.op_type == "Concat" and n.output[0].startswith("p"))
-    concat.input[0], concat.input[1] = concat.input[1], concat.input[0]  # new entries first
+    attention = next(n for n in broken.graph.node if n.op_type == "GroupQueryAttention")
+    attention.input[3], attention.input[4] = attention.input[4], attention.input[3]  # k <-> v
     onnx.save(broken, str(tmp_path / "broken.onnx"))
     with pytest.raises(ExportError, match="decode parity check failed"):
         check_decode_parity(module, tmp_path / "broken.onnx", ids, 1e-4)

@@ -65,7 +65,7 @@ def test_greedy_generation_over_the_cache_picks_the_programs_tokens(exported):
 
 FUSED = {  # a LLaMA of 2 layers, as a folder's export fuses it (tests/torch/test_kv_export.py)
     "SimplifiedLayerNormalization": 1, "SkipSimplifiedLayerNormalization": 4,
-    "RotaryEmbedding": 4, "MultiHeadAttention": 2,
+    "RotaryEmbedding": 4, "GroupQueryAttention": 2,
 }  # fmt: skip
 
 
