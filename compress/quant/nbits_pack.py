@@ -10,7 +10,11 @@ column by column, so each column's codes, scales and zero points are the ones it
 
 Nodes are packed only where nothing else reads their weights (a tied head's table is read by
 its lookups) and they agree on everything but N: K, bits, block size, accuracy_level, the
-presence of zero points, no group index or bias.
+presence of zero points and of a bias, no group index.
+
+Before packing, a bias added to a MatMulNBits' output (`Add(MatMulNBits(x), b)`, Qwen2's query,
+key and value biases, GPT-2's) goes into the node's own bias input, as the builder writes it:
+one node less per bias, and a packed group then adds its biases side by side.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ if TYPE_CHECKING:  # onnx is imported where a model is packed: not by the report
 
 PACKED_ATTRIBUTES = ("K", "bits", "block_size", "accuracy_level")
 SPLIT_SIZES_AS_INPUT = 13  # the opset from which Split reads its sizes as an input
+MICROSOFT = "com.microsoft"
+WEIGHT_SLOTS = (1, 2, 3)  # MatMulNBits' B, scales and zero points
+GROUP_INDEX, BIAS = 4, 5  # its other optional inputs
 
 
 class PackedGroup(Record):
@@ -67,10 +74,12 @@ def packed_summary(groups: list[PackedGroup]) -> str:
 
 
 def pack_siblings(model) -> list[PackedGroup]:
-    """Pack `model`'s sibling MatMulNBits (in place); returns what was packed."""
+    """Fold the biases added to MatMulNBits' outputs into them, then pack `model`'s sibling
+    MatMulNBits (in place); returns what was packed."""
     from compress.quant.graph_edit import Graph
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    _fold_biases(Graph(model))
     indexed = Graph(model)
     groups = _sibling_groups(indexed) if opset >= SPLIT_SIZES_AS_INPUT else {}
     if not groups:
@@ -86,9 +95,6 @@ def pack_siblings(model) -> list[PackedGroup]:
         names = [module_of(m.node) or m.node.name for m in members]
         written.append(PackedGroup(matmuls=names, columns=[m.columns for m in members]))
     graph = model.graph
-    kept_initializers = [i for i in graph.initializer if i.name not in replaced]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_initializers)
     kept = []
     for index, node in enumerate(graph.node):
         kept.extend(packed_at.get(index, []))
@@ -96,27 +102,66 @@ def pack_siblings(model) -> list[PackedGroup]:
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
+    read = {name for node in kept for name in node.input}  # a shared bias may still be read
+    kept_initializers = [i for i in graph.initializer if i.name not in replaced - read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_initializers)
     return written
 
 
+def _fold_biases(graph: Graph) -> None:
+    """Each `Add(MatMulNBits(...), b)` with a constant b of the node's N columns, the Add its
+    output's only reader, becomes the MatMulNBits with bias b (in place)."""
+    from compress.quant.graph_edit import attribute
+
+    folded: set[str] = set()
+    for node in graph.graph.node:
+        if node.op_type != "MatMulNBits" or node.domain != MICROSOFT or len(node.input) > 4:
+            continue
+        add = graph.only_reader(node.output[0])
+        if add is None or add.op_type != "Add" or len(set(add.input)) != 2:
+            continue
+        bias_name = next(name for name in add.input if name != node.output[0])
+        bias, scales = graph.array(bias_name), graph.array(node.input[2])
+        columns = attribute(node, "N")
+        if bias is None or scales is None or bias.shape != (columns,):
+            continue
+        if bias.dtype != scales.dtype:
+            continue  # the bias is of the input's type, as the scales are
+        inputs = [*node.input, *[""] * (BIAS - len(node.input)), bias_name]
+        del node.input[:]
+        node.input.extend(inputs)
+        node.output[0] = add.output[0]
+        folded.add(add.output[0])  # now the MatMulNBits' output too
+    if folded:
+        kept = [n for n in graph.graph.node if not (n.op_type == "Add" and n.output[0] in folded)]
+        del graph.graph.node[:]
+        graph.graph.node.extend(kept)
+
+
 def _sibling_groups(graph: Graph) -> dict[tuple, list[_Member]]:
-    """MatMulNBits that can be packed, by (input, K, bits, block, level, zero points)."""
+    """MatMulNBits that can be packed, by (input, zero points, bias, K, bits, block, level)."""
     from compress.quant.graph_edit import attribute
 
     groups: dict[tuple, list[_Member]] = {}
     for index, node in enumerate(graph.graph.node):
-        if node.op_type != "MatMulNBits" or node.domain != "com.microsoft":
+        if node.op_type != "MatMulNBits" or node.domain != MICROSOFT:
             continue
-        weights = list(node.input[1:])
-        if not 2 <= len(weights) <= 3 or not all(w in graph.initializers for w in weights):
-            continue  # a group index, a bias or a weight computed at run time
+        inputs = [*node.input, *[""] * (BIAS + 1 - len(node.input))]
+        if len(node.input) > BIAS + 1 or inputs[GROUP_INDEX]:
+            continue  # a group index
+        weights = [inputs[slot] for slot in WEIGHT_SLOTS if inputs[slot]]
+        constants = [*weights, *[inputs[BIAS]] * bool(inputs[BIAS])]
+        if len(weights) < 2 or not all(w in graph.initializers for w in constants):
+            continue  # a weight computed at run time
         if any(len(graph.readers[w]) != 1 for w in weights):
             continue  # a tied head: its lookups read the same blocks
         if {a.name for a in node.attribute} - {*PACKED_ATTRIBUTES, "N"}:
             continue
         key = (
             node.input[0],
-            len(weights),
+            bool(inputs[3]),
+            bool(inputs[BIAS]),
             *(attribute(node, a, 0 if a == "accuracy_level" else None) for a in PACKED_ATTRIBUTES),
         )
         groups.setdefault(key, []).append(_Member(node, index, int(attribute(node, "N"))))
@@ -131,10 +176,14 @@ def _packed_nodes(members: list[_Member], graph: Graph) -> list:
     first = members[0].node
     name = f"{first.name}_packed"
     inputs = [first.input[0]]
-    for slot, suffix in ((1, "B"), (2, "scales"), (3, "zero_points")):
-        if slot < len(first.input):
+    for slot, suffix in ((1, "B"), (2, "scales"), (3, "zero_points"), (4, ""), (5, "bias")):
+        if slot < len(first.input) and first.input[slot]:
             stacked = np.concatenate([graph.constant(m.node.input[slot]) for m in members])
             inputs.append(graph.add_initializer(f"{name}_{suffix}", stacked))
+        else:
+            inputs.append("")
+    while not inputs[-1]:
+        inputs.pop()
     columns = [m.columns for m in members]
     matmul = helper.make_node(
         "MatMulNBits", inputs, [f"{name}_output"], name, domain="com.microsoft", N=sum(columns)

@@ -82,3 +82,55 @@ def test_siblings_at_other_bits_or_sharing_a_weight_stay_apart():
 
     assert pack_siblings(quantized) == []  # q alone at 4 bits, k at 8, v's blocks shared
     assert [n.op_type for n in quantized.graph.node].count("MatMulNBits") == 4
+
+
+def biased_projections(rng: np.random.Generator) -> onnx.ModelProto:
+    """`projections` with a bias added to each MatMul's output (as Qwen2's query, key and value
+    export), and q's bias read once more by an Identity."""
+    nodes = []
+    for name in ("q", "k", "v"):
+        nodes.append(helper.make_node("MatMul", ["x", f"w{name}"], [f"{name}0"], f"{name}_proj"))
+        nodes.append(helper.make_node("Add", [f"{name}0", f"b{name}"], [name], f"{name}_bias"))
+    nodes += [
+        helper.make_node("Concat", ["q", "k", "v"], ["qkv"], "concat", axis=-1),
+        helper.make_node("MatMul", ["qkv", "wo"], ["y0"], "out_proj"),
+        helper.make_node("Add", ["by", "y0"], ["y"], "out_bias"),  # the bias first
+        helper.make_node("Identity", ["bq"], ["bq_read"], "reads_bq"),
+    ]
+    widths = (("y", 16), ("q", 48), ("k", 16), ("v", 32))
+    weights = {
+        "wq": rng.normal(size=(WIDTH, 48)), "wk": rng.normal(size=(WIDTH, 16)),
+        "wv": rng.normal(size=(WIDTH, 32)), "wo": rng.normal(size=(96, 16)),
+        "bq": rng.normal(size=48), "bk": rng.normal(size=16), "bv": rng.normal(size=32),
+        "by": rng.normal(size=16),
+    }  # fmt: skip
+    return onnx_builders.model(
+        nodes,
+        [onnx_builders.float_input("x", ["batch", WIDTH])],
+        [
+            *[onnx_builders.float_input(name, ["batch", width]) for name, width in widths],
+            onnx_builders.float_input("bq_read", [48]),
+        ],
+        weights,
+    )
+
+
+def test_biases_fold_into_the_matmuls_and_pack_side_by_side():
+    """Add(MatMulNBits, b) becomes the node's own bias; the packed node adds the three side by
+    side, and a bias another node also reads stays for it."""
+    rng = np.random.default_rng(0)
+    quantized = quantize_weights(biased_projections(rng), WeightPlan("rtn_symmetric", 32))
+    x = rng.normal(size=(3, WIDTH)).astype(np.float32)
+    before = outputs(quantized, x)
+
+    packed = pack_siblings(quantized)
+
+    assert [g.columns for g in packed] == [[48, 16, 32]]
+    onnx.checker.check_model(quantized)
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("Add") == 0 and ops.count("MatMulNBits") == 2  # y's bias folded too
+    matmul = next(n for n in quantized.graph.node if n.name.endswith("_packed"))
+    assert len(matmul.input) == 6 and matmul.input[3] == matmul.input[4] == ""
+    assert "bq" in {i.name for i in quantized.graph.initializer}  # still read by the Identity
+    for got, expected in zip(outputs(quantized, x), before, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
