@@ -22,6 +22,7 @@ from compress.job.preflight import Checked, Job, check_config, job_from_facts, p
 from compress.job.speed_guard import revert_if_slower
 from compress.job.stage_reuse import (
     CachedFigures,
+    CachedGeneration,
     CachedLatency,
     CacheMiss,
     StageFile,
@@ -29,7 +30,7 @@ from compress.job.stage_reuse import (
 )
 from compress.job.text_data import with_tokens
 from compress.measure.evaluate import Judge
-from compress.measure.generation import Generation, measure_generation
+from compress.measure.generation import CarriedGeneration, Generation, measure_generation
 from compress.measure.latency import Carried, measure_latency
 from compress.measure.memory import check_batch_memory
 from compress.measure.peak_memory import peak_rss_mb
@@ -407,9 +408,13 @@ def _measure(
     latency = measure_latency(timed, samples, settings, carried, anchor=keys[0])
     for timings in latency.busy():
         ctx.log(f"latency at batch {timings.batch}: busy machine ({timings.machine.describe()})")
-    generation = _generation(paths, names, samples, settings, ctx) if settings.generation else None
+    generation, generated_before = None, {}
+    if settings.generation:
+        generated_before = _carried_generation(stage_files, keys, settings.generation.batch_sizes)
+        generation = _generation(paths, names, samples, settings, ctx, generated_before)
     metrics = _metrics(stage_files, ctx, settings.metric)
-    _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency)
+    measured = (latency, carried, generation, generated_before)
+    _keep_figures(reuse, stage_files, keys, prints, metrics, measured)
     by_stage = latency.by_stage()
     stages = [
         Stage(
@@ -440,19 +445,26 @@ def _measure(
     )
 
 
-def _generation(paths, names, samples, settings, ctx: Context) -> Generation:
-    """Every stage's greedy generation (report.generation), prompted with the data's tokens."""
+def _generation(paths, names, samples, settings, ctx: Context, carried) -> Generation:
+    """Every stage's greedy generation (report.generation), prompted with the data's tokens;
+    the `carried` stages' (by key, then batch size) as an earlier run on this machine timed
+    them, compared through the baseline (the first of `paths`, timed again)."""
     wanted = settings.generation
+    anchor = next(iter(paths))
+    timed = {key: path for key, path in paths.items() if key not in carried}
     ctx.log(
         f"timing generation ({wanted.prompt_tokens}-token prompt, {wanted.new_tokens} new tokens) "
-        "of " + ", ".join(names[key] for key in paths)
+        "of " + ", ".join(names[key] for key in timed)
     )
+    if carried:
+        again = ", ".join(names[key] for key in carried)
+        ctx.log(f"generation of {again}: as timed in an earlier run on this machine")
 
     def peak(path: Path, prompt, new_tokens: int) -> float | None:
         return peak_rss_mb(path, prompt, new_tokens, settings.threads)
 
     ids = samples[0] if samples and samples[0].dtype.kind in "iu" else None
-    generation = measure_generation(paths, settings, ids, peak)
+    generation = measure_generation(timed, settings, ids, peak, carried, anchor)
     for timings in generation.busy():
         ctx.log(f"generation at batch {timings.batch}: busy machine")
     return generation
@@ -463,28 +475,47 @@ def _carried_timings(
 ) -> dict[str, dict[int, Carried]]:
     """The reused stages (never the baseline, the anchor) whose cache entry has a timing valid
     on this machine at these batch sizes."""
+    return _carried(stage_files, keys, lambda figures: figures.latency, batch_sizes)
+
+
+def _carried_generation(
+    stage_files: list[StageFile], keys: list[str], batch_sizes: list[int]
+) -> dict[str, dict[int, CarriedGeneration]]:
+    """The reused stages (never the baseline) whose cache entry has a generation timed on this
+    machine at these batch sizes."""
+    return _carried(stage_files, keys, lambda figures: figures.generation, batch_sizes)
+
+
+def _carried(stage_files, keys, timing_of, batch_sizes: list[int]) -> dict:
     carried = {}
     for stage, key in zip(stage_files[1:], keys[1:], strict=True):
-        cached = stage.figures.latency if stage.figures else None
+        cached = timing_of(stage.figures) if stage.figures else None
         if cached is not None and (timing := cached.carried(batch_sizes)) is not None:
             carried[key] = timing
     return carried
 
 
-def _keep_figures(reuse, stage_files, keys, carried, prints, metrics, latency) -> None:
+def _keep_figures(reuse, stage_files, keys, prints, metrics, timings) -> None:
     """Store the figures of each stage with its cache entry, where they differ from what the
     entry holds: its footprint (not the final file's: it carries this run's metadata), its
-    metric, and its timing where it was timed now (or carried: still valid)."""
+    metric, and its latency and generation where timed now (or carried: still valid).
+    `timings`: (latency, the stages it carried, generation or None, the stages it carried)."""
     if reuse.cache is None:
         return
+    latency, carried, generation, generated_before = timings
     last = len(stage_files) - 1
     for step, (stage, key) in enumerate(zip(stage_files, keys, strict=True)):
         old = stage.figures or CachedFigures()
         timing = old.latency if key in carried else None
         if step > 0 and key not in carried:
             timing = CachedLatency.of(latency, key)
+        generated = old.generation if key in generated_before else None
+        if step > 0 and key not in generated_before and generation is not None:
+            generated = CachedGeneration.of(generation, key)
         footprint_ = prints[step] if step < last else old.footprint
-        figures = CachedFigures(footprint=footprint_, metric=metrics[step], latency=timing)
+        figures = CachedFigures(
+            footprint=footprint_, metric=metrics[step], latency=timing, generation=generated
+        )
         if figures != old.model_copy(update={"measured_under": None}):
             reuse.annotate(step, figures)
 

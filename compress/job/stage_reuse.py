@@ -15,12 +15,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from compress.cache.store import StageCache
 from compress.config import LoadedConfig
 from compress.job.preflight import ModelFacts
 from compress.measure.environment import machine_fingerprint
+from compress.measure.generation import CarriedGeneration, Generation
 from compress.measure.latency import Carried, Latency
 from compress.measure.size import Footprint
 from compress.passes.base import Pass, PassDetails
@@ -53,6 +54,9 @@ class StageFile:
             "fix_if_slower": self.fix_if_slower,
         }
         return meta | ({"model": self.model.written()} if self.model is not None else {})
+
+
+Timed = TypeVar("Timed")  # a stage's timing at one batch size, as carried
 
 
 class CacheMiss(Exception):
@@ -195,22 +199,55 @@ class CachedLatency(Record):
     def carried(self, batch_sizes: list[int]) -> dict[int, Carried] | None:
         """The timing to carry into this run at these batch sizes; None where it was taken on
         another machine or lacks one of them."""
-        if self.machine != machine_fingerprint() or any(
-            str(b) not in self.batches for b in batch_sizes
-        ):
-            return None
-        return {b: self.batches[str(b)] for b in batch_sizes}
+        return _valid_here(self.machine, self.batches, batch_sizes)
+
+
+class CachedGeneration(Record):
+    """A stage's generation at every batch size of report.generation (its decode speed against
+    the baseline timed with it, see compress.measure.generation), and the machine it is valid
+    on."""
+
+    machine: dict[str, Any]
+    batches: dict[str, CarriedGeneration]
+
+    @classmethod
+    def of(cls, generation: Generation, key: str) -> CachedGeneration | None:
+        """`key`'s generation, where it is worth carrying: settled, on a quiet machine, at every
+        batch size; else None."""
+        batches = {}
+        for batch, timings in generation.batches.items():
+            carried = timings.carry(key)
+            if not carried.figures.stable:
+                return None
+            batches[str(batch)] = carried
+        return cls(machine=machine_fingerprint(), batches=batches)
+
+    def carried(self, batch_sizes: list[int]) -> dict[int, CarriedGeneration] | None:
+        """The generation to carry into this run at these batch sizes; None where it was timed
+        on another machine or lacks one of them."""
+        return _valid_here(self.machine, self.batches, batch_sizes)
+
+
+def _valid_here(
+    machine: dict[str, Any], batches: dict[str, Timed], batch_sizes: list[int]
+) -> dict[int, Timed] | None:
+    """`batches` by batch size where they were timed on this machine at every one of
+    `batch_sizes`, else None."""
+    if machine != machine_fingerprint() or any(str(b) not in batches for b in batch_sizes):
+        return None
+    return {b: batches[str(b)] for b in batch_sizes}
 
 
 class CachedFigures(Record):
     """What was measured of a stage: its footprint, which depends on the stage's file alone; its
     metric, valid under the report settings and eval data it was measured with
-    (`measured_under`, compress.cache.keys.measure_key); and its latency, valid under those
-    and on the machine that timed it."""
+    (`measured_under`, compress.cache.keys.measure_key); and its latency and generation, valid
+    under those and on the machine that timed them."""
 
     footprint: Footprint | None = None
     metric: Metric | None = None
     latency: CachedLatency | None = None
+    generation: CachedGeneration | None = None
     measured_under: str | None = None
 
 

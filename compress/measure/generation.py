@@ -12,6 +12,10 @@ Speedups are paired over the rounds' medians, with their intervals.
 
 Peak memory is a process's: each stage generates once more in a process of its own
 (compress.measure.peak_memory), whose peak resident set is the stage's.
+
+A stage timed in an earlier run on this machine (reused from the stage cache) is carried, as
+latency is: its figures and its decode speed against the anchor (the baseline, always timed
+again) in the rounds it was timed in; a speedup with it goes through the anchor.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from pydantic import Field
 from compress.config import GenerationSection, ReportSection
 from compress.measure.decoder_feeds import Declared, completed_feeds, session_inputs
 from compress.measure.interference import CpuWatch, MachineLoad
-from compress.measure.latency import Speedup, median_is_stable, paired_speedup, pinned
+from compress.measure.latency import (
+    Anchored,
+    RoundSpread,
+    Speedup,
+    anchored_speedup,
+    median_is_stable,
+    paired_speedup,
+    pinned,
+)
 from compress.measure.runtime import open_session
 from compress.models.decoder_graph import PAST_PREFIX, PRESENT_PREFIX, is_decoder_graph
 from compress.records import Amount, Count, Record
@@ -109,9 +121,20 @@ def vocabulary(session) -> int:
     return last if isinstance(last, int) else 0
 
 
+class CarriedGeneration(Record):
+    """A stage's generation at one batch size, as a later run carries it (and the stage cache
+    keeps it): its figures, and its decode speed against the anchor timed in the same rounds
+    (anchor decode p50 / its decode p50)."""
+
+    figures: GenerationFigures
+    decode_vs_anchor: float
+    spread: RoundSpread
+
+
 @dataclass
 class GenerationTimings:
-    """Every stage's generations at one batch size, in interleaved rounds."""
+    """Every stage's generations at one batch size, in interleaved rounds; `carried`: stages
+    timed in an earlier run, compared through `anchor` (timed in these rounds)."""
 
     batch: int
     prefill: dict[str, list[float]]  # ms of each round's prefill, per stage
@@ -120,8 +143,12 @@ class GenerationTimings:
     settled: bool
     machine: MachineLoad
     peak_rss_mb: dict[str, float | None] = field(default_factory=dict)
+    anchor: str | None = None
+    carried: dict[str, CarriedGeneration] = field(default_factory=dict)
 
     def figures(self, name: str) -> GenerationFigures:
+        if name in self.carried:
+            return self.carried[name].figures
         decode_p50, decode_p90 = np.percentile(self.decode[name], [50, 90])
         return GenerationFigures(
             prefill_ms=round(float(np.median(self.prefill[name])), 4),
@@ -134,11 +161,31 @@ class GenerationTimings:
         )
 
     def decode_speedup(self, reference: str, name: str) -> Speedup:
-        point = float(np.median(self.decode[reference]) / np.median(self.decode[name]))
-        return paired_speedup(self.decode_rounds[reference], self.decode_rounds[name], point)
+        """`name`'s decode speedup over `reference`, paired over their rounds; through the
+        anchor where one of them was carried from an earlier run."""
+        if reference in self.decode and name in self.decode:
+            point = float(np.median(self.decode[reference]) / np.median(self.decode[name]))
+            return paired_speedup(self.decode_rounds[reference], self.decode_rounds[name], point)
+        return anchored_speedup(self._against_anchor(reference), self._against_anchor(name))
 
-    def prefill_speedup(self, reference: str, name: str) -> Speedup:
-        return paired_speedup(self.prefill[reference], self.prefill[name])
+    def _against_anchor(self, name: str) -> Anchored:
+        if name in self.carried:
+            return self.carried[name].decode_vs_anchor, self.carried[name].spread
+        anchor = self.anchor
+        if anchor is None or anchor not in self.decode:
+            raise ValueError(f"no anchor timed with {name!r} to compare carried stages through")
+        if name == anchor:
+            return 1.0, None
+        ratio = float(np.median(self.decode[anchor]) / np.median(self.decode[name]))
+        return ratio, RoundSpread.of(self.decode_rounds[anchor], self.decode_rounds[name])
+
+    def carry(self, name: str) -> CarriedGeneration:
+        """What a later run needs to carry `name`'s generation at this batch size."""
+        ratio, spread = self._against_anchor(name)
+        return CarriedGeneration(
+            figures=self.figures(name), decode_vs_anchor=ratio,
+            spread=spread or RoundSpread(0.0, 0),
+        )  # fmt: skip
 
 
 @dataclass
@@ -157,10 +204,14 @@ def measure_generation(
     settings: ReportSection,
     ids: np.ndarray | None = None,
     peak_memory: Callable[[Path, np.ndarray, int], float | None] | None = None,
+    carried: dict[str, dict[int, CarriedGeneration]] | None = None,
+    anchor: str | None = None,
 ) -> Generation:
     """Every stage's greedy generation at each of report.generation's batch sizes, in
     interleaved rounds with the machine watched; prompts from the data's token `ids` where
-    given. `peak_memory(path, prompt, new_tokens)`: a stage's peak RSS, in MB."""
+    given. `peak_memory(path, prompt, new_tokens)`: a stage's peak RSS, in MB. `carried`
+    stages (by batch size) are not timed again; speedups with them go through `anchor`."""
+    carried = carried or {}
     wanted = settings.generation
     assert wanted is not None
     sessions = {name: open_session(path, settings.threads) for name, path in paths.items()}
@@ -174,7 +225,10 @@ def measure_generation(
                 prefill, decode, rounds, settled = _interleaved(
                     sessions, declared, prompt, wanted, settings
                 )
-            timings = GenerationTimings(batch, prefill, decode, rounds, settled, watch.load)
+            here = {name: by_batch[batch] for name, by_batch in carried.items()}
+            timings = GenerationTimings(
+                batch, prefill, decode, rounds, settled, watch.load, anchor=anchor, carried=here
+            )
             if peak_memory is not None and wanted.peak_memory:
                 timings.peak_rss_mb = {
                     name: peak_memory(path, prompt, wanted.new_tokens)

@@ -117,6 +117,19 @@ def _interval(point: float, variance: float, rounds: int) -> Speedup:
     return Speedup(point, point * math.exp(-half), point * math.exp(half), rounds)
 
 
+Anchored = tuple[float, "RoundSpread | None"]  # a speed against the anchor, and its spread
+
+
+def anchored_speedup(reference: Anchored, model: Anchored) -> Speedup:
+    """`model`'s speedup over `reference` where each is known by its speed against one anchor
+    (anchor p50 / its p50) and that ratio's round spread (None: the anchor itself), timed in
+    different runs: the ratio of the two, its interval from both spreads."""
+    (before, before_spread), (after, after_spread) = reference, model
+    spreads = [s for s in (before_spread, after_spread) if s is not None]
+    variance = sum(s.variance_of_mean() for s in spreads)
+    return _interval(after / before, variance, min(s.rounds for s in spreads))
+
+
 class Carried(Record):
     """A stage timed at one batch size, as a later run carries it (and the stage cache keeps
     it): its figures (`BatchTimings.stats`), and its speed against the anchor timed in the same
@@ -160,10 +173,7 @@ class BatchTimings:
         if reference in self.rounds and name in self.rounds:
             point = self.stats(reference).p50 / self.stats(name).p50
             return paired_speedup(self.rounds[reference], self.rounds[name], point)
-        (before, before_spread), (after, after_spread) = map(self.against_anchor, (reference, name))
-        spreads = [s for s in (before_spread, after_spread) if s is not None]
-        variance = sum(s.variance_of_mean() for s in spreads)
-        return _interval(after / before, variance, min(s.rounds for s in spreads))
+        return anchored_speedup(self.against_anchor(reference), self.against_anchor(name))
 
     def against_anchor(self, name: str) -> tuple[float, RoundSpread | None]:
         """`name`'s speed against the anchor (anchor p50 / its p50) and the rounds' spread (None

@@ -276,14 +276,16 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 def stage_notes(report: Report) -> list[str]:
     """One line per thing a pass reported doing (the candidate kept, nodes kept in float), and
     per stage whose latency was timed in an earlier run."""
-    carried = "latency as timed in an earlier run on this machine (stage cache); its speedups "
-    carried += "go through the baseline, timed in both runs"
+    through = "(stage cache); its speedups go through the baseline, timed in both runs"
+    carried = f"latency as timed in an earlier run on this machine {through}"
+    generated = f"generation as timed in an earlier run on this machine {through}"
     return [
         f"{stage.name}: {line}"
         for stage in report.stages
         for line in [
             *(stage.details.lines() if stage.details is not None else []),
             *([carried] if stage.latency_from_cache else []),
+            *([generated] if any(g.from_cache for g in (stage.generation or {}).values()) else []),
         ]
     ]
 

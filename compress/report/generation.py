@@ -24,8 +24,9 @@ def stage_generation(generation: Generation, keys: list[str]) -> list[dict[str, 
         for batch, timings in generation.batches.items():
             paired = _paired(timings.decode_speedup(keys[0], key)) if index else None
             figures[str(batch)] = StageGeneration(
-                **timings.figures(key).model_dump(), decode_vs_baseline=paired
-            )
+                **timings.figures(key).model_dump(), decode_vs_baseline=paired,
+                from_cache=(key in timings.carried) or None,
+            )  # fmt: skip
         by_stage.append(figures)
     return by_stage
 

@@ -53,6 +53,11 @@ class StageGeneration(GenerationFigures):
     decode_vs_baseline: Paired | None = Field(
         default=None, description="decode speedup over the baseline, paired over the rounds"
     )
+    from_cache: bool | None = Field(
+        default=None,
+        description="true: generated in an earlier run on this machine (a stage reused from the "
+        "stage cache); its decode speedup goes through the baseline, timed in both runs",
+    )
 
 
 class GenerationSettings(Record):

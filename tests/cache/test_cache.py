@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from compress.measure.interference import MachineLoad
 from tests.helpers.cli import invoke
 from tests.helpers.configs import CNN_CONFIG, write_config
+from tests.helpers.hf_folders import sentences
 from tests.helpers.paths import SAMPLES
 
 TWO_PASSES = CNN_CONFIG.replace(
@@ -165,3 +168,41 @@ def test_a_rerun_without_the_model_still_checks_what_the_report_settings_ask_of_
     assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
     timed = run(config, tmp_path / "timed", "--set", "report.generation={prompt_tokens: 4}")
     assert timed.exit_code == 2 and "takes no key/value cache" in timed.stderr, timed.stderr
+
+
+def test_a_rerun_carries_the_generation_of_reused_stages_through_the_baseline(
+    hf_folders, tmp_path, stage_cache, monkeypatch
+):
+    """A decoder's generation, the slowest of its figures, is timed once per stage: a rerun
+    times the baseline again and compares the reused stage's decode speed through it."""
+    monkeypatch.setattr("compress.measure.generation.CpuWatch", QuietWatch)
+    (tmp_path / "t.txt").write_text("\n".join(sentences(6)) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "version: 1\ndata:\n  calibration: {path: t.txt, max_length: 16}\n"
+        "passes: [{type: quantize.dynamic}]\n"
+        "report: {batch_sizes: [1], min_runs: 5, min_seconds: 0, max_seconds: 0.2, "
+        "stable_within: 0.9, generation: {prompt_tokens: 8, new_tokens: 6, min_rounds: 3, "
+        "peak_memory: false}}\n"
+    )
+    runs = {}
+    for name in ("cold", "warm"):
+        out = tmp_path / name
+        result = invoke("run", hf_folders["llama"], "-c", config, "-o", out, "--json")
+        assert result.exit_code == 0, result.stderr
+        runs[name] = (result.stderr, json.loads((out / "report.json").read_text()))
+    stderr, warm = runs["warm"]
+    assert "new tokens) of baseline\n" in stderr
+    assert "generation of quantize.dynamic: as timed in an earlier run on this machine" in stderr
+    cold = runs["cold"][1]
+    then, now = (run["stages"][1]["generation"]["1"] for run in (cold, warm))
+    assert now.pop("from_cache") is True and then.get("from_cache") is None
+    assert now | {"decode_vs_baseline": None} == then | {"decode_vs_baseline": None}  # as timed
+    notes = (tmp_path / "warm" / "report.md").read_text()
+    assert "quantize.dynamic: generation as timed in an earlier run on this machine" in notes
+    base = warm["stages"][0]["generation"]["1"]
+    assert base["rounds"] >= 3 and base != cold["stages"][0]["generation"]["1"]  # timed again
+    paired = warm["stages"][1]["generation"]["1"]["decode_vs_baseline"]
+    assert paired["ci"][0] <= paired["speedup"] <= paired["ci"][1] < 1e6
+    earlier = cold["stages"][1]["generation"]["1"]["decode_vs_baseline"]["speedup"]
+    assert paired["speedup"] == pytest.approx(earlier, rel=1e-3)  # its speed against the anchor
