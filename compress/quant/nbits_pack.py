@@ -12,6 +12,9 @@ Nodes are packed only where nothing else reads their weights (a tied head's tabl
 its lookups) and they agree on everything but N: K, bits, block size, accuracy_level, the
 presence of zero points and of a bias, no group index.
 
+Where a decoder's GroupQueryAttention rotates its queries and keys itself (compress.torch.
+gqa_fusion), a packed query/key/value goes into it as its packed QKV input, without the Split.
+
 Before packing, a bias added to a MatMulNBits' output (`Add(MatMulNBits(x), b)`, Qwen2's query,
 key and value biases, GPT-2's) goes into the node's own bias input, as the builder writes it:
 one node less per bias, and a packed group then adds its biases side by side.
@@ -100,6 +103,8 @@ def pack_siblings(model) -> list[PackedGroup]:
         kept.extend(packed_at.get(index, []))
         if index not in dropped:
             kept.append(node)
+    kept = _attention_reads_packed(kept, {o.name for o in graph.output})
+    replaced.update(n.input[1] for nodes in packed_at.values() for n in nodes[1:])  # sizes
     del graph.node[:]
     graph.node.extend(kept)
     read = {name for node in kept for name in node.input}  # a shared bias may still be read
@@ -107,6 +112,36 @@ def pack_siblings(model) -> list[PackedGroup]:
     del graph.initializer[:]
     graph.initializer.extend(kept_initializers)
     return written
+
+
+def _attention_reads_packed(nodes: list, outputs: set[str]) -> list:
+    """`nodes` where each packed query/key/value Split that only feeds one GroupQueryAttention's
+    query, key and value, in that order, is gone: the attention reads the packed projection as
+    its packed QKV input. Only where it rotates them itself (do_rotary): otherwise the rotary
+    embeddings sit between the two."""
+    from compress.quant.graph_edit import attribute
+
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in dict.fromkeys(node.input):
+            readers.setdefault(name, []).append(node)
+    gone = set()
+    for split in nodes:
+        if split.op_type != "Split" or len(split.output) != 3 or outputs & set(split.output):
+            continue
+        if attribute(split, "axis", 0) not in (-1, 2):
+            continue  # not across [batch, sequence, features]' last axis
+        read = [readers.get(name, []) for name in split.output]
+        if any(len(r) != 1 for r in read):
+            continue
+        attention = read[0][0]
+        if attention.op_type != "GroupQueryAttention" or attention.domain != MICROSOFT:
+            continue
+        if list(attention.input[:3]) != list(split.output) or not attribute(attention, "do_rotary"):
+            continue
+        attention.input[0], attention.input[1], attention.input[2] = split.input[0], "", ""
+        gone.add(split.output[0])
+    return [n for n in nodes if not (n.op_type == "Split" and n.output[0] in gone)]
 
 
 def _fold_biases(graph: Graph) -> None:

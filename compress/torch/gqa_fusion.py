@@ -10,8 +10,12 @@ position ids and drops the attention mask, which gives other logits where a row 
 the mask's additive bias, the one the MultiHeadAttention read, goes to GroupQueryAttention's
 `attention_bias`, and every row is told the whole length (`seqlens_k` = total - 1): a query at
 step position s then sees keys up to past + s, as causality wants, and the bias hides the padding
-on either side. Rotary embeddings stay where the export fused them (RotaryEmbedding nodes, run on
-the keys before the cache as before), so positions still come from `position_ids`.
+on either side. The rotary embeddings move into the operator (`do_rotary`, fed the same cos/sin
+tables and the graph's `position_ids`, which it reads token by token: a left-padded row's
+positions are right) where the queries and keys are rotated by one table over whole heads of a
+size the kernel takes (a multiple of 16); elsewhere they stay RotaryEmbedding nodes before it.
+With the rotation inside, the query, key and value projections can feed the operator as one
+packed input (compress.quant.nbits_pack, after quantize.int4 packs them), as the builder's do.
 
 The rewrite takes a layer only where its MultiHeadAttention reads, through nothing but reshapes
 of the cache, the `present.N.key/value` Concats of `past_key_values.N.key/value` and the step's
@@ -28,6 +32,7 @@ MICROSOFT = "com.microsoft"
 RESHAPES = ("Reshape", "Expand", "Unsqueeze", "Transpose")  # how the cache reaches the MHA
 TO_HEADS = (0, 2, 1, 3)  # [batch, sequence, heads, dim] <-> [batch, heads, sequence, dim]
 MHA_ATTRIBUTES = {"num_heads", "scale"}  # what GroupQueryAttention means the same by
+ROTARY_HEAD_MULTIPLE = 16  # the head sizes its kernel rotates ("a multiple of 16")
 # the inputs read by position beyond the cache's: ONNX Runtime 1.32 declares them so
 MASKED_INPUTS = {"attention_bias": 10, "query_seqlens": 16}
 
@@ -66,8 +71,9 @@ def fuse_group_query_attention(model: Any) -> int:
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
     graph = model.graph
-    mask = next((v for v in graph.inputs if v.name == "attention_mask"), None)
-    if mask is None or not runtime_masks_gqa():
+    inputs = {v.name: v for v in graph.inputs}
+    ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+    if ids is None or mask is None or not runtime_masks_gqa():
         return 0
     lengths = None
     fused = 0
@@ -77,15 +83,23 @@ def fuse_group_query_attention(model: Any) -> int:
             continue
         keys, values = layer
         if lengths is None:
-            lengths = _lengths(graph, mask, node.inputs[0], node)
+            lengths = _lengths(graph, ids, mask, node)
         added: list[Any] = []
-        step_keys, step_values = _flat_step(keys, added), _flat_step(values, added)
         attributes = [a for name, a in node.attributes.items() if name in MHA_ATTRIBUTES]
         attributes.append(ir.AttrInt64("kv_num_heads", keys.kv_heads))
+        inside = _rotation_inside(node.inputs[0], keys)
+        if inside is not None:
+            query, step_keys, rotation = inside.query, keys.step, inside.inputs
+            attributes += [
+                ir.AttrInt64("do_rotary", 1),
+                ir.AttrInt64("rotary_interleaved", inside.interleaved),
+            ]
+        else:
+            query, step_keys, rotation = node.inputs[0], _flat_step(keys, added), [None] * 3
         attention = ir.Node(
             MICROSOFT, GQA,
-            [node.inputs[0], step_keys, step_values, keys.past, values.past, *lengths[:2],
-             None, None, None, node.inputs[5], *[None] * 5, lengths[2]],
+            [query, step_keys, _flat_step(values, added), keys.past, values.past, *lengths[:2],
+             *rotation, node.inputs[5], *[None] * 5, lengths[2]],
             attributes=attributes, num_outputs=3, name=f"{node.name}_gqa",
         )  # fmt: skip
         added.append(attention)
@@ -103,6 +117,43 @@ def fuse_group_query_attention(model: Any) -> int:
         RemoveUnusedNodesPass()(model)
         model.opset_imports.setdefault(MICROSOFT, 1)
     return fused
+
+
+class Rotation(NamedTuple):
+    """Rotary embeddings GroupQueryAttention applies itself: the unrotated queries, and the
+    operator's cos_cache, sin_cache and position_ids."""
+
+    query: Any
+    inputs: list[Any]
+    interleaved: int
+
+
+def _rotation_inside(query: Any, keys: CacheSide) -> Rotation | None:
+    """The rotation of `query` and of the step's keys, where GroupQueryAttention can apply it:
+    both by ONNX Runtime's RotaryEmbedding, from the same positions and tables, over whole
+    heads (no rotary_embedding_dim, no scale) of a size its kernel takes; else None."""
+    rotary = query.producer()
+    if rotary is None or keys.rotary is None:
+        return None
+    if (rotary.op_type, rotary.domain) != ("RotaryEmbedding", MICROSOFT):
+        return None
+    if list(rotary.inputs[1:4]) != list(keys.rotary.inputs[1:4]) or None in rotary.inputs[1:4]:
+        return None  # other positions or tables
+    settings = [  # interleaved unset is 0
+        {"interleaved": 0} | {n: a.value for n, a in node.attributes.items() if n != "num_heads"}
+        for node in (rotary, keys.rotary)
+    ]
+    if settings[0] != settings[1] or set(settings[0]) - {"interleaved"}:
+        return None  # partial rotation, a scale, or the two rotated differently
+    head_size = keys.past.shape[3]
+    if not isinstance(head_size, int) or head_size % ROTARY_HEAD_MULTIPLE:
+        return None
+    unrotated = rotary.inputs[0]
+    if unrotated.shape is None or len(unrotated.shape) != 3:
+        return None
+    return Rotation(
+        unrotated, list(rotary.inputs[2:4]) + [rotary.inputs[1]], settings[0].get("interleaved", 0)
+    )
 
 
 def _renamed(value: Any) -> tuple[str, Any, Any]:
@@ -141,10 +192,10 @@ def _flat_step(side: CacheSide, added: list[Any]) -> Any:
     return flat.outputs[0]
 
 
-def _lengths(graph: Any, mask: Any, query: Any, before: Any) -> list[Any]:
+def _lengths(graph: Any, ids: Any, mask: Any, before: Any) -> list[Any]:
     """GroupQueryAttention's `seqlens_k` (every row: total - 1), `total_sequence_length` (the
-    mask's length) and `query_seqlens` (every row: the step's length), as int32; the nodes go
-    in before `before`."""
+    mask's length) and `query_seqlens` (every row: the step's length, the ids'), as int32; the
+    nodes go in before `before`."""
     import numpy as np
     import onnx_ir as ir
 
@@ -162,7 +213,7 @@ def _lengths(graph: Any, mask: Any, query: Any, before: Any) -> list[Any]:
     last = ir.Node("", "Sub", [total.outputs[0], one.outputs[0]], name="gqa_last")
     rows = ir.Node("", "Expand", [last.outputs[0], batch.outputs[0]], name="gqa_seqlens_k")
     step = ir.Node(
-        "", "Shape", [query], [ir.AttrInt64("start", 1), ir.AttrInt64("end", 2)], name="gqa_step"
+        "", "Shape", [ids], [ir.AttrInt64("start", 1), ir.AttrInt64("end", 2)], name="gqa_step"
     )
     step_32 = ir.Node(
         "", "Cast", [step.outputs[0]], [ir.AttrInt64("to", ir.DataType.INT32)], name="gqa_step_32"

@@ -90,6 +90,13 @@ def write_folders(root: Path) -> dict[str, Path]:
     )  # fmt: skip
     llama_model = transformers.LlamaForCausalLM(llama).eval()
     folders["llama"] = save(llama_model, root / "llama", ("input_ids", "attention_mask"))
+    qwen2 = transformers.Qwen2Config(  # heads of 16: GroupQueryAttention rotates them itself
+        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
+    )  # fmt: skip
+    qwen2_model = transformers.Qwen2ForCausalLM(qwen2).eval()
+    folders["qwen2"] = save(qwen2_model, root / "qwen2", ("input_ids", "attention_mask"))
     return folders
 
 

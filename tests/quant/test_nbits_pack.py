@@ -134,3 +134,59 @@ def test_biases_fold_into_the_matmuls_and_pack_side_by_side():
     assert "bq" in {i.name for i in quantized.graph.initializer}  # still read by the Identity
     for got, expected in zip(outputs(quantized, x), before, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_decoders_packed_projections_feed_its_attention_with_the_same_logits(
+    hf_folders, tmp_path
+):
+    """On a decoder whose GroupQueryAttention rotates its queries and keys itself (Qwen2, with
+    query/key/value biases), the packed projection is the attention's packed QKV input: no
+    Split, no bias Add; the logits are the unpacked model's, on rows padded on either side."""
+    from compress.config import ExportSection, ModelSection
+    from compress.measure.decoder_feeds import completed_feeds, session_inputs
+    from compress.models import load_model
+    from compress.torch import export
+    from tests.helpers.hf_folders import token_arrays
+
+    folder = hf_folders["qwen2"]
+    module = load_model(folder, ModelSection(), folder.parent).model
+    tokens = token_arrays(3)
+    path = tmp_path / "qwen2.onnx"
+    arrays = [tokens["input_ids"], tokens["attention_mask"]]
+    export.export_to_onnx(module, "hf_folder", arrays, [], [], path, ExportSection())
+    unpacked = quantize_weights(onnx.load(str(path)), WeightPlan("rtn_symmetric", 32))
+    packed = onnx.ModelProto()
+    packed.CopyFrom(unpacked)
+
+    groups = pack_siblings(packed)
+
+    assert [len(g.matmuls) for g in groups] == [3, 2, 3, 2]  # q/k/v and gate/up, per layer
+    producers = {o: n for n in packed.graph.node for o in n.output}
+    attention = [n for n in packed.graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(attention) == 2
+    for node in attention:
+        assert producers[node.input[0]].op_type == "MatMulNBits"  # packed QKV
+        assert node.input[1] == node.input[2] == ""
+    ops = [n.op_type for n in packed.graph.node]
+    assert ops.count("Split") == 2  # the gate/up ones only
+    assert not any(
+        producers.get(i, onnx.NodeProto()).op_type == "MatMulNBits"
+        for n in packed.graph.node
+        if n.op_type == "Add"
+        for i in n.input
+    )
+    import onnxruntime as ort
+
+    ids = np.random.default_rng(3).integers(5, 100, (3, 9)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[0, :3] = mask[2, 6:] = 0
+    got = []
+    for model in (unpacked, packed):
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        got.append(
+            session.run(["logits"], completed_feeds(session_inputs(session), [ids, mask]))[0]
+        )
+    real = mask == 1
+    np.testing.assert_allclose(got[1][real], got[0][real], rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ from compress.torch.kv_export import check_decode_parity
 from tests.helpers.hf_folders import token_arrays, transformers_greedy
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "gpt2", "qwen2"])
 def exported(request, hf_folders, tmp_path_factory):
     folder = hf_folders[request.param]
     module = load_model(folder, ModelSection(), folder.parent).model
@@ -58,6 +58,11 @@ FUSED = {  # per model of 2 layers: ONNX Runtime's operators, and what they repl
         {"SkipLayerNormalization": 5, "GroupQueryAttention": 2},
         {"Softmax", "MultiHeadAttention"},
     ),
+    "qwen2": (  # heads of 16: rotated inside GroupQueryAttention (llama's 8 stay outside)
+        {"SimplifiedLayerNormalization": 1, "SkipSimplifiedLayerNormalization": 4,
+         "RotaryEmbedding": 0, "GroupQueryAttention": 2},
+        {"Pow", "ReduceMean", "Neg", "Softmax", "MultiHeadAttention"},
+    ),
 }  # fmt: skip
 
 
@@ -70,6 +75,11 @@ def test_every_layer_is_fused_and_the_file_loads_as_a_model(exported, request):
     assert not gone & set(ops)
     writers = {output: node.op_type for node in graph.node for output in node.output}
     assert {writers[o.name] for o in graph.output[1:]} == {"GroupQueryAttention"}  # the cache
+    rotates = {
+        attribute.i for node in graph.node if node.op_type == "GroupQueryAttention"
+        for attribute in node.attribute if attribute.name == "do_rotary"
+    }  # fmt: skip
+    assert rotates == ({1} if fused.get("RotaryEmbedding") == 0 else set())
     assert load_model(path, ModelSection(), path.parent).is_onnx  # onnx.checker passes it
 
 
