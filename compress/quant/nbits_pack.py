@@ -55,14 +55,16 @@ class _Member:
 
 
 def pack(path: Path) -> list[PackedGroup]:
-    """Pack the sibling MatMulNBits of the model at `path`, rewritten in place where any."""
+    """Fold the biases and pack the sibling MatMulNBits of the model at `path`, rewritten in
+    place where either changed it."""
     import onnx
 
     from compress.models.onnx_files import save_onnx
 
     model = onnx.load(str(path))
+    nodes = len(model.graph.node)
     packed = pack_siblings(model)
-    if packed:
+    if packed or len(model.graph.node) != nodes:  # packed, or biases folded
         save_onnx(model, path)
     return packed
 

@@ -190,3 +190,28 @@ def test_a_decoders_packed_projections_feed_its_attention_with_the_same_logits(
         )
     real = mask == 1
     np.testing.assert_allclose(got[1][real], got[0][real], rtol=1e-4, atol=1e-4)
+
+
+def test_a_bias_folds_where_nothing_is_packed(tmp_path):
+    """A lone MatMul with its bias (GPT-2's projections): nothing to pack, the Add still goes
+    into the MatMulNBits, and the file is rewritten."""
+    from compress.models.onnx_files import save_onnx
+    from compress.quant.nbits_pack import pack
+
+    rng = np.random.default_rng(0)
+    model = onnx_builders.model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y0"], "proj"),
+            helper.make_node("Add", ["y0", "b"], ["y"], "proj_bias"),
+        ],
+        [onnx_builders.float_input("x", ["batch", WIDTH])],
+        [onnx_builders.float_input("y", ["batch", 16])],
+        {"w": rng.normal(size=(WIDTH, 16)), "b": rng.normal(size=16)},
+    )
+    path = tmp_path / "m.onnx"
+    save_onnx(quantize_weights(model, WeightPlan("rtn_symmetric", 32)), path)
+
+    assert pack(path) == []
+
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops == ["MatMulNBits"]
