@@ -188,13 +188,8 @@ class CachedLatency(Record):
     def of(cls, latency: Latency, key: str) -> CachedLatency | None:
         """`key`'s timing in `latency`, where it is worth carrying: settled, on a quiet machine,
         at every batch size; else None."""
-        batches = {}
-        for batch, timings in latency.batches.items():
-            carried = timings.carry(key)
-            if not carried.stats.stable:
-                return None
-            batches[str(batch)] = carried
-        return cls(machine=machine_fingerprint(), batches=batches)
+        batches = _worth_carrying(latency.batches, key, lambda carried: carried.stats.stable)
+        return None if batches is None else cls(machine=machine_fingerprint(), batches=batches)
 
     def carried(self, batch_sizes: list[int]) -> dict[int, Carried] | None:
         """The timing to carry into this run at these batch sizes; None where it was taken on
@@ -214,18 +209,22 @@ class CachedGeneration(Record):
     def of(cls, generation: Generation, key: str) -> CachedGeneration | None:
         """`key`'s generation, where it is worth carrying: settled, on a quiet machine, at every
         batch size; else None."""
-        batches = {}
-        for batch, timings in generation.batches.items():
-            carried = timings.carry(key)
-            if not carried.figures.stable:
-                return None
-            batches[str(batch)] = carried
-        return cls(machine=machine_fingerprint(), batches=batches)
+        batches = _worth_carrying(generation.batches, key, lambda carried: carried.figures.stable)
+        return None if batches is None else cls(machine=machine_fingerprint(), batches=batches)
 
     def carried(self, batch_sizes: list[int]) -> dict[int, CarriedGeneration] | None:
         """The generation to carry into this run at these batch sizes; None where it was timed
         on another machine or lacks one of them."""
         return _valid_here(self.machine, self.batches, batch_sizes)
+
+
+def _worth_carrying(
+    by_batch: dict[int, Any], key: str, stable: Callable[[Any], bool]
+) -> dict[str, Any] | None:
+    """`key`'s timing at each batch size (`carry` of each batch's timings), where every one is
+    `stable`; else None."""
+    carried = {str(batch): timings.carry(key) for batch, timings in by_batch.items()}
+    return carried if all(stable(timing) for timing in carried.values()) else None
 
 
 def _valid_here(

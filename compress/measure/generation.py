@@ -39,6 +39,7 @@ from compress.measure.latency import (
     median_is_stable,
     paired_speedup,
     pinned,
+    timed_against,
 )
 from compress.measure.runtime import open_session
 from compress.models.decoder_graph import PAST_PREFIX, PRESENT_PREFIX, is_decoder_graph
@@ -164,20 +165,17 @@ class GenerationTimings:
         """`name`'s decode speedup over `reference`, paired over their rounds; through the
         anchor where one of them was carried from an earlier run."""
         if reference in self.decode and name in self.decode:
-            point = float(np.median(self.decode[reference]) / np.median(self.decode[name]))
+            point = self._decode_p50(reference) / self._decode_p50(name)
             return paired_speedup(self.decode_rounds[reference], self.decode_rounds[name], point)
         return anchored_speedup(self._against_anchor(reference), self._against_anchor(name))
 
     def _against_anchor(self, name: str) -> Anchored:
         if name in self.carried:
             return self.carried[name].decode_vs_anchor, self.carried[name].spread
-        anchor = self.anchor
-        if anchor is None or anchor not in self.decode:
-            raise ValueError(f"no anchor timed with {name!r} to compare carried stages through")
-        if name == anchor:
-            return 1.0, None
-        ratio = float(np.median(self.decode[anchor]) / np.median(self.decode[name]))
-        return ratio, RoundSpread.of(self.decode_rounds[anchor], self.decode_rounds[name])
+        return timed_against(self.anchor, name, self._decode_p50, self.decode_rounds)
+
+    def _decode_p50(self, name: str) -> float:
+        return float(np.median(self.decode[name]))
 
     def carry(self, name: str) -> CarriedGeneration:
         """What a later run needs to carry `name`'s generation at this batch size."""

@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,6 +131,19 @@ def anchored_speedup(reference: Anchored, model: Anchored) -> Speedup:
     return _interval(after / before, variance, min(s.rounds for s in spreads))
 
 
+def timed_against(
+    anchor: str | None, name: str, p50: Callable[[str], float], rounds: dict[str, list[float]]
+) -> Anchored:
+    """`name`'s speed against `anchor`, both timed in these `rounds` (each round's median, by
+    stage): anchor p50 / its p50, and the rounds' spread (None for the anchor itself: 1,
+    exactly)."""
+    if anchor is None or anchor not in rounds:
+        raise ValueError(f"no anchor timed with {name!r} to compare carried stages through")
+    if name == anchor:
+        return 1.0, None
+    return p50(anchor) / p50(name), RoundSpread.of(rounds[anchor], rounds[name])
+
+
 class Carried(Record):
     """A stage timed at one batch size, as a later run carries it (and the stage cache keeps
     it): its figures (`BatchTimings.stats`), and its speed against the anchor timed in the same
@@ -180,13 +194,7 @@ class BatchTimings:
         for the anchor itself: 1, exactly)."""
         if name in self.carried:
             return self.carried[name].vs_anchor, self.carried[name].spread
-        anchor = self.anchor
-        if anchor is None or anchor not in self.rounds:
-            raise ValueError(f"no anchor timed with {name!r} to compare carried stages through")
-        if name == anchor:
-            return 1.0, None
-        ratio = self.stats(anchor).p50 / self.stats(name).p50
-        return ratio, RoundSpread.of(self.rounds[anchor], self.rounds[name])
+        return timed_against(self.anchor, name, lambda n: self.stats(n).p50, self.rounds)
 
     def carry(self, name: str) -> Carried:
         """What a later run needs to carry `name`'s timing at this batch size."""
