@@ -105,45 +105,49 @@ def pack_siblings(model) -> list[PackedGroup]:
         kept.extend(packed_at.get(index, []))
         if index not in dropped:
             kept.append(node)
-    kept = _attention_reads_packed(kept, {o.name for o in graph.output})
-    replaced.update(n.input[1] for nodes in packed_at.values() for n in nodes[1:])  # sizes
     del graph.node[:]
     graph.node.extend(kept)
-    read = {name for node in kept for name in node.input}  # a shared bias may still be read
+    _attention_reads_packed(Graph(model))
+    replaced.update(n.input[1] for nodes in packed_at.values() for n in nodes[1:])  # sizes
+    read = {name for node in graph.node for name in node.input}  # a shared bias may be read
     kept_initializers = [i for i in graph.initializer if i.name not in replaced - read]
     del graph.initializer[:]
     graph.initializer.extend(kept_initializers)
     return written
 
 
-def _attention_reads_packed(nodes: list, outputs: set[str]) -> list:
-    """`nodes` where each packed query/key/value Split that only feeds one GroupQueryAttention's
-    query, key and value, in that order, is gone: the attention reads the packed projection as
-    its packed QKV input. Only where it rotates them itself (do_rotary): otherwise the rotary
+def _attention_reads_packed(graph: Graph) -> None:
+    """Each packed query/key/value Split that only feeds one GroupQueryAttention's query, key
+    and value, in that order, goes: the attention reads the packed projection as its packed QKV
+    input (in place). Only where it rotates them itself (do_rotary): otherwise the rotary
     embeddings sit between the two."""
     from compress.quant.graph_edit import attribute
 
-    readers: dict[str, list] = {}
-    for node in nodes:
-        for name in dict.fromkeys(node.input):
-            readers.setdefault(name, []).append(node)
     gone = set()
-    for split in nodes:
-        if split.op_type != "Split" or len(split.output) != 3 or outputs & set(split.output):
+    for split in graph.graph.node:
+        if split.op_type != "Split" or len(split.output) != 3:
             continue
         if attribute(split, "axis", 0) not in (-1, 2):
             continue  # not across [batch, sequence, features]' last axis
-        read = [readers.get(name, []) for name in split.output]
-        if any(len(r) != 1 for r in read):
+        attention = graph.only_reader(split.output[0])  # None for a graph output
+        if attention is None or any(graph.only_reader(o) is not attention for o in split.output):
             continue
-        attention = read[0][0]
         if attention.op_type != "GroupQueryAttention" or attention.domain != MICROSOFT:
             continue
         if list(attention.input[:3]) != list(split.output) or not attribute(attention, "do_rotary"):
             continue
         attention.input[0], attention.input[1], attention.input[2] = split.input[0], "", ""
         gone.add(split.output[0])
-    return [n for n in nodes if not (n.op_type == "Split" and n.output[0] in gone)]
+    _drop(graph, "Split", gone)
+
+
+def _drop(graph: Graph, op_type: str, outputs: set[str]) -> None:
+    """Remove the `op_type` nodes whose first output is one of `outputs` (in place)."""
+    if outputs:
+        nodes = graph.graph.node
+        kept = [n for n in nodes if not (n.op_type == op_type and n.output[0] in outputs)]
+        del nodes[:]
+        nodes.extend(kept)
 
 
 def _fold_biases(graph: Graph) -> None:
@@ -170,10 +174,7 @@ def _fold_biases(graph: Graph) -> None:
         node.input.extend(inputs)
         node.output[0] = add.output[0]
         folded.add(add.output[0])  # now the MatMulNBits' output too
-    if folded:
-        kept = [n for n in graph.graph.node if not (n.op_type == "Add" and n.output[0] in folded)]
-        del graph.graph.node[:]
-        graph.graph.node.extend(kept)
+    _drop(graph, "Add", folded)
 
 
 def _sibling_groups(graph: Graph) -> dict[tuple, list[_Member]]:
