@@ -83,20 +83,17 @@ def write_folders(root: Path) -> dict[str, Path]:
     gpt2_model = transformers.GPT2LMHeadModel(gpt2).eval()
     folders["gpt2"] = save(gpt2_model, root / "gpt2", ("input_ids", "attention_mask"))
     folders["sentence"] = sentence_folder(folders["base"], root / "sentence")
-    llama = transformers.LlamaConfig(
-        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
-    )  # fmt: skip
-    llama_model = transformers.LlamaForCausalLM(llama).eval()
-    folders["llama"] = save(llama_model, root / "llama", ("input_ids", "attention_mask"))
-    qwen2 = transformers.Qwen2Config(  # heads of 16: GroupQueryAttention rotates them itself
-        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=64, intermediate_size=128,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
-    )  # fmt: skip
-    qwen2_model = transformers.Qwen2ForCausalLM(qwen2).eval()
-    folders["qwen2"] = save(qwen2_model, root / "qwen2", ("input_ids", "attention_mask"))
+    # two decoders of 2 layers, 4 heads over 2 key/value heads: LLaMA's heads of 8 keep their
+    # RotaryEmbedding nodes, Qwen2's of 16 (with q/k/v biases) are rotated in GroupQueryAttention
+    for name, kind, width in (("llama", "Llama", 32), ("qwen2", "Qwen2", 64)):
+        model_class = getattr(transformers, f"{kind}ForCausalLM")
+        config = model_class.config_class(
+            vocab_size=len(SPECIAL) + len(WORDS), hidden_size=width, intermediate_size=2 * width,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
+        )  # fmt: skip
+        model = model_class(config).eval()
+        folders[name] = save(model, root / name, ("input_ids", "attention_mask"))
     return folders
 
 
